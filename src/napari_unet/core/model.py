@@ -21,14 +21,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["UNet", "valid_input_shape", "valid_output_shape", "nearest_valid_sizes"]
+__all__ = ["UNet", "nearest_valid_sizes", "valid_input_shape", "valid_output_shape"]
 
 _PADDINGS = ("valid", "same")
 
 
 def _check_depth(depth: int) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ValueError(f"depth: expected a non-negative integer (the paper uses 4), got {depth!r}")
+        raise ValueError(
+            f"depth: expected a non-negative integer (the paper uses 4), got {depth!r}"
+        )
     return depth
 
 

@@ -1,0 +1,96 @@
+"""The ``napari-unet`` command line: demo, train, predict, evaluate, export.
+
+Each sub-command lives in :mod:`napari_unet.commands` as a module with ``add_arguments(parser)``
+and ``run(args) -> int``; heavy imports (torch) happen inside ``run`` so ``--help`` is instant.
+User errors raise :class:`CLIError` (or ValueError / OSError from core) and are printed as one
+line ``napari-unet <command>: error: ...`` with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from napari_unet import __version__
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+#: sub-command name → (module under napari_unet.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "demo",
+        "train briefly on bundled sample data, predict, print metrics, save an overlay",
+    ),
+    "train": (
+        "train",
+        "train a U-Net on image/label files (TIFF/PNG) and save a .safetensors model",
+    ),
+    "predict": ("predict", "segment images, folders or zarr arrays with a trained model"),
+    "evaluate": ("evaluate", "compare a model's predictions with ground-truth labels"),
+    "export": ("export", "export a model to bioimage.io, TorchScript or ONNX"),
+}
+
+
+class CLIError(Exception):
+    """A user error on the command line: printed as one line, exit status 2."""
+
+
+def _available_commands() -> dict[str, object]:
+    mods = {}
+    for name, (module, _help) in COMMANDS.items():
+        try:
+            mods[name] = importlib.import_module(f"napari_unet.commands.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"napari_unet.commands.{module}":
+                raise
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per available command."""
+    parser = argparse.ArgumentParser(
+        prog="napari-unet",
+        description=(
+            "Train and apply the U-Net of Ronneberger, Fischer & Brox (2015) on a few annotated "
+            "cells. Run 'napari-unet COMMAND --help' for the options of a command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _available_commands().items():
+        help_text = COMMANDS[name][1]
+        p = sub.add_parser(name, help=help_text, description=module.__doc__ or help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-unet`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, OSError) as err:
+        if args.verbose:
+            raise
+        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
