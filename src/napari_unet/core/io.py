@@ -1,0 +1,232 @@
+"""Model files: one ``.safetensors`` file with the weights and JSON metadata; never unpickled.
+
+A model file holds the U-Net's ``state_dict`` as safetensors tensors and, in the safetensors header
+(``__metadata__``, string → string), JSON-encoded values:
+
+- ``"architecture"``: ``UNet.config`` (the constructor arguments), enough to rebuild the network;
+- ``"normalization"``: how prediction must normalise images (like ``DEFAULT_NORMALIZATION``);
+- ``"class_names"``: one name per output class;
+- ``"training"``: the training settings; ``"history"``: a list of dicts (one per logged step);
+- ``"napari_unet_version"``; and any extra keyword given to :func:`save_model`.
+
+:func:`load_model` parses the header itself first (8-byte little-endian length + JSON), so a file
+that is not a safetensors file, or is truncated or corrupted, gives a ``ValueError`` that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_unet import __version__
+from napari_unet.core.data import DEFAULT_NORMALIZATION
+from napari_unet.core.model import UNet
+
+__all__ = ["default_class_names", "load_model", "read_metadata", "save_model"]
+
+logger = logging.getLogger(__name__)
+
+#: The header may not be larger than this (safetensors' own limit is 100 MB).
+_MAX_HEADER = 100_000_000
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """Names of the output classes used when none are given.
+
+    Examples
+    --------
+    >>> default_class_names(3)
+    ['background', 'cell', 'border']
+    """
+    names = ["background", "cell", "border"]
+    if num_classes <= len(names):
+        return names[:num_classes]
+    return names + [f"class_{i}" for i in range(len(names), num_classes)]
+
+
+def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
+    """Write ``model``'s weights and ``metadata`` to one ``.safetensors`` file.
+
+    Parameters
+    ----------
+    model : UNet
+        The network; ``model.config`` is stored as ``"architecture"``.
+    path : str or PathLike
+        Output file; parent folders are created. The suffix ``.safetensors`` is recommended.
+    **metadata
+        JSON-serialisable values (``normalization``, ``class_names``, ``training``, ``history``,
+        or anything else). ``normalization`` defaults to ``DEFAULT_NORMALIZATION`` and
+        ``class_names`` to :func:`default_class_names`.
+
+    Returns
+    -------
+    Path of the written file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> net = UNet(depth=1, base_channels=2)
+    >>> p = save_model(net, pathlib.Path(tempfile.mkdtemp()) / "m.safetensors", note="hi")
+    >>> model, meta = load_model(p)
+    >>> meta["note"], meta["architecture"]["base_channels"]
+    ('hi', 2)
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, UNet):
+        raise TypeError(f"model: expected a napari_unet UNet, got {type(model).__name__}")
+    path = Path(path)
+    meta: dict[str, Any] = {
+        "normalization": dict(DEFAULT_NORMALIZATION),
+        "class_names": default_class_names(model.num_classes),
+        "training": {},
+        "history": [],
+    }
+    meta.update(metadata)
+    meta["architecture"] = dict(model.config)
+    meta["napari_unet_version"] = __version__
+    header: dict[str, str] = {}
+    for key, value in meta.items():
+        try:
+            header[str(key)] = json.dumps(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"metadata {key!r}: expected a JSON-serialisable value, got "
+                f"{type(value).__name__} ({err})"
+            ) from None
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written model file
+    logger.debug("saved model to %s", path)
+    return path
+
+
+def _read_header(path: Path) -> dict:
+    """Parse and check the safetensors header; ValueError for anything malformed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(
+                f"{path}: not a safetensors model file (only {size} bytes); "
+                "expected a file written by napari-unet (save_model)"
+            )
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > _MAX_HEADER or 8 + n > size:
+            raise ValueError(
+                f"{path}: not a safetensors model file or truncated (header length {n}, file "
+                f"size {size} bytes); expected a .safetensors file written by save_model"
+            )
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path}: corrupted safetensors header (not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupted safetensors header (not a JSON object)")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise ValueError(f"{path}: corrupted safetensors header (tensor {name!r})") from None
+    if 8 + n + end > size:
+        raise ValueError(
+            f"{path}: truncated model file ({size} bytes, the header announces "
+            f"{8 + n + end}); copy or download it again"
+        )
+    return header
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a model file (JSON-decoded), without loading the weights.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = save_model(UNet(depth=1, base_channels=2), pathlib.Path(tempfile.mkdtemp()) / "m.safetensors")
+    >>> read_metadata(p)["class_names"]
+    ['background', 'cell']
+    """
+    path = Path(path)
+    raw = _read_header(path).get("__metadata__") or {}
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value)
+        except (TypeError, json.JSONDecodeError):
+            meta[key] = value  # a plain string written by another tool
+    return meta
+
+
+def load_model(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> tuple[UNet, dict[str, Any]]:
+    """Rebuild a U-Net from a model file written by :func:`save_model` (no pickle involved).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A ``.safetensors`` file.
+    device : str or torch.device
+        Where to put the weights.
+
+    Returns
+    -------
+    (UNet in eval mode, metadata dict)
+
+    Raises
+    ------
+    ValueError
+        The file is not a safetensors file, is truncated or corrupted, lacks the architecture, or
+        its weights do not fit the architecture.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = save_model(UNet(depth=1, base_channels=2), pathlib.Path(tempfile.mkdtemp()) / "m.safetensors")
+    >>> model, meta = load_model(p)
+    >>> model.depth, meta["normalization"]["method"]
+    (1, 'percentile')
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict):
+        raise ValueError(
+            f"{path}: no 'architecture' in the file's metadata; expected a model file written by "
+            "napari-unet (save_model)"
+        )
+    try:
+        model = UNet(**arch)
+    except TypeError as err:
+        raise ValueError(f"{path}: unusable architecture {arch!r} ({err})") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise ValueError(f"{path}: corrupted safetensors file ({err})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise ValueError(
+            f"{path}: the weights do not match the stored architecture "
+            f"({first[1].strip() if len(first) > 1 else first[0]})"
+        ) from None
+    model.to(device).eval()
+    return model, meta
