@@ -72,3 +72,34 @@ def test_console_script_version_and_help():
         [sys.executable, "-m", "napari_unet", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_regular_install_ships_manifest_and_entry_point(tmp_path):
+    """A built wheel (regular install) carries napari.yaml and the napari.manifest entry point."""
+    import zipfile
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0 and "No module named" in out.stderr:
+        pytest.skip(f"cannot build a wheel here: {out.stderr.strip()[-200:]}")
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("napari_unet-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "napari_unet/napari.yaml" in names
+    assert "[napari.manifest]" in entry_points and "napari_unet:napari.yaml" in entry_points
