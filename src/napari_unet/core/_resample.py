@@ -5,6 +5,7 @@ Everything here is generic over the number of spatial dimensions (2D and 3D alik
 - :func:`cubic_matrix` / :func:`upsample_cubic`: separable cubic-convolution upsampling of a coarse
   lattice with corner-aligned nodes, identical to ``F.interpolate(mode="bicubic",
   align_corners=True)`` in 2D (Keys kernel, ``a = -0.75``) and its tricubic analogue in 3D;
+- :func:`warp_batch`: one resampling of image, labels and weights through the composed map;
 - :func:`sample`: resampling of a batch at arbitrary coordinates given in pixel-index units, by
   nearest neighbour, (multi)linear or (multi)cubic interpolation, with mirror extrapolation about the
   border pixel centres (``d c b | a b c d | c b a``, ``grid_sample(padding_mode="reflection",
@@ -142,3 +143,104 @@ def sample(src: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor:
         return acc
 
     return combine(0, None).reshape(n, channels, *out_shape)
+
+
+WIDE_INTS = (torch.int32, torch.int64, torch.uint32, torch.uint64)
+UNGATHERABLE = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def source_coords(
+    spatial: Sequence[int], matrix, offset, displacement, device, dtype
+) -> torch.Tensor:
+    """(N, d, *spatial) source coordinates ``c + M (p - c) + t + d(p)`` of every output pixel."""
+    nd = len(spatial)
+    axes = [torch.arange(s, device=device, dtype=dtype) - (s - 1) / 2 for s in spatial]
+    rel = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (d, *S), centred
+    centre = torch.tensor([(s - 1) / 2 for s in spatial], device=device, dtype=dtype)
+    mat = None if matrix is None else torch.as_tensor(matrix, dtype=dtype, device=device)
+    off = None if offset is None else torch.as_tensor(offset, dtype=dtype, device=device)
+    if mat is None:
+        coords = rel.unsqueeze(0)
+    else:
+        coords = torch.einsum("nij,j...->ni...", mat.reshape(-1, nd, nd), rel)
+    shift = centre if off is None else centre + off.reshape(-1, nd)
+    coords = coords + shift.reshape(-1, nd, *([1] * nd))
+    if displacement is not None:
+        disp = torch.as_tensor(displacement, dtype=dtype, device=device)
+        coords = coords + disp.reshape(-1, nd, *spatial)
+    return coords
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 and wide integer images (exact beyond 2**24), float32 otherwise."""
+    return torch.float64 if dtype in (torch.float64, *WIDE_INTS) else torch.float32
+
+
+def restore_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Back to ``dtype``: integers rounded and clipped to their range (never wrapped)."""
+    if dtype.is_floating_point:
+        return x.to(dtype)
+    if dtype == torch.bool:
+        return x >= 0.5
+    info = torch.iinfo(dtype)
+    return torch.round(x).clamp_(info.min, info.max).to(dtype)
+
+
+def crop(t: torch.Tensor, out_shape: Sequence[int] | None) -> torch.Tensor:
+    """Centre crop of the trailing axes (offset ``(s - o) // 2``, as the U-Net crops)."""
+    if out_shape is None:
+        return t
+    nd = len(out_shape)
+    sl = [slice((s - o) // 2, (s - o) // 2 + o) for s, o in zip(t.shape[-nd:], out_shape,
+                                                                strict=True)]
+    return t[(..., *sl)]
+
+
+def warp_batch(image, labels, weights, matrix, offset, displacement, image_interp, out_shape):
+    """``augment.warp`` returning the image in its compute dtype (float32 or float64).
+
+    Labels and weights use the same nearest indices (of the ``out_shape`` centre region).
+    """
+    if image_interp not in ("bilinear", "bicubic"):
+        raise ValueError(f"image_interp: expected 'bilinear' or 'bicubic', got {image_interp!r}")
+    spatial = tuple(image.shape[2:])
+    work = compute_dtype(image.dtype)
+    coords = source_coords(spatial, matrix, offset, displacement, image.device, work)
+    coords = coords.expand(image.shape[0], *coords.shape[1:])
+    out = sample(image.to(work), coords, image_interp)
+    if labels is None and weights is None:
+        return out, None, None
+    region = crop(coords, out_shape)
+    flat = nearest_index(region, spatial)
+    results = []
+    for t in (labels, weights):
+        if t is None:
+            results.append(None)
+            continue
+        src = t.to(torch.int64) if t.dtype in UNGATHERABLE else t
+        results.append(gather(src, flat, region.shape[2:]).to(t.dtype))
+    return out, results[0], results[1]
+
+
+def check_batch(image, labels, weights, out_shape) -> None:
+    """Raise TypeError/ValueError naming the argument when a batch does not fit together."""
+    for name, t in (("image", image), ("labels", labels), ("weights", weights)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(
+                f"{name}: expected a torch.Tensor, got {type(t).__name__}; use elastic_deform "
+                "for numpy arrays or torch.as_tensor(...)"
+            )
+    if image.ndim < 4:
+        raise ValueError(f"image: expected a batch (N, C, H, W), got shape {tuple(image.shape)}; "
+                         "add axes with image[None, None]")
+    expected = (image.shape[0], *image.shape[2:])
+    for name, t in (("labels", labels), ("weights", weights)):
+        if t is not None and tuple(t.shape) != expected:
+            raise ValueError(f"{name}: expected shape {expected} (the image's N and spatial "
+                             f"axes), got {tuple(t.shape)}")
+    if out_shape is not None and (
+        len(out_shape) != image.ndim - 2
+        or any(not 1 <= int(o) <= s for o, s in zip(out_shape, image.shape[2:], strict=True))
+    ):
+        raise ValueError(f"out_shape: expected {image.ndim - 2} sides within the image's "
+                         f"{tuple(image.shape[2:])}, got {out_shape!r}")

@@ -47,9 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_WIDE_INTS = (torch.int32, torch.int64, torch.uint32, torch.uint64)
-_UNGATHERABLE = (torch.uint16, torch.uint32, torch.uint64)
-
 
 def _range(name: str, value) -> tuple[float, float]:
     try:
@@ -185,50 +182,6 @@ def _random_matrix(
     return mat * (scale[:, None, None] * flips.to(torch.float64)[:, None, :])
 
 
-def _source_coords(
-    spatial: Sequence[int], matrix, offset, displacement, device, dtype
-) -> torch.Tensor:
-    """(N, d, *spatial) source coordinates ``c + M (p - c) + t + d(p)`` of every output pixel."""
-    nd = len(spatial)
-    axes = [torch.arange(s, device=device, dtype=dtype) - (s - 1) / 2 for s in spatial]
-    rel = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (d, *S), centred
-    centre = torch.tensor([(s - 1) / 2 for s in spatial], device=device, dtype=dtype)
-    mat = None if matrix is None else torch.as_tensor(matrix, dtype=dtype, device=device)
-    off = None if offset is None else torch.as_tensor(offset, dtype=dtype, device=device)
-    if mat is None:
-        coords = rel.unsqueeze(0)
-    else:
-        coords = torch.einsum("nij,j...->ni...", mat.reshape(-1, nd, nd), rel)
-    shift = centre if off is None else centre + off.reshape(-1, nd)
-    coords = coords + shift.reshape(-1, nd, *([1] * nd))
-    if displacement is not None:
-        disp = torch.as_tensor(displacement, dtype=dtype, device=device)
-        coords = coords + disp.reshape(-1, nd, *spatial)
-    return coords
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype in (torch.float64, *_WIDE_INTS) else torch.float32
-
-
-def _restore_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if dtype.is_floating_point:
-        return x.to(dtype)
-    if dtype == torch.bool:
-        return x >= 0.5
-    info = torch.iinfo(dtype)
-    return torch.round(x).clamp_(info.min, info.max).to(dtype)
-
-
-def _crop(t: torch.Tensor, out_shape: Sequence[int] | None) -> torch.Tensor:
-    if out_shape is None:
-        return t
-    nd = len(out_shape)
-    sl = [slice((s - o) // 2, (s - o) // 2 + o) for s, o in zip(t.shape[-nd:], out_shape,
-                                                                strict=True)]
-    return t[(..., *sl)]
-
-
 def warp(
     image: torch.Tensor,
     labels: torch.Tensor | None = None,
@@ -256,32 +209,10 @@ def warp(
     >>> warp(x, matrix=quarter)[0][0, 0].tolist() == np.rot90(x[0, 0].numpy()).tolist()
     True
     """
-    out, lab, wts = _warp(image, labels, weights, matrix, offset, displacement, image_interp,
-                          out_shape)
-    return _restore_dtype(out, image.dtype), lab, wts
-
-
-def _warp(image, labels, weights, matrix, offset, displacement, image_interp, out_shape):
-    """:func:`warp` returning the image in its compute dtype (float32 or float64)."""
-    if image_interp not in ("bilinear", "bicubic"):
-        raise ValueError(f"image_interp: expected 'bilinear' or 'bicubic', got {image_interp!r}")
-    spatial = tuple(image.shape[2:])
-    work = _compute_dtype(image.dtype)
-    coords = _source_coords(spatial, matrix, offset, displacement, image.device, work)
-    coords = coords.expand(image.shape[0], *coords.shape[1:])
-    out = _resample.sample(image.to(work), coords, image_interp)
-    if labels is None and weights is None:
-        return out, None, None
-    crop = _crop(coords, out_shape)
-    flat = _resample.nearest_index(crop, spatial)
-    results = []
-    for t in (labels, weights):
-        if t is None:
-            results.append(None)
-            continue
-        src = t.to(torch.int64) if t.dtype in _UNGATHERABLE else t
-        results.append(_resample.gather(src, flat, crop.shape[2:]).to(t.dtype))
-    return out, results[0], results[1]
+    out, lab, wts = _resample.warp_batch(
+        image, labels, weights, matrix, offset, displacement, image_interp, out_shape
+    )
+    return _resample.restore_dtype(out, image.dtype), lab, wts
 
 
 def _changes_gray_values(config: AugmentConfig) -> bool:
@@ -358,10 +289,10 @@ def augment_batch(
     (torch.Size([2, 1, 32, 32]), torch.Size([2, 32, 32]), True)
     """
     config = AugmentConfig() if config is None else config
-    _check_batch(image, labels, weights, out_shape)
+    _resample.check_batch(image, labels, weights, out_shape)
     n, spatial = image.shape[0], tuple(image.shape[2:])
     nd = len(spatial)
-    work = _compute_dtype(image.dtype)
+    work = _resample.compute_dtype(image.dtype)
     matrix = _random_matrix(n, nd, config, generator)
     shift = (2 * torch.rand((n, nd), generator=generator, dtype=torch.float64) - 1) * config.shift
     displacement = None
@@ -370,35 +301,12 @@ def augment_batch(
             spatial, grid=config.elastic_grid, sigma=config.elastic_sigma, batch=n,
             generator=generator, device=image.device, dtype=work,
         )
-    out, lab, wts = _warp(image, labels, weights, matrix, shift, displacement,
+    out, lab, wts = _resample.warp_batch(image, labels, weights, matrix, shift, displacement,
                           config.image_interp, out_shape)
     if _changes_gray_values(config):
         out = _gray_values(out, config, generator)
-    out = _restore_dtype(out, image.dtype)
+    out = _resample.restore_dtype(out, image.dtype)
     return (out, lab) if weights is None else (out, lab, wts)
-
-
-def _check_batch(image, labels, weights, out_shape) -> None:
-    for name, t in (("image", image), ("labels", labels), ("weights", weights)):
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise TypeError(
-                f"{name}: expected a torch.Tensor, got {type(t).__name__}; use elastic_deform "
-                "for numpy arrays or torch.as_tensor(...)"
-            )
-    if image.ndim < 4:
-        raise ValueError(f"image: expected a batch (N, C, H, W), got shape {tuple(image.shape)}; "
-                         "add axes with image[None, None]")
-    expected = (image.shape[0], *image.shape[2:])
-    for name, t in (("labels", labels), ("weights", weights)):
-        if t is not None and tuple(t.shape) != expected:
-            raise ValueError(f"{name}: expected shape {expected} (the image's N and spatial "
-                             f"axes), got {tuple(t.shape)}")
-    if out_shape is not None and (
-        len(out_shape) != image.ndim - 2
-        or any(not 1 <= int(o) <= s for o, s in zip(out_shape, image.shape[2:], strict=True))
-    ):
-        raise ValueError(f"out_shape: expected {image.ndim - 2} sides within the image's "
-                         f"{tuple(image.shape[2:])}, got {out_shape!r}")
 
 
 class Augmenter:
