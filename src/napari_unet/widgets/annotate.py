@@ -1,0 +1,264 @@
+"""The "Annotate cells" dock widget: a Labels layer to paint cells on, regions, save/load as TIFF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.widgets._common import (
+    REGIONS_LAYER,
+    LayerCombo,
+    debounce_timer,
+    guarded,
+    plane_index,
+    show_info,
+    show_warning,
+    spatial_shape,
+)
+
+
+class AnnotateWidget(QWidget):
+    """Paint a few cells on an image: each cell its own id; rectangles mark complete regions.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    """
+
+    def __init__(self, napari_viewer, parent=None):
+        from napari.layers import Image, Labels
+
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.image_combo.setToolTip("The image you annotate.")
+        self.labels_combo = LayerCombo(napari_viewer, Labels, none_text="(create new)")
+        self.labels_combo.setToolTip(
+            "The Labels layer holding your cells: one id per cell, 0 = background. "
+            "'(create new)' makes an empty one of the image's shape."
+        )
+        self.create_button = QPushButton("Create / attach labels layer")
+        self.new_cell_button = QPushButton("New cell")
+        self.new_cell_button.setToolTip("Select the next free id and switch to paint mode.")
+        self.regions_button = QPushButton("Add 'annotated regions' layer")
+        self.regions_button.setToolTip(
+            "Draw rectangles where every cell is annotated; outside them nothing is learnt. "
+            "With no rectangles the whole labelled image counts."
+        )
+        self.save_button = QPushButton("Save annotations…")
+        self.load_button = QPushButton("Load annotations…")
+        self.count_label = QLabel("no labels layer")
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("labels", self.labels_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.create_button)
+        layout.addWidget(self.new_cell_button)
+        layout.addWidget(self.count_label)
+        layout.addWidget(self.regions_button)
+        row = QHBoxLayout()
+        row.addWidget(self.save_button)
+        row.addWidget(self.load_button)
+        layout.addLayout(row)
+        layout.addStretch(1)
+
+        self._count_timer = debounce_timer(self, self.update_count, 200)
+        self._watched = None
+        self.create_button.clicked.connect(self._on_create)
+        self.new_cell_button.clicked.connect(self._on_new_cell)
+        self.regions_button.clicked.connect(self._on_regions)
+        self.save_button.clicked.connect(self._on_save)
+        self.load_button.clicked.connect(self._on_load)
+        self.labels_combo.currentIndexChanged.connect(self._watch_labels)
+        napari_viewer.dims.events.current_step.connect(self._schedule_count)
+        self._watch_labels()
+
+    # ------------------------------------------------------------------ labels layer
+    def labels_layer(self):
+        return self.labels_combo.layer()
+
+    def create_labels(self):
+        """Attach the chosen Labels layer, or add an empty one of the image's shape; returns it."""
+        image = self.image_combo.layer()
+        if image is None:
+            raise ValueError("image: open or choose an image layer first (File > Open Sample works)")
+        shape = spatial_shape(image)
+        chosen = self.labels_layer()
+        if chosen is not None:
+            if tuple(chosen.data.shape) != shape:
+                raise ValueError(
+                    f"labels: the layer '{chosen.name}' has shape {tuple(chosen.data.shape)}, "
+                    f"the image {shape}; choose '(create new)' to make a matching one"
+                )
+            self._activate(chosen)
+            return chosen
+        name = f"{image.name} annotations"
+        if name in self.viewer.layers and tuple(self.viewer.layers[name].data.shape) == shape:
+            layer = self.viewer.layers[name]  # attach, never overwrite
+        else:
+            layer = self.viewer.add_labels(
+                np.zeros(shape, dtype=np.uint16 if max(shape) < 2**31 else np.int32),
+                name=name,
+                scale=image.scale[-len(shape) :],
+                translate=image.translate[-len(shape) :],
+            )
+        self.labels_combo.set_layer(layer)
+        self._activate(layer)
+        return layer
+
+    def _activate(self, layer) -> None:
+        self.viewer.layers.selection.active = layer
+        self._watch_labels()
+
+    def new_cell(self) -> int:
+        """Select the next free id (largest id + 1) in paint mode; returns that id."""
+        layer = self.labels_layer() or self.create_labels()
+        next_id = int(np.max(layer.data)) + 1 if layer.data.size else 1
+        layer.selected_label = next_id
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        return next_id
+
+    def add_regions_layer(self):
+        """Add (or select) the Shapes layer "annotated regions" in rectangle mode."""
+        if REGIONS_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[REGIONS_LAYER]
+        else:
+            image = self.image_combo.layer()
+            ndim = len(spatial_shape(image)) if image is not None else 2
+            layer = self.viewer.add_shapes(
+                ndim=ndim, name=REGIONS_LAYER, face_color="transparent", edge_color="yellow",
+                edge_width=2,
+            )
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        return layer
+
+    # ------------------------------------------------------------------ count
+    def _watch_labels(self, *_):
+        layer = self.labels_layer()
+        if layer is self._watched:
+            self.update_count()
+            return
+        if self._watched is not None:
+            for ev in ("paint", "data", "set_data"):
+                if hasattr(self._watched.events, ev):
+                    getattr(self._watched.events, ev).disconnect(self._schedule_count)
+        self._watched = layer
+        if layer is not None:
+            for ev in ("paint", "data", "set_data"):
+                if hasattr(layer.events, ev):
+                    getattr(layer.events, ev).connect(self._schedule_count)
+        self.update_count()
+
+    def _schedule_count(self, *_):
+        self._count_timer.start()
+
+    def count_cells(self) -> tuple[int, int]:
+        """(cells in the shown plane, cells in the whole layer)."""
+        layer = self.labels_layer()
+        if layer is None:
+            return 0, 0
+        data = np.asarray(layer.data)
+        index = plane_index(layer, self.viewer)
+        total = int(np.count_nonzero(np.unique(data)))
+        plane = int(np.count_nonzero(np.unique(data[index]))) if index else total
+        return plane, total
+
+    def update_count(self, *_):
+        layer = self.labels_layer()
+        if layer is None:
+            self.count_label.setText("no labels layer: press 'Create / attach'")
+            return
+        plane, total = self.count_cells()
+        text = f"{total} annotated cell{'s' * (total != 1)}"
+        if layer.data.ndim > 2:
+            text += f" ({plane} on this plane)"
+        self.count_label.setText(text)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path, *, overwrite: bool = False) -> Path:
+        """Write the labels as a TIFF; an existing file is kept unless ``overwrite=True``."""
+        import tifffile
+
+        layer = self.labels_layer()
+        if layer is None:
+            raise ValueError("labels: no labels layer to save; create one and paint some cells")
+        path = Path(path)
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            path = path.with_suffix(".tif")
+        if path.exists() and not overwrite:
+            raise FileExistsError(
+                f"path: {path} exists and was kept; choose another name (the Save dialog asks "
+                "before replacing a file)"
+            )
+        data = np.asarray(layer.data)
+        tifffile.imwrite(path, data, compression="zlib")
+        show_info(f"Saved {self.count_cells()[1]} cells to {path}")
+        return path
+
+    def load(self, path):
+        """Read a labels TIFF into a NEW Labels layer (an existing layer is never overwritten)."""
+        import tifffile
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"path: no file at {path}; choose an existing .tif")
+        data = tifffile.imread(path)
+        if not np.issubdtype(data.dtype, np.integer):
+            raise ValueError(
+                f"path: {path.name} holds {data.dtype} values; annotations are integer ids "
+                "(0 = background, one id per cell)"
+            )
+        image = self.image_combo.layer()
+        if image is not None and tuple(data.shape) != spatial_shape(image):
+            show_warning(
+                f"{path.name} has shape {data.shape}, the image '{image.name}' "
+                f"{spatial_shape(image)}: loaded anyway, pick the matching image"
+            )
+        name = path.stem
+        while name in self.viewer.layers:
+            name += " (loaded)"
+        layer = self.viewer.add_labels(data, name=name)
+        self.labels_combo.set_layer(layer)
+        self._watch_labels()
+        return layer
+
+    # ------------------------------------------------------------------ slots
+    @guarded
+    def _on_create(self, *_):
+        self.create_labels()
+
+    @guarded
+    def _on_new_cell(self, *_):
+        self.new_cell()
+
+    @guarded
+    def _on_regions(self, *_):
+        self.add_regions_layer()
+
+    @guarded
+    def _on_save(self, *_):
+        if self.labels_layer() is None:
+            raise ValueError("labels: no labels layer to save; create one and paint some cells")
+        path, _ = QFileDialog.getSaveFileName(self, "Save annotations", "", "TIFF (*.tif *.tiff)")
+        if path:  # the dialog has already asked before replacing an existing file
+            self.save(path, overwrite=True)
+
+    @guarded
+    def _on_load(self, *_):
+        path, _ = QFileDialog.getOpenFileName(self, "Load annotations", "", "TIFF (*.tif *.tiff)")
+        if path:
+            self.load(path)

@@ -1,0 +1,199 @@
+"""The "Weight map" dock widget: the paper's border weights and separation borders, kept live."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.widgets._common import (
+    LayerCombo,
+    current_plane,
+    debounce_timer,
+    error_message,
+    guarded,
+    regions_mask,
+    show_error,
+    upsert_layer,
+)
+
+WEIGHT_LAYER = "weight map"
+BORDER_LAYER = "separation borders"
+
+
+def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotated):
+    """Weight map and separation borders of one plane (runs in a worker thread)."""
+    from napari_unet.core.targets import separation_borders, to_instances
+    from napari_unet.core.weights import border_weight_map
+
+    weights = border_weight_map(
+        labels, w0=w0, sigma=sigma, class_balance=class_balance, annotated=annotated,
+        num_classes=num_classes,
+    )
+    borders = separation_borders(to_instances(labels)).astype(np.uint8)
+    return weights, borders
+
+
+class WeightMapWidget(QWidget):
+    """Show the weight map the U-Net is trained with, recomputed as you paint or change settings.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    """
+
+    def __init__(self, napari_viewer, parent=None):
+        from napari.layers import Labels
+
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.labels_combo.setToolTip("Cells to weight: instance ids or a binary mask.")
+        self.w0 = QDoubleSpinBox(minimum=0.0, maximum=100.0, value=10.0, singleStep=1.0)
+        self.w0.setToolTip("w0: height of the border term (paper: 10).")
+        self.sigma = QDoubleSpinBox(minimum=0.5, maximum=50.0, value=5.0, singleStep=0.5)
+        self.sigma.setToolTip("σ: width of the border term in pixels (paper: about 5).")
+        self.balance = QCheckBox("class balance")
+        self.balance.setChecked(True)
+        self.balance.setToolTip("Weight each class by its inverse frequency (w_c of the paper).")
+        self.classes = QComboBox()
+        self.classes.addItems(["2 (background, cell)", "3 (background, interior, border)"])
+        self.classes.setToolTip("2 classes: the paper's target; 3: borders as a class of their own.")
+        self.live = QCheckBox("recompute while painting")
+        self.live.setChecked(True)
+        self.compute_button = QPushButton("Compute weight map")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("labels", self.labels_combo)
+        form.addRow("w0", self.w0)
+        form.addRow("σ (px)", self.sigma)
+        form.addRow("classes", self.classes)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.balance)
+        layout.addWidget(self.live)
+        layout.addWidget(self.compute_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._timer = debounce_timer(self, self._start, 300)
+        self._worker = None
+        self._dirty = False
+        self._watched = None
+        self.weight_layer = None
+        self.border_layer = None
+        self.compute_button.clicked.connect(self._on_compute)
+        for box in (self.w0, self.sigma):
+            box.valueChanged.connect(self._changed)
+        self.balance.toggled.connect(self._changed)
+        self.classes.currentIndexChanged.connect(self._changed)
+        self.labels_combo.currentIndexChanged.connect(self._watch_labels)
+        napari_viewer.dims.events.current_step.connect(self._changed)
+        self._watch_labels()
+
+    # ------------------------------------------------------------------ triggers
+    def _watch_labels(self, *_):
+        layer = self.labels_combo.layer()
+        if layer is self._watched:
+            return
+        if self._watched is not None:
+            for ev in ("paint", "data", "set_data"):
+                if hasattr(self._watched.events, ev):
+                    getattr(self._watched.events, ev).disconnect(self._painted)
+        self._watched = layer
+        if layer is not None:
+            for ev in ("paint", "data", "set_data"):
+                if hasattr(layer.events, ev):
+                    getattr(layer.events, ev).connect(self._painted)
+        self._changed()
+
+    def _changed(self, *_):
+        """A parameter or the plane changed: recompute after a quiet 300 ms."""
+        if self.labels_combo.layer() is not None:
+            self._timer.start()
+
+    def _painted(self, *_):
+        if self.live.isChecked():
+            self._timer.start()
+
+    @guarded
+    def _on_compute(self, *_):
+        self.compute()
+
+    def _start(self):
+        try:
+            self.compute()
+        except Exception as exc:  # from a timer: report, never raise into Qt
+            show_error(error_message(exc))
+
+    # ------------------------------------------------------------------ compute
+    def settings(self) -> dict:
+        return dict(
+            w0=float(self.w0.value()),
+            sigma=float(self.sigma.value()),
+            class_balance=self.balance.isChecked(),
+            num_classes=2 + self.classes.currentIndex(),
+        )
+
+    def compute(self):
+        """Start computing the weight map of the shown plane in a worker; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        layer = self.labels_combo.layer()
+        if layer is None:
+            raise ValueError("labels: choose a labels layer (Annotate cells > Create) first")
+        if self._worker is not None:
+            self._dirty = True  # one more pass when the running one finishes
+            return self._worker
+        plane, index = current_plane(layer, self.viewer)
+        annotated = regions_mask(self.viewer, plane.shape[-2:], index)
+        self._index = index
+        self._layer = layer
+        worker = create_worker(
+            compute_weight_map, plane.copy(), annotated=annotated, **self.settings(),
+            _start_thread=False,
+        )
+        worker.returned.connect(self._show)
+        worker.errored.connect(lambda exc: show_error(error_message(exc)))
+        worker.finished.connect(self._finished)
+        self._worker = worker
+        self.status.setText("computing…")
+        worker.start()
+        return worker
+
+    def _finished(self):
+        self._worker = None
+        if self._dirty:
+            self._dirty = False
+            self._timer.start()
+
+    def _show(self, result):
+        weights, borders = result
+        layer = self._layer
+        scale = layer.scale[-2:]
+        translate = layer.translate[-2:]
+        top = float(np.percentile(weights, 99.9)) if weights.size else 1.0
+        self.weight_layer = upsert_layer(
+            self.viewer, weights, WEIGHT_LAYER, "image", colormap="magma",
+            contrast_limits=[0.0, max(top, 1e-3)], blending="additive", opacity=0.8,
+            scale=scale, translate=translate,
+        )
+        self.border_layer = upsert_layer(
+            self.viewer, borders, BORDER_LAYER, "labels", opacity=0.9,
+            scale=scale, translate=translate,
+        )
+        where = f" (plane {self._index})" if self._index else ""
+        self.status.setText(
+            f"weights {float(weights.min()):.2f}–{float(weights.max()):.2f}{where}; "
+            f"{int(borders.sum())} border pixels"
+        )
