@@ -1,0 +1,249 @@
+"""Training targets from instance or binary labels: separation borders and an ignore mask.
+
+The U-Net paper trains a two-class network (background, cell) and separates touching cells by
+background borders in the target, so the network never learns to merge two cells. Here a pixel of
+one instance that has a *different* instance in its full neighbourhood (8 pixels in 2D, 26 in 3D)
+becomes background in the two-class target. An optional three-class target keeps the borders as a
+class of their own: 0 background, 1 cell interior, 2 cell border (a cell pixel touching background
+or another cell).
+
+Labels come in two flavours, told apart by their values:
+
+* **binary / semantic** masks (``bool``, or only the values ``{0, v}``, e.g. ISBI 2012's 255 = cell,
+  0 = membrane): the cells are the 4-connected (6-connected in 3D) components of the foreground;
+* **instance** maps (anything else): every positive id is one cell, 0 is background; ids need
+  not be consecutive.
+
+Examples
+--------
+>>> import numpy as np
+>>> labels = np.array([[1, 1, 2, 2],
+...                    [1, 1, 2, 2],
+...                    [0, 0, 0, 0]])
+>>> target, weight_mask = make_target(labels)
+>>> target
+array([[1, 0, 0, 1],
+       [1, 0, 0, 1],
+       [0, 0, 0, 0]], dtype=uint8)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["as_annotated", "make_target", "separation_borders", "to_instances"]
+
+logger = logging.getLogger(__name__)
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def to_instances(labels: np.ndarray) -> np.ndarray:
+    """Instance ids (0 = background) from an instance map or a binary/semantic mask.
+
+    Parameters
+    ----------
+    labels : ndarray, 2D or 3D
+        Instance ids (any integer dtype, ids need not be consecutive), a ``bool`` mask, or a
+        binary mask whose only values are ``{0, v}`` (e.g. 255 = cell). Floats are accepted when
+        every value is a non-negative integer.
+
+    Returns
+    -------
+    instances : int32 ndarray (int64 if an id exceeds 2**31 - 1), same shape
+        For instance input the ids are kept as they are. For binary input each 4-connected
+        (6-connected in 3D) component of the foreground becomes one cell, numbered 1..N.
+
+    Raises
+    ------
+    TypeError
+        If ``labels`` is not a numeric array.
+    ValueError
+        If ``labels`` is not 2D/3D, or holds negative, non-integral or non-finite values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.array([[255, 255, 0, 255],
+    ...                  [0,     0, 0, 255]], dtype=np.uint8)
+    >>> to_instances(mask)
+    array([[1, 1, 0, 2],
+           [0, 0, 0, 2]], dtype=int32)
+    >>> to_instances(np.array([[7, 7, 0, 3]]*2)).tolist()  # instance ids are kept
+    [[7, 7, 0, 3], [7, 7, 0, 3]]
+    """
+    arr = np.asarray(labels)
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"labels: expected a 2D (H, W) or 3D (D, H, W) array, got shape {arr.shape}; "
+            "pass one image's labels at a time"
+        )
+    if arr.dtype == bool:
+        return _components(arr)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(
+            f"labels: expected an integer, bool or float array, got dtype {arr.dtype}; "
+            "convert the labels layer to integers"
+        )
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.int32)
+    lo, hi = arr.min(), arr.max()
+    if np.issubdtype(arr.dtype, np.floating):
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("labels: expected finite values, got NaN or infinity; fill them with 0")
+        if np.any(arr != np.round(arr)):
+            raise ValueError(
+                "labels: expected integral instance ids (0 = background), got non-integral "
+                "float values; round or cast the labels to integers"
+            )
+    if lo < 0:
+        raise ValueError(
+            f"labels: expected non-negative ids (0 = background), got a minimum of {lo}; "
+            "use 0 for background and positive ids for cells"
+        )
+    if hi == 0:
+        return np.zeros(arr.shape, dtype=np.int32)
+    if np.all((arr == 0) | (arr == hi)):  # only {0, v}: binary mask
+        return _components(arr != 0)
+    dtype = np.int32 if hi <= _INT32_MAX else np.int64
+    if hi > np.iinfo(np.int64).max:
+        raise ValueError(f"labels: ids above 2**63 - 1 are not supported, got {hi}; relabel")
+    return arr.astype(dtype, copy=False)
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    structure = ndi.generate_binary_structure(mask.ndim, 1)
+    out, _ = ndi.label(mask, structure=structure, output=np.int32)
+    return out
+
+
+def separation_borders(instances: np.ndarray) -> np.ndarray:
+    """Pixels of an instance that have a different instance in their full neighbourhood.
+
+    Parameters
+    ----------
+    instances : integer ndarray, 2D or 3D
+        Instance ids, 0 = background (see :func:`to_instances`).
+
+    Returns
+    -------
+    bool ndarray, same shape
+        True where a cell pixel has another cell among its 8 (2D) or 26 (3D) neighbours.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> separation_borders(np.array([[1, 2, 0, 3]])).astype(int)
+    array([[1, 1, 0, 0]])
+    """
+    inst = np.asarray(instances)
+    positive = inst > 0
+    border = np.zeros(inst.shape, dtype=bool)
+    # The relation is symmetric, so half of the neighbourhood's offsets suffice: compare every
+    # pixel with its neighbour at +offset and mark both ends of each differing pair.
+    for offset in np.ndindex(*(3,) * inst.ndim):
+        offset = tuple(o - 1 for o in offset)
+        if offset <= (0,) * inst.ndim:
+            continue
+        here = tuple(slice(max(-o, 0), n - max(o, 0)) for o, n in zip(offset, inst.shape, strict=True))
+        there = tuple(slice(max(o, 0), n - max(-o, 0)) for o, n in zip(offset, inst.shape, strict=True))
+        differ = inst[here] != inst[there]
+        differ &= positive[here]
+        differ &= positive[there]
+        border[here] |= differ
+        border[there] |= differ
+    return border
+
+
+def as_annotated(annotated: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Validate an ``annotated`` mask (True where the annotation is complete) → bool or None.
+
+    Examples
+    --------
+    >>> as_annotated([[1, 0]], (1, 2))
+    array([[ True, False]])
+    """
+    if annotated is None:
+        return None
+    ann = np.asarray(annotated)
+    if ann.shape != tuple(shape):
+        raise ValueError(
+            f"annotated: expected a mask of the labels' shape {tuple(shape)}, got {ann.shape}; "
+            "crop or pad the mask to the labels"
+        )
+    if ann.dtype == bool:
+        return ann
+    if not np.issubdtype(ann.dtype, np.number) or not np.all((ann == 0) | (ann == 1)):
+        raise ValueError(
+            "annotated: expected a boolean mask (or only 0/1 values), got dtype "
+            f"{ann.dtype} with other values; pass `mask > 0`"
+        )
+    return ann.astype(bool)
+
+
+def make_target(
+    labels: np.ndarray,
+    *,
+    annotated: np.ndarray | None = None,
+    num_classes: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training target with separation borders, and the mask of pixels that count in the loss.
+
+    Parameters
+    ----------
+    labels : ndarray, 2D or 3D
+        Instance ids or a binary mask, see :func:`to_instances`.
+    annotated : bool ndarray, optional
+        True where the annotation is complete. Pixels outside get weight 0, so a user may annotate
+        a few cells in one corner of a large image and train on that alone. Default: everywhere.
+    num_classes : {2, 3}
+        2: 0 background (including separation borders), 1 cell — the paper's target.
+        3: 0 background, 1 cell interior, 2 cell border (a cell pixel with background or another
+        cell among its 8 / 26 neighbours; image edges do not count as background).
+
+    Returns
+    -------
+    target : uint8 ndarray, same shape as ``labels``
+    weight_mask : float32 ndarray, same shape
+        1.0 inside ``annotated``, 0.0 outside (all ones without ``annotated``). Multiply it into
+        a per-pixel loss, or use it as the ``annotated`` of the weight map.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((3, 6), dtype=np.uint16)
+    >>> labels[:, :3], labels[:, 3:5] = 4, 9          # two touching cells, ids 4 and 9
+    >>> target, mask = make_target(labels)
+    >>> target
+    array([[1, 1, 0, 0, 1, 0],
+           [1, 1, 0, 0, 1, 0],
+           [1, 1, 0, 0, 1, 0]], dtype=uint8)
+    >>> make_target(labels, num_classes=3)[0]
+    array([[1, 1, 2, 2, 2, 0],
+           [1, 1, 2, 2, 2, 0],
+           [1, 1, 2, 2, 2, 0]], dtype=uint8)
+    >>> mask.dtype, float(mask.min())
+    (dtype('float32'), 1.0)
+    """
+    if num_classes not in (2, 3) or isinstance(num_classes, bool):
+        raise ValueError(
+            f"num_classes: expected 2 (background, cell) or 3 (background, interior, border), "
+            f"got {num_classes!r}"
+        )
+    inst = to_instances(labels)
+    ann = as_annotated(annotated, inst.shape)
+    cell = inst > 0
+    borders = separation_borders(inst)
+    if num_classes == 2:
+        target = (cell & ~borders).astype(np.uint8)
+    else:
+        touches_bg = cell & (ndi.minimum_filter(inst, size=3, mode="nearest") == 0)
+        target = cell.astype(np.uint8)
+        target[borders | touches_bg] = 2
+    weight_mask = (
+        np.ones(inst.shape, dtype=np.float32) if ann is None else ann.astype(np.float32)
+    )
+    return target, weight_mask
