@@ -66,29 +66,37 @@ def upsample_cubic(coarse: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 def reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
-    """Mirror integer indices into ``[0, n)`` about the border pixel centres (period ``2 (n-1)``)."""
+    """Mirror integer (or float) positions into ``[0, n-1]`` about the border pixel centres.
+
+    The mirrored sequence has period ``2 (n-1)``: ``-1 -> 1``, ``n -> n-2`` (numpy's "reflect").
+    """
     if n == 1:
         return torch.zeros_like(i)
     period = 2 * (n - 1)
-    if i.numel() and (int(i.min()) < -(n - 1) or int(i.max()) > period):
+    if i.numel() and (float(i.min()) < -(n - 1) or float(i.max()) > period):
         i = torch.remainder(i, period)  # far outside: fold to one period first (rare)
     i = i.abs()
     return torch.where(i > n - 1, period - i, i)
 
 
 def _taps(x: torch.Tensor, n: int, mode: str) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Per-axis (index, weight) pairs for coordinates ``x`` along an axis of length ``n``."""
+    """Per-axis (index, weight) pairs for coordinates ``x`` along an axis of length ``n``.
+
+    The coordinate is mirrored into ``[0, n-1]`` first; interpolating the mirrored signal is
+    symmetric about both border pixel centres, so this equals mirroring every tap, and only the
+    taps that stick out by one or two pixels need folding back.
+    """
+    x = reflect_index(x, n)
     if mode == "nearest":
-        return [(reflect_index(torch.round(x).long(), n), None)]
+        return [(torch.round(x).long(), None)]
     base = torch.floor(x)
     frac = x - base
     base = base.long()
-    if mode == "bilinear":
-        return [(reflect_index(base, n), 1 - frac), (reflect_index(base + 1, n), frac)]
-    return [
-        (reflect_index(base + off, n), w)
-        for off, w in zip((-1, 0, 1, 2), cubic_weights(frac), strict=True)
-    ]
+    if mode == "bilinear":  # base + 1 == n only when frac == 0: its weight is 0
+        return [(base, 1 - frac), ((base + 1).clamp_(max=n - 1), frac)]
+    folded = [reflect_index(base - 1, n), base, reflect_index(base + 1, n),
+              reflect_index(base + 2, n)]
+    return list(zip(folded, cubic_weights(frac), strict=True))
 
 
 def nearest_index(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
