@@ -1,0 +1,457 @@
+"""Overlap-tile prediction of images of any size, stacks plane by plane, and labels.
+
+:func:`iter_predict_tiled` is the engine: a generator that yields a :class:`PredictProgress` per
+batch of tiles (the GUI and the command line show it; a consumer cancels by no longer iterating)
+and whose last event carries the probabilities. :func:`predict_tiled` runs it to the end.
+The tiling itself is described in :mod:`napari_unet.core.tiling`; the labels in
+:mod:`napari_unet.core.postprocess`; chunk-wise zarr/dask/distributed prediction in
+:mod:`napari_unet.core.bigdata`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_unet.core.data import DEFAULT_NORMALIZATION, normalize
+from napari_unet.core.model import UNet
+from napari_unet.core.postprocess import labels_from_probabilities
+from napari_unet.core.tiling import (
+    blend_window,
+    region_reader,
+    same_tile_starts,
+    valid_tile_starts,
+)
+
+__all__ = [
+    "PredictProgress",
+    "auto_tile_shape",
+    "iter_predict_stack",
+    "iter_predict_tiled",
+    "labels_from_probabilities",
+    "normalizer",
+    "predict_image",
+    "predict_stack",
+    "predict_tiled",
+]
+
+logger = logging.getLogger(__name__)
+
+Reader = Callable[[int, int, int, int], np.ndarray]
+
+
+@dataclass
+class PredictProgress:
+    """One progress event: ``done`` of ``total`` tile batches (of plane ``plane`` of ``planes``).
+
+    ``result`` is None except on the last event, which carries the probabilities.
+    """
+
+    done: int
+    total: int
+    plane: int = 0
+    planes: int = 1
+    result: np.ndarray | None = None
+    message: str = ""
+
+
+class _TileTooLarge(Exception):
+    """Out of memory with a batch of one tile: retry with smaller tiles."""
+
+
+def _dihedral(x: torch.Tensor, k: int, *, inverse: bool = False) -> torch.Tensor:
+    """The k-th of the 8 flips/rotations of the last two axes (or its inverse)."""
+    rot, flip = k % 4, k >= 4
+    if not inverse:
+        x = torch.flip(x, dims=(-1,)) if flip else x
+        return torch.rot90(x, rot, dims=(-2, -1))
+    x = torch.rot90(x, -rot, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def auto_tile_shape(
+    model: UNet, image_shape: Sequence[int], device: torch.device | str = "cpu"
+) -> tuple[int, int]:
+    """A network input tile for ``model`` that fits the device's memory (never much larger than
+    the image needs).
+
+    CPU: up to 2 GiB (a quarter of the available memory at most) of activations, about
+    32·``base_channels`` bytes per input pixel (measured: 450 B/px at base 16); CUDA: 40 % of the
+    free memory (``torch.cuda.mem_get_info``), half the bytes per pixel with autocast. The side is
+    at most 2048 + context: larger tiles gain little over the margin overhead.
+
+    Examples
+    --------
+    >>> auto_tile_shape(UNet(base_channels=16), (300, 500))  # small images: one tile
+    (492, 684)
+    """
+    device = torch.device(device)
+    bytes_per_px = 32.0 * model.base_channels + 8.0 * model.in_channels
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        budget, bytes_per_px = 0.4 * free, bytes_per_px / 2
+    else:
+        budget = 2.0**31
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            budget = min(budget, os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4)
+    side = int(min(math.sqrt(budget / bytes_per_px), 2048 + 2 * model.margin))
+    need = [int(s) + 2 * model.margin for s in image_shape[-2:]]
+    shape = [max(1, min(side, n)) for n in need]
+    return tuple(model.valid_input_shape(shape))  # type: ignore[return-value]
+
+
+def _prepare(model: UNet, device) -> tuple[torch.device, torch.dtype]:
+    if device is not None:
+        from napari_unet.core.device import pick_device
+
+        model.to(pick_device(device))
+    param = next(model.parameters())
+    return param.device, param.dtype
+
+
+def _forward(model: UNet, x: torch.Tensor, tta: bool) -> np.ndarray:
+    """Softmax probabilities of a batch (averaged over the 8 dihedral transforms if ``tta``)."""
+    use_amp = x.device.type == "cuda" and x.dtype == torch.float32
+    amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+    total = None
+    for k in range(8 if tta else 1):
+        with amp:
+            logits = model(_dihedral(x, k))
+        prob = torch.softmax(logits.float(), dim=1)
+        prob = _dihedral(prob, k, inverse=True)
+        total = prob if total is None else total + prob
+    return (total / (8 if tta else 1)).cpu().numpy().astype(np.float32, copy=False)
+
+
+def _forward_safe(model: UNet, x: torch.Tensor, tta: bool, state: dict) -> np.ndarray:
+    """Forward with out-of-memory recovery: halve the batch (remembered in ``state``)."""
+    try:
+        return _forward(model, x, tta)
+    except torch.OutOfMemoryError:
+        if x.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if x.shape[0] == 1:
+            raise _TileTooLarge from None
+        half = max(1, x.shape[0] // 2)
+        state["batch_size"] = min(state["batch_size"], half)
+        logger.warning("out of memory with a batch of %d tiles; retrying with %d", x.shape[0], half)
+        return np.concatenate(
+            [_forward_safe(model, x[i : i + half], tta, state) for i in range(0, len(x), half)]
+        )
+
+
+def _plan(model: UNet, region, tile, context: int):
+    """Tile starts (input coordinates) per axis, input tile shape, output tile shape."""
+    align = 2**model.depth
+    starts, tin, tout = [], [], []
+    for axis, (a, b) in enumerate(((region[0], region[1]), (region[2], region[3]))):
+        if model.padding == "valid":
+            m = model.margin
+            t = min(tile[axis], model.valid_input_shape(max(b - a, align) + 2 * m)[0])
+            o = model.output_shape((t, t))[0]
+            starts.append([s - m for s in valid_tile_starts(a, b, o, align)])
+        else:
+            t = min(tile[axis], model.valid_input_shape(b - a + 2 * context)[0])
+            o = t
+            starts.append(same_tile_starts(a - context, b + context, t, max(align, t // 4)))
+        tin.append(t)
+        tout.append(o)
+    return starts, tuple(tin), tuple(tout)
+
+
+def iter_predict_region(
+    model: UNet,
+    read: Reader,
+    region: tuple[int, int, int, int],
+    *,
+    tile_shape: tuple[int, int],
+    batch_size: int = 1,
+    tta: bool = False,
+) -> Generator[PredictProgress, None, np.ndarray]:
+    """Predict output pixels ``region = (y0, y1, x0, x1)`` of an image read through ``read``.
+
+    ``read(y0, y1, x0, x1)`` returns the (mirrored) input ``(C, y1-y0, x1-x0)``. Yields a progress
+    event per tile batch; returns float32 ``(num_classes, y1-y0, x1-x0)``. For valid models
+    ``region`` starts must be multiples of ``2**model.depth`` for results that are independent
+    of the region (and identical to one whole-image pass).
+    """
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    y0, y1, x0, x1 = region
+    tile = tuple(int(t) for t in tile_shape)
+    state = {"batch_size": max(1, int(batch_size))}
+    while True:
+        context = tile[0] // 8 if model.padding == "same" else 0
+        (sy, sx), tin, tout = _plan(model, region, tile, context)
+        jobs = [(a, b) for a in sy for b in sx]
+        k = model.num_classes
+        if model.padding == "valid":
+            acc = np.empty((k, y1 - y0, x1 - x0), np.float32)
+            window = wsum = None
+            oy, ox = y0, x0
+        else:
+            oy, ox = y0 - context, x0 - context
+            shape = (max(y1 - y0 + 2 * context, tin[0]), max(x1 - x0 + 2 * context, tin[1]))
+            acc, wsum = np.zeros((k, *shape), np.float32), np.zeros(shape, np.float32)
+            window = blend_window(tout)
+        done, total = 0, math.ceil(len(jobs) / state["batch_size"])
+        try:
+            i = 0
+            while i < len(jobs):
+                batch = jobs[i : i + state["batch_size"]]
+                x = np.stack([read(a, a + tin[0], b, b + tin[1]) for a, b in batch])
+                prob = _forward_safe(model, torch.from_numpy(x).to(device, dtype), tta, state)
+                m = model.margin
+                for (a, b), p in zip(batch, prob, strict=True):
+                    ta, tb = a + m - oy, b + m - ox  # output tile start in acc coordinates
+                    if window is None:
+                        ha, hb = min(tout[0], acc.shape[1] - ta), min(tout[1], acc.shape[2] - tb)
+                        acc[:, ta : ta + ha, tb : tb + hb] = p[:, :ha, :hb]
+                    else:
+                        acc[:, ta : ta + tout[0], tb : tb + tout[1]] += p * window
+                        wsum[ta : ta + tout[0], tb : tb + tout[1]] += window
+                i += len(batch)
+                done += 1
+                total = done + math.ceil((len(jobs) - i) / state["batch_size"])
+                yield PredictProgress(done, total)
+        except _TileTooLarge:
+            smaller = tuple(max(1, (t - 2 * model.margin) // 2) + 2 * model.margin for t in tile)
+            smaller = model.valid_input_shape(smaller)
+            if smaller == tin or min(tin) <= model.valid_input_shape(2 ** model.depth)[0]:
+                raise MemoryError(
+                    f"out of memory even with one tile of {tin} pixels; free device memory or "
+                    "use device='cpu'"
+                ) from None
+            logger.warning("out of memory with tiles of %s; retrying with %s", tin, smaller)
+            tile = smaller
+            continue
+        if wsum is not None:
+            crop = (slice(context, context + y1 - y0), slice(context, context + x1 - x0))
+            acc = acc[(slice(None), *crop)] / wsum[crop]
+        return acc
+
+
+def _as_chw(model: UNet, image: np.ndarray, name: str = "image") -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3 or image.shape[0] != model.in_channels:
+        raise ValueError(
+            f"{name}: expected (H, W) or (C, H, W) with C = {model.in_channels} (the model's input "
+            f"channels), got shape {image.shape}; give channel_axis for channels-last images, "
+            "or use a model trained on this number of channels"
+        )
+    return image
+
+
+def iter_predict_tiled(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+    device=None,
+    tta: bool = False,
+) -> Generator[PredictProgress, None, np.ndarray]:
+    """Like :func:`predict_tiled`, yielding a :class:`PredictProgress` per batch of tiles.
+
+    The last event has ``result`` set (also the generator's return value). Stop iterating to
+    cancel; the model's training mode is restored when the generator ends or is closed.
+
+    Examples
+    --------
+    >>> net = UNet(depth=1, base_channels=2)
+    >>> events = list(iter_predict_tiled(net, np.zeros((30, 30), np.float32), tile_shape=(20, 20)))
+    >>> events[-1].result.shape, events[-1].done == events[-1].total
+    ((2, 30, 30), True)
+    """
+    image = _as_chw(model, image)
+    _prepare(model, device)
+    h, w = image.shape[-2:]
+    if tile_shape is None:
+        tile_shape = auto_tile_shape(model, (h, w), next(model.parameters()).device)
+    else:
+        tile_shape = tuple(int(t) for t in tile_shape)
+        if len(tile_shape) != 2:
+            raise ValueError(f"tile_shape: expected (height, width), got {tile_shape!r}")
+        model.output_shape(tile_shape)  # a helpful error for an invalid tile
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            gen = iter_predict_region(
+                model, region_reader(image), (0, h, 0, w),
+                tile_shape=tile_shape, batch_size=batch_size, tta=tta,
+            )  # fmt: skip
+            last = PredictProgress(0, 1)
+            while True:
+                try:
+                    last = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                yield last
+    finally:
+        model.train(was_training)
+    yield PredictProgress(last.done, last.total, result=result, message="done")
+    return result
+
+
+def predict_tiled(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+    device=None,
+    tta: bool = False,
+) -> np.ndarray:
+    """Class probabilities of an already normalised image by the overlap-tile strategy.
+
+    Parameters
+    ----------
+    model : UNet
+        Valid or same padding; put in eval mode for the call (its mode is restored).
+    image : ndarray, (H, W) or (C, H, W)
+        Normalised intensities (see :func:`predict_image` for raw images). Any size.
+    tile_shape : (int, int), optional
+        The network's input tile, a valid input shape; default: :func:`auto_tile_shape`.
+    batch_size : int
+        Tiles per forward pass (halved automatically on out-of-memory, then tiles shrink).
+    device : str or torch.device, optional
+        Moves the model there; default: where the model is.
+    tta : bool
+        Average over the 8 flips/rotations, each inverted before averaging.
+
+    Returns
+    -------
+    float32 ndarray (num_classes, H, W), softmax probabilities.
+
+    Examples
+    --------
+    >>> net = UNet(depth=1, base_channels=2)
+    >>> prob = predict_tiled(net, np.random.rand(25, 31).astype(np.float32), tile_shape=(20, 20))
+    >>> prob.shape, prob.dtype, bool(np.allclose(prob.sum(0), 1, atol=1e-5))
+    ((2, 25, 31), dtype('float32'), True)
+    """
+    result = None
+    for event in iter_predict_tiled(
+        model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+    ):
+        result = event.result
+    return result
+
+
+def normalizer(metadata: dict | None, *, channel_axis: int | None = 0):
+    """The normalisation stored with a model, as a function ``image -> float32 image``."""
+    norm = dict((metadata or {}).get("normalization") or DEFAULT_NORMALIZATION)
+    method = norm.get("method", "percentile")
+    if method == "none":
+        return lambda a: np.asarray(a, dtype=np.float32)
+    if method != "percentile":
+        raise ValueError(
+            f"metadata['normalization']: unknown method {method!r}; expected 'percentile' or 'none'"
+        )
+    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
+    return lambda a: normalize(a, low=low, high=high, channel_axis=channel_axis)
+
+
+def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    image = np.asarray(image)
+    if channel_axis is not None:
+        image = np.moveaxis(image, channel_axis, 0)
+    elif image.ndim == 3 and model.in_channels == 1:
+        raise ValueError(
+            f"image: got a 3D array {image.shape} for a model with 1 input channel; give "
+            "channel_axis for a multi-channel image or use predict_stack for (Z, Y, X) stacks"
+        )
+    return _as_chw(model, image)
+
+
+def predict_image(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    metadata: dict | None = None,
+    channel_axis: int | None = None,
+    tta: bool = False,
+    device=None,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+) -> np.ndarray:
+    """Normalise a raw 2D image as the model was trained (``metadata["normalization"]``), then
+    :func:`predict_tiled`. Returns float32 (num_classes, H, W).
+
+    Examples
+    --------
+    >>> net = UNet(depth=1, base_channels=2)
+    >>> predict_image(net, np.arange(600, dtype=np.uint16).reshape(20, 30)).shape
+    (2, 20, 30)
+    """
+    chw = _raw_to_chw(model, image, channel_axis)
+    chw = normalizer(metadata, channel_axis=0)(chw)
+    return predict_tiled(
+        model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+    )
+
+
+def iter_predict_stack(
+    model: UNet,
+    stack: np.ndarray,
+    *,
+    metadata: dict | None = None,
+    channel_axis: int | None = None,
+    tta: bool = False,
+    device=None,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+) -> Generator[PredictProgress, None, np.ndarray]:
+    """Predict a (Z or T, Y, X) stack plane by plane with the 2D model, normalising each plane.
+
+    ``channel_axis`` counts in the full array (e.g. 1 for (Z, C, Y, X)). Yields progress per tile
+    batch with ``plane``/``planes`` set; the last event (and return value) has ``result`` of shape
+    (Z, num_classes, Y, X).
+
+    Examples
+    --------
+    >>> net = UNet(depth=1, base_channels=2)
+    >>> ev = list(iter_predict_stack(net, np.random.rand(3, 20, 20)))
+    >>> ev[-1].result.shape, ev[-1].planes
+    ((3, 2, 20, 20), 3)
+    """
+    stack = np.asarray(stack)
+    if channel_axis is not None:
+        stack = np.moveaxis(stack, channel_axis, 1)
+    if stack.ndim not in (3, 4):
+        raise ValueError(f"stack: expected (Z, Y, X) or (Z, C, Y, X), got shape {stack.shape}")
+    norm = normalizer(metadata, channel_axis=0)
+    out = None
+    for z, plane in enumerate(stack):
+        chw = norm(_as_chw(model, plane, name=f"stack plane {z}"))
+        prob = None
+        for ev in iter_predict_tiled(
+            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+        ):
+            if ev.result is not None:
+                prob = ev.result
+            else:
+                yield PredictProgress(ev.done, ev.total, plane=z, planes=len(stack))
+        if out is None:
+            out = np.empty((len(stack), *prob.shape), np.float32)
+        out[z] = prob
+    yield PredictProgress(1, 1, plane=len(stack) - 1, planes=len(stack), result=out)
+    return out
+
+
+def predict_stack(model: UNet, stack: np.ndarray, **options) -> np.ndarray:
+    """Run :func:`iter_predict_stack` to the end; returns float32 (Z, num_classes, Y, X)."""
+    result = None
+    for ev in iter_predict_stack(model, stack, **options):
+        result = ev.result
+    return result
