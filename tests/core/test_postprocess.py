@@ -1,0 +1,113 @@
+"""Instance labels from probabilities: touching cells stay apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet.core.postprocess import (
+    fill_label_holes,
+    labels_from_probabilities,
+    remove_small_labels,
+)
+from napari_unet.core.synthetic import synthetic_cells
+
+
+def _borders(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a cell that touch another cell (the paper's separation borders)."""
+    grown = ndi.grey_dilation(labels, size=3)
+    shrunk = -ndi.grey_dilation(-np.where(labels > 0, labels, labels.max() + 1), size=3)
+    return (labels > 0) & ((grown != labels) | (shrunk != labels)) & (grown > 0)
+
+
+def _matches(true: np.ndarray, pred: np.ndarray) -> int:
+    """Number of true cells matched one-to-one by a predicted label with IoU > 0.5."""
+    n = 0
+    for i in range(1, int(true.max()) + 1):
+        cell = true == i
+        ids, counts = np.unique(pred[cell], return_counts=True)
+        j = ids[np.argmax(counts)]
+        if j and (cell & (pred == j)).sum() / (cell | (pred == j)).sum() > 0.5:
+            n += 1
+    return n
+
+
+def _disc_pair(gap: bool):
+    yy, xx = np.mgrid[:60, :90]
+    a = (yy - 30) ** 2 + (xx - 30) ** 2 < 18**2
+    b = (yy - 30) ** 2 + (xx - 60) ** 2 < 18**2
+    true = np.zeros((60, 90), np.int32)
+    true[a], true[b & ~a] = 1, 2
+    return true, (a | b) if not gap else (true > 0) & ~_borders(true)
+
+
+def test_touching_synthetic_cells_are_separate_labels():
+    _, true = synthetic_cells((128, 128), radius=10, seed=3)
+    touching = _borders(true).sum()
+    assert touching > 50  # the image has touching cells
+    cell = (true > 0) & ~_borders(true)
+    rng = np.random.default_rng(0)
+    p1 = np.clip(np.where(cell, 0.9, 0.1) + rng.normal(0, 0.05, cell.shape), 0, 1)
+    prob = np.stack([1 - p1, p1]).astype(np.float32)
+    labels = labels_from_probabilities(prob, min_size=5)
+    assert labels.dtype == np.int32
+    n_true = int(true.max())
+    assert _matches(true, labels) >= n_true - 1
+    assert int(labels.max()) <= n_true + 1
+    # without the borders the touching cells merge: the test is not trivially satisfied
+    merged = labels_from_probabilities(np.stack([1 - (true > 0), true > 0]).astype(np.float32))
+    assert int(merged.max()) < n_true
+
+
+def test_missing_border_split_by_watershed():
+    true, fg = _disc_pair(gap=False)
+    prob = np.stack([1 - fg, fg]).astype(np.float32)
+    assert int(labels_from_probabilities(prob).max()) == 1
+    split = labels_from_probabilities(prob, watershed=True, min_distance=8)
+    assert int(split.max()) == 2
+    assert _matches(true, split) == 2
+    single = np.zeros((40, 40), np.float32)
+    single[10:30, 10:30] = 1
+    one = labels_from_probabilities(np.stack([1 - single, single]), watershed=True, min_distance=5)
+    assert int(one.max()) == 1
+
+
+def test_three_class_interior_seeds_grow_into_borders():
+    true, _ = _disc_pair(gap=False)
+    border = _borders(true) | ((true > 0) & (ndi.distance_transform_edt(true > 0) <= 2))
+    interior = (true > 0) & ~border
+    prob = np.stack([true == 0, interior, border]).astype(np.float32) * 0.9 + 0.1 / 3
+    labels = labels_from_probabilities(prob)
+    assert int(labels.max()) == 2
+    assert ((labels > 0) == (true > 0)).mean() > 0.99
+    assert _matches(true, labels) == 2
+    arg = labels_from_probabilities(prob, argmax=True)
+    np.testing.assert_array_equal(arg, labels)
+
+
+def test_holes_filled_small_objects_removed_threshold():
+    p1 = np.zeros((30, 30), np.float32)
+    p1[5:15, 5:15] = 0.8
+    p1[9, 9] = 0.0  # a hole
+    p1[25, 25] = 0.9  # one-pixel speck
+    prob = np.stack([1 - p1, p1])
+    labels = labels_from_probabilities(prob, min_size=4)
+    assert int(labels.max()) == 1 and labels[9, 9] == 1 and labels[25, 25] == 0
+    kept = labels_from_probabilities(prob, min_size=1, fill_holes=False)
+    assert int(kept.max()) == 2 and kept[9, 9] == 0
+    assert int(labels_from_probabilities(prob, threshold=0.85, min_size=1).max()) == 1
+
+
+def test_helpers_and_errors():
+    lab = np.zeros((7, 7), np.int32)
+    lab[1:6, 1:6] = 3
+    lab[3, 3] = 0
+    lab[0, 0] = 5
+    filled = fill_label_holes(lab)
+    assert filled[3, 3] == 3
+    np.testing.assert_array_equal(np.unique(remove_small_labels(filled, 2)), [0, 1])
+    with pytest.raises(ValueError, match="2 or 3 classes"):
+        labels_from_probabilities(np.zeros((4, 5, 5)))
+    with pytest.raises(ValueError, match="threshold"):
+        labels_from_probabilities(np.zeros((2, 5, 5)), threshold=2)
