@@ -7,9 +7,24 @@ normalises the same way.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["DEFAULT_NORMALIZATION", "normalize"]
+__all__ = [
+    "DEFAULT_NORMALIZATION",
+    "PatchSampler",
+    "PreparedImage",
+    "TrainingPair",
+    "ValidationRegion",
+    "as_training_pairs",
+    "normalize",
+    "prepare_pairs",
+    "split_validation",
+    "to_channels_first",
+]
 
 #: Normalisation stored with every model unless the user chooses otherwise.
 DEFAULT_NORMALIZATION: dict = {"method": "percentile", "low": 1.0, "high": 99.8}
@@ -61,3 +76,294 @@ def normalize(
     other = tuple(a for a in range(x.ndim) if a != axis)
     lo, hi = np.percentile(x, [low, high], axis=other, keepdims=True)
     return ((x - lo) / (hi - lo + eps)).astype(np.float32)
+
+
+@dataclasses.dataclass
+class TrainingPair:
+    """One 2D training image with its labels and, optionally, the mask of annotated pixels.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(H, W)``, or with channels along ``channel_axis``; any real dtype.
+    labels : ndarray (H, W)
+        Instance ids or a binary mask (see :func:`napari_unet.core.targets.to_instances`).
+    annotated : bool ndarray (H, W), optional
+        True where the annotation is complete; the rest is ignored by the loss. Default: all.
+    channel_axis : int, optional
+        Axis of the channels in ``image``; None for a single-channel ``(H, W)`` image.
+
+    Examples
+    --------
+    >>> pair = TrainingPair(np.zeros((3, 8, 9)), np.zeros((8, 9), int), channel_axis=0)
+    >>> pair.shape, pair.channels
+    ((8, 9), 3)
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    annotated: np.ndarray | None = None
+    channel_axis: int | None = None
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image)
+        self.labels = np.asarray(self.labels)
+        if not (np.issubdtype(self.image.dtype, np.number) or self.image.dtype == bool) or (
+            np.iscomplexobj(self.image)
+        ):
+            raise TypeError(f"image: expected a real-valued array, got dtype {self.image.dtype}")
+        want = 2 if self.channel_axis is None else 3
+        if self.image.ndim != want:
+            hint = "" if self.channel_axis is not None else "; pass channel_axis for channels"
+            raise ValueError(
+                f"image: expected {want} dimensions with channel_axis={self.channel_axis}, got "
+                f"shape {self.image.shape}{hint}"
+            )
+        if self.labels.shape != self.shape:
+            raise ValueError(
+                f"labels: expected the image's spatial shape {self.shape}, got "
+                f"{self.labels.shape}"
+            )
+        if self.annotated is not None:
+            self.annotated = np.asarray(self.annotated)
+            if self.annotated.shape != self.shape:
+                raise ValueError(
+                    f"annotated: expected the image's spatial shape {self.shape}, got "
+                    f"{self.annotated.shape}"
+                )
+            self.annotated = self.annotated != 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Spatial ``(H, W)``."""
+        if self.channel_axis is None:
+            return tuple(self.image.shape)
+        axis = self.channel_axis % 3
+        return tuple(s for i, s in enumerate(self.image.shape) if i != axis)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_axis is None else int(self.image.shape[self.channel_axis])
+
+
+def as_training_pairs(pairs) -> list[TrainingPair]:
+    """TrainingPair objects from TrainingPairs or ``(image, labels[, annotated])`` tuples.
+
+    Examples
+    --------
+    >>> len(as_training_pairs([(np.zeros((4, 4)), np.zeros((4, 4), int))]))
+    1
+    """
+    if isinstance(pairs, TrainingPair | tuple):
+        pairs = [pairs]
+    out = []
+    for i, p in enumerate(pairs):
+        if isinstance(p, TrainingPair):
+            out.append(p)
+        elif isinstance(p, tuple | list) and len(p) in (2, 3):
+            out.append(TrainingPair(*p))
+        else:
+            raise TypeError(
+                f"pairs[{i}]: expected a TrainingPair or an (image, labels[, annotated]) tuple, "
+                f"got {type(p).__name__}"
+            )
+    if not out:
+        raise ValueError("pairs: expected at least one (image, labels) pair, got none")
+    channels = {p.channels for p in out}
+    if len(channels) > 1:
+        raise ValueError(f"pairs: all images need the same number of channels, got {channels}")
+    return out
+
+
+def to_channels_first(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """``(C, H, W)`` view of a 2D image (``C = 1`` when ``channel_axis`` is None).
+
+    Examples
+    --------
+    >>> to_channels_first(np.zeros((5, 6, 2)), -1).shape
+    (2, 5, 6)
+    """
+    image = np.asarray(image)
+    return image[None] if channel_axis is None else np.moveaxis(image, channel_axis, 0)
+
+
+@dataclasses.dataclass
+class PreparedImage:
+    """A normalised image with its training target and weight map, mirror-padded by ``pad``.
+
+    ``image`` is float32 ``(C, H + 2 pad, W + 2 pad)``; ``target`` (uint8) and ``weights``
+    (float32, 0 outside the image, outside the annotation and in validation regions) are
+    ``(H + 2 pad, W + 2 pad)``.
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    weights: np.ndarray
+    pad: int
+    shape: tuple[int, int]
+    labels: np.ndarray  # instance ids (H, W), 0 outside the annotation, for validation
+    annotated: np.ndarray  # bool (H, W)
+
+    def exclude(self, region: tuple[slice, slice]) -> None:
+        """Give weight 0 to a region (in unpadded coordinates), e.g. one kept for validation."""
+        ys, xs = region
+        p = self.pad
+        self.weights[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p] = 0.0
+
+
+def prepare_pairs(
+    pairs: Sequence[TrainingPair],
+    *,
+    pad: int,
+    cover: int = 0,
+    normalization: dict | None = None,
+    num_classes: int = 2,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+) -> list[PreparedImage]:
+    """Normalise each image and compute its target and weight map once (not per step).
+
+    The image is mirror-padded by ``pad`` on every side (the paper's extrapolation), or more
+    when needed for a window of ``cover`` pixels starting at the image origin to fit; target and
+    weights are zero-padded, so padded pixels never count in the loss.
+    """
+    from napari_unet.core.targets import make_target, to_instances
+    from napari_unet.core.weights import border_weight_map
+
+    norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
+    out = []
+    for pair in pairs:
+        img = to_channels_first(pair.image, pair.channel_axis)
+        img = normalize(img, low=norm["low"], high=norm["high"], channel_axis=0)
+        inst = to_instances(pair.labels)
+        target, mask = make_target(inst, annotated=pair.annotated, num_classes=num_classes)
+        weights = border_weight_map(
+            inst, w0=w0, sigma=sigma, annotated=pair.annotated, num_classes=num_classes
+        )
+        weights = (weights * mask).astype(np.float32)
+        mode = "reflect" if min(pair.shape) > 1 else "edge"
+        p = max(int(pad), int(cover) - min(pair.shape))
+        out.append(
+            PreparedImage(
+                image=np.pad(img, ((0, 0), (p, p), (p, p)), mode=mode),
+                target=np.pad(target, p),
+                weights=np.pad(weights, p),
+                pad=p,
+                shape=pair.shape,
+                labels=np.where(mask > 0, inst, 0),
+                annotated=mask > 0,
+            )
+        )
+    return out
+
+
+@dataclasses.dataclass
+class ValidationRegion:
+    """A rectangle of one prepared image kept for validation, with its weights (before removal)."""
+
+    index: int
+    region: tuple[slice, slice]
+    weights: np.ndarray | None = None
+
+
+def split_validation(
+    prepared: Sequence[PreparedImage],
+    *,
+    fraction: float = 0.1,
+    min_side: int = 16,
+) -> list[ValidationRegion]:
+    """Hold out a band of every image for validation (automatic split by region).
+
+    The band spans the last ``fraction`` of each image along its longer axis (at least
+    ``min_side`` pixels, at most half the image); its weights are set to 0 so training never
+    sees its labels. ``fraction=0`` holds out nothing.
+
+    Examples
+    --------
+    >>> prep = PreparedImage(np.zeros((1, 104, 104), np.float32), np.zeros((104, 104), np.uint8),
+    ...                      np.ones((104, 104), np.float32), 2, (100, 100),
+    ...                      np.zeros((100, 100), int), np.ones((100, 100), bool))
+    >>> split_validation([prep], fraction=0.2)[0].region
+    (slice(0, 100, None), slice(80, 100, None))
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction: expected a fraction in [0, 1), got {fraction!r}")
+    if fraction == 0:
+        return []
+    out = []
+    for i, prep in enumerate(prepared):
+        h, w = prep.shape
+        axis = 0 if h > w else 1
+        side = (h, w)[axis]
+        band = min(side // 2, max(min_side, math.ceil(fraction * side)))
+        if band < 1:
+            continue
+        region = (
+            (slice(side - band, side), slice(0, w))
+            if axis == 0
+            else (slice(0, h), slice(side - band, side))
+        )
+        p = prep.pad
+        ys, xs = region
+        kept = prep.weights[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p].copy()
+        prep.exclude(region)
+        out.append(ValidationRegion(i, region, kept))
+    return out
+
+
+class PatchSampler:
+    """Random training patches of the network's input size, centred on weighted pixels.
+
+    An image is drawn with probability proportional to its count of pixels with weight > 0, then
+    a centre among those pixels: a few annotated cells in a large image are found every time.
+    The patch (input size ``tile``) is cut from the mirror-padded image; target and weights are
+    cut from the same window (the augmentation crops the network's output region later).
+
+    Parameters
+    ----------
+    prepared : list of PreparedImage
+        Padded by at least ``tile // 2 + 1``.
+    tile : int
+        Input side of the network.
+    rng : numpy.random.Generator
+    """
+
+    def __init__(self, prepared: Sequence[PreparedImage], *, tile: int, rng: np.random.Generator):
+        self.prepared = list(prepared)
+        self.tile = int(tile)
+        self.rng = rng
+        self._centres = []
+        for prep in self.prepared:
+            if prep.pad < self.tile // 2 + 1:
+                raise ValueError(f"prepared: padding {prep.pad} too small for tile {self.tile}")
+            p = prep.pad
+            h, w = prep.shape
+            inner = prep.weights[p : p + h, p : p + w]
+            self._centres.append(np.flatnonzero(inner > 0).astype(np.int64))
+        counts = np.array([len(c) for c in self._centres], dtype=np.float64)
+        if counts.sum() == 0:
+            raise ValueError(
+                "pairs: no pixel carries weight in the training region (nothing annotated, or "
+                "all held out for validation); annotate some cells or lower val_fraction"
+            )
+        self._p = counts / counts.sum()
+
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` patches: image (n, C, T, T) float32, target (n, T, T) int64, weights (n, T, T)."""
+        images, targets, weights = [], [], []
+        t = self.tile
+        for _ in range(n):
+            i = int(self.rng.choice(len(self.prepared), p=self._p))
+            prep = self.prepared[i]
+            c = int(self._centres[i][self.rng.integers(len(self._centres[i]))])
+            cy, cx = divmod(c, prep.shape[1])
+            y0 = cy + prep.pad - t // 2
+            x0 = cx + prep.pad - t // 2
+            images.append(prep.image[:, y0 : y0 + t, x0 : x0 + t])
+            targets.append(prep.target[y0 : y0 + t, x0 : x0 + t])
+            weights.append(prep.weights[y0 : y0 + t, x0 : x0 + t])
+        return (
+            np.stack(images).astype(np.float32, copy=False),
+            np.stack(targets).astype(np.int64),
+            np.stack(weights).astype(np.float32, copy=False),
+        )

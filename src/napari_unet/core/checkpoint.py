@@ -1,0 +1,97 @@
+"""Training checkpoints without pickle: a model file plus a ``.state.safetensors`` file.
+
+``<dir>/<name>.safetensors`` is an ordinary model file (:func:`napari_unet.core.io.save_model`,
+usable for prediction). ``<dir>/<name>.state.safetensors`` holds what resuming needs besides the
+weights: the optimiser's tensors and the RNG states as safetensors tensors, and the step, elapsed
+time, best validation score, optimiser settings and numpy generator state as JSON in its header.
+Both are written to a temporary name and renamed, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_unet.core.io import _read_header
+
+__all__ = ["load_state", "save_state", "state_path"]
+
+
+def state_path(model_path: str | os.PathLike) -> Path:
+    """The state file that belongs to a checkpoint's model file.
+
+    Examples
+    --------
+    >>> state_path("ckpt/last.safetensors").name
+    'last.state.safetensors'
+    """
+    p = Path(model_path)
+    stem = p.name[: -len(".safetensors")] if p.name.endswith(".safetensors") else p.name
+    return p.with_name(stem + ".state.safetensors")
+
+
+def save_state(
+    path: str | os.PathLike,
+    *,
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    info: dict[str, Any],
+) -> Path:
+    """Write the optimiser state, extra ``tensors`` (e.g. RNG states) and JSON ``info``."""
+    from safetensors.torch import save_file
+
+    sd = optimizer.state_dict()
+    out = {f"rng/{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
+    plain: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                out[f"opt/{pid}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain.setdefault(str(pid), {})[key] = value
+    header = {
+        "info": json.dumps(info),
+        "param_groups": json.dumps(sd["param_groups"]),
+        "opt_plain": json.dumps(plain),
+        "format": "napari-unet-train-state-1",
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(out, str(tmp), metadata=header)
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a state file: ``(optimizer_state_dict, rng_tensors, info)``; never unpickles."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = _read_header(path).get("__metadata__") or {}
+    if meta.get("format") != "napari-unet-train-state-1":
+        raise ValueError(f"{path}: not a napari-unet training state file")
+    try:
+        flat = load_file(str(path), device="cpu")
+        info = json.loads(meta["info"])
+        groups = json.loads(meta["param_groups"])
+        plain = json.loads(meta["opt_plain"])
+    except (SafetensorError, KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: corrupted training state file ({err})") from None
+    state: dict[int, dict[str, Any]] = {}
+    rng = {}
+    for name, value in flat.items():
+        kind, _, rest = name.partition("/")
+        if kind == "rng":
+            rng[rest] = value
+        else:
+            pid, _, key = rest.partition("/")
+            state.setdefault(int(pid), {})[key] = value
+    for pid, values in plain.items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": groups}, rng, info

@@ -1,0 +1,66 @@
+"""The paper's loss: pixel-wise soft-max cross-entropy weighted by the weight map.
+
+Computed over the network's output region only (valid convolutions crop the input by
+``model.margin`` per side), pixels of weight 0 ignored, normalised by the weight sum.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["center_crop", "weighted_cross_entropy"]
+
+
+def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centre crop of the last two axes to ``size``.
+
+    Examples
+    --------
+    >>> center_crop(torch.zeros(1, 6, 6), (2, 2)).shape
+    torch.Size([1, 2, 2])
+    """
+    h, w = x.shape[-2:]
+    if size[0] > h or size[1] > w:
+        raise ValueError(f"size: expected at most {(h, w)}, got {tuple(size)}")
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return x[..., top : top + size[0], left : left + size[1]]
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Σ w(x)·(−log softmax(logits)[target(x)]) / Σ w(x), over the logits' spatial region.
+
+    Parameters
+    ----------
+    logits : Tensor (N, K, h, w)
+        Network output (computed in float32 here, also under mixed precision).
+    target : Tensor (N, H, W) integer, H ≥ h
+        Class per pixel; centre-cropped to the output region if larger.
+    weights : Tensor (N, H, W) float
+        Weight map; centre-cropped like ``target``. Weight-0 pixels do not contribute at all
+        (their target may be anything, even out of range).
+
+    Returns
+    -------
+    Scalar tensor; 0 (with a gradient) when all weights are 0.
+
+    Examples
+    --------
+    >>> logits = torch.zeros(1, 2, 2, 2)
+    >>> round(float(weighted_cross_entropy(logits, torch.ones(1, 2, 2, dtype=torch.long),
+    ...                                    torch.ones(1, 2, 2))), 4)
+    0.6931
+    """
+    if logits.ndim != 4:
+        raise ValueError(f"logits: expected (N, K, h, w), got shape {tuple(logits.shape)}")
+    size = tuple(logits.shape[-2:])
+    target = center_crop(target, size).long()
+    weights = center_crop(weights, size).float()
+    keep = weights > 0
+    safe_target = torch.where(keep, target, torch.zeros_like(target))
+    ce = F.cross_entropy(logits.float(), safe_target, reduction="none")
+    ce = torch.where(keep, ce, torch.zeros_like(ce))
+    total = weights.sum()
+    return (ce * weights).sum() / total.clamp_min(1e-12)

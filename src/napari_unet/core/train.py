@@ -1,0 +1,392 @@
+"""The training engine: a generator of progress events that the GUI and the command line drive.
+
+>>> import numpy as np
+>>> from napari_unet.core.synthetic import synthetic_cells
+>>> image, labels = synthetic_cells((64, 64), radius=8, seed=0)
+>>> cfg = TrainConfig(steps=2, depth=1, base_channels=4, tile=None, validate_every=0,
+...                   val_fraction=0.0, device="cpu")
+>>> trainer = Trainer([(image, labels)], cfg)
+>>> [e.kind for e in trainer.run()]
+['step', 'step', 'done']
+
+Each step: draw patches (centred on annotated pixels, mirror-padded), move them to the device,
+augment every sample there (:mod:`napari_unet.core.augment`), forward, the weighted soft-max
+cross-entropy over the output region (:mod:`napari_unet.core.loss`), backward, optimiser step.
+Targets and weight maps are computed once per image before the first step.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_unet.core import checkpoint as ckpt
+from napari_unet.core.augment import AugmentConfig, augment_batch
+from napari_unet.core.data import (
+    DEFAULT_NORMALIZATION,
+    PatchSampler,
+    as_training_pairs,
+    prepare_pairs,
+    split_validation,
+)
+from napari_unet.core.device import configure_cpu_threads, pick_device
+from napari_unet.core.io import default_class_names, load_model, save_model
+from napari_unet.core.loss import weighted_cross_entropy
+from napari_unet.core.model import UNet, valid_input_shape
+from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
+from napari_unet.core.validation import validate
+
+__all__ = ["TrainConfig", "TrainEvent", "Trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run; :meth:`for_device` picks sizes that suit the device.
+
+    ``steps`` and ``time_limit`` (seconds of training, pauses excluded) are budgets: the run ends
+    at whichever comes first (``steps=None`` for time only). ``lr`` and ``batch_size`` default to
+    the preset's. ``tile`` is the network's input side (None: the smallest valid tile whose
+    output covers the largest image, at most 572, the paper's). ``validate_every=0`` disables
+    validation; ``val_fraction`` is the band of each image held out (0: none).
+    """
+
+    preset: str = "adamw"
+    steps: int | None = 1000
+    time_limit: float | None = None
+    depth: int = 4
+    base_channels: int = 16
+    num_classes: int = 2
+    dropout: float = 0.5
+    lr: float | None = None
+    batch_size: int | None = None
+    tile: int | None = None
+    w0: float = 10.0
+    sigma: float = 5.0
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    validate_every: int = 100
+    val_fraction: float = 0.1
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int | None = None
+    history_every: int = 10
+    normalization: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+
+    @classmethod
+    def for_device(cls, device: str | torch.device = "auto", **changes) -> TrainConfig:
+        """Defaults for a device: the paper's 64 base channels on a GPU, 16 on the CPU."""
+        dev = pick_device(device)
+        base = 64 if dev.type in ("cuda", "mps") else 16
+        return cls(**{"base_channels": base, "device": str(device), **changes})
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)
+        if self.steps is None and self.time_limit is None:
+            raise ValueError("steps, time_limit: give a step budget, a time limit, or both")
+        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 0):
+            raise ValueError(f"steps: expected a non-negative integer, got {self.steps!r}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}")
+        if self.num_classes not in (2, 3):
+            raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["checkpoint_dir"] = None if self.checkpoint_dir is None else str(self.checkpoint_dir)
+        return d
+
+
+@dataclasses.dataclass
+class TrainEvent:
+    """One progress report of :meth:`Trainer.run`."""
+
+    kind: str  # "step" | "validation" | "checkpoint" | "paused" | "done" | "stopped"
+    step: int
+    total_steps: int | None
+    loss: float | None = None
+    lr: float | None = None
+    steps_per_s: float | None = None
+    eta_s: float | None = None
+    metrics: dict | None = None
+    message: str = ""
+
+
+class Trainer:
+    """Trains a U-Net on image/label pairs; :meth:`run` is a generator of :class:`TrainEvent`.
+
+    Parameters
+    ----------
+    pairs : list of TrainingPair or (image, labels[, annotated]) tuples
+    config : TrainConfig, optional
+    init_model : path or (UNet, metadata), optional
+        Fine-tune this model (its architecture and normalisation replace the config's).
+    resume : path, optional
+        A checkpoint's model file (``last.safetensors``) or its folder: continues that run
+        (weights, optimiser, step, elapsed time, RNG states, history).
+    """
+
+    def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None):
+        self.config = config = TrainConfig() if config is None else config
+        self.pairs = as_training_pairs(pairs)
+        self.device = pick_device(config.device)
+        if self.device.type == "cpu":
+            configure_cpu_threads()
+        self.preset = get_preset(config.preset)
+        self.lr = float(config.lr if config.lr is not None else self.preset.lr)
+        self.batch_size = int(config.batch_size or self.preset.batch_size)
+        torch.manual_seed(config.seed)
+        self.normalization = dict(config.normalization)
+        self.history: list[dict] = []
+        self.step, self.elapsed, self.best = 0, 0.0, math.inf
+        self._resume_state = None
+        if resume is not None:
+            resume = Path(resume)
+            if resume.is_dir():
+                resume = resume / "last.safetensors"
+            init_model = resume
+            self._resume_state = ckpt.load_state(ckpt.state_path(resume))
+        if init_model is not None:
+            model, meta = load_model(init_model) if isinstance(init_model, str | Path) else init_model
+            self.model = copy.deepcopy(model)
+            self.normalization = dict(meta.get("normalization") or self.normalization)
+            if resume is not None:
+                self.history = list(meta.get("history") or [])
+        else:
+            self.model = UNet(
+                in_channels=self.pairs[0].channels, num_classes=config.num_classes,
+                depth=config.depth, base_channels=config.base_channels, dropout=config.dropout,
+            )
+        if self.model.in_channels != self.pairs[0].channels:
+            raise ValueError(
+                f"pairs: the images have {self.pairs[0].channels} channel(s) but the model "
+                f"takes {self.model.in_channels}"
+            )
+        self.model.to(self.device)
+        self.amp = self.device.type == "cuda"
+        if self.amp:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.preset, self.model.parameters(), lr=self.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.tile = self._choose_tile()
+        self.out_tile = self.model.output_shape((self.tile, self.tile))[0]
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        if self._resume_state is not None:
+            self._restore(*self._resume_state)
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    # -- control (thread-safe; take effect at the next step) ---------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def request_pause(self) -> None:
+        self._running.clear()
+
+    def request_resume(self) -> None:
+        self._running.set()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _choose_tile(self) -> int:
+        if self.config.tile is not None:
+            side = int(self.config.tile)
+            self.model.output_shape((side, side))  # helpful error if invalid
+            return side
+        biggest = max(max(p.shape) for p in self.pairs)
+        side = valid_input_shape(min(biggest, 388) + 2 * self.model.margin, self.model.depth,
+                                 padding=self.model.padding)[0]
+        return side
+
+    def metadata(self) -> dict[str, Any]:
+        training = self.config.to_dict()
+        training.update(lr=self.lr, batch_size=self.batch_size, tile=self.tile, step=self.step,
+                        elapsed_s=round(self.elapsed, 3), device=str(self.device))
+        return {
+            "normalization": self.normalization,
+            "class_names": default_class_names(self.model.num_classes),
+            "training": training,
+            "history": self.history,
+        }
+
+    def snapshot(self) -> tuple[UNet, dict[str, Any]]:
+        """A CPU copy of the model in eval mode and its metadata (safe to use while training)."""
+        model = copy.deepcopy(self.model).to("cpu", memory_format=torch.contiguous_format)
+        return model.eval(), copy.deepcopy(self.metadata())
+
+    def save(self, path) -> Path:
+        """Write the current model as a model file (for prediction)."""
+        model, meta = self.snapshot()
+        return save_model(model, path, **meta)
+
+    def save_checkpoint(self, name: str = "last") -> Path | None:
+        """Write ``<checkpoint_dir>/<name>.safetensors`` and its state file; None without a dir."""
+        if self.config.checkpoint_dir is None:
+            return None
+        path = Path(self.config.checkpoint_dir) / f"{name}.safetensors"
+        self.save(path)
+        tensors = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
+        if self.device.type == "cuda":
+            tensors["cuda"] = torch.cuda.get_rng_state(self.device)
+        info = {"step": self.step, "elapsed_s": self.elapsed, "best": self.best,
+                "numpy_rng": self.rng.bit_generator.state, "scaler": self.scaler.state_dict()}
+        ckpt.save_state(ckpt.state_path(path), optimizer=self.optimizer, tensors=tensors,
+                        info=info)
+        return path
+
+    def _restore(self, opt_state: dict, rng: dict, info: dict) -> None:
+        self.optimizer.load_state_dict(opt_state)
+        self.step = int(info["step"])
+        self.elapsed = float(info["elapsed_s"])
+        self.best = float(info["best"])
+        self.rng.bit_generator.state = info["numpy_rng"]
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["augment"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        if info.get("scaler"):
+            self.scaler.load_state_dict(info["scaler"])
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _progress(self) -> float:
+        parts = []
+        if self.config.steps:
+            parts.append(self.step / self.config.steps)
+        if self.config.time_limit:
+            parts.append(self.elapsed / self.config.time_limit)
+        return max(parts) if parts else 1.0
+
+    def _budget_left(self) -> bool:
+        if self.config.steps is not None and self.step >= self.config.steps:
+            return False
+        return not (self.config.time_limit is not None and self.elapsed >= self.config.time_limit)
+
+    def _eta(self, rate: float) -> float | None:
+        etas = []
+        if self.config.steps is not None and rate > 0:
+            etas.append((self.config.steps - self.step) / rate)
+        if self.config.time_limit is not None:
+            etas.append(max(self.config.time_limit - self.elapsed, 0.0))
+        return min(etas) if etas else None
+
+    def train_step(self, sampler: PatchSampler) -> tuple[float, float]:
+        """One optimisation step; returns (loss, learning rate)."""
+        lr = self.lr * lr_factor(self.preset, self._progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        img, tgt, wts = sampler.sample(self.batch_size)
+        dev, nb = self.device, self.device.type == "cuda"
+        img = torch.from_numpy(img).to(dev, non_blocking=nb)
+        tgt = torch.from_numpy(tgt).to(dev, non_blocking=nb)
+        wts = torch.from_numpy(wts).to(dev, non_blocking=nb)
+        out = (self.out_tile, self.out_tile)
+        img, tgt, wts = augment_batch(img, tgt, wts, config=self.config.augment,
+                                      generator=self.generator, out_shape=out)
+        if self.amp:
+            img = img.contiguous(memory_format=torch.channels_last)
+        self.model.train()
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.model(img)
+        loss = weighted_cross_entropy(logits, tgt, wts)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {float(loss)} at step {self.step + 1}; lower the learning rate "
+                f"(now {lr:g}) or check the images"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach()), lr
+
+    def run(self) -> Iterator[TrainEvent]:
+        """Train until a budget is spent or a stop is requested, yielding progress events.
+
+        A stop (:meth:`request_stop`, or closing the generator) takes effect at the next step and
+        saves the ``last`` checkpoint; so does an exception, which is then re-raised.
+        """
+        cfg = self.config
+        total = cfg.steps
+        prepared = prepare_pairs(
+            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            normalization=self.normalization, num_classes=self.model.num_classes,
+            w0=cfg.w0, sigma=cfg.sigma,
+        )
+        regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
+        sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
+        logger.info("training on %s: tile %d -> %d, batch %d, %s preset", self.device, self.tile,
+                    self.out_tile, self.batch_size, cfg.preset)
+        every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
+        rate, last = 0.0, None
+        try:
+            while True:
+                if self._stop.is_set():
+                    path = self.save_checkpoint()
+                    yield TrainEvent("stopped", self.step, total, last, message=_saved(path))
+                    return
+                if not self._running.is_set():
+                    yield TrainEvent("paused", self.step, total, last, message="paused")
+                    while not self._running.wait(timeout=0.5):
+                        pass
+                    continue
+                if not self._budget_left():
+                    break
+                t0 = time.perf_counter()
+                last, lr = self.train_step(sampler)
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                self.step += 1
+                rate = 1.0 / dt if rate == 0 else 0.9 * rate + 0.1 / dt
+                if self.step % max(cfg.history_every, 1) == 0 or self.step == 1:
+                    self.history.append({"step": self.step, "loss": round(last, 6),
+                                         "lr": lr, "elapsed_s": round(self.elapsed, 2)})
+                yield TrainEvent("step", self.step, total, last, lr, rate, self._eta(rate))
+                if regions and self.step % cfg.validate_every == 0:
+                    yield self._validation_event(prepared, regions, total)
+                if every_ckpt and self.step % every_ckpt == 0:
+                    path = self.save_checkpoint()
+                    if path is not None:
+                        yield TrainEvent("checkpoint", self.step, total, last, message=str(path))
+            if regions and (self.step % cfg.validate_every or not self.step):
+                yield self._validation_event(prepared, regions, total)
+            path = self.save_checkpoint()
+            yield TrainEvent("done", self.step, total, last, steps_per_s=rate, eta_s=0.0,
+                             message=_saved(path))
+        except GeneratorExit:
+            self.save_checkpoint()
+            raise
+        except BaseException:
+            path = self.save_checkpoint()
+            logger.error("training failed at step %d; %s", self.step, _saved(path))
+            raise
+
+    def _validation_event(self, prepared, regions, total) -> TrainEvent:
+        metrics = validate(self.model, prepared, regions, tile=self.tile, device=self.device,
+                           amp=self.amp)
+        self.history.append({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
+        score = metrics["rand_error"] + 1e-3 * metrics["loss"]
+        msg = ""
+        if score < self.best:
+            self.best = score
+            path = self.save_checkpoint("best")
+            msg = "" if path is None else f"new best: {path}"
+        return TrainEvent("validation", self.step, total, metrics=metrics, message=msg)
+
+
+def _saved(path) -> str:
+    return "no checkpoint_dir: nothing written" if path is None else f"saved {path}"

@@ -1,0 +1,169 @@
+"""The training engine: learning, stop/resume, pause, checkpoints, the loss."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.augment import AugmentConfig
+from napari_unet.core.data import TrainingPair, prepare_pairs
+from napari_unet.core.io import load_model, read_metadata, save_model
+from napari_unet.core.loss import weighted_cross_entropy
+from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.synthetic import synthetic_cells
+from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.validation import predict_region
+
+
+@pytest.fixture(scope="module")
+def two_cells():
+    image, labels = synthetic_cells((48, 48), n_cells=2, radius=12, seed=3)
+    assert labels.max() == 2
+    return image, labels
+
+
+def tiny(**changes) -> TrainConfig:
+    base = dict(steps=4, depth=1, base_channels=4, dropout=0.2, validate_every=0,
+                val_fraction=0.0, device="cpu", seed=1, history_every=1)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_tiny_network_learns_two_cells(two_cells):
+    image, labels = two_cells
+    cfg = TrainConfig(steps=60, depth=2, base_channels=8, dropout=0.0, lr=3e-3, batch_size=2,
+                      validate_every=0, val_fraction=0, device="cpu",
+                      augment=AugmentConfig.none())
+    trainer = Trainer([(image, labels)], cfg)
+    events = list(trainer.run())
+    assert events[-1].kind == "done" and events[-1].step == 60
+    model, meta = trainer.snapshot()
+    prep = prepare_pairs([TrainingPair(image, labels)], pad=trainer.tile)[0]
+    logits = predict_region(model, prep, (slice(0, 48), slice(0, 48)), tile=trainer.tile,
+                            device=torch.device("cpu"))
+    assert foreground_iou(logits.argmax(0), labels) > 0.9
+    assert meta["training"]["step"] == 60 and len(meta["history"]) >= 6
+
+
+def test_stop_and_resume_continue_the_same_run(two_cells, tmp_path):
+    pairs = [two_cells]
+    full = Trainer(pairs, tiny(steps=6))
+    list(full.run())
+
+    cfg = tiny(steps=6, checkpoint_dir=tmp_path / "ckpt")
+    first = Trainer(pairs, cfg)
+    kinds = []
+    for event in first.run():
+        kinds.append(event.kind)
+        if event.kind == "step" and event.step == 3:
+            first.request_stop()
+    assert kinds[-1] == "stopped" and first.step == 3
+    assert read_metadata(tmp_path / "ckpt" / "last.safetensors")["training"]["step"] == 3
+
+    second = Trainer(pairs, cfg, resume=tmp_path / "ckpt")
+    assert second.step == 3
+    events = list(second.run())
+    assert [e.step for e in events if e.kind == "step"] == [4, 5, 6]
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(second.model.state_dict()[key], value, rtol=0, atol=0)
+    assert [h["step"] for h in second.history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_pause_blocks_until_resumed(two_cells):
+    trainer = Trainer([two_cells], tiny(steps=3))
+    gen = trainer.run()
+    assert next(gen).kind == "step"
+    trainer.request_pause()
+    assert next(gen).kind == "paused"
+    timer = threading.Timer(0.3, trainer.request_resume)
+    timer.start()
+    event = next(gen)  # blocks until the timer resumes the run
+    assert event.kind == "step" and event.step == 2 and not timer.is_alive()
+    assert [e.kind for e in gen] == ["step", "done"]
+
+
+def test_checkpoint_saved_on_exception(two_cells, tmp_path):
+    trainer = Trainer([two_cells], tiny(steps=10, checkpoint_dir=tmp_path))
+    original = trainer.train_step
+    calls = []
+
+    def failing(sampler):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return original(sampler)
+
+    trainer.train_step = failing
+    with pytest.raises(RuntimeError, match="boom"):
+        list(trainer.run())
+    model, meta = load_model(tmp_path / "last.safetensors")
+    assert meta["training"]["step"] == 2
+    for key, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_closing_the_generator_saves(two_cells, tmp_path):
+    trainer = Trainer([two_cells], tiny(steps=10, checkpoint_dir=tmp_path))
+    gen = trainer.run()
+    next(gen)
+    gen.close()
+    assert read_metadata(tmp_path / "last.safetensors")["training"]["step"] == 1
+
+
+def test_validation_best_checkpoint_and_time_budget(two_cells, tmp_path):
+    cfg = tiny(steps=None, time_limit=3.0, validate_every=2, val_fraction=0.3,
+               checkpoint_dir=tmp_path)
+    trainer = Trainer([two_cells], cfg)
+    events = list(trainer.run())
+    vals = [e for e in events if e.kind == "validation"]
+    assert vals and set(vals[0].metrics) == {"loss", "iou", "pixel_error", "rand_error"}
+    assert events[-1].kind == "done" and trainer.elapsed >= 3.0
+    assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "last.safetensors").is_file()
+
+
+def test_fine_tune_from_saved_model(two_cells, tmp_path):
+    net = torch.nn.Module()  # not a UNet: rejected by save_model
+    with pytest.raises(TypeError):
+        save_model(net, tmp_path / "x.safetensors")
+    src = Trainer([two_cells], tiny(steps=1))
+    list(src.run())
+    path = src.save(tmp_path / "m.safetensors")
+    tuned = Trainer([two_cells], tiny(steps=1, base_channels=8), init_model=path)
+    assert tuned.model.base_channels == 4  # the file's architecture wins
+    for key, value in src.model.state_dict().items():
+        torch.testing.assert_close(tuned.model.state_dict()[key], value)
+
+
+def test_loss_ignores_weight_zero_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    target = torch.randint(0, 2, (1, 4, 4))
+    weights = torch.rand(1, 4, 4) + 0.5
+    weights[0, :2] = 0
+    garbage = target.clone()
+    garbage[0, :2] = 99  # out of range where weight is 0: must not matter
+    loss = weighted_cross_entropy(logits, garbage, weights)
+    ce = torch.nn.functional.cross_entropy(logits[:, :, 2:], target[:, 2:], reduction="none")
+    expected = (ce * weights[:, 2:]).sum() / weights[:, 2:].sum()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert torch.all(logits.grad[:, :, :2] == 0)
+    # larger target/weights are centre-cropped to the output region
+    big = torch.nn.functional.pad(weights, (1, 1, 1, 1))
+    torch.testing.assert_close(
+        weighted_cross_entropy(logits, torch.nn.functional.pad(garbage, (1, 1, 1, 1)), big), loss
+    )
+    assert float(weighted_cross_entropy(logits, target, torch.zeros(1, 4, 4)).detach()) == 0.0
+
+
+def test_config_errors(two_cells):
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig(preset="fast")
+    with pytest.raises(ValueError, match="budget"):
+        TrainConfig(steps=None)
+    with pytest.raises(ValueError, match="channel"):
+        Trainer([(np.zeros((2, 32, 32)), np.zeros((32, 32), int))], tiny())
+    assert TrainConfig.for_device("cpu").base_channels == 16
