@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_unet.core import _resample
+from napari_unet.core import _resample, augment
 from napari_unet.core.augment import (
     AugmentConfig,
     Augmenter,
@@ -208,6 +208,16 @@ def test_out_shape_crops_labels_and_weights_centrally():
     assert torch.equal(full[0], crop[0])
     assert torch.equal(crop[1], full[1][:, 6:14, 7:17])
     assert torch.equal(crop[2], full[2][:, 6:14, 7:17])
+
+
+def test_result_does_not_depend_on_cpu_chunking(monkeypatch):
+    x, y, w = torch.rand(5, 2, 12, 10), torch.randint(0, 4, (5, 12, 10)), torch.rand(5, 12, 10)
+    cfg = AugmentConfig(noise_std=0.05)
+    whole = augment_batch(x, y, w, config=cfg, generator=torch.Generator().manual_seed(8))
+    monkeypatch.setattr(augment, "_CPU_CHUNK_PIXELS", 2 * 12 * 10)  # two samples per pass
+    chunked = augment_batch(x, y, w, config=cfg, generator=torch.Generator().manual_seed(8))
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def test_gray_values_change_the_image_only():

@@ -27,7 +27,6 @@ resampling are already n-dimensional.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from collections.abc import Sequence
 
@@ -45,7 +44,7 @@ __all__ = [
     "warp",
 ]
 
-logger = logging.getLogger(__name__)
+_CPU_CHUNK_PIXELS = 2**19  # pixels per resampling pass on the CPU (one 572² tile)
 
 
 def _range(name: str, value) -> tuple[float, float]:
@@ -148,7 +147,7 @@ def random_displacement(
     convolution (identical to ``F.interpolate(mode="bicubic", align_corners=True)`` in 2D).
     At the lattice nodes each component therefore has standard deviation ``sigma`` exactly; between
     them the interpolation averages neighbouring nodes, so the RMS over all pixels is smaller
-    (about 0.8 σ for a 3×3 lattice). Component ``k`` is the displacement along axis ``k``.
+    (0.77 σ for a 3×3 lattice). Component ``k`` is the displacement along axis ``k``.
 
     Examples
     --------
@@ -160,11 +159,17 @@ def random_displacement(
     grids = (grid,) * len(shape) if isinstance(grid, (int, np.integer)) else tuple(grid)
     if len(grids) != len(shape) or any(int(g) < 1 for g in grids):
         raise ValueError(f"grid: expected an integer >= 1 or one per axis of {shape}, got {grid!r}")
-    n = 1 if batch is None else int(batch)
-    coarse = torch.randn((n, len(shape), *grids), generator=generator, dtype=torch.float64)
-    field = _resample.upsample_cubic(coarse * float(sigma), shape)
+    coarse = _draw_lattice(1 if batch is None else int(batch), shape, grids, sigma, generator)
+    field = _resample.upsample_cubic(coarse, shape)
     field = field.to(device=device, dtype=dtype)
     return field[0] if batch is None else field
+
+
+def _draw_lattice(n, shape, grid, sigma, generator) -> torch.Tensor:
+    """(n, d, *grid) float64 node displacements ~ N(0, sigma²)."""
+    grids = (grid,) * len(shape) if isinstance(grid, (int, np.integer)) else tuple(grid)
+    coarse = torch.randn((n, len(shape), *grids), generator=generator, dtype=torch.float64)
+    return coarse * float(sigma)
 
 
 def _random_matrix(
@@ -220,10 +225,12 @@ def _changes_gray_values(config: AugmentConfig) -> bool:
             or config.brightness > 0 or config.noise_std > 0)
 
 
-def _gray_values(x: torch.Tensor, config: AugmentConfig, generator) -> torch.Tensor:
-    """Gamma, contrast, brightness and noise on a float batch (N, C, *S), per sample."""
+def _gray_values(x: torch.Tensor, config: AugmentConfig, u: torch.Tensor, noise) -> torch.Tensor:
+    """Gamma, contrast, brightness and noise on a float batch (N, C, *S), per sample.
+
+    ``u`` holds (N, 3) uniform draws, ``noise`` standard normal values shaped like ``x`` or None.
+    """
     n = x.shape[0]
-    u = torch.rand((n, 3), generator=generator, dtype=torch.float64)
 
     def log_uniform(pair, col):
         lo, hi = pair
@@ -242,10 +249,8 @@ def _gray_values(x: torch.Tensor, config: AugmentConfig, generator) -> torch.Ten
     y = ((x - lo) / span).clamp_(0, 1) ** gamma
     mean = y.reshape(n, -1).mean(dim=1).reshape(view)
     y = (y - mean) * contrast + mean + brightness
-    if config.noise_std > 0:
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        noise = torch.randn(x.shape, generator=generator, device=gen_device, dtype=x.dtype)
-        y = y + noise.to(x.device) * config.noise_std
+    if noise is not None:
+        y = y + noise.to(device=x.device, dtype=x.dtype) * config.noise_std
     return lo + y * span
 
 
@@ -293,19 +298,39 @@ def augment_batch(
     n, spatial = image.shape[0], tuple(image.shape[2:])
     nd = len(spatial)
     work = _resample.compute_dtype(image.dtype)
+    # every random number is drawn up front, so the result does not depend on the chunking below
     matrix = _random_matrix(n, nd, config, generator)
     shift = (2 * torch.rand((n, nd), generator=generator, dtype=torch.float64) - 1) * config.shift
-    displacement = None
+    coarse = None
     if config.elastic_sigma > 0:
-        displacement = random_displacement(
-            spatial, grid=config.elastic_grid, sigma=config.elastic_sigma, batch=n,
-            generator=generator, device=image.device, dtype=work,
-        )
-    out, lab, wts = _resample.warp_batch(image, labels, weights, matrix, shift, displacement,
-                          config.image_interp, out_shape)
+        coarse = _draw_lattice(n, spatial, config.elastic_grid, config.elastic_sigma, generator)
+    gray, noise = None, None
     if _changes_gray_values(config):
-        out = _gray_values(out, config, generator)
-    out = _resample.restore_dtype(out, image.dtype)
+        gray = torch.rand((n, 3), generator=generator, dtype=torch.float64)
+        if config.noise_std > 0:
+            gen_device = generator.device if generator is not None else torch.device("cpu")
+            noise = torch.randn(image.shape, generator=generator, device=gen_device)
+    # on the CPU, a few samples at a time: temporaries stay in cache and the allocator re-uses them
+    pixels = math.prod(spatial)
+    step = n if image.device.type != "cpu" else max(1, _CPU_CHUNK_PIXELS // max(pixels, 1))
+    parts = []
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        disp = None
+        if coarse is not None:
+            disp = _resample.upsample_cubic(coarse[sl].to(device=image.device, dtype=work),
+                                            spatial)
+        out, lab, wts = _resample.warp_batch(
+            image[sl], labels[sl], None if weights is None else weights[sl], matrix[sl],
+            shift[sl], disp, config.image_interp, out_shape,
+        )
+        if gray is not None:
+            out = _gray_values(out, config, gray[sl], None if noise is None else noise[sl])
+        parts.append((_resample.restore_dtype(out, image.dtype), lab, wts))
+    out, lab, wts = (
+        parts[0] if len(parts) == 1
+        else [None if p[0] is None else torch.cat(p) for p in zip(*parts, strict=True)]
+    )
     return (out, lab) if weights is None else (out, lab, wts)
 
 
