@@ -113,7 +113,8 @@ def rand_scores(pred, gt) -> dict[str, float]:
     singletons = int(np.count_nonzero(p == 0))  # predicted background: one segment per pixel
     obj = p > 0
     n_ij = sparse.coo_matrix(
-        (np.ones(np.count_nonzero(obj)), (g[obj], p[obj]))
+        (np.ones(np.count_nonzero(obj)), (g[obj], p[obj])),
+        shape=(int(g.max()) + 1, int(p.max(initial=0)) + 1),  # explicit: no cell predicted is valid
     ).tocsr()
     sum_ij2 = float(n_ij.multiply(n_ij).sum()) + singletons
     gt_sizes = np.bincount(g).astype(np.float64)
