@@ -105,6 +105,24 @@ def test_onnx_matches_own_prediction(tiny, tmp_path):
         np.testing.assert_allclose(out, reference_output(tiny, raw, META), atol=1e-4)
 
 
+def test_exports_match_tiled_prediction(tiny, tmp_path):
+    """napari-unet's product path (overlap-tile prediction of the whole image) gives, inside the
+    margin, what the exported TorchScript and ONNX models give on the test input."""
+    ort = pytest.importorskip("onnxruntime")
+    from napari_unet.core.predict import predict_tiled
+
+    raw = make_test_input(tiny, min_shape=60)
+    x = normalized_test_input(raw, META)
+    m = tiny.margin
+    own = predict_tiled(tiny, x[0], tile_shape=tiny.valid_input_shape((1, 1)))[:, m:-m, m:-m]
+    ts = torch.jit.load(str(export_torchscript(tiny, tmp_path / "m.pt")))
+    with torch.no_grad():
+        np.testing.assert_allclose(ts(torch.from_numpy(x)).numpy()[0], own, atol=1e-4)
+    sess = ort.InferenceSession(str(export_onnx(tiny, tmp_path / "m.onnx")),
+                                providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0][0], own, atol=1e-4)
+
+
 def test_same_padding_exports(tmp_path):
     net = UNet(depth=2, base_channels=4, padding="same").eval()
     raw = np.random.default_rng(0).random((1, 1, 32, 48), dtype=np.float32)
