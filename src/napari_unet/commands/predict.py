@@ -1,0 +1,179 @@
+"""Segment images, folders of images or zarr arrays with a trained U-Net.
+
+Files (TIFF/PNG; a (Z, Y, X) TIFF is predicted plane by plane) give ``OUTPUT/<name>_labels.tif``
+(int32 instance labels) and, with ``--probabilities``, ``OUTPUT/<name>_probabilities.tif``
+(float32, classes first). A zarr array input gives a zarr group at OUTPUT with ``labels`` and
+optionally ``probabilities``, written block by block (memory independent of the image size);
+``--scheduler tcp://HOST:8786`` runs the blocks on a dask distributed cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from napari_unet.cli import CLIError
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
+    parser.add_argument(
+        "--input", required=True, type=Path, help="an image file, a folder of images or a zarr array"
+    )
+    parser.add_argument(
+        "--output", required=True, type=Path, help="output folder (files) or zarr path (zarr input)"
+    )
+    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    parser.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    parser.add_argument("--scheduler", help="dask distributed scheduler address (zarr input)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--tile", help="network input tile, N or HxW (default: from memory)")
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    parser.add_argument("--block", type=int, default=1024, help="zarr output block side")
+    parser.add_argument("--threshold", type=float, default=0.5, help="cell probability threshold")
+    parser.add_argument("--min-size", type=int, default=10, help="smallest cell in pixels")
+    parser.add_argument(
+        "--watershed", action="store_true", help="split touching cells whose border was missed"
+    )
+    parser.add_argument("--channel-axis", type=int, help="axis of the channels in the input")
+
+
+def _tile(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise CLIError(f"--tile: expected N or HxW (e.g. 572 or 572x764), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix == ".zarr" or (path / ".zarray").exists() or (path / "zarr.json").exists()
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit="batch", file=sys.stderr, disable=None, leave=False)
+
+
+def _read(path: Path, model):
+    """(array, channel_axis, is_stack) for one file; stacks are (Z, Y, X) TIFFs."""
+    from napari_unet.commands._files import read_image
+
+    try:
+        image, axis = read_image(path)
+    except CLIError as err:
+        if path.suffix.lower() not in (".tif", ".tiff") or "expected a 2D image" not in str(err):
+            raise
+        import tifffile
+
+        stack = tifffile.imread(path)  # read_image read it already: it is a readable TIFF
+        if stack.ndim == 3 and model.in_channels == 1:
+            return stack, None, True
+        raise
+    channels = 1 if axis is None else image.shape[axis]
+    if channels != model.in_channels:
+        raise CLIError(
+            f"{path}: the image has {channels} channel(s) but the model expects "
+            f"{model.in_channels}; convert the image or use a model trained on {channels} channel(s)"
+        )
+    return image, axis, False
+
+
+def _run_files(args, model, meta, tile) -> int:
+    import numpy as np
+
+    from napari_unet.commands._files import expand_paths, write_image
+    from napari_unet.core.postprocess import labels_from_probabilities
+    from napari_unet.core.predict import iter_predict_stack, normalizer
+
+    paths = expand_paths(args.input, what="--input")
+    if args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"--output: {str(args.output)!r} exists and is not a folder")
+    args.output.mkdir(parents=True, exist_ok=True)
+    post = {"threshold": args.threshold, "watershed": args.watershed, "min_size": args.min_size}
+    normalizer(meta)  # an unknown normalisation fails before any work
+    for path in paths:
+        image, axis, is_stack = _read(path, model)
+        stack = image if is_stack else image[None]
+        caxis = None if axis is None else (axis % image.ndim) + 1
+        bar = _progress(path.name)
+        prob = None
+        for ev in iter_predict_stack(
+            model, stack, metadata=meta, channel_axis=caxis, tta=args.tta,
+            tile_shape=tile, batch_size=args.batch_size,
+        ):  # fmt: skip
+            if ev.result is not None:
+                prob = ev.result
+            else:
+                bar.total = ev.total * ev.planes
+                bar.n = ev.plane * ev.total + ev.done
+                bar.refresh()
+        bar.close()
+        labels = np.stack([labels_from_probabilities(p, **post) for p in prob])
+        stem = path.name.split(".")[0]
+        write_image(args.output / f"{stem}_labels.tif", labels if is_stack else labels[0])
+        if args.probabilities:
+            write_image(args.output / f"{stem}_probabilities.tif", prob if is_stack else prob[0])
+        logger.info("%s: %d cells -> %s", path.name, int(labels.max()), args.output)
+    return 0
+
+
+def _run_zarr(args, meta, tile) -> int:
+    import zarr
+
+    from napari_unet.core.bigdata import iter_predict_to_zarr
+
+    try:
+        zarr.open_array(str(args.input), mode="r")
+    except Exception as err:  # zarr raises various types for a missing/odd store
+        raise CLIError(
+            f"--input: cannot open {str(args.input)!r} as a zarr array ({type(err).__name__}: "
+            f"{err}); give the path of an array, not of a group"
+        ) from None
+    if args.watershed:
+        logger.warning("--watershed is not applied to zarr input (labels are merged block-wise)")
+    bar = _progress(args.input.name)
+    for ev in iter_predict_to_zarr(
+        args.model, str(args.input), args.output, metadata=meta,
+        channel_axis=args.channel_axis, block=args.block, tile_shape=tile,
+        batch_size=args.batch_size, device=args.device, tta=args.tta,
+        probabilities=args.probabilities, threshold=args.threshold, min_size=args.min_size,
+        scheduler=args.scheduler,
+    ):  # fmt: skip
+        bar.total, bar.n = ev.total, ev.done
+        bar.refresh()
+    bar.close()
+    logger.info("%s -> %s", args.input, args.output)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_unet.core.device import pick_device
+    from napari_unet.core.io import load_model
+
+    tile = _tile(args.tile)
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    if not args.model.is_file():
+        raise CLIError(f"--model: {str(args.model)!r} is not a file")
+    if not args.input.exists():
+        raise CLIError(f"--input: {str(args.input)!r} does not exist")
+    device = pick_device(args.device)
+    model, meta = load_model(args.model, device=device)
+    if tile is not None:
+        model.output_shape(tile)  # a one-line error naming the nearest valid sizes
+    if _is_zarr(args.input):
+        return _run_zarr(args, meta, tile)
+    if args.scheduler:
+        raise CLIError("--scheduler: only for zarr input (files are predicted in this process)")
+    return _run_files(args, model, meta, tile)
