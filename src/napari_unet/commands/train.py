@@ -1,0 +1,135 @@
+"""Train a U-Net on image/label files (TIFF/PNG) and save a ``.safetensors`` model.
+
+Images and labels are folders or lists of files, paired by name (or by order when the names
+differ). Labels are instance ids or binary masks (e.g. 255 = cell); ``--annotated`` masks limit
+the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
+(default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
+Ctrl-C stops at the next step and saves the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from napari_unet.cli import CLIError
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--images", nargs="+", required=True, help="image files or folders (TIFF/PNG)")
+    a("--labels", nargs="+", required=True, help="label files or folders, one per image")
+    a("--annotated", nargs="+", help="masks of the annotated pixels (non-zero), one per image")
+    a("--out", type=Path, required=True, help="model file to write (.safetensors)")
+    a("--steps", type=int, help="step budget (default 1000 unless --time-limit is given)")
+    a("--time-limit", type=float, help="training time budget in seconds")
+    a("--preset", default="adamw", choices=("adamw", "paper"),
+      help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1)")
+    a("--lr", type=float, help="base learning rate (default: the preset's)")
+    a("--batch-size", type=int, help="patches per step (default: the preset's)")
+    a("--tile", type=int, help="network input side (default: fits the images, at most 572)")
+    a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
+    a("--depth", type=int, default=4, help="number of poolings (paper: 4)")
+    a("--classes", type=int, default=2, choices=(2, 3), help="2: bg/cell, 3: bg/interior/border")
+    a("--w0", type=float, default=10.0, help="border weight (paper: 10)")
+    a("--sigma", type=float, default=5.0, help="border width in pixels (paper: 5)")
+    a("--no-augment", action="store_true", help="switch augmentation off")
+    a("--validate-every", type=int, default=100, help="steps between validations (0: none)")
+    a("--val-fraction", type=float, default=0.1, help="band of each image held out")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    a("--seed", type=int, default=0, help="random seed")
+    a("--gray", action="store_true", help="convert colour images to gray")
+    a("--checkpoint-dir", type=Path, help="folder for last/best checkpoints")
+    a("--resume", type=Path, help="checkpoint (file or folder) of a run to continue")
+    a("--init", type=Path, help="model file to fine-tune from")
+
+
+def build_config(args: argparse.Namespace):
+    """TrainConfig from the parsed arguments."""
+    from napari_unet.core.augment import AugmentConfig
+    from napari_unet.core.train import TrainConfig
+
+    steps = args.steps if args.steps is not None else (None if args.time_limit else 1000)
+    changes = dict(
+        preset=args.preset, steps=steps, time_limit=args.time_limit, depth=args.depth,
+        num_classes=args.classes, lr=args.lr, batch_size=args.batch_size, tile=args.tile,
+        w0=args.w0, sigma=args.sigma, validate_every=args.validate_every,
+        val_fraction=args.val_fraction, seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
+    )
+    if args.base_channels is not None:
+        changes["base_channels"] = args.base_channels
+    if args.no_augment:
+        changes["augment"] = AugmentConfig.none()
+    return TrainConfig.for_device(args.device, **changes)
+
+
+def _default_checkpoint_dir(args: argparse.Namespace) -> Path:
+    if args.resume is not None:  # keep writing where the resumed run was
+        return args.resume if args.resume.is_dir() else args.resume.parent
+    return args.out.with_name(args.out.stem + ".checkpoints")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_unet.commands._files import read_pairs
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.train import Trainer
+
+    if args.out.suffix != ".safetensors":
+        raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
+    if args.resume is not None and not args.resume.exists():
+        raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
+    if args.init is not None and not args.init.is_file():
+        raise CLIError(f"--init: {str(args.init)!r} does not exist")
+    config = build_config(args)
+    rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray)
+    pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
+             for r in rows]
+    trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
+    print(
+        f"training on {trainer.device}: {len(pairs)} image(s), U-Net depth "
+        f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
+        f"{trainer.out_tile}, {config.preset} preset, "
+        + (f"{config.steps} steps" if config.steps else "")
+        + (f" / {config.time_limit:g} s" if config.time_limit else ""),
+        file=sys.stderr,
+    )
+    total = config.steps if config.steps else None
+    bar = tqdm(total=total, initial=trainer.step, unit="step", file=sys.stderr,
+               dynamic_ncols=True, disable=None)
+    last_val = None
+    status = "done"
+    events = trainer.run()
+    try:
+        for event in events:
+            if event.kind == "step":
+                bar.update(event.step - bar.n)
+                post = {"loss": f"{event.loss:.4f}", "lr": f"{event.lr:.2g}"}
+                if last_val:
+                    post["val_rand"] = f"{last_val['rand_error']:.4f}"
+                bar.set_postfix(post, refresh=False)
+            elif event.kind == "validation":
+                last_val = event.metrics
+                logger.info("step %d validation: %s", event.step,
+                            ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items()))
+            elif event.kind in ("done", "stopped"):
+                status = event.kind
+    except KeyboardInterrupt:
+        events.close()  # saves the last checkpoint
+        status = "interrupted"
+    finally:
+        bar.close()
+    path = trainer.save(args.out)
+    msg = f"{status} after {trainer.step} steps ({trainer.elapsed:.0f} s); model: {path}"
+    if last_val:
+        msg += "; validation " + ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())
+    print(msg)
+    if config.checkpoint_dir is not None:
+        print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
+    return 130 if status == "interrupted" else 0

@@ -1,0 +1,84 @@
+"""`napari-unet train` / `evaluate` on tiny files, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import main
+from napari_unet.core.io import read_metadata
+from napari_unet.core.synthetic import synthetic_cells
+
+TINY = ["--depth", "1", "--base-channels", "4", "--device", "cpu"]
+
+
+@pytest.fixture
+def folders(tmp_path):
+    img, lab = tmp_path / "img", tmp_path / "lab"
+    img.mkdir()
+    lab.mkdir()
+    for i in range(2):
+        image, labels = synthetic_cells((48, 48), radius=9, seed=i)
+        tifffile.imwrite(img / f"{i}.tif", (image * 1000).astype(np.uint16))
+        tifffile.imwrite(lab / f"{i}.tif", labels)
+    return img, lab
+
+
+def test_train_evaluate_resume(folders, tmp_path, capsys):
+    img, lab = folders
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--images", str(img), "--labels", str(lab), "--out", str(out), *TINY]
+    assert main([*args, "--steps", "3", "--validate-every", "2"]) == 0
+    meta = read_metadata(out)
+    assert meta["training"]["step"] == 3 and meta["architecture"]["depth"] == 1
+    assert (tmp_path / "m.checkpoints" / "last.safetensors").is_file()
+    assert main([*args, "--steps", "5", "--resume", str(tmp_path / "m.checkpoints")]) == 0
+    assert read_metadata(out)["training"]["step"] == 5
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--images", str(img), "--labels", str(lab),
+                 "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["images"]) == 2
+    assert set(result["mean"]) == {"iou", "pixel_error", "rand_error", "instance_f1"}
+    assert main(["evaluate", "--model", str(out), "--images", str(img / "0.tif"),
+                 "--labels", str(lab / "0.tif"), "--device", "cpu"]) == 0
+    assert "mean of 1 image(s)" in capsys.readouterr().out
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_one_line_errors(folders, tmp_path, capsys):
+    img, lab = folders
+    out = str(tmp_path / "m.safetensors")
+    base = ["train", "--out", out, "--steps", "1", *TINY]
+    assert main([*base, "--images", str(img), "--labels", str(lab / "0.tif")]) == 2
+    assert "no file named like image '1.tif'" in error_line(capsys)
+    assert main([*base, "--images", str(img), "--labels", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in error_line(capsys)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "0.tif").write_bytes(b"not a tiff")
+    tifffile.imwrite(bad / "1.tif", np.zeros((48, 48), np.uint16))
+    assert main([*base, "--images", str(bad), "--labels", str(lab)]) == 2
+    assert "cannot read" in error_line(capsys)
+    small = tmp_path / "small"
+    small.mkdir()
+    for i in range(2):
+        tifffile.imwrite(small / f"{i}.tif", np.zeros((40, 48), np.int32))
+    assert main([*base, "--images", str(img), "--labels", str(small)]) == 2
+    assert "do not match the image's (48, 48)" in error_line(capsys)
+    assert main(["train", "--out", str(tmp_path / "m.pt"), "--images", str(img),
+                 "--labels", str(lab)]) == 2
+    assert ".safetensors" in error_line(capsys)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    assert main(["evaluate", "--model", str(junk), "--images", str(img), "--labels",
+                 str(lab)]) == 2
+    assert "not a safetensors model file" in error_line(capsys)
