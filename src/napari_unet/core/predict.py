@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from napari_unet.core.data import DEFAULT_NORMALIZATION, normalize
 from napari_unet.core.model import UNet
 from napari_unet.core.postprocess import labels_from_probabilities
 from napari_unet.core.tiling import (
+    auto_tile_shape,
     blend_window,
     region_reader,
     same_tile_starts,
@@ -74,37 +74,6 @@ def _dihedral(x: torch.Tensor, k: int, *, inverse: bool = False) -> torch.Tensor
         return torch.rot90(x, rot, dims=(-2, -1))
     x = torch.rot90(x, -rot, dims=(-2, -1))
     return torch.flip(x, dims=(-1,)) if flip else x
-
-
-def auto_tile_shape(
-    model: UNet, image_shape: Sequence[int], device: torch.device | str = "cpu"
-) -> tuple[int, int]:
-    """A network input tile for ``model`` that fits the device's memory (never much larger than
-    the image needs).
-
-    CPU: up to 2 GiB (a quarter of the available memory at most) of activations, about
-    32·``base_channels`` bytes per input pixel (measured: 450 B/px at base 16); CUDA: 40 % of the
-    free memory (``torch.cuda.mem_get_info``), half the bytes per pixel with autocast. The side is
-    at most 2048 + context: larger tiles gain little over the margin overhead.
-
-    Examples
-    --------
-    >>> auto_tile_shape(UNet(base_channels=16), (300, 500))  # small images: one tile
-    (492, 684)
-    """
-    device = torch.device(device)
-    bytes_per_px = 32.0 * model.base_channels + 8.0 * model.in_channels
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        budget, bytes_per_px = 0.4 * free, bytes_per_px / 2
-    else:
-        budget = 2.0**31
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            budget = min(budget, os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4)
-    side = int(min(math.sqrt(budget / bytes_per_px), 2048 + 2 * model.margin))
-    need = [int(s) + 2 * model.margin for s in image_shape[-2:]]
-    shape = [max(1, min(side, n)) for n in need]
-    return tuple(model.valid_input_shape(shape))  # type: ignore[return-value]
 
 
 def _prepare(model: UNet, device) -> tuple[torch.device, torch.dtype]:

@@ -13,12 +13,16 @@ smooth (Hann) window with a floor; the sum is normalised by the summed window.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 __all__ = [
+    "auto_tile_shape",
     "blend_window",
     "reflect_indices",
     "region_reader",
@@ -135,3 +139,54 @@ def blend_window(shape: Sequence[int], *, floor: float = 0.05) -> np.ndarray:
         i = np.arange(n, dtype=np.float64)
         axes.append(np.sin(np.pi * (i + 0.5) / n) ** 2)
     return (floor + (1 - floor) * np.outer(axes[0], axes[1])).astype(np.float32)
+
+
+def auto_tile_shape(
+    model, image_shape: Sequence[int], device: torch.device | str = "cpu"
+) -> tuple[int, int]:
+    """A network input tile for ``model`` that fits the device's memory (never much larger than
+    the image needs).
+
+    CPU: up to 2 GiB (a quarter of the available memory at most) of activations, about
+    32·``base_channels`` bytes per input pixel (measured: 450 B/px at base 16); CUDA: 40 % of the
+    free memory (``torch.cuda.mem_get_info``), half the bytes per pixel with autocast. The side is
+    at most 2048 + context: larger tiles gain little over the margin overhead.
+
+    Examples
+    --------
+    >>> from napari_unet.core.model import UNet
+    >>> auto_tile_shape(UNet(base_channels=16), (300, 500))  # small images: one tile
+    (492, 684)
+    """
+    device = torch.device(device)
+    bytes_per_px = 32.0 * model.base_channels + 8.0 * model.in_channels
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        budget, bytes_per_px = 0.4 * free, bytes_per_px / 2
+    else:
+        budget = 2.0**31
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            budget = min(budget, os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4)
+    side = int(min(math.sqrt(budget / bytes_per_px), 2048 + 2 * model.margin))
+    side = max(side, model.valid_input_shape(2**model.depth + 2 * model.margin)[0])
+    return tuple(_balanced_side(model, int(n), side) for n in image_shape[-2:])  # type: ignore[return-value]
+
+
+def _balanced_side(model, length: int, max_side: int) -> int:
+    """The smallest valid tile side ≤ ``max_side`` that covers ``length`` in the fewest tiles
+    (equal tiles instead of full ones plus a sliver: less computed overlap)."""
+    m, align = model.margin, 2**model.depth
+    smallest = model.valid_input_shape(align + 2 * m)[0]
+    for n in range(1, length + 1):
+        side = max(smallest, model.valid_input_shape(math.ceil(length / n) + 2 * m)[0])
+        if side > max_side:
+            continue
+        if model.padding == "same":
+            return side
+        out = model.output_shape((side, side))[0]
+        if len(valid_tile_starts(0, length, out, align)) <= n:
+            return side
+        side = model.valid_input_shape(side + align)[0]  # one step larger covers with n tiles
+        if side <= max_side:
+            return side
+    return max_side if model.padding == "same" else model.valid_input_shape(max_side)[0]
