@@ -12,12 +12,18 @@ feature with a label different from that one. So
    squared offset, and keeps the two-distinct-nearest.
 
 Only features within ``cutoff`` matter (the border term is below the caller's tolerance beyond),
-so the merge scans outwards and stops as soon as the offset alone exceeds the current second
-distance or the cutoff. Whenever the true ``d2 <= cutoff`` both distances are exact; otherwise the
-result is a lower bound of nothing useful and the caller treats it as "far".
+so the scans along the later axes go outwards and stop as soon as the offset alone exceeds the
+best distance found, and the last axis only looks for d2 within ``cutoff - d1``. Whenever the true
+``d1 + d2 < cutoff`` both distances are exact; otherwise the pixel is "far" and its term is 0 (the
+true term is below ``w0·exp(-cutoff² / (2σ²))`` there). The last pass evaluates the border term
+directly, only on the pixels the caller asks for (the target's background).
 
-The kernels are compiled with numba when it is installed; without numba the caller uses an
-exact scipy fallback (one distance transform per cell, cropped to the cell's box ± cutoff).
+Cost: linear in the pixels (two sweeps, then about ``cutoff`` steps per background pixel),
+independent of the number of cells; memory about 34 bytes per pixel.
+
+The kernels are compiled with numba when it is installed (cached on disk, run on numba's threads:
+``numba.set_num_threads`` limits them); without numba the caller uses an exact scipy fallback
+(one distance transform per cell, cropped to the cell's box ± cutoff), several times slower.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 try:  # optional accelerator
-    from numba import njit
+    from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised where numba is missing
     njit = None
+    prange = range
 
 __all__ = ["HAVE_NUMBA", "border_term"]
 
@@ -41,12 +48,16 @@ def _jit(func):
     return njit(cache=True, nogil=True)(func) if HAVE_NUMBA else func
 
 
-# Reassociation lets LLVM vectorise the window minimum; infinities stay meaningful ("ninf" is off).
+# Fast-math without "ninf": pixels without a feature hold inf, which must compare correctly.
 _FASTMATH = {"nnan", "nsz", "reassoc", "arcp", "contract", "afn"}
 
 
 def _jit_fast(func):
-    return njit(cache=True, nogil=True, fastmath=_FASTMATH)(func) if HAVE_NUMBA else func
+    return njit(cache=True, nogil=True, fastmath=_FASTMATH, parallel=True)(func) if HAVE_NUMBA else func
+
+
+def _jit_par(func):
+    return njit(cache=True, nogil=True, parallel=True)(func) if HAVE_NUMBA else func
 
 
 @_jit
@@ -67,6 +78,61 @@ def _insert(b1, l1, b2, l2, v, lab):
 
 
 @_jit
+def _first_pass_columns(cells, step, cut2, f1, l1, f2, l2, j0, j1):
+    """Two-distinct-nearest along axis 0 for the columns j0..j1-1 (two sweeps)."""
+    n = cells.shape[0]
+    m = j1 - j0
+    r1 = np.zeros(m, dtype=np.int64)
+    r2 = np.zeros(m, dtype=np.int64)
+    a1 = np.zeros(m, dtype=np.int32)
+    a2 = np.zeros(m, dtype=np.int32)
+    for i in range(n):  # downwards: nearest above (inclusive)
+        for jj in range(m):
+            j = j0 + jj
+            lab = cells[i, j]
+            if lab != 0:
+                if lab != a1[jj]:
+                    r2[jj] = r1[jj]
+                    a2[jj] = a1[jj]
+                    a1[jj] = lab
+                r1[jj] = i
+            if a1[jj] != 0:
+                d = (i - r1[jj]) * step
+                if d * d <= cut2:
+                    f1[i, j] = d * d
+                    l1[i, j] = a1[jj]
+                    if a2[jj] != 0:
+                        d = (i - r2[jj]) * step
+                        if d * d <= cut2:
+                            f2[i, j] = d * d
+                            l2[i, j] = a2[jj]
+    a1[:] = 0
+    a2[:] = 0
+    for i in range(n - 1, -1, -1):  # upwards: nearest below, merged in
+        for jj in range(m):
+            j = j0 + jj
+            lab = cells[i, j]
+            if lab != 0:
+                if lab != a1[jj]:
+                    r2[jj] = r1[jj]
+                    a2[jj] = a1[jj]
+                    a1[jj] = lab
+                r1[jj] = i
+            if a1[jj] != 0:
+                d = (r1[jj] - i) * step
+                if d * d <= cut2:
+                    b1, c1, b2, c2 = _insert(f1[i, j], l1[i, j], f2[i, j], l2[i, j], d * d, a1[jj])
+                    if a2[jj] != 0:
+                        d = (r2[jj] - i) * step
+                        if d * d <= cut2:
+                            b1, c1, b2, c2 = _insert(b1, c1, b2, c2, d * d, a2[jj])
+                    f1[i, j] = b1
+                    l1[i, j] = c1
+                    f2[i, j] = b2
+                    l2[i, j] = c2
+
+
+@_jit_par
 def _first_pass(cells, step, cut2):
     """Two-distinct-nearest along axis 0 of ``cells`` (L, M); labels > 0 are features."""
     n, m = cells.shape
@@ -74,52 +140,11 @@ def _first_pass(cells, step, cut2):
     f2 = np.full((n, m), np.inf, dtype=np.float32)
     l1 = np.zeros((n, m), dtype=np.int32)
     l2 = np.zeros((n, m), dtype=np.int32)
-    r1 = np.zeros(m, dtype=np.int64)
-    r2 = np.zeros(m, dtype=np.int64)
-    a1 = np.zeros(m, dtype=np.int32)
-    a2 = np.zeros(m, dtype=np.int32)
-    for i in range(n):  # downwards: nearest above (inclusive)
-        for j in range(m):
-            lab = cells[i, j]
-            if lab != 0:
-                if lab != a1[j]:
-                    r2[j] = r1[j]
-                    a2[j] = a1[j]
-                    a1[j] = lab
-                r1[j] = i
-            if a1[j] != 0:
-                d = (i - r1[j]) * step
-                if d * d <= cut2:
-                    f1[i, j] = d * d
-                    l1[i, j] = a1[j]
-                    if a2[j] != 0:
-                        d = (i - r2[j]) * step
-                        if d * d <= cut2:
-                            f2[i, j] = d * d
-                            l2[i, j] = a2[j]
-    a1[:] = 0
-    a2[:] = 0
-    for i in range(n - 1, -1, -1):  # upwards: nearest below, merged in
-        for j in range(m):
-            lab = cells[i, j]
-            if lab != 0:
-                if lab != a1[j]:
-                    r2[j] = r1[j]
-                    a2[j] = a1[j]
-                    a1[j] = lab
-                r1[j] = i
-            if a1[j] != 0:
-                d = (r1[j] - i) * step
-                if d * d <= cut2:
-                    b1, c1, b2, c2 = _insert(f1[i, j], l1[i, j], f2[i, j], l2[i, j], d * d, a1[j])
-                    if a2[j] != 0:
-                        d = (r2[j] - i) * step
-                        if d * d <= cut2:
-                            b1, c1, b2, c2 = _insert(b1, c1, b2, c2, d * d, a2[j])
-                    f1[i, j] = b1
-                    l1[i, j] = c1
-                    f2[i, j] = b2
-                    l2[i, j] = c2
+    chunks = min(m, 64)
+    for c in prange(chunks):  # independent column blocks, one per thread at a time
+        _first_pass_columns(
+            cells, step, cut2, f1, l1, f2, l2, c * m // chunks, (c + 1) * m // chunks
+        )
     return f1, l1, f2, l2
 
 
@@ -171,7 +196,7 @@ def _scan(f1, l1, f2, l2, a, j, b, step, kmax):
     return b1, c1, b2, c2
 
 
-@_jit
+@_jit_par
 def _merge_pass(f1, l1, f2, l2, step, cut2, kmax):
     """Two-distinct-nearest along the middle axis of (A, L, B) arrays, for every pixel."""
     na, n, nb = f1.shape
@@ -179,7 +204,7 @@ def _merge_pass(f1, l1, f2, l2, step, cut2, kmax):
     g2 = np.full((na, n, nb), np.inf, dtype=np.float32)
     m1 = np.zeros((na, n, nb), dtype=np.int32)
     m2 = np.zeros((na, n, nb), dtype=np.int32)
-    for a in range(na):
+    for a in prange(na):
         for j in range(n):
             for b in range(nb):
                 b1, c1, b2, c2 = _scan(f1, l1, f2, l2, a, j, b, step, kmax)
@@ -192,42 +217,71 @@ def _merge_pass(f1, l1, f2, l2, step, cut2, kmax):
     return g1, m1, g2, m2
 
 
+@_jit
+def _lower_envelope(r1, step, v, z):
+    """Lower envelope of the parabolas (x - k·step)² + r1[k] (Felzenszwalb & Huttenlocher).
+
+    Fills ``v`` (the parabolas' columns) and ``z`` (where each starts); returns their number.
+    Columns with r1 = inf (no feature) are left out.
+    """
+    count = 0
+    for q in range(r1.shape[0]):
+        fq = r1[q]
+        if fq == np.inf:
+            continue
+        xq = q * step
+        if count == 0:
+            v[0] = q
+            z[0] = -np.inf
+            count = 1
+            continue
+        while True:  # z[0] = -inf: the first parabola is never popped
+            p = v[count - 1]
+            xp = p * step
+            s = ((fq + xq * xq) - (r1[p] + xp * xp)) / (2.0 * (xq - xp))
+            if s <= z[count - 1]:
+                count -= 1
+            else:
+                break
+        v[count] = q
+        z[count] = s
+        count += 1
+    return count
+
+
 @_jit_fast
-def _final_pass(f1, l1, f2, l2, step, kmax, where, cutoff, w0, inv2s2):
+def _final_pass(f1, l1, f2, l2, step, where, cutoff, w0, inv2s2):
     """Border term w0·exp(-(d1 + d2)² / (2σ²)) along the last axis of (A, L) arrays.
 
-    d1 by an outward scan that stops at the first offset past the best value; d2 — the nearest
-    feature whose label is not c1 — by a branch-free (SIMD) minimum over the window
+    d1 and the nearest cell c1 from the lower envelope of the row's parabolas (linear time);
+    d2 — the nearest feature whose label is not c1 — as the minimum over the window
     |offset| < cutoff - d1, beyond which the term is negligible anyway.
     """
     na, n = f1.shape
     out = np.zeros((na, n), dtype=np.float32)
-    for a in range(na):
+    for a in prange(na):
         r1 = f1[a]
         q1 = l1[a]
         r2 = f2[a]
         mask = where[a]
+        v = np.empty(n, dtype=np.int64)
+        z = np.empty(n, dtype=np.float64)
+        count = _lower_envelope(r1, step, v, z)
+        t = 0
         for j in range(n):
+            if count == 0:
+                break
             if not mask[j]:
                 continue
-            b1 = r1[j]
-            c1 = q1[j]
-            for dk in range(1, kmax + 1):
-                off = np.float32((dk * step) * (dk * step))
-                if off >= b1:
-                    break
-                k = j - dk
-                if k >= 0 and r1[k] + off < b1:
-                    b1 = r1[k] + off
-                    c1 = q1[k]
-                k = j + dk
-                if k < n and r1[k] + off < b1:
-                    b1 = r1[k] + off
-                    c1 = q1[k]
-            if c1 == 0:
+            x = j * step
+            while t + 1 < count and z[t + 1] < x:
+                t += 1
+            p = v[t]
+            d1 = math.sqrt((x - p * step) * (x - p * step) + r1[p])
+            if 2.0 * d1 >= cutoff:  # d2 >= d1: the term is negligible
                 continue
-            d1 = math.sqrt(b1)
-            m = min(int((cutoff - d1) / step) + 1, kmax)
+            c1 = q1[p]
+            m = int((cutoff - d1) / step) + 1
             b2 = np.float32(np.inf)
             for k in range(max(j - m, 0), min(j + m + 1, n)):
                 dd = np.float32((k - j) * step)
@@ -252,9 +306,8 @@ def _border_term_numba(cells, where, spacing, cutoff, w0, sigma):
         f1, l1, f2, l2 = _merge_pass(f1, l1, f2, l2, step, cut2, kmax)
     view = (math.prod(shape[:-1]), shape[-1])
     step = float(spacing[-1])
-    kmax = math.floor(cutoff / step) + 1
     f1, l1, f2, l2 = (x.reshape(view) for x in (f1, l1, f2, l2))
-    out = _final_pass(f1, l1, f2, l2, step, kmax, where.reshape(view), cutoff, w0, inv2s2)
+    out = _final_pass(f1, l1, f2, l2, step, where.reshape(view), cutoff, w0, inv2s2)
     return out.reshape(shape)
 
 
