@@ -195,3 +195,16 @@ def test_bad_labels_raise():
         border_weight_map(np.array([[0.5, 1.0]]))
     with pytest.raises(ValueError, match="target"):
         class_weights(np.array([[0, 2]]), num_classes=2)
+
+
+@pytest.mark.parametrize("num_classes", [3, 200])
+def test_class_weights_formula_with_annotated(num_classes):
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 3, size=(20, 30)).astype(np.uint8)
+    annotated = rng.random((20, 30)) < 0.4
+    w = class_weights(target, annotated=annotated, num_classes=num_classes)
+    n = annotated.sum()
+    for c in range(3):
+        n_c = (annotated & (target == c)).sum()
+        np.testing.assert_allclose(w[annotated & (target == c)], n / (3 * n_c), rtol=1e-6)
+    assert not w[~annotated].any()

@@ -75,17 +75,21 @@ def class_weights(
     flat = target.ravel()
     if ann is None:
         counts = np.bincount(flat, minlength=num_classes)
-    else:
+    elif num_classes > 127:
         counts = np.bincount(flat[ann.ravel()], minlength=num_classes)
+    else:
+        # One pass: classes of annotated pixels counted in the bins num_classes .. 2·num_classes.
+        both = ann.ravel().view(np.uint8) * np.uint8(num_classes) + flat.astype(np.uint8)
+        counts = np.bincount(both, minlength=2 * num_classes)[num_classes:]
     n = int(counts.sum())
     if n == 0:
         return np.zeros(target.shape, dtype=np.float32)
     present = counts > 0
     per_class = np.zeros(num_classes, dtype=np.float64)
     per_class[present] = n / (present.sum() * counts[present])
-    out = per_class.astype(np.float32)[target]
+    out = np.take(per_class.astype(np.float32), target)
     if ann is not None:
-        out[~ann] = 0.0
+        out *= ann
     return out
 
 
