@@ -13,6 +13,7 @@ from napari_unet.core.model import UNet
 from napari_unet.core.predict import (
     PredictProgress,
     auto_tile_shape,
+    iter_predict_image,
     iter_predict_stack,
     iter_predict_tiled,
     predict_image,
@@ -199,6 +200,9 @@ def test_predict_image_normalises_as_stored_and_checks_channels():
     prob = predict_image(net, raw, metadata=meta, tile_shape=(60, 60))
     ref = predict_tiled(net, normalize(raw, low=2.0, high=98.0), tile_shape=(60, 60))
     np.testing.assert_allclose(prob, ref, atol=1e-6)
+    events = list(iter_predict_image(net, raw, metadata=meta, tile_shape=(44, 44)))
+    assert len(events) > 2 and events[-1].done == events[-1].total
+    np.testing.assert_allclose(events[-1].result, prob, atol=1e-5)
     rgb = np.zeros((40, 50, 3), np.uint8)
     with pytest.raises(ValueError, match="C = 1"):
         predict_image(net, rgb, channel_axis=-1)

@@ -33,6 +33,7 @@ from napari_unet.core.tiling import (
 __all__ = [
     "PredictProgress",
     "auto_tile_shape",
+    "iter_predict_image",
     "iter_predict_stack",
     "iter_predict_tiled",
     "labels_from_probabilities",
@@ -341,6 +342,34 @@ def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.
             "channel_axis for a multi-channel image or use predict_stack for (Z, Y, X) stacks"
         )
     return _as_chw(model, image)
+
+
+def iter_predict_image(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    metadata: dict | None = None,
+    channel_axis: int | None = None,
+    tta: bool = False,
+    device=None,
+    tile_shape: Sequence[int] | None = None,
+    batch_size: int = 1,
+) -> Generator[PredictProgress, None, np.ndarray]:
+    """:func:`predict_image` as a generator of progress events (for the GUI): the last event's
+    ``result`` holds the probabilities.
+
+    Examples
+    --------
+    >>> net = UNet(depth=1, base_channels=2)
+    >>> list(iter_predict_image(net, np.ones((20, 30))))[-1].result.shape
+    (2, 20, 30)
+    """
+    chw = normalizer(metadata, channel_axis=0)(_raw_to_chw(model, image, channel_axis))
+    return (
+        yield from iter_predict_tiled(
+            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+        )
+    )
 
 
 def predict_image(
