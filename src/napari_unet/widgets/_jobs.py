@@ -1,0 +1,100 @@
+"""Work run in napari worker threads by the Train and Predict widgets (no Qt here).
+
+Each function is a plain function or generator over :mod:`napari_unet.core`; the widgets wrap
+them with ``napari.qt.threading.create_worker``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+def run_training(trainer, state: dict):
+    """Drive ``trainer.run()``; records the worker thread in ``state`` and sets ``state["done"]``.
+
+    ``state["thread"]`` is the id of the thread the training steps ran on (tests check that it
+    is not the GUI thread); ``state["done"]`` is a :class:`threading.Event` set when it ends.
+    """
+    state["thread"] = threading.get_ident()
+    try:
+        yield from trainer.run()
+    finally:
+        state["done"].set()
+
+
+def live_prediction(trainer, crop: np.ndarray, *, channel_axis=None):
+    """Predict ``crop`` with a snapshot of the model being trained; returns int32 labels."""
+    from napari_unet.core.postprocess import labels_from_probabilities
+    from napari_unet.core.predict import predict_image
+
+    model, metadata = trainer.snapshot()
+    prob = predict_image(model, crop, metadata=metadata, channel_axis=channel_axis, device="cpu")
+    return labels_from_probabilities(prob)
+
+
+def augmentation_samples(image, labels, config, *, n: int = 8, seed: int = 0, side: int = 256):
+    """``n`` augmented versions of (a centre crop of) one image/labels pair, as stacks.
+
+    Returns (float32 images (n, h, w), int32 labels (n, h, w)).
+    """
+    import torch
+
+    from napari_unet.core.augment import Augmenter
+    from napari_unet.core.data import normalize
+
+    image = normalize(np.asarray(image, dtype=np.float32))
+    labels = np.asarray(labels)
+    h, w = labels.shape[-2:]
+    r0, c0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    image = image[r0 : r0 + side, c0 : c0 + side]
+    labels = labels[r0 : r0 + side, c0 : c0 + side]
+    x = torch.from_numpy(np.ascontiguousarray(image)).expand(n, 1, *image.shape).contiguous()
+    y = torch.from_numpy(labels.astype(np.int64)).expand(n, *labels.shape).contiguous()
+    out_image, out_labels = Augmenter(config, seed=seed)(x, y)[:2]
+    return out_image[:, 0].numpy().astype(np.float32), out_labels.numpy().astype(np.int32)
+
+
+def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_axis=None):
+    """Yield core prediction progress; the last event carries the probabilities in ``.result``."""
+    from napari_unet.core.predict import iter_predict_stack, iter_predict_tiled, normalizer
+
+    if stack:
+        yield from iter_predict_stack(
+            model, image, metadata=metadata, channel_axis=channel_axis, tta=tta
+        )
+        return
+    x = np.asarray(image, dtype=np.float32)
+    x = x[None] if channel_axis is None else np.moveaxis(x, channel_axis, 0)
+    chw = normalizer(metadata, channel_axis=0)(x)
+    yield from iter_predict_tiled(model, chw, tta=tta)
+
+
+def compare_instances(pred: np.ndarray, truth: np.ndarray, *, threshold: float = 0.5):
+    """Comparison map (1 matched, 2 missed true cell, 3 extra predicted cell) and the scores.
+
+    At an IoU threshold ≥ 0.5 a match is unique, so a pair counts as matched when its IoU reaches
+    the threshold. Scores come from :mod:`napari_unet.core.metrics`.
+    """
+    from napari_unet.core.metrics import foreground_iou, instance_matching
+
+    pred = np.asarray(pred)
+    truth = np.asarray(truth)
+    scores = instance_matching(pred, truth, threshold=threshold)
+    scores["iou"] = foreground_iou(pred > 0, truth > 0)
+    both = (pred > 0) & (truth > 0)
+    pairs, inter = np.unique(np.stack([truth[both], pred[both]]), axis=1, return_counts=True)
+    size_t = np.bincount(truth.ravel().astype(np.int64))
+    size_p = np.bincount(pred.ravel().astype(np.int64))
+    iou = inter / (size_t[pairs[0]] + size_p[pairs[1]] - inter) if inter.size else inter
+    good = iou >= threshold
+    matched_t = np.zeros(size_t.size, bool)
+    matched_p = np.zeros(size_p.size, bool)
+    matched_t[pairs[0][good]] = True
+    matched_p[pairs[1][good]] = True
+    out = np.zeros(pred.shape, np.uint8)
+    out[(truth > 0) & ~matched_t[truth]] = 2
+    out[(pred > 0) & ~matched_p[pred]] = 3
+    out[(pred > 0) & matched_p[pred]] = 1
+    return out, scores

@@ -1,0 +1,167 @@
+"""The settings form of the "Train U-Net" widget: layer pairs, network, budget, device, augmentation.
+
+Defaults come from ``TrainConfig.for_device`` for the device found and are explained in tooltips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from napari_unet.widgets._common import LayerCombo, current_plane, regions_mask
+
+
+def _spin(cls, lo, hi, value, tip, step=1):
+    box = cls(minimum=lo, maximum=hi, value=value, singleStep=step)
+    box.setToolTip(tip)
+    return box
+
+
+class TrainForm(QWidget):
+    """Every training setting; :meth:`config` and :meth:`training_pairs` read them."""
+
+    def __init__(self, napari_viewer, parent=None):
+        from napari.layers import Image, Labels
+
+        from napari_unet.core.device import describe_devices, pick_device
+        from napari_unet.core.train import TrainConfig
+
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        defaults = TrainConfig.for_device(pick_device("auto"))
+        self.defaults = defaults
+        why = f"Default chosen for the device found ({pick_device('auto')}): {{}}. "
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.pairs = QListWidget()
+        self.pairs.setMaximumHeight(70)
+        self.pairs.setToolTip("Extra (image, labels) pairs; with none, the pair above is used.")
+        add, remove = QPushButton("Add pair"), QPushButton("Remove")
+        add.clicked.connect(self._on_add_pair)
+        remove.clicked.connect(lambda: self.pairs.takeItem(self.pairs.currentRow()))
+        self.preset = QComboBox()
+        self.preset.addItems(["adamw", "paper"])
+        self.preset.setCurrentText(defaults.preset)
+        self.preset.setToolTip("adamw: fast convergence (default); paper: SGD, momentum 0.99.")
+        self.depth = _spin(QSpinBox, 1, 6, defaults.depth, why.format(defaults.depth)
+                           + "The paper: 4 poolings.")
+        self.base = _spin(QSpinBox, 2, 128, defaults.base_channels,
+                          why.format(defaults.base_channels)
+                          + "Narrow on a CPU (fast), the paper's 64 on a GPU.")
+        self.steps = _spin(QSpinBox, 1, 1_000_000, defaults.steps, why.format(defaults.steps)
+                           + "Training steps (one batch each).", 100)
+        self.minutes = _spin(QDoubleSpinBox, 0.0, 10_000.0, (defaults.time_limit or 0) / 60,
+                             "Time budget in minutes; 0 = no limit (the steps decide).")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setToolTip(describe_devices())
+        self.devices_label = QLabel(describe_devices().splitlines()[0])
+        aug = defaults.augment
+        self.elastic = _spin(QDoubleSpinBox, 0.0, 50.0, aug.elastic_sigma,
+                             "Elastic deformation: std (px) of the 3×3 grid displacements "
+                             "(paper: 10); 0 = off.")
+        self.rotate = QCheckBox("rotate")
+        self.rotate.setChecked(aug.rotate)
+        self.flip = QCheckBox("flip")
+        self.flip.setChecked(aug.flip)
+        self.preview_aug = QPushButton("Preview augmentation")
+        self.live = QCheckBox("live prediction preview")
+        self.live.setChecked(True)
+        self.live.setToolTip("Every few seconds, predict the visible part of the image.")
+        self.finetune = QPushButton("Fine-tune from…")
+        self.init_label = QLabel("from scratch")
+        self.init_model = None
+        form = QFormLayout(self)
+        form.addRow("image", self.image_combo)
+        form.addRow("labels", self.labels_combo)
+        row = QHBoxLayout()
+        row.addWidget(add)
+        row.addWidget(remove)
+        form.addRow(row)
+        form.addRow("more pairs", self.pairs)
+        form.addRow("preset", self.preset)
+        form.addRow("depth", self.depth)
+        form.addRow("base channels", self.base)
+        form.addRow("steps", self.steps)
+        form.addRow("time (min)", self.minutes)
+        form.addRow("device", self.device)
+        form.addRow("", self.devices_label)
+        form.addRow("elastic σ", self.elastic)
+        row = QHBoxLayout()
+        for w in (self.rotate, self.flip, self.preview_aug):
+            row.addWidget(w)
+        form.addRow("augment", row)
+        row = QHBoxLayout()
+        row.addWidget(self.finetune)
+        row.addWidget(self.init_label)
+        form.addRow(row)
+        form.addRow(self.live)
+
+    # ------------------------------------------------------------------ settings and data
+    def config(self):
+        from napari_unet.core.augment import AugmentConfig
+
+        aug = dataclasses.replace(
+            self.defaults.augment if isinstance(self.defaults.augment, AugmentConfig)
+            else AugmentConfig(),
+            elastic_sigma=float(self.elastic.value()), rotate=self.rotate.isChecked(),
+            flip=self.flip.isChecked(),
+        )
+        minutes = float(self.minutes.value())
+        return dataclasses.replace(
+            self.defaults, preset=self.preset.currentText(), depth=int(self.depth.value()),
+            base_channels=int(self.base.value()), steps=int(self.steps.value()),
+            time_limit=minutes * 60 if minutes > 0 else None,
+            device=self.device.currentText(), augment=aug,
+        )
+
+    def _on_add_pair(self):
+        image, labels = self.image_combo.layer(), self.labels_combo.layer()
+        if image is not None and labels is not None:
+            self.pairs.addItem(f"{image.name} | {labels.name}")
+
+    def layer_pairs(self) -> list:
+        """(image layer, labels layer) pairs: the list, or the chosen pair when the list is empty."""
+        names = [self.pairs.item(i).text().split(" | ") for i in range(self.pairs.count())]
+        layers = self.viewer.layers
+        pairs = [(layers[a], layers[b]) for a, b in names if a in layers and b in layers]
+        if not pairs:
+            image, labels = self.image_combo.layer(), self.labels_combo.layer()
+            if image is None or labels is None:
+                raise ValueError(
+                    "pairs: choose an image and a labels layer (Annotate cells makes one), "
+                    "or add pairs to the list"
+                )
+            pairs = [(image, labels)]
+        return pairs
+
+    def training_pairs(self) -> list:
+        """Core TrainingPair objects of the shown plane of every layer pair."""
+        from napari_unet.core.data import TrainingPair
+
+        out = []
+        for image_layer, labels_layer in self.layer_pairs():
+            image, _ = current_plane(image_layer, self.viewer)
+            labels, index = current_plane(labels_layer, self.viewer)
+            if not np.any(labels):
+                raise ValueError(
+                    f"labels: '{labels_layer.name}' has no cells on this plane; paint a few "
+                    "(Annotate cells > New cell) before training"
+                )
+            annotated = regions_mask(self.viewer, labels.shape, index)
+            channel_axis = -1 if image_layer.rgb else None
+            out.append(TrainingPair(image, labels, annotated=annotated, channel_axis=channel_axis))
+        return out

@@ -1,0 +1,264 @@
+"""The "Predict" dock widget: segment an image layer with a trained U-Net, compare with annotations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.widgets import _jobs
+from napari_unet.widgets._common import (
+    LayerCombo,
+    current_plane,
+    error_message,
+    guarded,
+    shared_models,
+    show_error,
+    show_info,
+    upsert_layer,
+)
+
+TRAINED = "model just trained (Train U-Net)"
+COMPARE_COLORS = {0: "transparent", 1: "#30c030", 2: "#ff3030", 3: "#3080ff", None: "transparent"}
+
+
+class PredictWidget(QWidget):
+    """Predict labels for an image layer and overlay them; optionally compare with annotations.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    """
+
+    def __init__(self, napari_viewer, parent=None):
+        from napari.layers import Image, Labels
+
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.registry = shared_models(napari_viewer)
+        self.source = QComboBox()
+        self.source.addItem(TRAINED)
+        self.source.setToolTip("The model the Train U-Net widget published last, or a file.")
+        self.load_button = QPushButton("Load model…")
+        self.model_label = QLabel("no model yet: train one or load a .safetensors file")
+        self.model_label.setWordWrap(True)
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.whole_stack = QCheckBox("whole stack (all planes)")
+        self.tta = QCheckBox("test-time augmentation (8 flips/rotations, slower)")
+        self.probabilities = QCheckBox("add probability map")
+        self.contours = QCheckBox("show labels as contours")
+        self.threshold = QDoubleSpinBox(minimum=0.05, maximum=0.95, value=0.5, singleStep=0.05)
+        self.threshold.setToolTip("A pixel is a cell where the cell probability exceeds this.")
+        self.compare_combo = LayerCombo(napari_viewer, Labels, none_text="(none)")
+        self.compare_combo.setToolTip(
+            "Annotated cells of this image: a comparison layer shows matched (green), missed "
+            "(red) and extra (blue) cells, with IoU and F1 at IoU 0.5."
+        )
+        self.run_button, self.cancel_button = QPushButton("Predict"), QPushButton("Cancel")
+        self.progress = QProgressBar()
+        self.scores = QLabel("")
+        self.scores.setWordWrap(True)
+
+        form = QFormLayout()
+        row = QHBoxLayout()
+        row.addWidget(self.source, 1)
+        row.addWidget(self.load_button)
+        form.addRow("model", row)
+        form.addRow("", self.model_label)
+        form.addRow("image", self.image_combo)
+        form.addRow("threshold", self.threshold)
+        form.addRow("compare with", self.compare_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for w in (self.whole_stack, self.tta, self.probabilities, self.contours):
+            layout.addWidget(w)
+        row = QHBoxLayout()
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.scores)
+        layout.addStretch(1)
+
+        self.worker = None
+        self.labels_layer = None
+        self._loaded: dict = {}
+        self.load_button.clicked.connect(self._on_load)
+        self.run_button.clicked.connect(self._on_run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.contours.toggled.connect(self._apply_contours)
+        self.source.currentIndexChanged.connect(self._describe_model)
+        self.registry.changed.connect(self._describe_model)
+        self._describe_model()
+        self.cancel_button.setEnabled(False)
+
+    # ------------------------------------------------------------------ model
+    def load_model(self, path):
+        """Load a model file; it becomes the selected model."""
+        from napari_unet.core.io import load_model
+
+        path = Path(path)
+        model, metadata = load_model(path)
+        self._loaded[path.name] = (model, metadata)
+        if self.source.findText(path.name) < 0:
+            self.source.addItem(path.name)
+        self.source.setCurrentText(path.name)
+        return model, metadata
+
+    def model(self):
+        """(model, metadata) of the selected source; a ValueError with the fix if there is none."""
+        name = self.source.currentText()
+        if name == TRAINED:
+            if self.registry.model is None:
+                raise ValueError(
+                    "model: nothing trained yet in this viewer; train with 'Train U-Net' or "
+                    "press 'Load model…'"
+                )
+            return self.registry.model, self.registry.metadata
+        return self._loaded[name]
+
+    def _describe_model(self, *_):
+        try:
+            model, _ = self.model()
+        except (ValueError, KeyError):
+            self.model_label.setText("no model yet: train one or load a .safetensors file")
+            return
+        cfg = getattr(model, "config", {})
+        self.model_label.setText(
+            f"depth {cfg.get('depth')}, base {cfg.get('base_channels')}, "
+            f"{cfg.get('num_classes')} classes"
+        )
+
+    # ------------------------------------------------------------------ predict
+    def predict(self):
+        """Start predicting the chosen image in a worker; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            show_info("A prediction is already running: wait, or press Cancel.")
+            return None
+        model, metadata = self.model()
+        layer = self.image_combo.layer()
+        if layer is None:
+            raise ValueError("image: choose an image layer to segment")
+        channel_axis = -1 if layer.rgb else None
+        spatial = layer.data.ndim - (1 if layer.rgb else 0)
+        stack = self.whole_stack.isChecked() and spatial > 2
+        if stack:
+            data, index = layer.data, ()
+        else:
+            data, index = current_plane(layer, self.viewer)
+        self._target = (layer, index, stack)
+        worker = create_worker(
+            _jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
+            channel_axis=channel_axis, _start_thread=False,
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.errored.connect(lambda exc: show_error(error_message(exc)))
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        worker.start()
+        return worker
+
+    def cancel(self, *_):
+        if self.worker is not None:
+            self.worker.quit()  # takes effect at the next tile batch
+            show_info("Prediction cancelled.")
+
+    def _on_progress(self, event):
+        total = max(int(event.total) * int(getattr(event, "planes", 1) or 1), 1)
+        done = int(event.done) + int(getattr(event, "plane", 0) or 0) * int(event.total)
+        self.progress.setMaximum(total)
+        self.progress.setValue(min(done, total))
+        if event.result is not None:
+            self._show(event.result)
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _show(self, prob):
+        from napari_unet.core.postprocess import labels_from_probabilities
+
+        layer, index, stack = self._target
+        options = dict(threshold=float(self.threshold.value()))
+        if stack:
+            labels = np.stack([labels_from_probabilities(p, **options) for p in prob])
+        else:
+            labels = labels_from_probabilities(prob, **options)
+        ndim = labels.ndim
+        geometry = dict(scale=layer.scale[-ndim:], translate=layer.translate[-ndim:])
+        self.labels_layer = upsert_layer(
+            self.viewer, labels, f"{layer.name} prediction", "labels", opacity=0.6, **geometry
+        )
+        self._apply_contours()
+        if self.probabilities.isChecked():
+            cell = prob[:, 1] if stack else prob[1]
+            upsert_layer(self.viewer, cell.astype(np.float32), f"{layer.name} probability",
+                         "image", colormap="viridis", contrast_limits=[0.0, 1.0],
+                         blending="additive", opacity=0.6, **geometry)
+        self.compare(labels, index)
+
+    def _apply_contours(self, *_):
+        if self.labels_layer is not None:
+            self.labels_layer.contour = 2 if self.contours.isChecked() else 0
+
+    def compare(self, labels, index=()):
+        """Comparison layer and scores against the annotated cells chosen in 'compare with'."""
+        truth_layer = self.compare_combo.layer()
+        if truth_layer is None:
+            self.scores.setText("")
+            return None
+        truth = np.asarray(truth_layer.data)
+        if index and truth.ndim > labels.ndim:
+            truth = truth[index]
+        if truth.shape != labels.shape:
+            raise ValueError(
+                f"compare with: '{truth_layer.name}' has shape {truth.shape}, the prediction "
+                f"{labels.shape}; choose the annotations of the predicted image"
+            )
+        comparison, scores = _jobs.compare_instances(labels, truth)
+        layer = self._target[0]
+        upsert_layer(
+            self.viewer, comparison, "comparison (matched/missed/extra)", "labels",
+            colormap=COMPARE_COLORS, opacity=0.7,
+            scale=layer.scale[-labels.ndim :], translate=layer.translate[-labels.ndim :],
+        )
+        self.last_scores = scores
+        self.scores.setText(
+            f"IoU {scores['iou']:.3f} · F1@0.5 {scores['f1']:.3f} — matched {scores['tp']} "
+            f"(green), missed {scores['fn']} (red), extra {scores['fp']} (blue)"
+        )
+        return scores
+
+    # ------------------------------------------------------------------ slots
+    @guarded
+    def _on_run(self, *_):
+        self.predict()
+
+    @guarded
+    def _on_load(self, *_):
+        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "Model (*.safetensors)")
+        if path:
+            self.load_model(path)
+
+    def closeEvent(self, event):
+        self.cancel()
+        super().closeEvent(event)

@@ -1,0 +1,75 @@
+"""GUI tests of the "Predict" widget (a tiny untrained model: shapes, layers, errors, compare)."""
+
+import numpy as np
+import pytest
+
+from napari_unet.core.io import save_model
+from napari_unet.core.model import UNet
+from napari_unet.core.synthetic import synthetic_cells
+from napari_unet.widgets._common import shared_models
+from napari_unet.widgets._jobs import compare_instances
+from napari_unet.widgets.predict import TRAINED, PredictWidget
+
+pytestmark = pytest.mark.gui
+
+
+def test_compare_instances_classes_each_cell():
+    truth = np.zeros((10, 10), np.int32)
+    truth[0:4, 0:4], truth[6:9, 6:9] = 1, 2
+    pred = np.zeros_like(truth)
+    pred[0:4, 0:4], pred[0:2, 7:9] = 5, 6
+    comparison, scores = compare_instances(pred, truth)
+    assert comparison[1, 1] == 1 and comparison[7, 7] == 2 and comparison[0, 8] == 3
+    assert (scores["tp"], scores["fn"], scores["fp"]) == (1, 1, 1)
+    assert scores["f1"] == pytest.approx(0.5)
+
+
+def test_no_model_is_a_notification(make_napari_viewer, monkeypatch):
+    from napari_unet.widgets import _common
+
+    seen = []
+    monkeypatch.setattr(_common, "show_error", seen.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32))
+    widget = PredictWidget(viewer)
+    widget._on_run()
+    assert seen and "Train U-Net" in seen[0] and widget.worker is None
+
+
+def test_predict_plane_of_stack_overlays_labels_and_compares(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    image, labels = synthetic_cells((48, 48), radius=6, seed=3)
+    viewer.add_image(np.stack([image, image[::-1]]), name="stack")
+    viewer.add_labels(np.stack([labels, labels[::-1]]), name="truth")
+    widget = PredictWidget(viewer)
+    net = UNet(depth=1, base_channels=4)
+    path = save_model(net, tmp_path / "tiny.safetensors")
+    widget.load_model(path)
+    assert widget.source.currentText() == "tiny.safetensors"
+    widget.compare_combo.set_layer(viewer.layers["truth"])
+    widget.contours.setChecked(True)
+    widget.probabilities.setChecked(True)
+    viewer.dims.set_current_step(0, 1)
+    worker = widget.predict()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    layer = viewer.layers["stack prediction"]
+    assert layer.data.shape == (48, 48) and layer.contour == 2
+    assert viewer.layers["stack probability"].data.shape == (48, 48)
+    comparison = viewer.layers["comparison (matched/missed/extra)"].data
+    assert set(np.unique(comparison)) <= {0, 1, 2, 3}
+    assert "F1@0.5" in widget.scores.text()
+
+
+def test_trained_model_comes_from_the_viewer_registry(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 40), dtype=np.float32), name="img")
+    widget = PredictWidget(viewer)
+    assert widget.source.currentText() == TRAINED
+    shared_models(viewer).publish(UNet(depth=1, base_channels=4, padding="same"), {}, "test")
+    assert "depth 1" in widget.model_label.text()
+    worker = widget.predict()
+    assert widget.predict() is None  # a second run while one is going is refused
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    assert viewer.layers["img prediction"].data.shape == (40, 40)

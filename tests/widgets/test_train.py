@@ -1,0 +1,118 @@
+"""GUI tests of "Train U-Net": the whole flow, the worker thread, refusals and closing."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.synthetic import synthetic_cells
+from napari_unet.widgets._common import shared_models
+from napari_unet.widgets.annotate import AnnotateWidget
+from napari_unet.widgets.predict import PredictWidget
+from napari_unet.widgets.train import TrainWidget
+from napari_unet.widgets.weight_map import WEIGHT_LAYER, WeightMapWidget
+
+pytestmark = pytest.mark.gui
+
+
+def _tiny(widget, steps):
+    form = widget.form
+    form.depth.setValue(2)
+    form.base.setValue(8)
+    form.steps.setValue(steps)
+    form.minutes.setValue(0)
+    form.device.setCurrentText("cpu")
+    form.live.setChecked(False)
+
+
+def _viewer_with_cells(make_napari_viewer, shape=(96, 96), seed=0):
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells(shape, radius=9, seed=seed)
+    viewer.add_image(image, name="cells")
+    return viewer, image, truth
+
+
+def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
+    viewer, _, truth = _viewer_with_cells(make_napari_viewer, (128, 128))
+    annotate = AnnotateWidget(viewer)
+    labels = annotate.create_labels()
+    labels.data = truth.astype(np.uint16)  # "painted" programmatically
+    weights = WeightMapWidget(viewer)
+    weights.labels_combo.set_layer(labels)
+    # border peaks between touching cells (w0 = 10) once the map of the painted cells is shown
+    qtbot.waitUntil(
+        lambda: WEIGHT_LAYER in viewer.layers and viewer.layers[WEIGHT_LAYER].data.max() > 5,
+        timeout=15000,
+    )
+
+    train = TrainWidget(viewer)
+    train.form.image_combo.set_layer(viewer.layers["cells"])
+    train.form.labels_combo.set_layer(labels)
+    _tiny(train, 150)
+    train.form.live.setChecked(True)
+    train._preview_timer.setInterval(500)
+    worker = train.start_training()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=120000)
+    assert train.plot.losses and train.plot.losses[-1] < train.plot.losses[0]
+    assert shared_models(viewer).model is not None
+
+    predict = PredictWidget(viewer)
+    predict.image_combo.set_layer(viewer.layers["cells"])
+    predict.compare_combo.set_layer(labels)
+    predict.predict()
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=30000)
+    pred = viewer.layers["cells prediction"].data
+    assert foreground_iou(pred > 0, truth > 0) > 0.8
+    assert predict.last_scores["iou"] > 0.8
+
+
+def test_steps_run_off_the_gui_thread_and_second_start_is_refused(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    from napari_unet.widgets import train as train_module
+
+    viewer, _, truth = _viewer_with_cells(make_napari_viewer, (64, 64), seed=1)
+    viewer.add_labels(truth, name="truth")
+    train = TrainWidget(viewer)
+    _tiny(train, 20)
+    seen = []
+    monkeypatch.setattr(train_module, "show_info", seen.append)
+    first = train.start_training()
+    assert train.start_training() is None and "already running" in seen[0]
+    assert first is not None
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=60000)
+    assert train._state["thread"] not in (None, threading.main_thread().ident)
+    assert train.trainer.history
+
+
+def test_pause_resume_and_closing_stops_the_worker_and_keeps_the_model(make_napari_viewer, qtbot):
+    viewer, _, truth = _viewer_with_cells(make_napari_viewer, (64, 64), seed=2)
+    viewer.add_labels(truth, name="truth")
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train U-Net")
+    _tiny(train, 100_000)
+    train.start_training()
+    qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=30000)
+    train.toggle_pause()
+    assert train.form.__class__ and train.pause.text() == "Resume"
+    train.toggle_pause()
+    viewer.window.remove_dock_widget(train)  # closing the widget
+    assert train._state["done"].wait(30)
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=30000)
+    assert shared_models(viewer).model is not None  # the model is kept
+
+
+def test_training_errors_become_notifications(make_napari_viewer, monkeypatch):
+    from napari_unet.widgets import _common
+
+    seen = []
+    monkeypatch.setattr(_common, "show_error", seen.append)
+    viewer, _, _ = _viewer_with_cells(make_napari_viewer, (32, 32))
+    viewer.add_labels(np.zeros((32, 32), np.uint16), name="empty")
+    train = TrainWidget(viewer)
+    train._on_start()
+    assert seen and "no cells" in seen[0] and not train.is_training()
+    train._on_save()
+    assert "nothing trained" in seen[-1]
