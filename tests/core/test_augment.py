@@ -210,14 +210,20 @@ def test_out_shape_crops_labels_and_weights_centrally():
     assert torch.equal(crop[2], full[2][:, 6:14, 7:17])
 
 
-def test_result_does_not_depend_on_cpu_chunking(monkeypatch):
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic"])
+def test_result_does_not_depend_on_cpu_chunking(monkeypatch, interp):
     x, y, w = torch.rand(5, 2, 12, 10), torch.randint(0, 4, (5, 12, 10)), torch.rand(5, 12, 10)
-    cfg = AugmentConfig(noise_std=0.05)
-    whole = augment_batch(x, y, w, config=cfg, generator=torch.Generator().manual_seed(8))
-    monkeypatch.setattr(augment, "_CPU_CHUNK_PIXELS", 2 * 12 * 10)  # two samples per pass
-    chunked = augment_batch(x, y, w, config=cfg, generator=torch.Generator().manual_seed(8))
-    for a, b in zip(whole, chunked, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    cfg = AugmentConfig(noise_std=0.05, image_interp=interp)
+    for out_shape in (None, (6, 5)):
+        whole = augment_batch(x, y, w, config=cfg, generator=torch.Generator().manual_seed(8),
+                              out_shape=out_shape)
+        with monkeypatch.context() as m:
+            m.setattr(augment, "_CPU_CHUNK_PIXELS", 2 * 12 * 10)  # two samples per chunk
+            m.setattr(augment, "_CPU_BLOCK_PIXELS", 2 * 3 * 10)  # three rows per pass
+            chunked = augment_batch(x, y, w, config=cfg, out_shape=out_shape,
+                                    generator=torch.Generator().manual_seed(8))
+        for a, b in zip(whole, chunked, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # float32 rounding only
 
 
 def test_gray_values_change_the_image_only():

@@ -15,6 +15,7 @@ Everything here is generic over the number of spatial dimensions (2D and 3D alik
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -158,12 +159,17 @@ UNGATHERABLE = (torch.uint16, torch.uint32, torch.uint64)
 
 
 def source_coords(
-    spatial: Sequence[int], matrix, offset, displacement, device, dtype
+    spatial: Sequence[int], matrix, offset, displacement, device, dtype, region=None
 ) -> torch.Tensor:
-    """(N, d, *spatial) source coordinates ``c + M (p - c) + t + d(p)`` of every output pixel."""
+    """(N, d, *R) source coordinates ``c + M (p - c) + t + d(p)`` of the output pixels ``p``.
+
+    ``region`` (one slice per axis, default: everything) selects the output pixels ``R``.
+    """
     nd = len(spatial)
-    axes = [torch.arange(s, device=device, dtype=dtype) - (s - 1) / 2 for s in spatial]
-    rel = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (d, *S), centred
+    region = tuple(slice(0, s) for s in spatial) if region is None else tuple(region)
+    axes = [torch.arange(r.start, r.stop, device=device, dtype=dtype) - (s - 1) / 2
+            for r, s in zip(region, spatial, strict=True)]
+    rel = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (d, *R), centred
     centre = torch.tensor([(s - 1) / 2 for s in spatial], device=device, dtype=dtype)
     mat = None if matrix is None else torch.as_tensor(matrix, dtype=dtype, device=device)
     off = None if offset is None else torch.as_tensor(offset, dtype=dtype, device=device)
@@ -175,8 +181,16 @@ def source_coords(
     coords = coords + shift.reshape(-1, nd, *([1] * nd))
     if displacement is not None:
         disp = torch.as_tensor(displacement, dtype=dtype, device=device)
-        coords = coords + disp.reshape(-1, nd, *spatial)
+        coords = coords + disp.reshape(-1, nd, *spatial)[(slice(None), slice(None), *region)]
     return coords
+
+
+def _row_blocks(region: tuple[slice, ...], rows: int | None):
+    """Split ``region`` along its first axis into blocks of at most ``rows`` rows."""
+    first = region[0]
+    step = first.stop - first.start if rows is None else max(1, rows)
+    for r0 in range(first.start, first.stop, step):
+        yield (slice(r0, min(first.stop, r0 + step)), *region[1:])
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -194,40 +208,48 @@ def restore_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.round(x).clamp_(info.min, info.max).to(dtype)
 
 
-def crop(t: torch.Tensor, out_shape: Sequence[int] | None) -> torch.Tensor:
-    """Centre crop of the trailing axes (offset ``(s - o) // 2``, as the U-Net crops)."""
-    if out_shape is None:
-        return t
-    nd = len(out_shape)
-    sl = [slice((s - o) // 2, (s - o) // 2 + o) for s, o in zip(t.shape[-nd:], out_shape,
-                                                                strict=True)]
-    return t[(..., *sl)]
-
-
-def warp_batch(image, labels, weights, matrix, offset, displacement, image_interp, out_shape):
+def warp_batch(image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
+               *, block_pixels: int | None = None):
     """``augment.warp`` returning the image in its compute dtype (float32 or float64).
 
     Labels and weights use the same nearest indices (of the ``out_shape`` centre region).
+    ``block_pixels`` bounds the output pixels resampled per pass (rows at a time), so that on the
+    CPU the temporaries stay in cache; the result does not depend on it.
     """
     if image_interp not in ("bilinear", "bicubic"):
         raise ValueError(f"image_interp: expected 'bilinear' or 'bicubic', got {image_interp!r}")
+    n, channels = image.shape[:2]
     spatial = tuple(image.shape[2:])
     work = compute_dtype(image.dtype)
-    coords = source_coords(spatial, matrix, offset, displacement, image.device, work)
-    coords = coords.expand(image.shape[0], *coords.shape[1:])
-    out = sample(image.to(work), coords, image_interp)
-    if labels is None and weights is None:
+    row_pixels = n * math.prod(spatial[1:])
+    rows = None if block_pixels is None else max(1, block_pixels // max(row_pixels, 1))
+    src = image.to(work)
+    out = torch.empty((n, channels, *spatial), dtype=work, device=image.device)
+    full = tuple(slice(0, s) for s in spatial)
+    coord_args = (matrix, offset, displacement, image.device, work)
+    for block in _row_blocks(full, rows):
+        coords = source_coords(spatial, *coord_args, region=block)
+        coords = coords.expand(n, *coords.shape[1:])
+        out[(slice(None), slice(None), *block)] = sample(src, coords, image_interp)
+    maps = [None if t is None else (t.to(torch.int64) if t.dtype in UNGATHERABLE else t)
+            for t in (labels, weights)]
+    if all(t is None for t in maps):
         return out, None, None
-    region = crop(coords, out_shape)
-    flat = nearest_index(region, spatial)
-    results = []
-    for t in (labels, weights):
-        if t is None:
-            results.append(None)
-            continue
-        src = t.to(torch.int64) if t.dtype in UNGATHERABLE else t
-        results.append(gather(src, flat, region.shape[2:]).to(t.dtype))
-    return out, results[0], results[1]
+    shape = spatial if out_shape is None else tuple(int(o) for o in out_shape)
+    tops = [(s - o) // 2 for s, o in zip(spatial, shape, strict=True)]
+    region = tuple(slice(t, t + o) for t, o in zip(tops, shape, strict=True))
+    results = [None if t is None else torch.empty((n, *shape), dtype=t.dtype, device=t.device)
+               for t in maps]
+    for block in _row_blocks(region, rows):
+        coords = source_coords(spatial, *coord_args, region=block)
+        coords = coords.expand(n, *coords.shape[1:])
+        flat = nearest_index(coords, spatial)
+        local = tuple(slice(b.start - t, b.stop - t) for b, t in zip(block, tops, strict=True))
+        for t, res in zip(maps, results, strict=True):
+            if t is not None:
+                res[(slice(None), *local)] = gather(t, flat, coords.shape[2:])
+    return out, *(None if r is None else r.to(t.dtype)
+                  for r, t in zip(results, (labels, weights), strict=True))
 
 
 def check_batch(image, labels, weights, out_shape) -> None:

@@ -44,7 +44,12 @@ __all__ = [
     "warp",
 ]
 
-_CPU_CHUNK_PIXELS = 2**19  # pixels per resampling pass on the CPU (one 572² tile)
+_CPU_CHUNK_PIXELS = 2**19  # pixels per sample chunk on the CPU (one 572² tile)
+_CPU_BLOCK_PIXELS = 2**15  # output pixels per resampling pass on the CPU (cache-sized temporaries)
+
+
+def _block_pixels(t: torch.Tensor) -> int | None:
+    return _CPU_BLOCK_PIXELS if t.device.type == "cpu" else None
 
 
 def _range(name: str, value) -> tuple[float, float]:
@@ -215,7 +220,8 @@ def warp(
     True
     """
     out, lab, wts = _resample.warp_batch(
-        image, labels, weights, matrix, offset, displacement, image_interp, out_shape
+        image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
+        block_pixels=_block_pixels(image),
     )
     return _resample.restore_dtype(out, image.dtype), lab, wts
 
@@ -322,7 +328,7 @@ def augment_batch(
                                             spatial)
         out, lab, wts = _resample.warp_batch(
             image[sl], labels[sl], None if weights is None else weights[sl], matrix[sl],
-            shift[sl], disp, config.image_interp, out_shape,
+            shift[sl], disp, config.image_interp, out_shape, block_pixels=_block_pixels(image),
         )
         if gray is not None:
             out = _gray_values(out, config, gray[sl], None if noise is None else noise[sl])
