@@ -13,12 +13,11 @@ Cases (synthetic touching cells from ``napari_unet.core.synthetic``):
 
 Usage::
 
-    python benchmarks/bench_weights.py [--reps 15] [--threads N] [--no-brute]
+    python benchmarks/bench_weights.py [--reps 15] [--no-brute]
 
 Times are wall-clock and, because the machine may be shared, also CPU time of this process
-(``time.process_time``: with one thread it is what an idle machine's wall clock would show).
-``--threads`` sets numba's threads (default: numba's default, all cores); the brute force is
-single-threaded either way. Memory is the peak of the allocations traced by ``tracemalloc``
+(``time.process_time``: both codes are single-threaded, so it is about what an idle machine's
+wall clock would show). Memory is the peak of the allocations traced by ``tracemalloc``
 during one call (numpy's arrays included).
 """
 
@@ -93,19 +92,11 @@ def report(name, times, mem, pixels):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15, help="repetitions of ours (default 15)")
-    parser.add_argument("--threads", type=int, default=None, help="numba threads")
     parser.add_argument("--no-brute", action="store_true", help="skip the brute force")
     args = parser.parse_args()
-    threads = None
-    if HAVE_NUMBA:
-        import numba
-
-        if args.threads:
-            numba.set_num_threads(args.threads)
-        threads = numba.get_num_threads()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f}; numba: {HAVE_NUMBA} ({threads} threads); "
+        f"{os.getloadavg()[0]:.1f}; numba: {HAVE_NUMBA}; "
         f"numpy {np.__version__}"
     )
 

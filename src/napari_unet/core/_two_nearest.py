@@ -21,9 +21,10 @@ directly, only on the pixels the caller asks for (the target's background).
 Cost: linear in the pixels (two sweeps, then about ``cutoff`` steps per background pixel),
 independent of the number of cells; memory about 34 bytes per pixel.
 
-The kernels are compiled with numba when it is installed (cached on disk, run on numba's threads:
-``numba.set_num_threads`` limits them); without numba the caller uses an exact scipy fallback
-(one distance transform per cell, cropped to the cell's box ± cutoff), several times slower.
+The kernels are compiled with numba when it is installed (single-threaded, cached on disk:
+the first call in a fresh environment compiles for a few seconds); without numba the caller uses
+an exact scipy fallback (one distance transform per cell, cropped to the cell's box ± cutoff),
+several times slower.
 """
 
 from __future__ import annotations
@@ -34,10 +35,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 try:  # optional accelerator
-    from numba import njit, prange
+    from numba import njit
 except ImportError:  # pragma: no cover - exercised where numba is missing
     njit = None
-    prange = range
 
 __all__ = ["HAVE_NUMBA", "border_term"]
 
@@ -53,11 +53,7 @@ _FASTMATH = {"nnan", "nsz", "reassoc", "arcp", "contract", "afn"}
 
 
 def _jit_fast(func):
-    return njit(cache=True, nogil=True, fastmath=_FASTMATH, parallel=True)(func) if HAVE_NUMBA else func
-
-
-def _jit_par(func):
-    return njit(cache=True, nogil=True, parallel=True)(func) if HAVE_NUMBA else func
+    return njit(cache=True, nogil=True, fastmath=_FASTMATH)(func) if HAVE_NUMBA else func
 
 
 @_jit
@@ -132,7 +128,7 @@ def _first_pass_columns(cells, step, cut2, f1, l1, f2, l2, j0, j1):
                     l2[i, j] = c2
 
 
-@_jit_par
+@_jit
 def _first_pass(cells, step, cut2):
     """Two-distinct-nearest along axis 0 of ``cells`` (L, M); labels > 0 are features."""
     n, m = cells.shape
@@ -140,11 +136,7 @@ def _first_pass(cells, step, cut2):
     f2 = np.full((n, m), np.inf, dtype=np.float32)
     l1 = np.zeros((n, m), dtype=np.int32)
     l2 = np.zeros((n, m), dtype=np.int32)
-    chunks = min(m, 64)
-    for c in prange(chunks):  # independent column blocks, one per thread at a time
-        _first_pass_columns(
-            cells, step, cut2, f1, l1, f2, l2, c * m // chunks, (c + 1) * m // chunks
-        )
+    _first_pass_columns(cells, step, cut2, f1, l1, f2, l2, 0, m)
     return f1, l1, f2, l2
 
 
@@ -196,7 +188,7 @@ def _scan(f1, l1, f2, l2, a, j, b, step, kmax):
     return b1, c1, b2, c2
 
 
-@_jit_par
+@_jit
 def _merge_pass(f1, l1, f2, l2, step, cut2, kmax):
     """Two-distinct-nearest along the middle axis of (A, L, B) arrays, for every pixel."""
     na, n, nb = f1.shape
@@ -204,7 +196,7 @@ def _merge_pass(f1, l1, f2, l2, step, cut2, kmax):
     g2 = np.full((na, n, nb), np.inf, dtype=np.float32)
     m1 = np.zeros((na, n, nb), dtype=np.int32)
     m2 = np.zeros((na, n, nb), dtype=np.int32)
-    for a in prange(na):
+    for a in range(na):
         for j in range(n):
             for b in range(nb):
                 b1, c1, b2, c2 = _scan(f1, l1, f2, l2, a, j, b, step, kmax)
@@ -259,7 +251,7 @@ def _final_pass(f1, l1, f2, l2, step, where, cutoff, w0, inv2s2):
     """
     na, n = f1.shape
     out = np.zeros((na, n), dtype=np.float32)
-    for a in prange(na):
+    for a in range(na):
         r1 = f1[a]
         q1 = l1[a]
         r2 = f2[a]
