@@ -208,3 +208,12 @@ def test_class_weights_formula_with_annotated(num_classes):
         n_c = (annotated & (target == c)).sum()
         np.testing.assert_allclose(w[annotated & (target == c)], n / (3 * n_c), rtol=1e-6)
     assert not w[~annotated].any()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ids_beyond_int32(method):
+    labels = random_cells((30, 30), 8, seed=11).astype(np.uint64)
+    big = np.where(labels > 0, labels + np.uint64(2**40), 0).astype(np.uint64)
+    np.testing.assert_allclose(
+        border_weight_map(big, method=method), brute_force_weights(labels), atol=1e-2
+    )
