@@ -18,7 +18,8 @@ Usage::
 
     python benchmarks/bench_augment.py [--reps 20] [--threads N] [--no-reference]
 
-Times are medians over ``--reps`` repetitions after a warm-up; ratios are reference / ours.
+Times are medians over ``--reps`` samples after a warm-up; reference and ours are timed in
+alternating rounds of 5 samples (the machine is shared); ratios are reference / ours.
 """
 
 from __future__ import annotations
@@ -44,21 +45,25 @@ VENV = HERE / ".venv-elasticdeform"
 DATA = Path("/work/shared/data/isbi2012")
 SIDE = 572
 
+# the reference runs as a small server: each line "k" on stdin times k samples and answers one
+# JSON line, so that reference and ours can be timed in alternating rounds under the same load
 REFERENCE_SCRIPT = r"""
 import json, sys, time
 import numpy as np
 import elasticdeform
-folder, reps = sys.argv[1], int(sys.argv[2])
+folder = sys.argv[1]
 image, labels, weights = (np.load(f"{folder}/{n}.npy") for n in ("image", "labels", "weights"))
 np.random.seed(0)
 run = lambda: elasticdeform.deform_random_grid(
     [image, labels, weights], sigma=10, points=3, order=[3, 0, 0], mode="mirror")
-run()
-times = []
-for _ in range(reps):
-    t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
-print(json.dumps({"times": times, "numpy": np.__version__,
-                  "elasticdeform": getattr(elasticdeform, "__version__", "?")}))
+for _ in range(3):
+    run()
+print(json.dumps({"numpy": np.__version__}), flush=True)
+for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+        t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
+    print(json.dumps(times), flush=True)
 """
 
 
@@ -98,25 +103,44 @@ def ensure_reference_venv() -> Path:
     return python
 
 
-def time_reference(image, labels, weights, reps: int) -> dict:
-    python = ensure_reference_venv()
-    with tempfile.TemporaryDirectory() as folder:
+class Reference:
+    """elasticdeform in its own interpreter, timed on request (see REFERENCE_SCRIPT)."""
+
+    def __init__(self, image, labels, weights):
+        python = ensure_reference_venv()
+        self._folder = tempfile.TemporaryDirectory()
         for name, arr in (("image", image), ("labels", labels), ("weights", weights)):
-            np.save(os.path.join(folder, f"{name}.npy"), arr)
-        out = subprocess.run([str(python), "-c", REFERENCE_SCRIPT, folder, str(reps)],
-                             capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+            np.save(os.path.join(self._folder.name, f"{name}.npy"), arr)
+        self._proc = subprocess.Popen(
+            [str(python), "-c", REFERENCE_SCRIPT, self._folder.name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.numpy_version = json.loads(self._proc.stdout.readline())["numpy"]
+
+    def times(self, reps: int) -> list[float]:
+        self._proc.stdin.write(f"{reps}\n")
+        self._proc.stdin.flush()
+        return json.loads(self._proc.stdout.readline())
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait()
+        self._folder.cleanup()
 
 
-def median_time(fn, reps: int, warmup: int = 3) -> float:
-    for _ in range(warmup):  # also lets the allocator settle on re-using large blocks
+def run_times(fn, reps: int, warmup: int = 0) -> list[float]:
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn, reps: int, warmup: int = 3) -> float:
+    return statistics.median(run_times(fn, reps, warmup))
 
 
 def time_training_step(reps: int) -> float:
@@ -152,13 +176,6 @@ def main(argv=None) -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads")
 
-    ref_ms = None
-    if not args.no_reference:
-        ref = time_reference(image, labels, weights, args.reps)
-        ref_ms = statistics.median(ref["times"]) * 1e3
-        print(f"elasticdeform {ref['elasticdeform']} (numpy {ref['numpy']}), order=[3, 0, 0], "
-              f"mirror: {ref_ms:7.1f} ms/sample")
-
     x = torch.from_numpy(image)[None, None]
     y = torch.from_numpy(labels)[None]
     w = torch.from_numpy(weights)[None]
@@ -169,15 +186,29 @@ def main(argv=None) -> None:
                                                           image_interp="bicubic"),
         "ours full default AugmentConfig": AugmentConfig(),
     }
+    runs = {name: (lambda cfg=cfg: augment_batch(x, y, w, config=cfg, generator=gen))
+            for name, cfg in cases.items()}
+    for fn in runs.values():  # warm every path before timing any
+        run_times(fn, 0, warmup=5)
+    ref = None if args.no_reference else Reference(image, labels, weights)
+    times = {name: [] for name in runs}
+    ref_times = []
+    rounds = max(1, args.reps // 5)
+    for _ in range(rounds):  # alternate reference and ours, 5 samples each per round
+        if ref is not None:
+            ref_times += ref.times(5)
+        for name, fn in runs.items():
+            times[name] += run_times(fn, 5)
+    ref_ms = None
+    if ref is not None:
+        ref.close()
+        ref_ms = statistics.median(ref_times) * 1e3
+        print(f"elasticdeform (numpy {ref.numpy_version}), order=[3, 0, 0], mirror: "
+              f"{ref_ms:7.1f} ms/sample")
     per_sample = {}
-    for cfg in cases.values():  # warm every path before timing any, so the order does not matter
-        for _ in range(5):
-            augment_batch(x, y, w, config=cfg, generator=gen)
-    for name, cfg in cases.items():
-        ms = median_time(lambda cfg=cfg: augment_batch(x, y, w, config=cfg, generator=gen),
-                         args.reps) * 1e3
-        per_sample[name] = ms
-        ratio = f"  {ref_ms / ms:5.1f}x faster than elasticdeform" if ref_ms else ""
+    for name, ts in times.items():
+        per_sample[name] = ms = statistics.median(ts) * 1e3
+        ratio = f"  {ref_ms / ms:5.1f}x elasticdeform's throughput" if ref_ms else ""
         print(f"{name:34s}: {ms:7.1f} ms/sample{ratio}")
 
     n = 16

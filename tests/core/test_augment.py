@@ -219,7 +219,7 @@ def test_result_does_not_depend_on_cpu_chunking(monkeypatch, interp):
                               out_shape=out_shape)
         with monkeypatch.context() as m:
             m.setattr(augment, "_CPU_CHUNK_PIXELS", 2 * 12 * 10)  # two samples per chunk
-            m.setattr(augment, "_CPU_BLOCK_PIXELS", 2 * 3 * 10)  # three rows per pass
+            m.setattr(augment, "_CPU_BLOCK_ELEMENTS", 2 * 5 * 3 * 10)  # three rows per pass
             chunked = augment_batch(x, y, w, config=cfg, out_shape=out_shape,
                                     generator=torch.Generator().manual_seed(8))
         for a, b in zip(whole, chunked, strict=True):

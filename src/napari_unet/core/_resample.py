@@ -15,8 +15,10 @@ Everything here is generic over the number of spatial dimensions (2D and 3D alik
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -37,6 +39,7 @@ def cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return far(t + 1), near(t), near(1 - t), far(2 - t)
 
 
+@functools.lru_cache(maxsize=64)
 def cubic_matrix(n_out: int, n_in: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
     """Matrix ``(n_out, n_in)`` of cubic upsampling with the end nodes on the end pixels.
 
@@ -55,14 +58,28 @@ def cubic_matrix(n_out: int, n_in: int, *, dtype=torch.float64, device=None) -> 
     return mat.to(dtype=dtype, device=device)
 
 
+def upsample_axis(t: torch.Tensor, axis: int, n_out: int, rows: slice | None = None):
+    """Cubic upsampling of ``t`` along ``axis`` to ``n_out`` samples (only ``rows`` of them).
+
+    Broadcast multiply-adds over the few lattice nodes (no BLAS call, which would start threads).
+    """
+    mat = cubic_matrix(n_out, t.shape[axis], dtype=t.dtype, device=t.device)
+    if rows is not None:
+        mat = mat[rows]
+    view = [1] * (t.ndim - axis)
+    view[0] = mat.shape[0]
+    acc = None
+    for j in range(t.shape[axis]):
+        term = t.narrow(axis, j, 1) * mat[:, j].reshape(view)
+        acc = term if acc is None else acc.add_(term)
+    return acc
+
+
 def upsample_cubic(coarse: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Upsample ``coarse`` ``(..., *lattice)`` to ``(..., *shape)`` by separable cubic convolution."""
-    nd = len(shape)
     out = coarse
     for k, n_out in enumerate(shape):
-        axis = out.ndim - nd + k
-        mat = cubic_matrix(n_out, out.shape[axis], dtype=out.dtype, device=out.device)
-        out = torch.movedim(torch.tensordot(out, mat, dims=([axis], [1])), -1, axis)
+        out = upsample_axis(out, out.ndim - len(shape) + k, n_out)
     return out
 
 
@@ -87,16 +104,20 @@ def _taps(x: torch.Tensor, n: int, mode: str) -> list[tuple[torch.Tensor, torch.
     symmetric about both border pixel centres, so this equals mirroring every tap, and only the
     taps that stick out by one or two pixels need folding back.
     """
-    x = reflect_index(x, n)
-    if mode == "nearest":
-        return [(torch.round(x).long(), None)]
-    base = torch.floor(x)
+    x = reflect_index(x, n)  # >= 0 from here: truncation is floor (and avoids the VML kernels
+    if mode == "nearest":    # of floor/round, which spawn threads even for small tensors)
+        return [((x + 0.5).long(), None)]
+    base = x.long()
     frac = x - base
-    base = base.long()
     if mode == "bilinear":  # base + 1 == n only when frac == 0: its weight is 0
         return [(base, 1 - frac), ((base + 1).clamp_(max=n - 1), frac)]
-    folded = [reflect_index(base - 1, n), base, reflect_index(base + 1, n),
-              reflect_index(base + 2, n)]
+    if n < 3:
+        folded = [reflect_index(base + k, n) for k in (-1, 0, 1, 2)]
+    else:  # base in [0, n-1]: fold -1 -> 1 and n, n+1 -> n-2, n-3
+        period = 2 * (n - 1)
+        up = [base + 1, base + 2]
+        folded = [(base - 1).abs_(), base,
+                  *(torch.where(i > n - 1, period - i, i) for i in up)]
     return list(zip(folded, cubic_weights(frac), strict=True))
 
 
@@ -141,8 +162,9 @@ def sample(src: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor:
         # sum over this axis' taps of weight * (value combined over the later axes): separable,
         # so 2D bicubic costs 16 gathers but only 4 + 16 multiply-adds
         acc = None
+        scaled = None if partial is None else partial * shape[axis]
         for idx, w in per_axis[axis]:
-            flat = idx if partial is None else partial * shape[axis] + idx
+            flat = idx if scaled is None else scaled + idx
             if axis == len(shape) - 1:
                 value = torch.gather(flat_src, 2, flat.unsqueeze(1).expand(n, channels, -1))
             else:
@@ -158,30 +180,68 @@ WIDE_INTS = (torch.int32, torch.int64, torch.uint32, torch.uint64)
 UNGATHERABLE = (torch.uint16, torch.uint32, torch.uint64)
 
 
-def source_coords(
-    spatial: Sequence[int], matrix, offset, displacement, device, dtype, region=None
-) -> torch.Tensor:
-    """(N, d, *R) source coordinates ``c + M (p - c) + t + d(p)`` of the output pixels ``p``.
+class CoordPlan(NamedTuple):
+    """Per-batch pieces of the map ``q = c + M (p - c) + t + d(p)``, evaluated block by block."""
 
-    ``region`` (one slice per axis, default: everything) selects the output pixels ``R``.
-    """
+    spatial: tuple[int, ...]
+    matrix: torch.Tensor | None  # (N, d, d)
+    shift: torch.Tensor  # (N, d): c + t
+    displacement: torch.Tensor | None  # (N, d, *spatial)
+    lattice: torch.Tensor | None  # (N, d, g0, *spatial[1:]): upsampled along all but axis 0
+
+
+def plan_coords(spatial, matrix, offset, displacement, device, dtype, lattice=None) -> CoordPlan:
+    """Convert the transform once per batch; ``lattice`` (N, d, *grid) are elastic nodes."""
+    nd = len(spatial)
+    centre = torch.tensor([(s - 1) / 2 for s in spatial], device=device, dtype=dtype)
+
+    def tensor(v):
+        return None if v is None else torch.as_tensor(v, dtype=dtype, device=device)
+
+    mat, off, disp = tensor(matrix), tensor(offset), tensor(displacement)
+    if lattice is not None:
+        lattice = lattice.to(device=device, dtype=dtype)
+        for k in range(1, nd):
+            lattice = upsample_axis(lattice, 2 + k, spatial[k])
+    return CoordPlan(
+        tuple(spatial), None if mat is None else mat.reshape(-1, nd, nd),
+        (centre if off is None else centre + off.reshape(-1, nd)).reshape(-1, nd),
+        None if disp is None else disp.reshape(-1, nd, *spatial), lattice,
+    )
+
+
+def source_coords(plan: CoordPlan, region=None) -> torch.Tensor:
+    """(N, d, *R) source coordinates of the output pixels in ``region`` (one slice per axis)."""
+    spatial = plan.spatial
     nd = len(spatial)
     region = tuple(slice(0, s) for s in spatial) if region is None else tuple(region)
-    axes = [torch.arange(r.start, r.stop, device=device, dtype=dtype) - (s - 1) / 2
-            for r, s in zip(region, spatial, strict=True)]
-    rel = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (d, *R), centred
-    centre = torch.tensor([(s - 1) / 2 for s in spatial], device=device, dtype=dtype)
-    mat = None if matrix is None else torch.as_tensor(matrix, dtype=dtype, device=device)
-    off = None if offset is None else torch.as_tensor(offset, dtype=dtype, device=device)
-    if mat is None:
-        coords = rel.unsqueeze(0)
-    else:
-        coords = torch.einsum("nij,j...->ni...", mat.reshape(-1, nd, nd), rel)
-    shift = centre if off is None else centre + off.reshape(-1, nd)
-    coords = coords + shift.reshape(-1, nd, *([1] * nd))
-    if displacement is not None:
-        disp = torch.as_tensor(displacement, dtype=dtype, device=device)
-        coords = coords + disp.reshape(-1, nd, *spatial)[(slice(None), slice(None), *region)]
+    dtype, device = plan.shift.dtype, plan.shift.device
+    rel = []  # centred pixel positions per axis, shaped to broadcast over (N, *R)
+    for k, (r, s) in enumerate(zip(region, spatial, strict=True)):
+        view = [1] * (nd + 1)
+        view[k + 1] = r.stop - r.start
+        rel.append((torch.arange(r.start, r.stop, device=device, dtype=dtype) - (s - 1) / 2)
+                   .reshape(view))
+    per_axis = []
+    for i in range(nd):
+        shift = plan.shift[:, i].reshape(-1, *([1] * nd))
+        if plan.matrix is None:
+            terms = [rel[i] + shift]
+        else:  # M (p - c) as broadcast multiply-adds of small vectors (no BLAS for a d×d matrix)
+            mat = plan.matrix[:, i].reshape(-1, nd, *([1] * nd))
+            terms = [mat[:, j] * rel[j] for j in range(nd)]
+            terms[0] = terms[0] + shift
+        acc = terms[0]
+        for term in terms[1:]:
+            acc = acc + term
+        per_axis.append(acc.expand(-1, *(r.stop - r.start for r in region)))
+    coords = torch.stack(per_axis, dim=1)
+    inner = (slice(None), slice(None), *region)
+    if plan.displacement is not None:
+        coords += plan.displacement[inner]
+    if plan.lattice is not None:
+        coords += upsample_axis(plan.lattice[(slice(None), slice(None), slice(None),
+                                              *region[1:])], 2, spatial[0], region[0])
     return coords
 
 
@@ -209,45 +269,56 @@ def restore_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def warp_batch(image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
-               *, block_pixels: int | None = None):
+               *, lattice=None, block_elements: int | None = None):
     """``augment.warp`` returning the image in its compute dtype (float32 or float64).
 
     Labels and weights use the same nearest indices (of the ``out_shape`` centre region).
-    ``block_pixels`` bounds the output pixels resampled per pass (rows at a time), so that on the
-    CPU the temporaries stay in cache; the result does not depend on it.
+    ``lattice`` (N, d, *grid) is an elastic field given by its nodes, upsampled block by block.
+    ``block_elements`` bounds the largest temporary of a pass (rows at a time): on the CPU, below
+    PyTorch's parallel grain size (32768) every operation runs serially in cache, with no
+    thread-pool barriers (which stall badly on a shared, oversubscribed machine). The result does
+    not depend on it.
     """
     if image_interp not in ("bilinear", "bicubic"):
         raise ValueError(f"image_interp: expected 'bilinear' or 'bicubic', got {image_interp!r}")
     n, channels = image.shape[:2]
     spatial = tuple(image.shape[2:])
     work = compute_dtype(image.dtype)
-    row_pixels = n * math.prod(spatial[1:])
-    rows = None if block_pixels is None else max(1, block_pixels // max(row_pixels, 1))
+    row = n * math.prod(spatial[1:])
+    rows, label_rows = None, None
+    if block_elements is not None:
+        rows = max(1, block_elements // max(row * max(channels, len(spatial)), 1))
+        label_rows = max(1, block_elements // max(row * len(spatial), 1))
     src = image.to(work)
     out = torch.empty((n, channels, *spatial), dtype=work, device=image.device)
     full = tuple(slice(0, s) for s in spatial)
-    coord_args = (matrix, offset, displacement, image.device, work)
-    for block in _row_blocks(full, rows):
-        coords = source_coords(spatial, *coord_args, region=block)
-        coords = coords.expand(n, *coords.shape[1:])
-        out[(slice(None), slice(None), *block)] = sample(src, coords, image_interp)
+    plan = plan_coords(spatial, matrix, offset, displacement, image.device, work, lattice)
     maps = [None if t is None else (t.to(torch.int64) if t.dtype in UNGATHERABLE else t)
             for t in (labels, weights)]
-    if all(t is None for t in maps):
-        return out, None, None
     shape = spatial if out_shape is None else tuple(int(o) for o in out_shape)
     tops = [(s - o) // 2 for s, o in zip(spatial, shape, strict=True)]
     region = tuple(slice(t, t + o) for t, o in zip(tops, shape, strict=True))
     results = [None if t is None else torch.empty((n, *shape), dtype=t.dtype, device=t.device)
                for t in maps]
-    for block in _row_blocks(region, rows):
-        coords = source_coords(spatial, *coord_args, region=block)
-        coords = coords.expand(n, *coords.shape[1:])
+
+    def gather_maps(coords, block):
         flat = nearest_index(coords, spatial)
         local = tuple(slice(b.start - t, b.stop - t) for b, t in zip(block, tops, strict=True))
         for t, res in zip(maps, results, strict=True):
             if t is not None:
                 res[(slice(None), *local)] = gather(t, flat, coords.shape[2:])
+
+    has_maps = any(t is not None for t in maps)
+    together = has_maps and region == full  # whole tile: share the image pass's coordinates
+    for block in _row_blocks(full, rows):
+        coords = source_coords(plan, block).expand(n, -1, *(b.stop - b.start for b in block))
+        out[(slice(None), slice(None), *block)] = sample(src, coords, image_interp)
+        if together:
+            gather_maps(coords, block)
+    if has_maps and not together:
+        for block in _row_blocks(region, label_rows):
+            coords = source_coords(plan, block).expand(n, -1, *(b.stop - b.start for b in block))
+            gather_maps(coords, block)
     return out, *(None if r is None else r.to(t.dtype)
                   for r, t in zip(results, (labels, weights), strict=True))
 

@@ -45,11 +45,11 @@ __all__ = [
 ]
 
 _CPU_CHUNK_PIXELS = 2**19  # pixels per sample chunk on the CPU (one 572² tile)
-_CPU_BLOCK_PIXELS = 2**15  # output pixels per resampling pass on the CPU (cache-sized temporaries)
+_CPU_BLOCK_ELEMENTS = 24576  # largest temporary per resampling pass on the CPU (serial, in cache)
 
 
-def _block_pixels(t: torch.Tensor) -> int | None:
-    return _CPU_BLOCK_PIXELS if t.device.type == "cpu" else None
+def _block_elements(t: torch.Tensor) -> int | None:
+    return _CPU_BLOCK_ELEMENTS if t.device.type == "cpu" else None
 
 
 def _range(name: str, value) -> tuple[float, float]:
@@ -221,7 +221,7 @@ def warp(
     """
     out, lab, wts = _resample.warp_batch(
         image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
-        block_pixels=_block_pixels(image),
+        block_elements=_block_elements(image),
     )
     return _resample.restore_dtype(out, image.dtype), lab, wts
 
@@ -303,7 +303,6 @@ def augment_batch(
     _resample.check_batch(image, labels, weights, out_shape)
     n, spatial = image.shape[0], tuple(image.shape[2:])
     nd = len(spatial)
-    work = _resample.compute_dtype(image.dtype)
     # every random number is drawn up front, so the result does not depend on the chunking below
     matrix = _random_matrix(n, nd, config, generator)
     shift = (2 * torch.rand((n, nd), generator=generator, dtype=torch.float64) - 1) * config.shift
@@ -322,13 +321,10 @@ def augment_batch(
     parts = []
     for start in range(0, n, step):
         sl = slice(start, min(n, start + step))
-        disp = None
-        if coarse is not None:
-            disp = _resample.upsample_cubic(coarse[sl].to(device=image.device, dtype=work),
-                                            spatial)
         out, lab, wts = _resample.warp_batch(
             image[sl], labels[sl], None if weights is None else weights[sl], matrix[sl],
-            shift[sl], disp, config.image_interp, out_shape, block_pixels=_block_pixels(image),
+            shift[sl], None, config.image_interp, out_shape,
+            lattice=None if coarse is None else coarse[sl], block_elements=_block_elements(image),
         )
         if gray is not None:
             out = _gray_values(out, config, gray[sl], None if noise is None else noise[sl])
