@@ -5,6 +5,7 @@ Everything here is generic over the number of spatial dimensions (2D and 3D alik
 - :func:`cubic_matrix` / :func:`upsample_cubic`: separable cubic-convolution upsampling of a coarse
   lattice with corner-aligned nodes, identical to ``F.interpolate(mode="bicubic",
   align_corners=True)`` in 2D (Keys kernel, ``a = -0.75``) and its tricubic analogue in 3D;
+- :func:`gray_values`: gamma, contrast, brightness and noise on the resampled image;
 - :func:`warp_batch`: one resampling of image, labels and weights through the composed map;
 - :func:`sample`: resampling of a batch at arbitrary coordinates given in pixel-index units, by
   nearest neighbour, (multi)linear or (multi)cubic interpolation, with mirror extrapolation about the
@@ -345,3 +346,38 @@ def check_batch(image, labels, weights, out_shape) -> None:
     ):
         raise ValueError(f"out_shape: expected {image.ndim - 2} sides within the image's "
                          f"{tuple(image.shape[2:])}, got {out_shape!r}")
+
+
+def changes_gray_values(config) -> bool:
+    """Whether an ``AugmentConfig`` alters gray values at all (else they are left untouched)."""
+    return (config.gamma != (1.0, 1.0) or config.contrast != (1.0, 1.0)
+            or config.brightness > 0 or config.noise_std > 0)
+
+
+def gray_values(x: torch.Tensor, config, u: torch.Tensor, noise) -> torch.Tensor:
+    """Gamma, contrast, brightness and noise on a float batch (N, C, *S), per sample.
+
+    ``u`` holds (N, 3) uniform draws, ``noise`` standard normal values shaped like ``x`` or None.
+    """
+    n = x.shape[0]
+
+    def log_uniform(pair, col):
+        lo, hi = pair
+        return torch.exp(math.log(lo) + u[:, col] * (math.log(hi) - math.log(lo)))
+
+    gamma, contrast = log_uniform(config.gamma, 0), log_uniform(config.contrast, 1)
+    brightness = (2 * u[:, 2] - 1) * config.brightness
+    view = (n,) + (1,) * (x.ndim - 1)
+    gamma, contrast, brightness = (
+        v.to(device=x.device, dtype=x.dtype).reshape(view) for v in (gamma, contrast, brightness)
+    )
+    flat = x.reshape(n, -1)
+    lo = flat.amin(dim=1).reshape(view)
+    span = flat.amax(dim=1).reshape(view) - lo
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    y = ((x - lo) / span).clamp_(0, 1) ** gamma
+    mean = y.reshape(n, -1).mean(dim=1).reshape(view)
+    y = (y - mean) * contrast + mean + brightness
+    if noise is not None:
+        y = y + noise.to(device=x.device, dtype=x.dtype) * config.noise_std
+    return lo + y * span

@@ -226,40 +226,6 @@ def warp(
     return _resample.restore_dtype(out, image.dtype), lab, wts
 
 
-def _changes_gray_values(config: AugmentConfig) -> bool:
-    return (config.gamma != (1.0, 1.0) or config.contrast != (1.0, 1.0)
-            or config.brightness > 0 or config.noise_std > 0)
-
-
-def _gray_values(x: torch.Tensor, config: AugmentConfig, u: torch.Tensor, noise) -> torch.Tensor:
-    """Gamma, contrast, brightness and noise on a float batch (N, C, *S), per sample.
-
-    ``u`` holds (N, 3) uniform draws, ``noise`` standard normal values shaped like ``x`` or None.
-    """
-    n = x.shape[0]
-
-    def log_uniform(pair, col):
-        lo, hi = pair
-        return torch.exp(math.log(lo) + u[:, col] * (math.log(hi) - math.log(lo)))
-
-    gamma, contrast = log_uniform(config.gamma, 0), log_uniform(config.contrast, 1)
-    brightness = (2 * u[:, 2] - 1) * config.brightness
-    view = (n,) + (1,) * (x.ndim - 1)
-    gamma, contrast, brightness = (
-        v.to(device=x.device, dtype=x.dtype).reshape(view) for v in (gamma, contrast, brightness)
-    )
-    flat = x.reshape(n, -1)
-    lo = flat.amin(dim=1).reshape(view)
-    span = flat.amax(dim=1).reshape(view) - lo
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    y = ((x - lo) / span).clamp_(0, 1) ** gamma
-    mean = y.reshape(n, -1).mean(dim=1).reshape(view)
-    y = (y - mean) * contrast + mean + brightness
-    if noise is not None:
-        y = y + noise.to(device=x.device, dtype=x.dtype) * config.noise_std
-    return lo + y * span
-
-
 def augment_batch(
     image: torch.Tensor,
     labels: torch.Tensor,
@@ -310,7 +276,7 @@ def augment_batch(
     if config.elastic_sigma > 0:
         coarse = _draw_lattice(n, spatial, config.elastic_grid, config.elastic_sigma, generator)
     gray, noise = None, None
-    if _changes_gray_values(config):
+    if _resample.changes_gray_values(config):
         gray = torch.rand((n, 3), generator=generator, dtype=torch.float64)
         if config.noise_std > 0:
             gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -327,7 +293,7 @@ def augment_batch(
             lattice=None if coarse is None else coarse[sl], block_elements=_block_elements(image),
         )
         if gray is not None:
-            out = _gray_values(out, config, gray[sl], None if noise is None else noise[sl])
+            out = _resample.gray_values(out, config, gray[sl], None if noise is None else noise[sl])
         parts.append((_resample.restore_dtype(out, image.dtype), lab, wts))
     out, lab, wts = (
         parts[0] if len(parts) == 1
