@@ -82,3 +82,15 @@ def test_one_line_errors(folders, tmp_path, capsys):
     assert main(["evaluate", "--model", str(junk), "--images", str(img), "--labels",
                  str(lab)]) == 2
     assert "not a safetensors model file" in error_line(capsys)
+
+
+def test_demo_writes_model_labels_and_overlay(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    assert main(["demo", "--out", str(tmp_path), "--steps", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "trained 2 steps" in out and "Rand error" in out
+    overlay = iio.imread(tmp_path / "overlay.png")
+    assert overlay.shape == (256, 256, 3)
+    assert read_metadata(tmp_path / "model.safetensors")["training"]["step"] == 2
+    assert tifffile.imread(tmp_path / "labels_pred.tif").shape == (256, 256)
