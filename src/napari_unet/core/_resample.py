@@ -259,14 +259,18 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float64, *WIDE_INTS) else torch.float32
 
 
-def restore_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def restore_dtype(x: torch.Tensor, dtype: torch.dtype, *, block=None) -> torch.Tensor:
     """Back to ``dtype``: integers rounded and clipped to their range (never wrapped)."""
     if dtype.is_floating_point:
         return x.to(dtype)
     if dtype == torch.bool:
         return x >= 0.5
     info = torch.iinfo(dtype)
-    return torch.round(x).clamp_(info.min, info.max).to(dtype)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    flat = x.reshape(x.shape[0], -1)
+    for c, o in zip(_chunks(flat, block), _chunks(out.view(x.shape[0], -1), block), strict=True):
+        o.copy_(torch.round(c).clamp_(info.min, info.max))
+    return out
 
 
 def warp_batch(image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
@@ -354,10 +358,19 @@ def changes_gray_values(config) -> bool:
             or config.brightness > 0 or config.noise_std > 0)
 
 
-def gray_values(x: torch.Tensor, config, u: torch.Tensor, noise) -> torch.Tensor:
-    """Gamma, contrast, brightness and noise on a float batch (N, C, *S), per sample.
+def _chunks(flat: torch.Tensor, block: int | None) -> tuple[torch.Tensor, ...]:
+    """Column chunks of ``flat`` (N, L) with at most ``block`` elements each (None: one chunk)."""
+    if block is None:
+        return (flat,)
+    return flat.split(max(1, block // max(flat.shape[0], 1)), dim=1)
+
+
+def gray_values(x: torch.Tensor, config, u: torch.Tensor, noise, *, block=None) -> torch.Tensor:
+    """Gamma, contrast, brightness and noise on a float batch (N, C, *S), per sample (in place).
 
     ``u`` holds (N, 3) uniform draws, ``noise`` standard normal values shaped like ``x`` or None.
+    The gray values are rescaled to [0, 1] by the sample's min and max, transformed, and scaled
+    back. ``block`` processes at most that many elements per operation (see :func:`warp_batch`).
     """
     n = x.shape[0]
 
@@ -367,17 +380,25 @@ def gray_values(x: torch.Tensor, config, u: torch.Tensor, noise) -> torch.Tensor
 
     gamma, contrast = log_uniform(config.gamma, 0), log_uniform(config.contrast, 1)
     brightness = (2 * u[:, 2] - 1) * config.brightness
-    view = (n,) + (1,) * (x.ndim - 1)
     gamma, contrast, brightness = (
-        v.to(device=x.device, dtype=x.dtype).reshape(view) for v in (gamma, contrast, brightness)
+        v.to(device=x.device, dtype=x.dtype).reshape(n, 1) for v in (gamma, contrast, brightness)
     )
     flat = x.reshape(n, -1)
-    lo = flat.amin(dim=1).reshape(view)
-    span = flat.amax(dim=1).reshape(view) - lo
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    y = ((x - lo) / span).clamp_(0, 1) ** gamma
-    mean = y.reshape(n, -1).mean(dim=1).reshape(view)
-    y = (y - mean) * contrast + mean + brightness
+    chunks = _chunks(flat, block)
+    noise_chunks = (None,) * len(chunks)
     if noise is not None:
-        y = y + noise.to(device=x.device, dtype=x.dtype) * config.noise_std
-    return lo + y * span
+        noise_chunks = _chunks(noise.to(device=x.device, dtype=x.dtype).reshape(n, -1), block)
+    lo = torch.stack([c.amin(dim=1) for c in chunks]).amin(dim=0).reshape(n, 1)
+    span = torch.stack([c.amax(dim=1) for c in chunks]).amax(dim=0).reshape(n, 1) - lo
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    total = torch.zeros((n, 1), dtype=torch.float64, device=x.device)
+    for c in chunks:  # to [0, 1], gamma; accumulate the mean
+        c.sub_(lo).div_(span).clamp_(0, 1).pow_(gamma)
+        total += c.sum(dim=1, keepdim=True, dtype=torch.float64)
+    mean = (total / flat.shape[1]).to(x.dtype)
+    for c, z in zip(chunks, noise_chunks, strict=True):
+        c.sub_(mean).mul_(contrast).add_(mean + brightness)
+        if z is not None:
+            c.add_(z, alpha=config.noise_std)
+        c.mul_(span).add_(lo)
+    return flat.reshape(x.shape)

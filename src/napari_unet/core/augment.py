@@ -223,7 +223,7 @@ def warp(
         image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
         block_elements=_block_elements(image),
     )
-    return _resample.restore_dtype(out, image.dtype), lab, wts
+    return _resample.restore_dtype(out, image.dtype, block=_block_elements(image)), lab, wts
 
 
 def augment_batch(
@@ -293,8 +293,10 @@ def augment_batch(
             lattice=None if coarse is None else coarse[sl], block_elements=_block_elements(image),
         )
         if gray is not None:
-            out = _resample.gray_values(out, config, gray[sl], None if noise is None else noise[sl])
-        parts.append((_resample.restore_dtype(out, image.dtype), lab, wts))
+            out = _resample.gray_values(out, config, gray[sl], None if noise is None else noise[sl],
+                                        block=_block_elements(image))
+        out = _resample.restore_dtype(out, image.dtype, block=_block_elements(image))
+        parts.append((out, lab, wts))
     out, lab, wts = (
         parts[0] if len(parts) == 1
         else [None if p[0] is None else torch.cat(p) for p in zip(*parts, strict=True)]
