@@ -1,0 +1,245 @@
+"""Quality on real data: ISBI 2012 (train 00–19, validate 20–24) and DSB 2018 (80/20).
+
+For each preset, train for ``--minutes`` of training wall time (evaluation time excluded) and
+record the validation Rand error (ISBI 2012 definition, foreground-restricted) and pixel error
+against time; then a random-forest pixel classifier on ilastik-like filter features trained on the
+same slices (the usual alternative); then DSB 2018 instance F1@0.5 with the default preset.
+
+    python benchmarks/bench_isbi.py --minutes 15            # the full run (quiet machine)
+    python benchmarks/bench_isbi.py --minutes 3 --dsb-minutes 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def load_isbi(root: Path):
+    import imageio.v3 as iio
+
+    images = [iio.imread(root / "image" / f"{i:02d}.png") for i in range(25)]
+    labels = [iio.imread(root / "label" / f"{i:02d}.png") for i in range(25)]
+    return images[:20], labels[:20], images[20:], labels[20:]
+
+
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def scores_from_probability(cell_probs, labels) -> dict:
+    """Mean Rand and pixel errors at threshold 0.5 and the best over thresholds.
+
+    The ISBI 2012 challenge reports 1 − the *maximal* F-score over thresholds of the submitted
+    probability maps; ``*_best`` is that (one threshold for all validation slices).
+    """
+    from napari_unet.core.metrics import pixel_error, rand_error
+    from napari_unet.core.postprocess import labels_from_probabilities
+
+    table = {}
+    for t in THRESHOLDS:
+        rand, pix = [], []
+        for p, gt in zip(cell_probs, labels, strict=True):
+            pred = labels_from_probabilities(np.stack([1 - p, p]), threshold=t, min_size=0,
+                                             fill_holes=False)
+            rand.append(rand_error(pred, gt))
+            pix.append(pixel_error(pred, gt))
+        table[t] = (float(np.mean(rand)), float(np.mean(pix)))
+    best_t = min(table, key=lambda t: table[t][0])
+    return {"rand_error": table[0.5][0], "pixel_error": table[0.5][1],
+            "rand_error_best": table[best_t][0], "pixel_error_best": min(v[1] for v in
+                                                                         table.values()),
+            "best_threshold": best_t}
+
+
+def isbi_scores(model, meta, images, labels, device) -> dict:
+    from napari_unet.core.predict import predict_image
+
+    probs = [predict_image(model, im, metadata=meta, device=device)[1] for im in images]
+    return scores_from_probability(probs, labels)
+
+
+def train_isbi(preset: str, minutes: float, eval_every: float, data, args) -> dict:
+    from napari_unet.core.train import TrainConfig, Trainer
+
+    tr_img, tr_lab, va_img, va_lab = data
+    cfg = TrainConfig(preset=preset, steps=None, time_limit=60 * minutes, validate_every=0,
+                      val_fraction=0.0, device="cpu", seed=0, base_channels=args.base_channels,
+                      lr=args.lr.get(preset), tile=args.tile)
+    trainer = Trainer(list(zip(tr_img, tr_lab, strict=True)), cfg)
+    trainer.clock = args.clock
+    curve, next_eval, t_prep = [], eval_every, time.perf_counter()
+    losses = []
+    for event in trainer.run():
+        if event.kind == "step":
+            losses.append(event.loss)
+            if trainer.elapsed >= next_eval:
+                model, meta = trainer.snapshot()
+                s = isbi_scores(model, meta, va_img, va_lab, "cpu")
+                curve.append({"train_s": round(trainer.elapsed, 1), "step": trainer.step,
+                              "loss": float(np.mean(losses[-20:])), **s})
+                print(f"  {preset}: {trainer.elapsed:6.0f} s step {trainer.step:5d} "
+                      f"loss {curve[-1]['loss']:.4f} rand {s['rand_error']:.4f} "
+                      f"(best {s['rand_error_best']:.4f}) pixel {s['pixel_error']:.4f}", flush=True)
+                next_eval += eval_every
+    model, meta = trainer.snapshot()
+    final = isbi_scores(model, meta, va_img, va_lab, "cpu")
+    curve.append({"train_s": round(trainer.elapsed, 1), "step": trainer.step,
+                  "loss": float(np.mean(losses[-20:])), **final})
+    print(f"  {preset}: final {final} after {trainer.step} steps", flush=True)
+    return {"preset": preset, "lr": trainer.lr, "tile": trainer.tile, "steps": trainer.step,
+            "train_s": trainer.elapsed, "wall_s": time.perf_counter() - t_prep,
+            "curve": curve, "final": final}
+
+
+def filter_features(image: np.ndarray, sigmas=(0.7, 1.0, 1.6, 3.5, 5.0, 10.0)) -> np.ndarray:
+    """ilastik's default pixel features: Gaussian, LoG, gradient magnitude, Hessian and
+    structure-tensor eigenvalues at several scales; (H*W, F) float32."""
+    from scipy import ndimage as ndi
+
+    x = image.astype(np.float32) / 255.0
+    feats = [x]
+    for s in sigmas:
+        feats.append(ndi.gaussian_filter(x, s))
+        feats.append(ndi.gaussian_laplace(x, s))
+        feats.append(ndi.gaussian_gradient_magnitude(x, s))
+        hrr = ndi.gaussian_filter(x, s, order=(2, 0))
+        hcc = ndi.gaussian_filter(x, s, order=(0, 2))
+        hrc = ndi.gaussian_filter(x, s, order=(1, 1))
+        feats.extend(_eig2(hrr, hrc, hcc))
+        gr = ndi.gaussian_filter(x, 0.5 * s, order=(1, 0))
+        gc = ndi.gaussian_filter(x, 0.5 * s, order=(0, 1))
+        feats.extend(_eig2(ndi.gaussian_filter(gr * gr, s), ndi.gaussian_filter(gr * gc, s),
+                           ndi.gaussian_filter(gc * gc, s)))
+    return np.stack(feats, axis=-1).reshape(-1, len(feats)).astype(np.float32)
+
+
+def _eig2(a, b, c):
+    """Eigenvalues of the symmetric 2×2 matrices [[a, b], [b, c]] (larger first)."""
+    mean, diff = 0.5 * (a + c), np.sqrt(0.25 * (a - c) ** 2 + b * b)
+    return [mean + diff, mean - diff]
+
+
+def random_forest(data, *, samples: int, trees: int, threads: int) -> dict:
+    from sklearn.ensemble import RandomForestClassifier
+
+    tr_img, tr_lab, va_img, va_lab = data
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    xs, ys = [], []
+    per = samples // len(tr_img)
+    for image, lab in zip(tr_img, tr_lab, strict=True):
+        f = filter_features(image)
+        idx = rng.choice(len(f), per, replace=False)
+        xs.append(f[idx])
+        ys.append((lab.ravel()[idx] > 0).astype(np.uint8))
+    rf = RandomForestClassifier(n_estimators=trees, n_jobs=threads, random_state=0,
+                                min_samples_leaf=2)
+    rf.fit(np.concatenate(xs), np.concatenate(ys))
+    t_train = time.perf_counter() - t0
+    probs = [rf.predict_proba(filter_features(im))[:, 1].reshape(im.shape).astype(np.float32)
+             for im in va_img]
+    res = {**scores_from_probability(probs, va_lab),
+           "train_s": t_train, "total_s": time.perf_counter() - t0, "samples": samples,
+           "trees": trees}
+    print(f"  random forest: {res}", flush=True)
+    return res
+
+
+def dsb(minutes: float, args) -> dict:
+    from napari_unet.commands._files import read_pairs
+    from napari_unet.commands.evaluate import evaluate_pairs
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.train import TrainConfig, Trainer
+
+    rows = read_pairs([DATA / "dsb2018" / "images"], [DATA / "dsb2018" / "labels"], gray=True)
+    order = np.random.default_rng(0).permutation(len(rows))
+    train = [rows[i] for i in order[:80]]
+    val = [rows[i] for i in order[80:]]
+    cfg = TrainConfig(preset=args.dsb_preset, steps=None, time_limit=60 * minutes,
+                      validate_every=0, val_fraction=0.0, device="cpu", seed=0,
+                      base_channels=args.base_channels)
+    trainer = Trainer([TrainingPair(r["image"], r["labels"]) for r in train], cfg)
+    trainer.clock = args.clock
+    for _ in trainer.run():
+        pass
+    model, meta = trainer.snapshot()
+    res = evaluate_pairs(model, meta, val)["mean"]
+    out = {"preset": args.dsb_preset, "steps": trainer.step, "train_s": trainer.elapsed,
+           "tile": trainer.tile, **res}
+    print(f"  dsb2018: {out}", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=15.0, help="training minutes per preset")
+    p.add_argument("--presets", nargs="+", default=["adamw", "paper"])
+    p.add_argument("--eval-every", type=float, default=60.0, help="seconds of training")
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--lr-adamw", type=float)
+    p.add_argument("--lr-paper", type=float)
+    p.add_argument("--rf-samples", type=int, default=200_000)
+    p.add_argument("--rf-trees", type=int, default=100)
+    p.add_argument("--no-rf", action="store_true")
+    p.add_argument("--dsb-minutes", type=float, default=0.0, help="0 skips DSB 2018")
+    p.add_argument("--dsb-preset", default="adamw")
+    p.add_argument("--json", type=Path, help="write all results here")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="budget in wall time, or in process CPU time / threads (shared machine)")
+    args = p.parse_args()
+    args.lr = {"adamw": args.lr_adamw, "paper": args.lr_paper}
+    import torch
+
+    from napari_unet.core.device import configure_cpu_threads
+
+    threads = configure_cpu_threads()
+    if args.clock == "cpu":
+        args.clock = lambda: time.process_time() / threads
+    else:
+        args.clock = time.perf_counter
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} with {threads} threads; {args.minutes} min per preset "
+          f"({'CPU time / threads' if args.clock is not time.perf_counter else 'wall time'})")
+    data = load_isbi(DATA / "isbi2012")
+    results = {"minutes": args.minutes, "threads": threads, "isbi": {}}
+    for preset in args.presets:
+        try:
+            results["isbi"][preset] = train_isbi(preset, args.minutes, args.eval_every, data, args)
+        except FloatingPointError as err:  # a diverging preset is a result, not a crash
+            print(f"  {preset}: diverged: {err}", flush=True)
+            results["isbi"][preset] = {"error": str(err)}
+    if not args.no_rf:
+        results["random_forest"] = random_forest(data, samples=args.rf_samples,
+                                                 trees=args.rf_trees, threads=threads)
+    if args.dsb_minutes > 0:
+        results["dsb2018"] = dsb(args.dsb_minutes, args)
+    print("\nsummary (ISBI 2012 validation slices 20-24):")
+    for preset, r in results["isbi"].items():
+        if "error" in r:
+            print(f"  {preset:6s} diverged: {r['error']}")
+            continue
+        f = r["final"]
+        print(f"  {preset:6s} {r['train_s']:6.0f} s, {r['steps']} steps: Rand error "
+              f"{f['rand_error']:.4f} (best threshold {f['rand_error_best']:.4f}), pixel error "
+              f"{f['pixel_error']:.4f}")
+    if "random_forest" in results:
+        rf = results["random_forest"]
+        print(f"  random forest ({rf['total_s']:.0f} s): Rand error {rf['rand_error']:.4f} "
+              f"(best threshold {rf['rand_error_best']:.4f}), pixel error "
+              f"{rf['pixel_error']:.4f}")
+    print("  paper (U-Net, ISBI 2012 test set, GPU): Rand error 0.0382, pixel error 0.0611")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
