@@ -5,7 +5,6 @@ Everything here is generic over the number of spatial dimensions (2D and 3D alik
 - :func:`cubic_matrix` / :func:`upsample_cubic`: separable cubic-convolution upsampling of a coarse
   lattice with corner-aligned nodes, identical to ``F.interpolate(mode="bicubic",
   align_corners=True)`` in 2D (Keys kernel, ``a = -0.75``) and its tricubic analogue in 3D;
-- :func:`gray_values`: gamma, contrast, brightness and noise on the resampled image;
 - :func:`warp_batch`: one resampling of image, labels and weights through the composed map;
 - :func:`sample`: resampling of a batch at arbitrary coordinates given in pixel-index units, by
   nearest neighbour, (multi)linear or (multi)cubic interpolation, with mirror extrapolation about the
@@ -24,20 +23,23 @@ from typing import NamedTuple
 import torch
 
 CUBIC_A = -0.75  # the constant of PyTorch's (and OpenCV's) bicubic kernel
-MODES = ("nearest", "bilinear", "bicubic")
 
 
 def cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Keys cubic-convolution weights of the taps at offsets -1, 0, 1, 2 for a fraction ``t``."""
+    """Keys cubic-convolution weights of the taps at offsets -1, 0, 1, 2 for a fraction ``t``.
+
+    Closed forms of the kernel at ``1 + t``, ``t``, ``1 - t``, ``2 - t``; at ``t = 0`` they are
+    exactly (0, 1, 0, 0).
+    """
     a = CUBIC_A
-
-    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return far(t + 1), near(t), near(1 - t), far(2 - t)
+    s = 1 - t
+    ts = t * s
+    t2 = t * t
+    w0 = ts * s * a  # a t (1 - t)^2
+    w3 = ts * t * a  # a t^2 (1 - t)
+    w1 = ((a + 2) * t - (a + 3)) * t2 + 1
+    w2 = 1 - w0 - w1 - w3  # the four sum to one
+    return w0, w1, w2, w3
 
 
 @functools.lru_cache(maxsize=64)
@@ -122,11 +124,14 @@ def _taps(x: torch.Tensor, n: int, mode: str) -> list[tuple[torch.Tensor, torch.
     return list(zip(folded, cubic_weights(frac), strict=True))
 
 
-def nearest_index(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Flat indices ``(N, L)`` of the nearest (mirrored) source pixels of ``coords`` ``(N, d, ...)``."""
+def nearest_index(coords: Sequence[torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
+    """Flat indices ``(N, L)`` of the nearest (mirrored) source pixels of ``coords``.
+
+    ``coords`` holds one ``(N, *R)`` tensor per axis of ``shape``.
+    """
     flat = None
     for axis, n in enumerate(shape):
-        (idx, _), = _taps(coords[:, axis].reshape(coords.shape[0], -1), n, "nearest")
+        (idx, _), = _taps(coords[axis].reshape(coords[axis].shape[0], -1), n, "nearest")
         flat = idx if flat is None else flat * n + idx
     return flat
 
@@ -142,19 +147,21 @@ def gather(src: torch.Tensor, flat_index: torch.Tensor, out_shape: Sequence[int]
     return out.reshape(n, c, *out_shape)
 
 
-def sample(src: torch.Tensor, coords: torch.Tensor, mode: str) -> torch.Tensor:
-    """Resample ``src`` ``(N, C, *S)`` at ``coords`` ``(N, d, *S_out)`` (pixel-index units).
+def sample(src: torch.Tensor, coords: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
+    """Resample ``src`` ``(N, C, *S)`` at ``coords``, one ``(N, *S_out)`` tensor per axis.
+
+    Coordinates are in pixel-index units.
 
     ``src`` must be floating point for ``"bilinear"``/``"bicubic"``; ``"nearest"`` keeps any dtype.
     Values outside the array are taken from its mirror image about the border pixel centres.
     """
     shape = src.shape[2:]
-    out_shape = coords.shape[2:]
+    out_shape = coords[0].shape[1:]
     if mode == "nearest":
         return gather(src, nearest_index(coords, shape), out_shape)
-    n = coords.shape[0]
+    n = coords[0].shape[0]
     per_axis = [
-        _taps(coords[:, axis].reshape(n, -1), size, mode) for axis, size in enumerate(shape)
+        _taps(coords[axis].reshape(n, -1), size, mode) for axis, size in enumerate(shape)
     ]
     channels = src.shape[1]
     flat_src = src.reshape(n, channels, -1)
@@ -211,8 +218,11 @@ def plan_coords(spatial, matrix, offset, displacement, device, dtype, lattice=No
     )
 
 
-def source_coords(plan: CoordPlan, region=None) -> torch.Tensor:
-    """(N, d, *R) source coordinates of the output pixels in ``region`` (one slice per axis)."""
+def source_coords(plan: CoordPlan, region=None, n: int = 1) -> list[torch.Tensor]:
+    """Source coordinates of the output pixels in ``region`` (one slice per axis).
+
+    One ``(N, *R)`` tensor per axis (kept apart, so that no temporary is d times a block).
+    """
     spatial = plan.spatial
     nd = len(spatial)
     region = tuple(slice(0, s) for s in spatial) if region is None else tuple(region)
@@ -235,15 +245,15 @@ def source_coords(plan: CoordPlan, region=None) -> torch.Tensor:
         acc = terms[0]
         for term in terms[1:]:
             acc = acc + term
-        per_axis.append(acc.expand(-1, *(r.stop - r.start for r in region)))
-    coords = torch.stack(per_axis, dim=1)
-    inner = (slice(None), slice(None), *region)
-    if plan.displacement is not None:
-        coords += plan.displacement[inner]
-    if plan.lattice is not None:
-        coords += upsample_axis(plan.lattice[(slice(None), slice(None), slice(None),
-                                              *region[1:])], 2, spatial[0], region[0])
-    return coords
+        acc = acc.expand(max(n, acc.shape[0]), *(r.stop - r.start for r in region))
+        inner = (slice(None), i, *region)
+        if plan.displacement is not None:
+            acc = acc + plan.displacement[inner]
+        if plan.lattice is not None:
+            acc = acc + upsample_axis(plan.lattice[(slice(None), i, slice(None), *region[1:])], 1,
+                                      spatial[0], region[0])
+        per_axis.append(acc)
+    return per_axis
 
 
 def _row_blocks(region: tuple[slice, ...], rows: int | None):
@@ -257,20 +267,6 @@ def _row_blocks(region: tuple[slice, ...], rows: int | None):
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 for float64 and wide integer images (exact beyond 2**24), float32 otherwise."""
     return torch.float64 if dtype in (torch.float64, *WIDE_INTS) else torch.float32
-
-
-def restore_dtype(x: torch.Tensor, dtype: torch.dtype, *, block=None) -> torch.Tensor:
-    """Back to ``dtype``: integers rounded and clipped to their range (never wrapped)."""
-    if dtype.is_floating_point:
-        return x.to(dtype)
-    if dtype == torch.bool:
-        return x >= 0.5
-    info = torch.iinfo(dtype)
-    out = torch.empty(x.shape, dtype=dtype, device=x.device)
-    flat = x.reshape(x.shape[0], -1)
-    for c, o in zip(_chunks(flat, block), _chunks(out.view(x.shape[0], -1), block), strict=True):
-        o.copy_(torch.round(c).clamp_(info.min, info.max))
-    return out
 
 
 def warp_batch(image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
@@ -292,8 +288,8 @@ def warp_batch(image, labels, weights, matrix, offset, displacement, image_inter
     row = n * math.prod(spatial[1:])
     rows, label_rows = None, None
     if block_elements is not None:
-        rows = max(1, block_elements // max(row * max(channels, len(spatial)), 1))
-        label_rows = max(1, block_elements // max(row * len(spatial), 1))
+        rows = max(1, block_elements // max(row * channels, 1))
+        label_rows = max(1, block_elements // max(row, 1))
     src = image.to(work)
     out = torch.empty((n, channels, *spatial), dtype=work, device=image.device)
     full = tuple(slice(0, s) for s in spatial)
@@ -311,18 +307,18 @@ def warp_batch(image, labels, weights, matrix, offset, displacement, image_inter
         local = tuple(slice(b.start - t, b.stop - t) for b, t in zip(block, tops, strict=True))
         for t, res in zip(maps, results, strict=True):
             if t is not None:
-                res[(slice(None), *local)] = gather(t, flat, coords.shape[2:])
+                res[(slice(None), *local)] = gather(t, flat, coords[0].shape[1:])
 
     has_maps = any(t is not None for t in maps)
     together = has_maps and region == full  # whole tile: share the image pass's coordinates
     for block in _row_blocks(full, rows):
-        coords = source_coords(plan, block).expand(n, -1, *(b.stop - b.start for b in block))
+        coords = source_coords(plan, block, n)
         out[(slice(None), slice(None), *block)] = sample(src, coords, image_interp)
         if together:
             gather_maps(coords, block)
     if has_maps and not together:
         for block in _row_blocks(region, label_rows):
-            coords = source_coords(plan, block).expand(n, -1, *(b.stop - b.start for b in block))
+            coords = source_coords(plan, block, n)
             gather_maps(coords, block)
     return out, *(None if r is None else r.to(t.dtype)
                   for r, t in zip(results, (labels, weights), strict=True))
@@ -350,55 +346,3 @@ def check_batch(image, labels, weights, out_shape) -> None:
     ):
         raise ValueError(f"out_shape: expected {image.ndim - 2} sides within the image's "
                          f"{tuple(image.shape[2:])}, got {out_shape!r}")
-
-
-def changes_gray_values(config) -> bool:
-    """Whether an ``AugmentConfig`` alters gray values at all (else they are left untouched)."""
-    return (config.gamma != (1.0, 1.0) or config.contrast != (1.0, 1.0)
-            or config.brightness > 0 or config.noise_std > 0)
-
-
-def _chunks(flat: torch.Tensor, block: int | None) -> tuple[torch.Tensor, ...]:
-    """Column chunks of ``flat`` (N, L) with at most ``block`` elements each (None: one chunk)."""
-    if block is None:
-        return (flat,)
-    return flat.split(max(1, block // max(flat.shape[0], 1)), dim=1)
-
-
-def gray_values(x: torch.Tensor, config, u: torch.Tensor, noise, *, block=None) -> torch.Tensor:
-    """Gamma, contrast, brightness and noise on a float batch (N, C, *S), per sample (in place).
-
-    ``u`` holds (N, 3) uniform draws, ``noise`` standard normal values shaped like ``x`` or None.
-    The gray values are rescaled to [0, 1] by the sample's min and max, transformed, and scaled
-    back. ``block`` processes at most that many elements per operation (see :func:`warp_batch`).
-    """
-    n = x.shape[0]
-
-    def log_uniform(pair, col):
-        lo, hi = pair
-        return torch.exp(math.log(lo) + u[:, col] * (math.log(hi) - math.log(lo)))
-
-    gamma, contrast = log_uniform(config.gamma, 0), log_uniform(config.contrast, 1)
-    brightness = (2 * u[:, 2] - 1) * config.brightness
-    gamma, contrast, brightness = (
-        v.to(device=x.device, dtype=x.dtype).reshape(n, 1) for v in (gamma, contrast, brightness)
-    )
-    flat = x.reshape(n, -1)
-    chunks = _chunks(flat, block)
-    noise_chunks = (None,) * len(chunks)
-    if noise is not None:
-        noise_chunks = _chunks(noise.to(device=x.device, dtype=x.dtype).reshape(n, -1), block)
-    lo = torch.stack([c.amin(dim=1) for c in chunks]).amin(dim=0).reshape(n, 1)
-    span = torch.stack([c.amax(dim=1) for c in chunks]).amax(dim=0).reshape(n, 1) - lo
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    total = torch.zeros((n, 1), dtype=torch.float64, device=x.device)
-    for c in chunks:  # to [0, 1], gamma; accumulate the mean
-        c.sub_(lo).div_(span).clamp_(0, 1).pow_(gamma)
-        total += c.sum(dim=1, keepdim=True, dtype=torch.float64)
-    mean = (total / flat.shape[1]).to(x.dtype)
-    for c, z in zip(chunks, noise_chunks, strict=True):
-        c.sub_(mean).mul_(contrast).add_(mean + brightness)
-        if z is not None:
-            c.add_(z, alpha=config.noise_std)
-        c.mul_(span).add_(lo)
-    return flat.reshape(x.shape)

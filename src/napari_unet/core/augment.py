@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from napari_unet.core import _resample
+from napari_unet.core import _intensity, _resample
 
 __all__ = [
     "AugmentConfig",
@@ -223,7 +223,7 @@ def warp(
         image, labels, weights, matrix, offset, displacement, image_interp, out_shape,
         block_elements=_block_elements(image),
     )
-    return _resample.restore_dtype(out, image.dtype, block=_block_elements(image)), lab, wts
+    return _intensity.restore_dtype(out, image.dtype, block=_block_elements(image)), lab, wts
 
 
 def augment_batch(
@@ -276,7 +276,7 @@ def augment_batch(
     if config.elastic_sigma > 0:
         coarse = _draw_lattice(n, spatial, config.elastic_grid, config.elastic_sigma, generator)
     gray, noise = None, None
-    if _resample.changes_gray_values(config):
+    if _intensity.changes_gray_values(config):
         gray = torch.rand((n, 3), generator=generator, dtype=torch.float64)
         if config.noise_std > 0:
             gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -293,14 +293,14 @@ def augment_batch(
             lattice=None if coarse is None else coarse[sl], block_elements=_block_elements(image),
         )
         if gray is not None:
-            out = _resample.gray_values(out, config, gray[sl], None if noise is None else noise[sl],
+            out = _intensity.gray_values(out, config, gray[sl], None if noise is None else noise[sl],
                                         block=_block_elements(image))
-        out = _resample.restore_dtype(out, image.dtype, block=_block_elements(image))
+        out = _intensity.restore_dtype(out, image.dtype, block=_block_elements(image))
         parts.append((out, lab, wts))
-    out, lab, wts = (
-        parts[0] if len(parts) == 1
-        else [None if p[0] is None else torch.cat(p) for p in zip(*parts, strict=True)]
-    )
+    out, lab, wts = parts[0] if len(parts) == 1 else [
+        None if p[0] is None else _intensity.concat(p, block=_block_elements(image))
+        for p in zip(*parts, strict=True)
+    ]
     return (out, lab) if weights is None else (out, lab, wts)
 
 
