@@ -31,6 +31,7 @@ def main() -> None:
     args = p.parse_args()
 
     from napari_unet.core.data import PatchSampler, prepare_pairs
+    from napari_unet.core.presets import make_optimizer
     from napari_unet.core.synthetic import synthetic_cells
     from napari_unet.core.train import TrainConfig, Trainer
 
@@ -44,7 +45,7 @@ def main() -> None:
     sampler = PatchSampler(prepared, tile=trainer.tile, rng=np.random.default_rng(0))
 
     bare_net = Trainer([(image, labels)], cfg).model  # same architecture, own weights
-    bare_opt = torch.optim.AdamW(bare_net.parameters(), lr=1e-4)
+    bare_opt = make_optimizer(trainer.preset, bare_net.parameters(), lr=trainer.lr)
     x = torch.randn(1, 1, trainer.tile, trainer.tile, device=dev)
     y = torch.randint(0, 2, (1, trainer.out_tile, trainer.out_tile), device=dev)
 
