@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--out", type=Path, default=Path("demo_output"), help="output folder")
     a("--data", choices=("synthetic", "nuclei"), default="synthetic", help="sample data")
     a("--seconds", type=float, default=90.0, help="training time budget (default 90 s)")
-    a("--steps", type=int, default=600, help="step budget (whichever ends first)")
+    a("--steps", type=int, default=1500, help="step budget (whichever ends first)")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--seed", type=int, default=0, help="random seed")
 
