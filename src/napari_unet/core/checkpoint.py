@@ -18,7 +18,7 @@ import torch
 
 from napari_unet.core.io import _read_header
 
-__all__ = ["load_state", "save_state", "state_path"]
+__all__ = ["load_state", "restore_trainer", "save_state", "save_trainer_state", "state_path"]
 
 
 def state_path(model_path: str | os.PathLike) -> Path:
@@ -95,3 +95,32 @@ def load_state(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], 
     for pid, values in plain.items():
         state.setdefault(int(pid), {}).update(values)
     return {"state": state, "param_groups": groups}, rng, info
+
+
+def save_trainer_state(trainer, model_path: str | os.PathLike) -> Path:
+    """Write the state file of ``trainer`` (a :class:`~napari_unet.core.train.Trainer`) beside
+    its checkpoint's model file: optimiser, RNG states, step, elapsed time, best score."""
+    tensors = {"torch": torch.get_rng_state(), "augment": trainer.generator.get_state()}
+    if trainer.device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    info = {"step": trainer.step, "elapsed_s": trainer.elapsed, "best": trainer.best,
+            "numpy_rng": trainer.rng.bit_generator.state,
+            "scaler": trainer.scaler.state_dict()}
+    return save_state(state_path(model_path), optimizer=trainer.optimizer, tensors=tensors,
+                      info=info)
+
+
+def restore_trainer(trainer, opt_state: dict, rng: dict[str, torch.Tensor], info: dict) -> None:
+    """Put what :func:`load_state` read back into ``trainer`` (the inverse of
+    :func:`save_trainer_state`; the weights come from the model file)."""
+    trainer.optimizer.load_state_dict(opt_state)
+    trainer.step = int(info["step"])
+    trainer.elapsed = float(info["elapsed_s"])
+    trainer.best = float(info["best"])
+    trainer.rng.bit_generator.state = info["numpy_rng"]
+    torch.set_rng_state(rng["torch"])
+    trainer.generator.set_state(rng["augment"])
+    if "cuda" in rng and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], trainer.device)
+    if info.get("scaler"):
+        trainer.scaler.load_state_dict(info["scaler"])

@@ -36,6 +36,7 @@ __all__ = [
     "DistEnv",
     "all_reduce_mean",
     "barrier",
+    "broadcast_control",
     "cleanup",
     "dist_env",
     "get_rank",
@@ -290,11 +291,33 @@ def all_reduce_mean(value: float | torch.Tensor) -> float:
     """
     if get_world_size() == 1:
         return float(value)
-    backend = dist.get_backend()
-    dev = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
-    t = torch.as_tensor(float(value), dtype=torch.float64, device=dev)
+    t = torch.as_tensor(float(value), dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t) / get_world_size()
+
+
+def _collective_device() -> torch.device | None:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+
+
+def broadcast_control(stop: bool, elapsed: float) -> tuple[bool, float]:
+    """Rank 0's stop decision and elapsed training time, on every rank.
+
+    Call it on every rank before each step: the ranks then end on the same step (on a stop
+    request or a time budget, decided by rank 0's clock) and follow the same learning-rate
+    schedule; ranks that decided differently would wait for each other forever.
+
+    Examples
+    --------
+    >>> broadcast_control(False, 1.5)
+    (False, 1.5)
+    """
+    if get_world_size() == 1:
+        return bool(stop), float(elapsed)
+    t = torch.tensor([float(bool(stop)), float(elapsed)], dtype=torch.float64,
+                     device=_collective_device())
+    dist.broadcast(t, src=0)
+    return bool(t[0].item() > 0), float(t[1].item())
 
 
 def barrier() -> None:

@@ -28,8 +28,12 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def weighted_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    reduction: str = "mean",
+):
     """Σ w(x)·(−log softmax(logits)[target(x)]) / Σ w(x), over the logits' spatial region.
 
     Parameters
@@ -42,9 +46,14 @@ def weighted_cross_entropy(
         Weight map; centre-cropped like ``target``. Weight-0 pixels do not contribute at all
         (their target may be anything, even out of range).
 
+    reduction : {"mean", "sum"}
+        ``"mean"``: the weighted mean. ``"sum"``: the pair ``(Σ w·ce, Σ w)`` instead, for a mean
+        over a batch split across processes
+        (:func:`napari_unet.core.distributed.global_loss`).
+
     Returns
     -------
-    Scalar tensor; 0 (with a gradient) when all weights are 0.
+    Scalar tensor (0, with a gradient, when all weights are 0), or a pair of scalar tensors.
 
     Examples
     --------
@@ -52,7 +61,13 @@ def weighted_cross_entropy(
     >>> round(float(weighted_cross_entropy(logits, torch.ones(1, 2, 2, dtype=torch.long),
     ...                                    torch.ones(1, 2, 2))), 4)
     0.6931
+    >>> s, n = weighted_cross_entropy(logits, torch.ones(1, 2, 2, dtype=torch.long),
+    ...                               torch.ones(1, 2, 2), reduction="sum")
+    >>> round(float(s), 4), float(n)
+    (2.7726, 4.0)
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
     if logits.ndim != 4:
         raise ValueError(f"logits: expected (N, K, h, w), got shape {tuple(logits.shape)}")
     size = tuple(logits.shape[-2:])
@@ -63,4 +78,6 @@ def weighted_cross_entropy(
     ce = F.cross_entropy(logits.float(), safe_target, reduction="none")
     ce = torch.where(keep, ce, torch.zeros_like(ce))
     total = weights.sum()
+    if reduction == "sum":
+        return (ce * weights).sum(), total
     return (ce * weights).sum() / total.clamp_min(1e-12)

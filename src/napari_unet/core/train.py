@@ -13,6 +13,14 @@ Each step: draw patches (centred on annotated pixels, mirror-padded), move them 
 augment every sample there (:mod:`napari_unet.core.augment`), forward, the weighted soft-max
 cross-entropy over the output region (:mod:`napari_unet.core.loss`), backward, optimiser step.
 Targets and weight maps are computed once per image before the first step.
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the trainer joins the process
+group (:mod:`napari_unet.core.distributed`: NCCL and ``cuda:LOCAL_RANK`` on CUDA, gloo on the
+CPU) and trains the model wrapped in DistributedDataParallel. ``batch_size`` is then the global
+batch: every rank draws and augments the whole batch with the same seeded generators and trains
+on its own block, and the loss is the global weighted mean, so the weights equal those of one
+process with the same batch (drop-out aside). Rank 0 alone validates and writes checkpoints;
+it decides when to stop (stop request, time budget) and broadcasts that before every step.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numpy as np
 import torch
 
 from napari_unet.core import checkpoint as ckpt
+from napari_unet.core import distributed as ddp
 from napari_unet.core.augment import AugmentConfig, augment_batch
 from napari_unet.core.data import (
     DEFAULT_NORMALIZATION,
@@ -40,10 +49,11 @@ from napari_unet.core.data import (
     split_validation,
 )
 from napari_unet.core.device import configure_cpu_threads, pick_device
-from napari_unet.core.io import default_class_names, load_model, save_model
+from napari_unet.core.io import default_class_names, save_model
 from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.model import UNet, valid_input_shape
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
+from napari_unet.core.safe_load import load_pretrained
 from napari_unet.core.validation import validate
 
 __all__ = ["TrainConfig", "TrainEvent", "Trainer"]
@@ -133,21 +143,38 @@ class Trainer:
     pairs : list of TrainingPair or (image, labels[, annotated]) tuples
     config : TrainConfig, optional
     init_model : path or (UNet, metadata), optional
-        Fine-tune this model (its architecture and normalisation replace the config's).
+        Fine-tune this model (its architecture and normalisation replace the config's): a
+        napari-unet ``.safetensors`` file or a plain PyTorch ``.pt``/``.pth`` state dict (loaded
+        with ``weights_only=True``, :func:`napari_unet.core.safe_load.load_pretrained`).
     resume : path, optional
         A checkpoint's model file (``last.safetensors``) or its folder: continues that run
         (weights, optimiser, step, elapsed time, RNG states, history).
+
+    Under ``torchrun`` (see the module docstring) ``config.batch_size`` is the global batch and
+    must be a multiple of the number of processes; :attr:`is_main` is True on rank 0 only.
     """
 
     def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None):
         self.config = config = TrainConfig() if config is None else config
         self.pairs = as_training_pairs(pairs)
-        self.device = pick_device(config.device)
+        if ddp.dist_env().is_distributed:
+            _, self.device = ddp.init_distributed(device=config.device)
+        else:
+            self.device = pick_device(config.device)
+        self.world_size, self.rank = ddp.get_world_size(), ddp.get_rank()
+        #: rank 0 (or the only process): validates, writes checkpoints, reports progress
+        self.is_main = self.rank == 0
         if self.device.type == "cpu":
             configure_cpu_threads()
         self.preset = get_preset(config.preset)
         self.lr = float(config.lr if config.lr is not None else self.preset.lr)
         self.batch_size = int(config.batch_size or self.preset.batch_size)
+        if self.batch_size % self.world_size:
+            raise ValueError(
+                f"batch_size: the global batch must be a multiple of the {self.world_size} "
+                f"processes (each trains on batch_size / {self.world_size} patches), got "
+                f"{self.batch_size}; use batch_size={_round_up(self.batch_size, self.world_size)}"
+            )
         torch.manual_seed(config.seed)
         self.normalization = dict(config.normalization)
         self.history: list[dict] = []
@@ -160,7 +187,10 @@ class Trainer:
             init_model = resume
             self._resume_state = ckpt.load_state(ckpt.state_path(resume))
         if init_model is not None:
-            model, meta = load_model(init_model) if isinstance(init_model, str | Path) else init_model
+            if isinstance(init_model, str | Path):
+                model, meta = load_pretrained(init_model)
+            else:
+                model, meta = init_model
             self.model = copy.deepcopy(model)
             self.normalization = dict(meta.get("normalization") or self.normalization)
             if resume is not None:
@@ -179,6 +209,8 @@ class Trainer:
         self.amp = self.device.type == "cuda"
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
+        #: what the training step calls: the model, in DistributedDataParallel under torchrun
+        self.net = ddp.wrap_ddp(self.model)
         self.optimizer = make_optimizer(self.preset, self.model.parameters(), lr=self.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.tile = self._choose_tile()
@@ -186,7 +218,7 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         if self._resume_state is not None:
-            self._restore(*self._resume_state)
+            ckpt.restore_trainer(self, *self._resume_state)
         #: the clock of the time budget (seconds); wall time by default, e.g. a CPU-time clock
         #: for measurements on a shared machine
         self.clock = time.perf_counter
@@ -238,32 +270,14 @@ class Trainer:
         return save_model(model, path, **meta)
 
     def save_checkpoint(self, name: str = "last") -> Path | None:
-        """Write ``<checkpoint_dir>/<name>.safetensors`` and its state file; None without a dir."""
-        if self.config.checkpoint_dir is None:
+        """Write ``<checkpoint_dir>/<name>.safetensors`` and its state file; None without a
+        dir, and on ranks other than 0."""
+        if self.config.checkpoint_dir is None or not self.is_main:
             return None
         path = Path(self.config.checkpoint_dir) / f"{name}.safetensors"
         self.save(path)
-        tensors = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
-        if self.device.type == "cuda":
-            tensors["cuda"] = torch.cuda.get_rng_state(self.device)
-        info = {"step": self.step, "elapsed_s": self.elapsed, "best": self.best,
-                "numpy_rng": self.rng.bit_generator.state, "scaler": self.scaler.state_dict()}
-        ckpt.save_state(ckpt.state_path(path), optimizer=self.optimizer, tensors=tensors,
-                        info=info)
+        ckpt.save_trainer_state(self, path)
         return path
-
-    def _restore(self, opt_state: dict, rng: dict, info: dict) -> None:
-        self.optimizer.load_state_dict(opt_state)
-        self.step = int(info["step"])
-        self.elapsed = float(info["elapsed_s"])
-        self.best = float(info["best"])
-        self.rng.bit_generator.state = info["numpy_rng"]
-        torch.set_rng_state(rng["torch"])
-        self.generator.set_state(rng["augment"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        if info.get("scaler"):
-            self.scaler.load_state_dict(info["scaler"])
 
     # -- the loop ------------------------------------------------------------------------------
     def _progress(self) -> float:
@@ -292,7 +306,7 @@ class Trainer:
         lr = self.lr * lr_factor(self.preset, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        img, tgt, wts = sampler.sample(self.batch_size)
+        img, tgt, wts = sampler.sample(self.batch_size)  # the global batch, the same on all ranks
         dev, nb = self.device, self.device.type == "cuda"
         img = torch.from_numpy(img).to(dev, non_blocking=nb)
         tgt = torch.from_numpy(tgt).to(dev, non_blocking=nb)
@@ -300,22 +314,26 @@ class Trainer:
         out = (self.out_tile, self.out_tile)
         img, tgt, wts = augment_batch(img, tgt, wts, config=self.config.augment,
                                       generator=self.generator, out_shape=out)
+        if self.world_size > 1:  # this rank's block of the augmented global batch
+            img, tgt, wts = ddp.shard(img), ddp.shard(tgt), ddp.shard(wts)
         if self.amp:
             img = img.contiguous(memory_format=torch.channels_last)
-        self.model.train()
+        self.net.train()
         with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
-            logits = self.model(img)
-        loss = weighted_cross_entropy(logits, tgt, wts)
-        if not torch.isfinite(loss):
+            logits = self.net(img)
+        # Σ w·ce / Σ w over the global batch (times world size: DDP averages the gradients)
+        loss = ddp.global_loss(*weighted_cross_entropy(logits, tgt, wts, reduction="sum"))
+        value = ddp.all_reduce_mean(loss.detach())  # the global loss, the same on every rank
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"the loss became {float(loss)} at step {self.step + 1}; lower the learning rate "
+                f"the loss became {value} at step {self.step + 1}; lower the learning rate "
                 f"(now {lr:g}) or check the images"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss.detach()), lr
+        return value, lr
 
     def run(self) -> Iterator[TrainEvent]:
         """Train until a budget is spent or a stop is requested, yielding progress events.
@@ -331,22 +349,28 @@ class Trainer:
             w0=cfg.w0, sigma=cfg.sigma,
         )
         regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
+        validating = bool(regions) and self.is_main
         sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
-        logger.info("training on %s: tile %d -> %d, batch %d, %s preset", self.device, self.tile,
-                    self.out_tile, self.batch_size, cfg.preset)
+        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s", self.device,
+                    self.tile, self.out_tile, self.batch_size, cfg.preset,
+                    f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         rate, last = 0.0, None
         try:
             while True:
-                if self._stop.is_set():
-                    path = self.save_checkpoint()
-                    yield TrainEvent("stopped", self.step, total, last, message=_saved(path))
-                    return
-                if not self._running.is_set():
+                # under torchrun only rank 0's requests count; the others wait in the broadcast
+                if self.is_main and not self._running.is_set() and not self._stop.is_set():
                     yield TrainEvent("paused", self.step, total, last, message="paused")
                     while not self._running.wait(timeout=0.5):
                         pass
                     continue
+                # rank 0's stop decision and clock on every rank: all stop at the same step
+                stop, self.elapsed = ddp.broadcast_control(
+                    self.is_main and self._stop.is_set(), self.elapsed)
+                if stop:
+                    path = self.save_checkpoint()
+                    yield TrainEvent("stopped", self.step, total, last, message=self._saved(path))
+                    return
                 if not self._budget_left():
                     break
                 t0 = self.clock()
@@ -359,23 +383,23 @@ class Trainer:
                     self.history.append({"step": self.step, "loss": round(last, 6),
                                          "lr": lr, "elapsed_s": round(self.elapsed, 2)})
                 yield TrainEvent("step", self.step, total, last, lr, rate, self._eta(rate))
-                if regions and self.step % cfg.validate_every == 0:
+                if validating and self.step % cfg.validate_every == 0:
                     yield self._validation_event(prepared, regions, total)
                 if every_ckpt and self.step % every_ckpt == 0:
                     path = self.save_checkpoint()
                     if path is not None:
                         yield TrainEvent("checkpoint", self.step, total, last, message=str(path))
-            if regions and (self.step % cfg.validate_every or not self.step):
+            if validating and (self.step % cfg.validate_every or not self.step):
                 yield self._validation_event(prepared, regions, total)
             path = self.save_checkpoint()
             yield TrainEvent("done", self.step, total, last, steps_per_s=rate, eta_s=0.0,
-                             message=_saved(path))
+                             message=self._saved(path))
         except GeneratorExit:
             self.save_checkpoint()
             raise
         except BaseException:
             path = self.save_checkpoint()
-            logger.error("training failed at step %d; %s", self.step, _saved(path))
+            logger.error("training failed at step %d; %s", self.step, self._saved(path))
             raise
 
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
@@ -391,5 +415,11 @@ class Trainer:
         return TrainEvent("validation", self.step, total, metrics=metrics, message=msg)
 
 
-def _saved(path) -> str:
-    return "no checkpoint_dir: nothing written" if path is None else f"saved {path}"
+    def _saved(self, path) -> str:
+        if path is not None:
+            return f"saved {path}"
+        return "no checkpoint_dir: nothing written" if self.is_main else "rank 0 writes checkpoints"
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
