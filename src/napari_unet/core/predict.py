@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,7 @@ __all__ = [
     "predict_image",
     "predict_stack",
     "predict_tiled",
+    "run_to_end",
 ]
 
 logger = logging.getLogger(__name__)
@@ -310,10 +311,17 @@ def predict_tiled(
     >>> prob.shape, prob.dtype, bool(np.allclose(prob.sum(0), 1, atol=1e-5))
     ((2, 25, 31), dtype('float32'), True)
     """
+    return run_to_end(
+        iter_predict_tiled(
+            model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+        )
+    )
+
+
+def run_to_end(events: Iterator[PredictProgress]) -> np.ndarray:
+    """Consume a prediction generator and return the result its last event carries."""
     result = None
-    for event in iter_predict_tiled(
-        model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
-    ):
+    for event in events:
         result = event.result
     return result
 
@@ -392,10 +400,11 @@ def predict_image(
     >>> predict_image(net, np.arange(600, dtype=np.uint16).reshape(20, 30)).shape
     (2, 20, 30)
     """
-    chw = _raw_to_chw(model, image, channel_axis)
-    chw = normalizer(metadata, channel_axis=0)(chw)
-    return predict_tiled(
-        model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+    return run_to_end(
+        iter_predict_image(
+            model, image, metadata=metadata, channel_axis=channel_axis, tta=tta, device=device,
+            tile_shape=tile_shape, batch_size=batch_size,
+        )
     )
 
 
@@ -449,7 +458,4 @@ def iter_predict_stack(
 
 def predict_stack(model: UNet, stack: np.ndarray, **options) -> np.ndarray:
     """Run :func:`iter_predict_stack` to the end; returns float32 (Z, num_classes, Y, X)."""
-    result = None
-    for ev in iter_predict_stack(model, stack, **options):
-        result = ev.result
-    return result
+    return run_to_end(iter_predict_stack(model, stack, **options))
