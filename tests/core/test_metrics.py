@@ -38,10 +38,38 @@ def test_rand_split_merge_and_singletons_hand_case():
     pred = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
     # n_11 = 4, n_21 = 2, two predicted-background singletons inside gt segment 2:
     # sum n_ij^2 = 16 + 4 + 2 = 22, sum gt^2 = 32, sum pred^2 = 36 + 2 = 38
-    s = rand_scores(pred, gt)
+    s = rand_scores(pred, gt, thin=False)
     assert s["rand_split"] == pytest.approx(22 / 32)
     assert s["rand_merge"] == pytest.approx(22 / 38)
     assert s["rand_error"] == pytest.approx(1 - 44 / 70)
+    # thinned: the two background pixels join their nearest segment (1): one segment of 8
+    # covering both true segments -> split 32/32, merge 32/64, F = 2/3
+    t = rand_scores(pred, gt)
+    assert (t["rand_split"], t["rand_merge"]) == (1.0, 0.5)
+    assert t["rand_error"] == pytest.approx(1 / 3)
+
+
+def test_rand_thinned_ignores_boundary_width():
+    gt = np.array([[1, 1, 1, 0, 2, 2, 2]])
+    pred = np.array([[1, 0, 0, 0, 0, 2, 2]])  # the right cut, but a 4-pixel-wide membrane
+    # thinned: positions 1, 2 are nearest to 1, positions 3, 4 to 2 -> exactly gt's cells
+    assert rand_error(pred, gt) == 0.0
+    # un-thinned on gt's 6 foreground pixels: n_11 = 1, n_22 = 2 and 3 singletons:
+    # sum n^2 = 1 + 4 + 3 = 8, gt 9 + 9 = 18, pred 1 + 4 + 3 = 8 -> F = 2(8/18)/(8/18 + 1)
+    assert rand_error(pred, gt, thin=False) == pytest.approx(1 - 16 / 26)
+
+
+def test_rand_thinned_can_merge_through_a_gap():
+    gt = np.array([[1, 1, 0, 2, 2]])
+    pred = np.array([[1, 1, 1, 0, 0]])  # cell 2 missed: thinning grows segment 1 over it
+    assert rand_error(pred, gt) == pytest.approx(1 / 3)  # split 1, merge 8/16
+    # un-thinned: 2 singletons: sum n^2 = 4 + 2, gt 8, pred 4 + 2 -> split 3/4, merge 1
+    assert rand_error(pred, gt, thin=False) == pytest.approx(1 / 7)
+    # no predicted segment: nothing to grow, every pixel a singleton either way
+    none = np.zeros_like(gt)
+    assert rand_error(none, gt) == rand_error(none, gt, thin=False) == pytest.approx(
+        1 - 2 * (4 / 8) / (4 / 8 + 1)
+    )
 
 
 def test_rand_ignores_ground_truth_background():
