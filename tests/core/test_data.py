@@ -93,3 +93,33 @@ def test_validation_band_is_held_out():
     assert split_validation(prep, fraction=0.0) == []
     with pytest.raises(ValueError, match="val_fraction"):
         split_validation(prep, fraction=1.5)
+
+
+def test_validation_band_lies_inside_the_annotation():
+    # the GUI bug: nuclei everywhere, right quarter not annotated; a band of the whole image
+    # fell there, prediction and truth were both empty and validation said IoU 1, error 0
+    import torch
+
+    from napari_unet.core.model import UNet
+    from napari_unet.core.validation import validate
+
+    labels = np.zeros((64, 64), np.int32)
+    for k, (y, x) in enumerate([(y, x) for y in range(4, 64, 12) for x in range(4, 64, 12)]):
+        labels[y : y + 8, x : x + 8] = k + 1
+    image = (labels > 0).astype(np.float32) * 100 + 10
+    annotated = np.zeros((64, 64), bool)
+    annotated[:, :48] = True
+    torch.manual_seed(0)
+    model = UNet(depth=1, base_channels=4, dropout=0.0)
+    tile = model.valid_input_shape((36, 36))[0]
+    prep = prepare_pairs([TrainingPair(image, labels, annotated)], pad=tile // 2 + 1, cover=tile)
+    (reg,) = split_validation(prep, fraction=0.25)
+    _ys, xs = reg.region
+    assert xs.stop <= 48 and prep[0].annotated[reg.region].all()
+    assert (prep[0].labels[reg.region] > 0).any() and (prep[0].labels[reg.region] == 0).any()
+    m = validate(model, prep, [reg], tile=tile, device=torch.device("cpu"))
+    # an untrained network cannot match the cells: the band is scored, not trivially perfect
+    assert m["iou"] < 0.9 and m["pixel_error"] > 0.05
+    # nothing annotated: nothing held out
+    none = prepare_pairs([TrainingPair(image, labels, np.zeros_like(annotated))], pad=4)
+    assert split_validation(none, fraction=0.25) == []

@@ -272,11 +272,15 @@ def split_validation(
     fraction: float = 0.1,
     min_side: int = 16,
 ) -> list[ValidationRegion]:
-    """Hold out a band of every image for validation (automatic split by region).
+    """Hold out a band of every image's annotated area for validation (split by region).
 
-    The band spans the last ``fraction`` of each image along its longer axis (at least
-    ``min_side`` pixels, at most half the image); its weights are set to 0 so training never
-    sees its labels. ``fraction=0`` holds out nothing.
+    The band spans the last ``fraction`` of the bounding box of the image's annotated pixels
+    along the box's longer axis (at least ``min_side`` pixels, at most half the box); its
+    weights are set to 0 so training never sees its labels. Taking the band inside the
+    annotation matters: a band of the whole image can fall where nothing is annotated (e.g. an
+    unannotated right quarter), and then prediction and truth are both empty there and the
+    validation reports a perfect score at every step. Images without annotated pixels hold out
+    nothing. ``fraction=0`` holds out nothing.
 
     Examples
     --------
@@ -285,6 +289,9 @@ def split_validation(
     ...                      np.zeros((100, 100), int), np.ones((100, 100), bool))
     >>> split_validation([prep], fraction=0.2)[0].region
     (slice(0, 100, None), slice(80, 100, None))
+    >>> prep.annotated[:, 75:] = False  # right quarter not annotated: the band stays out of it
+    >>> split_validation([prep], fraction=0.2)[0].region
+    (slice(80, 100, None), slice(0, 75, None))
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_fraction: expected a fraction in [0, 1), got {fraction!r}")
@@ -292,17 +299,19 @@ def split_validation(
         return []
     out = []
     for i, prep in enumerate(prepared):
-        h, w = prep.shape
+        rows = np.flatnonzero(prep.annotated.any(axis=1))
+        cols = np.flatnonzero(prep.annotated.any(axis=0))
+        if rows.size == 0:
+            continue
+        box = ((int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1))
+        h, w = box[0][1] - box[0][0], box[1][1] - box[1][0]
         axis = 0 if h > w else 1
-        side = (h, w)[axis]
-        band = min(side // 2, max(min_side, math.ceil(fraction * side)))
+        lo, hi = box[axis]
+        band = min((hi - lo) // 2, max(min_side, math.ceil(fraction * (hi - lo))))
         if band < 1:
             continue
-        region = (
-            (slice(side - band, side), slice(0, w))
-            if axis == 0
-            else (slice(0, h), slice(side - band, side))
-        )
+        cut = slice(hi - band, hi)
+        region = (cut, slice(*box[1])) if axis == 0 else (slice(*box[0]), cut)
         p = prep.pad
         ys, xs = region
         kept = prep.weights[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p].copy()

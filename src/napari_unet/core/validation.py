@@ -69,8 +69,10 @@ def validate(
 ) -> dict[str, float]:
     """Mean weighted loss, foreground IoU, pixel error and Rand error over the regions.
 
-    Predicted cells are the 4-connected components of the "cell" class (1); pixels outside the
-    annotation count as background in both prediction and truth.
+    Predicted cells are the 4-connected components of the "cell" class (1). Only annotated
+    pixels are scored: the pixel error is the fraction of the region's *annotated* pixels that
+    are wrong, and outside the annotation prediction and truth are both background (the Rand
+    error only counts true foreground anyway).
     """
     was_training = model.training
     model.eval()
@@ -90,10 +92,15 @@ def validate(
             cls = np.argmax(logits, axis=0)
             pred = ndi.label((cls == 1) & ann)[0]
             gt = prep.labels[reg.region]
-            rows.append((loss, foreground_iou(pred, gt), pixel_error(pred, gt),
+            if not ann.any():  # nothing to score (split_validation avoids this)
+                continue
+            rows.append((loss, foreground_iou(pred, gt), pixel_error(pred[ann], gt[ann]),
                          rand_error(pred, gt)))
     finally:
         model.train(was_training)
+    if not rows:
+        nan = float("nan")
+        return {"loss": nan, "iou": nan, "pixel_error": nan, "rand_error": nan}
     m = np.mean(np.array(rows, dtype=np.float64), axis=0)
     return {"loss": float(m[0]), "iou": float(m[1]), "pixel_error": float(m[2]),
             "rand_error": float(m[3])}
