@@ -5,6 +5,13 @@ differ). Labels are instance ids or binary masks (e.g. 255 = cell); ``--annotate
 the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
 (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
 Ctrl-C stops at the next step and saves the model.
+
+Several processes (one per GPU, or CPU processes with gloo)::
+
+    torchrun --nproc_per_node=4 -m napari_unet train --images ... --batch-size 8 ...
+
+``--batch-size`` is then the global batch (a multiple of the number of processes); rank 0
+writes the model, the checkpoints and the progress bar, the other ranks stay silent.
 """
 
 from __future__ import annotations
@@ -30,10 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--preset", default="adamw", choices=("adamw", "paper"),
       help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1)")
     a("--lr", type=float, help="base learning rate (default: the preset's)")
-    a("--batch-size", type=int, help="patches per step (default: the preset's)")
+    a("--batch-size", type=int,
+      help="patches per step (default: the preset's); under torchrun the global batch, a "
+           "multiple of the number of processes")
     a("--tile", type=int, help="network input side (default: fits the images, at most 572)")
     a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
     a("--depth", type=int, default=4, help="number of poolings (paper: 4)")
+    a("--dropout", type=float, default=0.5,
+      help="drop-out at the end of the contracting path (paper: 0.5)")
     a("--classes", type=int, default=2, choices=(2, 3), help="2: bg/cell, 3: bg/interior/border")
     a("--w0", type=float, default=10.0, help="border weight (paper: 10)")
     a("--sigma", type=float, default=5.0, help="border width in pixels (paper: 5)")
@@ -56,7 +67,7 @@ def build_config(args: argparse.Namespace):
     steps = args.steps if args.steps is not None else (None if args.time_limit else 1000)
     changes = dict(
         preset=args.preset, steps=steps, time_limit=args.time_limit, depth=args.depth,
-        num_classes=args.classes, lr=args.lr, batch_size=args.batch_size, tile=args.tile,
+        num_classes=args.classes, dropout=args.dropout, lr=args.lr, batch_size=args.batch_size, tile=args.tile,
         w0=args.w0, sigma=args.sigma, validate_every=args.validate_every,
         val_fraction=args.val_fraction, seed=args.seed,
         checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
@@ -74,10 +85,39 @@ def _default_checkpoint_dir(args: argparse.Namespace) -> Path:
     return args.out.with_name(args.out.stem + ".checkpoints")
 
 
+def _check_global_batch(args: argparse.Namespace, world: int) -> None:
+    from napari_unet.core.presets import get_preset
+
+    batch = args.batch_size if args.batch_size is not None else get_preset(args.preset).batch_size
+    if batch % world:
+        fix = -(-batch // world) * world
+        raise CLIError(
+            f"--batch-size: the global batch must be a multiple of the {world} processes "
+            f"(each trains on batch / {world} patches), got {batch}"
+            + ("" if args.batch_size is not None else f" (the {args.preset} preset's)")
+            + f"; use --batch-size {fix}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    from napari_unet.core import distributed as ddp
+
+    env = ddp.dist_env()
+    if env.is_distributed:
+        _check_global_batch(args, env.world_size)
+        if env.rank != 0:  # only rank 0 reports
+            logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return _run(args, main=env.rank == 0)
+    finally:
+        ddp.cleanup()
+
+
+def _run(args: argparse.Namespace, *, main: bool) -> int:
     from tqdm import tqdm
 
     from napari_unet.commands._files import read_pairs
+    from napari_unet.core import distributed as ddp
     from napari_unet.core.data import TrainingPair
     from napari_unet.core.train import Trainer
 
@@ -92,17 +132,23 @@ def run(args: argparse.Namespace) -> int:
     pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
              for r in rows]
     trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
-    print(
-        f"training on {trainer.device}: {len(pairs)} image(s), U-Net depth "
-        f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
-        f"{trainer.out_tile}, {config.preset} preset, "
-        + (f"{config.steps} steps" if config.steps else "")
-        + (f" / {config.time_limit:g} s" if config.time_limit else ""),
-        file=sys.stderr,
-    )
+    world = trainer.world_size
+    if main:
+        print(
+            f"training on {trainer.device}"
+            + (f" and {world - 1} more process(es)" if world > 1 else "")
+            + f": {len(pairs)} image(s), U-Net depth "
+            f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
+            f"{trainer.out_tile}, batch {trainer.batch_size}"
+            + (f" ({trainer.batch_size // world} per process)" if world > 1 else "")
+            + f", {config.preset} preset, "
+            + (f"{config.steps} steps" if config.steps else "")
+            + (f" / {config.time_limit:g} s" if config.time_limit else ""),
+            file=sys.stderr,
+        )
     total = config.steps if config.steps else None
     bar = tqdm(total=total, initial=trainer.step, unit="step", file=sys.stderr,
-               dynamic_ncols=True, disable=None)
+               dynamic_ncols=True, disable=None if main else True)
     last_val = None
     status = "done"
     events = trainer.run()
@@ -125,7 +171,13 @@ def run(args: argparse.Namespace) -> int:
         status = "interrupted"
     finally:
         bar.close()
+    if not main:  # rank 0 writes the model and reports
+        if status != "interrupted":
+            ddp.barrier()
+        return 130 if status == "interrupted" else 0
     path = trainer.save(args.out)
+    if status != "interrupted":
+        ddp.barrier()
     msg = f"{status} after {trainer.step} steps ({trainer.elapsed:.0f} s); model: {path}"
     if last_val:
         msg += "; validation " + ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())
