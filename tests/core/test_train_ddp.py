@@ -15,6 +15,7 @@ import torch
 from napari_unet.cli import main
 from napari_unet.core.io import load_model, read_metadata
 from napari_unet.core.loss import weighted_cross_entropy
+from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import synthetic_cells
 
 # tiny network, drop-out off (its draws differ per rank), augmentation on (shared generators)
@@ -49,7 +50,10 @@ def _torchrun(root, out, *extra):
 
 def test_two_processes_train_like_one_with_the_global_batch(data, tmp_path, monkeypatch):
     out = tmp_path / "ddp.safetensors"
-    proc = _torchrun(data, out, "--steps", "3", "--batch-size", "4")
+    # SGD (the paper preset): unlike Adam its steps scale with the gradient, so a wrongly
+    # normalised loss across processes shows
+    sgd = ["--steps", "3", "--batch-size", "4", "--preset", "paper", "--lr", "0.1"]
+    proc = _torchrun(data, out, *sgd)
     assert proc.stdout.count("model:") == 1  # rank 0 reports, rank 1 is silent
     assert "rank 0 of 2" in proc.stderr and "rank 1 of 2" not in proc.stderr
     assert "2 per process" in proc.stderr
@@ -59,19 +63,16 @@ def test_two_processes_train_like_one_with_the_global_batch(data, tmp_path, monk
         monkeypatch.delenv(var, raising=False)
     ref = tmp_path / "one.safetensors"
     assert main(["train", "--images", str(data / "img"), "--labels", str(data / "lab"),
-                 "--out", str(ref), *TINY, "--steps", "3", "--batch-size", "4"]) == 0
+                 "--out", str(ref), *TINY, *sgd]) == 0
 
     (m2, meta2), (m1, meta1) = load_model(out), load_model(ref)
     assert meta2["training"]["step"] == meta1["training"]["step"] == 3
     assert meta2["training"]["batch_size"] == 4
     sd1 = m1.state_dict()
-    moved = 0.0
     for name, p in m2.state_dict().items():
         torch.testing.assert_close(p, sd1[name], atol=1e-5, rtol=1e-5)
     # the run trained (weights left their seeded initial values) and logged the global loss
     torch.manual_seed(3)
-    from napari_unet.core.model import UNet
-
     init = UNet(depth=2, base_channels=4, dropout=0.0).state_dict()
     moved = max(float((sd1[k] - init[k]).abs().max()) for k in init)
     assert moved > 1e-4
