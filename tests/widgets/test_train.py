@@ -17,24 +17,30 @@ pytestmark = pytest.mark.gui
 
 
 def _tiny(widget, steps):
+    """A tiny network that learns the easy synthetic cells in a few dozen steps."""
     form = widget.form
     form.depth.setValue(2)
     form.base.setValue(8)
     form.steps.setValue(steps)
     form.minutes.setValue(0)
+    form.lr.setValue(5e-3)
+    form.batch.setValue(2)
+    form.tile.setValue(0)  # auto: covers the whole small image
+    form.dropout.setValue(0.0)
+    form.augment.setChecked(False)
     form.device.setCurrentText("cpu")
     form.live.setChecked(False)
 
 
 def _viewer_with_cells(make_napari_viewer, shape=(96, 96), seed=0):
     viewer = make_napari_viewer()
-    image, truth = synthetic_cells(shape, radius=9, seed=seed)
+    image, truth = synthetic_cells(shape, radius=12, seed=seed)
     viewer.add_image(image, name="cells")
     return viewer, image, truth
 
 
 def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
-    viewer, _, truth = _viewer_with_cells(make_napari_viewer, (128, 128))
+    viewer, _, truth = _viewer_with_cells(make_napari_viewer, (96, 96))
     annotate = AnnotateWidget(viewer)
     labels = annotate.create_labels()
     labels.data = truth.astype(np.uint16)  # "painted" programmatically
@@ -49,13 +55,15 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
     train = TrainWidget(viewer)
     train.form.image_combo.set_layer(viewer.layers["cells"])
     train.form.labels_combo.set_layer(labels)
-    _tiny(train, 150)
+    _tiny(train, 60)
+    assert train.form.config().augment.elastic_sigma == 0 and train.form.config().lr == 5e-3
     train.form.live.setChecked(True)
     train._preview_timer.setInterval(500)
     worker = train.start_training()
     assert worker is not None
     qtbot.waitUntil(lambda: not train.is_training(), timeout=120000)
     assert train.plot.losses and train.plot.losses[-1] < train.plot.losses[0]
+    assert train.plot.metrics["iou"]  # the final validation reached the plot
     assert shared_models(viewer).model is not None
 
     predict = PredictWidget(viewer)
@@ -66,6 +74,8 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
     pred = viewer.layers["cells prediction"].data
     assert foreground_iou(pred > 0, truth > 0) > 0.8
     assert predict.last_scores["iou"] > 0.8
+    qtbot.waitUntil(lambda: not train.plot.is_rendering(), timeout=30000)
+    assert train.plot.renders > 0 and train.plot.pixmap() is not None
 
 
 def test_steps_run_off_the_gui_thread_and_second_start_is_refused(

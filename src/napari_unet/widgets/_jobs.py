@@ -6,9 +6,44 @@ them with ``napari.qt.threading.create_worker``.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import threading
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: niceness added to the worker threads that train or preview (Linux: per thread)
+BACKGROUND_NICE = 10
+
+
+def background_threads() -> int:
+    """Torch CPU threads for work beside the GUI: every usable core but one (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> bool:
+    """Lower the calling thread's CPU priority so that the GUI thread wins the cores (Linux).
+
+    Threads the caller starts later (torch's OpenMP team) inherit it. Returns whether it was
+    applied; elsewhere it is a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, max(current, nice)))
+        return True
+    except (AttributeError, OSError) as exc:  # pragma: no cover - platform dependent
+        logger.debug("could not lower the worker thread's priority: %s", exc)
+        return False
 
 
 def run_training(trainer, state: dict):
@@ -16,11 +51,22 @@ def run_training(trainer, state: dict):
 
     ``state["thread"]`` is the id of the thread the training steps ran on (tests check that it
     is not the GUI thread); ``state["done"]`` is a :class:`threading.Event` set when it ends.
+    On the CPU, torch uses one core fewer than it has (``state["threads"]``; the count before,
+    ``state.get("restore_threads")``, comes back at the end) and the thread runs at a lower
+    priority, so that the GUI thread always finds a core.
     """
+    import torch
+
     state["thread"] = threading.get_ident()
+    restore = state.get("restore_threads") or torch.get_num_threads()
     try:
+        if trainer.device.type == "cpu":
+            state["threads"] = background_threads()
+            torch.set_num_threads(state["threads"])
+        lower_thread_priority()
         yield from trainer.run()
     finally:
+        torch.set_num_threads(restore)
         state["done"].set()
 
 
@@ -29,6 +75,7 @@ def live_prediction(trainer, crop: np.ndarray, *, channel_axis=None):
     from napari_unet.core.postprocess import labels_from_probabilities
     from napari_unet.core.predict import predict_image
 
+    lower_thread_priority()
     model, metadata = trainer.snapshot()
     prob = predict_image(model, crop, metadata=metadata, channel_axis=channel_axis, device="cpu")
     return labels_from_probabilities(prob)
@@ -56,19 +103,47 @@ def augmentation_samples(image, labels, config, *, n: int = 8, seed: int = 0, si
     return out_image[:, 0].numpy().astype(np.float32), out_labels.numpy().astype(np.int32)
 
 
-def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_axis=None):
-    """Yield core prediction progress; the last event carries the probabilities in ``.result``."""
+def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_axis=None,
+                    threshold: float = 0.5, truth=None):
+    """Yield core prediction progress, then one :class:`PredictionResult` (all in the worker).
+
+    The labels (and, with ``truth``, the comparison and scores) are computed here too, so that
+    the GUI thread only shows layers.
+    """
+    from napari_unet.core.postprocess import labels_from_probabilities
     from napari_unet.core.predict import iter_predict_stack, iter_predict_tiled, normalizer
 
     if stack:
-        yield from iter_predict_stack(
+        events = iter_predict_stack(
             model, image, metadata=metadata, channel_axis=channel_axis, tta=tta
         )
+    else:
+        x = np.asarray(image, dtype=np.float32)
+        x = x[None] if channel_axis is None else np.moveaxis(x, channel_axis, 0)
+        chw = normalizer(metadata, channel_axis=0)(x)
+        events = iter_predict_tiled(model, chw, tta=tta)
+    prob = None
+    for event in events:
+        if event.result is not None:
+            prob = event.result
+        yield event
+    if prob is None:
         return
-    x = np.asarray(image, dtype=np.float32)
-    x = x[None] if channel_axis is None else np.moveaxis(x, channel_axis, 0)
-    chw = normalizer(metadata, channel_axis=0)(x)
-    yield from iter_predict_tiled(model, chw, tta=tta)
+    if stack:
+        labels = np.stack([labels_from_probabilities(p, threshold=threshold) for p in prob])
+    else:
+        labels = labels_from_probabilities(prob, threshold=threshold)
+    comparison = scores = None
+    if truth is not None:
+        comparison, scores = compare_instances(labels, truth)
+    yield PredictionResult(prob, labels, comparison, scores)
+
+
+class PredictionResult:
+    """What the Predict worker hands to the GUI: probabilities, labels, comparison, scores."""
+
+    def __init__(self, prob, labels, comparison=None, scores=None):
+        self.prob, self.labels, self.comparison, self.scores = prob, labels, comparison, scores
 
 
 def compare_instances(pred: np.ndarray, truth: np.ndarray, *, threshold: float = 0.5):

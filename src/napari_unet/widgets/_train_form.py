@@ -1,6 +1,6 @@
 """The settings form of the "Train U-Net" widget: layer pairs, network, budget, device, augmentation.
 
-Defaults come from ``TrainConfig.for_device`` for the device found and are explained in tooltips.
+Defaults come from :func:`gui_defaults` for the device found and are explained in tooltips.
 """
 
 from __future__ import annotations
@@ -24,10 +24,32 @@ from qtpy.QtWidgets import (
 from napari_unet.widgets._common import LayerCombo, current_plane, regions_mask
 
 
-def _spin(cls, lo, hi, value, tip, step=1):
-    box = cls(minimum=lo, maximum=hi, value=value, singleStep=step)
+def _spin(cls, lo, hi, value, tip, step=1, decimals=None):
+    box = cls(minimum=lo, maximum=hi, singleStep=step)
+    if decimals is not None:
+        box.setDecimals(decimals)
+    box.setValue(value)
     box.setToolTip(tip)
     return box
+
+
+def gui_defaults(device="auto"):
+    """The settings that Start uses untouched: a sensible model within a couple of minutes.
+
+    On a CPU: the recipe of ``napari-unet demo`` (depth 3, the device's narrow width, tile 156,
+    batch 2, AdamW 2e-3, no drop-out) for at most 1500 steps or 2 minutes. On a GPU: the paper's
+    network (depth 4, 64 base channels, drop-out 0.5) for 2000 steps or 5 minutes.
+
+    >>> gui_defaults("cpu").tile
+    156
+    """
+    from napari_unet.core.device import pick_device
+    from napari_unet.core.train import TrainConfig
+
+    if pick_device(device).type == "cpu":
+        return TrainConfig.for_device(device, depth=3, tile=156, batch_size=2, lr=2e-3,
+                                      dropout=0.0, steps=1500, time_limit=120.0)
+    return TrainConfig.for_device(device, depth=4, steps=2000, time_limit=300.0)
 
 
 class TrainForm(QWidget):
@@ -37,13 +59,14 @@ class TrainForm(QWidget):
         from napari.layers import Image, Labels
 
         from napari_unet.core.device import describe_devices, pick_device
-        from napari_unet.core.train import TrainConfig
+        from napari_unet.core.presets import get_preset
 
         super().__init__(parent)
         self.viewer = napari_viewer
-        defaults = TrainConfig.for_device(pick_device("auto"))
+        defaults = gui_defaults("auto")
         self.defaults = defaults
         why = f"Default chosen for the device found ({pick_device('auto')}): {{}}. "
+        preset = get_preset(defaults.preset)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.labels_combo = LayerCombo(napari_viewer, Labels)
         self.pairs = QListWidget()
@@ -64,12 +87,36 @@ class TrainForm(QWidget):
         self.steps = _spin(QSpinBox, 1, 1_000_000, defaults.steps, why.format(defaults.steps)
                            + "Training steps (one batch each).", 100)
         self.minutes = _spin(QDoubleSpinBox, 0.0, 10_000.0, (defaults.time_limit or 0) / 60,
-                             "Time budget in minutes; 0 = no limit (the steps decide).")
+                             why.format(f"{(defaults.time_limit or 0) / 60:g} min")
+                             + "Time budget in minutes; 0 = no limit (the steps decide). "
+                             "Training ends at whichever budget comes first.")
+        self.lr = _spin(QDoubleSpinBox, 1e-5, 1.0, defaults.lr or preset.lr,
+                        why.format(defaults.lr or preset.lr)
+                        + "Peak learning rate (adamw: warm-up then cosine decay). "
+                        "Lower it if the loss jumps or becomes NaN.", 1e-3, decimals=5)
+        self.batch = _spin(QSpinBox, 1, 64, defaults.batch_size or preset.batch_size,
+                           why.format(defaults.batch_size or preset.batch_size)
+                           + "Tiles per step.")
+        self.tile = _spin(QSpinBox, 0, 2048, defaults.tile or 0,
+                          why.format(defaults.tile or "auto")
+                          + "Network input side in pixels (0 = auto: the smallest valid tile "
+                          "covering the image, at most 572). Invalid sides are refused with the "
+                          "nearest valid one.", 4)
+        self.dropout = _spin(QDoubleSpinBox, 0.0, 0.9, defaults.dropout,
+                             why.format(defaults.dropout)
+                             + "Drop-out at the end of the contracting path (paper: 0.5); "
+                             "0 converges faster in short runs.", 0.1, decimals=2)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device.setToolTip(describe_devices())
         self.devices_label = QLabel(describe_devices().splitlines()[0])
         aug = defaults.augment
+        self.augment = QCheckBox("augmentation")
+        self.augment.setChecked(True)
+        self.augment.setToolTip(
+            "Random elastic deformation, rotation, flips, shifts and gray-value changes of every "
+            "sample (the paper's recipe; needed for few annotations). Off: faster convergence "
+            "on easy data, worse generalisation.")
         self.elastic = _spin(QDoubleSpinBox, 0.0, 50.0, aug.elastic_sigma,
                              "Elastic deformation: std (px) of the 3×3 grid displacements "
                              "(paper: 10); 0 = off.")
@@ -97,11 +144,23 @@ class TrainForm(QWidget):
         form.addRow("base channels", self.base)
         form.addRow("steps", self.steps)
         form.addRow("time (min)", self.minutes)
+        row = QHBoxLayout()
+        for label, w in (("lr", self.lr), ("batch", self.batch)):
+            row.addWidget(QLabel(label))
+            row.addWidget(w, 1)
+        form.addRow("optimiser", row)
+        row = QHBoxLayout()
+        for label, w in (("tile", self.tile), ("drop-out", self.dropout)):
+            row.addWidget(QLabel(label))
+            row.addWidget(w, 1)
+        form.addRow("network", row)
         form.addRow("device", self.device)
         form.addRow("", self.devices_label)
         form.addRow("elastic σ", self.elastic)
+        self.augment.toggled.connect(self._on_augment_toggled)
+        self.preset.currentTextChanged.connect(self._on_preset_changed)
         row = QHBoxLayout()
-        for w in (self.rotate, self.flip, self.preview_aug):
+        for w in (self.augment, self.rotate, self.flip, self.preview_aug):
             row.addWidget(w)
         form.addRow("augment", row)
         row = QHBoxLayout()
@@ -111,20 +170,36 @@ class TrainForm(QWidget):
         form.addRow(self.live)
 
     # ------------------------------------------------------------------ settings and data
-    def config(self):
+    def _on_preset_changed(self, name: str) -> None:
+        from napari_unet.core.presets import get_preset
+
+        same = name == self.defaults.preset and self.defaults.lr is not None
+        self.lr.setValue(self.defaults.lr if same else get_preset(name).lr)
+
+    def _on_augment_toggled(self, on: bool) -> None:
+        for w in (self.elastic, self.rotate, self.flip):
+            w.setEnabled(on)
+
+    def config(self, *, preview: bool = False):
+        """The TrainConfig of the form; ``preview`` keeps the augmentation on (for its preview)."""
         from napari_unet.core.augment import AugmentConfig
 
-        aug = dataclasses.replace(
-            self.defaults.augment if isinstance(self.defaults.augment, AugmentConfig)
-            else AugmentConfig(),
-            elastic_sigma=float(self.elastic.value()), rotate=self.rotate.isChecked(),
-            flip=self.flip.isChecked(),
-        )
+        if self.augment.isChecked() or preview:
+            aug = dataclasses.replace(
+                self.defaults.augment if isinstance(self.defaults.augment, AugmentConfig)
+                else AugmentConfig(),
+                elastic_sigma=float(self.elastic.value()), rotate=self.rotate.isChecked(),
+                flip=self.flip.isChecked(),
+            )
+        else:
+            aug = AugmentConfig.none()
         minutes = float(self.minutes.value())
         return dataclasses.replace(
             self.defaults, preset=self.preset.currentText(), depth=int(self.depth.value()),
             base_channels=int(self.base.value()), steps=int(self.steps.value()),
             time_limit=minutes * 60 if minutes > 0 else None,
+            lr=float(self.lr.value()), batch_size=int(self.batch.value()),
+            tile=int(self.tile.value()) or None, dropout=float(self.dropout.value()),
             device=self.device.currentText(), augment=aug,
         )
 

@@ -162,9 +162,11 @@ class PredictWidget(QWidget):
         else:
             data, index = current_plane(layer, self.viewer)
         self._target = (layer, index, stack)
+        truth = self._truth(data.shape[:-1] if layer.rgb else data.shape, index)
         worker = create_worker(
             _jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
-            channel_axis=channel_axis, _start_thread=False,
+            channel_axis=channel_axis, threshold=float(self.threshold.value()), truth=truth,
+            _start_thread=False,
         )
         worker.yielded.connect(self._on_progress)
         worker.errored.connect(lambda exc: show_error(error_message(exc)))
@@ -182,27 +184,23 @@ class PredictWidget(QWidget):
             show_info("Prediction cancelled.")
 
     def _on_progress(self, event):
+        if isinstance(event, _jobs.PredictionResult):
+            self._show(event)
+            return
         total = max(int(event.total) * int(getattr(event, "planes", 1) or 1), 1)
         done = int(event.done) + int(getattr(event, "plane", 0) or 0) * int(event.total)
         self.progress.setMaximum(total)
         self.progress.setValue(min(done, total))
-        if event.result is not None:
-            self._show(event.result)
 
     def _on_finished(self):
         self.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-    def _show(self, prob):
-        from napari_unet.core.postprocess import labels_from_probabilities
-
-        layer, index, stack = self._target
-        options = dict(threshold=float(self.threshold.value()))
-        if stack:
-            labels = np.stack([labels_from_probabilities(p, **options) for p in prob])
-        else:
-            labels = labels_from_probabilities(prob, **options)
+    def _show(self, result):
+        """Show a finished prediction (labels, probabilities, comparison) as layers."""
+        layer, _, stack = self._target
+        prob, labels = result.prob, result.labels
         ndim = labels.ndim
         geometry = dict(scale=layer.scale[-ndim:], translate=layer.translate[-ndim:])
         self.labels_layer = upsert_layer(
@@ -214,32 +212,34 @@ class PredictWidget(QWidget):
             upsert_layer(self.viewer, cell.astype(np.float32), f"{layer.name} probability",
                          "image", colormap="viridis", contrast_limits=[0.0, 1.0],
                          blending="additive", opacity=0.6, **geometry)
-        self.compare(labels, index)
+        self._show_comparison(result.comparison, result.scores, geometry)
 
     def _apply_contours(self, *_):
         if self.labels_layer is not None:
             self.labels_layer.contour = 2 if self.contours.isChecked() else 0
 
-    def compare(self, labels, index=()):
-        """Comparison layer and scores against the annotated cells chosen in 'compare with'."""
+    def _truth(self, shape, index=()):
+        """The annotated cells chosen in 'compare with' at the predicted plane(s), or None."""
         truth_layer = self.compare_combo.layer()
         if truth_layer is None:
-            self.scores.setText("")
             return None
         truth = np.asarray(truth_layer.data)
-        if index and truth.ndim > labels.ndim:
+        if index and truth.ndim > len(shape):
             truth = truth[index]
-        if truth.shape != labels.shape:
+        if truth.shape != tuple(shape):
             raise ValueError(
                 f"compare with: '{truth_layer.name}' has shape {truth.shape}, the prediction "
-                f"{labels.shape}; choose the annotations of the predicted image"
+                f"{tuple(shape)}; choose the annotations of the predicted image or '(none)'"
             )
-        comparison, scores = _jobs.compare_instances(labels, truth)
-        layer = self._target[0]
+        return truth
+
+    def _show_comparison(self, comparison, scores, geometry):
+        if comparison is None:
+            self.scores.setText("")
+            return None
         upsert_layer(
             self.viewer, comparison, "comparison (matched/missed/extra)", "labels",
-            colormap=COMPARE_COLORS, opacity=0.7,
-            scale=layer.scale[-labels.ndim :], translate=layer.translate[-labels.ndim :],
+            colormap=COMPARE_COLORS, opacity=0.7, **geometry,
         )
         self.last_scores = scores
         self.scores.setText(

@@ -88,6 +88,7 @@ class TrainWidget(QWidget):
 
     def start_training(self):
         """Start training in a worker thread; returns the worker (None if refused)."""
+        import torch
         from napari.qt.threading import create_worker
 
         from napari_unet.core.train import Trainer
@@ -95,11 +96,13 @@ class TrainWidget(QWidget):
         if self.is_training():
             show_info("Training is already running: Pause, Stop, or wait for it to finish.")
             return None
-        trainer = Trainer(self.form.training_pairs(), self.form.config(), init_model=self.form.init_model)
-        self._state = {"done": threading.Event(), "thread": None}
+        threads = torch.get_num_threads()  # the Trainer sets all cores; the worker uses one less
+        trainer = Trainer(self.form.training_pairs(), self.form.config(),
+                          init_model=self.form.init_model)
+        self._state = {"done": threading.Event(), "thread": None, "restore_threads": threads}
         worker = create_worker(_jobs.run_training, trainer, self._state, _start_thread=False)
         worker.yielded.connect(self._on_event)
-        worker.errored.connect(lambda exc: show_error(error_message(exc)))
+        worker.errored.connect(_report)
         worker.finished.connect(self._on_finished)
         self.trainer, self.worker = trainer, worker
         self.plot.clear()
@@ -198,17 +201,21 @@ class TrainWidget(QWidget):
             channel_axis=-1 if image_layer.rgb else None, _start_thread=False,
         )
         offset = np.asarray(image_layer.translate[-2:]) + np.array([r0, c0]) * image_layer.scale[-2:]
-
-        def show(labels):
-            upsert_layer(self.viewer, labels, PREVIEW_LAYER, "labels", opacity=0.4,
-                         translate=offset, scale=image_layer.scale[-2:])
-
-        worker.returned.connect(show)
-        worker.errored.connect(lambda exc: show_error(error_message(exc)))
-        worker.finished.connect(lambda: setattr(self, "_preview_worker", None))
+        self._preview_geometry = dict(translate=offset, scale=image_layer.scale[-2:])
+        # bound methods, not closures: a finished worker must not keep the widget (and viewer) alive
+        worker.returned.connect(self._show_preview)
+        worker.errored.connect(_report)
+        worker.finished.connect(self._on_preview_finished)
         self._preview_worker = worker
         worker.start()
         return worker
+
+    def _show_preview(self, labels):
+        upsert_layer(self.viewer, labels, PREVIEW_LAYER, "labels", opacity=0.4,
+                     **self._preview_geometry)
+
+    def _on_preview_finished(self):
+        self._preview_worker = None
 
     def preview_augmentation(self):
         """Add 8 augmented samples of the first pair as image + labels stack layers (a worker)."""
@@ -217,23 +224,26 @@ class TrainWidget(QWidget):
         pair = self.form.training_pairs()[0]
         image = pair.image if pair.channel_axis is None else np.mean(pair.image, axis=-1)
         worker = create_worker(_jobs.augmentation_samples, image, pair.labels,
-                               self.form.config().augment, _start_thread=False)
+                               self.form.config(preview=True).augment, _start_thread=False)
 
-        def show(result):
-            images, labels = result
-            upsert_layer(self.viewer, images, AUGMENT_LAYER, "image")
-            upsert_layer(self.viewer, labels, AUGMENT_LAYER + " labels", "labels", opacity=0.4)
-
-        worker.returned.connect(show)
-        worker.errored.connect(lambda exc: show_error(error_message(exc)))
+        worker.returned.connect(self._show_augmentation)
+        worker.errored.connect(_report)
         worker.start()
         return worker
 
+    def _show_augmentation(self, result):
+        images, labels = result
+        upsert_layer(self.viewer, images, AUGMENT_LAYER, "image")
+        upsert_layer(self.viewer, labels, AUGMENT_LAYER + " labels", "labels", opacity=0.4)
+
     # ------------------------------------------------------------------ files
     def save_model(self, path) -> Path:
+        self._check_trained()
+        return Path(self.trainer.save(path))
+
+    def _check_trained(self) -> None:
         if self.trainer is None:
             raise ValueError("Save model: nothing trained yet; press Start first")
-        return Path(self.trainer.save(path))
 
     # ------------------------------------------------------------------ slots and closing
     @guarded
@@ -260,6 +270,7 @@ class TrainWidget(QWidget):
 
     @guarded
     def _on_save(self, *_):
+        self._check_trained()  # before the file dialog
         path, _ = QFileDialog.getSaveFileName(self, "Save model", "unet.safetensors",
                                               "Model (*.safetensors)")
         if path:
@@ -282,3 +293,8 @@ class TrainWidget(QWidget):
     def closeEvent(self, event):
         self.stop_training(wait=True)
         super().closeEvent(event)
+
+
+def _report(exc: BaseException) -> None:
+    """A worker's exception as a napari error notification."""
+    show_error(error_message(exc))
