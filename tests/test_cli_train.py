@@ -94,3 +94,12 @@ def test_demo_writes_model_labels_and_overlay(tmp_path, capsys):
     assert overlay.shape == (256, 256, 3)
     assert read_metadata(tmp_path / "model.safetensors")["training"]["step"] == 2
     assert tifffile.imread(tmp_path / "labels_pred.tif").shape == (256, 256)
+
+
+def test_demo_gui_without_a_display_is_one_clear_line(monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert main(["demo", "--gui"]) == 2
+    line = error_line(capsys)
+    assert "no display" in line and "xvfb-run" in line

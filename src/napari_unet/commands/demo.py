@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--steps", type=int, default=1500, help="step budget (whichever ends first)")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--seed", type=int, default=0, help="random seed")
+    a("--gui", action="store_true",
+      help="open napari with the sample data (--data) and the four widgets docked instead")
 
 
 def _data(kind: str, seed: int):
@@ -57,7 +59,39 @@ def _overlay(image, pred, true):
     return rgb
 
 
+def _display_problem() -> str | None:
+    """Why no window can open here (a one-line message), or None if a display looks available."""
+    import os
+
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        return ("demo --gui: no display found (DISPLAY/WAYLAND_DISPLAY unset); run it on a desktop, "
+                "with ssh -X, or under xvfb-run; without a screen use plain 'napari-unet demo'")
+    return None
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """Open napari with the sample data and the four widgets docked; blocks until closed."""
+    from napari_unet.cli import CLIError
+
+    problem = _display_problem()
+    if problem:
+        raise CLIError(problem)
+    try:
+        from napari_unet.widgets import launch_demo_viewer
+    except ImportError as exc:
+        raise CLIError(f"demo --gui: napari is not installed ({exc}); pip install "
+                       "'napari[pyqt6]'") from exc
+    sample = {"synthetic": "touching_cells", "nuclei": "nuclei"}[args.data]
+    launch_demo_viewer(sample=sample, show=True, run=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "gui", False):
+        return run_gui(args)
     import numpy as np
 
     from napari_unet.commands._files import write_image

@@ -281,7 +281,7 @@ class TrainWidget(QWidget):
         self.preview_augmentation()
 
     def eventFilter(self, obj, event):
-        if obj is self._main_window and event.type() == QEvent.Type.Close:
+        if obj is getattr(self, "_main_window", None) and event.type() == QEvent.Type.Close:
             self.stop_training(wait=True)
         return False
 

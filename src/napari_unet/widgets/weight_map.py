@@ -131,6 +131,8 @@ class WeightMapWidget(QWidget):
         self.compute()
 
     def _start(self):
+        if self.labels_combo.layer() is None:  # removed meanwhile: nothing to recompute
+            return
         try:
             self.compute()
         except Exception as exc:  # from a timer: report, never raise into Qt
