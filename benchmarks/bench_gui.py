@@ -66,7 +66,7 @@ def main() -> int:
     cfg = widget.trainer.config
     print(f"GUI defaults except steps: depth {cfg.depth}, base {cfg.base_channels}, tile "
           f"{widget.trainer.tile}, batch {widget.trainer.batch_size}; torch threads in the "
-          f"worker {widget._state.get('threads')} of {os.cpu_count()} cores; "
+          f"worker {widget.trainer.config.threads} of {os.cpu_count()} cores; "
           f"{widget.plot.renders} plot renders")
     print(f"load average (1 min) {load0:.1f} before, {load1:.1f} after")
     for label, (worst, p99, over) in (("idle before", idle), (

@@ -88,6 +88,8 @@ class TrainConfig:
     validate_every: int = 100
     val_fraction: float = 0.1
     device: str = "auto"
+    #: torch CPU threads while :meth:`Trainer.run` trains (restored afterwards); None: all cores
+    threads: int | None = None
     seed: int = 0
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int | None = None
@@ -164,8 +166,6 @@ class Trainer:
         self.world_size, self.rank = ddp.get_world_size(), ddp.get_rank()
         #: rank 0 (or the only process): validates, writes checkpoints, reports progress
         self.is_main = self.rank == 0
-        if self.device.type == "cpu":
-            configure_cpu_threads()
         self.preset = get_preset(config.preset)
         self.lr = float(config.lr if config.lr is not None else self.preset.lr)
         self.batch_size = int(config.batch_size or self.preset.batch_size)
@@ -356,6 +356,9 @@ class Trainer:
                     f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         rate, last = 0.0, None
+        threads_before = torch.get_num_threads()
+        if self.device.type == "cpu":
+            configure_cpu_threads(cfg.threads)
         try:
             while True:
                 # under torchrun only rank 0's requests count; the others wait in the broadcast
@@ -401,6 +404,8 @@ class Trainer:
             path = self.save_checkpoint()
             logger.error("training failed at step %d; %s", self.step, self._saved(path))
             raise
+        finally:
+            torch.set_num_threads(threads_before)
 
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
         metrics = validate(self.model, prepared, regions, tile=self.tile, device=self.device,

@@ -51,22 +51,14 @@ def run_training(trainer, state: dict):
 
     ``state["thread"]`` is the id of the thread the training steps ran on (tests check that it
     is not the GUI thread); ``state["done"]`` is a :class:`threading.Event` set when it ends.
-    On the CPU, torch uses one core fewer than it has (``state["threads"]``; the count before,
-    ``state.get("restore_threads")``, comes back at the end) and the thread runs at a lower
-    priority, so that the GUI thread always finds a core.
+    The thread runs at a lower priority, so that the GUI thread always finds a core (the torch
+    thread count while training is the trainer's ``config.threads``).
     """
-    import torch
-
     state["thread"] = threading.get_ident()
-    restore = state.get("restore_threads") or torch.get_num_threads()
     try:
-        if trainer.device.type == "cpu":
-            state["threads"] = background_threads()
-            torch.set_num_threads(state["threads"])
         lower_thread_priority()
         yield from trainer.run()
     finally:
-        torch.set_num_threads(restore)
         state["done"].set()
 
 

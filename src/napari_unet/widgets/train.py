@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -88,7 +89,6 @@ class TrainWidget(QWidget):
 
     def start_training(self):
         """Start training in a worker thread; returns the worker (None if refused)."""
-        import torch
         from napari.qt.threading import create_worker
 
         from napari_unet.core.train import Trainer
@@ -96,10 +96,10 @@ class TrainWidget(QWidget):
         if self.is_training():
             show_info("Training is already running: Pause, Stop, or wait for it to finish.")
             return None
-        threads = torch.get_num_threads()  # the Trainer sets all cores; the worker uses one less
-        trainer = Trainer(self.form.training_pairs(), self.form.config(),
-                          init_model=self.form.init_model)
-        self._state = {"done": threading.Event(), "thread": None, "restore_threads": threads}
+        # on the CPU the training thread leaves one core to the GUI
+        config = dataclasses.replace(self.form.config(), threads=_jobs.background_threads())
+        trainer = Trainer(self.form.training_pairs(), config, init_model=self.form.init_model)
+        self._state = {"done": threading.Event(), "thread": None}
         worker = create_worker(_jobs.run_training, trainer, self._state, _start_thread=False)
         worker.yielded.connect(self._on_event)
         worker.errored.connect(_report)
