@@ -6,6 +6,10 @@ the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoi
 (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
 Ctrl-C stops at the next step and saves the model.
 
+``--run DIR`` trains from a run folder (:mod:`napari_unet.core.runs`, e.g. one written by the
+Train widget) as written: its data files, settings, seed and parent model; checkpoints, the
+metrics history (``metrics.jsonl``), the status and ``model.safetensors`` go into it.
+
 Several processes (one per GPU, or CPU processes with gloo)::
 
     torchrun --nproc_per_node=4 -m napari_unet train --images ... --batch-size 8 ...
@@ -22,16 +26,19 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands import _run_folder
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--images", nargs="+", required=True, help="image files or folders (TIFF/PNG)")
-    a("--labels", nargs="+", required=True, help="label files or folders, one per image")
+    a("--images", nargs="+", help="image files or folders (TIFF/PNG); required without --run")
+    a("--labels", nargs="+", help="label files or folders, one per image; required without --run")
     a("--annotated", nargs="+", help="masks of the annotated pixels (non-zero), one per image")
-    a("--out", type=Path, required=True, help="model file to write (.safetensors)")
+    a("--out", type=Path,
+      help="model file to write (.safetensors); required without --run (default RUN/model.safetensors)")
+    a("--run", type=Path, help="train from this run folder as written (data, settings, parent)")
     a("--steps", type=int, help="step budget (default 1000 unless --time-limit is given)")
     a("--time-limit", type=float, help="training time budget in seconds")
     a("--preset", default="adamw", choices=("adamw", "paper"),
@@ -121,17 +128,25 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
     from napari_unet.core.data import TrainingPair
     from napari_unet.core.train import Trainer
 
+    if args.run is not None:
+        _run_folder.check_args(args)
+    elif args.images is None or args.labels is None or args.out is None:
+        raise CLIError("--images, --labels and --out are required (or give --run DIR)")
     if args.out.suffix != ".safetensors":
         raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
     if args.resume is not None and not args.resume.exists():
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
-    config = build_config(args)
-    rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray)
-    pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
-             for r in rows]
-    trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
+    if args.run is not None:
+        trainer = _run_folder.make_trainer(args)
+        config, pairs = trainer.config, trainer.pairs
+    else:
+        config = build_config(args)
+        rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray)
+        pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
+                 for r in rows]
+        trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
     world = trainer.world_size
     if main:
         print(
@@ -152,6 +167,8 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
     last_val = None
     status = "done"
     events = trainer.run()
+    if args.run is not None and main:
+        events = _run_folder.recorded(args.run, events)
     try:
         for event in events:
             if event.kind == "step":
