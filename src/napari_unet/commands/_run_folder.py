@@ -14,8 +14,10 @@ def check_args(args: argparse.Namespace) -> None:
             f"--run: {str(args.run)!r} is not a run folder (no run.json); expected a folder "
             "written by the Train widget or napari_unet.core.runs.write_run"
         )
-    clash = [name for name in ("images", "labels", "annotated", "init", "resume")
+    clash = [name for name in ("images", "labels", "annotated", "background", "init", "resume")
              if getattr(args, name, None) is not None]
+    if getattr(args, "sparse", False):  # the run records the rule of each pair
+        clash.append("sparse")
     if clash:
         raise CLIError(
             "--run: the run folder holds its own data and parent model; drop "
