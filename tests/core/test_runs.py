@@ -150,3 +150,21 @@ def test_importing_runs_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ})
     assert out.stdout.strip() == "False"
+
+
+def test_background_mask_and_sparse_flag_round_trip(tmp_path):
+    import dataclasses
+
+    if "background" not in {f.name for f in dataclasses.fields(TrainingPair)}:
+        pytest.skip("TrainingPair has no background/sparse fields yet (issue 11 part A)")
+    image, labels = synthetic_cells((32, 32), radius=5, seed=1)
+    background = np.zeros(labels.shape, bool)
+    background[:4] = True
+    pair = TrainingPair(image, labels, background=background, sparse=True)
+    run = runs.new_run_dir(tmp_path)
+    record = runs.write_run(run, [pair, TrainingPair(image, labels)], settings={}, seed=0)
+    assert record["data"][0]["background"] == "data/000_pair0_background.tif"
+    assert record["data"][1]["background"] is None
+    back, _, _ = runs.read_run(run)
+    np.testing.assert_array_equal(back[0].background, background)
+    assert back[0].sparse is True and back[1].sparse is False
