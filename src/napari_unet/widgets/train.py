@@ -185,18 +185,19 @@ class TrainWidget(QWidget):
             return
         self.trainer.request_stop()
         self.trainer.request_resume()  # a paused trainer must wake up to see the stop
-        if wait and "done" in self._state:
-            self._state["done"].wait(timeout)
-            self._publish()
+        if wait and "done" in self._state and self._state["done"].wait(timeout):
+            self._publish()  # only once it has stopped: never a copy taken during a step
 
     def _publish(self):
         """Once the training has ended: write the run's model.safetensors and publish it."""
         if self.trainer is None or self._finished_run == self.run_dir:
             return
+        from napari_unet.core.io import save_model
+
         model, metadata = self.trainer.snapshot()
         path = None
         if self.run_dir is not None:
-            path = self.trainer.save(self.run_dir / "model.safetensors")
+            path = save_model(model, self.run_dir / "model.safetensors", **metadata)
             self._finished_run = self.run_dir
             self.runs.current.setText(f"current model: {path}")
         self.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
