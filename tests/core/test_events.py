@@ -61,6 +61,10 @@ def test_errors_are_classified_with_a_fix():
     assert "--tile 286" in fix and "--batch-size 2" in fix and "--base-channels 32" in fix
     assert "--depth 4" in fix
     assert ev.classify_error(ValueError("--tile: expected"))[0] == "bad_input"
+    refused = ValueError("memory: training a U-Net ... needs about 9 GiB, but cpu has 2 GiB "
+                         "available; use a batch of 1 or use a tile of 188 px")
+    assert ev.classify_error(refused) == ("out_of_memory", "use a batch of 1 or use a tile of "
+                                                           "188 px")
     assert ev.classify_error(KeyError("x"))[0] == "internal"
     crash = ev.crash_event(1, "INFO x\nTraceback\nRuntimeError: CUDA out of memory\n")
     assert crash["error"] == "out_of_memory" and "CUDA out of memory" in crash["message"]
@@ -92,6 +96,7 @@ def test_events_file_has_every_event_and_ends_with_done(data, tmp_path):
     assert started["protocol"] == ev.PROTOCOL and started["device"] == "cpu"
     assert started["settings"]["tile"] == 60 and started["architecture"]["depth"] == 2
     assert done["model"] == str(tmp_path / "m.safetensors") and done["step"] == 4
+    assert os.path.isabs(started["checkpoint_dir"])
     assert set(done["metrics"]) >= {"iou", "rand_error"}
     ckpts = [e for e in events if e["kind"] == "checkpoint"]
     assert ckpts and all(e["path"].endswith("last.safetensors") for e in ckpts)

@@ -14,6 +14,7 @@ session and follow rank 0's decisions through the trainer's broadcast.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -153,7 +154,7 @@ class TrainSession:
         self._want_ckpt = False
         path = self.trainer.save_checkpoint() if self.trainer is not None else None
         if path is not None:
-            self.emit(ev.make_event("checkpoint", step=self._step(), path=path,
+            self.emit(ev.make_event("checkpoint", step=self._step(), path=_abs(path),
                                     requested=requested))
 
     # -- the run ---------------------------------------------------------------------------------
@@ -169,8 +170,9 @@ class TrainSession:
                 "started", protocol=ev.PROTOCOL, step=trainer.step, total_steps=cfg.steps,
                 time_limit=cfg.time_limit, device=str(trainer.device),
                 world_size=trainer.world_size, settings=self.settings, architecture=arch,
-                out_tile=trainer.out_tile, images=len(trainer.pairs), model=model,
-                checkpoint_dir=cfg.checkpoint_dir, **ev.environment_summary(), **extra))
+                out_tile=trainer.out_tile, images=len(trainer.pairs), model=_abs(model),
+                checkpoint_dir=_abs(cfg.checkpoint_dir), cwd=os.getcwd(),
+                **ev.environment_summary(), **extra))
             self.trainer = trainer
             if self.stop_reason is not None:
                 trainer.request_stop()
@@ -198,11 +200,12 @@ class TrainSession:
                             self.emit(ev.make_event("resumed", step=self._step()))
                         if self._want_ckpt:
                             self._write_checkpoint(requested=True)
-                    elif event.kind == "checkpoint" and self._want_ckpt:
-                        self._want_ckpt = False
-                        self.emit(ev.event_dict(event, requested=True))
+                    elif event.kind == "checkpoint":
+                        requested, self._want_ckpt = self._want_ckpt, False
+                        self.emit(ev.event_dict(event, path=_abs(event.message),
+                                                requested=requested))
                     else:
-                        self.emit(ev.event_dict(event))
+                        self.emit(_absolute_best(ev.event_dict(event)))
                         if self._want_ckpt:  # a step boundary: the generator is suspended
                             self._write_checkpoint(requested=True)
                 yield event
@@ -213,7 +216,7 @@ class TrainSession:
                metrics: dict | None = None) -> None:
         """The terminal event: ``done``, or ``stopped`` (also for ``interrupted``)."""
         final = self._final
-        fields: dict[str, Any] = {"model": model, "metrics": metrics}
+        fields: dict[str, Any] = {"model": _abs(model), "metrics": metrics}
         if self.trainer is not None:
             t = self.trainer
             fields.update(step=t.step, total_steps=t.config.steps, elapsed_s=round(t.elapsed, 3),
@@ -246,7 +249,7 @@ class TrainSession:
     def _last_checkpoint(self) -> str | None:
         d = getattr(self.trainer.config, "checkpoint_dir", None)
         path = None if d is None else Path(d) / "last.safetensors"
-        return str(path) if path is not None and path.is_file() else None
+        return _abs(path) if path is not None and path.is_file() else None
 
     def close(self) -> None:
         """End the stream: a terminal event is written if none was (the last line always is)."""
@@ -260,3 +263,14 @@ class TrainSession:
         if self._stream is not None and self.events != "-":
             self._stream.close()
         self._stream = None
+
+
+def _abs(path) -> str | None:
+    """Paths in events are absolute: the reader's working directory may differ."""
+    return None if path is None or path == "" else str(Path(path).absolute())
+
+
+def _absolute_best(event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("best"):
+        event["best"] = _abs(event["best"])
+    return event

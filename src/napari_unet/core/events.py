@@ -158,7 +158,8 @@ def classify_error(exc: BaseException, *, settings: Mapping[str, Any] | None = N
     """``(kind, fix)`` for an exception that ended a training.
 
     Kinds: ``out_of_memory`` (the fix names a smaller tile, batch or width for ``settings``),
-    ``diverged`` (non-finite loss), ``bad_input`` (ValueError, OSError, a command-line error),
+    (also the refusal of the memory estimate before allocation, a ValueError starting with
+    ``memory:``), ``diverged`` (non-finite loss), ``bad_input`` (ValueError, OSError, a command-line error),
     ``interrupted`` (KeyboardInterrupt) and ``internal`` (anything else: a bug).
 
     >>> classify_error(MemoryError(), settings={"tile": 572, "batch_size": 4})[0]
@@ -171,6 +172,11 @@ def classify_error(exc: BaseException, *, settings: Mapping[str, Any] | None = N
     text = f"{type(exc).__name__}: {exc}".lower()
     if isinstance(exc, MemoryError) or any(m in text for m in _OOM_MARKERS):
         return "out_of_memory", _smaller(settings)
+    if isinstance(exc, ValueError) and str(exc).startswith("memory:"):
+        # the estimate before allocation (core/memory.check_memory) refused; its message
+        # names settings that fit
+        hint = str(exc).rpartition("; ")[2]
+        return "out_of_memory", hint if hint != str(exc) else _smaller(settings)
     if isinstance(exc, FloatingPointError):
         return "diverged", "lower the learning rate (--lr) or check the images"
     if isinstance(exc, KeyboardInterrupt):
