@@ -93,7 +93,7 @@ class TrainSession:
             except (BrokenPipeError, ValueError):  # the reader is gone: stop training
                 self._stream = None
                 logger.warning("events: the reading process is gone; stopping")
-                self._stop("output closed")
+                self.request_stop("output closed")
 
     # -- control ---------------------------------------------------------------------------------
     def _read_control(self, stream) -> None:
@@ -106,13 +106,13 @@ class TrainSession:
             logger.warning("control: stdin failed (%s); stopping", err)
         else:
             logger.info("control: end of input (the parent is gone); stopping")
-        self._stop("end of input")
+        self.request_stop("end of input")
 
     def command(self, cmd: str) -> None:
         """Act on one control line (thread-safe)."""
         with self._lock:
             if cmd == "stop":
-                self._stop("requested")
+                self.request_stop("requested")
             elif cmd == "pause":
                 self._want_pause = True
                 if self.trainer is not None:
@@ -128,7 +128,8 @@ class TrainSession:
                 logger.warning("control: unknown command %r (expected one of %s)", cmd,
                                ", ".join(COMMANDS))
 
-    def _stop(self, reason: str) -> None:
+    def request_stop(self, reason: str) -> None:
+        """Stop at the next step, e.g. from a signal handler; ``reason`` goes to ``stopped``."""
         with self._lock:
             if self.stop_reason is None:
                 self.stop_reason = reason
