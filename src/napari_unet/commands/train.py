@@ -4,7 +4,9 @@ Images and labels are folders or lists of files, paired by name (or by order whe
 differ). Labels are instance ids or binary masks (e.g. 255 = cell); ``--annotated`` masks limit
 the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
 (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
-Ctrl-C stops at the next step and saves the model.
+Ctrl-C stops at the next step and saves the model. ``--events -`` reports every event as a
+JSON line on stdout and ``--control -`` takes pause/resume/stop/checkpoint lines on stdin
+(docs/training-events.md): how napari's Train widget drives a training in a child process.
 
 ``--run DIR`` trains from a run folder (:mod:`napari_unet.core.runs`, e.g. one written by the
 Train widget) as written: its data files, settings, seed and parent model; checkpoints, the
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from napari_unet.cli import CLIError
 from napari_unet.commands import _run_folder
+from napari_unet.commands._session import TrainSession
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--checkpoint-dir", type=Path, help="folder for last/best checkpoints")
     a("--resume", type=Path, help="checkpoint (file or folder) of a run to continue")
     a("--init", type=Path, help="model file to fine-tune from")
+    a("--events", metavar="-|FILE",
+      help="write one JSON object per line per training event to stdout (-) or FILE; the "
+           "last line is always done, stopped or error (docs/training-events.md)")
+    a("--control", metavar="-", choices=("-",),
+      help="read pause, resume, stop, checkpoint lines from stdin; end of input stops")
 
 
 def build_config(args: argparse.Namespace):
@@ -114,13 +122,18 @@ def run(args: argparse.Namespace) -> int:
         _check_global_batch(args, env.world_size)
         if env.rank != 0:  # only rank 0 reports
             logging.getLogger().setLevel(logging.WARNING)
+    session = TrainSession.from_args(args, active=env.rank == 0)
     try:
-        return _run(args, main=env.rank == 0)
+        return _run(args, main=env.rank == 0, session=session)
+    except BaseException as err:
+        session.fail(err)
+        raise
     finally:
+        session.close()
         ddp.cleanup()
 
 
-def _run(args: argparse.Namespace, *, main: bool) -> int:
+def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from tqdm import tqdm
 
     from napari_unet.commands._files import read_pairs
@@ -138,6 +151,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
+    session.fallback_settings(args)
     if args.run is not None:
         trainer = _run_folder.make_trainer(args)
         config, pairs = trainer.config, trainer.pairs
@@ -148,6 +162,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
                  for r in rows]
         trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
     world = trainer.world_size
+    session.started(trainer, model=args.out)
     if main:
         print(
             f"training on {trainer.device}"
@@ -166,7 +181,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
                dynamic_ncols=True, disable=None if main else True)
     last_val = None
     status = "done"
-    events = trainer.run()
+    events = session.drive(trainer)
     if args.run is not None and main:
         events = _run_folder.recorded(args.run, events)
     try:
@@ -201,4 +216,5 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
     print(msg)
     if config.checkpoint_dir is not None:
         print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
+    session.finish(status, model=path, metrics=last_val)
     return 130 if status == "interrupted" else 0

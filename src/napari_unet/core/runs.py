@@ -314,12 +314,17 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def event_record(event) -> dict:
-    """A training event (a TrainEvent or a dict) as the JSON object stored in metrics.jsonl.
+    """A training event (a TrainEvent or a dict) as the JSON object stored in metrics.jsonl:
+    the same object as a line of ``napari-unet train --events`` (:mod:`napari_unet.core.events`).
 
     >>> event_record({"kind": "step", "step": 1, "loss": 0.5})["kind"]
     'step'
     """
-    d = dict(event) if isinstance(event, dict) else dataclasses.asdict(event)
+    from napari_unet.core.events import event_dict
+
+    if not isinstance(event, dict):
+        return event_dict(event)  # the JSON-lines protocol's object (docs/training-events.md)
+    d = dict(event)
     d.setdefault("time", round(_dt.datetime.now(_dt.timezone.utc).timestamp(), 3))
     return d
 
