@@ -165,8 +165,9 @@ def test_spacing_derives_pool_and_is_stored_as_pool():
         UNet(depth=1, ndim=3, pool=((1, 2, 2),), spacing=(1, 1, 1))
     with pytest.raises(ValueError, match="spacing"):
         UNet(depth=1, ndim=3, spacing=(2.0, 1.0))
-    with pytest.raises(ValueError, match="margins"):
+    with pytest.raises(AttributeError, match="margins"):
         _ = net.margin
+    assert not hasattr(net, "margin")  # an AttributeError: torch's attribute scans go on
     assert net.margins == (16, 44, 44)  # 2·P + offset: z (1, 1, 2) → 4 + 12, xy → 16 + 28
 
 
@@ -284,3 +285,19 @@ def test_3d_model_file_round_trip(tmp_path):
     assert meta["architecture"] == net.config and loaded.pool_factors == net.pool_factors
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x))
+
+
+def test_anisotropic_3d_model_traces_and_exports(tmp_path):
+    from napari_unet.core.export import export_onnx, export_torchscript
+
+    net = UNet(depth=1, base_channels=2, ndim=3, norm="batch", pool=((1, 2, 2),)).eval()
+    x = np.random.default_rng(0).random((1, 1, *net.valid_input_shape((16, 20, 20))), np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(x)), 1).numpy()
+    traced = torch.jit.load(str(export_torchscript(net, tmp_path / "m.pt", example=x)))
+    np.testing.assert_allclose(traced(torch.from_numpy(x)).detach().numpy(), expected, atol=1e-5)
+    ort = pytest.importorskip("onnxruntime")
+    path = export_onnx(net, tmp_path / "m.onnx", example=x)
+    session = ort.InferenceSession(str(path))
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(out, expected, atol=1e-4)

@@ -512,14 +512,22 @@ class UNet(nn.Module):
 
     @property
     def margin(self) -> int:
-        """Pixels lost per side (0 for ``same``), the same along every axis; see ``margins``."""
+        """Pixels lost per side (0 for ``same``), the same along every axis; see ``margins``.
+
+        AttributeError (naming ``margins``) for anisotropic pooling, where it differs per axis.
+        """
         margins = set(self.margins)
         if len(margins) > 1:
-            raise ValueError(
+            raise AttributeError(
                 f"margin: this network pools anisotropically, so the margin differs per axis "
                 f"{self.margins}; use model.margins"
             )
         return margins.pop()
+
+    def __getattr__(self, name: str):
+        if name == "margin":  # re-raise margin's own message (nn.Module's would replace it)
+            return UNet.margin.fget(self)
+        return super().__getattr__(name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.ndim + 2 or x.shape[1] != self.in_channels:
