@@ -126,6 +126,11 @@ def anisotropic_pool(spacing: Sequence[float], depth: int = 4) -> tuple[tuple[in
     return tuple(levels)
 
 
+def _step_offset(factors: Sequence[int]) -> tuple[int, int]:
+    """``P = Π f`` and ``offset = 4·(1 + f_0 + f_0 f_1 + …)``: valid sides are ``P·m + offset``."""
+    return math.prod(factors), 4 * sum(math.prod(factors[:i]) for i in range(len(factors)))
+
+
 def _side_out(side: int, factors: Sequence[int], padding: str) -> int:
     """Output side for one input side, or -1 when the side is invalid."""
     if padding == "same":
@@ -146,14 +151,13 @@ def _side_out(side: int, factors: Sequence[int], padding: str) -> int:
 
 def _valid_sides_around(side: int, factors: Sequence[int], padding: str) -> tuple[int, int | None]:
     """Nearest valid input sides at or above ``side`` and strictly below it (None if none)."""
-    step = math.prod(factors)
+    step, offset = _step_offset(factors)
     if padding == "same":
         up = max(step, math.ceil(side / step) * step)
         down = up - step if up - step >= step else None
         if up == side:
             down = side - step if side - step >= step else None
         return up, down
-    offset = 4 * sum(math.prod(factors[:i]) for i in range(len(factors)))
     m_min = 4 + math.ceil((1 + offset) / step)  # smallest m with output >= 1
     m_up = max(m_min, math.ceil((side - offset) / step))
     up = step * m_up + offset
@@ -251,8 +255,7 @@ def valid_output_shape(
     for axis, (side, factors) in enumerate(zip(shape, per_axis, strict=True)):
         o = _side_out(side, factors, padding)
         if o < 1:
-            step = math.prod(factors)
-            offset = 4 * sum(math.prod(factors[:i]) for i in range(depth))
+            step, offset = _step_offset(factors)
             near = [s for s in _valid_sides_around(side, factors, padding)[::-1] if s is not None]
             smallest = _valid_sides_around(1, factors, padding)[0]
             rule = f"a multiple of {step}" if padding == "same" else f"{step}·m + {offset}"
