@@ -301,3 +301,18 @@ def test_anisotropic_3d_model_traces_and_exports(tmp_path):
     session = ort.InferenceSession(str(path))
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_3d_unet_channel_plan_at_every_depth(depth, ndim):
+    net = UNet(2, 3, depth=depth, base_channels=2, ndim=ndim, scheme="3d-unet", dropout=0).eval()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    widths = [m.out_channels for m in net.down.modules() if isinstance(m, torch.nn.Conv2d
+                                                                       | torch.nn.Conv3d)]
+    assert widths == [w for i in range(depth) for w in (2 * 2**i, 2 * 2 ** (i + 1))]
+    assert net.head.in_channels == 4 and all(u.in_channels == u.out_channels for u in net.upconvs)
+    assert len(convs) == 4 * depth + 2 + depth + 1  # 2 per block, up-convs, head
+    shape = net.valid_input_shape(1)
+    with torch.no_grad():
+        assert net(torch.zeros(1, 2, *shape)).shape == (1, 3, *net.output_shape(shape))

@@ -328,14 +328,12 @@ def _channel_plan(scheme: str, in_channels: int, base: int, depth: int):
         blocks = [(2 * c[i], c[i], c[i]) for i in reversed(range(depth))]
         return down, bottom, ups, blocks, c[0]
     # Çiçek 2016: c, 2c per level; up-convolutions keep the channels
-    down = [(in_channels if i == 0 else base * 2**i, base * 2**i, base * 2 ** (i + 1))
-            for i in range(depth)]
-    bottom = (in_channels if depth == 0 else base * 2**depth, base * 2**depth,
-              base * 2 ** (depth + 1))
-    ups = [(base * 2 ** (i + 2), base * 2 ** (i + 2)) for i in reversed(range(depth))]
-    blocks = [(base * 2 ** (i + 2) + base * 2 ** (i + 1), base * 2 ** (i + 1), base * 2 ** (i + 1))
-              for i in reversed(range(depth))]
-    return down, bottom, ups, blocks, 2 * base
+    c = [base * 2**i for i in range(depth + 2)]
+    down = [((in_channels, *c[1:])[i], c[i], c[i + 1]) for i in range(depth)]
+    bottom = ((in_channels, *c[1:])[depth], c[depth], c[depth + 1])
+    ups = [(c[i + 2], c[i + 2]) for i in reversed(range(depth))]
+    blocks = [(c[i + 2] + c[i + 1], c[i + 1], c[i + 1]) for i in reversed(range(depth))]
+    return down, bottom, ups, blocks, c[1]
 
 
 class UNet(nn.Module):
