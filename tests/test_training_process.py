@@ -169,3 +169,26 @@ def test_two_processes_under_torchrun_report_once_and_stop(data, tmp_path):
     steps = c.steps()
     assert steps == list(range(1, len(steps) + 1))  # rank 0 alone reports
     assert load_model(out)[1]["training"]["step"] == last["step"]
+
+
+def test_preview_request_writes_labels_of_the_region_and_names_them(data, tmp_path):
+    c = Client(data, tmp_path / "m.safetensors")
+    c.until_step(1)
+    assert c.proc.preview(1, ((4, 40), (8, 48)))  # a step boundary
+    c.until(lambda: "preview" in c.kinds(), "preview")
+    first = next(e for e in c.events if e["kind"] == "preview")
+    assert first["pair"] == 1 and first["region"] == [[4, 40], [8, 48]] and first["step"] >= 1
+    labels = np.load(first["path"])
+    assert labels.shape == (36, 40) and labels.dtype == np.int32
+    assert os.path.dirname(first["path"]) == str(tmp_path / "m.checkpoints")
+    c.proc.pause()
+    c.until(lambda: "paused" in c.kinds(), "paused")
+    c.proc._send('{"cmd": "preview", "pair": 0, "region": [[0, 48], [0, 48]]}')  # at once
+    c.until(lambda: c.kinds().count("preview") == 2, "preview while paused")
+    assert np.load(c.events[-1]["path"]).shape == (48, 48)
+    c.proc.preview(0, ((0, 480), (0, 48)))  # outside the image: refused, training goes on
+    c.until(lambda: c.kinds().count("preview") == 3, "refused preview")
+    bad = c.events[-1]
+    assert bad["path"] is None and "not inside the 48x48 image" in bad["error"]
+    c.proc.stop()
+    assert c.end()["kind"] == "stopped"

@@ -175,6 +175,12 @@ class TrainingProcess:
         ``checkpoint`` event with ``"requested": true`` tells when it is on disk."""
         return self._send("checkpoint")
 
+    def preview(self, pair: int, region) -> bool:
+        """Ask the child to segment ``region`` (``((y0, y1), (x0, x1))``) of its data image
+        ``pair`` with the current model; a ``preview`` event names the labels file (.npy)."""
+        (y0, y1), (x0, x1) = region
+        return self._send(f"preview {int(pair)} {int(y0)} {int(y1)} {int(x0)} {int(x1)}")
+
     def close_input(self) -> None:
         """Close the child's stdin: it stops as if told ``stop`` (what a dying parent does)."""
         with self._write_lock:

@@ -1,6 +1,6 @@
-"""GUI tests of "Train U-Net": the whole flow, the worker thread, refusals and closing."""
+"""GUI tests of "Train U-Net": the whole flow, the child process, refusals and closing."""
 
-import threading
+import os
 
 import numpy as np
 import pytest
@@ -59,8 +59,8 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
     assert train.form.config().augment.elastic_sigma == 0 and train.form.config().lr == 5e-3
     train.form.live.setChecked(True)
     train._preview_timer.setInterval(500)
-    worker = train.start_training()
-    assert worker is not None
+    proc = train.start_training()
+    assert proc is not None
     qtbot.waitUntil(lambda: not train.is_training(), timeout=120000)
     assert train.plot.losses and train.plot.losses[-1] < train.plot.losses[0]
     assert train.plot.metrics["iou"]  # the final validation reached the plot
@@ -78,7 +78,7 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
     assert train.plot.renders > 0 and train.plot.pixmap() is not None
 
 
-def test_steps_run_off_the_gui_thread_and_second_start_is_refused(
+def test_training_runs_in_a_child_process_and_second_start_is_refused(
     make_napari_viewer, qtbot, monkeypatch
 ):
     from napari_unet.widgets import train as train_module
@@ -91,27 +91,37 @@ def test_steps_run_off_the_gui_thread_and_second_start_is_refused(
     monkeypatch.setattr(train_module, "show_info", seen.append)
     first = train.start_training()
     assert train.start_training() is None and "already running" in seen[0]
-    assert first is not None
-    qtbot.waitUntil(lambda: not train.is_training(), timeout=60000)
-    assert train._state["thread"] not in (None, threading.main_thread().ident)
-    assert train.trainer.history
+    assert first is not None and first.pid != os.getpid()
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=120000)
+    assert first.started["pid"] == first.pid  # the steps ran in the child
+    assert first.returncode == 0 and train.terminal["kind"] == "done"
+    assert train.progress.value() == train.progress.maximum() == 20
+    assert len(train.plot.losses) == 20 and train.plot.steps == list(range(1, 21))
+    assert "done at step 20" in train.status.text()
+    assert shared_models(viewer).model is not None
 
 
-def test_pause_resume_and_closing_stops_the_worker_and_keeps_the_model(make_napari_viewer, qtbot):
+def test_pause_resume_and_closing_stops_the_child_and_keeps_the_model(make_napari_viewer, qtbot):
     viewer, _, truth = _viewer_with_cells(make_napari_viewer, (64, 64), seed=2)
     viewer.add_labels(truth, name="truth")
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train U-Net")
     _tiny(train, 100_000)
-    train.start_training()
-    qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=30000)
+    proc = train.start_training()
+    qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=120000)
     train.toggle_pause()
-    assert train.form.__class__ and train.pause.text() == "Resume"
+    assert train.pause.text() == "Resume"
+    qtbot.waitUntil(lambda: "paused at step" in train.status.text(), timeout=60000)
+    n = len(train.plot.losses)
+    qtbot.wait(1500)  # a running child makes several steps in that time
+    assert len(train.plot.losses) == n, "steps went on during the pause"
     train.toggle_pause()
+    qtbot.waitUntil(lambda: len(train.plot.losses) > n, timeout=60000)
     viewer.window.remove_dock_widget(train)  # closing the widget
-    assert train._state["done"].wait(30)
-    qtbot.waitUntil(lambda: not train.is_training(), timeout=30000)
+    assert proc.returncode is not None and not train.is_training()  # no orphan
+    assert train.terminal["kind"] == "stopped"
     assert shared_models(viewer).model is not None  # the model is kept
+    assert shared_models(viewer).metadata["training"]["step"] == train.terminal["step"]
 
 
 def test_training_errors_become_notifications(make_napari_viewer, monkeypatch):

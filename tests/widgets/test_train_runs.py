@@ -1,9 +1,9 @@
 """GUI tests of the correct-and-retrain loop: run folders, closing mid-training, Continue
-training from the current weights, run listing and reload, snapshots between steps."""
+training from the current weights, run listing and reload, Save and the live preview from the
+training child."""
 
 import json
-import threading
-import time
+import os
 
 import numpy as np
 import pytest
@@ -11,12 +11,12 @@ import tifffile
 import torch
 
 from napari_unet.core.io import load_model
-from napari_unet.core.runs import read_run, run_model_path
+from napari_unet.core.runs import config_from_settings, read_run, run_model_path
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.core.train import Trainer
 from napari_unet.widgets._common import shared_models
 from napari_unet.widgets.predict import TRAINED, PredictWidget
-from napari_unet.widgets.train import TrainWidget
+from napari_unet.widgets.train import PREVIEW_LAYER, TrainWidget
 
 pytestmark = pytest.mark.gui
 
@@ -37,8 +37,8 @@ def _tiny(widget, steps):
 
 
 def _train(widget, qtbot, *, cont=False):
-    worker = widget.continue_training() if cont else widget.start_training()
-    assert worker is not None
+    proc = widget.continue_training() if cont else widget.start_training()
+    assert proc is not None
     qtbot.waitUntil(lambda: not widget.is_training(), timeout=120000)
     return widget.run_dir
 
@@ -92,11 +92,13 @@ def test_closing_the_viewer_mid_training_leaves_a_loadable_model(make_napari_vie
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train U-Net")
     _tiny(train, 100_000)
-    train.start_training()
-    qtbot.waitUntil(lambda: len(train.plot.losses) >= 3, timeout=60000)
-    run_dir, state = train.run_dir, train._state
+    proc = train.start_training()
+    qtbot.waitUntil(lambda: len(train.plot.losses) >= 3, timeout=120000)
+    run_dir = train.run_dir
     viewer.window._qt_window.close()  # the user closes napari
-    assert state["done"].wait(60)
+    assert proc.returncode == 0 and not train.is_training()  # stopped, no orphan
+    with pytest.raises(ProcessLookupError):
+        os.kill(proc.pid, 0)
     _, meta = load_model(run_model_path(run_dir))
     assert meta["training"]["step"] >= 3
     load_model(run_dir / "last.safetensors")
@@ -141,8 +143,9 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     assert [d["name"] for d in record["data"]] == ["one", "two"]  # all pairs so far
     pairs, _, _ = read_run(second)
     np.testing.assert_array_equal(pairs[1].labels, annotation.data)
-    after = _first_param(train.trainer.model.cpu())
-    fresh = _first_param(Trainer(pairs, train.trainer.config).model)
+    after = _first_param(load_model(second / "model.safetensors")[0])
+    _, settings, _ = read_run(second)
+    fresh = _first_param(Trainer(pairs, config_from_settings(settings)).model)
     # one AdamW step (lr 5e-3) away from the current weights, much closer than a fresh start
     far = (fresh - current).abs().max()
     assert far > 0.02 and (after - current).abs().max() < 0.3 * far
@@ -150,40 +153,28 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     assert predict.model()[0] is shared_models(viewer).model  # the next image: the newest model
 
 
-def test_preview_and_save_snapshots_are_taken_between_steps(
-    make_napari_viewer, qtbot, monkeypatch, tmp_path
-):
-    in_step = threading.Event()
-    during = []
-    step, snapshot = Trainer.train_step, Trainer.snapshot
-
-    def slow_step(self, sampler):
-        in_step.set()
-        try:
-            time.sleep(0.2)  # the optimiser is busy: copying the weights now would tear them
-            return step(self, sampler)
-        finally:
-            in_step.clear()
-
-    def watched_snapshot(self):
-        during.append(in_step.is_set())
-        return snapshot(self)
-
-    monkeypatch.setattr(Trainer, "train_step", slow_step)
-    monkeypatch.setattr(Trainer, "snapshot", watched_snapshot)
+def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     image, truth = synthetic_cells((64, 64), radius=10, seed=3)
     viewer.add_image(image, name="cells")
     viewer.add_labels(truth, name="truth")
     train = TrainWidget(viewer)
     _tiny(train, 100_000)
+    train.form.live.setChecked(True)
+    train._preview_timer.setInterval(200)
     train.start_training()
-    qtbot.waitUntil(lambda: len(train.plot.losses) >= 1, timeout=60000)
-    for _ in range(3):
-        assert train.refresh_preview() is not None
-        qtbot.waitUntil(lambda: train._preview_worker is None, timeout=60000)
-        train.save_model(tmp_path / "saved.safetensors")
+    qtbot.waitUntil(lambda: PREVIEW_LAYER in viewer.layers, timeout=120000)
+    layer = viewer.layers[PREVIEW_LAYER]
+    assert layer.data.ndim == 2 and layer.data.dtype == np.int32 and layer.data.shape[0] <= 64
+    preview = train.run_dir / "preview.npy"
+    first = os.stat(preview).st_mtime_ns
+    qtbot.waitUntil(lambda: os.stat(preview).st_mtime_ns != first and
+                    not train._preview_pending, timeout=60000)
+    assert viewer.layers[PREVIEW_LAYER] is layer  # updated in place, not a new layer
+    saved = train.save_model(tmp_path / "saved.safetensors")
+    qtbot.waitUntil(saved.is_file, timeout=60000)  # the child's checkpoint, copied
+    step = load_model(saved)[1]["training"]["step"]
+    assert step >= 1
     train.stop_training(wait=True)
-    qtbot.waitUntil(lambda: not train.is_training(), timeout=60000)
-    assert len(during) >= 6 and not any(during)
-    load_model(tmp_path / "saved.safetensors")
+    assert not train.is_training()
+    assert shared_models(viewer).metadata["training"]["step"] >= step

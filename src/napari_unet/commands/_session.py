@@ -2,9 +2,9 @@
 
 :class:`TrainSession` sits between the command's loop and the :class:`~napari_unet.core.train.Trainer`:
 it writes every event as one JSON line (:mod:`napari_unet.core.events`; format in
-``docs/training-events.md``), reads ``pause``/``resume``/``stop``/``checkpoint`` lines from stdin
-in a background thread and serves a checkpoint request at the next step boundary (or at once
-while paused), and guarantees that the last line is a terminal event (``done``, ``stopped`` or
+``docs/training-events.md``), reads ``pause``/``resume``/``stop``/``checkpoint``/``preview`` lines from
+stdin in a background thread and serves checkpoint and preview requests at the next step
+boundary (or at once while paused; the preview itself is :mod:`napari_unet.commands._preview`), and guarantees that the last line is a terminal event (``done``, ``stopped`` or
 ``error``), exceptions included. Without ``--events`` and ``--control`` it does nothing.
 
 Under ``torchrun`` only rank 0 writes events and reads control: the other ranks get an inert
@@ -27,7 +27,7 @@ __all__ = ["COMMANDS", "TrainSession"]
 logger = logging.getLogger(__name__)
 
 #: the lines ``--control`` understands
-COMMANDS = ("pause", "resume", "stop", "checkpoint")
+COMMANDS = ("pause", "resume", "stop", "checkpoint", "preview")
 
 
 class TrainSession:
@@ -58,6 +58,7 @@ class TrainSession:
         self.settings: dict[str, Any] = {}
         self.stop_reason: str | None = None
         self._want_pause = self._paused = self._want_ckpt = False
+        self._want_preview = None  # (pair, region) of the newest preview request
         self._final: Any = None  # the trainer's done/stopped event, held for finish()
         if self.events == "-":
             self._stream, self._saved_stdout = sys.stdout, sys.stdout
@@ -99,7 +100,7 @@ class TrainSession:
     def _read_control(self, stream) -> None:
         try:
             for line in stream:
-                cmd = line.strip().lower()
+                cmd = line.strip()
                 if cmd:
                     self.command(cmd)
         except (OSError, ValueError) as err:
@@ -108,10 +109,13 @@ class TrainSession:
             logger.info("control: end of input (the parent is gone); stopping")
         self.request_stop("end of input")
 
-    def command(self, cmd: str) -> None:
+    def command(self, line: str) -> None:
         """Act on one control line (thread-safe)."""
+        cmd = line.strip().lower()
         with self._lock:
-            if cmd == "stop":
+            if cmd.startswith(("preview", "{")):
+                self._request_preview(line)
+            elif cmd == "stop":
                 self.request_stop("requested")
             elif cmd == "pause":
                 self._want_pause = True
@@ -127,6 +131,35 @@ class TrainSession:
             else:
                 logger.warning("control: unknown command %r (expected one of %s)", cmd,
                                ", ".join(COMMANDS))
+
+    def _request_preview(self, line: str) -> None:
+        from napari_unet.commands._preview import parse_preview
+
+        try:
+            self._want_preview = parse_preview(line)
+        except ValueError as err:
+            logger.warning("control: %s", err)
+            self.emit(ev.make_event("preview", step=self._step(), path=None, error=str(err)))
+            return
+        if self._paused:
+            self._write_preview()
+
+    def _write_preview(self) -> None:
+        """Compute the requested preview now; the caller holds the lock at a step boundary or
+        while paused. A bad region is answered by a ``preview`` event with ``error``."""
+        from napari_unet.commands._preview import write_preview
+
+        (pair, region), self._want_preview = self._want_preview, None
+        fields = {"step": self._step(), "pair": pair, "region": region}
+        if self.trainer is None:
+            return
+        try:
+            path = write_preview(self.trainer, pair, region,
+                                 getattr(self.trainer.config, "checkpoint_dir", None))
+        except ValueError as err:
+            self.emit(ev.make_event("preview", path=None, error=str(err), **fields))
+            return
+        self.emit(ev.make_event("preview", path=_abs(path), **fields))
 
     def request_stop(self, reason: str) -> None:
         """Stop at the next step, e.g. from a signal handler; ``reason`` goes to ``stopped``."""
@@ -201,6 +234,8 @@ class TrainSession:
                             self.emit(ev.make_event("resumed", step=self._step()))
                         if self._want_ckpt:
                             self._write_checkpoint(requested=True)
+                        if self._want_preview is not None:
+                            self._write_preview()
                     elif event.kind == "checkpoint":
                         requested, self._want_ckpt = self._want_ckpt, False
                         self.emit(ev.event_dict(event, path=_abs(event.message),
@@ -209,6 +244,8 @@ class TrainSession:
                         self.emit(_absolute_best(ev.event_dict(event)))
                         if self._want_ckpt:  # a step boundary: the generator is suspended
                             self._write_checkpoint(requested=True)
+                        if self._want_preview is not None and event.kind == "step":
+                            self._write_preview()
                 yield event
         finally:
             run.close()

@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--annotated", nargs="+", help="masks of the annotated pixels (non-zero), one per image")
     a("--out", type=Path,
       help="model file to write (.safetensors); required without --run (default RUN/model.safetensors)")
-    a("--run", type=Path, help="train from this run folder as written (data, settings, parent)")
+    # --run-folder: the same option under torchrun, whose parser takes "--run" for its --run-path
+    a("--run", "--run-folder", type=Path,
+      help="train from this run folder as written (data, settings, parent)")
     a("--steps", type=int, help="step budget (default 1000 unless --time-limit is given)")
     a("--time-limit", type=float, help="training time budget in seconds")
     a("--preset", default="adamw", choices=("adamw", "paper"),
@@ -104,12 +106,19 @@ def _check_global_batch(args: argparse.Namespace, world: int) -> None:
     from napari_unet.core.presets import get_preset
 
     batch = args.batch_size if args.batch_size is not None else get_preset(args.preset).batch_size
+    given = args.batch_size is not None
+    if args.run is not None and (args.run / "settings.json").is_file():  # the run's own batch
+        import json
+
+        settings = json.loads((args.run / "settings.json").read_text(encoding="utf-8"))
+        batch = settings.get("batch_size") or get_preset(settings.get("preset", "adamw")).batch_size
+        given = True
     if batch % world:
         fix = -(-batch // world) * world
         raise CLIError(
             f"--batch-size: the global batch must be a multiple of the {world} processes "
             f"(each trains on batch / {world} patches), got {batch}"
-            + ("" if args.batch_size is not None else f" (the {args.preset} preset's)")
+            + ("" if given else f" (the {args.preset} preset's)")
             + f"; use --batch-size {fix}"
         )
 
@@ -118,12 +127,12 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.core import distributed as ddp
 
     env = ddp.dist_env()
-    if env.is_distributed:
-        _check_global_batch(args, env.world_size)
-        if env.rank != 0:  # only rank 0 reports
-            logging.getLogger().setLevel(logging.WARNING)
+    if env.is_distributed and env.rank != 0:  # only rank 0 reports
+        logging.getLogger().setLevel(logging.WARNING)
     session = TrainSession.from_args(args, active=env.rank == 0)
     try:
+        if env.is_distributed:  # a refusal here is an error event too
+            _check_global_batch(args, env.world_size)
         return _run(args, main=env.rank == 0, session=session)
     except BaseException as err:
         session.fail(err)

@@ -43,7 +43,7 @@ __all__ = [
 #: version of the line format; the ``started`` event carries it as ``"protocol"``
 PROTOCOL = 1
 #: every kind of event; ``done``, ``stopped`` and ``error`` end a session and come last
-KINDS = ("started", "step", "validation", "checkpoint", "paused", "resumed",
+KINDS = ("started", "step", "validation", "checkpoint", "paused", "resumed", "preview",
          "done", "stopped", "error")
 TERMINAL = frozenset({"done", "stopped", "error"})
 

@@ -53,6 +53,12 @@ def gui_defaults(device="auto"):
     return TrainConfig.for_device(device, depth=4, steps=2000, time_limit=300.0)
 
 
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 class TrainForm(QWidget):
     """Every training setting; :meth:`config` and :meth:`training_pairs` read them."""
 
@@ -111,6 +117,9 @@ class TrainForm(QWidget):
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device.setToolTip(describe_devices())
         self.devices_label = QLabel(describe_devices().splitlines()[0])
+        self.gpus = _spin(QSpinBox, 1, 1, 1, "Train on this many GPUs at once (one process "
+                          "each, torchrun); the batch is split between them.")
+        self.gpus_label = QLabel("GPUs")
         aug = defaults.augment
         self.augment = QCheckBox("augmentation")
         self.augment.setChecked(True)
@@ -165,6 +174,8 @@ class TrainForm(QWidget):
         form.addRow("network", row)
         form.addRow("device", self.device)
         form.addRow("", self.devices_label)
+        form.addRow(self.gpus_label, self.gpus)
+        self.set_gpu_limit(_cuda_devices())
         form.addRow("elastic σ", self.elastic)
         self.augment.toggled.connect(self._on_augment_toggled)
         self.preset.currentTextChanged.connect(self._on_preset_changed)
@@ -180,6 +191,17 @@ class TrainForm(QWidget):
         form.addRow("runs folder", self.runs_root)
 
     # ------------------------------------------------------------------ settings and data
+    def set_gpu_limit(self, n: int) -> None:
+        """Allow 1..``n`` training processes; the GPUs row shows only for ``n`` > 1 (tests set
+        2 on a CPU: two gloo processes)."""
+        self.gpus.setMaximum(max(int(n), 1))
+        for w in (self.gpus, self.gpus_label):
+            w.setVisible(n > 1)
+
+    def nproc(self) -> int:
+        """Training processes of the next Start (1 unless several GPUs are chosen)."""
+        return int(self.gpus.value()) if self.gpus.maximum() > 1 else 1
+
     def _on_preset_changed(self, name: str) -> None:
         from napari_unet.core.presets import get_preset
 

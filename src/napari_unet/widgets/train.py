@@ -1,14 +1,20 @@
-"""The "Train U-Net" dock widget: settings, Start/Pause/Stop in a worker, live curves and preview.
+"""The "Train U-Net" dock widget: settings, Start/Pause/Stop of a training child process.
 
 Every training is a run folder (:mod:`napari_unet.core.runs`): Start writes the pairs and
-settings there, then trains that folder as written (:meth:`TrainWidget.start_run`, the one step
-that a child process can replace), with checkpoints, metrics and the final model in it.
+settings there, then :meth:`TrainWidget.start_run` trains that folder in a child process,
+``napari-unet train --run DIR --events - --control -`` (the command line's engine; under
+``torchrun`` for several GPUs). A QTimer reads its JSON-line events without blocking; Pause,
+Resume, Stop, Save and the live preview are control lines to the child, which writes the
+checkpoints, the preview labels and the model into the run folder. Nothing in napari copies a
+model while it trains, and the child's memory (GPU included) goes when it ends; a crash of the
+child is a notification, never a crash of napari.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.widgets import _jobs
+from napari_unet.widgets import _child, _jobs
 from napari_unet.widgets._common import (
     current_plane,
     error_message,
@@ -37,14 +43,18 @@ from napari_unet.widgets._plot import TrainingPlot
 from napari_unet.widgets._runs_panel import RunsPanel, reload_run, write_gui_run
 from napari_unet.widgets._train_form import TrainForm
 
+logger = logging.getLogger(__name__)
+
 PREVIEW_LAYER = "live prediction"
 AUGMENT_LAYER = "augmentation preview"
-#: steps between "last" checkpoints of a GUI training (a crash of napari keeps the model)
+#: steps between "last" checkpoints of a GUI training (a crash keeps the model)
 CHECKPOINT_EVERY = 50
+#: ms between two reads of the child's events
+POLL_MS = 50
 
 
 class TrainWidget(QWidget):
-    """Train a U-Net on (image, labels) layer pairs in a background thread.
+    """Train a U-Net on (image, labels) layer pairs in a child process.
 
     Parameters
     ----------
@@ -75,13 +85,17 @@ class TrainWidget(QWidget):
         layout.addWidget(self.runs)
         layout.addStretch(1)
 
-        self.trainer = None
-        self.worker = None
+        #: the training child (:class:`~napari_unet.training_process.TrainingProcess`) or None
+        self.proc = None
         self.run_dir = None
-        self.snapshots = None
-        self._finished_run = None
-        self._state: dict = {}
-        self._preview_worker = None
+        #: the terminal event of the last training (done, stopped or error)
+        self.terminal: dict | None = None
+        self._pending_saves: list[Path] = []
+        self._preview_pending = False
+        self._preview_pair = 0
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setInterval(POLL_MS)
+        self._poll_timer.timeout.connect(self.poll)
         self._preview_timer = QTimer(self)
         self._preview_timer.setInterval(3000)
         self._preview_timer.timeout.connect(self.refresh_preview)
@@ -102,58 +116,61 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------ run control
     def is_training(self) -> bool:
-        return self.worker is not None
+        return self.proc is not None
 
     def start_training(self, *, continue_training: bool = False):
-        """Write a run folder and train it in a worker thread; returns the worker (None if refused).
+        """Write a run folder and train it in a child process; returns the process (None if
+        refused).
 
         ``continue_training``: fine-tune the current model on all pairs so far (this viewer's
         earlier runs' pairs, updated by the pairs of the form); otherwise the form's pairs from
-        scratch (or from the "Fine-tune from…" model).
+        scratch (or from the "Fine-tune from…" model). Settings the device cannot hold are
+        refused before anything is written (ValueError naming smaller ones).
         """
         if self.is_training():
             show_info("Training is already running: Pause, Stop, or wait for it to finish.")
             return None
         config = self.form.config()
-        config = dataclasses.replace(config, checkpoint_every=config.checkpoint_every
-                                     or CHECKPOINT_EVERY)
+        nproc = self.form.nproc()
+        if nproc > 1 and (config.batch_size or 1) % nproc:
+            fix = -(-(config.batch_size or 1) // nproc) * nproc
+            raise ValueError(f"batch: with {nproc} GPUs the batch must be a multiple of "
+                             f"{nproc} (each trains batch / {nproc}), got {config.batch_size}; "
+                             f"use {fix}")
+        config = dataclasses.replace(
+            config, checkpoint_every=config.checkpoint_every or CHECKPOINT_EVERY,
+            threads=config.threads or _jobs.background_threads())
+        _child.check_memory(config, self.form.training_pairs(), nproc=nproc)
         run_dir = write_gui_run(self.form, self.registry, config,
                                 continue_training=continue_training)
-        return self.start_run(run_dir)
+        return self.start_run(run_dir, nproc=nproc)
 
-    def start_run(self, run_dir):
-        """Train the run folder as written, in a worker thread; returns the worker."""
-        from napari.qt.threading import create_worker
+    def start_run(self, run_dir, *, nproc: int | None = None):
+        """Train the run folder as written in a child process; returns the process."""
+        from napari_unet.core.runs import set_status
 
-        from napari_unet.core.runs import set_status, trainer_from_run
-
-        # on the CPU the training thread leaves one core to the GUI
+        run_dir = Path(run_dir)
+        nproc = self.form.nproc() if nproc is None else nproc
         try:
-            trainer = trainer_from_run(run_dir, threads=_jobs.background_threads())
+            proc = _child.launch(run_dir, device=self.form.device.currentText(), nproc=nproc)
         except Exception:
             set_status(run_dir, "error")
             raise
-        self._state = {"done": threading.Event(), "thread": None}
-        self.snapshots = _jobs.StepSnapshots(trainer)
-        worker = create_worker(_jobs.run_training, trainer, self._state, run_dir=run_dir,
-                               snapshots=self.snapshots, _start_thread=False)
-        worker.yielded.connect(self._on_event)
-        worker.errored.connect(_report)
-        worker.finished.connect(self._on_finished)
-        self.trainer, self.worker, self.run_dir = trainer, worker, Path(run_dir)
-        self._finished_run = None
+        self.proc, self.run_dir, self.terminal = proc, run_dir, None
+        self._pending_saves, self._preview_pending = [], False
+        self._preview_pair = _pair_index(run_dir, self.form)
         self.plot.clear()
         self._dock_plot()
         self.status.setText(f"starting… (run folder {run_dir})")
-        worker.start()
+        self._poll_timer.start()
         if self.form.live.isChecked():
             self._preview_timer.start()
         self._show_runs()
         self._update_buttons()
-        return worker
+        return proc
 
     def continue_training(self):
-        """Fine-tune the current model on all pairs so far; returns the worker."""
+        """Fine-tune the current model on all pairs so far; returns the child process."""
         return self.start_training(continue_training=True)
 
     def reload_run(self, run_dir=None):
@@ -170,74 +187,115 @@ class TrainWidget(QWidget):
         self.runs.show_runs(list_runs(paths=self.registry.runs))
 
     def toggle_pause(self):
-        if self.trainer is None or not self.is_training():
+        if not self.is_training():
             raise ValueError("Pause: nothing is training; press Start first")
         if self.pause.text() == "Pause":
-            self.trainer.request_pause()
+            self.proc.pause()
             self.pause.setText("Resume")
         else:
-            self.trainer.request_resume()
+            self.proc.resume()
             self.pause.setText("Pause")
 
     def stop_training(self, *, wait: bool = False, timeout: float = 60.0) -> None:
-        """Ask the trainer to stop at the next step; with ``wait``, block until it has."""
-        if self.trainer is None or not self.is_training():
+        """Ask the child to stop at the next step (it writes its model); with ``wait``, block
+        until it has ended (stdin closed, then SIGTERM, then SIGKILL: never an orphan)."""
+        if not self.is_training():
             return
-        self.trainer.request_stop()
-        self.trainer.request_resume()  # a paused trainer must wake up to see the stop
-        if wait and "done" in self._state and self._state["done"].wait(timeout):
-            self._publish()  # only once it has stopped: never a copy taken during a step
-
-    def _publish(self):
-        """Once the training has ended: write the run's model.safetensors and publish it."""
-        if self.trainer is None or self._finished_run == self.run_dir:
+        if not wait:
+            self.proc.stop()
+            self.status.setText("stopping at the next step…")
             return
-        from napari_unet.core.io import save_model
+        _child.shutdown(self.proc, timeout=timeout)
+        self.poll()  # the last events, the model published
 
-        model, metadata = self.trainer.snapshot()
-        path = None
-        if self.run_dir is not None:
-            path = save_model(model, self.run_dir / "model.safetensors", **metadata)
-            self._finished_run = self.run_dir
-            self.runs.current.setText(f"current model: {path}")
-        self.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
+    # ------------------------------------------------------------------ events of the child
+    def poll(self):
+        """Handle the child's events read so far (QTimer, never blocks); returns them."""
+        if self.proc is None:
+            return []
+        events = self.proc.poll()
+        for event in events:
+            try:
+                self._on_event(event)
+            except Exception as exc:  # a bad event must not stop the polling
+                logger.exception("event %s", event.get("kind"))
+                show_error(error_message(exc))
+        if self.proc is not None and self.proc.finished and self.terminal is not None:
+            self._on_finished()
+        return events
 
-    def _on_event(self, event):
-        total = max(int(event.total_steps or 1), 1)
-        self.progress.setMaximum(total)
-        self.progress.setValue(min(int(event.step), total))
-        if event.kind == "step" and event.loss is not None:
-            self.plot.add_loss(event.step, event.loss)
-            eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
-            self.status.setText(
-                f"step {event.step}/{total}: loss {event.loss:.4f}, "
-                f"{event.steps_per_s or 0:.1f} steps/s{eta}"
-            )
-        elif event.kind == "validation" and event.metrics:
-            self.plot.add_metrics(event.step, event.metrics)
-        elif event.kind == "paused":
-            self.status.setText(f"paused at step {event.step}: press Resume")
-        elif event.kind in ("done", "stopped"):
-            self.status.setText(event.message or f"{event.kind} at step {event.step}")
+    def _on_event(self, event: dict):
+        kind, step = event["kind"], int(event.get("step") or 0)
+        total = event.get("total_steps")
+        if total:
+            self.progress.setMaximum(max(int(total), 1))
+            self.progress.setValue(min(step, int(total)))
+        if kind == "step" and event.get("loss") is not None:
+            self.plot.add_loss(step, event["loss"])
+            eta = f", about {event['eta_s']:.0f} s left" if event.get("eta_s") else ""
+            self.status.setText(f"step {step}/{total or '?'}: loss {event['loss']:.4f}, "
+                                f"{event.get('steps_per_s') or 0:.1f} steps/s{eta}")
+        elif kind == "started":
+            self.status.setText(f"training on {event.get('device')}"
+                                f" ({event.get('world_size', 1)} process(es))")
+        elif kind == "validation" and event.get("metrics"):
+            self.plot.add_metrics(step, event["metrics"])
+        elif kind == "paused":
+            self.status.setText(f"paused at step {step}: press Resume")
+        elif kind == "checkpoint" and event.get("requested") and self._pending_saves:
+            for path in self._pending_saves:
+                shutil.copyfile(event["path"], path)
+                show_info(f"Model (step {step}) saved to {path}")
+            self._pending_saves = []
+        elif kind == "preview":
+            self._show_preview(event)
+        elif kind in ("done", "stopped"):
+            self.terminal = event
+            self.status.setText(f"{kind} at step {step}: {event.get('model')}")
+        elif kind == "error":
+            self.terminal = event
+            self.status.setText(f"training failed at step {step}: {event.get('message')}")
+            show_error(f"Training failed: {event.get('message')}. Fix: {event.get('fix')}. "
+                       f"The run folder keeps the last checkpoint: {self.run_dir}")
 
     def _on_finished(self):
+        """The child has ended: publish its model (done/stopped), keep the run listed."""
+        from napari_unet.core.runs import set_status
+
+        self._poll_timer.stop()
         self._preview_timer.stop()
-        self.worker = None
+        terminal, self.proc = self.terminal, None
         self.plot.flush()
         self.pause.setText("Pause")
         try:
-            self._publish()
+            if terminal.get("kind") == "error":
+                if terminal.get("synthetic"):  # killed: the child could not say so itself
+                    set_status(self.run_dir, "error")
+            else:
+                self._publish()
             self._show_runs()
         except Exception as exc:
             show_error(error_message(exc))
         self._update_buttons()
+
+    def _publish(self):
+        """Load the run's model file (written by the child) and make it the current model."""
+        from napari_unet.core.io import load_model
+        from napari_unet.core.runs import run_model_path
+
+        path = run_model_path(self.run_dir)
+        if path is None:
+            raise ValueError(f"the training wrote no model into {self.run_dir}")
+        model, metadata = load_model(path)
+        self.runs.current.setText(f"current model: {path}")
+        self.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
 
     def _update_buttons(self):
         running = self.is_training()
         self.start.setEnabled(True)  # a second Start is refused with a message, not greyed out
         self.pause.setEnabled(running)
         self.stop.setEnabled(running)
-        self.save_button.setEnabled(self.trainer is not None or self.registry.model is not None)
+        self.save_button.setEnabled(running or self.registry.model is not None)
         self.runs.reload_button.setEnabled(not running)
 
     def _dock_plot(self):
@@ -246,12 +304,11 @@ class TrainWidget(QWidget):
             window.add_dock_widget(self.plot, name="Training curves", area="right")
 
     # ------------------------------------------------------------------ live preview
-    def refresh_preview(self):
-        """Predict the visible part of the image with the current model, in a worker."""
-        from napari.qt.threading import create_worker
-
-        if self.trainer is None or self._preview_worker is not None:
-            return None
+    def refresh_preview(self) -> bool:
+        """Ask the child to segment the visible part of the image (at most 512 × 512) with
+        the current model; the ``preview`` event updates the layer. False if not asked."""
+        if not self.is_training() or self._preview_pending:
+            return False
         image_layer = self.form.layer_pairs()[0][0]
         plane, _ = current_plane(image_layer, self.viewer)
         corners = np.asarray(image_layer.corner_pixels)[:, -2:]
@@ -259,28 +316,21 @@ class TrainWidget(QWidget):
         r0, c0 = max(int(r0), 0), max(int(c0), 0)
         r1, c1 = min(int(r1), plane.shape[0], r0 + 512), min(int(c1), plane.shape[1], c0 + 512)
         if r1 - r0 < 8 or c1 - c0 < 8:
-            return None
-        crop = plane[r0:r1, c0:c1]
-        worker = create_worker(
-            _jobs.live_prediction, self.snapshots, np.array(crop),
-            channel_axis=-1 if image_layer.rgb else None, _start_thread=False,
-        )
+            return False
         offset = np.asarray(image_layer.translate[-2:]) + np.array([r0, c0]) * image_layer.scale[-2:]
         self._preview_geometry = dict(translate=offset, scale=image_layer.scale[-2:])
-        # bound methods, not closures: a finished worker must not keep the widget (and viewer) alive
-        worker.returned.connect(self._show_preview)
-        worker.errored.connect(_report)
-        worker.finished.connect(self._on_preview_finished)
-        self._preview_worker = worker
-        worker.start()
-        return worker
+        self._preview_pending = self.proc.preview(self._preview_pair, ((r0, r1), (c0, c1)))
+        return self._preview_pending
 
-    def _show_preview(self, labels):
+    def _show_preview(self, event: dict):
+        self._preview_pending = False
+        if not event.get("path"):
+            logger.info("preview refused: %s", event.get("error"))
+            return
+        labels = np.load(event["path"])
+        # same shape: the layer's data is replaced in place (no new layer)
         upsert_layer(self.viewer, labels, PREVIEW_LAYER, "labels", opacity=0.4,
                      **self._preview_geometry)
-
-    def _on_preview_finished(self):
-        self._preview_worker = None
 
     def preview_augmentation(self):
         """Add 8 augmented samples of the first pair as image + labels stack layers (a worker)."""
@@ -303,18 +353,20 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------ files
     def save_model(self, path) -> Path:
-        """Save the current model; during training a copy taken between two steps."""
+        """Save the current model to ``path``. During training the child writes a checkpoint
+        at the next step boundary and the file is copied when it names it (a notification
+        says so); otherwise the published model (the last training's, or a reloaded run's)."""
         from napari_unet.core.io import save_model
 
         self._check_trained()
         if self.is_training():
-            model, metadata = self.snapshots.get()
-        else:  # the published model (the last training's, or a reloaded run's)
-            model, metadata = self.registry.model, self.registry.metadata
-        return Path(save_model(model, path, **metadata))
+            self._pending_saves.append(Path(path))
+            self.proc.request_checkpoint()
+            return Path(path)
+        return Path(save_model(self.registry.model, path, **self.registry.metadata))
 
     def _check_trained(self) -> None:
-        if self.trainer is None and self.registry.model is None:
+        if not self.is_training() and self.registry.model is None:
             raise ValueError("Save model: nothing trained yet; press Start first")
 
     # ------------------------------------------------------------------ slots and closing
@@ -373,6 +425,19 @@ class TrainWidget(QWidget):
     def closeEvent(self, event):
         self.stop_training(wait=True)
         super().closeEvent(event)
+
+
+def _pair_index(run_dir: Path, form) -> int:
+    """Index in the run's data of the form's first image layer (the live preview's image)."""
+    import json
+
+    names = [d.get("name") for d in json.loads((run_dir / "run.json").read_text())["data"]]
+    try:
+        first = form.layer_pairs()[0][0].name
+    except ValueError:
+        return 0
+    hits = [i for i, name in enumerate(names) if name == first]
+    return hits[-1] if hits else 0
 
 
 def _report(exc: BaseException) -> None:
