@@ -34,11 +34,10 @@ import torch
 
 from napari_unet import __version__
 from napari_unet.core import model as model_module
-from napari_unet.core.data import DEFAULT_NORMALIZATION
+from napari_unet.core.data import DEFAULT_NORMALIZATION, stored_normalization
 from napari_unet.core.export import (
     ONNX_OPSET,
     UNetProbabilities,
-    _normalization,
     export_onnx,
     export_torchscript,
     make_test_input,
@@ -192,7 +191,7 @@ def build_rdf(
     root.mkdir(parents=True, exist_ok=True)
     metadata = dict(metadata or {})
     model = model.cpu().eval()
-    norm = _normalization(metadata)
+    norm = stored_normalization(metadata)
     class_names = [str(c) for c in metadata.get("class_names") or []]
     if len(class_names) != model.num_classes:
         class_names = default_class_names(model.num_classes)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet.core.data import DEFAULT_NORMALIZATION, normalize
+from napari_unet.core.data import normalize, stored_normalization
 from napari_unet.core.model import UNet
 
 __all__ = [
@@ -130,19 +130,6 @@ def make_test_input(
     return np.ascontiguousarray(img[None], dtype=np.float32)
 
 
-def _normalization(metadata: Mapping[str, Any] | None) -> dict | None:
-    norm = dict((metadata or {}).get("normalization") or DEFAULT_NORMALIZATION)
-    method = norm.get("method", "percentile")
-    if method in (None, "none"):
-        return None
-    if method != "percentile":
-        raise ValueError(
-            f"metadata['normalization']: expected method 'percentile' or 'none', got {method!r}; "
-            "only these can be described to other tools"
-        )
-    return {"low": float(norm.get("low", 1.0)), "high": float(norm.get("high", 99.8))}
-
-
 def normalized_test_input(raw: np.ndarray, metadata: Mapping[str, Any] | None) -> np.ndarray:
     """Normalise a raw ``(N, C, H, W)`` tensor as the model expects: each channel of each sample
     maps its ``low``/``high`` percentiles to 0/1 (``metadata["normalization"]``).
@@ -157,7 +144,7 @@ def normalized_test_input(raw: np.ndarray, metadata: Mapping[str, Any] | None) -
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 4:
         raise ValueError(f"raw: expected a (N, C, H, W) array, got shape {raw.shape}")
-    norm = _normalization(metadata)
+    norm = stored_normalization(metadata)
     if norm is None:
         return raw.copy()
     return np.stack([normalize(s, low=norm["low"], high=norm["high"], channel_axis=0) for s in raw])

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from napari_unet.core.data import DEFAULT_NORMALIZATION, normalize
+from napari_unet.core.data import normalize, stored_normalization
 from napari_unet.core.model import UNet
-from napari_unet.core.postprocess import labels_from_probabilities
+from napari_unet.core.postprocess import labels_from_probabilities  # re-exported (contract)
 from napari_unet.core.tiling import (
     auto_tile_shape,
     blend_window,
@@ -53,7 +53,8 @@ Reader = Callable[[int, int, int, int], np.ndarray]
 class PredictProgress:
     """One progress event: ``done`` of ``total`` tile batches (of plane ``plane`` of ``planes``).
 
-    ``result`` is None except on the last event, which carries the probabilities.
+    ``result`` is None except on the last event, which carries the probabilities (and, from
+    :func:`napari_unet.core.segment.iter_segment`, ``labels`` the instance labels).
     """
 
     done: int
@@ -62,6 +63,7 @@ class PredictProgress:
     planes: int = 1
     result: np.ndarray | None = None
     message: str = ""
+    labels: np.ndarray | None = None
 
 
 class _TileTooLarge(Exception):
@@ -328,16 +330,10 @@ def run_to_end(events: Iterator[PredictProgress]) -> np.ndarray:
 
 def normalizer(metadata: dict | None, *, channel_axis: int | None = 0):
     """The normalisation stored with a model, as a function ``image -> float32 image``."""
-    norm = dict((metadata or {}).get("normalization") or DEFAULT_NORMALIZATION)
-    method = norm.get("method", "percentile")
-    if method == "none":
+    norm = stored_normalization(metadata)
+    if norm is None:
         return lambda a: np.asarray(a, dtype=np.float32)
-    if method != "percentile":
-        raise ValueError(
-            f"metadata['normalization']: unknown method {method!r}; expected 'percentile' or 'none'"
-        )
-    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
-    return lambda a: normalize(a, low=low, high=high, channel_axis=channel_axis)
+    return lambda a: normalize(a, low=norm["low"], high=norm["high"], channel_axis=channel_axis)
 
 
 def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.ndarray:
