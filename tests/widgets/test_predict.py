@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from napari_unet.core.io import save_model
+from napari_unet.core.metrics import compare_instances
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.widgets._common import shared_models
-from napari_unet.core.metrics import compare_instances
 from napari_unet.widgets.predict import TRAINED, PredictWidget
 
 pytestmark = pytest.mark.gui

@@ -37,7 +37,12 @@ import torch
 from napari_unet.core.data import stored_normalization
 from napari_unet.core.model import UNet
 from napari_unet.core.postprocess import PostprocessSettings, cell_components
-from napari_unet.core.predict import PredictProgress, auto_tile_shape, iter_predict_region
+from napari_unet.core.predict import (
+    PredictProgress,
+    auto_tile_shape,
+    iter_predict_region,
+    return_value,
+)
 from napari_unet.core.tiling import region_reader
 
 __all__ = ["BlockSpec", "iter_predict_to_zarr", "plane_layout", "predict_to_zarr"]
@@ -147,12 +152,7 @@ def _run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
             model, read, (y0, y1, x0, x1),
             tile_shape=spec.tile_shape, batch_size=spec.batch_size, tta=spec.tta,
         )  # fmt: skip
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                prob = stop.value
-                break
+        prob = return_value(gen)
     where = (z,) if spec.stacked else ()
     group = zarr.open_group(spec.output, mode="r+")
     if spec.probabilities:

@@ -41,6 +41,7 @@ __all__ = [
     "predict_image",
     "predict_stack",
     "predict_tiled",
+    "return_value",
     "run_to_end",
 ]
 
@@ -318,6 +319,24 @@ def predict_tiled(
             model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
         )
     )
+
+
+def return_value(gen: Generator):
+    """Run a generator to its end, ignoring what it yields; returns its return value.
+
+    Examples
+    --------
+    >>> def g():
+    ...     yield 1
+    ...     return 2
+    >>> return_value(g())
+    2
+    """
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
 
 
 def run_to_end(events: Iterator[PredictProgress]) -> np.ndarray:

@@ -14,7 +14,12 @@ from collections.abc import Generator, Sequence
 import numpy as np
 
 from napari_unet.core.postprocess import PostprocessSettings
-from napari_unet.core.predict import PredictProgress, iter_predict_image, iter_predict_stack
+from napari_unet.core.predict import (
+    PredictProgress,
+    iter_predict_image,
+    iter_predict_stack,
+    return_value,
+)
 
 __all__ = ["iter_segment", "segment"]
 
@@ -87,9 +92,4 @@ def segment(model, image: np.ndarray, **options) -> tuple[np.ndarray, np.ndarray
     >>> prob.shape, labels.shape
     ((2, 20, 20), (20, 20))
     """
-    gen = iter_segment(model, image, **options)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return return_value(iter_segment(model, image, **options))
