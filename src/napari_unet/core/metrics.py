@@ -33,6 +33,7 @@ from scipy.optimize import linear_sum_assignment
 
 __all__ = [
     "compare_instances",
+    "count_labels",
     "evaluate_segmentation",
     "foreground_iou",
     "instance_f1",
@@ -260,6 +261,17 @@ def evaluate_segmentation(pred, gt) -> dict[str, float]:
         "n_pred": m["tp"] + m["fp"],
         "n_true": m["tp"] + m["fn"],
     }
+
+
+def count_labels(labels: np.ndarray) -> int:
+    """Number of distinct non-zero labels (cells) in a label image.
+
+    Examples
+    --------
+    >>> count_labels(np.array([[0, 3, 3], [7, 0, 1]]))
+    3
+    """
+    return int(np.count_nonzero(np.unique(np.asarray(labels))))
 
 
 def compare_instances(pred: np.ndarray, truth: np.ndarray, *, threshold: float = 0.5):

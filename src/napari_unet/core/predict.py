@@ -32,6 +32,7 @@ from napari_unet.core.tiling import (
 
 __all__ = [
     "PredictProgress",
+    "as_chw",
     "auto_tile_shape",
     "iter_predict_image",
     "iter_predict_stack",
@@ -211,7 +212,8 @@ def iter_predict_region(
         return acc
 
 
-def _as_chw(model: UNet, image: np.ndarray, name: str = "image") -> np.ndarray:
+def as_chw(model: UNet, image: np.ndarray, name: str = "image") -> np.ndarray:
+    """``image`` as (C, H, W) with C the model's input channels; a ValueError naming ``name``."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[None]
@@ -245,7 +247,7 @@ def iter_predict_tiled(
     >>> events[-1].result.shape, events[-1].done == events[-1].total
     ((2, 30, 30), True)
     """
-    image = _as_chw(model, image)
+    image = as_chw(model, image)
     _prepare(model, device)
     h, w = image.shape[-2:]
     if tile_shape is None:
@@ -364,7 +366,7 @@ def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.
             f"image: got a 3D array {image.shape} for a model with 1 input channel; give "
             "channel_axis for a multi-channel image or use predict_stack for (Z, Y, X) stacks"
         )
-    return _as_chw(model, image)
+    return as_chw(model, image)
 
 
 def iter_predict_image(
@@ -455,7 +457,7 @@ def iter_predict_stack(
     norm = normalizer(metadata, channel_axis=0)
     out = None
     for z, plane in enumerate(stack):
-        chw = norm(_as_chw(model, plane, name=f"stack plane {z}"))
+        chw = norm(as_chw(model, plane, name=f"stack plane {z}"))
         prob = None
         for ev in iter_predict_tiled(
             model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta

@@ -108,14 +108,9 @@ def make_test_input(
         img, _ = synthetic_cells(side, seed=seed)
         img = np.stack([img] * model.in_channels) if model.in_channels > 1 else img[None]
     else:
-        img = np.asarray(image, dtype=np.float32)
-        if img.ndim == 2:
-            img = img[None]
-        if img.ndim != 3 or img.shape[0] != model.in_channels:
-            raise ValueError(
-                f"image: expected (H, W) or ({model.in_channels}, H, W) for a model with "
-                f"{model.in_channels} input channel(s), got shape {img.shape}"
-            )
+        from napari_unet.core.predict import as_chw
+
+        img = as_chw(model, np.asarray(image, dtype=np.float32))
         side = model.valid_input_shape(img.shape[-2:])
         pads = [(0, 0)] + [((s - n) // 2, s - n - (s - n) // 2) if s > n else (0, 0)
                            for s, n in zip(side, img.shape[-2:], strict=True)]
