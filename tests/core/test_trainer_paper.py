@@ -33,6 +33,7 @@ def _cfg(**changes):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_learns_with_the_default_augmentation():
     image, labels = _touching_discs()
     cfg = TrainConfig(steps=80, depth=2, base_channels=8, dropout=0.0, lr=5e-3, batch_size=2,

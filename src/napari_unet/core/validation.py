@@ -113,6 +113,8 @@ def validate(
     *,
     tile: int,
     settings: PostprocessSettings | None = None,
+    device=None,
+    amp=None,
 ) -> dict[str, float]:
     """Mean weighted loss, foreground IoU, pixel error, Rand error and instance F1 over the regions.
 
@@ -120,8 +122,10 @@ def validate(
     Only annotated pixels are scored: the pixel error is the fraction of the region's
     *annotated* pixels that are wrong, and outside the annotation the prediction is set to
     background (the Rand error only counts true foreground anyway). The engine runs where
-    the model is (with autocast on CUDA).
+    the model is (with autocast on CUDA); ``device`` and ``amp`` are accepted from callers of
+    the former validator and have no effect.
     """
+    del device, amp
     with _in_eval(model):
         rows = _predicted(model, prepared, regions, tile)
     return _scores(rows, settings or PostprocessSettings())
