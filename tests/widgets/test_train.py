@@ -106,8 +106,12 @@ def test_pause_resume_and_closing_stops_the_worker_and_keeps_the_model(make_napa
     train.start_training()
     qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=30000)
     train.toggle_pause()
-    assert train.form.__class__ and train.pause.text() == "Resume"
+    qtbot.wait(1500)  # a step under way when pausing may still arrive
+    paused_at = train.trainer.step
+    qtbot.wait(1500)
+    assert train.trainer.step == paused_at  # no step while paused
     train.toggle_pause()
+    qtbot.waitUntil(lambda: train.trainer.step > paused_at, timeout=30000)  # steps again
     viewer.window.remove_dock_widget(train)  # closing the widget
     assert train._state["done"].wait(30)
     qtbot.waitUntil(lambda: not train.is_training(), timeout=30000)
