@@ -104,3 +104,25 @@ def test_one_line_errors(tmp_path, model_file, capsys):
     bad_model = ["predict", "--model", str(tmp_path / "model.safetensors"),
                  "--input", str(tmp_path / "ok"), "--output", str(tmp_path / "o")]  # fmt: skip
     assert "error" in _error(capsys, bad_model)
+
+
+def test_stored_postprocess_is_the_default_and_flags_override(tmp_path, capsys):
+    """The model's metadata["postprocess"] (chosen at the end of training) is what predict uses."""
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4).eval()
+    _images(tmp_path / "in", n=1)
+    img = tifffile.imread(tmp_path / "in" / "img0.tif")
+    prob = predict_image(net, img, tile_shape=(60, 60))
+    mid = float(np.median(prob[1]))  # half the pixels above: many cells at this threshold
+    stored = {"threshold": mid, "min_size": 1, "regrow": 0, "watershed": False}
+    path = save_model(net, tmp_path / "m.safetensors", postprocess=stored)
+
+    def run(*flags):
+        out = tmp_path / f"out{len(flags)}"
+        assert main(["predict", "--model", str(path), "--input", str(tmp_path / "in"),
+                     "--output", str(out), "--tile", "60", "--device", "cpu", *flags]) == 0
+        return tifffile.imread(out / "img0_labels.tif")
+
+    np.testing.assert_array_equal(run(), labels_from_probabilities(prob, **stored))
+    assert run().max() != labels_from_probabilities(prob).max()  # not the built-in 0.5
+    assert run("--threshold", "1.0").max() == 0  # a flag overrides the stored value

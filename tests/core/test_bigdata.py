@@ -52,7 +52,7 @@ def test_blocks_equal_whole_image_prediction(tmp_path):
     ref = predict_image(net, image, tile_shape=(60, 60))
     np.testing.assert_allclose(prob, ref, atol=1e-4)
     assert group["labels"].chunks == (32, 32) and group["labels"].dtype == np.int32
-    whole = labels_from_probabilities(ref, min_size=3, fill_holes=False)
+    whole = labels_from_probabilities(ref, min_size=3, fill_holes=False, regrow=0)
     assert _same_partition(group["labels"][:], whole)
 
 
@@ -74,10 +74,10 @@ def test_labels_merge_exactly_across_blocks(tmp_path, monkeypatch, classes):
     labels = zarr.open_group(str(out), mode="r")["labels"][:]
     assert "probabilities" not in zarr.open_group(str(out), mode="r")
     if classes == 2:
-        expected = labels_from_probabilities(prob, min_size=4, fill_holes=False)
+        expected = labels_from_probabilities(prob, min_size=4, fill_holes=False, regrow=0)
         assert _same_partition(labels, expected)
     else:  # seeds straddling blocks joined; all cells found
-        seeds = labels_from_probabilities(np.stack([1 - prob[1], prob[1]]), min_size=4,
+        seeds = labels_from_probabilities(np.stack([1 - prob[1], prob[1]]), min_size=4, regrow=0,
                                           fill_holes=False)  # fmt: skip
         assert int(labels.max()) == int(seeds.max())
         assert np.array_equal(labels[prob[1] > 0.5] > 0, seeds[prob[1] > 0.5] > 0)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from napari_unet.core.data import normalize
-from napari_unet.core.export import (
-    export_model,
+from napari_unet.core.formats import export_model
+from napari_unet.core.formats.tensors import (
     export_onnx,
     export_torchscript,
     make_test_input,
@@ -226,3 +226,17 @@ def test_cli_export(tiny, tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "missing.safetensors"), "--format", "onnx",
                  "--out", str(tmp_path / "u.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_build_rdf_leaves_the_callers_model_alone_and_carries_the_postprocess(tmp_path):
+    from napari_unet.core.formats.bioimageio import build_rdf
+
+    net = UNet(depth=1, base_channels=2, dropout=0.2).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    meta = {**META, "postprocess": {"threshold": 0.35, "min_size": 4}}
+    rdf = build_rdf(net, tmp_path, metadata=meta, weight_formats=("pytorch_state_dict",))
+    assert net.training and all(m.training for m in net.modules())  # still in training mode
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    post = rdf["config"]["napari_unet"]["postprocess"]
+    assert post["threshold"] == 0.35 and post["min_size"] == 4

@@ -13,9 +13,10 @@ from napari_unet.core.data import TrainingPair, prepare_pairs
 from napari_unet.core.io import load_model, read_metadata, save_model
 from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.metrics import foreground_iou
+from napari_unet.core.postprocess import PostprocessSettings
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.core.train import TrainConfig, Trainer
-from napari_unet.core.validation import predict_region
+from napari_unet.core.validation import THRESHOLDS, region_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,8 @@ def test_tiny_network_learns_two_cells(two_cells):
     assert events[-1].kind == "done" and events[-1].step == 40
     model, meta = trainer.snapshot()
     prep = prepare_pairs([TrainingPair(image, labels)], pad=trainer.tile)[0]
-    logits = predict_region(model, prep, (slice(0, 48), slice(0, 48)), tile=trainer.tile,
-                            device=torch.device("cpu"))
-    assert foreground_iou(logits.argmax(0), labels) > 0.9
+    prob = region_probabilities(model, prep, (slice(0, 48), slice(0, 48)), tile=trainer.tile)
+    assert foreground_iou(prob.argmax(0), labels) > 0.9
     assert meta["training"]["step"] == 40 and len(meta["history"]) >= 4
 
 
@@ -119,9 +119,14 @@ def test_validation_best_checkpoint_and_time_budget(two_cells, tmp_path):
     trainer = Trainer([two_cells], cfg)
     events = list(trainer.run())
     vals = [e for e in events if e.kind == "validation"]
-    assert vals and set(vals[0].metrics) == {"loss", "iou", "pixel_error", "rand_error"}
+    assert vals and set(vals[0].metrics) == {"loss", "iou", "pixel_error", "rand_error",
+                                             "instance_f1"}
     assert events[-1].kind == "done" and trainer.elapsed >= 1.0
     assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "last.safetensors").is_file()
+    # the post-processing chosen on the validation band is stored with the final model
+    stored = read_metadata(tmp_path / "last.safetensors")["postprocess"]
+    assert stored["threshold"] in THRESHOLDS and "instance_f1" in stored["chosen_on"]
+    assert PostprocessSettings.from_metadata({"postprocess": stored}).threshold == stored["threshold"]
 
 
 def test_fine_tune_from_saved_model(two_cells, tmp_path):

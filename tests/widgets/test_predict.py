@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from napari_unet.core.io import save_model
+from napari_unet.core.metrics import compare_instances
 from napari_unet.core.model import UNet
+from napari_unet.core.postprocess import PostprocessSettings
+from napari_unet.core.predict import predict_image
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.widgets._common import shared_models
-from napari_unet.widgets._jobs import compare_instances
 from napari_unet.widgets.predict import TRAINED, PredictWidget
 
 pytestmark = pytest.mark.gui
@@ -55,10 +57,40 @@ def test_predict_plane_of_stack_overlays_labels_and_compares(make_napari_viewer,
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
     layer = viewer.layers["stack prediction"]
     assert layer.data.shape == (48, 48) and layer.contour == 2
-    assert viewer.layers["stack probability"].data.shape == (48, 48)
+    shown = viewer.layers["stack probability"].data
+    plane1, plane0 = (predict_image(net, p)[1] for p in (image[::-1], image))
+    np.testing.assert_allclose(shown, plane1, atol=1e-5)  # the plane on screen was predicted
+    assert not np.allclose(shown, plane0, atol=1e-3)
     comparison = viewer.layers["comparison (matched/missed/extra)"].data
     assert set(np.unique(comparison)) <= {0, 1, 2, 3}
     assert "F1@0.5" in widget.scores.text()
+
+
+def test_every_cli_post_processing_option_is_in_the_widget_with_the_models_defaults(
+        make_napari_viewer, qtbot, tmp_path):
+    import argparse
+    from dataclasses import fields
+
+    from napari_unet.commands import predict as predict_cmd
+
+    parser = argparse.ArgumentParser()
+    predict_cmd.add_arguments(parser)
+    cli = {a.dest for a in parser._actions}
+    names = {f.name for f in fields(PostprocessSettings)}
+    viewer = make_napari_viewer()
+    image, _ = synthetic_cells((40, 40), radius=6, seed=1)
+    viewer.add_image(image, name="img")
+    widget = PredictWidget(viewer)
+    assert names <= cli and set(widget.postprocess.controls) == names
+    stored = {"threshold": 0.3, "watershed": True, "min_size": 3, "regrow": 2}
+    net = UNet(depth=1, base_channels=4)
+    widget.load_model(save_model(net, tmp_path / "m.safetensors", postprocess=stored))
+    assert widget.postprocess.value() == PostprocessSettings(**stored)
+    widget.postprocess.controls["min_size"].setValue(7)  # the user's choice is what runs
+    widget.predict()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    expected = PostprocessSettings(**{**stored, "min_size": 7}).labels(predict_image(net, image))
+    np.testing.assert_array_equal(viewer.layers["img prediction"].data, expected)
 
 
 def test_trained_model_comes_from_the_viewer_registry(make_napari_viewer, qtbot):

@@ -60,17 +60,16 @@ def _crop(pair, region) -> tuple[np.ndarray, int | None]:
 def write_preview(trainer, pair: int, region, out_dir=None) -> Path:
     """Segment ``region`` of the trainer's pair ``pair`` with the current model; the labels
     (int32) go atomically to ``out_dir/preview.npy``; returns that path."""
-    from napari_unet.core.postprocess import labels_from_probabilities
-    from napari_unet.core.predict import predict_image
+    from napari_unet.core.segment import segment
 
     n = len(trainer.pairs)
     if not 0 <= pair < n:
         raise ValueError(f"preview: pair expected 0..{n - 1}, got {pair}")
     crop, channel_axis = _crop(trainer.pairs[pair], region)
     model, metadata = trainer.snapshot()  # a copy inside the child, between two steps
-    prob = predict_image(model, crop, metadata=metadata, channel_axis=channel_axis,
-                         device=trainer.device)
-    labels = labels_from_probabilities(prob).astype(np.int32, copy=False)
+    _, labels = segment(model, crop, metadata=metadata, channel_axis=channel_axis,
+                        device=trainer.device)  # the one segmentation path
+    labels = np.asarray(labels).astype(np.int32, copy=False)
     out_dir = Path(out_dir if out_dir is not None else tempfile.gettempdir())
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / PREVIEW_FILE

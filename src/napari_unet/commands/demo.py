@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_unet.commands._files import write_image
     from napari_unet.core.metrics import evaluate_segmentation
-    from napari_unet.core.predict import labels_from_probabilities, predict_image
+    from napari_unet.core.segment import segment
     from napari_unet.core.train import TrainConfig, Trainer
 
     t_start = time.perf_counter()
@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         last = event
     model, meta = trainer.snapshot()
     t_pred = time.perf_counter()
-    prob = predict_image(model, test_image, metadata=meta, device=trainer.device)
-    pred = labels_from_probabilities(prob)
+    _prob, pred = segment(model, test_image, metadata=meta, device=trainer.device)
     t_pred = time.perf_counter() - t_pred
     m = evaluate_segmentation(pred[region], test_labels[region])
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands._options import add_postprocess_arguments, postprocess_settings
 
 _KEYS = ("iou", "pixel_error", "rand_error", "instance_f1")
 
@@ -25,27 +26,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--labels", nargs="+", required=True, help="ground-truth label files or folders")
     a("--json", action="store_true", help="print the metrics as JSON")
     a("--tta", action="store_true", help="average the 8 flips/rotations")
-    a("--threshold", type=float, default=0.5, help="cell probability threshold")
-    a("--min-size", type=int, default=10, help="smallest predicted cell in pixels")
-    a("--watershed", action="store_true", help="split touching cells whose border was missed")
     a("--gray", action="store_true", help="convert colour images to gray")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_postprocess_arguments(parser)
 
 
-def evaluate_pairs(model, meta, rows, *, tta=False, threshold=0.5, min_size=10,
-                   watershed=False, device=None, progress=None) -> dict:
-    """Metrics per image and their mean for rows from ``_files.read_pairs``."""
+def evaluate_pairs(model, meta, rows, *, tta=False, settings=None, device=None,
+                   progress=None) -> dict:
+    """Metrics per image and their mean for rows from ``_files.read_pairs``
+    (``settings``: post-processing, default the model's stored one)."""
     import numpy as np
 
     from napari_unet.core.metrics import evaluate_segmentation
-    from napari_unet.core.predict import labels_from_probabilities, predict_image
+    from napari_unet.core.segment import segment
 
     per_image = []
     for row in rows:
-        prob = predict_image(model, row["image"], metadata=meta, channel_axis=row["channel_axis"],
-                             tta=tta, device=device)
-        pred = labels_from_probabilities(prob, threshold=threshold, min_size=min_size,
-                                         watershed=watershed)
+        _prob, pred = segment(model, row["image"], metadata=meta, settings=settings,
+                              channel_axis=row["channel_axis"], tta=tta, device=device)
         m = evaluate_segmentation(pred, row["labels"])
         per_image.append({"image": str(row["path"]), **m})
         if progress is not None:
@@ -73,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
             f"{model.in_channels}" + ("; try --gray" if model.in_channels == 1 else "")
         )
     with tqdm(total=len(rows), unit="image", file=sys.stderr, disable=None) as bar:
-        result = evaluate_pairs(model, meta, rows, tta=args.tta, threshold=args.threshold,
-                                min_size=args.min_size, watershed=args.watershed,
+        result = evaluate_pairs(model, meta, rows, tta=args.tta,
+                                settings=postprocess_settings(args, meta),
                                 device=device, progress=lambda: bar.update(1))
     if args.json:
         print(json.dumps(result, indent=2))

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from napari_unet.cli import CLIError
-    from napari_unet.core.export import export_model
+    from napari_unet.core.formats import export_model
     from napari_unet.core.io import load_model
 
     log = logging.getLogger("napari_unet.export")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands._options import add_postprocess_arguments, postprocess_settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", help="network input tile, N or HxW (default: from memory)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument("--block", type=int, default=1024, help="zarr output block side")
-    parser.add_argument("--threshold", type=float, default=0.5, help="cell probability threshold")
-    parser.add_argument("--min-size", type=int, default=10, help="smallest cell in pixels")
-    parser.add_argument(
-        "--watershed", action="store_true", help="split touching cells whose border was missed"
-    )
     parser.add_argument("--channel-axis", type=int, help="axis of the channels in the input")
+    add_postprocess_arguments(parser)
 
 
 def _tile(text: str | None) -> tuple[int, int] | None:
@@ -90,36 +87,30 @@ def _read(path: Path, model):
 
 
 def _run_files(args, model, meta, tile) -> int:
-    import numpy as np
-
     from napari_unet.commands._files import expand_paths, write_image
-    from napari_unet.core.postprocess import labels_from_probabilities
-    from napari_unet.core.predict import iter_predict_stack, normalizer
+    from napari_unet.core.predict import normalizer
+    from napari_unet.core.segment import iter_segment
 
     paths = expand_paths(args.input, what="--input")
     if args.output.exists() and not args.output.is_dir():
         raise CLIError(f"--output: {str(args.output)!r} exists and is not a folder")
     args.output.mkdir(parents=True, exist_ok=True)
-    post = {"threshold": args.threshold, "watershed": args.watershed, "min_size": args.min_size}
+    settings = postprocess_settings(args, meta)
     normalizer(meta)  # an unknown normalisation fails before any work
     for path in paths:
         image, axis, is_stack = _read(path, model)
         stack = image if is_stack else image[None]
         caxis = None if axis is None else (axis % image.ndim) + 1
         bar = _progress(path.name)
-        prob = None
-        for ev in iter_predict_stack(
-            model, stack, metadata=meta, channel_axis=caxis, tta=args.tta,
-            tile_shape=tile, batch_size=args.batch_size,
+        for ev in iter_segment(
+            model, stack, metadata=meta, settings=settings, stack=True, channel_axis=caxis,
+            tta=args.tta, tile_shape=tile, batch_size=args.batch_size,
         ):  # fmt: skip
-            if ev.result is not None:
-                prob = ev.result
-            else:
-                bar.total = ev.total * ev.planes
-                bar.n = ev.plane * ev.total + ev.done
-                bar.refresh()
+            prob, labels = ev.result, ev.labels
+            bar.total = ev.total * ev.planes
+            bar.n = ev.plane * ev.total + ev.done
+            bar.refresh()
         bar.close()
-        labels = np.stack([labels_from_probabilities(p, **post) for p in prob])
         stem = path.name.split(".")[0]
         write_image(args.output / f"{stem}_labels.tif", labels if is_stack else labels[0])
         if args.probabilities:
@@ -140,15 +131,13 @@ def _run_zarr(args, meta, tile) -> int:
             f"--input: cannot open {str(args.input)!r} as a zarr array ({type(err).__name__}: "
             f"{err}); give the path of an array, not of a group"
         ) from None
-    if args.watershed:
-        logger.warning("--watershed is not applied to zarr input (labels are merged block-wise)")
+    settings = postprocess_settings(args, meta)
     bar = _progress(args.input.name)
     for ev in iter_predict_to_zarr(
         args.model, str(args.input), args.output, metadata=meta,
         channel_axis=args.channel_axis, block=args.block, tile_shape=tile,
         batch_size=args.batch_size, device=args.device, tta=args.tta,
-        probabilities=args.probabilities, threshold=args.threshold, min_size=args.min_size,
-        scheduler=args.scheduler,
+        probabilities=args.probabilities, settings=settings, scheduler=args.scheduler,
     ):  # fmt: skip
         bar.total, bar.n = ev.total, ev.done
         bar.refresh()
@@ -172,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model, device=device)
     if tile is not None:
         model.output_shape(tile)  # a one-line error naming the nearest valid sizes
+    postprocess_settings(args, meta)  # a bad option fails before any work
     if _is_zarr(args.input):
         return _run_zarr(args, meta, tile)
     if args.scheduler:

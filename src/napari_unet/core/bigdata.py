@@ -9,15 +9,17 @@ With a dask distributed ``scheduler`` address the blocks run as tasks on its wor
 loads the model once from the model *file* (the input must then be a zarr array on storage the
 workers see, and the output path too).
 
-Instance labels across block borders: each block labels its cells locally (threshold, 4-connected
-components, holes filled inside the block; 3-class models grow interior seeds into the border
-class within the block) and returns the labels along its four edges. A merge pass joins labels
+Instance labels across block borders: each block labels its cells locally with
+:func:`napari_unet.core.postprocess.cell_components` (threshold, 4-connected components, holes
+filled inside the block; 3-class models grow interior seeds into the border class within the
+block) and returns the labels along its four edges. A merge pass joins labels
 that touch across a block edge with both pixels in the cell (interior) class, as a graph's
 connected components, drops objects smaller than ``min_size`` (sizes summed over blocks) and
 renumbers 1..N; a last pass rewrites each block through its lookup table. Connected components
 are therefore exact across blocks; holes that straddle a block edge are not filled, a 3-class
 border pixel whose seed lies in the neighbouring block stays background, and the optional
-watershed split of :func:`labels_from_probabilities` is not applied chunk-wise.
+watershed split and the regrowth into separation gaps of
+:func:`~napari_unet.core.postprocess.labels_from_probabilities` are not applied block-wise.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
+from napari_unet.core.data import stored_normalization
 from napari_unet.core.model import UNet
-from napari_unet.core.postprocess import _CROSS, fill_label_holes
-from napari_unet.core.predict import PredictProgress, auto_tile_shape, iter_predict_region
+from napari_unet.core.postprocess import PostprocessSettings, cell_components
+from napari_unet.core.predict import (
+    PredictProgress,
+    auto_tile_shape,
+    iter_predict_region,
+    return_value,
+)
 from napari_unet.core.tiling import region_reader
 
 __all__ = ["BlockSpec", "iter_predict_to_zarr", "plane_layout", "predict_to_zarr"]
@@ -101,8 +108,7 @@ class BlockSpec:
     block: int
     lo: np.ndarray  # (Z, C) normalisation lows
     hi: np.ndarray
-    threshold: float
-    fill_holes: bool
+    settings: PostprocessSettings
     probabilities: bool
     num_classes: int
     stacked: bool
@@ -146,30 +152,14 @@ def _run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
             model, read, (y0, y1, x0, x1),
             tile_shape=spec.tile_shape, batch_size=spec.batch_size, tta=spec.tta,
         )  # fmt: skip
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                prob = stop.value
-                break
+        prob = return_value(gen)
     where = (z,) if spec.stacked else ()
     group = zarr.open_group(spec.output, mode="r+")
     if spec.probabilities:
         group["probabilities"][(*where, slice(None), slice(y0, y1), slice(x0, x1))] = prob
-    cell = prob[1] > spec.threshold
-    if spec.num_classes == 2:
-        if spec.fill_holes:
-            cell = ndi.binary_fill_holes(cell)
-        labels, n = ndi.label(cell, structure=_CROSS)
-    else:
-        from skimage.segmentation import watershed
-
-        seeds, n = ndi.label(cell, structure=_CROSS)
-        fg = cell | (prob[0] < 1.0 - spec.threshold)
-        labels = watershed(-prob[1], seeds, mask=fg, connectivity=1)
-        if spec.fill_holes:
-            labels = fill_label_holes(labels)
-    labels = labels.astype(np.int32)
+    s = spec.settings
+    labels, cell, n = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
+                                      fill_holes=s.fill_holes)
     group["labels"][(*where, slice(y0, y1), slice(x0, x1))] = labels
     return {
         "key": (z, y0, x0),
@@ -252,10 +242,9 @@ def iter_predict_to_zarr(
     device=None,
     tta: bool = False,
     probabilities: bool = True,
-    threshold: float = 0.5,
-    min_size: int = 10,
-    fill_holes: bool = True,
+    settings: PostprocessSettings | None = None,
     scheduler: str | object | None = None,
+    **postprocess,
 ) -> Generator[PredictProgress, None, Path]:
     """Predict a 2D image or a (Z, Y, X) stack block by block into a zarr group at ``output``.
 
@@ -273,6 +262,9 @@ def iter_predict_to_zarr(
         Percentiles are taken per plane from a strided subsample (≤ 4 Mpixels).
     block : int
         Output block side, rounded up to a multiple of ``2**depth``.
+    settings : PostprocessSettings, optional
+        Default: the model's stored settings (``metadata["postprocess"]``) with ``**postprocess``
+        (e.g. ``min_size=3``) on top. Watershed and regrowth are not applied block-wise.
     scheduler : str or distributed.Client, optional
         A dask distributed scheduler address (``tcp://host:8786``) or client.
 
@@ -280,8 +272,6 @@ def iter_predict_to_zarr(
     the label merge); returns the output path.
     """
     import zarr
-
-    from napari_unet.core.predict import normalizer
 
     model_path = None
     if isinstance(model, str | Path):
@@ -299,6 +289,10 @@ def iter_predict_to_zarr(
         src_for_tasks = source
     if scheduler is not None and not isinstance(src_for_tasks, tuple):
         raise ValueError("input: with a scheduler give the path of a zarr array the workers can read")
+    if settings is None:
+        settings = PostprocessSettings.from_metadata(metadata, **postprocess)
+    if settings.watershed or settings.regrow:
+        logger.info("zarr output: watershed and regrowth are not applied block-wise")
     if device is not None and scheduler is None:
         from napari_unet.core.device import pick_device
 
@@ -309,11 +303,10 @@ def iter_predict_to_zarr(
     planes = source.shape[0] if stacked else 1
     align = 2**model.depth
     block = max(align, math.ceil(int(block) / align) * align)
-    norm = dict((metadata or {}).get("normalization") or {})
-    normalizer(metadata)  # validates the method
+    norm = stored_normalization(metadata)
     lo_hi = [
-        _percentiles(_PlaneView(source, layout, z), norm.get("low", 1.0), norm.get("high", 99.8))
-        if norm.get("method", "percentile") == "percentile"
+        _percentiles(_PlaneView(source, layout, z), norm["low"], norm["high"])
+        if norm is not None
         else (np.zeros(model.in_channels, np.float32), np.ones(model.in_channels, np.float32) - 1e-6)
         for z in range(planes)
     ]
@@ -334,7 +327,7 @@ def iter_predict_to_zarr(
         device=None if device is None else str(device), tile_shape=tuple(tile_shape),
         batch_size=batch_size, tta=tta, block=block,
         lo=np.stack([a for a, _ in lo_hi]), hi=np.stack([b for _, b in lo_hi]),
-        threshold=threshold, fill_holes=fill_holes, probabilities=probabilities,
+        settings=settings, probabilities=probabilities,
         num_classes=k, stacked=stacked,
     )  # fmt: skip
     keys = [(z, y, x) for z in range(planes) for y in range(0, h, block) for x in range(0, w, block)]
@@ -356,7 +349,7 @@ def iter_predict_to_zarr(
         finally:
             if client is not scheduler:
                 client.close()
-    luts = _merge(results, block, min_size)
+    luts = _merge(results, block, settings.min_size)
     for key in keys:
         _relabel_block(str(output), key, luts[key], block, stacked)
     yield PredictProgress(len(keys) + 1, len(keys) + 1, planes=planes, message="done")

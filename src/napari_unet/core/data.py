@@ -30,6 +30,27 @@ __all__ = [
 DEFAULT_NORMALIZATION: dict = {"method": "percentile", "low": 1.0, "high": 99.8}
 
 
+def stored_normalization(metadata: dict | None) -> dict | None:
+    """The percentiles ``{"low", "high"}`` a model was trained with, or None for no
+    normalisation; read once from ``metadata["normalization"]`` (default: 1 and 99.8).
+
+    Examples
+    --------
+    >>> stored_normalization(None), stored_normalization({"normalization": {"method": "none"}})
+    ({'low': 1.0, 'high': 99.8}, None)
+    """
+    norm = dict((metadata or {}).get("normalization") or DEFAULT_NORMALIZATION)
+    method = norm.get("method", "percentile")
+    if method in (None, "none"):
+        return None
+    if method != "percentile":
+        raise ValueError(
+            f"metadata['normalization']: unknown method {method!r}; expected 'percentile' or "
+            "'none' (was the model file written by another tool?)"
+        )
+    return {"low": float(norm.get("low", 1.0)), "high": float(norm.get("high", 99.8))}
+
+
 def normalize(
     image: np.ndarray,
     *,

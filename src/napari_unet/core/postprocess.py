@@ -5,17 +5,99 @@ touching cells, so a threshold on the cell probability leaves a thin background 
 and 4-connected components are the cells. Where a border was missed, ``watershed=True`` splits a
 component along the valleys of its distance transform, seeded from its local maxima. Three-class
 models (background, interior, border) use the interior components as seeds that a watershed grows
-into interior ∪ border.
+into interior ∪ border. ``regrow`` then gives the separation gap back to the cells on either side
+(each cell was taught to stop short of its neighbour), so cells touch again as they do in truth.
+
+All the options live in one :class:`PostprocessSettings`: the command line, the Predict widget
+and the model metadata key ``"postprocess"`` are built from its fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["fill_label_holes", "labels_from_probabilities", "remove_small_labels"]
+__all__ = [
+    "CROSS",
+    "PostprocessSettings",
+    "cell_components",
+    "fill_label_holes",
+    "labels_from_probabilities",
+    "regrow_into_gaps",
+    "remove_small_labels",
+]
 
-_CROSS = ndi.generate_binary_structure(2, 1)
+#: 4-connectivity in 2D: cells separated by a one-pixel diagonal gap stay apart
+CROSS = ndi.generate_binary_structure(2, 1)
+
+
+def _option(default, help: str, *, low=None, high=None, step=None):
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "step": step})
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    """How probabilities become labels; the one source of the CLI options and the GUI's.
+
+    ``metadata`` of each field holds its help text and bounds (``low``, ``high``, ``step``),
+    used to build the command line's options and the Predict widget's controls.
+
+    Examples
+    --------
+    >>> s = PostprocessSettings.from_metadata({"postprocess": {"threshold": 0.4}}, min_size=3)
+    >>> s.threshold, s.min_size, s.watershed
+    (0.4, 3, False)
+    """
+
+    threshold: float = _option(0.5, "cell probability threshold", low=0.0, high=1.0, step=0.05)
+    watershed: bool = _option(False, "split touching cells whose border was missed")
+    min_size: int = _option(10, "smallest cell in pixels", low=0, high=10**6, step=1)
+    regrow: int = _option(
+        1, "pixels each cell grows back into the gap to a touching cell (0: off)",
+        low=0, high=10, step=1,
+    )
+    min_distance: int = _option(5, "watershed seed distance, about a cell radius", low=1,
+                                high=1000, step=1)
+    fill_holes: bool = _option(True, "fill background holes inside each cell")
+    argmax: bool = _option(False, "most probable class instead of the threshold")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold: expected a probability in [0, 1], got {self.threshold!r}")
+        for name in ("min_size", "regrow"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected an integer ≥ 0, got {getattr(self, name)!r}")
+        if int(self.min_distance) < 1:
+            raise ValueError(f"min_distance: expected an integer ≥ 1, got {self.min_distance!r}")
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any] | None, **overrides) -> PostprocessSettings:
+        """The settings stored with a model (``metadata["postprocess"]``), then ``overrides``
+        (``None`` values do not override). Unknown stored keys are ignored."""
+        stored = dict((metadata or {}).get("postprocess") or {})
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in stored.items() if k in names}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - names
+        if unknown:
+            raise TypeError(f"unknown post-processing option(s) {sorted(unknown)}; "
+                            f"expected some of {sorted(names)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the model metadata's ``"postprocess"``)."""
+        return asdict(self)
+
+    def replace(self, **changes) -> PostprocessSettings:
+        return replace(self, **changes)
+
+    def labels(self, prob: np.ndarray) -> np.ndarray:
+        """:func:`labels_from_probabilities` with these settings."""
+        return labels_from_probabilities(prob, **self.to_dict())
 
 
 def fill_label_holes(labels: np.ndarray) -> np.ndarray:
@@ -53,6 +135,68 @@ def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
     return lut[labels]
 
 
+def regrow_into_gaps(labels: np.ndarray, distance: int = 1) -> np.ndarray:
+    """Give background pixels between two touching cells back to the nearest of them.
+
+    A background pixel joins its nearest label when that label is at most ``distance`` pixels
+    away and a *different* label lies within ``2 * distance`` pixels (a square window): gaps up
+    to ``2 * distance`` pixels wide close, each cell growing by at most ``distance``.
+    Background elsewhere (around isolated cells, outside a cluster) stays background, so cells
+    do not grow into true background. Returns a new int32 array.
+
+    Examples
+    --------
+    >>> regrow_into_gaps(np.array([[1, 1, 0, 0, 2, 2], [1, 1, 0, 0, 0, 0]])).tolist()
+    [[1, 1, 1, 2, 2, 2], [1, 1, 1, 0, 0, 0]]
+    >>> regrow_into_gaps(np.array([[1, 0, 0, 0, 0, 2]])).tolist()  # a wide gap stays background
+    [[1, 0, 0, 0, 0, 2]]
+    """
+    labels = np.asarray(labels)
+    out = labels.astype(np.int32, copy=True)
+    if distance < 1 or out.max() == 0:
+        return out
+    size = 4 * int(distance) + 1
+    big = np.iinfo(np.int32).max
+    hi = ndi.maximum_filter(out, size=size)
+    lo = ndi.minimum_filter(np.where(out > 0, out, big), size=size)
+    between = (out == 0) & (hi > 0) & (lo != big) & (lo != hi)
+    if not between.any():
+        return out
+    dist, (iy, ix) = ndi.distance_transform_edt(out == 0, return_indices=True)
+    gap = between & (dist <= distance)
+    out[gap] = out[iy[gap], ix[gap]]
+    return out
+
+
+def cell_components(prob: np.ndarray, *, threshold: float = 0.5, argmax: bool = False,
+                    fill_holes: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """(int32 labels, bool cell mask, count) before splitting, regrowth and size filtering.
+
+    2 classes: 4-connected components of the cell class; 3 classes: interior components grown
+    by a watershed into interior ∪ border. This is what :mod:`napari_unet.core.bigdata` computes
+    per block (where a cell can continue into the next block).
+
+    Examples
+    --------
+    >>> p1 = np.zeros((3, 5), np.float32); p1[:, :2] = 1; p1[:, 3:] = 1
+    >>> cell_components(np.stack([1 - p1, p1]))[2]
+    2
+    """
+    cls = np.argmax(prob, axis=0) if argmax else None
+    cell = cls == 1 if argmax else prob[1] > threshold
+    seeds, n = ndi.label(cell, structure=CROSS)
+    if prob.shape[0] == 2:
+        labels = seeds.astype(np.int32)
+    else:
+        from skimage.segmentation import watershed
+
+        fg = cls != 0 if argmax else prob[0] < 1.0 - threshold
+        labels = watershed(-prob[1], seeds, mask=fg | cell, connectivity=1).astype(np.int32)
+    if fill_holes:
+        labels = fill_label_holes(labels)
+    return labels, cell, int(n)
+
+
 def _split_watershed(fg: np.ndarray, cc: np.ndarray, min_distance: int) -> np.ndarray:
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
@@ -73,35 +217,16 @@ def _split_watershed(fg: np.ndarray, cc: np.ndarray, min_distance: int) -> np.nd
     return watershed(-dist, markers, mask=fg, connectivity=1).astype(np.int32)
 
 
-def labels_from_probabilities(
-    prob: np.ndarray,
-    *,
-    threshold: float = 0.5,
-    argmax: bool = False,
-    watershed: bool = False,
-    min_distance: int = 5,
-    min_size: int = 10,
-    fill_holes: bool = True,
-) -> np.ndarray:
+def labels_from_probabilities(prob: np.ndarray, **options) -> np.ndarray:
     """Instance labels (int32, 0 = background) from softmax probabilities.
 
     Parameters
     ----------
     prob : ndarray (num_classes, H, W)
         2 classes (background, cell) or 3 (background, interior, border).
-    threshold : float
-        Foreground where the cell (interior) probability exceeds it.
-    argmax : bool
-        Use the most probable class instead of ``threshold``.
-    watershed : bool
-        2 classes: split components along distance-transform valleys, seeded from local maxima at
-        least ``min_distance`` apart (for cells whose separation border was missed).
-    min_distance : int
-        Minimum seed distance of the watershed split, about a cell radius.
-    min_size : int
-        Labels with fewer pixels are removed.
-    fill_holes : bool
-        Fill background holes inside each label.
+    **options
+        The fields of :class:`PostprocessSettings` (``threshold=0.5``, ``watershed=False``,
+        ``min_size=10``, ``regrow=1``, ``min_distance=5``, ``fill_holes=True``, ``argmax=False``).
 
     Returns
     -------
@@ -111,27 +236,22 @@ def labels_from_probabilities(
     --------
     >>> p1 = np.zeros((9, 9), np.float32); p1[1:4, 1:8] = 1; p1[5:8, 1:8] = 1
     >>> labels = labels_from_probabilities(np.stack([1 - p1, p1]), min_size=1)
-    >>> labels.dtype, int(labels.max())
-    (dtype('int32'), 2)
+    >>> labels.dtype, int(labels.max()), int((labels[4] > 0).sum())  # the gap row is given back
+    (dtype('int32'), 2, 7)
     """
+    s = PostprocessSettings(**options)
     prob = np.asarray(prob)
     if prob.ndim != 3 or prob.shape[0] not in (2, 3):
         raise ValueError(
             f"prob: expected (num_classes, H, W) with 2 or 3 classes, got shape {prob.shape}"
         )
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold: expected a probability in [0, 1], got {threshold!r}")
-    cls = np.argmax(prob, axis=0) if argmax else None
-    cell = cls == 1 if argmax else prob[1] > threshold
-    if prob.shape[0] == 2:
-        cc, _ = ndi.label(cell, structure=_CROSS)
-        labels = _split_watershed(cell, cc, min_distance) if watershed else cc.astype(np.int32)
+    if prob.shape[0] == 2 and s.watershed:
+        cc, cell, _ = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
+                                      fill_holes=False)
+        labels = _split_watershed(cell, cc, s.min_distance)
+        labels = fill_label_holes(labels) if s.fill_holes else labels
     else:
-        from skimage.segmentation import watershed as _watershed
-
-        fg = cls != 0 if argmax else prob[0] < 1.0 - threshold
-        seeds, _ = ndi.label(cell, structure=_CROSS)
-        labels = _watershed(-prob[1], seeds, mask=fg | cell, connectivity=1).astype(np.int32)
-    if fill_holes:
-        labels = fill_label_holes(labels)
-    return remove_small_labels(labels, min_size)
+        labels = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
+                                 fill_holes=s.fill_holes)[0]
+    labels = remove_small_labels(labels, s.min_size)
+    return regrow_into_gaps(labels, s.regrow) if s.regrow else labels

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from napari_unet.core.data import DEFAULT_NORMALIZATION, normalize
+from napari_unet.core.data import normalize, stored_normalization
 from napari_unet.core.model import UNet
-from napari_unet.core.postprocess import labels_from_probabilities
+from napari_unet.core.postprocess import labels_from_probabilities  # re-exported (contract)
 from napari_unet.core.tiling import (
     auto_tile_shape,
     blend_window,
@@ -32,6 +32,7 @@ from napari_unet.core.tiling import (
 
 __all__ = [
     "PredictProgress",
+    "as_chw",
     "auto_tile_shape",
     "iter_predict_image",
     "iter_predict_stack",
@@ -41,6 +42,7 @@ __all__ = [
     "predict_image",
     "predict_stack",
     "predict_tiled",
+    "return_value",
     "run_to_end",
 ]
 
@@ -53,7 +55,8 @@ Reader = Callable[[int, int, int, int], np.ndarray]
 class PredictProgress:
     """One progress event: ``done`` of ``total`` tile batches (of plane ``plane`` of ``planes``).
 
-    ``result`` is None except on the last event, which carries the probabilities.
+    ``result`` is None except on the last event, which carries the probabilities (and, from
+    :func:`napari_unet.core.segment.iter_segment`, ``labels`` the instance labels).
     """
 
     done: int
@@ -62,6 +65,7 @@ class PredictProgress:
     planes: int = 1
     result: np.ndarray | None = None
     message: str = ""
+    labels: np.ndarray | None = None
 
 
 class _TileTooLarge(Exception):
@@ -208,7 +212,8 @@ def iter_predict_region(
         return acc
 
 
-def _as_chw(model: UNet, image: np.ndarray, name: str = "image") -> np.ndarray:
+def as_chw(model: UNet, image: np.ndarray, name: str = "image") -> np.ndarray:
+    """``image`` as (C, H, W) with C the model's input channels; a ValueError naming ``name``."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[None]
@@ -242,7 +247,7 @@ def iter_predict_tiled(
     >>> events[-1].result.shape, events[-1].done == events[-1].total
     ((2, 30, 30), True)
     """
-    image = _as_chw(model, image)
+    image = as_chw(model, image)
     _prepare(model, device)
     h, w = image.shape[-2:]
     if tile_shape is None:
@@ -318,6 +323,24 @@ def predict_tiled(
     )
 
 
+def return_value(gen: Generator):
+    """Run a generator to its end, ignoring what it yields; returns its return value.
+
+    Examples
+    --------
+    >>> def g():
+    ...     yield 1
+    ...     return 2
+    >>> return_value(g())
+    2
+    """
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
 def run_to_end(events: Iterator[PredictProgress]) -> np.ndarray:
     """Consume a prediction generator and return the result its last event carries."""
     result = None
@@ -328,16 +351,10 @@ def run_to_end(events: Iterator[PredictProgress]) -> np.ndarray:
 
 def normalizer(metadata: dict | None, *, channel_axis: int | None = 0):
     """The normalisation stored with a model, as a function ``image -> float32 image``."""
-    norm = dict((metadata or {}).get("normalization") or DEFAULT_NORMALIZATION)
-    method = norm.get("method", "percentile")
-    if method == "none":
+    norm = stored_normalization(metadata)
+    if norm is None:
         return lambda a: np.asarray(a, dtype=np.float32)
-    if method != "percentile":
-        raise ValueError(
-            f"metadata['normalization']: unknown method {method!r}; expected 'percentile' or 'none'"
-        )
-    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
-    return lambda a: normalize(a, low=low, high=high, channel_axis=channel_axis)
+    return lambda a: normalize(a, low=norm["low"], high=norm["high"], channel_axis=channel_axis)
 
 
 def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.ndarray:
@@ -349,7 +366,7 @@ def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.
             f"image: got a 3D array {image.shape} for a model with 1 input channel; give "
             "channel_axis for a multi-channel image or use predict_stack for (Z, Y, X) stacks"
         )
-    return _as_chw(model, image)
+    return as_chw(model, image)
 
 
 def iter_predict_image(
@@ -440,7 +457,7 @@ def iter_predict_stack(
     norm = normalizer(metadata, channel_axis=0)
     out = None
     for z, plane in enumerate(stack):
-        chw = norm(_as_chw(model, plane, name=f"stack plane {z}"))
+        chw = norm(as_chw(model, plane, name=f"stack plane {z}"))
         prob = None
         for ev in iter_predict_tiled(
             model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta

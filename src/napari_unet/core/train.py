@@ -54,7 +54,7 @@ from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.model import UNet, valid_input_shape
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.safe_load import load_pretrained
-from napari_unet.core.validation import validate
+from napari_unet.core.validation import choose_postprocess, validate
 
 __all__ = ["TrainConfig", "TrainEvent", "Trainer"]
 
@@ -257,6 +257,7 @@ class Trainer:
             "class_names": default_class_names(self.model.num_classes),
             "training": training,
             "history": self.history,
+            **({"postprocess": self.postprocess} if getattr(self, "postprocess", None) else {}),
         }
 
     def snapshot(self) -> tuple[UNet, dict[str, Any]]:
@@ -394,6 +395,8 @@ class Trainer:
                         yield TrainEvent("checkpoint", self.step, total, last, message=str(path))
             if validating and (self.step % cfg.validate_every or not self.step):
                 yield self._validation_event(prepared, regions, total)
+            if validating:  # threshold etc. for predict, the GUI and exports (metadata)
+                self.postprocess = choose_postprocess(self.model, prepared, regions, tile=self.tile)
             path = self.save_checkpoint()
             yield TrainEvent("done", self.step, total, last, steps_per_s=rate, eta_s=0.0,
                              message=self._saved(path))
@@ -408,8 +411,7 @@ class Trainer:
             torch.set_num_threads(threads_before)
 
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
-        metrics = validate(self.model, prepared, regions, tile=self.tile, device=self.device,
-                           amp=self.amp)
+        metrics = validate(self.model, prepared, regions, tile=self.tile)
         self.history.append({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
         score = metrics["rand_error"] + 1e-3 * metrics["loss"]
         msg = ""

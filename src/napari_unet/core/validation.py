@@ -1,61 +1,109 @@
-"""Validation during training: the held-out regions, predicted tile by tile, and their metrics."""
+"""Validation during training, through the prediction users get, and the post-processing
+chosen on the validation band at the end of training.
+
+The held-out regions are predicted by the same overlap-tile engine as
+:func:`napari_unet.core.predict.predict_tiled` (the region is widened to the ``2**depth`` grid,
+so every probability equals that of one pass over the whole image) and turned into labels by
+:class:`~napari_unet.core.postprocess.PostprocessSettings`, so validation scores are those of
+``napari-unet predict``. :func:`choose_postprocess` picks the threshold, watershed, minimum size
+and regrowth that score best there; the Trainer stores them in the model's metadata
+(``"postprocess"``), which prediction, the GUI and exports use by default.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from napari_unet.core.data import PreparedImage, ValidationRegion
 from napari_unet.core.loss import weighted_cross_entropy
-from napari_unet.core.metrics import foreground_iou, pixel_error, rand_error
+from napari_unet.core.metrics import foreground_iou, instance_f1, pixel_error, rand_error
+from napari_unet.core.postprocess import PostprocessSettings
+from napari_unet.core.predict import iter_predict_region, return_value
+from napari_unet.core.tiling import region_reader
 
-__all__ = ["tile_starts", "validate"]
+__all__ = ["choose_postprocess", "region_probabilities", "validate"]
+
+logger = logging.getLogger(__name__)
+
+#: candidates tried by :func:`choose_postprocess`, one setting after the other
+THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+MIN_SIZES = (0, 10, 25, 50)
+REGROW = (0, 1, 2)
 
 
-def tile_starts(start: int, stop: int, out: int) -> list[int]:
-    """Output-window starts covering ``[start, stop)`` with windows of ``out`` (last one clamped).
+def region_probabilities(model, prep: PreparedImage, region, *, tile: int) -> np.ndarray:
+    """Softmax probabilities (K, h, w) of ``model`` (in eval mode) over a region (unpadded
+    coordinates) of a prepared image, by the prediction engine.
 
     Examples
     --------
-    >>> tile_starts(0, 10, 4)
-    [0, 4, 6]
-    >>> tile_starts(5, 7, 4)
-    [5]
+    >>> from napari_unet.core.model import UNet
+    >>> prep = PreparedImage(np.zeros((1, 44, 44), np.float32), np.zeros((44, 44), np.uint8),
+    ...                      np.ones((44, 44), np.float32), 2, (40, 40),
+    ...                      np.zeros((40, 40), int), np.ones((40, 40), bool))
+    >>> region_probabilities(UNet(depth=1, base_channels=2).eval(), prep,
+    ...                      (slice(5, 30), slice(0, 40)), tile=28).shape
+    (2, 25, 40)
     """
-    if stop - start <= out:
-        return [start]
-    starts = list(range(start, stop - out, out))
-    return [*starts, stop - out]
-
-
-@torch.no_grad()
-def predict_region(model, prep: PreparedImage, region, *, tile: int, device, amp=False):
-    """Class logits (K, h, w) of ``model`` over a region of a prepared (padded) image."""
+    p, (h, w) = prep.pad, prep.shape
     ys, xs = region
-    h, w = ys.stop - ys.start, xs.stop - xs.start
-    out = model.output_shape((tile, tile))[0]
-    margin = (tile - out) // 2
-    logits = np.zeros((model.num_classes, h, w), np.float32)
-    p = prep.pad
-    hi_y = prep.image.shape[1] - p - margin - out  # last output start whose input fits
-    hi_x = prep.image.shape[2] - p - margin - out
-    if min(hi_y, hi_x) < margin - p:
-        raise ValueError(f"prepared: padding {p} too small for tile {tile}")
-    for y in tile_starts(ys.start, ys.stop, out):
-        for x in tile_starts(xs.start, xs.stop, out):
-            ye, xe = max(min(y, hi_y), margin - p), max(min(x, hi_x), margin - p)
-            y0, x0 = ye - margin + p, xe - margin + p
-            patch = np.ascontiguousarray(prep.image[:, y0 : y0 + tile, x0 : x0 + tile])
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                res = model(torch.from_numpy(patch)[None].to(device)).float()[0].cpu().numpy()
-            y1, x1 = min(y + out, ys.stop, ye + out), min(x + out, xs.stop, xe + out)
-            logits[:, y - ys.start : y1 - ys.start, x - xs.start : x1 - xs.start] = res[
-                :, y - ye : y1 - ye, x - xe : x1 - xe
-            ]
-    return logits
+    align = 2**model.depth
+    y0, x0 = ys.start // align * align, xs.start // align * align
+    read = region_reader(prep.image[:, p : p + h, p : p + w])
+    with torch.inference_mode():
+        gen = iter_predict_region(model, read, (y0, ys.stop, x0, xs.stop), tile_shape=(tile, tile))
+        prob = return_value(gen)
+    return prob[:, ys.start - y0 :, xs.start - x0 :]
+
+
+def _predicted(model, prepared, regions, tile):
+    """(prob, truth labels, annotated mask, target, weights) per scorable region."""
+    out = []
+    for reg in regions:
+        prep = prepared[reg.index]
+        ann = prep.annotated[reg.region]
+        if not ann.any():  # nothing to score (split_validation avoids this)
+            continue
+        ys, xs = reg.region
+        p = prep.pad
+        target = prep.target[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p]
+        prob = region_probabilities(model, prep, reg.region, tile=tile)
+        out.append((prob, prep.labels[reg.region], ann, target, reg.weights))
+    return out
+
+
+def _scores(rows, settings: PostprocessSettings) -> dict[str, float]:
+    per = []
+    for prob, gt, ann, target, weights in rows:
+        pred = np.where(ann, settings.labels(prob), 0)
+        logp = torch.from_numpy(np.log(np.maximum(prob, 1e-8)))
+        loss = float(weighted_cross_entropy(
+            logp[None], torch.from_numpy(target.astype(np.int64))[None],
+            torch.from_numpy(weights)[None],
+        ))
+        per.append((loss, foreground_iou(pred, gt), pixel_error(pred[ann], gt[ann]),
+                    rand_error(pred, gt), instance_f1(pred, gt)))
+    if not per:
+        nan = float("nan")
+        return dict.fromkeys(("loss", "iou", "pixel_error", "rand_error", "instance_f1"), nan)
+    m = np.mean(np.array(per, dtype=np.float64), axis=0)
+    return {"loss": float(m[0]), "iou": float(m[1]), "pixel_error": float(m[2]),
+            "rand_error": float(m[3]), "instance_f1": float(m[4])}
+
+
+@contextlib.contextmanager
+def _in_eval(model):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 def validate(
@@ -64,43 +112,55 @@ def validate(
     regions: Sequence[ValidationRegion],
     *,
     tile: int,
-    device: torch.device,
-    amp: bool = False,
+    settings: PostprocessSettings | None = None,
+    device=None,
+    amp=None,
 ) -> dict[str, float]:
-    """Mean weighted loss, foreground IoU, pixel error and Rand error over the regions.
+    """Mean weighted loss, foreground IoU, pixel error, Rand error and instance F1 over the regions.
 
-    Predicted cells are the 4-connected components of the "cell" class (1). Only annotated
-    pixels are scored: the pixel error is the fraction of the region's *annotated* pixels that
-    are wrong, and outside the annotation prediction and truth are both background (the Rand
-    error only counts true foreground anyway).
+    Predicted cells are the labels of ``settings`` (default :class:`PostprocessSettings`).
+    Only annotated pixels are scored: the pixel error is the fraction of the region's
+    *annotated* pixels that are wrong, and outside the annotation the prediction is set to
+    background (the Rand error only counts true foreground anyway). The engine runs where
+    the model is (with autocast on CUDA); ``device`` and ``amp`` are accepted from callers of
+    the former validator and have no effect.
     """
-    was_training = model.training
-    model.eval()
-    rows = []
-    try:
-        for reg in regions:
-            prep = prepared[reg.index]
-            logits = predict_region(model, prep, reg.region, tile=tile, device=device, amp=amp)
-            ys, xs = reg.region
-            p = prep.pad
-            target = prep.target[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p]
-            loss = float(weighted_cross_entropy(
-                torch.from_numpy(logits)[None], torch.from_numpy(target.astype(np.int64))[None],
-                torch.from_numpy(reg.weights)[None],
-            ))
-            ann = prep.annotated[reg.region]
-            cls = np.argmax(logits, axis=0)
-            pred = ndi.label((cls == 1) & ann)[0]
-            gt = prep.labels[reg.region]
-            if not ann.any():  # nothing to score (split_validation avoids this)
-                continue
-            rows.append((loss, foreground_iou(pred, gt), pixel_error(pred[ann], gt[ann]),
-                         rand_error(pred, gt)))
-    finally:
-        model.train(was_training)
+    del device, amp
+    with _in_eval(model):
+        rows = _predicted(model, prepared, regions, tile)
+    return _scores(rows, settings or PostprocessSettings())
+
+
+def _objective(scores: dict[str, float]) -> float:
+    """Higher is better: instance F1 at IoU 0.5 minus the Rand error."""
+    return scores["instance_f1"] - scores["rand_error"]
+
+
+def choose_postprocess(
+    model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile: int
+) -> dict | None:
+    """The post-processing that scores best on the validation regions, as a metadata dict.
+
+    The regions are predicted once; then threshold, watershed, minimum size and regrowth are
+    chosen one after the other (each keeping the best of the previous), maximising instance F1
+    minus Rand error. Returns ``PostprocessSettings.to_dict()`` plus ``"chosen_on"`` (the
+    scores), or None without scorable regions.
+    """
+    with _in_eval(model):
+        rows = _predicted(model, prepared, regions, tile)
     if not rows:
-        nan = float("nan")
-        return {"loss": nan, "iou": nan, "pixel_error": nan, "rand_error": nan}
-    m = np.mean(np.array(rows, dtype=np.float64), axis=0)
-    return {"loss": float(m[0]), "iou": float(m[1]), "pixel_error": float(m[2]),
-            "rand_error": float(m[3])}
+        return None
+    best = PostprocessSettings()
+    best_score = _scores(rows, best)
+    for name, values in (("threshold", THRESHOLDS), ("watershed", (False, True)),
+                         ("min_size", MIN_SIZES), ("regrow", REGROW)):
+        for value in values:
+            trial = best.replace(**{name: value})
+            if trial == best:
+                continue
+            scores = _scores(rows, trial)
+            if _objective(scores) > _objective(best_score) + 1e-9:
+                best, best_score = trial, scores
+    logger.info("post-processing chosen on validation: %s (F1 %.3f, Rand error %.4f)",
+                best, best_score["instance_f1"], best_score["rand_error"])
+    return {**best.to_dict(), "chosen_on": {k: round(v, 5) for k, v in best_score.items()}}

@@ -258,3 +258,19 @@ def shared_models(viewer) -> SharedModels:
         registry = SharedModels()
         holder._napari_unet_models = registry
     return registry
+
+
+#: the Labels layer events that mean "the user painted or replaced the data"
+LABEL_EDIT_EVENTS = ("paint", "data", "set_data")
+
+
+def watch_layer(old, new, callback):
+    """Move ``callback`` from the edit events of layer ``old`` to those of ``new`` (either may
+    be None); returns ``new``, the layer now watched."""
+    for layer, action in ((old, "disconnect"), (new, "connect")):
+        if layer is None:
+            continue
+        for ev in LABEL_EDIT_EVENTS:
+            if hasattr(layer.events, ev):
+                getattr(getattr(layer.events, ev), action)(callback)
+    return new

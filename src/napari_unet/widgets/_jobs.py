@@ -13,6 +13,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+
 def background_threads() -> int:
     """Torch CPU threads for work beside the GUI: every usable core but one (at least 1)."""
     try:
@@ -45,35 +46,23 @@ def augmentation_samples(image, labels, config, *, n: int = 8, seed: int = 0, si
 
 
 def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_axis=None,
-                    threshold: float = 0.5, truth=None):
+                    settings=None, truth=None):
     """Yield core prediction progress, then one :class:`PredictionResult` (all in the worker).
 
-    The labels (and, with ``truth``, the comparison and scores) are computed here too, so that
+    :func:`napari_unet.core.segment.iter_segment` does the work (``settings``: the widget's
+    post-processing); with ``truth`` the comparison and scores are computed here too, so that
     the GUI thread only shows layers.
     """
-    from napari_unet.core.postprocess import labels_from_probabilities
-    from napari_unet.core.predict import iter_predict_stack, iter_predict_tiled, normalizer
+    from napari_unet.core.metrics import compare_instances
+    from napari_unet.core.segment import iter_segment
 
-    if stack:
-        events = iter_predict_stack(
-            model, image, metadata=metadata, channel_axis=channel_axis, tta=tta
-        )
-    else:
-        x = np.asarray(image, dtype=np.float32)
-        x = x[None] if channel_axis is None else np.moveaxis(x, channel_axis, 0)
-        chw = normalizer(metadata, channel_axis=0)(x)
-        events = iter_predict_tiled(model, chw, tta=tta)
-    prob = None
-    for event in events:
-        if event.result is not None:
-            prob = event.result
+    prob = labels = None
+    for event in iter_segment(model, image, metadata=metadata, settings=settings, stack=stack,
+                              channel_axis=channel_axis, tta=tta):
+        prob, labels = event.result, event.labels
         yield event
-    if prob is None:
+    if labels is None:
         return
-    if stack:
-        labels = np.stack([labels_from_probabilities(p, threshold=threshold) for p in prob])
-    else:
-        labels = labels_from_probabilities(prob, threshold=threshold)
     comparison = scores = None
     if truth is not None:
         comparison, scores = compare_instances(labels, truth)
@@ -85,32 +74,3 @@ class PredictionResult:
 
     def __init__(self, prob, labels, comparison=None, scores=None):
         self.prob, self.labels, self.comparison, self.scores = prob, labels, comparison, scores
-
-
-def compare_instances(pred: np.ndarray, truth: np.ndarray, *, threshold: float = 0.5):
-    """Comparison map (1 matched, 2 missed true cell, 3 extra predicted cell) and the scores.
-
-    At an IoU threshold ≥ 0.5 a match is unique, so a pair counts as matched when its IoU reaches
-    the threshold. Scores come from :mod:`napari_unet.core.metrics`.
-    """
-    from napari_unet.core.metrics import foreground_iou, instance_matching
-
-    pred = np.asarray(pred)
-    truth = np.asarray(truth)
-    scores = instance_matching(pred, truth, threshold=threshold)
-    scores["iou"] = foreground_iou(pred > 0, truth > 0)
-    both = (pred > 0) & (truth > 0)
-    pairs, inter = np.unique(np.stack([truth[both], pred[both]]), axis=1, return_counts=True)
-    size_t = np.bincount(truth.ravel().astype(np.int64))
-    size_p = np.bincount(pred.ravel().astype(np.int64))
-    iou = inter / (size_t[pairs[0]] + size_p[pairs[1]] - inter) if inter.size else inter
-    good = iou >= threshold
-    matched_t = np.zeros(size_t.size, bool)
-    matched_p = np.zeros(size_p.size, bool)
-    matched_t[pairs[0][good]] = True
-    matched_p[pairs[1][good]] = True
-    out = np.zeros(pred.shape, np.uint8)
-    out[(truth > 0) & ~matched_t[truth]] = 2
-    out[(pred > 0) & ~matched_p[pred]] = 3
-    out[(pred > 0) & matched_p[pred]] = 1
-    return out, scores

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.core.metrics import count_labels
 from napari_unet.widgets._common import (
     REGIONS_LAYER,
     LayerCombo,
@@ -24,6 +25,7 @@ from napari_unet.widgets._common import (
     show_info,
     show_warning,
     spatial_shape,
+    watch_layer,
 )
 
 
@@ -149,18 +151,8 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ count
     def _watch_labels(self, *_):
         layer = self.labels_layer()
-        if layer is self._watched:
-            self.update_count()
-            return
-        if self._watched is not None:
-            for ev in ("paint", "data", "set_data"):
-                if hasattr(self._watched.events, ev):
-                    getattr(self._watched.events, ev).disconnect(self._schedule_count)
-        self._watched = layer
-        if layer is not None:
-            for ev in ("paint", "data", "set_data"):
-                if hasattr(layer.events, ev):
-                    getattr(layer.events, ev).connect(self._schedule_count)
+        if layer is not self._watched:
+            self._watched = watch_layer(self._watched, layer, self._schedule_count)
         self.update_count()
 
     def _schedule_count(self, *_):
@@ -173,8 +165,8 @@ class AnnotateWidget(QWidget):
             return 0, 0
         data = np.asarray(layer.data)
         index = plane_index(layer, self.viewer)
-        total = int(np.count_nonzero(np.unique(data)))
-        plane = int(np.count_nonzero(np.unique(data[index]))) if index else total
+        total = count_labels(data)
+        plane = count_labels(data[index]) if index else total
         return plane, total
 
     def update_count(self, *_):

@@ -8,7 +8,6 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -19,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.core.postprocess import PostprocessSettings
 from napari_unet.widgets import _jobs
 from napari_unet.widgets._common import (
     LayerCombo,
@@ -30,6 +30,7 @@ from napari_unet.widgets._common import (
     show_info,
     upsert_layer,
 )
+from napari_unet.widgets._settings_form import SettingsForm
 
 TRAINED = "model just trained (Train U-Net)"
 #: layer metadata key set when the user edits a layer this widget wrote (it is then never rewritten)
@@ -62,8 +63,9 @@ class PredictWidget(QWidget):
         self.tta = QCheckBox("test-time augmentation (8 flips/rotations, slower)")
         self.probabilities = QCheckBox("add probability map")
         self.contours = QCheckBox("show labels as contours")
-        self.threshold = QDoubleSpinBox(minimum=0.05, maximum=0.95, value=0.5, singleStep=0.05)
-        self.threshold.setToolTip("A pixel is a cell where the cell probability exceeds this.")
+        #: post-processing, from the same settings as the command line; reset to what the
+        #: selected model stores (``metadata["postprocess"]``) whenever the model changes
+        self.postprocess = SettingsForm(PostprocessSettings)
         self.compare_combo = LayerCombo(napari_viewer, Labels, none_text="(none)")
         self.compare_combo.setToolTip(
             "Annotated cells of this image: a comparison layer shows matched (green), missed "
@@ -86,10 +88,10 @@ class PredictWidget(QWidget):
         form.addRow("model", row)
         form.addRow("", self.model_label)
         form.addRow("image", self.image_combo)
-        form.addRow("threshold", self.threshold)
         form.addRow("compare with", self.compare_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.postprocess)
         for w in (self.whole_stack, self.tta, self.probabilities, self.contours):
             layout.addWidget(w)
         row = QHBoxLayout()
@@ -150,10 +152,11 @@ class PredictWidget(QWidget):
 
     def _describe_model(self, *_):
         try:
-            model, _ = self.model()
+            model, metadata = self.model()
         except (ValueError, KeyError):
             self.model_label.setText("no model yet: train one or load a .safetensors file")
             return
+        self.postprocess.set_value(PostprocessSettings.from_metadata(metadata))
         cfg = getattr(model, "config", {})
         self.model_label.setText(
             f"depth {cfg.get('depth')}, base {cfg.get('base_channels')}, "
@@ -183,7 +186,7 @@ class PredictWidget(QWidget):
         truth = self._truth(data.shape[:-1] if layer.rgb else data.shape, index)
         worker = create_worker(
             _jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
-            channel_axis=channel_axis, threshold=float(self.threshold.value()), truth=truth,
+            channel_axis=channel_axis, settings=self.postprocess.value(), truth=truth,
             _start_thread=False,
         )
         worker.yielded.connect(self._on_progress)

@@ -23,6 +23,7 @@ from napari_unet.widgets._common import (
     regions_mask,
     show_error,
     upsert_layer,
+    watch_layer,
 )
 
 WEIGHT_LAYER = "weight map"
@@ -106,15 +107,7 @@ class WeightMapWidget(QWidget):
         layer = self.labels_combo.layer()
         if layer is self._watched:
             return
-        if self._watched is not None:
-            for ev in ("paint", "data", "set_data"):
-                if hasattr(self._watched.events, ev):
-                    getattr(self._watched.events, ev).disconnect(self._painted)
-        self._watched = layer
-        if layer is not None:
-            for ev in ("paint", "data", "set_data"):
-                if hasattr(layer.events, ev):
-                    getattr(layer.events, ev).connect(self._painted)
+        self._watched = watch_layer(self._watched, layer, self._painted)
         self._changed()
 
     def _changed(self, *_):

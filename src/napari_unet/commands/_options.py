@@ -1,0 +1,38 @@
+"""Command-line options built from :class:`~napari_unet.core.postprocess.PostprocessSettings`.
+
+Every field becomes ``--name`` (booleans: ``--name`` / ``--no-name``) with the field's help;
+the default is None, i.e. "what the model file stores" (``metadata["postprocess"]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from napari_unet.core.postprocess import PostprocessSettings
+
+
+def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per post-processing setting (default: the model's stored value)."""
+    group = parser.add_argument_group("post-processing (default: as stored with the model)")
+    defaults = PostprocessSettings()
+    for f in fields(PostprocessSettings):
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata['help']} (built-in default {getattr(defaults, f.name)})"
+        if f.type in (bool, "bool"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=text)
+        else:
+            kind = float if f.type in (float, "float") else int
+            group.add_argument(flag, type=kind, default=None, help=text)
+
+
+def postprocess_settings(args: argparse.Namespace, metadata: dict | None) -> PostprocessSettings:
+    """The model's stored settings with the options given on the command line on top."""
+    from napari_unet.cli import CLIError
+
+    given = {f.name: getattr(args, f.name, None) for f in fields(PostprocessSettings)}
+    try:
+        return PostprocessSettings.from_metadata(metadata, **given)
+    except ValueError as err:
+        raise CLIError(f"--{str(err).replace('_', '-')}") from None

@@ -1,0 +1,439 @@
+"""A bioimage.io model package (format 0.5) of a napari-unet model.
+
+The package holds:
+
+- ``weights.pt``: the ``state_dict`` (``pytorch_state_dict`` weights) with the architecture as a
+  source file, ``unet_model.py`` (napari-unet's ``model.py`` plus :class:`UNetProbabilities`), and
+  the callable ``UNetProbabilities`` with the model's constructor arguments;
+- ``weights_torchscript.pt`` (``torchscript``) and ``weights.onnx`` (``onnx``), converted from them;
+- ``test_input.npy`` (raw image, axes batch, channel, y, x) and ``test_output.npy`` (probabilities);
+- ``cover.png`` (input | foreground probability), ``README.md`` (with a *Validation* section);
+- the citation of Ronneberger, Fischer & Brox (2015), doi 10.1007/978-3-319-24574-4_28.
+
+Inputs: ``scale_range`` pre-processing with the model's percentiles (``metadata["normalization"]``)
+per sample and channel (axes y, x), exactly napari-unet's normalisation. Spatial sizes are
+``min + n * 2**depth`` (``ParameterizedSize``). Outputs: soft-max probabilities are computed inside
+the network (no post-processing), with ``padding="valid"`` smaller than the input by
+``2 * margin`` per axis (a ``SizeReference`` with a negative offset).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_unet import __version__
+from napari_unet.core import model as model_module
+from napari_unet.core.data import DEFAULT_NORMALIZATION, stored_normalization
+from napari_unet.core.formats.tensors import (
+    ONNX_OPSET,
+    UNetProbabilities,
+    export_onnx,
+    export_torchscript,
+    make_test_input,
+    normalized_test_input,
+    reference_output,
+)
+from napari_unet.core.io import default_class_names
+from napari_unet.core.model import UNet
+
+__all__ = ["PAPER_CITATION", "WEIGHT_FORMATS", "build_rdf", "export_bioimageio"]
+
+logger = logging.getLogger(__name__)
+
+#: Weight formats a package can hold (the first one is the parent of the others).
+WEIGHT_FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
+
+PAPER_CITATION = {
+    "text": (
+        "Ronneberger, O., Fischer, P., Brox, T. (2015). U-Net: Convolutional Networks for "
+        "Biomedical Image Segmentation. MICCAI 2015, LNCS 9351, 234-241. arXiv:1505.04597"
+    ),
+    "doi": "10.1007/978-3-319-24574-4_28",
+}
+
+_ARCH_FILE = "unet_model.py"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file(root: Path, name: str) -> dict[str, str]:
+    return {"source": name, "sha256": _sha256(root / name)}
+
+
+def _format_version() -> str:
+    """The newest model format version the installed bioimageio.spec implements (0.5.x)."""
+    try:
+        from bioimageio.spec.model.v0_5 import ModelDescr
+    except ImportError:
+        return "0.5.4"
+    return str(ModelDescr.implemented_format_version)
+
+
+def _architecture_source() -> str:
+    """A self-contained Python file: napari-unet's model.py plus UNetProbabilities."""
+    return (
+        inspect.getsource(model_module)
+        + "\n\n# --- added by napari-unet's bioimage.io export: the exported module ---\n\n"
+        + inspect.getsource(UNetProbabilities)
+    )
+
+
+def _cover(raw: np.ndarray, prob: np.ndarray, margin: int) -> np.ndarray:
+    """uint8 image: the input (cropped to the output's field) beside the foreground probability."""
+    img = raw[0, 0]
+    h, w = prob.shape[-2:]
+    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    img = img[top : top + h, left : left + w]
+    lo, hi = np.percentile(img, [1, 99.8])
+    img = np.clip((img - lo) / (hi - lo + 1e-6), 0, 1)
+    fg = prob[0, 1] if prob.shape[1] == 2 else 1.0 - prob[0, 0]
+    pair = np.concatenate([img, np.clip(fg, 0, 1)], axis=1)
+    zoom = max(1, int(np.ceil(256 / h)))
+    pair = np.repeat(np.repeat(pair, zoom, axis=0), zoom, axis=1)
+    return (pair * 255).round().astype(np.uint8)
+
+
+def _readme(model: UNet, metadata: Mapping[str, Any], name: str, norm: dict | None) -> str:
+    step = 2**model.depth
+    smallest = model.valid_input_shape((1, 1))[0]
+    history = [h for h in metadata.get("history") or [] if isinstance(h, dict)]
+    metrics = [h for h in history if h.get("metrics")]
+    if metrics:
+        last = metrics[-1]
+        validation = (
+            f"Metrics on the held-out validation tiles at step {last.get('step', '?')} of training "
+            f"(napari-unet):\n\n```\n{json.dumps(last['metrics'], indent=2, default=str)}\n```\n"
+        )
+    else:
+        validation = (
+            "No held-out metrics are stored with this model. Validate it on annotated images of "
+            "your own with `napari-unet evaluate --model MODEL --images ... --labels ...`.\n"
+        )
+    norm_text = (
+        f"each channel's {norm['low']} and {norm['high']} percentiles mapped to 0 and 1 "
+        "(`scale_range`, per sample)"
+        if norm
+        else "none (the model takes the raw values)"
+    )
+    return f"""# {name}
+
+A U-Net (Ronneberger, Fischer & Brox, 2015) trained with
+[napari-unet](https://github.com/napari-unet) {metadata.get("napari_unet_version", __version__)}.
+
+- Architecture: {json.dumps(model.config)}
+- Input: {model.in_channels} channel(s), axes (batch, channel, y, x), float32; normalisation:
+  {norm_text}.
+- Valid spatial input sizes: {smallest} + n * {step} pixels per axis.
+- Output: per-class probabilities (soft-max inside the network) for the classes
+  {", ".join(metadata.get("class_names") or default_class_names(model.num_classes))};
+  {"each axis is " + str(2 * model.margin) + " pixels smaller than the input (unpadded convolutions)"
+   if model.padding == "valid" else "same size as the input"}.
+  For images larger than one tile use the overlap-tile strategy of the paper: tile the mirrored
+  image so that the output tiles abut.
+
+## Validation
+
+{validation}
+"""
+
+
+def _check_formats(weight_formats: Sequence[str]) -> None:
+    bad = [f for f in weight_formats if f not in WEIGHT_FORMATS]
+    if bad or "pytorch_state_dict" not in weight_formats:
+        raise ValueError(
+            f"weight_formats: expected a subset of {WEIGHT_FORMATS} containing "
+            f"'pytorch_state_dict', got {tuple(weight_formats)!r}"
+        )
+
+
+def _write_test_files(model: UNet, root: Path, metadata: dict, image, name: str, norm) -> np.ndarray:
+    """Test/sample tensors, cover and README; returns the raw test input."""
+    import imageio.v3 as iio
+    import tifffile
+
+    raw = make_test_input(model, image=image)
+    prob = reference_output(model, raw, metadata)
+    np.save(root / "test_input.npy", raw)
+    np.save(root / "test_output.npy", prob)
+    tifffile.imwrite(root / "sample_input.tif", raw[0])
+    tifffile.imwrite(root / "sample_output.tif", prob[0])
+    iio.imwrite(root / "cover.png", _cover(raw, prob, model.margin))
+    (root / "README.md").write_text(_readme(model, metadata, name, norm), encoding="utf-8")
+    return raw
+
+
+def _write_weights(model: UNet, root: Path, example: np.ndarray,
+                   weight_formats: Sequence[str]) -> dict[str, Any]:
+    """The weight files of each format and their ``weights`` entries."""
+    (root / _ARCH_FILE).write_text(_architecture_source(), encoding="utf-8")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, root / "weights.pt")
+    torch_version = torch.__version__.split("+")[0]
+    weights: dict[str, Any] = {
+        "pytorch_state_dict": {
+            **_file(root, "weights.pt"),
+            "architecture": {
+                **_file(root, _ARCH_FILE),
+                "callable": UNetProbabilities.__name__,
+                "kwargs": dict(model.config),
+            },
+            "pytorch_version": torch_version,
+        }
+    }
+    if "torchscript" in weight_formats:
+        export_torchscript(model, root / "weights_torchscript.pt", example=example)
+        weights["torchscript"] = {
+            **_file(root, "weights_torchscript.pt"),
+            "parent": "pytorch_state_dict",
+            "pytorch_version": torch_version,
+        }
+    if "onnx" in weight_formats:
+        export_onnx(model, root / "weights.onnx", example=example)
+        weights["onnx"] = {
+            **_file(root, "weights.onnx"),
+            "parent": "pytorch_state_dict",
+            "opset_version": ONNX_OPSET,
+        }
+    return weights
+
+
+def _axes(model: UNet, class_names: list[str]) -> tuple[list, list]:
+    """Input axes (sizes ``min + n * 2**depth``) and output axes (input size − 2·margin)."""
+    step = 2**model.depth
+    smallest = model.valid_input_shape((1, 1))[0]
+    in_axes: list[dict[str, Any]] = [
+        {"type": "batch"},
+        {"type": "channel", "channel_names": [f"channel{i}" for i in range(model.in_channels)]},
+    ] + [{"type": "space", "id": a, "size": {"min": smallest, "step": step}} for a in ("y", "x")]
+    offset = -2 * model.margin
+    out_axes: list[dict[str, Any]] = [
+        {"type": "batch"},
+        {"type": "channel", "channel_names": class_names},
+    ] + [
+        {"type": "space", "id": a, "size": {"tensor_id": "raw", "axis_id": a, "offset": offset}}
+        for a in ("y", "x")
+    ]
+    return in_axes, out_axes
+
+
+def _preprocessing(norm: dict | None) -> list[dict[str, Any]]:
+    if norm is None:
+        return []
+    kwargs = {"axes": ["y", "x"], "min_percentile": norm["low"],
+              "max_percentile": norm["high"], "eps": 1e-6}
+    return [{"id": "scale_range", "kwargs": kwargs}]
+
+
+def _config(model: UNet, metadata: dict, class_names: list[str]) -> dict[str, Any]:
+    """napari-unet's own section: architecture, normalisation, post-processing, training."""
+    from napari_unet.core.postprocess import PostprocessSettings
+
+    return {
+        "napari_unet": {
+            "architecture": dict(model.config),
+            "normalization": metadata.get("normalization") or dict(DEFAULT_NORMALIZATION),
+            "postprocess": PostprocessSettings.from_metadata(metadata).to_dict(),
+            "class_names": class_names,
+            "training": metadata.get("training") or {},
+            "napari_unet_version": metadata.get("napari_unet_version", __version__),
+        }
+    }
+
+
+def build_rdf(
+    model: UNet,
+    root: str | os.PathLike,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    authors: Sequence[str] | None = None,
+    image: np.ndarray | None = None,
+    weight_formats: Sequence[str] = WEIGHT_FORMATS,
+    license: str = "BSD-3-Clause",
+) -> dict[str, Any]:
+    """Write the package's files into the folder ``root`` and return its ``rdf.yaml`` content.
+
+    The returned dict (file sources relative to ``root``) is what
+    :func:`bioimageio.spec.build_description` validates. See :func:`export_bioimageio`.
+    The caller's model is left as it was (device and training mode): a CPU copy is exported.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> rdf = build_rdf(UNet(depth=1, base_channels=2), tempfile.mkdtemp(),
+    ...                 weight_formats=("pytorch_state_dict",))
+    >>> rdf["format_version"][:4], rdf["inputs"][0]["axes"][2]["size"]
+    ('0.5.', {'min': 18, 'step': 2})
+    """
+    if not isinstance(model, UNet):
+        raise TypeError(f"model: expected a napari_unet UNet, got {type(model).__name__}")
+    _check_formats(weight_formats)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    metadata = dict(metadata or {})
+    model = copy.deepcopy(model).cpu().eval()  # never the caller's model
+    norm = stored_normalization(metadata)
+    class_names = [str(c) for c in metadata.get("class_names") or []]
+    if len(class_names) != model.num_classes:
+        class_names = default_class_names(model.num_classes)
+    name = name or f"napari-unet U-Net depth {model.depth} base {model.base_channels}"
+    raw = _write_test_files(model, root, metadata, image, name, norm)
+    weights = _write_weights(model, root, normalized_test_input(raw, metadata), weight_formats)
+    in_axes, out_axes = _axes(model, class_names)
+    margin_text = f"{2 * model.margin} px smaller" if model.margin else "same size"
+    return {
+        "format_version": _format_version(),
+        "type": "model",
+        "name": name,
+        "description": description
+        or (
+            f"U-Net (Ronneberger et al. 2015) segmenting {', '.join(class_names)}; "
+            f"outputs soft-max probabilities, {margin_text} than the input. Made with napari-unet."
+        ),
+        "authors": [{"name": a} for a in (authors or ["napari-unet user"])],
+        "cite": [dict(PAPER_CITATION)],
+        "license": license,
+        "tags": ["unet", "segmentation", "2d", "pytorch", "napari-unet", "instance-segmentation"],
+        "documentation": _file(root, "README.md"),
+        "covers": [_file(root, "cover.png")],
+        "inputs": [
+            {
+                "id": "raw",
+                "description": "image; normalised by the pre-processing",
+                "axes": in_axes,
+                "test_tensor": _file(root, "test_input.npy"),
+                "sample_tensor": _file(root, "sample_input.tif"),
+                "data": {"type": "float32"},
+                "preprocessing": _preprocessing(norm),
+            }
+        ],
+        "outputs": [
+            {
+                "id": "probabilities",
+                "description": "soft-max probability of each class",
+                "axes": out_axes,
+                "test_tensor": _file(root, "test_output.npy"),
+                "sample_tensor": _file(root, "sample_output.tif"),
+                "data": {"type": "float32", "range": [0.0, 1.0]},
+            }
+        ],
+        "weights": weights,
+        "config": _config(model, metadata, class_names),
+    }
+
+
+def export_bioimageio(
+    model: UNet,
+    out: str | os.PathLike,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    authors: Sequence[str] | None = None,
+    image: np.ndarray | None = None,
+    weight_formats: Sequence[str] = WEIGHT_FORMATS,
+) -> Path:
+    """Write a validated bioimage.io model package (a ``.zip`` file or a folder).
+
+    Parameters
+    ----------
+    model : UNet
+    out : path
+        ``*.zip``: a zipped package; anything else: a folder (created) holding ``rdf.yaml``.
+    metadata : mapping, optional
+        The model's metadata (``normalization``, ``class_names``, ``history``, ...).
+    name, description : str, optional
+        Shown on bioimage.io; ``name`` may hold letters, digits, spaces and ``_+-()``.
+    authors : sequence of str, optional
+        Names of the people who trained the model.
+    image : ndarray, optional
+        Test image ``(H, W)`` or ``(C, H, W)`` (raw); default: synthetic touching cells.
+    weight_formats : sequence of str
+        Subset of :data:`WEIGHT_FORMATS`; ``pytorch_state_dict`` is always included.
+
+    Returns
+    -------
+    Path of the zip file or of the folder.
+
+    Raises
+    ------
+    ValueError
+        The description does not validate (the message holds bioimage.io's reasons).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = export_bioimageio(UNet(depth=1, base_channels=2),
+    ...                       pathlib.Path(tempfile.mkdtemp()) / "unet.zip",
+    ...                       weight_formats=("pytorch_state_dict",))
+    >>> p.suffix
+    '.zip'
+    """
+    try:
+        from bioimageio.spec import (
+            InvalidDescr,
+            ValidationContext,
+            build_description,
+            save_bioimageio_package,
+            save_bioimageio_package_as_folder,
+        )
+    except ImportError:
+        raise ImportError(
+            "exporting to bioimage.io needs the package 'bioimageio.spec': "
+            "pip install 'napari-unet[export]'"
+        ) from None
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="napari-unet-bioimageio-") as tmp:
+        stage = Path(tmp)
+        rdf = build_rdf(
+            model,
+            stage,
+            metadata=metadata,
+            name=name,
+            description=description,
+            authors=authors,
+            image=image,
+            weight_formats=weight_formats,
+        )
+        with ValidationContext(root=stage, perform_io_checks=True):
+            descr = build_description(rdf)
+        if isinstance(descr, InvalidDescr):
+            raise ValueError(
+                "the bioimage.io description does not validate:\n"
+                + descr.validation_summary.format()
+            )
+        if out.suffix.lower() == ".zip":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.exists():
+                out.unlink()
+            save_bioimageio_package(descr, output_path=out)
+        else:
+            if out.exists() and any(out.iterdir()):
+                raise FileExistsError(
+                    f"out: folder {str(out)!r} exists and is not empty; choose a new folder or "
+                    "a .zip file"
+                )
+            out.mkdir(parents=True, exist_ok=True)
+            save_bioimageio_package_as_folder(descr, output_path=out)
+    logger.info("wrote bioimage.io package to %s", out)
+    return out
