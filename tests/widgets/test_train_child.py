@@ -41,10 +41,10 @@ def _viewer(make_napari_viewer, seed=0):
 def test_sigkill_of_the_child_is_a_notification_and_the_checkpoint_loads(
     make_napari_viewer, qtbot, monkeypatch, tmp_path
 ):
-    from napari_unet.widgets import train as train_module
+    from napari_unet.widgets import _train_client
 
     errors = []
-    monkeypatch.setattr(train_module, "show_error", errors.append)
+    monkeypatch.setattr(_train_client, "show_error", errors.append)
     viewer, image, truth = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
     _tiny(train, 100_000)

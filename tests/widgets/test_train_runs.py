@@ -163,14 +163,14 @@ def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_pat
     train.form.live.setChecked(True)
     train._preview_timer.setInterval(200)
     train.start_training()
-    qtbot.waitUntil(lambda: PREVIEW_LAYER in viewer.layers, timeout=120000)
-    layer = viewer.layers[PREVIEW_LAYER]
+    layer = viewer.layers[PREVIEW_LAYER]  # made at Start, filled by the child's previews
     assert layer.data.ndim == 2 and layer.data.dtype == np.int32 and layer.data.shape[0] <= 64
-    preview = train.run_dir / "preview.npy"
-    first = os.stat(preview).st_mtime_ns
-    qtbot.waitUntil(lambda: os.stat(preview).st_mtime_ns != first and
-                    not train._preview_pending, timeout=60000)
+    qtbot.waitUntil(lambda: train.previews_shown >= 1, timeout=120000)
+    preview = train.run_dir / "preview.npy"  # the child wrote it into the run folder
+    assert preview.is_file()
+    qtbot.waitUntil(lambda: train.previews_shown >= 2, timeout=60000)
     assert viewer.layers[PREVIEW_LAYER] is layer  # updated in place, not a new layer
+    assert [lay.name for lay in viewer.layers].count(PREVIEW_LAYER) == 1
     saved = train.save_model(tmp_path / "saved.safetensors")
     qtbot.waitUntil(saved.is_file, timeout=60000)  # the child's checkpoint, copied
     step = load_model(saved)[1]["training"]["step"]

@@ -1,0 +1,56 @@
+"""The live prediction layer of the Train widget: the visible region, and an in-place update.
+
+Creating a napari layer costs the GUI thread hundreds of milliseconds (a new vispy node);
+replacing a layer's ``data`` rebuilds the node too. So the layer is made once, when training
+starts, and every later preview of the same region writes into its array and refreshes only
+the texture (:func:`show_labels`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from napari_unet.widgets._common import current_plane, upsert_layer
+
+PREVIEW_LAYER = "live prediction"
+#: the largest side of a preview region (pixels)
+MAX_SIDE = 512
+
+
+def visible_region(image_layer, viewer):
+    """``(((r0, r1), (c0, c1)), geometry)`` of the shown part of the image's plane (at most
+    512 × 512), or None when less than 8 × 8 pixels are shown; ``geometry`` places the labels."""
+    plane, _ = current_plane(image_layer, viewer)
+    corners = np.asarray(image_layer.corner_pixels)[:, -2:]
+    (r0, c0), (r1, c1) = corners[0], corners[1] + 1
+    r0, c0 = max(int(r0), 0), max(int(c0), 0)
+    r1 = min(int(r1), plane.shape[0], r0 + MAX_SIDE)
+    c1 = min(int(c1), plane.shape[1], c0 + MAX_SIDE)
+    if r1 - r0 < 8 or c1 - c0 < 8:
+        return None
+    scale = np.asarray(image_layer.scale[-2:])
+    offset = np.asarray(image_layer.translate[-2:]) + np.array([r0, c0]) * scale
+    return ((r0, r1), (c0, c1)), {"translate": offset, "scale": scale}
+
+
+def show_labels(viewer, labels: np.ndarray, geometry: dict):
+    """Show ``labels`` in the live prediction layer: written in place when the layer is ours
+    and has the same shape, else (first time, another region) a new layer."""
+    layer = viewer.layers[PREVIEW_LAYER] if PREVIEW_LAYER in viewer.layers else None
+    if (layer is not None and layer.metadata.get("napari_unet") == PREVIEW_LAYER
+            and layer.data.shape == labels.shape and layer.data.dtype == labels.dtype
+            and np.allclose(layer.translate[-2:], geometry["translate"])):
+        layer.data[...] = labels
+        layer.refresh(extent=False, thumbnail=False, highlight=False)
+        return layer
+    return upsert_layer(viewer, labels, PREVIEW_LAYER, "labels", opacity=0.4, **geometry)
+
+
+def pair_index(run_dir: Path, image_name: str | None) -> int:
+    """Index in the run's data of the image layer ``image_name`` (the live preview's image)."""
+    names = [d.get("name") for d in json.loads((Path(run_dir) / "run.json").read_text())["data"]]
+    hits = [i for i, name in enumerate(names) if name == image_name]
+    return hits[-1] if hits else 0
