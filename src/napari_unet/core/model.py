@@ -161,6 +161,20 @@ class _DoubleConv(nn.Sequential):
         )
 
 
+def incoming_nodes(conv: nn.Conv2d | nn.ConvTranspose2d) -> int:
+    """Inputs of one output neuron of a (transposed) convolution: the ``N`` of He's init.
+
+    Examples
+    --------
+    >>> incoming_nodes(nn.Conv2d(8, 4, 3)), incoming_nodes(nn.ConvTranspose2d(8, 4, 2, stride=2))
+    (72, 8)
+    """
+    taps = 1
+    for k, s in zip(conv.kernel_size, conv.stride, strict=True):
+        taps *= -(-k // s) if isinstance(conv, nn.ConvTranspose2d) else k
+    return int(conv.in_channels // conv.groups * taps)
+
+
 def _center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, left = (h - size[0]) // 2, (w - size[1]) // 2
@@ -253,12 +267,15 @@ class UNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-draw weights from N(0, sqrt(2 / (k·k·C_in))) and set biases to 0 (the paper's init)."""
+        """Re-draw weights from N(0, sqrt(2 / N)) and set biases to 0 (the paper's init).
+
+        ``N`` is the number of incoming nodes of one output neuron: ``k·k·C_in`` for a
+        convolution; for a transposed convolution each output pixel sees only
+        ``ceil(k / stride)`` taps per axis, so the 2×2 stride-2 up-convolution has ``N = C_in``.
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                c_in = m.in_channels
-                fan_in = c_in * m.kernel_size[0] * m.kernel_size[1]
-                nn.init.normal_(m.weight, mean=0.0, std=math.sqrt(2.0 / fan_in))
+                nn.init.normal_(m.weight, mean=0.0, std=math.sqrt(2.0 / incoming_nodes(m)))
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
