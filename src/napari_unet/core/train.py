@@ -12,7 +12,9 @@
 Each step: draw patches (centred on annotated pixels, mirror-padded), move them to the device,
 augment every sample there (:mod:`napari_unet.core.augment`), forward, the weighted soft-max
 cross-entropy over the output region (:mod:`napari_unet.core.loss`), backward, optimiser step.
-Targets and weight maps are computed once per image before the first step.
+Targets and weight maps are derived per sample from the augmented (warped) instance labels, so
+a warped cell never bridges a separation border (:func:`napari_unet.core.data.targets_from_instances`);
+the class balance ``w_c`` is the image's, computed once before the first step.
 
 Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the trainer joins the process
 group (:mod:`napari_unet.core.distributed`: NCCL and ``cuda:LOCAL_RANK`` on CUDA, gloo on the
@@ -47,6 +49,7 @@ from napari_unet.core.data import (
     as_training_pairs,
     prepare_pairs,
     split_validation,
+    targets_from_instances,
 )
 from napari_unet.core.device import configure_cpu_threads, pick_device
 from napari_unet.core.io import default_class_names, save_model
@@ -301,21 +304,54 @@ class Trainer:
             etas.append(max(self.config.time_limit - self.elapsed, 0.0))
         return min(etas) if etas else None
 
+    def training_batch(self, sampler: PatchSampler):
+        """One augmented batch on the device: image ``(n, C, T, T)``, target and weights of the
+        output region ``(n, t, t)`` (this rank's block under torchrun)."""
+        # the global batch, the same on all ranks
+        img, inst, counted, cw = sampler.sample_instances(self.batch_size)
+        dev, nb = self.device, self.device.type == "cuda"
+        img = torch.from_numpy(img).to(dev, non_blocking=nb)
+        inst = torch.from_numpy(inst).to(dev, non_blocking=nb)
+        counted = torch.from_numpy(counted).to(dev, non_blocking=nb)
+        # the labels are warped with a context around the output region, so that the border
+        # term of its pixels sees the cells beyond it (negligible past d1 + d2 = 5.26 sigma)
+        ctx = min(math.ceil(5.26 * self.config.sigma) + 1, (self.tile - self.out_tile) // 2)
+        side = self.out_tile + 2 * ctx
+        img, inst, counted = augment_batch(img, inst, counted, config=self.config.augment,
+                                           generator=self.generator, out_shape=(side, side))
+        if self.world_size > 1:  # this rank's block of the augmented global batch
+            img, inst, counted, cw = (ddp.shard(img), ddp.shard(inst), ddp.shard(counted),
+                                      ddp.shard(cw))
+        # targets and weights from the WARPED instances: no warped cell bridges a border
+        inst, counted = inst.cpu().numpy(), counted.cpu().numpy() > 0
+        crop = (slice(None), slice(ctx, ctx + self.out_tile), slice(ctx, ctx + self.out_tile))
+        tgt, wts = [], []
+        for i in range(len(inst)):
+            t, w = targets_from_instances(inst[i], counted[i], class_weight=cw[i],
+                                          num_classes=self.model.num_classes,
+                                          w0=self.config.w0, sigma=self.config.sigma)
+            tgt.append(t)
+            wts.append(w)
+        tgt = torch.from_numpy(np.stack(tgt)[crop].astype(np.int64)).to(dev, non_blocking=nb)
+        wts = torch.from_numpy(np.ascontiguousarray(np.stack(wts)[crop])).to(dev, non_blocking=nb)
+        return img, tgt, wts
+
+    def make_sampler(self) -> PatchSampler:
+        """The patch sampler of :meth:`run` (no validation band held out)."""
+        prepared = prepare_pairs(
+            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            normalization=self.normalization, num_classes=self.model.num_classes,
+            w0=self.config.w0, sigma=self.config.sigma,
+        )
+        return PatchSampler(prepared, tile=self.tile, rng=self.rng)
+
     def train_step(self, sampler: PatchSampler) -> tuple[float, float]:
         """One optimisation step; returns (loss, learning rate)."""
         lr = self.lr * lr_factor(self.preset, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        img, tgt, wts = sampler.sample(self.batch_size)  # the global batch, the same on all ranks
-        dev, nb = self.device, self.device.type == "cuda"
-        img = torch.from_numpy(img).to(dev, non_blocking=nb)
-        tgt = torch.from_numpy(tgt).to(dev, non_blocking=nb)
-        wts = torch.from_numpy(wts).to(dev, non_blocking=nb)
-        out = (self.out_tile, self.out_tile)
-        img, tgt, wts = augment_batch(img, tgt, wts, config=self.config.augment,
-                                      generator=self.generator, out_shape=out)
-        if self.world_size > 1:  # this rank's block of the augmented global batch
-            img, tgt, wts = ddp.shard(img), ddp.shard(tgt), ddp.shard(wts)
+        img, tgt, wts = self.training_batch(sampler)
+        dev = self.device
         if self.amp:
             img = img.contiguous(memory_format=torch.channels_last)
         self.net.train()
