@@ -51,7 +51,7 @@ from napari_unet.core.data import (
     split_validation,
     targets_from_instances,
 )
-from napari_unet.core.device import configure_cpu_threads, pick_device
+from napari_unet.core.device import configure_cpu_threads, pick_device, use_cpu_bf16
 from napari_unet.core.io import default_class_names, save_model
 from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.model import UNet, valid_input_shape
@@ -91,6 +91,9 @@ class TrainConfig:
     validate_every: int = 100
     val_fraction: float = 0.1
     device: str = "auto"
+    #: bfloat16 autocast on the CPU: "auto" (where the CPU has AVX-512 BF16 / AMX), "on", "off";
+    #: master weights and the loss stay float32
+    cpu_bf16: str = "auto"
     #: torch CPU threads while :meth:`Trainer.run` trains (restored afterwards); None: all cores
     threads: int | None = None
     seed: int = 0
@@ -116,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}")
         if self.num_classes not in (2, 3):
             raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
+        if self.cpu_bf16 not in ("auto", "on", "off"):
+            raise ValueError(f"cpu_bf16: expected 'auto', 'on' or 'off', got {self.cpu_bf16!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
 
@@ -210,6 +215,8 @@ class Trainer:
             )
         self.model.to(self.device)
         self.amp = self.device.type == "cuda"
+        #: bfloat16 autocast of the forward pass on a CPU that computes bf16 natively
+        self.bf16 = use_cpu_bf16(config.cpu_bf16, self.device)
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
         #: what the training step calls: the model, in DistributedDataParallel under torchrun
@@ -254,7 +261,8 @@ class Trainer:
     def metadata(self) -> dict[str, Any]:
         training = self.config.to_dict()
         training.update(lr=self.lr, batch_size=self.batch_size, tile=self.tile, step=self.step,
-                        elapsed_s=round(self.elapsed, 3), device=str(self.device))
+                        elapsed_s=round(self.elapsed, 3), device=str(self.device),
+                        bf16=self.bf16)
         return {
             "normalization": self.normalization,
             "class_names": default_class_names(self.model.num_classes),
@@ -355,8 +363,12 @@ class Trainer:
         if self.amp:
             img = img.contiguous(memory_format=torch.channels_last)
         self.net.train()
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
-            logits = self.net(img)
+        if self.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = self.net(img)
+        else:
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.net(img)
         # Σ w·ce / Σ w over the global batch (times world size: DDP averages the gradients)
         loss = ddp.global_loss(*weighted_cross_entropy(logits, tgt, wts, reduction="sum"))
         value = ddp.all_reduce_mean(loss.detach())  # the global loss, the same on every rank
@@ -387,8 +399,9 @@ class Trainer:
         regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
         validating = bool(regions) and self.is_main
         sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
-        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s", self.device,
+        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s%s", self.device,
                     self.tile, self.out_tile, self.batch_size, cfg.preset,
+                    ", bfloat16 autocast" if self.bf16 else "",
                     f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         rate, last = 0.0, None

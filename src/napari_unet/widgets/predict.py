@@ -32,6 +32,7 @@ from napari_unet.widgets._common import (
 )
 
 TRAINED = "model just trained (Train U-Net)"
+SHIPPED = " (shipped)"
 COMPARE_COLORS = {0: "transparent", 1: "#30c030", 2: "#ff3030", 3: "#3080ff", None: "transparent"}
 
 
@@ -51,6 +52,9 @@ class PredictWidget(QWidget):
         self.registry = shared_models(napari_viewer)
         self.source = QComboBox()
         self.source.addItem(TRAINED)
+        from napari_unet.models import model_names
+
+        self.source.addItems([f"{n}{SHIPPED}" for n in model_names()])  # napari_unet.models
         self.source.setToolTip("The model the Train U-Net widget published last, or a file.")
         self.load_button = QPushButton("Load model…")
         self.model_label = QLabel("no model yet: train one or load a .safetensors file")
@@ -128,6 +132,14 @@ class PredictWidget(QWidget):
                     "press 'Load model…'"
                 )
             return self.registry.model, self.registry.metadata
+        if name.endswith(SHIPPED) and name not in self._loaded:
+            from napari_unet.core.io import load_model
+            from napari_unet.models import model_path
+
+            try:
+                self._loaded[name] = load_model(model_path(name[: -len(SHIPPED)]))
+            except FileNotFoundError as err:
+                raise ValueError(err.args[0]) from None
         return self._loaded[name]
 
     def _describe_model(self, *_):
