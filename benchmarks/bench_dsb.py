@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import statistics
 import sys
@@ -44,7 +45,7 @@ def split_ids(ids, *, train_fraction=0.8, seed=0):
     """(train, test) ids: a seeded permutation of the sorted ids."""
     ids = sorted(ids)
     order = np.random.default_rng(seed).permutation(len(ids))
-    n = int(round(train_fraction * len(ids)))
+    n = round(train_fraction * len(ids))
     return sorted(ids[i] for i in order[:n]), sorted(ids[i] for i in order[n:])
 
 
@@ -99,7 +100,24 @@ def speed(trainer, sampler, steps: int) -> dict:
                 times[mode].append(time.perf_counter() - t0)
     trainer.bf16 = keep
     med = {m: statistics.median(t) for m, t in times.items()}
-    return {"float32_steps_per_min": round(60 / med[False], 2),
+    # the per-sample cost of deriving target + weight map from the warped labels
+    from napari_unet.core.data import targets_from_instances
+
+    _, inst, counted, cw = sampler.sample_instances(1)
+    side = trainer.out_tile + 2 * min(math.ceil(5.26 * trainer.config.sigma) + 1,
+                                      (trainer.tile - trainer.out_tile) // 2)
+    m = (trainer.tile - side) // 2
+    inst, counted = inst[0, m : m + side, m : m + side], counted[0, m : m + side, m : m + side]
+    t_targets = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        targets_from_instances(inst, counted > 0, class_weight=cw[0],
+                               num_classes=trainer.model.num_classes)
+        t_targets.append(time.perf_counter() - t0)
+    return {"targets_ms_per_sample": round(1000 * statistics.median(t_targets), 1),
+            "label_side": side, "float32_step_s": round(med[False], 3),
+            "bf16_step_s": round(med[True], 3),
+            "float32_steps_per_min": round(60 / med[False], 2),
             "bf16_steps_per_min": round(60 / med[True], 2),
             "bf16_speedup": round(med[False] / med[True], 3),
             "cpu_supports_bf16": cpu_supports_bf16(), "steps_per_mode": 2 * steps}
@@ -246,6 +264,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-train", type=int, help="use only the first N training images")
     p.add_argument("--max-test", type=int, help="evaluate only the first N test images")
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation (e.g. --speed)")
     p.add_argument("--save", type=Path, help="write the trained model here")
     p.add_argument("--ship", action="store_true",
                    help="write the shipped model (fp16) and its card into napari_unet/models")
@@ -285,7 +304,8 @@ def main(argv=None) -> int:
             model_path = args.save or tmp / "model.safetensors"
             trainer.save(model_path)
         test = load(args.data, test_ids, args.channels)
-        report["test"] = evaluate(model_path, test, tmp / "eval", args.tta)
+        if not args.no_eval:
+            report["test"] = evaluate(model_path, test, tmp / "eval", args.tta)
         if args.ship and not args.model:
             shipped = write_shipped(model_path, report, train_ids, test_ids, name="nuclei")
             report["shipped"] = {"path": str(shipped),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from bench_dsb import main  # noqa: E402
+from bench_dsb import main
 
 if __name__ == "__main__":
     args = sys.argv[1:]

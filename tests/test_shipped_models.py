@@ -27,7 +27,7 @@ def registry(tmp_path, monkeypatch):
 
 def test_unshipped_name_is_a_clear_error(registry):
     assert "nuclei" in models.model_names() and models.available_models() == []
-    with pytest.raises(FileNotFoundError, match="nuclei.*no weights.*train_shipped_model"):
+    with pytest.raises(FileNotFoundError, match=r"nuclei.*no weights.*train_shipped_model"):
         models.model_path("nuclei")
     with pytest.raises(KeyError, match="not a shipped model"):
         models.model_path("mitochondria")

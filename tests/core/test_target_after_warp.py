@@ -50,7 +50,7 @@ def test_no_augmented_cell_bridges_a_border(num_classes):
     eight = np.ones((3, 3), bool)
     bridged = 0
     for _ in range(30):
-        img, tgt, wts = trainer.training_batch(sampler)
+        img, tgt, _ = trainer.training_batch(sampler)
         img = _output_region(trainer, img).numpy()
         tgt = tgt.numpy()
         for x, t in zip(img, tgt, strict=True):
@@ -69,7 +69,7 @@ def test_weights_follow_the_warped_annotation():
     sampler = trainer.make_sampler()
     counted = 0
     for _ in range(10):
-        img, tgt, wts = trainer.training_batch(sampler)
+        img, _, wts = trainer.training_batch(sampler)
         ann = _output_region(trainer, img).numpy()[:, 2]
         wts = wts.numpy()
         assert wts.dtype == np.float32 and (wts >= 0).all()

@@ -115,7 +115,7 @@ def cpu_supports_bf16() -> bool:
         if callable(fn):
             try:
                 checks.append(bool(fn()))
-            except Exception:  # noqa: BLE001 - a private API: any failure means "unknown"
+            except Exception:
                 pass
     if not checks:
         flags = _cpuinfo_flags()
@@ -124,7 +124,7 @@ def cpu_supports_bf16() -> bool:
         return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - no oneDNN bf16: convolutions would be emulated
+    except Exception:
         return False
 
 
