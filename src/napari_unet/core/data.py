@@ -375,8 +375,10 @@ class PatchSampler:
 
     An image is drawn with probability proportional to its count of pixels with weight > 0, then
     a centre among those pixels: a few annotated cells in a large image are found every time.
-    The patch (input size ``tile``) is cut from the mirror-padded image; target and weights are
-    cut from the same window (the augmentation crops the network's output region later).
+    The patch (input size ``tile``) is cut from the mirror-padded image; the training loop takes
+    the instance ids and the counted area of the same window (:meth:`sample_instances`), warps
+    them with the image and derives target and weights from the warped ids
+    (:func:`targets_from_instances`); :meth:`sample` cuts the precomputed target and weights.
 
     Parameters
     ----------

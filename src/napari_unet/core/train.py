@@ -72,7 +72,9 @@ class TrainConfig:
     at whichever comes first (``steps=None`` for time only). ``lr`` and ``batch_size`` default to
     the preset's. ``tile`` is the network's input side (None: the smallest valid tile whose
     output covers the largest image, at most 572, the paper's). ``validate_every=0`` disables
-    validation; ``val_fraction`` is the band of each image held out (0: none).
+    validation; ``val_fraction`` is the band of each image held out (0: none). ``cpu_bf16``:
+    bfloat16 autocast of the forward pass on the CPU ("auto": where the CPU computes bf16
+    natively, :func:`napari_unet.core.device.cpu_supports_bf16`; weights and loss stay float32).
     """
 
     preset: str = "adamw"
