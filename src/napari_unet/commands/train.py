@@ -4,7 +4,9 @@ Images and labels are folders or lists of files, paired by name (or by order whe
 differ). Labels are instance ids or binary masks (e.g. 255 = cell); ``--annotated`` masks limit
 the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
 (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
-Ctrl-C stops at the next step and saves the model.
+Ctrl-C stops at the next step and saves the model. ``--events -`` reports every event as a
+JSON line on stdout and ``--control -`` takes pause/resume/stop/checkpoint lines on stdin
+(docs/training-events.md): how napari's Train widget drives a training in a child process.
 
 Several processes (one per GPU, or CPU processes with gloo)::
 
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands._session import TrainSession
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="model file to fine-tune from, or a shipped model's name (e.g. nuclei)")
     a("--cpu-bf16", default="auto", choices=("auto", "on", "off"),
       help="bfloat16 autocast on the CPU: auto (where AVX-512 BF16/AMX), on, off")
+    a("--events", metavar="-|FILE",
+      help="write one JSON object per line per training event to stdout (-) or FILE; the "
+           "last line is always done, stopped or error (docs/training-events.md)")
+    a("--control", metavar="-", choices=("-",),
+      help="read pause, resume, stop, checkpoint lines from stdin; end of input stops")
 
 
 def build_config(args: argparse.Namespace):
@@ -110,13 +118,18 @@ def run(args: argparse.Namespace) -> int:
         _check_global_batch(args, env.world_size)
         if env.rank != 0:  # only rank 0 reports
             logging.getLogger().setLevel(logging.WARNING)
+    session = TrainSession.from_args(args, active=env.rank == 0)
     try:
-        return _run(args, main=env.rank == 0)
+        return _run(args, main=env.rank == 0, session=session)
+    except BaseException as err:
+        session.fail(err)
+        raise
     finally:
+        session.close()
         ddp.cleanup()
 
 
-def _run(args: argparse.Namespace, *, main: bool) -> int:
+def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from tqdm import tqdm
 
     from napari_unet.commands._files import read_pairs
@@ -132,12 +145,14 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
         args.init = _shipped(args.init, "--init")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
+    session.fallback_settings(args)
     config = build_config(args)
     rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray)
     pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
              for r in rows]
     trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
     world = trainer.world_size
+    session.started(trainer, model=args.out)
     if main:
         print(
             f"training on {trainer.device}"
@@ -156,7 +171,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
                dynamic_ncols=True, disable=None if main else True)
     last_val = None
     status = "done"
-    events = trainer.run()
+    events = session.drive(trainer)
     try:
         for event in events:
             if event.kind == "step":
@@ -189,6 +204,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
     print(msg)
     if config.checkpoint_dir is not None:
         print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
+    session.finish(status, model=path, metrics=last_val)
     return 130 if status == "interrupted" else 0
 
 
