@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="model file (.safetensors) or a shipped model's name (e.g. nuclei)")
     parser.add_argument(
         "--input", required=True, type=Path, help="an image file, a folder of images or a zarr array"
     )
@@ -78,6 +79,10 @@ def _read(path: Path, model):
             return stack, None, True
         raise
     channels = 1 if axis is None else image.shape[axis]
+    if channels == 1 and model.in_channels == 3:  # a gray image for an RGB model: R = G = B
+        import numpy as np
+
+        image, axis, channels = np.repeat(image[..., None], 3, axis=-1), -1, 3
     if channels != model.in_channels:
         raise CLIError(
             f"{path}: the image has {channels} channel(s) but the model expects "
@@ -153,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     tile = _tile(args.tile)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    from napari_unet.commands.train import _shipped
+
+    args.model = _shipped(args.model, "--model")
     if not args.model.is_file():
         raise CLIError(f"--model: {str(args.model)!r} is not a file")
     if not args.input.exists():

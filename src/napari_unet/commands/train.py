@@ -66,7 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--gray", action="store_true", help="convert colour images to gray")
     a("--checkpoint-dir", type=Path, help="folder for last/best checkpoints")
     a("--resume", type=Path, help="checkpoint (file or folder) of a run to continue")
-    a("--init", type=Path, help="model file to fine-tune from")
+    a("--init", type=Path,
+      help="model file to fine-tune from, or a shipped model's name (e.g. nuclei)")
+    a("--cpu-bf16", default="auto", choices=("auto", "on", "off"),
+      help="bfloat16 autocast on the CPU: auto (where AVX-512 BF16/AMX), on, off")
     a("--events", metavar="-|FILE",
       help="write one JSON object per line per training event to stdout (-) or FILE; the "
            "last line is always done, stopped or error (docs/training-events.md)")
@@ -84,7 +87,7 @@ def build_config(args: argparse.Namespace):
         preset=args.preset, steps=steps, time_limit=args.time_limit, depth=args.depth,
         num_classes=args.classes, dropout=args.dropout, lr=args.lr, batch_size=args.batch_size, tile=args.tile,
         w0=args.w0, sigma=args.sigma, validate_every=args.validate_every,
-        val_fraction=args.val_fraction, seed=args.seed,
+        val_fraction=args.val_fraction, seed=args.seed, cpu_bf16=args.cpu_bf16,
         checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
     )
     if args.base_channels is not None:
@@ -149,6 +152,8 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
         raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
     if args.resume is not None and not args.resume.exists():
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
+    if args.init is not None:
+        args.init = _shipped(args.init, "--init")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
     session.fallback_settings(args)
@@ -218,3 +223,13 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
         print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
     session.finish(status, model=path, metrics=last_val)
     return 130 if status == "interrupted" else 0
+
+
+def _shipped(value: Path, option: str) -> Path:
+    """A model file from a path or a shipped model's name (napari_unet.models)."""
+    from napari_unet.models import resolve_model
+
+    try:
+        return resolve_model(value)
+    except (KeyError, FileNotFoundError) as err:
+        raise CLIError(f"{option}: {err.args[0]}") from None

@@ -12,7 +12,9 @@
 Each step: draw patches (centred on annotated pixels, mirror-padded), move them to the device,
 augment every sample there (:mod:`napari_unet.core.augment`), forward, the weighted soft-max
 cross-entropy over the output region (:mod:`napari_unet.core.loss`), backward, optimiser step.
-Targets and weight maps are computed once per image before the first step.
+Targets and weight maps are derived per sample from the augmented (warped) instance labels, so
+a warped cell never bridges a separation border (:func:`napari_unet.core.data.targets_from_instances`);
+the class balance ``w_c`` is the image's, computed once before the first step.
 
 Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the trainer joins the process
 group (:mod:`napari_unet.core.distributed`: NCCL and ``cuda:LOCAL_RANK`` on CUDA, gloo on the
@@ -47,8 +49,9 @@ from napari_unet.core.data import (
     as_training_pairs,
     prepare_pairs,
     split_validation,
+    targets_from_instances,
 )
-from napari_unet.core.device import configure_cpu_threads, pick_device
+from napari_unet.core.device import configure_cpu_threads, pick_device, use_cpu_bf16
 from napari_unet.core.io import default_class_names, save_model
 from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.model import UNet, valid_input_shape
@@ -69,7 +72,9 @@ class TrainConfig:
     at whichever comes first (``steps=None`` for time only). ``lr`` and ``batch_size`` default to
     the preset's. ``tile`` is the network's input side (None: the smallest valid tile whose
     output covers the largest image, at most 572, the paper's). ``validate_every=0`` disables
-    validation; ``val_fraction`` is the band of each image held out (0: none).
+    validation; ``val_fraction`` is the band of each image held out (0: none). ``cpu_bf16``:
+    bfloat16 autocast of the forward pass on the CPU ("auto": where the CPU computes bf16
+    natively, :func:`napari_unet.core.device.cpu_supports_bf16`; weights and loss stay float32).
     """
 
     preset: str = "adamw"
@@ -88,6 +93,9 @@ class TrainConfig:
     validate_every: int = 100
     val_fraction: float = 0.1
     device: str = "auto"
+    #: bfloat16 autocast on the CPU: "auto" (where the CPU has AVX-512 BF16 / AMX), "on", "off";
+    #: master weights and the loss stay float32
+    cpu_bf16: str = "auto"
     #: torch CPU threads while :meth:`Trainer.run` trains (restored afterwards); None: all cores
     threads: int | None = None
     seed: int = 0
@@ -113,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}")
         if self.num_classes not in (2, 3):
             raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
+        if self.cpu_bf16 not in ("auto", "on", "off"):
+            raise ValueError(f"cpu_bf16: expected 'auto', 'on' or 'off', got {self.cpu_bf16!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
 
@@ -207,6 +217,8 @@ class Trainer:
             )
         self.model.to(self.device)
         self.amp = self.device.type == "cuda"
+        #: bfloat16 autocast of the forward pass on a CPU that computes bf16 natively
+        self.bf16 = use_cpu_bf16(config.cpu_bf16, self.device)
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
         #: what the training step calls: the model, in DistributedDataParallel under torchrun
@@ -251,7 +263,8 @@ class Trainer:
     def metadata(self) -> dict[str, Any]:
         training = self.config.to_dict()
         training.update(lr=self.lr, batch_size=self.batch_size, tile=self.tile, step=self.step,
-                        elapsed_s=round(self.elapsed, 3), device=str(self.device))
+                        elapsed_s=round(self.elapsed, 3), device=str(self.device),
+                        bf16=self.bf16)
         return {
             "normalization": self.normalization,
             "class_names": default_class_names(self.model.num_classes),
@@ -302,26 +315,63 @@ class Trainer:
             etas.append(max(self.config.time_limit - self.elapsed, 0.0))
         return min(etas) if etas else None
 
+    def training_batch(self, sampler: PatchSampler):
+        """One augmented batch on the device: image ``(n, C, T, T)``, target and weights of the
+        output region ``(n, t, t)`` (this rank's block under torchrun)."""
+        # the global batch, the same on all ranks
+        img, inst, counted, cw = sampler.sample_instances(self.batch_size)
+        dev, nb = self.device, self.device.type == "cuda"
+        img = torch.from_numpy(img).to(dev, non_blocking=nb)
+        inst = torch.from_numpy(inst).to(dev, non_blocking=nb)
+        counted = torch.from_numpy(counted).to(dev, non_blocking=nb)
+        # the labels are warped with a context around the output region, so that the border
+        # term of its pixels sees the cells beyond it (negligible past d1 + d2 = 5.26 sigma)
+        ctx = min(math.ceil(5.26 * self.config.sigma) + 1, (self.tile - self.out_tile) // 2)
+        side = self.out_tile + 2 * ctx
+        img, inst, counted = augment_batch(img, inst, counted, config=self.config.augment,
+                                           generator=self.generator, out_shape=(side, side))
+        if self.world_size > 1:  # this rank's block of the augmented global batch
+            img, inst, counted, cw = (ddp.shard(img), ddp.shard(inst), ddp.shard(counted),
+                                      ddp.shard(cw))
+        # targets and weights from the WARPED instances: no warped cell bridges a border
+        inst, counted = inst.cpu().numpy(), counted.cpu().numpy() > 0
+        crop = (slice(None), slice(ctx, ctx + self.out_tile), slice(ctx, ctx + self.out_tile))
+        tgt, wts = [], []
+        for i in range(len(inst)):
+            t, w = targets_from_instances(inst[i], counted[i], class_weight=cw[i],
+                                          num_classes=self.model.num_classes,
+                                          w0=self.config.w0, sigma=self.config.sigma)
+            tgt.append(t)
+            wts.append(w)
+        tgt = torch.from_numpy(np.stack(tgt)[crop].astype(np.int64)).to(dev, non_blocking=nb)
+        wts = torch.from_numpy(np.ascontiguousarray(np.stack(wts)[crop])).to(dev, non_blocking=nb)
+        return img, tgt, wts
+
+    def make_sampler(self) -> PatchSampler:
+        """The patch sampler of :meth:`run` (no validation band held out)."""
+        prepared = prepare_pairs(
+            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            normalization=self.normalization, num_classes=self.model.num_classes,
+            w0=self.config.w0, sigma=self.config.sigma,
+        )
+        return PatchSampler(prepared, tile=self.tile, rng=self.rng)
+
     def train_step(self, sampler: PatchSampler) -> tuple[float, float]:
         """One optimisation step; returns (loss, learning rate)."""
         lr = self.lr * lr_factor(self.preset, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        img, tgt, wts = sampler.sample(self.batch_size)  # the global batch, the same on all ranks
-        dev, nb = self.device, self.device.type == "cuda"
-        img = torch.from_numpy(img).to(dev, non_blocking=nb)
-        tgt = torch.from_numpy(tgt).to(dev, non_blocking=nb)
-        wts = torch.from_numpy(wts).to(dev, non_blocking=nb)
-        out = (self.out_tile, self.out_tile)
-        img, tgt, wts = augment_batch(img, tgt, wts, config=self.config.augment,
-                                      generator=self.generator, out_shape=out)
-        if self.world_size > 1:  # this rank's block of the augmented global batch
-            img, tgt, wts = ddp.shard(img), ddp.shard(tgt), ddp.shard(wts)
+        img, tgt, wts = self.training_batch(sampler)
+        dev = self.device
         if self.amp:
             img = img.contiguous(memory_format=torch.channels_last)
         self.net.train()
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
-            logits = self.net(img)
+        if self.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = self.net(img)
+        else:
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.net(img)
         # Σ w·ce / Σ w over the global batch (times world size: DDP averages the gradients)
         loss = ddp.global_loss(*weighted_cross_entropy(logits, tgt, wts, reduction="sum"))
         value = ddp.all_reduce_mean(loss.detach())  # the global loss, the same on every rank
@@ -352,8 +402,9 @@ class Trainer:
         regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
         validating = bool(regions) and self.is_main
         sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
-        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s", self.device,
+        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s%s", self.device,
                     self.tile, self.out_tile, self.batch_size, cfg.preset,
+                    ", bfloat16 autocast" if self.bf16 else "",
                     f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         rate, last = 0.0, None

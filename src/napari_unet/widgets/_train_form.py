@@ -130,6 +130,11 @@ class TrainForm(QWidget):
         self.live.setChecked(True)
         self.live.setToolTip("Every few seconds, predict the visible part of the image.")
         self.finetune = QPushButton("Fine-tune from…")
+        from napari_unet.models import model_names
+
+        self.shipped = QComboBox()  # the shipped starting models (napari_unet.models)
+        self.shipped.addItems(["shipped model…", *model_names()])
+        self.shipped.setToolTip("Fine-tune a model shipped with napari-unet (no download).")
         self.init_label = QLabel("from scratch")
         self.init_model = None
         from napari_unet.core.runs import default_runs_root
@@ -174,6 +179,7 @@ class TrainForm(QWidget):
         form.addRow("augment", row)
         row = QHBoxLayout()
         row.addWidget(self.finetune)
+        row.addWidget(self.shipped)
         row.addWidget(self.init_label)
         form.addRow(row)
         form.addRow(self.live)

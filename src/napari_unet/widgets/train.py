@@ -90,6 +90,7 @@ class TrainWidget(QWidget):
         self.stop.clicked.connect(self._on_stop)
         self.save_button.clicked.connect(self._on_save)
         self.form.finetune.clicked.connect(self._on_finetune)
+        self.form.shipped.activated.connect(self._on_shipped)
         self.form.preview_aug.clicked.connect(self._on_preview_aug)
         self.runs.reload_button.clicked.connect(self._on_reload)
         self.runs.continue_button.clicked.connect(self._on_continue)
@@ -347,6 +348,18 @@ class TrainWidget(QWidget):
             read_metadata(path)  # a clear error now rather than at Start
             self.form.init_model = path
             self.form.init_label.setText(Path(path).name)
+
+    @guarded
+    def _on_shipped(self, index, *_):
+        """Fine-tune from a shipped model (its name chosen in the form's list)."""
+        if index <= 0:
+            return
+        from napari_unet.models import model_path
+
+        name = self.form.shipped.itemText(index)
+        self.form.shipped.setCurrentIndex(0)
+        self.form.init_model = model_path(name)  # a clear error when not shipped yet
+        self.form.init_label.setText(f"{name} (shipped)")
 
     @guarded
     def _on_save(self, *_):
