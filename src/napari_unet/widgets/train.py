@@ -54,8 +54,12 @@ class TrainWidget(QWidget):
         self.status.setWordWrap(True)
         self.plot = TrainingPlot()
 
+        self.rule = QLabel("")  # the sparse-annotation rule and what takes part (issue 11)
+        self.rule.setWordWrap(True)
+
         layout = QVBoxLayout(self)
         layout.addWidget(self.form)
+        layout.addWidget(self.rule)
         row = QHBoxLayout()
         for w in (self.start, self.pause, self.stop, self.save_button):
             row.addWidget(w)
@@ -82,6 +86,38 @@ class TrainWidget(QWidget):
         if self._main_window is not None:
             self._main_window.installEventFilter(self)
         self._update_buttons()
+        self._rule_timer = QTimer(self)  # keeps the rule line current while nothing trains
+        self._rule_timer.setInterval(1500)
+        self._rule_timer.timeout.connect(self._refresh_rule)
+        self._rule_timer.start()
+        self.update_rule()
+
+    # ------------------------------------------------------------------ annotation rule
+    def update_rule(self) -> str:
+        """Show which pixels count in training (the rule, cells, pixels) for the chosen pairs."""
+        from napari_unet.core.targets import describe_annotation
+
+        try:
+            pairs = self.form.training_pairs()
+        except (ValueError, TypeError, LookupError) as exc:
+            text = f"annotation: {exc}"
+        else:
+            infos = [describe_annotation(p.labels, annotated=p.annotated,
+                                         background=p.background, sparse=p.sparse) for p in pairs]
+            text = "What counts: " + infos[0]["text"]
+            if len(infos) > 1:
+                cells = sum(i["cells"] for i in infos)
+                px = sum(i["counted_px"] for i in infos)
+                text += f" (all {len(infos)} pairs: {cells} cells, {px} pixels)"
+        self.rule.setText(text)
+        return text
+
+    def _refresh_rule(self):
+        if not self.is_training() and self.isVisible():
+            try:
+                self.update_rule()
+            except Exception as exc:  # from a timer: never raise into Qt
+                self.rule.setText(f"annotation: {error_message(exc)}")
 
     # ------------------------------------------------------------------ run control
     def is_training(self) -> bool:
@@ -99,6 +135,7 @@ class TrainWidget(QWidget):
         # on the CPU the training thread leaves one core to the GUI
         config = dataclasses.replace(self.form.config(), threads=_jobs.background_threads())
         trainer = Trainer(self.form.training_pairs(), config, init_model=self.form.init_model)
+        self.update_rule()
         self._state = {"done": threading.Event(), "thread": None}
         worker = create_worker(_jobs.run_training, trainer, self._state, _start_thread=False)
         worker.yielded.connect(self._on_event)
