@@ -130,6 +130,8 @@ def main(argv=None) -> int:
                         help="seconds of training instead of the GUI default's (0: steps only)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the GUI's, cores - 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--band-fraction", type=float,
+                        help="experiment: band width / median cell diameter (default: the rule's)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -138,6 +140,10 @@ def main(argv=None) -> int:
     from napari_unet.core.presets import gui_defaults
     from napari_unet.widgets._jobs import background_threads
 
+    if args.band_fraction is not None:
+        from napari_unet.core import sparse
+
+        sparse.BAND_FRACTION = args.band_fraction
     threads = args.threads or background_threads()
     config = gui_defaults("cpu")
     changes = {"threads": threads, "seed": args.seed, "device": "cpu"}

@@ -37,9 +37,9 @@ def test_a_few_painted_cells_find_most_unpainted_cells(make_napari_viewer, qtbot
     image, truth = synthetic_cells((256, 256), radius=12, seed=3)  # about 90 touching cells
     viewer.add_image(image, name="cells")
     annotate = AnnotateWidget(viewer)
-    painted_ids = _nearest_centre(truth, 6)
+    painted_ids = _nearest_centre(truth, 8)
     labels = _paint(annotate, truth, painted_ids)
-    assert annotate.count_cells()[1] == 6
+    assert annotate.count_cells()[1] == 8
 
     train = TrainWidget(viewer)
     train.form.image_combo.set_layer(viewer.layers["cells"])
@@ -55,19 +55,23 @@ def test_a_few_painted_cells_find_most_unpainted_cells(make_napari_viewer, qtbot
     form.augment.setChecked(False)
     form.device.setCurrentText("cpu")
     form.live.setChecked(False)
-    assert "6 cells" in train.update_rule() and "band" in train.rule.text()
+    assert "8 cells" in train.update_rule() and "band" in train.rule.text()
     train.start_training()
-    qtbot.waitUntil(lambda: not train.is_training(), timeout=300000)
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=900000)
 
     predict = PredictWidget(viewer)
     predict.image_combo.set_layer(viewer.layers["cells"])
     predict.predict()
-    qtbot.waitUntil(lambda: predict.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=300000)
     pred = np.asarray(viewer.layers["cells prediction"].data)
     unpainted = np.where(np.isin(truth, painted_ids), 0, truth)
-    found = instance_matching(np.where(np.isin(truth, painted_ids), 0, pred), unpainted)
-    # most of the ~85 cells nobody painted are found (today's main: almost none)
-    assert found["recall"] > 0.6, found
+    ids = np.unique(unpainted[unpainted > 0])
+    # a cell is found when the prediction covers most of it as foreground
+    covered = ndi.mean(pred > 0, unpainted, ids)
+    found = float(np.mean(covered > 0.5))
+    # most of the ~85 cells nobody painted are found (main before issue 11 taught them as
+    # background: almost none)
+    assert found > 0.75, (found, instance_matching(pred, truth))
 
 
 def test_background_brush_and_the_not_counted_area(make_napari_viewer, qtbot):

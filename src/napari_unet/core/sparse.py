@@ -31,7 +31,7 @@ BAND_FRACTION = 0.5
 MIN_BAND = 2
 
 
-def band_width(labels: np.ndarray, *, fraction: float = BAND_FRACTION) -> int:
+def band_width(labels: np.ndarray, *, fraction: float | None = None) -> int:
     """Width in pixels of the band counted around painted cells: ``fraction`` × median diameter.
 
     The diameter of a cell is its equivalent diameter (that of the disc, or ball in 3D, of the
@@ -47,6 +47,7 @@ def band_width(labels: np.ndarray, *, fraction: float = BAND_FRACTION) -> int:
     """
     from napari_unet.core.targets import to_instances
 
+    fraction = BAND_FRACTION if fraction is None else fraction
     if not (fraction >= 0 and np.isfinite(fraction)):
         raise ValueError(f"fraction: expected a finite fraction >= 0, got {fraction!r}")
     inst = to_instances(labels)
@@ -103,7 +104,7 @@ def counted_area(
     annotated: np.ndarray | None = None,
     background: np.ndarray | None = None,
     sparse: bool = True,
-    band_fraction: float = BAND_FRACTION,
+    band_fraction: float | None = None,
 ) -> np.ndarray:
     """The pixels that count in the loss: what the user annotated.
 
@@ -134,8 +135,9 @@ def counted_area(
         as a cell and marked as background stays a cell.
     sparse : bool
         True: the rule above; False: complete labels.
-    band_fraction : float
-        Band width as a fraction of the median cell diameter (sparse, no regions).
+    band_fraction : float, optional
+        Band width as a fraction of the median cell diameter (sparse, no regions); default
+        :data:`BAND_FRACTION`.
 
     Returns
     -------
@@ -167,7 +169,7 @@ def describe_annotation(
     annotated: np.ndarray | None = None,
     background: np.ndarray | None = None,
     sparse: bool = True,
-    band_fraction: float = BAND_FRACTION,
+    band_fraction: float | None = None,
 ) -> dict:
     """What :func:`counted_area` makes of an annotation, for the user to see before training.
 

@@ -241,3 +241,16 @@ class TrainForm(QWidget):
             out.append(TrainingPair(image, labels, annotated=annotated, channel_axis=channel_axis,
                                     background=background, sparse=not self.complete.isChecked()))
         return out
+
+    def annotation_summary(self) -> str:
+        """One line: the rule that decides which pixels count, and how many cells and pixels."""
+        from napari_unet.core.targets import describe_annotation
+
+        infos = [describe_annotation(p.labels, annotated=p.annotated, background=p.background,
+                                     sparse=p.sparse) for p in self.training_pairs()]
+        text = "What counts: " + infos[0]["text"]
+        if len(infos) > 1:
+            cells = sum(i["cells"] for i in infos)
+            px = sum(i["counted_px"] for i in infos)
+            text += f" (all {len(infos)} pairs: {cells} cells, {px} pixels)"
+        return text

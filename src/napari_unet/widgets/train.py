@@ -95,20 +95,10 @@ class TrainWidget(QWidget):
     # ------------------------------------------------------------------ annotation rule
     def update_rule(self) -> str:
         """Show which pixels count in training (the rule, cells, pixels) for the chosen pairs."""
-        from napari_unet.core.targets import describe_annotation
-
         try:
-            pairs = self.form.training_pairs()
+            text = self.form.annotation_summary()
         except (ValueError, TypeError, LookupError) as exc:
             text = f"annotation: {exc}"
-        else:
-            infos = [describe_annotation(p.labels, annotated=p.annotated,
-                                         background=p.background, sparse=p.sparse) for p in pairs]
-            text = "What counts: " + infos[0]["text"]
-            if len(infos) > 1:
-                cells = sum(i["cells"] for i in infos)
-                px = sum(i["counted_px"] for i in infos)
-                text += f" (all {len(infos)} pairs: {cells} cells, {px} pixels)"
         self.rule.setText(text)
         return text
 
