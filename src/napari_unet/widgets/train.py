@@ -86,10 +86,20 @@ class TrainWidget(QWidget):
         if self._main_window is not None:
             self._main_window.installEventFilter(self)
         self._update_buttons()
-        self._rule_timer = QTimer(self)  # keeps the rule line current while nothing trains
-        self._rule_timer.setInterval(1500)
+        # the rule line follows edits (of any layer, the pairs, the plane) while nothing trains
+        self._rule_dirty = False
+        self._rule_timer = QTimer(self)
+        self._rule_timer.setInterval(1000)
         self._rule_timer.timeout.connect(self._refresh_rule)
         self._rule_timer.start()
+        napari_viewer.layers.events.inserted.connect(self._watch_layer)
+        napari_viewer.layers.events.removed.connect(self._mark_rule)
+        napari_viewer.dims.events.current_step.connect(self._mark_rule)
+        for layer in napari_viewer.layers:
+            self._watch_layer(layer=layer)
+        for box in (self.form.image_combo, self.form.labels_combo):
+            box.currentIndexChanged.connect(self._mark_rule)
+        self.form.complete.toggled.connect(self._mark_rule)
         self.update_rule()
 
     # ------------------------------------------------------------------ annotation rule
@@ -102,8 +112,19 @@ class TrainWidget(QWidget):
         self.rule.setText(text)
         return text
 
+    def _watch_layer(self, event=None, layer=None):
+        layer = layer if layer is not None else getattr(event, "value", None)
+        for name in ("data", "paint", "set_data"):
+            if layer is not None and hasattr(layer.events, name):
+                getattr(layer.events, name).connect(self._mark_rule)
+        self._mark_rule()
+
+    def _mark_rule(self, *_):
+        self._rule_dirty = True
+
     def _refresh_rule(self):
-        if not self.is_training() and self.isVisible():
+        if self._rule_dirty and not self.is_training() and self.isVisible():
+            self._rule_dirty = False
             try:
                 self.update_rule()
             except Exception as exc:  # from a timer: never raise into Qt
