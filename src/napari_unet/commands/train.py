@@ -6,7 +6,9 @@ the loss to annotated pixels. ``--sparse`` reads the labels as a few painted cel
 does (:func:`napari_unet.core.targets.counted_area`), with optional ``--background`` masks.
 Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
 (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
-Ctrl-C stops at the next step and saves the model.
+Ctrl-C stops at the next step and saves the model. ``--events -`` reports every event as a
+JSON line on stdout and ``--control -`` takes pause/resume/stop/checkpoint lines on stdin
+(docs/training-events.md): how napari's Train widget drives a training in a child process.
 
 Several processes (one per GPU, or CPU processes with gloo)::
 
@@ -24,6 +26,7 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands._session import TrainSession
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--checkpoint-dir", type=Path, help="folder for last/best checkpoints")
     a("--resume", type=Path, help="checkpoint (file or folder) of a run to continue")
     a("--init", type=Path, help="model file to fine-tune from")
+    a("--events", metavar="-|FILE",
+      help="write one JSON object per line per training event to stdout (-) or FILE; the "
+           "last line is always done, stopped or error (docs/training-events.md)")
+    a("--control", metavar="-", choices=("-",),
+      help="read pause, resume, stop, checkpoint lines from stdin; end of input stops")
 
 
 def build_config(args: argparse.Namespace):
@@ -116,13 +124,18 @@ def run(args: argparse.Namespace) -> int:
         _check_global_batch(args, env.world_size)
         if env.rank != 0:  # only rank 0 reports
             logging.getLogger().setLevel(logging.WARNING)
+    session = TrainSession.from_args(args, active=env.rank == 0)
     try:
-        return _run(args, main=env.rank == 0)
+        return _run(args, main=env.rank == 0, session=session)
+    except BaseException as err:
+        session.fail(err)
+        raise
     finally:
+        session.close()
         ddp.cleanup()
 
 
-def _run(args: argparse.Namespace, *, main: bool) -> int:
+def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from tqdm import tqdm
 
     from napari_unet.commands._files import read_pairs
@@ -136,6 +149,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
+    session.fallback_settings(args)
     config = build_config(args)
     rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray,
                       background=args.background)
@@ -150,6 +164,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
             print(f"{Path(r['path']).name}: {info['text']}", file=sys.stderr)
     trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
     world = trainer.world_size
+    session.started(trainer, model=args.out)
     if main:
         print(
             f"training on {trainer.device}"
@@ -168,7 +183,7 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
                dynamic_ncols=True, disable=None if main else True)
     last_val = None
     status = "done"
-    events = trainer.run()
+    events = session.drive(trainer)
     try:
         for event in events:
             if event.kind == "step":
@@ -201,4 +216,5 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
     print(msg)
     if config.checkpoint_dir is not None:
         print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
+    session.finish(status, model=path, metrics=last_val)
     return 130 if status == "interrupted" else 0
