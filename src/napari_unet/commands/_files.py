@@ -172,10 +172,12 @@ def read_pairs(
     annotated: Sequence[str | os.PathLike] | None = None,
     *,
     gray: bool = False,
+    background: Sequence[str | os.PathLike] | None = None,
 ) -> list[dict]:
-    """Read paired images, labels and (optionally) annotated masks.
+    """Read paired images, labels and (optionally) annotated and background masks.
 
     Returns a list of dicts with keys ``image``, ``labels``, ``annotated`` (bool array or None),
+    ``background`` (bool array or None; masks paired with the images by name like the labels),
     ``channel_axis`` and ``path`` (the image's path). All images must have the same channels;
     ``gray=True`` converts colour images to gray.
     """
@@ -189,9 +191,13 @@ def read_pairs(
                 img_paths, expand_paths(annotated, what="--annotated"), what="--annotated"
             )
         ]
+    bg_paths: list[Path | None] = [None] * len(img_paths)
+    if background:
+        bg_paths = [b for _, b in pair_paths(
+            img_paths, expand_paths(background, what="--background"), what="--background")]
     out = []
     channels = None
-    for ip, lp, ap in zip(img_paths, lab_paths, ann_paths, strict=True):
+    for ip, lp, ap, bp in zip(img_paths, lab_paths, ann_paths, bg_paths, strict=True):
         image, axis = read_image(ip, gray=gray)
         hw = image.shape[:2]
         n_ch = 1 if axis is None else image.shape[-1]
@@ -204,7 +210,9 @@ def read_pairs(
             )
         lab = read_labels(lp, shape=hw)
         ann = None if ap is None else read_labels(ap, shape=hw) > 0
-        out.append({"image": image, "labels": lab, "annotated": ann, "channel_axis": axis, "path": ip})
+        bg = None if bp is None else read_labels(bp, shape=hw) > 0
+        out.append({"image": image, "labels": lab, "annotated": ann, "channel_axis": axis,
+                    "path": ip, "background": bg})
     return out
 
 

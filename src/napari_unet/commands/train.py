@@ -2,7 +2,9 @@
 
 Images and labels are folders or lists of files, paired by name (or by order when the names
 differ). Labels are instance ids or binary masks (e.g. 255 = cell); ``--annotated`` masks limit
-the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
+the loss to annotated pixels. ``--sparse`` reads the labels as a few painted cells, as the GUI
+does (:func:`napari_unet.core.targets.counted_area`), with optional ``--background`` masks.
+Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
 (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
 Ctrl-C stops at the next step and saves the model. ``--events -`` reports every event as a
 JSON line on stdout and ``--control -`` takes pause/resume/stop/checkpoint lines on stdin
@@ -39,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--images", nargs="+", help="image files or folders (TIFF/PNG); required without --run")
     a("--labels", nargs="+", help="label files or folders, one per image; required without --run")
     a("--annotated", nargs="+", help="masks of the annotated pixels (non-zero), one per image")
+    a("--sparse", action="store_true",
+      help="the labels are a few painted cells, as in the GUI: only the painted cells, a band "
+           "around them (or the --annotated regions, complete inside) and --background count; "
+           "without it the labels are complete (every unlabelled pixel is background)")
+    a("--background", nargs="+",
+      help="masks of pixels marked as background (non-zero), paired with the images by name "
+           "like --labels; they count in the loss wherever they are")
     a("--out", type=Path,
       help="model file to write (.safetensors); required without --run (default RUN/model.safetensors)")
     a("--run", type=Path, help="train from this run folder as written (data, settings, parent)")
@@ -162,9 +171,17 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
         config, pairs = trainer.config, trainer.pairs
     else:
         config = build_config(args)
-        rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray)
-        pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
-                 for r in rows]
+        rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray,
+                          background=args.background)
+        pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"],
+                              background=r["background"], sparse=args.sparse) for r in rows]
+        if main and args.sparse:
+            from napari_unet.core.targets import describe_annotation
+
+            for r in rows:
+                info = describe_annotation(r["labels"], annotated=r["annotated"],
+                                           background=r["background"], sparse=True)
+                print(f"{Path(r['path']).name}: {info['text']}", file=sys.stderr)
         trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
     world = trainer.world_size
     session.started(trainer, model=args.out)

@@ -111,9 +111,16 @@ class TrainingPair:
     labels : ndarray (H, W)
         Instance ids or a binary mask (see :func:`napari_unet.core.targets.to_instances`).
     annotated : bool ndarray (H, W), optional
-        True where the annotation is complete; the rest is ignored by the loss. Default: all.
+        True where the annotation is complete; the rest is ignored by the loss. Default: all
+        (with ``sparse``: see below).
     channel_axis : int, optional
         Axis of the channels in ``image``; None for a single-channel ``(H, W)`` image.
+    background : ndarray (H, W), optional, keyword only
+        Pixels the user marked as background (non-zero); they count in the loss wherever they are.
+    sparse : bool, keyword only
+        False (default): ``labels`` is a complete annotation (inside ``annotated``). True: only
+        the painted cells, a band around them (or the ``annotated`` regions) and ``background``
+        count; see :func:`napari_unet.core.targets.counted_area`. The GUI trains this way.
 
     Examples
     --------
@@ -126,6 +133,8 @@ class TrainingPair:
     labels: np.ndarray
     annotated: np.ndarray | None = None
     channel_axis: int | None = None
+    background: np.ndarray | None = dataclasses.field(default=None, kw_only=True)
+    sparse: bool = dataclasses.field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image)
@@ -154,6 +163,22 @@ class TrainingPair:
                     f"{self.annotated.shape}"
                 )
             self.annotated = self.annotated != 0
+        if self.background is not None:
+            self.background = np.asarray(self.background)
+            if self.background.shape != self.shape:
+                raise ValueError(
+                    f"background: expected the image's spatial shape {self.shape}, got "
+                    f"{self.background.shape}"
+                )
+            self.background = self.background != 0
+        self.sparse = bool(self.sparse)
+
+    def counted(self) -> np.ndarray:
+        """Bool (H, W): the pixels that count in the loss (``targets.counted_area``)."""
+        from napari_unet.core.targets import counted_area
+
+        return counted_area(self.labels, annotated=self.annotated, background=self.background,
+                            sparse=self.sparse)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -257,7 +282,7 @@ def prepare_pairs(
     when needed for a window of ``cover`` pixels starting at the image origin to fit; target and
     weights are zero-padded, so padded pixels never count in the loss.
     """
-    from napari_unet.core.targets import make_target, to_instances
+    from napari_unet.core.targets import counted_area, make_target, to_instances
     from napari_unet.core.weights import border_weight_map, class_weight_vector
 
     norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
@@ -266,9 +291,11 @@ def prepare_pairs(
         img = to_channels_first(pair.image, pair.channel_axis)
         img = normalize(img, low=norm["low"], high=norm["high"], channel_axis=0)
         inst = to_instances(pair.labels)
-        target, mask = make_target(inst, annotated=pair.annotated, num_classes=num_classes)
+        counted = counted_area(inst, annotated=pair.annotated, background=pair.background,
+                               sparse=pair.sparse)
+        target, mask = make_target(inst, annotated=counted, num_classes=num_classes)
         weights = border_weight_map(
-            inst, w0=w0, sigma=sigma, annotated=pair.annotated, num_classes=num_classes
+            inst, w0=w0, sigma=sigma, annotated=counted, num_classes=num_classes
         )
         weights = (weights * mask).astype(np.float32)
         mode = "reflect" if min(pair.shape) > 1 else "edge"

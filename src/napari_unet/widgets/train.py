@@ -64,8 +64,12 @@ class TrainWidget(QWidget):
         self.runs = RunsPanel()
         self.registry = shared_models(napari_viewer)
 
+        self.rule = QLabel("")  # the sparse-annotation rule and what takes part (issue 11)
+        self.rule.setWordWrap(True)
+
         layout = QVBoxLayout(self)
         layout.addWidget(self.form)
+        layout.addWidget(self.rule)
         row = QHBoxLayout()
         for w in (self.start, self.pause, self.stop, self.save_button):
             row.addWidget(w)
@@ -100,6 +104,49 @@ class TrainWidget(QWidget):
         if self._main_window is not None:
             self._main_window.installEventFilter(self)
         self._update_buttons()
+        # the rule line follows edits (of any layer, the pairs, the plane) while nothing trains
+        self._rule_dirty = False
+        self._rule_timer = QTimer(self)
+        self._rule_timer.setInterval(1000)
+        self._rule_timer.timeout.connect(self._refresh_rule)
+        self._rule_timer.start()
+        napari_viewer.layers.events.inserted.connect(self._watch_layer)
+        napari_viewer.layers.events.removed.connect(self._mark_rule)
+        napari_viewer.dims.events.current_step.connect(self._mark_rule)
+        for layer in napari_viewer.layers:
+            self._watch_layer(layer=layer)
+        for box in (self.form.image_combo, self.form.labels_combo):
+            box.currentIndexChanged.connect(self._mark_rule)
+        self.form.complete.toggled.connect(self._mark_rule)
+        self.update_rule()
+
+    # ------------------------------------------------------------------ annotation rule
+    def update_rule(self) -> str:
+        """Show which pixels count in training (the rule, cells, pixels) for the chosen pairs."""
+        try:
+            text = self.form.annotation_summary()
+        except (ValueError, TypeError, LookupError) as exc:
+            text = f"annotation: {exc}"
+        self.rule.setText(text)
+        return text
+
+    def _watch_layer(self, event=None, layer=None):
+        layer = layer if layer is not None else getattr(event, "value", None)
+        for name in ("data", "paint", "set_data"):
+            if layer is not None and hasattr(layer.events, name):
+                getattr(layer.events, name).connect(self._mark_rule)
+        self._mark_rule()
+
+    def _mark_rule(self, *_):
+        self._rule_dirty = True
+
+    def _refresh_rule(self):
+        if self._rule_dirty and not self.is_training() and self.isVisible():
+            self._rule_dirty = False
+            try:
+                self.update_rule()
+            except Exception as exc:  # from a timer: never raise into Qt
+                self.rule.setText(f"annotation: {error_message(exc)}")
 
     # ------------------------------------------------------------------ run control
     def is_training(self) -> bool:
@@ -129,6 +176,7 @@ class TrainWidget(QWidget):
         from napari_unet.core.runs import set_status, trainer_from_run
 
         # on the CPU the training thread leaves one core to the GUI
+        self.update_rule()
         try:
             trainer = trainer_from_run(run_dir, threads=_jobs.background_threads())
         except Exception:
