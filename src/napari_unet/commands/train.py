@@ -114,38 +114,67 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, *, main: bool) -> int:
-    from tqdm import tqdm
-
-    from napari_unet.commands._files import read_pairs
     from napari_unet.core import distributed as ddp
-    from napari_unet.core.data import TrainingPair
-    from napari_unet.core.train import Trainer
 
+    _check_paths(args)
+    config = build_config(args)
+    trainer = _make_trainer(args, config)
+    if main:
+        print(_describe(trainer, config), file=sys.stderr)
+    status, last_val = _drive(trainer, config, main=main)
+    if not main:  # rank 0 writes the model and reports
+        if status != "interrupted":
+            ddp.barrier()
+        return 130 if status == "interrupted" else 0
+    path = trainer.save(args.out)
+    if status != "interrupted":
+        ddp.barrier()
+    _report(trainer, config, status, last_val, path)
+    return 130 if status == "interrupted" else 0
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """One-line errors for --out, --resume and --init before anything is read."""
     if args.out.suffix != ".safetensors":
         raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
     if args.resume is not None and not args.resume.exists():
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
-    config = build_config(args)
+
+
+def _make_trainer(args: argparse.Namespace, config):
+    """Read the image/label files and build the Trainer."""
+    from napari_unet.commands._files import read_pairs
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.train import Trainer
+
     rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray)
     pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
              for r in rows]
-    trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
+    return Trainer(pairs, config, init_model=args.init, resume=args.resume)
+
+
+def _describe(trainer, config) -> str:
+    """The one line printed before training: device, data, network, budget."""
     world = trainer.world_size
-    if main:
-        print(
-            f"training on {trainer.device}"
-            + (f" and {world - 1} more process(es)" if world > 1 else "")
-            + f": {len(pairs)} image(s), U-Net depth "
-            f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
-            f"{trainer.out_tile}, batch {trainer.batch_size}"
-            + (f" ({trainer.batch_size // world} per process)" if world > 1 else "")
-            + f", {config.preset} preset, "
-            + (f"{config.steps} steps" if config.steps else "")
-            + (f" / {config.time_limit:g} s" if config.time_limit else ""),
-            file=sys.stderr,
-        )
+    return (
+        f"training on {trainer.device}"
+        + (f" and {world - 1} more process(es)" if world > 1 else "")
+        + f": {len(trainer.pairs)} image(s), U-Net depth "
+        f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
+        f"{trainer.out_tile}, batch {trainer.batch_size}"
+        + (f" ({trainer.batch_size // world} per process)" if world > 1 else "")
+        + f", {config.preset} preset, "
+        + (f"{config.steps} steps" if config.steps else "")
+        + (f" / {config.time_limit:g} s" if config.time_limit else "")
+    )
+
+
+def _drive(trainer, config, *, main: bool) -> tuple[str, dict | None]:
+    """Run the training generator with a progress bar; returns (status, last validation)."""
+    from tqdm import tqdm
+
     total = config.steps if config.steps else None
     bar = tqdm(total=total, initial=trainer.step, unit="step", file=sys.stderr,
                dynamic_ncols=True, disable=None if main else True)
@@ -171,17 +200,14 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
         status = "interrupted"
     finally:
         bar.close()
-    if not main:  # rank 0 writes the model and reports
-        if status != "interrupted":
-            ddp.barrier()
-        return 130 if status == "interrupted" else 0
-    path = trainer.save(args.out)
-    if status != "interrupted":
-        ddp.barrier()
+    return status, last_val
+
+
+def _report(trainer, config, status: str, last_val: dict | None, path) -> None:
+    """The closing lines: status, steps, model file, last validation, checkpoint folder."""
     msg = f"{status} after {trainer.step} steps ({trainer.elapsed:.0f} s); model: {path}"
     if last_val:
         msg += "; validation " + ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())
     print(msg)
     if config.checkpoint_dir is not None:
         print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
-    return 130 if status == "interrupted" else 0

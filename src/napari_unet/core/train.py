@@ -159,13 +159,40 @@ class Trainer:
     def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None):
         self.config = config = TrainConfig() if config is None else config
         self.pairs = as_training_pairs(pairs)
+        self._setup_processes()
+        self._setup_sizes()
+        torch.manual_seed(config.seed)
+        self.normalization = dict(config.normalization)
+        self.history: list[dict] = []
+        self.step, self.elapsed, self.best = 0, 0.0, math.inf
+        resume_state = self._build_model(init_model, resume)
+        self._setup_optimizer()
+        self.tile = self._choose_tile()
+        self.out_tile = self.model.output_shape((self.tile, self.tile))[0]
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        if resume_state is not None:
+            ckpt.restore_trainer(self, *resume_state)
+        #: the clock of the time budget (seconds); wall time by default, e.g. a CPU-time clock
+        #: for measurements on a shared machine
+        self.clock = time.perf_counter
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def _setup_processes(self) -> None:
+        """The device, and the process group under torchrun."""
         if ddp.dist_env().is_distributed:
-            _, self.device = ddp.init_distributed(device=config.device)
+            _, self.device = ddp.init_distributed(device=self.config.device)
         else:
-            self.device = pick_device(config.device)
+            self.device = pick_device(self.config.device)
         self.world_size, self.rank = ddp.get_world_size(), ddp.get_rank()
         #: rank 0 (or the only process): validates, writes checkpoints, reports progress
         self.is_main = self.rank == 0
+
+    def _setup_sizes(self) -> None:
+        """Preset, learning rate and the global batch (a multiple of the processes)."""
+        config = self.config
         self.preset = get_preset(config.preset)
         self.lr = float(config.lr if config.lr is not None else self.preset.lr)
         self.batch_size = int(config.batch_size or self.preset.batch_size)
@@ -175,17 +202,17 @@ class Trainer:
                 f"processes (each trains on batch_size / {self.world_size} patches), got "
                 f"{self.batch_size}; use batch_size={_round_up(self.batch_size, self.world_size)}"
             )
-        torch.manual_seed(config.seed)
-        self.normalization = dict(config.normalization)
-        self.history: list[dict] = []
-        self.step, self.elapsed, self.best = 0, 0.0, math.inf
-        self._resume_state = None
+
+    def _build_model(self, init_model, resume):
+        """``self.model``: new, fine-tuned from ``init_model`` or resumed; returns the resumed
+        run's state (to restore once the optimiser exists) or None."""
+        resume_state = None
         if resume is not None:
             resume = Path(resume)
             if resume.is_dir():
                 resume = resume / "last.safetensors"
             init_model = resume
-            self._resume_state = ckpt.load_state(ckpt.state_path(resume))
+            resume_state = ckpt.load_state(ckpt.state_path(resume))
         if init_model is not None:
             if isinstance(init_model, str | Path):
                 model, meta = load_pretrained(init_model)
@@ -196,15 +223,20 @@ class Trainer:
             if resume is not None:
                 self.history = list(meta.get("history") or [])
         else:
+            cfg = self.config
             self.model = UNet(
-                in_channels=self.pairs[0].channels, num_classes=config.num_classes,
-                depth=config.depth, base_channels=config.base_channels, dropout=config.dropout,
+                in_channels=self.pairs[0].channels, num_classes=cfg.num_classes,
+                depth=cfg.depth, base_channels=cfg.base_channels, dropout=cfg.dropout,
             )
         if self.model.in_channels != self.pairs[0].channels:
             raise ValueError(
                 f"pairs: the images have {self.pairs[0].channels} channel(s) but the model "
                 f"takes {self.model.in_channels}"
             )
+        return resume_state
+
+    def _setup_optimizer(self) -> None:
+        """Move the model to the device; DDP wrapper, optimiser and AMP scaler."""
         self.model.to(self.device)
         self.amp = self.device.type == "cuda"
         if self.amp:
@@ -213,18 +245,6 @@ class Trainer:
         self.net = ddp.wrap_ddp(self.model)
         self.optimizer = make_optimizer(self.preset, self.model.parameters(), lr=self.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.tile = self._choose_tile()
-        self.out_tile = self.model.output_shape((self.tile, self.tile))[0]
-        self.rng = np.random.default_rng(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        if self._resume_state is not None:
-            ckpt.restore_trainer(self, *self._resume_state)
-        #: the clock of the time budget (seconds); wall time by default, e.g. a CPU-time clock
-        #: for measurements on a shared machine
-        self.clock = time.perf_counter
-        self._stop = threading.Event()
-        self._running = threading.Event()
-        self._running.set()
 
     # -- control (thread-safe; take effect at the next step) ---------------------------------
     def request_stop(self) -> None:
@@ -342,20 +362,10 @@ class Trainer:
         saves the ``last`` checkpoint; so does an exception, which is then re-raised.
         """
         cfg = self.config
-        total = cfg.steps
-        prepared = prepare_pairs(
-            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
-            normalization=self.normalization, num_classes=self.model.num_classes,
-            w0=cfg.w0, sigma=cfg.sigma,
-        )
-        regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
+        prepared, regions, sampler = self._prepare()
         validating = bool(regions) and self.is_main
-        sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
-        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s", self.device,
-                    self.tile, self.out_tile, self.batch_size, cfg.preset,
-                    f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
-        rate, last = 0.0, None
+        self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
         if self.device.type == "cpu":
             configure_cpu_threads(cfg.threads)
@@ -363,40 +373,28 @@ class Trainer:
             while True:
                 # under torchrun only rank 0's requests count; the others wait in the broadcast
                 if self.is_main and not self._running.is_set() and not self._stop.is_set():
-                    yield TrainEvent("paused", self.step, total, last, message="paused")
-                    while not self._running.wait(timeout=0.5):
-                        pass
+                    yield from self._pause()
                     continue
                 # rank 0's stop decision and clock on every rank: all stop at the same step
                 stop, self.elapsed = ddp.broadcast_control(
                     self.is_main and self._stop.is_set(), self.elapsed)
                 if stop:
                     path = self.save_checkpoint()
-                    yield TrainEvent("stopped", self.step, total, last, message=self._saved(path))
+                    yield self._event("stopped", message=self._saved(path))
                     return
                 if not self._budget_left():
                     break
-                t0 = self.clock()
-                last, lr = self.train_step(sampler)
-                dt = max(self.clock() - t0, 1e-9)
-                self.elapsed += dt
-                self.step += 1
-                rate = 1.0 / dt if rate == 0 else 0.9 * rate + 0.1 / dt
-                if self.step % max(cfg.history_every, 1) == 0 or self.step == 1:
-                    self.history.append({"step": self.step, "loss": round(last, 6),
-                                         "lr": lr, "elapsed_s": round(self.elapsed, 2)})
-                yield TrainEvent("step", self.step, total, last, lr, rate, self._eta(rate))
+                yield self._step_event(sampler)
                 if validating and self.step % cfg.validate_every == 0:
-                    yield self._validation_event(prepared, regions, total)
+                    yield self._validation_event(prepared, regions, cfg.steps)
                 if every_ckpt and self.step % every_ckpt == 0:
                     path = self.save_checkpoint()
                     if path is not None:
-                        yield TrainEvent("checkpoint", self.step, total, last, message=str(path))
+                        yield self._event("checkpoint", message=str(path))
             if validating and (self.step % cfg.validate_every or not self.step):
-                yield self._validation_event(prepared, regions, total)
+                yield self._validation_event(prepared, regions, cfg.steps)
             path = self.save_checkpoint()
-            yield TrainEvent("done", self.step, total, last, steps_per_s=rate, eta_s=0.0,
-                             message=self._saved(path))
+            yield self._event("done", steps_per_s=self._rate, eta_s=0.0, message=self._saved(path))
         except GeneratorExit:
             self.save_checkpoint()
             raise
@@ -406,6 +404,45 @@ class Trainer:
             raise
         finally:
             torch.set_num_threads(threads_before)
+
+    def _prepare(self):
+        """Targets and weight maps of every pair, the validation regions and the sampler."""
+        cfg = self.config
+        prepared = prepare_pairs(
+            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            normalization=self.normalization, num_classes=self.model.num_classes,
+            w0=cfg.w0, sigma=cfg.sigma,
+        )
+        regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
+        sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
+        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s", self.device,
+                    self.tile, self.out_tile, self.batch_size, cfg.preset,
+                    f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
+        return prepared, regions, sampler
+
+    def _event(self, kind: str, **fields) -> TrainEvent:
+        return TrainEvent(kind, self.step, self.config.steps, self._last_loss, **fields)
+
+    def _pause(self) -> Iterator[TrainEvent]:
+        """Report the pause, then wait until resumed or stopped."""
+        yield self._event("paused", message="paused")
+        while not self._running.wait(timeout=0.5):
+            pass
+
+    def _step_event(self, sampler: PatchSampler) -> TrainEvent:
+        """One optimisation step, its bookkeeping (rate, history) and its event."""
+        t0 = self.clock()
+        loss, lr = self.train_step(sampler)
+        dt = max(self.clock() - t0, 1e-9)
+        self.elapsed += dt
+        self.step += 1
+        self._last_loss = loss
+        rate = self._rate
+        self._rate = rate = 1.0 / dt if rate == 0 else 0.9 * rate + 0.1 / dt
+        if self.step % max(self.config.history_every, 1) == 0 or self.step == 1:
+            self.history.append({"step": self.step, "loss": round(loss, 6),
+                                 "lr": lr, "elapsed_s": round(self.elapsed, 2)})
+        return TrainEvent("step", self.step, self.config.steps, loss, lr, rate, self._eta(rate))
 
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
         metrics = validate(self.model, prepared, regions, tile=self.tile, device=self.device,
@@ -418,7 +455,6 @@ class Trainer:
             path = self.save_checkpoint("best")
             msg = "" if path is None else f"new best: {path}"
         return TrainEvent("validation", self.step, total, metrics=metrics, message=msg)
-
 
     def _saved(self, path) -> str:
         if path is not None:
