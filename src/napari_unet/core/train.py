@@ -41,6 +41,7 @@ import torch
 from napari_unet.core import checkpoint as ckpt
 from napari_unet.core import distributed as ddp
 from napari_unet.core.augment import AugmentConfig, augment_batch
+from napari_unet.core.checks import check_training_pairs
 from napari_unet.core.data import (
     DEFAULT_NORMALIZATION,
     PatchSampler,
@@ -51,7 +52,8 @@ from napari_unet.core.data import (
 from napari_unet.core.device import configure_cpu_threads, pick_device
 from napari_unet.core.io import default_class_names, save_model
 from napari_unet.core.loss import weighted_cross_entropy
-from napari_unet.core.model import UNet, valid_input_shape
+from napari_unet.core.memory import check_memory
+from napari_unet.core.model import UNet, valid_input_shape, valid_output_shape
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.safe_load import load_pretrained
 from napari_unet.core.validation import validate
@@ -65,8 +67,11 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Settings of one training run; :meth:`for_device` picks sizes that suit the device.
 
-    ``steps`` and ``time_limit`` (seconds of training, pauses excluded) are budgets: the run ends
-    at whichever comes first (``steps=None`` for time only). ``lr`` and ``batch_size`` default to
+    ``steps`` and ``time_limit`` are budgets: the run ends at whichever comes first
+    (``steps=None`` for time only). ``time_limit`` is the run's wall-clock budget in seconds
+    from the start of :meth:`Trainer.run`, pauses excluded: preparing the targets, the steps,
+    the validations and the checkpoints all count, and a step or validation that would end
+    past it is not started. ``lr`` and ``batch_size`` default to
     the preset's. ``tile`` is the network's input side (None: the smallest valid tile whose
     output covers the largest image, at most 572, the paper's). ``validate_every=0`` disables
     validation; ``val_fraction`` is the band of each image held out (0: none).
@@ -107,14 +112,27 @@ class TrainConfig:
         get_preset(self.preset)
         if self.steps is None and self.time_limit is None:
             raise ValueError("steps, time_limit: give a step budget, a time limit, or both")
-        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 0):
-            raise ValueError(f"steps: expected a non-negative integer, got {self.steps!r}")
-        if self.time_limit is not None and not self.time_limit > 0:
+        if self.steps is not None and self.steps == 0:
+            raise ValueError("steps: expected at least 1 step, got 0 (nothing would be trained)")
+        if self.time_limit is not None and not (
+            math.isfinite(self.time_limit) and self.time_limit > 0
+        ):
             raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}")
         if self.num_classes not in (2, 3):
             raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
+        for name, low in (("steps", 1), ("batch_size", 1), ("tile", 1), ("depth", 0),
+                          ("base_channels", 1), ("validate_every", 0), ("seed", 0),
+                          ("history_every", 1), ("checkpoint_every", 0), ("threads", 1)):
+            _check_int(name, getattr(self, name), low)
+        for name, value, ok, want in (
+            ("lr", self.lr, lambda v: v > 0, "> 0"),
+            ("dropout", self.dropout, lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("w0", self.w0, lambda v: v >= 0, ">= 0"),
+            ("sigma", self.sigma, lambda v: v > 0, "> 0"),
+            ("val_fraction", self.val_fraction, lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+        ):
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise ValueError(f"{name}: expected a number {want}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -159,6 +177,7 @@ class Trainer:
     def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None):
         self.config = config = TrainConfig() if config is None else config
         self.pairs = as_training_pairs(pairs)
+        check_training_pairs(self.pairs)
         self._setup_processes()
         self._setup_sizes()
         torch.manual_seed(config.seed)
@@ -167,7 +186,6 @@ class Trainer:
         self.step, self.elapsed, self.best = 0, 0.0, math.inf
         resume_state = self._build_model(init_model, resume)
         self._setup_optimizer()
-        self.tile = self._choose_tile()
         self.out_tile = self.model.output_shape((self.tile, self.tile))[0]
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -215,25 +233,47 @@ class Trainer:
             resume_state = ckpt.load_state(ckpt.state_path(resume))
         if init_model is not None:
             if isinstance(init_model, str | Path):
-                model, meta = load_pretrained(init_model)
+                model, meta = load_pretrained(init_model)  # checks the file's architecture
             else:
                 model, meta = init_model
+            self._adopt_architecture(model, "resume" if resume is not None else "init_model")
+            self.tile = self._choose_tile(model.depth, model.padding)
+            self._check_memory(model.config)
             self.model = copy.deepcopy(model)
             self.normalization = dict(meta.get("normalization") or self.normalization)
             if resume is not None:
                 self.history = list(meta.get("history") or [])
         else:
             cfg = self.config
-            self.model = UNet(
-                in_channels=self.pairs[0].channels, num_classes=cfg.num_classes,
-                depth=cfg.depth, base_channels=cfg.base_channels, dropout=cfg.dropout,
-            )
+            arch = dict(in_channels=self.pairs[0].channels, num_classes=cfg.num_classes,
+                        depth=cfg.depth, base_channels=cfg.base_channels, dropout=cfg.dropout)
+            self.tile = self._choose_tile(cfg.depth, "valid")
+            self._check_memory(arch)  # before a single weight is allocated
+            self.model = UNet(**arch)
         if self.model.in_channels != self.pairs[0].channels:
             raise ValueError(
                 f"pairs: the images have {self.pairs[0].channels} channel(s) but the model "
                 f"takes {self.model.in_channels}"
             )
         return resume_state
+
+    def _adopt_architecture(self, model: UNet, source: str) -> None:
+        """A resumed or fine-tuned model keeps its architecture: the config follows it (with a
+        warning where the config said otherwise), so the metadata records what was trained."""
+        fields = {"depth": model.depth, "base_channels": model.base_channels,
+                  "num_classes": model.num_classes}
+        differ = {k: (getattr(self.config, k), v) for k, v in fields.items()
+                  if getattr(self.config, k) != v}
+        if differ:
+            logger.warning("%s: using the model's architecture (%s)", source, ", ".join(
+                f"{k} {v} instead of {c}" for k, (c, v) in differ.items()))
+            self.config = dataclasses.replace(self.config, **fields)
+
+    def _check_memory(self, arch: dict) -> None:
+        check_memory(in_channels=arch["in_channels"], num_classes=arch["num_classes"],
+                     depth=arch["depth"], base_channels=arch["base_channels"], tile=self.tile,
+                     batch_size=max(self.batch_size // self.world_size, 1),
+                     padding=arch.get("padding", "valid"), device=self.device)
 
     def _setup_optimizer(self) -> None:
         """Move the model to the device; DDP wrapper, optimiser and AMP scaler."""
@@ -258,15 +298,18 @@ class Trainer:
         self._running.set()
 
     # -- state ---------------------------------------------------------------------------------
-    def _choose_tile(self) -> int:
+    def _choose_tile(self, depth: int, padding: str) -> int:
+        """The network's input side, from the architecture alone (nothing allocated)."""
         if self.config.tile is not None:
             side = int(self.config.tile)
-            self.model.output_shape((side, side))  # helpful error if invalid
+            valid_output_shape((side, side), depth, padding=padding)  # helpful error if invalid
             return side
         biggest = max(max(p.shape) for p in self.pairs)
-        side = valid_input_shape(min(biggest, 388) + 2 * self.model.margin, self.model.depth,
-                                 padding=self.model.padding)[0]
-        return side
+        margin = 0
+        if padding == "valid":
+            smallest = valid_input_shape(1, depth)[0]
+            margin = (smallest - valid_output_shape((smallest,), depth)[0]) // 2
+        return valid_input_shape(min(biggest, 388) + 2 * margin, depth, padding=padding)[0]
 
     def metadata(self) -> dict[str, Any]:
         training = self.config.to_dict()
@@ -460,6 +503,13 @@ class Trainer:
         if path is not None:
             return f"saved {path}"
         return "no checkpoint_dir: nothing written" if self.is_main else "rank 0 writes checkpoints"
+
+
+def _check_int(name: str, value, low: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
 
 
 def _round_up(n: int, k: int) -> int:
