@@ -194,6 +194,8 @@ class Trainer:
         #: the clock of the time budget (seconds); wall time by default, e.g. a CPU-time clock
         #: for measurements on a shared machine
         self.clock = time.perf_counter
+        self._boundary = None  # RNG states at the start of the step under way
+        self._start_clock()
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -351,10 +353,19 @@ class Trainer:
             parts.append(self.elapsed / self.config.time_limit)
         return max(parts) if parts else 1.0
 
-    def _budget_left(self) -> bool:
+    def _budget_spent(self) -> bool:
+        """Rank 0 decides (its clock), every rank follows: no step that would end past it."""
+        spent = not self._budget_left(self._step_s) if self.is_main else False
+        if self.world_size > 1:
+            spent, _ = ddp.broadcast_control(spent, self.elapsed)
+        return spent
+
+    def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:
             return False
-        return not (self.config.time_limit is not None and self.elapsed >= self.config.time_limit)
+        if self.config.time_limit is None:
+            return True
+        return self.elapsed < self.config.time_limit and self._fits(next_step_s)
 
     def _eta(self, rate: float) -> float | None:
         etas = []
@@ -405,6 +416,7 @@ class Trainer:
         saves the ``last`` checkpoint; so does an exception, which is then re-raised.
         """
         cfg = self.config
+        self._start_clock()
         prepared, regions, sampler = self._prepare()
         validating = bool(regions) and self.is_main
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
@@ -419,22 +431,25 @@ class Trainer:
                     yield from self._pause()
                     continue
                 # rank 0's stop decision and clock on every rank: all stop at the same step
+                self._tick()
                 stop, self.elapsed = ddp.broadcast_control(
                     self.is_main and self._stop.is_set(), self.elapsed)
                 if stop:
                     path = self.save_checkpoint()
                     yield self._event("stopped", message=self._saved(path))
                     return
-                if not self._budget_left():
+                if self._budget_spent():
                     break
                 yield self._step_event(sampler)
-                if validating and self.step % cfg.validate_every == 0:
+                if validating and self.step % cfg.validate_every == 0 and self._fits(self._val_s):
                     yield self._validation_event(prepared, regions, cfg.steps)
                 if every_ckpt and self.step % every_ckpt == 0:
                     path = self.save_checkpoint()
                     if path is not None:
                         yield self._event("checkpoint", message=str(path))
-            if validating and (self.step % cfg.validate_every or not self.step):
+            if validating and (self.step % cfg.validate_every or not self.step) and self._fits(
+                self._val_s
+            ):
                 yield self._validation_event(prepared, regions, cfg.steps)
             path = self.save_checkpoint()
             yield self._event("done", steps_per_s=self._rate, eta_s=0.0, message=self._saved(path))
@@ -467,18 +482,42 @@ class Trainer:
         return TrainEvent(kind, self.step, self.config.steps, self._last_loss, **fields)
 
     def _pause(self) -> Iterator[TrainEvent]:
-        """Report the pause, then wait until resumed or stopped."""
+        """Report the pause, then wait until resumed or stopped (the wait is not budgeted)."""
+        self._tick()
         yield self._event("paused", message="paused")
         while not self._running.wait(timeout=0.5):
             pass
+        self._start_clock()
+
+    # -- the wall-clock budget: everything in run() counts except pauses -------------------
+    def _start_clock(self) -> None:
+        self._t0, self._elapsed0 = self.clock(), self.elapsed
+        self._step_s = self._val_s = 0.0
+
+    def _tick(self) -> None:
+        self.elapsed = self._elapsed0 + (self.clock() - self._t0)
+
+    def _fits(self, seconds: float) -> bool:
+        """Whether work of about ``seconds`` ends within the time budget (True without one)."""
+        if self.config.time_limit is None:
+            return True
+        self._tick()
+        fits = self.elapsed + seconds <= self.config.time_limit
+        if not fits:
+            logger.info("time limit: %.1f s left, not starting %.1f s of work",
+                        self.config.time_limit - self.elapsed, seconds)
+        return fits
 
     def _step_event(self, sampler: PatchSampler) -> TrainEvent:
         """One optimisation step, its bookkeeping (rate, history) and its event."""
         t0 = self.clock()
+        self._boundary = ckpt.rng_states(self)  # what a checkpoint written mid-step records
         loss, lr = self.train_step(sampler)
-        dt = max(self.clock() - t0, 1e-9)
-        self.elapsed += dt
         self.step += 1
+        self._boundary = None
+        dt = max(self.clock() - t0, 1e-9)
+        self._step_s = dt if self._step_s == 0 else max(dt, 0.9 * self._step_s + 0.1 * dt)
+        self._tick()
         self._last_loss = loss
         rate = self._rate
         self._rate = rate = 1.0 / dt if rate == 0 else 0.9 * rate + 0.1 / dt
@@ -488,9 +527,11 @@ class Trainer:
         return TrainEvent("step", self.step, self.config.steps, loss, lr, rate, self._eta(rate))
 
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
+        t0 = self.clock()
         metrics = validate(self.model, prepared, regions, tile=self.tile, device=self.device,
                            amp=self.amp)
         self.history.append({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
+        self._val_s = max(self.clock() - t0, 0.0)
         score = metrics["rand_error"] + 1e-3 * metrics["loss"]
         msg = ""
         if score < self.best:
