@@ -148,9 +148,9 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
 
     _check_paths(args)
     config = build_config(args)
+    _check_resume_architecture(args)
     if main:
         _check_outputs(args, config)
-    _check_resume_architecture(args)
     trainer = _make_trainer(args, config)
     config = trainer.config  # a resumed or fine-tuned model's architecture
     if main:
