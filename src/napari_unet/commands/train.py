@@ -1,14 +1,17 @@
 """Train a U-Net on image/label files (TIFF/PNG) and save a ``.safetensors`` model.
 
-Images and labels are folders or lists of files, paired by name (or by order when the names
-differ). Labels are instance ids or binary masks (e.g. 255 = cell); ``--annotated`` masks limit
-the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
+Images and labels are folders or lists of files, paired by name, never by position
+(:func:`napari_unet.commands._files.pair_paths`). Labels are instance ids or binary masks
+(e.g. 255 = cell); ``--annotated`` masks limit the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
 (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there, bit for bit
 as if it had not stopped, with the checkpoint's architecture (a different --depth,
 --base-channels or --classes is refused). Ctrl-C, SIGTERM (SLURM, docker stop, kill) and SIGHUP
 stop at the next step boundary and write the last checkpoint and the model (a second Ctrl-C stops
 at once). An existing --out model or checkpoint folder is never replaced without --force (except
 by the run that --resume continues).
+``--events -`` reports every event as a JSON line on stdout and ``--control -`` takes
+pause/resume/stop/checkpoint lines on stdin (docs/training-events.md): how napari's Train widget
+drives a training in a child process.
 
 Several processes (one per GPU, or CPU processes with gloo)::
 
@@ -26,6 +29,7 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands._session import TrainSession
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--checkpoint-dir", type=Path, help="folder for last/best checkpoints")
     a("--resume", type=Path, help="checkpoint (file or folder) of a run to continue")
     a("--init", type=Path, help="model file to fine-tune from")
+    a("--events", metavar="-|FILE",
+      help="write one JSON object per line per training event to stdout (-) or FILE; the "
+           "last line is always done, stopped or error (docs/training-events.md)")
+    a("--control", metavar="-", choices=("-",),
+      help="read pause, resume, stop, checkpoint lines from stdin; end of input stops")
 
 
 def build_config(args: argparse.Namespace):
@@ -137,26 +146,33 @@ def run(args: argparse.Namespace) -> int:
         _check_global_batch(args, env.world_size)
         if env.rank != 0:  # only rank 0 reports
             logging.getLogger().setLevel(logging.WARNING)
+    session = TrainSession.from_args(args, active=env.rank == 0)
     try:
-        return _run(args, main=env.rank == 0)
+        return _run(args, main=env.rank == 0, session=session)
+    except BaseException as err:
+        session.fail(err)
+        raise
     finally:
+        session.close()
         ddp.cleanup()
 
 
-def _run(args: argparse.Namespace, *, main: bool) -> int:
+def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from napari_unet.core import distributed as ddp
 
     _check_paths(args)
+    session.fallback_settings(args)
     config = build_config(args)
     _check_resume_architecture(args)
     if main:
         _check_outputs(args, config)
     trainer = _make_trainer(args, config)
     config = trainer.config  # a resumed or fine-tuned model's architecture
+    session.started(trainer, model=args.out)
     if main:
         print(_describe(trainer, config), file=sys.stderr)
-    with _StopOnSignals(trainer) as signals:
-        status, last_val = _drive(trainer, config, main=main)
+    with _StopOnSignals(session) as signals:
+        status, last_val = _drive(trainer, config, session, main=main)
     code = 130 if status == "interrupted" else signals.exit_status
     if not main:  # rank 0 writes the model and reports
         if status != "interrupted":
@@ -165,19 +181,20 @@ def _run(args: argparse.Namespace, *, main: bool) -> int:
     path = trainer.save(args.out)
     if status != "interrupted":
         ddp.barrier()
-    if signals.received:
-        status = f"stopped by {signals.received}"
-    _report(trainer, config, status, last_val, path)
+    _report(trainer, config, f"stopped by {signals.received}" if signals.received else status,
+            last_val, path)
+    session.finish(status, model=path, metrics=last_val)
     return code
 
 
 class _StopOnSignals:
-    """SIGTERM, SIGHUP and the first Ctrl-C ask the trainer to stop at the next step boundary
-    (it then writes the last checkpoint; the caller writes the model); a second Ctrl-C raises
-    KeyboardInterrupt at once. The exit status is 128 + the signal's number, as shells report."""
+    """SIGTERM, SIGHUP and the first Ctrl-C ask the session's trainer to stop at the next step
+    boundary (it then writes the last checkpoint; the caller writes the model); a second Ctrl-C
+    raises KeyboardInterrupt at once. The exit status is 128 + the signal's number, as shells
+    report; the ``stopped`` event's reason is the signal's name."""
 
-    def __init__(self, trainer) -> None:
-        self.trainer, self.received, self.exit_status, self._old = trainer, None, 0, {}
+    def __init__(self, session) -> None:
+        self.session, self.received, self.exit_status, self._old = session, None, 0, {}
 
     def __enter__(self):
         import signal
@@ -200,7 +217,7 @@ class _StopOnSignals:
         if self.received is None:
             self.received, self.exit_status = name, 128 + signum
             logger.warning("%s: stopping at the next step and writing the last checkpoint", name)
-        self.trainer.request_stop()
+        self.session.request_stop(name)
 
     def __exit__(self, *exc) -> None:
         import signal
@@ -310,7 +327,7 @@ def _describe(trainer, config) -> str:
     )
 
 
-def _drive(trainer, config, *, main: bool) -> tuple[str, dict | None]:
+def _drive(trainer, config, session, *, main: bool) -> tuple[str, dict | None]:
     """Run the training generator with a progress bar; returns (status, last validation)."""
     from tqdm import tqdm
 
@@ -319,7 +336,7 @@ def _drive(trainer, config, *, main: bool) -> tuple[str, dict | None]:
                dynamic_ncols=True, disable=None if main else True)
     last_val = None
     status = "done"
-    events = trainer.run()
+    events = session.drive(trainer)
     try:
         for event in events:
             if event.kind == "step":
