@@ -194,3 +194,34 @@ def test_config_errors(two_cells):
     with pytest.raises(ValueError, match="channel"):
         Trainer([(np.zeros((2, 32, 32)), np.zeros((32, 32), int))], tiny())
     assert TrainConfig.for_device("cpu").base_channels == 16
+
+
+def test_interrupt_inside_a_step_resumes_bit_identically(two_cells, tmp_path, monkeypatch):
+    """A KeyboardInterrupt inside step 4 (a second Ctrl-C) leaves a checkpoint of the step
+    boundary (RNG states drawn in the aborted step are not saved): resume == uninterrupted."""
+    import napari_unet.core.train as train_mod
+
+    cfg = dict(steps=6, batch_size=2, augment=AugmentConfig())
+    straight = Trainer([two_cells], tiny(**cfg, checkpoint_dir=tmp_path / "a"))
+    list(straight.run())
+    real = train_mod.augment_batch
+    calls = [0]
+
+    def augment_then_interrupt(*args, **kwargs):  # the RNGs have been drawn from by now
+        out = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(train_mod, "augment_batch", augment_then_interrupt)
+    broken = Trainer([two_cells], tiny(**cfg, checkpoint_dir=tmp_path / "b"))
+    with pytest.raises(KeyboardInterrupt):
+        list(broken.run())
+    monkeypatch.setattr(train_mod, "augment_batch", real)
+    assert read_metadata(tmp_path / "b" / "last.safetensors")["training"]["step"] == 3
+    resumed = Trainer([two_cells], tiny(**cfg, checkpoint_dir=tmp_path / "b"),
+                      resume=tmp_path / "b")
+    list(resumed.run())
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
