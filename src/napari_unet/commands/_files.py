@@ -160,11 +160,16 @@ def _pairing_error(images, others, stems_a, stems_b, what: str) -> None:
     for keys_a, keys_b in ((stems_a, stems_b), (loose_a, loose_b)):
         for i, k in enumerate(keys_a):
             partners = [others[j].name for j, kb in enumerate(keys_b) if kb == k]
-            if len(partners) > 1 or keys_a.count(k) > 1:
-                names = partners or [images[n].name for n, ka in enumerate(keys_a) if ka == k]
+            if keys_a.count(k) > 1:
+                names = [images[n].name for n, ka in enumerate(keys_a) if ka == k]
                 raise CLIError(
-                    f"{what}: ambiguous pairing: {', '.join(repr(n) for n in names)} match image "
-                    f"{images[i].name!r} equally; rename the files so each name appears once"
+                    f"{what}: ambiguous pairing: images {', '.join(map(repr, names))} have the "
+                    "same name; rename them so each name appears once"
+                )
+            if len(partners) > 1:
+                raise CLIError(
+                    f"{what}: ambiguous pairing: {', '.join(map(repr, partners))} all match "
+                    f"image {images[i].name!r}; rename the files so each name appears once"
                 )
     exact = set(stems_b)
     loose = set(loose_b)

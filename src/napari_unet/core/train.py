@@ -168,7 +168,15 @@ class Trainer:
         with ``weights_only=True``, :func:`napari_unet.core.safe_load.load_pretrained`).
     resume : path, optional
         A checkpoint's model file (``last.safetensors``) or its folder: continues that run
-        (weights, optimiser, step, elapsed time, RNG states, history).
+        (weights, optimiser, step, elapsed time, RNG states of the step boundary, history), bit
+        for bit as if it had not stopped.
+
+    A resumed or fine-tuned model keeps its architecture: where ``config`` says another depth,
+    base channels or classes, :attr:`config` is updated to the model's with a warning, so the
+    saved metadata records what was trained (the command line refuses such flags instead).
+    Before anything is allocated the pairs are checked (:mod:`napari_unet.core.checks`) and the
+    memory of the run is estimated (:func:`napari_unet.core.memory.check_memory`): ValueError
+    with a smaller setting when it would not fit.
 
     Under ``torchrun`` (see the module docstring) ``config.batch_size`` is the global batch and
     must be a multiple of the number of processes; :attr:`is_main` is True on rank 0 only.
