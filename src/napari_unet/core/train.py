@@ -459,6 +459,10 @@ class Trainer:
                 self._val_s
             ):
                 yield self._validation_event(prepared, regions, cfg.steps)
+            if self.step == 0:
+                logger.warning("the time limit (%.3g s) was spent before the first step (preparing "
+                               "the targets took %.3g s); give a larger --time-limit",
+                               cfg.time_limit, self.elapsed)
             path = self.save_checkpoint()
             yield self._event("done", steps_per_s=self._rate, eta_s=0.0, message=self._saved(path))
         except GeneratorExit:
