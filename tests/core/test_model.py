@@ -89,6 +89,8 @@ def test_he_initialisation_std():
         if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
             assert torch.count_nonzero(m.bias) == 0
             n = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            if isinstance(m, torch.nn.ConvTranspose2d):  # 2x2 stride 2: each output sees C_in
+                n = m.in_channels
             if m.weight.numel() > 20_000:
                 std = m.weight.std().item()
                 assert abs(std - math.sqrt(2 / n)) / math.sqrt(2 / n) < 0.1

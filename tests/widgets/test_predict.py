@@ -45,7 +45,7 @@ def test_predict_plane_of_stack_overlays_labels_and_compares(make_napari_viewer,
     net = UNet(depth=1, base_channels=4)
     path = save_model(net, tmp_path / "tiny.safetensors")
     widget.load_model(path)
-    assert widget.source.currentText() == "tiny.safetensors"
+    assert widget.source.currentText().startswith("tiny.safetensors")
     widget.compare_combo.set_layer(viewer.layers["truth"])
     widget.contours.setChecked(True)
     widget.probabilities.setChecked(True)
@@ -73,3 +73,66 @@ def test_trained_model_comes_from_the_viewer_registry(make_napari_viewer, qtbot)
     assert worker is not None
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
     assert viewer.layers["img prediction"].data.shape == (40, 40)
+
+
+def _predict(widget, qtbot):
+    assert widget.predict() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+
+
+def test_predicting_again_never_overwrites_an_edited_prediction(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 40), dtype=np.float32), name="img")
+    widget = PredictWidget(viewer)
+    shared_models(viewer).publish(UNet(depth=1, base_channels=4, padding="same"), {}, "test")
+    _predict(widget, qtbot)
+    first = viewer.layers["img prediction"]
+    _predict(widget, qtbot)  # not edited: the same layer is updated
+    assert viewer.layers["img prediction"] is first and "img prediction (2)" not in viewer.layers
+    first.selected_label = 7
+    first.paint((20, 20), 7)  # the user corrects the prediction
+    edited = np.array(first.data)
+    assert edited[20, 20] == 7
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)  # another model: its prediction differs
+    shared_models(viewer).publish(UNet(depth=1, base_channels=4, padding="same"), {}, "test")
+    _predict(widget, qtbot)
+    np.testing.assert_array_equal(viewer.layers["img prediction"].data, edited)
+    assert widget.labels_layer is viewer.layers["img prediction (2)"]
+
+
+def test_use_as_annotation_copies_into_a_new_layer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 40), dtype=np.float32), name="img")
+    viewer.add_labels(np.ones((40, 40), np.int32), name="img annotation")  # the user's own
+    widget = PredictWidget(viewer)
+    shared_models(viewer).publish(UNet(depth=1, base_channels=4, padding="same"), {}, "test")
+    _predict(widget, qtbot)
+    layer = widget.use_as_annotation()
+    assert layer.name == "img annotation (2)" and layer is not widget.labels_layer
+    np.testing.assert_array_equal(layer.data, widget.labels_layer.data)
+    layer.data[0, 0] = 99
+    assert widget.labels_layer.data[0, 0] != 99  # a copy, not the prediction itself
+    assert np.all(viewer.layers["img annotation"].data == 1)  # the existing one is untouched
+
+
+def test_two_models_with_the_same_file_name_are_both_kept(make_napari_viewer, tmp_path):
+    import torch
+
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    paths = []
+    for folder, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        paths.append(save_model(UNet(depth=1, base_channels=4), tmp_path / folder / "model.safetensors"))
+    first, _ = widget.load_model(paths[0])
+    second, _ = widget.load_model(paths[1])
+    assert widget.source.count() == 3  # the trained model + two files
+    widget.source.setCurrentIndex(1)
+    assert widget.model()[0] is first and str(tmp_path / "a") in widget.source.currentText()
+    widget.source.setCurrentIndex(2)
+    assert widget.model()[0] is second
+    w1, w2 = (next(iter(m.state_dict().values())) for m in (first, second))
+    assert not torch.equal(w1, w2)
+    shared_models(viewer).publish(UNet(depth=1, base_channels=4), {}, "training")
+    assert widget.source.currentText() == TRAINED  # a new training: predict with the newest

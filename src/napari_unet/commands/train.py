@@ -2,8 +2,8 @@
 
 Images and labels are folders or lists of files, paired by name, never by position
 (:func:`napari_unet.commands._files.pair_paths`). Labels are instance ids or binary masks
-(e.g. 255 = cell); ``--annotated`` masks limit the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
-(default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there, bit for bit
+(e.g. 255 = cell); ``--annotated`` masks limit the loss to annotated pixels. Checkpoints
+(``last``/``best``) go to ``--checkpoint-dir`` (default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there, bit for bit
 as if it had not stopped, with the checkpoint's architecture (a different --depth,
 --base-channels or --classes is refused). Ctrl-C, SIGTERM (SLURM, docker stop, kill) and SIGHUP
 stop at the next step boundary and write the last checkpoint and the model (a second Ctrl-C stops
@@ -12,6 +12,10 @@ by the run that --resume continues).
 ``--events -`` reports every event as a JSON line on stdout and ``--control -`` takes
 pause/resume/stop/checkpoint lines on stdin (docs/training-events.md): how napari's Train widget
 drives a training in a child process.
+
+``--run DIR`` trains from a run folder (:mod:`napari_unet.core.runs`, e.g. one written by the
+Train widget) as written: its data files, settings, seed and parent model; checkpoints, the
+metrics history (``metrics.jsonl``), the status and ``model.safetensors`` go into it.
 
 Several processes (one per GPU, or CPU processes with gloo)::
 
@@ -29,6 +33,7 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands import _run_folder
 from napari_unet.commands._session import TrainSession
 
 logger = logging.getLogger(__name__)
@@ -36,10 +41,12 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--images", nargs="+", required=True, help="image files or folders (TIFF/PNG)")
-    a("--labels", nargs="+", required=True, help="label files or folders, one per image")
+    a("--images", nargs="+", help="image files or folders (TIFF/PNG); required without --run")
+    a("--labels", nargs="+", help="label files or folders, one per image; required without --run")
     a("--annotated", nargs="+", help="masks of the annotated pixels (non-zero), one per image")
-    a("--out", type=Path, required=True, help="model file to write (.safetensors)")
+    a("--out", type=Path,
+      help="model file to write (.safetensors); required without --run (default RUN/model.safetensors)")
+    a("--run", type=Path, help="train from this run folder as written (data, settings, parent)")
     a("--steps", type=int, help="step budget (default 1000 unless --time-limit is given)")
     a("--time-limit", type=float,
       help="the run's wall-clock budget in seconds, validation and checkpoints included "
@@ -162,17 +169,20 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
 
     _check_paths(args)
     session.fallback_settings(args)
-    config = build_config(args)
-    _check_resume_architecture(args)
-    if main:
-        _check_outputs(args, config)
-    trainer = _make_trainer(args, config)
+    if args.run is not None:
+        trainer = _run_folder.make_trainer(args)
+    else:
+        config = build_config(args)
+        _check_resume_architecture(args)
+        if main:
+            _check_outputs(args, config)
+        trainer = _make_trainer(args, config)
     config = trainer.config  # a resumed or fine-tuned model's architecture
     session.started(trainer, model=args.out)
     if main:
         print(_describe(trainer, config), file=sys.stderr)
     with _StopOnSignals(session) as signals:
-        status, last_val = _drive(trainer, config, session, main=main)
+        status, last_val = _drive(trainer, config, session, main=main, run_dir=args.run)
     code = 130 if status == "interrupted" else signals.exit_status
     if not main:  # rank 0 writes the model and reports
         if status != "interrupted":
@@ -287,7 +297,11 @@ def _check_resume_architecture(args: argparse.Namespace) -> None:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """One-line errors for --out, --resume and --init before anything is read."""
+    """One-line errors for --run, --out, --resume and --init before anything is read."""
+    if args.run is not None:
+        _run_folder.check_args(args)
+    elif args.images is None or args.labels is None or args.out is None:
+        raise CLIError("--images, --labels and --out are required (or give --run DIR)")
     if args.out.suffix != ".safetensors":
         raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
     if args.resume is not None and not args.resume.exists():
@@ -327,7 +341,7 @@ def _describe(trainer, config) -> str:
     )
 
 
-def _drive(trainer, config, session, *, main: bool) -> tuple[str, dict | None]:
+def _drive(trainer, config, session, *, main: bool, run_dir=None) -> tuple[str, dict | None]:
     """Run the training generator with a progress bar; returns (status, last validation)."""
     from tqdm import tqdm
 
@@ -337,6 +351,8 @@ def _drive(trainer, config, session, *, main: bool) -> tuple[str, dict | None]:
     last_val = None
     status = "done"
     events = session.drive(trainer)
+    if run_dir is not None and main:
+        events = _run_folder.recorded(run_dir, events)
     try:
         for event in events:
             if event.kind == "step":

@@ -1,45 +1,54 @@
-"""Synthetic images of touching cells with exact instance labels (tests, demo, sample data).
+"""Synthetic images and volumes of touching cells with exact instance labels (tests, demo, samples).
 
-The cells are a Voronoi partition of random seeds clipped to discs around them, so neighbouring
-cells share borders, as densely packed nuclei do. The image shows each cell as a bright textured
-blob with a slightly darker rim, a faint dark line where two cells touch, blur and noise.
+The cells are a Voronoi partition of random seeds clipped to discs (balls in 3D) around them, so
+neighbouring cells share borders, as densely packed nuclei do. The image shows each cell as a
+bright textured blob with a slightly darker rim, a faint dark line where two cells touch, blur and
+noise. Volumes may be anisotropic (``spacing``): the cells are round in physical units and the
+grid samples them coarsely along z, as a confocal stack with a large z step does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["synthetic_cells"]
+__all__ = ["synthetic_cells", "synthetic_cells_3d"]
 
 
 def synthetic_cells(
-    shape: tuple[int, int] = (256, 256),
+    shape: tuple[int, ...] = (256, 256),
     *,
     n_cells: int | None = None,
     radius: float = 14.0,
     noise: float = 0.05,
     seed: int | None = 0,
+    spacing: float | Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Make a 2D image of touching cells and its instance labels.
+    """Make an image (2D) or a volume (3D) of touching cells and its instance labels.
 
     Parameters
     ----------
     shape : tuple of int
-        ``(H, W)`` of the image.
+        ``(H, W)`` of an image or ``(D, H, W)`` of a volume.
     n_cells : int, optional
-        Number of cell seeds; by default about one cell per ``(2.2 * radius)**2`` pixels.
+        Number of cell seeds; by default about one cell per ``(2.2 * radius)**ndim`` of the
+        field's physical size.
     radius : float
-        Typical cell radius in pixels.
+        Typical cell radius, in the units of ``spacing`` (pixels by default).
     noise : float
         Standard deviation of the additive Gaussian noise (image range is about 0..1).
     seed : int or None
-        Seed of the random generator (None: a fresh one).
+        Seed of the random generator (None: a fresh one). The same seed gives the same data.
+    spacing : float or sequence of float, optional
+        Pixel (voxel) size per axis, e.g. ``(4.0, 1.0, 1.0)`` for a z step four times the xy
+        pixel; the cells are balls in these units. Default: 1 along every axis.
 
     Returns
     -------
     image : float32 ndarray, shape ``shape``
-    labels : int32 ndarray, shape ``shape``, 0 = background, 1..N = cells
+    labels : int32 ndarray, shape ``shape``, 0 = background, 1..N = cells (each one connected)
 
     Examples
     --------
@@ -48,33 +57,45 @@ def synthetic_cells(
     (dtype('float32'), dtype('int32'), (64, 64))
     >>> int(labels.max()) > 1
     True
+    >>> volume, cells = synthetic_cells((12, 48, 48), radius=8, spacing=(3.0, 1.0, 1.0), seed=1)
+    >>> volume.shape, int(cells.max()) > 1
+    ((12, 48, 48), True)
     """
-    if len(shape) != 2 or min(shape) < 8:
-        raise ValueError(f"shape: expected (H, W) with both sides >= 8, got {shape!r}")
+    shape = tuple(shape)
+    ndim = len(shape)
+    if ndim not in (2, 3) or not all(isinstance(s, int | np.integer) for s in shape) or (
+        min(shape) < (8 if ndim == 2 else 4)
+    ):
+        raise ValueError(
+            f"shape: expected (H, W) with both sides >= 8 or (D, H, W) with every side >= 4, "
+            f"got {shape!r}"
+        )
     if radius <= 1:
         raise ValueError(f"radius: expected a cell radius > 1 pixel, got {radius!r}")
+    step = _check_spacing(spacing, ndim)
+    sampling = None if spacing is None else step
     rng = np.random.default_rng(seed)
-    h, w = shape
+    extent = [n * d for n, d in zip(shape, step, strict=True)]  # physical size per axis
     if n_cells is None:
-        n_cells = max(2, round(h * w / (2.2 * radius) ** 2))
-    # Seeds spread by a jittered grid-free rejection sampling: not too close to each other.
-    seeds: list[tuple[float, float]] = []
+        n_cells = max(2, round(float(np.prod(extent)) / (2.2 * radius) ** ndim))
+    # Seeds spread by rejection sampling: not too close to each other.
+    seeds = np.empty((0, ndim), dtype=np.float64)
     min_dist = 1.3 * radius
     for _ in range(50 * n_cells):
         if len(seeds) == n_cells:
             break
-        p = (rng.uniform(0, h), rng.uniform(0, w))
-        if all((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 > min_dist**2 for q in seeds):
-            seeds.append(p)
-    pts = np.asarray(seeds, dtype=np.float64)
+        p = [rng.uniform(0, e) for e in extent]
+        if np.all(((seeds - p) ** 2).sum(axis=1) > min_dist**2):
+            seeds = np.vstack([seeds, p])
     markers = np.zeros(shape, dtype=np.int32)
-    idx = np.clip(np.round(pts).astype(int), 0, [h - 1, w - 1])
-    markers[idx[:, 0], idx[:, 1]] = np.arange(1, len(pts) + 1)
-    # Voronoi partition: nearest seed for every pixel.
-    dist, (iy, ix) = ndi.distance_transform_edt(markers == 0, return_indices=True)
-    voronoi = markers[iy, ix]
-    # Each cell is its Voronoi region clipped to a (slightly irregular) disc around its seed.
-    radii = radius * rng.uniform(0.85, 1.2, size=len(pts) + 1)
+    idx = np.clip(np.round(seeds / step).astype(int), 0, np.asarray(shape) - 1)
+    markers[tuple(idx.T)] = np.arange(1, len(seeds) + 1)
+    # Voronoi partition: nearest seed for every pixel (in physical units).
+    dist, nearest = ndi.distance_transform_edt(markers == 0, sampling=sampling,
+                                               return_indices=True)
+    voronoi = markers[tuple(nearest)]
+    # Each cell is its Voronoi region clipped to a (slightly irregular) ball around its seed.
+    radii = radius * rng.uniform(0.85, 1.2, size=len(seeds) + 1)
     labels = np.where(dist <= radii[voronoi], voronoi, 0).astype(np.int32)
     labels = _relabel(labels)
 
@@ -82,15 +103,51 @@ def synthetic_cells(
     n = int(labels.max())
     brightness = np.concatenate([[0.1], rng.uniform(0.55, 1.0, size=n)])
     image = brightness[labels].astype(np.float64)
-    inside = ndi.distance_transform_edt(labels > 0)
+    inside = ndi.distance_transform_edt(labels > 0, sampling=sampling)
     image *= np.where(labels > 0, 0.75 + 0.25 * np.clip(inside / (0.5 * radius), 0, 1), 1.0)
     touching = _touching_border(labels)
     image[touching] *= 0.45
-    texture = ndi.gaussian_filter(rng.normal(size=shape), 2.0)
+    blur = 1.0 if spacing is None else tuple(1.0 / d for d in step)
+    texture = ndi.gaussian_filter(rng.normal(size=shape), 2.0 if spacing is None else
+                                  tuple(2.0 / d for d in step))
     image += 0.08 * texture / (texture.std() + 1e-12) * (labels > 0)
-    image = ndi.gaussian_filter(image, 1.0)
+    image = ndi.gaussian_filter(image, blur)
     image += rng.normal(scale=noise, size=shape)
     return image.astype(np.float32), labels
+
+
+def synthetic_cells_3d(
+    shape: tuple[int, int, int] = (32, 128, 128),
+    *,
+    spacing: float | Sequence[float] | None = None,
+    **options,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A volume ``(D, H, W)`` of touching cells: :func:`synthetic_cells` for three axes.
+
+    Examples
+    --------
+    >>> volume, labels = synthetic_cells_3d((16, 40, 40), radius=7, seed=2)
+    >>> volume.shape, labels.dtype
+    ((16, 40, 40), dtype('int32'))
+    """
+    if len(tuple(shape)) != 3:
+        raise ValueError(f"shape: expected (D, H, W), got {shape!r}")
+    return synthetic_cells(tuple(shape), spacing=spacing, **options)
+
+
+def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
+    try:
+        values = np.asarray(1.0 if spacing is None else spacing, dtype=float)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.ndim == 0:
+        values = np.full(ndim, float(values))
+    if values.shape != (ndim,) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(
+            f"spacing: expected one positive pixel size per axis ({ndim} values), got "
+            f"{spacing!r}; e.g. spacing=(4.0, 1.0, 1.0) for a z step four times the xy pixel"
+        )
+    return tuple(float(v) for v in values)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
@@ -113,8 +170,8 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 
 def _touching_border(labels: np.ndarray) -> np.ndarray:
-    """Pixels of a cell with a different cell in their 8-neighbourhood."""
-    fp = np.ones((3, 3), bool)
+    """Pixels of a cell with a different cell in their 8- (2D) or 26-neighbourhood (3D)."""
+    fp = np.ones((3,) * labels.ndim, bool)
     big = np.where(labels > 0, labels, np.iinfo(np.int32).max)
     lo = ndi.minimum_filter(big, footprint=fp, mode="nearest")
     hi = ndi.maximum_filter(labels, footprint=fp, mode="nearest")

@@ -235,9 +235,16 @@ class SharedModels:
         self.model: Any = None
         self.metadata: dict = {}
         self.source: str = ""
+        #: the model file the published model is (or was saved as), or None
+        self.path = None
+        #: run folders of this viewer's trainings, oldest first
+        self.runs: list = []
+        #: training pairs used by this viewer's runs: key (image, labels, plane) -> (name, pair)
+        self.pairs: dict = {}
 
-    def publish(self, model, metadata: dict, source: str) -> None:
+    def publish(self, model, metadata: dict, source: str, *, path=None) -> None:
         self.model, self.metadata, self.source = model, dict(metadata), source
+        self.path = path
         self.changed.emit(source)
 
 

@@ -46,29 +46,87 @@ def lower_thread_priority(nice: int = BACKGROUND_NICE) -> bool:
         return False
 
 
-def run_training(trainer, state: dict):
+class StepSnapshots:
+    """Copies of the model being trained, taken between optimiser steps, for other threads.
+
+    The training thread calls :meth:`serve` between steps (where no step is in progress); any
+    other thread calls :meth:`get`, which asks for a copy and waits for the next step boundary.
+    While the trainer is paused (or once it has finished) the copy taken then is returned at
+    once: the weights do not change in between.
+    """
+
+    def __init__(self, trainer):
+        self._trainer = trainer
+        self._cond = threading.Condition()
+        self._wanted = False
+        self._snap = None
+        self._version = 0
+        self._resting = False  # paused or finished: the last copy is current
+
+    def serve(self, *, resting: bool = False) -> None:
+        """Training thread, between steps: hand out a copy if one was asked for (or ``resting``)."""
+        with self._cond:
+            if not (self._wanted or resting):
+                self._resting = False
+                return
+        snap = self._trainer.snapshot()
+        with self._cond:
+            self._snap, self._wanted, self._resting = snap, False, resting
+            self._version += 1
+            self._cond.notify_all()
+
+    def get(self, *, timeout: float = 60.0):
+        """(model copy, metadata) at a step boundary; TimeoutError if none came in ``timeout`` s."""
+        with self._cond:
+            if self._resting and self._snap is not None:
+                return self._snap
+            version = self._version
+            self._wanted = True
+            if not self._cond.wait_for(lambda: self._version > version, timeout):
+                raise TimeoutError(
+                    f"the training thread gave no model copy within {timeout:g} s (is it stuck "
+                    "in a long step?); try again"
+                )
+            return self._snap
+
+
+def run_training(trainer, state: dict, *, run_dir=None, snapshots: StepSnapshots | None = None):
     """Drive ``trainer.run()``; records the worker thread in ``state`` and sets ``state["done"]``.
 
     ``state["thread"]`` is the id of the thread the training steps ran on (tests check that it
     is not the GUI thread); ``state["done"]`` is a :class:`threading.Event` set when it ends.
     The thread runs at a lower priority, so that the GUI thread always finds a core (the torch
-    thread count while training is the trainer's ``config.threads``).
+    thread count while training is the trainer's ``config.threads``). With ``run_dir`` every
+    event goes to the run's metrics.jsonl and the run's status is kept
+    (:func:`napari_unet.core.runs.record_events`); ``snapshots`` is served between steps.
     """
+    from napari_unet.core.runs import record_events
+
     state["thread"] = threading.get_ident()
+    events = trainer.run()
+    if run_dir is not None:
+        events = record_events(run_dir, events)
     try:
         lower_thread_priority()
-        yield from trainer.run()
+        for event in events:
+            if snapshots is not None:  # between two steps: the weights are at rest
+                snapshots.serve(resting=event.kind == "paused")
+            yield event
     finally:
+        events.close()  # a closed worker: the trainer saves its last checkpoint
+        if snapshots is not None:
+            snapshots.serve(resting=True)
         state["done"].set()
 
 
-def live_prediction(trainer, crop: np.ndarray, *, channel_axis=None):
-    """Predict ``crop`` with a snapshot of the model being trained; returns int32 labels."""
+def live_prediction(snapshots: StepSnapshots, crop: np.ndarray, *, channel_axis=None):
+    """Predict ``crop`` with a copy of the model being trained (taken between two steps);
+    returns int32 labels."""
     from napari_unet.core.postprocess import labels_from_probabilities
     from napari_unet.core.predict import predict_image
 
     lower_thread_priority()
-    model, metadata = trainer.snapshot()
+    model, metadata = snapshots.get()
     prob = predict_image(model, crop, metadata=metadata, channel_axis=channel_axis, device="cpu")
     return labels_from_probabilities(prob)
 

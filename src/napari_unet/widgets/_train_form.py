@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListWidget,
     QPushButton,
     QSpinBox,
@@ -131,6 +132,14 @@ class TrainForm(QWidget):
         self.finetune = QPushButton("Fine-tune from…")
         self.init_label = QLabel("from scratch")
         self.init_model = None
+        from napari_unet.core.runs import default_runs_root
+
+        self.runs_root = QLineEdit(str(default_runs_root()))
+        self.runs_root.setToolTip(
+            "Every training writes a run folder here: the annotations used, settings, "
+            "checkpoints (last/best), metrics and the final model. Default: $NAPARI_UNET_RUNS "
+            "or ~/.napari-unet/runs."
+        )
         form = QFormLayout(self)
         form.addRow("image", self.image_combo)
         form.addRow("labels", self.labels_combo)
@@ -168,6 +177,7 @@ class TrainForm(QWidget):
         row.addWidget(self.init_label)
         form.addRow(row)
         form.addRow(self.live)
+        form.addRow("runs folder", self.runs_root)
 
     # ------------------------------------------------------------------ settings and data
     def _on_preset_changed(self, name: str) -> None:

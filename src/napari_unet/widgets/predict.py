@@ -32,6 +32,8 @@ from napari_unet.widgets._common import (
 )
 
 TRAINED = "model just trained (Train U-Net)"
+#: layer metadata key set when the user edits a layer this widget wrote (it is then never rewritten)
+EDITED = "napari_unet_edited"
 COMPARE_COLORS = {0: "transparent", 1: "#30c030", 2: "#ff3030", 3: "#3080ff", None: "transparent"}
 
 
@@ -68,6 +70,11 @@ class PredictWidget(QWidget):
             "(red) and extra (blue) cells, with IoU and F1 at IoU 0.5."
         )
         self.run_button, self.cancel_button = QPushButton("Predict"), QPushButton("Cancel")
+        self.annotate_button = QPushButton("Use as annotation")
+        self.annotate_button.setToolTip(
+            "Copy the last prediction into a new labels layer to correct with napari's tools "
+            "and train on (Train U-Net > Continue training); the prediction layer stays as is."
+        )
         self.progress = QProgressBar()
         self.scores = QLabel("")
         self.scores.setWordWrap(True)
@@ -88,6 +95,7 @@ class PredictWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
+        row.addWidget(self.annotate_button)
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.scores)
@@ -97,38 +105,48 @@ class PredictWidget(QWidget):
         self.labels_layer = None
         self._loaded: dict = {}
         self.load_button.clicked.connect(self._on_load)
+        self.annotate_button.clicked.connect(self._on_annotate)
         self.run_button.clicked.connect(self._on_run)
         self.cancel_button.clicked.connect(self.cancel)
         self.contours.toggled.connect(self._apply_contours)
         self.source.currentIndexChanged.connect(self._describe_model)
-        self.registry.changed.connect(self._describe_model)
+        self.registry.changed.connect(self._on_new_model)
         self._describe_model()
         self.cancel_button.setEnabled(False)
 
     # ------------------------------------------------------------------ model
     def load_model(self, path):
-        """Load a model file; it becomes the selected model."""
+        """Load a model file; it becomes the selected model. Files are told apart by full path."""
         from napari_unet.core.io import load_model
 
-        path = Path(path)
+        path = Path(path).expanduser().resolve()
         model, metadata = load_model(path)
-        self._loaded[path.name] = (model, metadata)
-        if self.source.findText(path.name) < 0:
-            self.source.addItem(path.name)
-        self.source.setCurrentText(path.name)
+        key = str(path)
+        self._loaded[key] = (model, metadata)
+        index = self.source.findData(key)
+        if index < 0:
+            self.source.addItem(f"{path.name} ({path.parent})", key)
+            index = self.source.count() - 1
+        self.source.setCurrentIndex(index)
+        self._describe_model()
         return model, metadata
 
     def model(self):
         """(model, metadata) of the selected source; a ValueError with the fix if there is none."""
-        name = self.source.currentText()
-        if name == TRAINED:
+        key = self.source.currentData()
+        if key is None:  # the model of the Train widget (or a reloaded run): the newest
             if self.registry.model is None:
                 raise ValueError(
                     "model: nothing trained yet in this viewer; train with 'Train U-Net' or "
                     "press 'Load model…'"
                 )
             return self.registry.model, self.registry.metadata
-        return self._loaded[name]
+        return self._loaded[key]
+
+    def _on_new_model(self, *_):
+        """A new training finished (or a run was reloaded): predict with it from now on."""
+        self.source.setCurrentIndex(0)
+        self._describe_model()
 
     def _describe_model(self, *_):
         try:
@@ -203,9 +221,15 @@ class PredictWidget(QWidget):
         prob, labels = result.prob, result.labels
         ndim = labels.ndim
         geometry = dict(scale=layer.scale[-ndim:], translate=layer.translate[-ndim:])
-        self.labels_layer = upsert_layer(
-            self.viewer, labels, f"{layer.name} prediction", "labels", opacity=0.6, **geometry
-        )
+        name = self._unedited_name(f"{layer.name} prediction")
+        self._writing = True  # our own data change is no edit
+        try:
+            self.labels_layer = upsert_layer(
+                self.viewer, labels, name, "labels", opacity=0.6, **geometry
+            )
+        finally:
+            self._writing = False
+        self._track_edits(self.labels_layer)
         self._apply_contours()
         if self.probabilities.isChecked():
             cell = prob[:, 1] if stack else prob[1]
@@ -213,6 +237,49 @@ class PredictWidget(QWidget):
                          "image", colormap="viridis", contrast_limits=[0.0, 1.0],
                          blending="additive", opacity=0.6, **geometry)
         self._show_comparison(result.comparison, result.scores, geometry)
+
+    # ------------------------------------------------------------------ edits and annotations
+    def _unedited_name(self, base: str) -> str:
+        """``base``, or ``base (2)``, … : the first name whose layer the user has not edited."""
+        name, n = base, 1
+        while name in self.viewer.layers and self.viewer.layers[name].metadata.get(EDITED):
+            n += 1
+            name = f"{base} ({n})"
+        return name
+
+    def _track_edits(self, layer) -> None:
+        if getattr(layer, "_napari_unet_tracked", False):
+            return
+        layer._napari_unet_tracked = True
+        layer.events.paint.connect(self._on_layer_edit)
+        layer.events.data.connect(self._on_layer_edit)
+
+    def _on_layer_edit(self, event):
+        if not getattr(self, "_writing", False):
+            event.source.metadata[EDITED] = True
+
+    def use_as_annotation(self):
+        """Copy the last prediction into a new labels layer (an annotation of that image).
+
+        The copy is a new layer (``<image> annotation``, numbered if taken): neither the
+        prediction layer nor an existing annotation is ever overwritten. Returns the layer.
+        """
+        pred = self.labels_layer
+        if pred is None or pred not in self.viewer.layers:
+            raise ValueError("Use as annotation: no prediction yet; press Predict first")
+        image = self._target[0].name
+        base = name = f"{image} annotation"
+        n = 1
+        while name in self.viewer.layers:
+            n += 1
+            name = f"{base} ({n})"
+        layer = self.viewer.add_labels(
+            np.array(pred.data, copy=True), name=name, scale=pred.scale, translate=pred.translate,
+            metadata={"napari_unet_annotation_of": image},
+        )
+        show_info(f"'{name}': correct it with the labels tools, then Train U-Net > Continue "
+                  "training")
+        return layer
 
     def _apply_contours(self, *_):
         if self.labels_layer is not None:
@@ -252,6 +319,10 @@ class PredictWidget(QWidget):
     @guarded
     def _on_run(self, *_):
         self.predict()
+
+    @guarded
+    def _on_annotate(self, *_):
+        self.use_as_annotation()
 
     @guarded
     def _on_load(self, *_):

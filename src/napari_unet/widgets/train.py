@@ -1,4 +1,9 @@
-"""The "Train U-Net" dock widget: settings, Start/Pause/Stop in a worker, live curves and preview."""
+"""The "Train U-Net" dock widget: settings, Start/Pause/Stop in a worker, live curves and preview.
+
+Every training is a run folder (:mod:`napari_unet.core.runs`): Start writes the pairs and
+settings there, then trains that folder as written (:meth:`TrainWidget.start_run`, the one step
+that a child process can replace), with checkpoints, metrics and the final model in it.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +34,13 @@ from napari_unet.widgets._common import (
     upsert_layer,
 )
 from napari_unet.widgets._plot import TrainingPlot
+from napari_unet.widgets._runs_panel import RunsPanel, reload_run, write_gui_run
 from napari_unet.widgets._train_form import TrainForm
 
 PREVIEW_LAYER = "live prediction"
 AUGMENT_LAYER = "augmentation preview"
+#: steps between "last" checkpoints of a GUI training (a crash of napari keeps the model)
+CHECKPOINT_EVERY = 50
 
 
 class TrainWidget(QWidget):
@@ -53,6 +61,8 @@ class TrainWidget(QWidget):
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
         self.plot = TrainingPlot()
+        self.runs = RunsPanel()
+        self.registry = shared_models(napari_viewer)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.form)
@@ -62,10 +72,14 @@ class TrainWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.runs)
         layout.addStretch(1)
 
         self.trainer = None
         self.worker = None
+        self.run_dir = None
+        self.snapshots = None
+        self._finished_run = None
         self._state: dict = {}
         self._preview_worker = None
         self._preview_timer = QTimer(self)
@@ -77,6 +91,9 @@ class TrainWidget(QWidget):
         self.save_button.clicked.connect(self._on_save)
         self.form.finetune.clicked.connect(self._on_finetune)
         self.form.preview_aug.clicked.connect(self._on_preview_aug)
+        self.runs.reload_button.clicked.connect(self._on_reload)
+        self.runs.continue_button.clicked.connect(self._on_continue)
+        self._show_runs()
         window = getattr(napari_viewer, "window", None)
         self._main_window = getattr(window, "_qt_window", None)
         if self._main_window is not None:
@@ -87,32 +104,70 @@ class TrainWidget(QWidget):
     def is_training(self) -> bool:
         return self.worker is not None
 
-    def start_training(self):
-        """Start training in a worker thread; returns the worker (None if refused)."""
-        from napari.qt.threading import create_worker
+    def start_training(self, *, continue_training: bool = False):
+        """Write a run folder and train it in a worker thread; returns the worker (None if refused).
 
-        from napari_unet.core.train import Trainer
-
+        ``continue_training``: fine-tune the current model on all pairs so far (this viewer's
+        earlier runs' pairs, updated by the pairs of the form); otherwise the form's pairs from
+        scratch (or from the "Fine-tune from…" model).
+        """
         if self.is_training():
             show_info("Training is already running: Pause, Stop, or wait for it to finish.")
             return None
+        config = self.form.config()
+        config = dataclasses.replace(config, checkpoint_every=config.checkpoint_every
+                                     or CHECKPOINT_EVERY)
+        run_dir = write_gui_run(self.form, self.registry, config,
+                                continue_training=continue_training)
+        return self.start_run(run_dir)
+
+    def start_run(self, run_dir):
+        """Train the run folder as written, in a worker thread; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        from napari_unet.core.runs import set_status, trainer_from_run
+
         # on the CPU the training thread leaves one core to the GUI
-        config = dataclasses.replace(self.form.config(), threads=_jobs.background_threads())
-        trainer = Trainer(self.form.training_pairs(), config, init_model=self.form.init_model)
+        try:
+            trainer = trainer_from_run(run_dir, threads=_jobs.background_threads())
+        except Exception:
+            set_status(run_dir, "error")
+            raise
         self._state = {"done": threading.Event(), "thread": None}
-        worker = create_worker(_jobs.run_training, trainer, self._state, _start_thread=False)
+        self.snapshots = _jobs.StepSnapshots(trainer)
+        worker = create_worker(_jobs.run_training, trainer, self._state, run_dir=run_dir,
+                               snapshots=self.snapshots, _start_thread=False)
         worker.yielded.connect(self._on_event)
         worker.errored.connect(_report)
         worker.finished.connect(self._on_finished)
-        self.trainer, self.worker = trainer, worker
+        self.trainer, self.worker, self.run_dir = trainer, worker, Path(run_dir)
+        self._finished_run = None
         self.plot.clear()
         self._dock_plot()
-        self.status.setText("starting…")
+        self.status.setText(f"starting… (run folder {run_dir})")
         worker.start()
         if self.form.live.isChecked():
             self._preview_timer.start()
+        self._show_runs()
         self._update_buttons()
         return worker
+
+    def continue_training(self):
+        """Fine-tune the current model on all pairs so far; returns the worker."""
+        return self.start_training(continue_training=True)
+
+    def reload_run(self, run_dir=None):
+        """Make a run's model (model, else best, else last) the current one: roll back."""
+        if self.is_training():
+            raise ValueError("Reload run: a training is running; Stop it first")
+        path = reload_run(self.registry, run_dir if run_dir is not None else self.runs.chosen())
+        self.runs.current.setText(f"current model: {path}")
+        return path
+
+    def _show_runs(self):
+        from napari_unet.core.runs import list_runs
+
+        self.runs.show_runs(list_runs(paths=self.registry.runs))
 
     def toggle_pause(self):
         if self.trainer is None or not self.is_training():
@@ -130,14 +185,22 @@ class TrainWidget(QWidget):
             return
         self.trainer.request_stop()
         self.trainer.request_resume()  # a paused trainer must wake up to see the stop
-        if wait and "done" in self._state:
-            self._state["done"].wait(timeout)
-            self._publish()
+        if wait and "done" in self._state and self._state["done"].wait(timeout):
+            self._publish()  # only once it has stopped: never a copy taken during a step
 
     def _publish(self):
-        if self.trainer is not None:
-            model, metadata = self.trainer.snapshot()
-            shared_models(self.viewer).publish(model, metadata, "Train U-Net (this session)")
+        """Once the training has ended: write the run's model.safetensors and publish it."""
+        if self.trainer is None or self._finished_run == self.run_dir:
+            return
+        from napari_unet.core.io import save_model
+
+        model, metadata = self.trainer.snapshot()
+        path = None
+        if self.run_dir is not None:
+            path = save_model(model, self.run_dir / "model.safetensors", **metadata)
+            self._finished_run = self.run_dir
+            self.runs.current.setText(f"current model: {path}")
+        self.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
 
     def _on_event(self, event):
         total = max(int(event.total_steps or 1), 1)
@@ -164,6 +227,7 @@ class TrainWidget(QWidget):
         self.pause.setText("Pause")
         try:
             self._publish()
+            self._show_runs()
         except Exception as exc:
             show_error(error_message(exc))
         self._update_buttons()
@@ -173,7 +237,8 @@ class TrainWidget(QWidget):
         self.start.setEnabled(True)  # a second Start is refused with a message, not greyed out
         self.pause.setEnabled(running)
         self.stop.setEnabled(running)
-        self.save_button.setEnabled(self.trainer is not None)
+        self.save_button.setEnabled(self.trainer is not None or self.registry.model is not None)
+        self.runs.reload_button.setEnabled(not running)
 
     def _dock_plot(self):
         window = getattr(self.viewer, "window", None)
@@ -197,7 +262,7 @@ class TrainWidget(QWidget):
             return None
         crop = plane[r0:r1, c0:c1]
         worker = create_worker(
-            _jobs.live_prediction, self.trainer, np.array(crop),
+            _jobs.live_prediction, self.snapshots, np.array(crop),
             channel_axis=-1 if image_layer.rgb else None, _start_thread=False,
         )
         offset = np.asarray(image_layer.translate[-2:]) + np.array([r0, c0]) * image_layer.scale[-2:]
@@ -238,17 +303,32 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------ files
     def save_model(self, path) -> Path:
+        """Save the current model; during training a copy taken between two steps."""
+        from napari_unet.core.io import save_model
+
         self._check_trained()
-        return Path(self.trainer.save(path))
+        if self.is_training():
+            model, metadata = self.snapshots.get()
+        else:  # the published model (the last training's, or a reloaded run's)
+            model, metadata = self.registry.model, self.registry.metadata
+        return Path(save_model(model, path, **metadata))
 
     def _check_trained(self) -> None:
-        if self.trainer is None:
+        if self.trainer is None and self.registry.model is None:
             raise ValueError("Save model: nothing trained yet; press Start first")
 
     # ------------------------------------------------------------------ slots and closing
     @guarded
     def _on_start(self, *_):
         self.start_training()
+
+    @guarded
+    def _on_continue(self, *_):
+        self.continue_training()
+
+    @guarded
+    def _on_reload(self, *_):
+        show_info(f"Current model: {self.reload_run()}")
 
     @guarded
     def _on_pause(self, *_):

@@ -1,0 +1,201 @@
+"""The correct-and-retrain loop on DSB 2018 nuclei: F1 on an unseen image after each round.
+
+What a user does in the GUI, with the same core calls (run folders written and trained as the
+Train widget does: ``core.runs.write_run`` → ``trainer_from_run`` → ``record_events``; the
+Predict widget's prediction: ``core.predict.predict_image`` → ``labels_from_probabilities``):
+
+0. Start: paint the 8 cells nearest the centre of the first image, train with the GUI defaults.
+1. Three rounds, on three images in turn: predict the image with the current model; "correct"
+   it by taking the true labels of the 10 worst cells (lowest IoU with the prediction, missed
+   cells first) in place of the prediction there; Continue training: fine-tune the current
+   model on all pairs so far (the corrected prediction of each image replaces that image's
+   earlier annotation).
+2. After the start and after each round: instance F1@0.5 of the current model on a fourth image
+   that is never trained on.
+
+    python benchmarks/bench_loop.py                            # GUI budgets (2 min, then 1 min)
+    python benchmarks/bench_loop.py --start-minutes 0.3 --round-minutes 0.2 --json out.json
+
+Prints the curve and the machine load (``os.getloadavg``) and writes JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018"
+#: three 520×696 images for the loop and a fourth, unseen one for the score (67–107 nuclei)
+DEFAULT_IMAGES = (
+    "10ba6cbee4873b32d5626a118a339832ba2b15d8643f66dddcd7cb2ec80fbc28",
+    "1b518cd2ea84a389c267662840f3d902d0129fab27696215db2488de6d4316c5",
+    "2cfa61bef6542dd359717e9131ce6f076c415a3bd7f48cb093b0d7f3b2ca785d",
+    "8cdbdda8b3a64c97409c0160bcfb06eb8e876cedc3691aa63ca16dbafae6f948",
+)
+
+
+def load(data: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Gray float32 image (mean of R, G, B) and uint16 instance labels."""
+    import imageio.v3 as iio
+    import tifffile
+
+    rgba = iio.imread(data / "images" / f"{image_id}.png")
+    image = rgba[..., :3].astype(np.float32).mean(axis=-1) if rgba.ndim == 3 else rgba
+    return image.astype(np.float32), tifffile.imread(data / "labels" / f"{image_id}.tif")
+
+
+def gui_config(**changes):
+    """The GUI's default training settings on the CPU (core.presets once issue 11a landed)."""
+    try:
+        from napari_unet.core.presets import gui_defaults
+    except ImportError:  # before the GUI recipe moved to core
+        from napari_unet.widgets._train_form import gui_defaults
+    return dataclasses.replace(gui_defaults("cpu"), **changes)
+
+
+def painted_pair(image, truth, n: int):
+    """The n true cells nearest the image centre as the user's painted cells (no regions)."""
+    from napari_unet.core.data import TrainingPair
+
+    ids = np.unique(truth)[1:]
+    centre = np.array(truth.shape) / 2
+    dist = [np.linalg.norm(np.argwhere(truth == i).mean(0) - centre) for i in ids]
+    keep = ids[np.argsort(dist)[:n]]
+    labels = np.where(np.isin(truth, keep), truth, 0).astype(np.uint16)
+    fields = {f.name for f in dataclasses.fields(TrainingPair)}
+    if "sparse" in fields:  # the sparse rule (issue 11a): painted cells + band
+        return TrainingPair(image, labels, sparse=True)
+    from scipy import ndimage as ndi  # before it: a band of a cell diameter around the cells
+
+    radius = int(np.sqrt(np.mean([np.sum(truth == i) for i in keep]) / np.pi))
+    band = ndi.binary_dilation(labels > 0, iterations=max(2 * radius, 4))
+    return TrainingPair(image, labels, annotated=band)
+
+
+def correct(pred: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarray, list[float]]:
+    """The prediction with the n worst true cells replaced by their true labels."""
+    from scipy import ndimage as ndi
+
+    out = pred.astype(np.int32).copy()
+    ids = np.unique(truth)[1:]
+    best = []
+    for i in ids:
+        cell = truth == i
+        hits, counts = np.unique(pred[cell], return_counts=True)
+        iou = 0.0
+        for h, c in zip(hits, counts, strict=True):
+            if h:
+                iou = max(iou, c / np.sum(cell | (pred == h)))
+        best.append(iou)
+    worst = ids[np.argsort(best, kind="stable")[:n]]
+    next_id = int(out.max()) + 1
+    for k, i in enumerate(worst):
+        cell = truth == i
+        ring = ndi.binary_dilation(cell, iterations=1) & ~cell
+        out[ring] = 0  # separated from the neighbours, as a user would leave it
+        out[cell] = next_id + k
+    return out, sorted(best)[:n]
+
+
+def predict(model, metadata, image) -> np.ndarray:
+    from napari_unet.core.postprocess import labels_from_probabilities
+    from napari_unet.core.predict import predict_image
+
+    prob = predict_image(model, image, metadata=metadata, device="cpu")
+    return labels_from_probabilities(prob)
+
+
+def train_run(root: Path, pairs, names, config, parent):
+    """One GUI training: write the run folder, train it as written; returns (model path, info)."""
+    from napari_unet.core import runs
+
+    run_dir = runs.new_run_dir(root, name=names[-1][:12])
+    runs.write_run(run_dir, pairs, settings=config, seed=config.seed, parent_model=parent,
+                   sparse=any(getattr(p, "sparse", False) for p in pairs), names=names)
+    trainer = runs.trainer_from_run(run_dir)
+    t0 = time.perf_counter()
+    for _ in runs.record_events(run_dir, trainer.run()):
+        pass
+    path = trainer.save(run_dir / "model.safetensors")
+    return path, {"run": str(run_dir), "steps": trainer.step,
+                  "train_s": round(time.perf_counter() - t0, 1), "pairs": len(pairs)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--images", nargs=4, default=DEFAULT_IMAGES,
+                   help="three image ids for the loop, then the unseen test image")
+    p.add_argument("--paint", type=int, default=8, help="cells painted before Start")
+    p.add_argument("--worst", type=int, default=10, help="cells corrected per round")
+    p.add_argument("--start-minutes", type=float, default=2.0, help="Start's budget (GUI: 2)")
+    p.add_argument("--round-minutes", type=float, default=1.0, help="each Continue's budget")
+    p.add_argument("--steps", type=int, help="step cap of every training (default: the GUI's)")
+    p.add_argument("--runs", type=Path, help="runs root (default: a temporary folder)")
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args()
+
+    from napari_unet.core.io import load_model
+    from napari_unet.core.metrics import instance_f1
+
+    load_before = os.getloadavg()
+    root = args.runs or Path(tempfile.mkdtemp(prefix="bench_loop_"))
+    data = [load(args.data, i) for i in args.images]
+    test_image, test_truth = data[3]
+    steps = {} if args.steps is None else {"steps": args.steps}
+
+    def score(path):
+        model, meta = load_model(path)
+        return float(instance_f1(predict(model, meta, test_image), test_truth))
+
+    image0, truth0 = data[0]
+    pairs = {0: painted_pair(image0, truth0, args.paint)}
+    config = gui_config(time_limit=60 * args.start_minutes, **steps)
+    path, info = train_run(root, list(pairs.values()), ["image0"], config, None)
+    curve = [{"round": 0, "f1_unseen": score(path), **info}]
+    print(f"round 0 (Start, {args.paint} painted cells): F1@0.5 unseen {curve[0]['f1_unseen']:.3f}"
+          f" ({info['steps']} steps, {info['train_s']} s)", flush=True)
+    for k in range(3):
+        image, truth = data[k]
+        model, meta = load_model(path)
+        pred = predict(model, meta, image)
+        f1_before = float(instance_f1(pred, truth))
+        corrected, worst = correct(pred, truth, args.worst)
+        from napari_unet.core.data import TrainingPair
+
+        pairs[k] = TrainingPair(image, corrected)  # the corrected prediction: a full annotation
+        config = gui_config(time_limit=60 * args.round_minutes, **steps)
+        path, info = train_run(root, list(pairs.values()), [f"image{i}" for i in pairs],
+                               config, path)
+        row = {"round": k + 1, "image": args.images[k], "f1_image_before": f1_before,
+               "worst_iou": [round(w, 3) for w in worst], "f1_unseen": score(path), **info}
+        curve.append(row)
+        print(f"round {k + 1} (image {k}: F1 {f1_before:.3f} before correction, {args.worst} "
+              f"cells corrected): F1@0.5 unseen {row['f1_unseen']:.3f} ({info['steps']} steps, "
+              f"{info['train_s']} s, {info['pairs']} pairs)", flush=True)
+    load_after = os.getloadavg()
+    print("curve (F1@0.5 on the unseen image): "
+          + " -> ".join(f"{r['f1_unseen']:.3f}" for r in curve))
+    print(f"load average before {load_before}, after {load_after}; cores {os.cpu_count()}")
+    result = {
+        "benchmark": "bench_loop", "images": list(args.images), "paint": args.paint,
+        "worst": args.worst, "start_minutes": args.start_minutes,
+        "round_minutes": args.round_minutes, "steps": args.steps, "curve": curve,
+        "load_before": load_before, "load_after": load_after, "cpu_count": os.cpu_count(),
+        "platform": platform.platform(), "runs_root": str(root),
+    }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

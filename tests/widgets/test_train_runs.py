@@ -1,0 +1,189 @@
+"""GUI tests of the correct-and-retrain loop: run folders, closing mid-training, Continue
+training from the current weights, run listing and reload, snapshots between steps."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet.core.io import load_model
+from napari_unet.core.runs import read_run, run_model_path
+from napari_unet.core.synthetic import synthetic_cells
+from napari_unet.core.train import Trainer
+from napari_unet.widgets._common import shared_models
+from napari_unet.widgets.predict import TRAINED, PredictWidget
+from napari_unet.widgets.train import TrainWidget
+
+pytestmark = pytest.mark.gui
+
+
+def _tiny(widget, steps):
+    form = widget.form
+    form.depth.setValue(2)
+    form.base.setValue(8)
+    form.steps.setValue(steps)
+    form.minutes.setValue(0)
+    form.lr.setValue(5e-3)
+    form.batch.setValue(2)
+    form.tile.setValue(0)
+    form.dropout.setValue(0.0)
+    form.augment.setChecked(False)
+    form.device.setCurrentText("cpu")
+    form.live.setChecked(False)
+
+
+def _train(widget, qtbot, *, cont=False):
+    worker = widget.continue_training() if cont else widget.start_training()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.is_training(), timeout=120000)
+    return widget.run_dir
+
+
+def _first_param(model) -> torch.Tensor:
+    return next(iter(model.state_dict().values())).detach().clone()
+
+
+def test_every_training_is_a_run_folder_and_runs_can_be_reloaded(
+    make_napari_viewer, qtbot, _runs_in_tmp
+):
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells((64, 64), radius=10, seed=0)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(truth, name="truth")
+    train = TrainWidget(viewer)
+    _tiny(train, 6)
+    first = _train(train, qtbot)
+    assert first.parent == _runs_in_tmp  # the default root ($NAPARI_UNET_RUNS)
+    record = json.loads((first / "run.json").read_text())
+    assert record["status"] == "done" and record["parent_model"] is None
+    np.testing.assert_array_equal(tifffile.imread(first / record["data"][0]["labels"]), truth)
+    assert record["data"][0]["sha256"]["labels"]
+    assert (first / "last.safetensors").is_file() and (first / "settings.json").is_file()
+    kinds = [json.loads(line)["kind"] for line in (first / "metrics.jsonl").open()]
+    assert kinds.count("step") == 6 and kinds[-1] == "done"
+    first_weights = _first_param(shared_models(viewer).model)
+
+    root = _runs_in_tmp.parent / "elsewhere"
+    train.form.runs_root.setText(str(root))  # the location is changeable
+    _tiny(train, 3)
+    train.form.steps.setValue(3)
+    second = _train(train, qtbot)
+    assert second.parent == root
+    assert train.runs.list.count() == 2  # this viewer's runs, with their steps
+    assert "6 steps" in train.runs.list.item(0).text()
+    assert "3 steps" in train.runs.list.item(1).text()
+    assert not torch.equal(_first_param(shared_models(viewer).model), first_weights)
+
+    train.runs.list.setCurrentRow(0)
+    path = train.reload_run()  # roll back to the first run
+    assert path == run_model_path(first) and shared_models(viewer).path == path
+    assert torch.equal(_first_param(shared_models(viewer).model), first_weights)
+
+
+def test_closing_the_viewer_mid_training_leaves_a_loadable_model(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells((64, 64), radius=10, seed=2)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(truth, name="truth")
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train U-Net")
+    _tiny(train, 100_000)
+    train.start_training()
+    qtbot.waitUntil(lambda: len(train.plot.losses) >= 3, timeout=60000)
+    run_dir, state = train.run_dir, train._state
+    viewer.window._qt_window.close()  # the user closes napari
+    assert state["done"].wait(60)
+    _, meta = load_model(run_model_path(run_dir))
+    assert meta["training"]["step"] >= 3
+    load_model(run_dir / "last.safetensors")
+    pairs, _, record = read_run(run_dir)  # the annotations are on disk, hashes intact
+    np.testing.assert_array_equal(pairs[0].labels, truth)
+    assert record["status"] == "stopped"
+
+
+def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
+    make_napari_viewer, qtbot
+):
+    viewer = make_napari_viewer()
+    image1, truth1 = synthetic_cells((96, 96), radius=12, seed=0)
+    image2, truth2 = synthetic_cells((96, 96), radius=12, seed=1)
+    viewer.add_image(image1, name="one")
+    viewer.add_labels(truth1, name="truth one")
+    viewer.add_image(image2, name="two")
+    train = TrainWidget(viewer)
+    train.form.image_combo.set_layer(viewer.layers["one"])
+    train.form.labels_combo.set_layer(viewer.layers["truth one"])
+    _tiny(train, 40)
+    first = _train(train, qtbot)
+    current = _first_param(shared_models(viewer).model)
+
+    predict = PredictWidget(viewer)
+    predict.image_combo.set_layer(viewer.layers["two"])
+    assert predict.predict() is not None
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=30000)
+    annotation = predict.use_as_annotation()
+    assert annotation is not viewer.layers["two prediction"]
+    cell = np.argwhere(truth2 == truth2.max())[0]  # the user corrects one cell
+    annotation.selected_label = int(annotation.data.max()) + 1
+    annotation.brush_size = 9
+    annotation.paint(tuple(cell), annotation.selected_label)
+
+    train.form.image_combo.set_layer(viewer.layers["two"])
+    train.form.labels_combo.set_layer(annotation)
+    train.form.steps.setValue(1)
+    second = _train(train, qtbot, cont=True)
+    record = json.loads((second / "run.json").read_text())
+    assert record["parent_model"] == str(first / "model.safetensors")
+    assert [d["name"] for d in record["data"]] == ["one", "two"]  # all pairs so far
+    pairs, _, _ = read_run(second)
+    np.testing.assert_array_equal(pairs[1].labels, annotation.data)
+    after = _first_param(train.trainer.model.cpu())
+    fresh = _first_param(Trainer(pairs, train.trainer.config).model)
+    # one AdamW step (lr 5e-3) away from the current weights, much closer than a fresh start
+    far = (fresh - current).abs().max()
+    assert far > 0.02 and (after - current).abs().max() < 0.3 * far
+    assert predict.source.currentText() == TRAINED
+    assert predict.model()[0] is shared_models(viewer).model  # the next image: the newest model
+
+
+def test_preview_and_save_snapshots_are_taken_between_steps(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path
+):
+    in_step = threading.Event()
+    during = []
+    step, snapshot = Trainer.train_step, Trainer.snapshot
+
+    def slow_step(self, sampler):
+        in_step.set()
+        try:
+            time.sleep(0.2)  # the optimiser is busy: copying the weights now would tear them
+            return step(self, sampler)
+        finally:
+            in_step.clear()
+
+    def watched_snapshot(self):
+        during.append(in_step.is_set())
+        return snapshot(self)
+
+    monkeypatch.setattr(Trainer, "train_step", slow_step)
+    monkeypatch.setattr(Trainer, "snapshot", watched_snapshot)
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells((64, 64), radius=10, seed=3)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(truth, name="truth")
+    train = TrainWidget(viewer)
+    _tiny(train, 100_000)
+    train.start_training()
+    qtbot.waitUntil(lambda: len(train.plot.losses) >= 1, timeout=60000)
+    for _ in range(3):
+        assert train.refresh_preview() is not None
+        qtbot.waitUntil(lambda: train._preview_worker is None, timeout=60000)
+        train.save_model(tmp_path / "saved.safetensors")
+    train.stop_training(wait=True)
+    qtbot.waitUntil(lambda: not train.is_training(), timeout=60000)
+    assert len(during) >= 6 and not any(during)
+    load_model(tmp_path / "saved.safetensors")
