@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_unet.core.checks import check_finite
+
 __all__ = [
     "DEFAULT_NORMALIZATION",
     "PatchSampler",
@@ -90,6 +92,7 @@ def normalize(
         raise TypeError("image: expected a real-valued array, got a complex one")
     if not 0 <= low < high <= 100:
         raise ValueError(f"low, high: expected 0 <= low < high <= 100, got {low!r}, {high!r}")
+    check_finite(image, what="image")  # the NaN rule of napari_unet.core.checks, everywhere
     x = image.astype(np.float32, copy=False)
     if channel_axis is None:
         lo, hi = np.percentile(x, [low, high])
