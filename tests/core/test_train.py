@@ -145,15 +145,25 @@ def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
         now[0] += 5.0
         return real_validate(*args, **kwargs)
 
+    real_choose = train_mod.choose_postprocess
+
+    def choose(*args, **kwargs):
+        now[0] += 5.0
+        return real_choose(*args, **kwargs)
+
     monkeypatch.setattr(Trainer, "train_step", step)
     monkeypatch.setattr(train_mod, "validate", validate)
+    monkeypatch.setattr(train_mod, "choose_postprocess", choose)
     trainer = Trainer([two_cells], tiny(steps=None, time_limit=20.0, validate_every=4,
                                         val_fraction=0.3))
     trainer.clock = lambda: now[0]
     kinds = [e.kind for e in trainer.run()]
     assert kinds[-1] == "done" and trainer.elapsed <= 20.0
-    # 4 steps + validation = 9 s, twice = 18 s, then 2 more steps fit (a third validation not)
-    assert kinds.count("step") == 10 and kinds.count("validation") == 2
+    # 5 s stay reserved for choosing the post-processing at the end: 4 steps + validation =
+    # 9 s, 6 more steps = 15 s (a second validation would end past 20 s with the reserve),
+    # then the choice = 20 s
+    assert kinds.count("step") == 10 and kinds.count("validation") == 1
+    assert trainer.postprocess is not None
 
 
 def test_fine_tune_from_saved_model(two_cells, tmp_path):

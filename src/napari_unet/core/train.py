@@ -377,10 +377,15 @@ class Trainer:
 
     def _budget_spent(self) -> bool:
         """Rank 0 decides (its clock), every rank follows: no step that would end past it."""
-        spent = not self._budget_left(self._step_s) if self.is_main else False
+        spent = not self._budget_left(self._step_s + self._reserve()) if self.is_main else False
         if self.world_size > 1:
             spent, _ = ddp.broadcast_control(spent, self.elapsed)
         return spent
+
+    def _reserve(self) -> float:
+        """Seconds kept for choosing the post-processing at the end (about one validation), so
+        that the run, that choice included, ends within the wall-clock budget."""
+        return self._val_s if getattr(self, "_validating", False) else 0.0
 
     def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:
@@ -477,7 +482,7 @@ class Trainer:
         cfg = self.config
         self._start_clock()
         prepared, regions, sampler = self._prepare()
-        validating = bool(regions) and self.is_main
+        validating = self._validating = bool(regions) and self.is_main
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
@@ -500,19 +505,20 @@ class Trainer:
                 if self._budget_spent():
                     break
                 yield self._step_event(sampler)
-                if validating and self.step % cfg.validate_every == 0 and self._fits(self._val_s):
+                if (validating and self.step % cfg.validate_every == 0
+                        and self._fits(self._val_s + self._reserve())):
                     yield self._validation_event(prepared, regions, cfg.steps)
                 if every_ckpt and self.step % every_ckpt == 0:
                     path = self.save_checkpoint()
                     if path is not None:
                         yield self._event("checkpoint", message=str(path))
             if validating and (self.step % cfg.validate_every or not self.step) and self._fits(
-                self._val_s
+                self._val_s + self._reserve()
             ):
                 yield self._validation_event(prepared, regions, cfg.steps)
-            if validating and self.step and self._fits(self._val_s):
-                # threshold etc. for predict, the GUI and exports (metadata); costs about one
-                # validation, so it is chosen only when that still fits the time budget
+            if validating and self.step:
+                # threshold etc. for predict, the GUI and exports (metadata); its time is
+                # reserved in the budget (_reserve)
                 self.postprocess = choose_postprocess(self.model, prepared, regions, tile=self.tile)
             if self.step == 0:
                 logger.warning("the time limit (%.3g s) was spent before the first step (preparing "
