@@ -103,3 +103,35 @@ def test_demo_gui_without_a_display_is_one_clear_line(monkeypatch, capsys):
     assert main(["demo", "--gui"]) == 2
     line = error_line(capsys)
     assert "no display" in line and "xvfb-run" in line
+
+
+def test_sparse_and_background_follow_the_gui_rule(folders, tmp_path, capsys, monkeypatch):
+    import napari_unet.core.train as train_mod
+
+    img, lab = folders
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    for i in (1, 0):  # paired by name, like the labels
+        mask = np.zeros((48, 48), np.uint8)
+        mask[: 5 + i] = 1
+        tifffile.imwrite(bg / f"{i}.tif", mask)
+    seen = []
+
+    class Spy(train_mod.Trainer):
+        def __init__(self, pairs, *a, **k):
+            seen.append(pairs)
+            super().__init__(pairs, *a, **k)
+
+    monkeypatch.setattr(train_mod, "Trainer", Spy)
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--images", str(img), "--labels", str(lab), "--out", str(out), *TINY,
+            "--steps", "1", "--validate-every", "0"]
+    assert main([*args, "--sparse", "--background", str(bg)]) == 0
+    pairs = seen[-1]
+    assert all(p.sparse for p in pairs)
+    assert pairs[0].background[:5].all() and not pairs[0].background[5:].any()
+    assert pairs[1].background[:6].all() and not pairs[1].background[6:].any()
+    err = capsys.readouterr().err
+    assert "band around them" in err and "pixels count" in err
+    assert main(args) == 0  # without --sparse the labels are complete, as before
+    assert not any(p.sparse for p in seen[-1]) and seen[-1][0].counted().all()

@@ -133,3 +133,19 @@ def test_bad_arguments_name_the_argument(kwargs, match):
 def test_wrong_channel_count_is_explained():
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         UNet(in_channels=3, depth=1, base_channels=2)(torch.zeros(1, 1, 20, 20))
+
+
+def test_upconvolution_he_std_empirical():
+    """A 2x2 stride-2 up-convolution gives each output neuron C_in inputs: std = sqrt(2 / C_in),
+    so unit-variance inputs give outputs of variance 2 (He et al.), not 0.5 as with N = 4 C_in."""
+    torch.manual_seed(0)
+    net = UNet(base_channels=32, depth=2)
+    ups = [m for m in net.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(ups) == 2
+    for up in ups:
+        expected = math.sqrt(2.0 / up.in_channels)
+        assert abs(up.weight.std().item() - expected) / expected < 0.05
+        x = torch.randn(4, up.in_channels, 16, 16)
+        with torch.no_grad():
+            var = up(x).var().item()
+        assert abs(var - 2.0) < 0.2

@@ -157,12 +157,13 @@ def test_two_models_with_the_same_file_name_are_both_kept(make_napari_viewer, tm
     for folder, seed in (("a", 0), ("b", 1)):
         torch.manual_seed(seed)
         paths.append(save_model(UNet(depth=1, base_channels=4), tmp_path / folder / "model.safetensors"))
+    before = widget.source.count()  # the trained model + the shipped ones
     first, _ = widget.load_model(paths[0])
     second, _ = widget.load_model(paths[1])
-    assert widget.source.count() == 3  # the trained model + two files
-    widget.source.setCurrentIndex(1)
+    assert widget.source.count() == before + 2  # two files, both kept
+    widget.source.setCurrentIndex(before)
     assert widget.model()[0] is first and str(tmp_path / "a") in widget.source.currentText()
-    widget.source.setCurrentIndex(2)
+    widget.source.setCurrentIndex(before + 1)
     assert widget.model()[0] is second
     w1, w2 = (next(iter(m.state_dict().values())) for m in (first, second))
     assert not torch.equal(w1, w2)

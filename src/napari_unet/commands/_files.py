@@ -4,13 +4,23 @@ Every problem (missing file, unreadable file, unpaired image, wrong shape) raise
 :class:`napari_unet.cli.CLIError` with one line that names the file, so the user sees no traceback.
 
 Images come back as ``(array, channel_axis)``: ``(H, W)`` with ``channel_axis=None``, or
-``(H, W, C)`` / ``(C, H, W)`` with the axis of the (at most 4) channels; an alpha channel is dropped
-and an RGB image whose three channels are equal becomes gray ``(H, W)``.
+``(H, W, C)`` with ``channel_axis=-1``. The channel rule, the same for train, predict and
+evaluate: a 3D image is colour only when its last axis holds 3 (RGB) or 4 samples, as PNG and
+RGB TIFF files store colour, ``(H, W, 3|4)``; the 4th is dropped only when the file marks it as
+alpha (PNG RGBA, TIFF extra sample "alpha"); an RGB image whose channels are equal becomes gray.
+Planes first, ``(N, H, W)`` — even N = 3 or 4 — are a stack of planes, never colour: predict
+segments them plane by plane, train refuses them. ``--channel-axis`` says which axis holds
+channels (any number, nothing dropped). NaN/inf pixels and empty images are refused
+(:mod:`napari_unet.core.checks`).
+
+Pairing (:func:`pair_paths`) is by name, never by position; output names (:func:`output_paths`)
+are unique per input file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +31,7 @@ from napari_unet.cli import CLIError
 __all__ = [
     "SUFFIXES",
     "expand_paths",
+    "output_paths",
     "pair_paths",
     "read_image",
     "read_labels",
@@ -65,31 +76,148 @@ def _key(path: Path) -> str:
     return name
 
 
+def _loose_key(stem: str, prefix: str, suffix: str) -> str:
+    """The distinguishing part of a stem: common prefix/suffix removed, numbers without
+    leading zeros (``lab007`` → ``7``), lower case."""
+    core = stem[len(prefix): len(stem) - len(suffix)]
+    return re.sub(r"\d+", lambda m: str(int(m.group())), core).lower()
+
+
+def _common_start(texts: Sequence[str]) -> str:
+    first = min(texts, key=len)
+    n = 0
+    while n < len(first) and all(t[n] == first[n] for t in texts):
+        n += 1
+    return first[:n]
+
+
+def _common_affixes(stems: Sequence[str]) -> tuple[str, str]:
+    """Longest common prefix and suffix of ``stems``, backed off so that no digit run is cut."""
+    if len(stems) < 2:
+        return "", ""
+    prefix = _common_start(stems)
+    suffix = _common_start([s[::-1] for s in stems])[::-1]
+    while prefix and prefix[-1].isdigit():
+        prefix = prefix[:-1]
+    while suffix and suffix[0].isdigit():
+        suffix = suffix[1:]
+    shortest = min(map(len, stems))
+    if len(prefix) + len(suffix) > shortest:
+        suffix = suffix[len(prefix) + len(suffix) - shortest:]
+    return prefix, suffix
+
+
+def _match(keys_a: list[str], keys_b: list[str]) -> dict[int, int] | None:
+    """Index map a → b when every key of a has exactly one partner in b and vice versa."""
+    where: dict[str, list[int]] = {}
+    for j, k in enumerate(keys_b):
+        where.setdefault(k, []).append(j)
+    if len(set(keys_a)) != len(keys_a) or any(len(v) != 1 for v in where.values()):
+        return None
+    if set(keys_a) != set(where):
+        return None
+    return {i: where[k][0] for i, k in enumerate(keys_a)}
+
+
 def pair_paths(
     images: Sequence[Path], others: Sequence[Path], *, what: str = "--labels"
 ) -> list[tuple[Path, Path]]:
-    """Pair each image file with one file of ``others``.
+    """Pair each image file with the file of ``others`` that has the same name.
 
-    By name when every image name has a match (``img/01.png`` ↔ ``lab/01.tif``), else by order
-    when both lists are equally long and the names are not all distinct matches; otherwise a
-    CLIError names the first unpaired file.
+    Names are compared without their suffixes (``a.ome.tif`` ↔ ``a.png``); when the two sets
+    use different names for the same items, the part that differs between the files of each
+    set is compared instead, numbers by value: ``img1, img2, img10`` ↔ ``lab01, lab02, lab10``
+    and ``a.tif`` ↔ ``a_mask.tif``. Never by position: a file without a partner, or with two,
+    gives a CLIError that names it. A single image with a single file is a pair.
+
+    Examples
+    --------
+    >>> pairs = pair_paths([Path("img2.tif"), Path("img10.tif")],
+    ...                    [Path("lab10.tif"), Path("lab02.tif")])
+    >>> [(a.name, b.name) for a, b in pairs]
+    [('img2.tif', 'lab02.tif'), ('img10.tif', 'lab10.tif')]
     """
-    by_name = {}
-    for o in others:
-        by_name.setdefault(_key(o), []).append(o)
-    if all(len(by_name.get(_key(i), [])) == 1 for i in images) and len(images) == len(others):
-        return [(i, by_name[_key(i)][0]) for i in images]
-    if len(images) == len(others) and not set(map(_key, images)) & set(by_name):
-        return list(zip(images, others, strict=True))  # different naming schemes: pair by order
-    for i in images:
-        if _key(i) not in by_name:
+    images, others = list(images), list(others)
+    if len(images) == 1 and len(others) == 1:
+        return [(images[0], others[0])]
+    stems_a, stems_b = [_key(p) for p in images], [_key(p) for p in others]
+    found = _match(stems_a, stems_b)
+    if found is None:
+        pa, pb = _common_affixes(stems_a), _common_affixes(stems_b)
+        loose_a = [_loose_key(s, *pa) for s in stems_a]
+        loose_b = [_loose_key(s, *pb) for s in stems_b]
+        found = _match(loose_a, loose_b)
+    if found is not None:
+        return [(images[i], others[j]) for i, j in sorted(found.items())]
+    _pairing_error(images, others, stems_a, stems_b, what)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pairing_error(images, others, stems_a, stems_b, what: str) -> None:
+    pa, pb = _common_affixes(stems_a), _common_affixes(stems_b)
+    loose_a = [_loose_key(s, *pa) for s in stems_a]
+    loose_b = [_loose_key(s, *pb) for s in stems_b]
+    for keys_a, keys_b in ((stems_a, stems_b), (loose_a, loose_b)):
+        for i, k in enumerate(keys_a):
+            partners = [others[j].name for j, kb in enumerate(keys_b) if kb == k]
+            if keys_a.count(k) > 1:
+                names = [images[n].name for n, ka in enumerate(keys_a) if ka == k]
+                raise CLIError(
+                    f"{what}: ambiguous pairing: images {', '.join(map(repr, names))} have the "
+                    "same name; rename them so each name appears once"
+                )
+            if len(partners) > 1:
+                raise CLIError(
+                    f"{what}: ambiguous pairing: {', '.join(map(repr, partners))} all match "
+                    f"image {images[i].name!r}; rename the files so each name appears once"
+                )
+    exact = set(stems_b)
+    loose = set(loose_b)
+    for i, image in enumerate(images):
+        if stems_a[i] not in exact and loose_a[i] not in loose:
             raise CLIError(
-                f"{what}: no file named like image {i.name!r} (found {len(others)} file(s) for "
-                f"{len(images)} image(s)); give matching names or equally long lists"
+                f"{what}: no file named like image {image.name!r} among {len(others)} file(s) "
+                f"(e.g. {others[0].name!r}); give each image a partner with the same name "
+                "(pairing is by name, never by position)"
+            )
+    for j, other in enumerate(others):
+        if stems_b[j] not in set(stems_a) and loose_b[j] not in set(loose_a):
+            raise CLIError(
+                f"{what}: file {other.name!r} has no image of the same name among "
+                f"{len(images)} image(s); remove it or give it its image"
             )
     raise CLIError(
-        f"{what}: {len(others)} file(s) do not pair one-to-one with {len(images)} image(s)"
+        f"{what}: {len(others)} file(s) do not pair one-to-one by name with {len(images)} "
+        "image(s); give each image a partner with the same name"
     )
+
+
+def output_paths(paths: Sequence[Path], folder: Path, suffixes: Sequence[str]) -> list[dict]:
+    """Output file names per input file, unique: ``<stem><suffix>`` for each suffix.
+
+    The stem is the name without its image suffixes (``cell.1.tif`` → ``cell.1``); inputs that
+    share a stem (``img.png``, ``img.tif``) keep their suffix in it (``img_png``, ``img_tif``).
+
+    Examples
+    --------
+    >>> out = output_paths([Path("a/img.png"), Path("a/img.tif"), Path("a/c.1.tif")],
+    ...                    Path("o"), ["_labels.tif"])
+    >>> [str(o["_labels.tif"]) for o in out]
+    ['o/img_png_labels.tif', 'o/img_tif_labels.tif', 'o/c.1_labels.tif']
+    """
+    stems = [_key(p) for p in paths]
+    out, seen = [], {}
+    for p, stem in zip(paths, stems, strict=True):
+        if stems.count(stem) > 1:
+            stem = p.name.replace(".", "_")
+        if stem in seen:
+            raise CLIError(
+                f"--input: {p.name!r} and {seen[stem].name!r} would write the same output "
+                f"{stem!r}; rename one of them"
+            )
+        seen[stem] = p
+        out.append({sfx: folder / f"{stem}{sfx}" for sfx in suffixes})
+    return out
 
 
 def _imread(path: Path) -> np.ndarray:
@@ -105,10 +233,40 @@ def _imread(path: Path) -> np.ndarray:
         raise CLIError(f"cannot read {str(path)!r}: {type(err).__name__}: {err}") from None
 
 
-def read_image(path: str | os.PathLike, *, gray: bool = False) -> tuple[np.ndarray, int | None]:
-    """Read a 2D image (gray or up to 4 channels); returns ``(array, channel_axis)``.
+def _colour_layout(path: Path, a: np.ndarray) -> tuple[bool, bool]:
+    """(channels last are colour samples, the 4th sample is alpha), as the file says."""
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        return False, False
+    if path.suffix.lower() == ".png":
+        return True, a.shape[-1] == 4
+    try:
+        import tifffile
 
-    ``gray=True`` averages colour channels into one (float32).
+        with tifffile.TiffFile(path) as tif:
+            axes = tif.series[0].axes
+            extra = tuple(int(x) for x in tif.pages[0].extrasamples or ())
+    except Exception:  # the array was read already; unknown layout: not colour
+        return False, False
+    return axes.endswith("S"), a.shape[-1] == 4 and bool(set(extra) & {1, 2})
+
+
+def _finite(path: Path, a: np.ndarray) -> None:
+    from napari_unet.core.checks import check_finite, check_not_empty
+
+    try:
+        check_not_empty(a.shape[:2] if a.ndim >= 2 else a.shape, what=str(path))
+        check_finite(a, what=str(path))
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def read_image(
+    path: str | os.PathLike, *, gray: bool = False, channel_axis: int | None = None
+) -> tuple[np.ndarray, int | None]:
+    """Read a 2D image (gray or with channels); returns ``(array, channel_axis)``.
+
+    See the module docstring for the channel rule; ``channel_axis`` names the axis of the
+    channels in the file's array. ``gray=True`` averages colour channels into one (float32).
 
     Examples
     --------
@@ -123,25 +281,39 @@ def read_image(path: str | os.PathLike, *, gray: bool = False) -> tuple[np.ndarr
     a = _imread(path)
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
         raise CLIError(f"{path}: expected a real-valued image, got dtype {a.dtype}")
-    a = np.squeeze(a) if a.ndim > 2 and 1 in a.shape else a
+    if a.size == 0:
+        raise CLIError(f"{path}: got an empty image of shape {a.shape}; expected H, W >= 1")
+    alpha = False
+    if channel_axis is not None:
+        if a.ndim < 3 or not -a.ndim <= channel_axis < a.ndim:
+            raise CLIError(
+                f"--channel-axis: {path} has shape {a.shape}, so axis {channel_axis} is "
+                + ("not a channel axis (a 2D image has none); drop --channel-axis"
+                   if a.ndim < 3 else f"out of range; expected -{a.ndim}..{a.ndim - 1}")
+            )
+        a = np.moveaxis(a, channel_axis, -1)
+        spatial = [s for s in a.shape[:-1] if s != 1]
+        a = a.reshape(*spatial, a.shape[-1])
+        colour = a.ndim == 3
+    else:
+        a = np.squeeze(a) if a.ndim > 2 and 1 in a.shape else a
+        colour, alpha = _colour_layout(path, a)
+    _finite(path, a)
     if a.ndim == 2:
         return a, None
-    if a.ndim == 3:
-        axis = -1 if a.shape[-1] <= _MAX_CHANNELS else 0 if a.shape[0] <= _MAX_CHANNELS else None
-        if axis is not None:
-            a = np.moveaxis(a, axis, -1)
-            if a.shape[-1] == 4:  # RGBA: drop alpha
-                a = a[..., :3]
-            if a.shape[-1] == 3 and np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(
-                a[..., 0], a[..., 2]
-            ):
-                return a[..., 0], None
-            if gray:
-                return a.astype(np.float32).mean(axis=-1), None
-            return a, -1
+    if a.ndim == 3 and colour:
+        if alpha:  # RGBA as the file says: drop alpha
+            a = a[..., :3]
+        if a.shape[-1] > 1 and all(np.array_equal(a[..., 0], a[..., c]) for c in
+                                   range(1, a.shape[-1])):
+            return a[..., 0], None
+        if gray:
+            return a.astype(np.float32).mean(axis=-1), None
+        return a, -1
     raise CLIError(
-        f"{path}: expected a 2D image (H, W) or (H, W, C) with C <= {_MAX_CHANNELS}, got shape "
-        f"{a.shape}; stacks and volumes are not supported for training"
+        f"{path}: expected a 2D image (H, W) or colour (H, W, 3|4), got shape {a.shape}, a "
+        "stack of planes; stacks are not taken as colour channels and not supported for "
+        "training: give --channel-axis N if axis N holds the channels"
     )
 
 
@@ -172,10 +344,13 @@ def read_pairs(
     annotated: Sequence[str | os.PathLike] | None = None,
     *,
     gray: bool = False,
+    background: Sequence[str | os.PathLike] | None = None,
+    channel_axis: int | None = None,
 ) -> list[dict]:
-    """Read paired images, labels and (optionally) annotated masks.
+    """Read paired images, labels and (optionally) annotated and background masks.
 
     Returns a list of dicts with keys ``image``, ``labels``, ``annotated`` (bool array or None),
+    ``background`` (bool array or None; masks paired with the images by name like the labels),
     ``channel_axis`` and ``path`` (the image's path). All images must have the same channels;
     ``gray=True`` converts colour images to gray.
     """
@@ -189,10 +364,14 @@ def read_pairs(
                 img_paths, expand_paths(annotated, what="--annotated"), what="--annotated"
             )
         ]
+    bg_paths: list[Path | None] = [None] * len(img_paths)
+    if background:
+        bg_paths = [b for _, b in pair_paths(
+            img_paths, expand_paths(background, what="--background"), what="--background")]
     out = []
     channels = None
-    for ip, lp, ap in zip(img_paths, lab_paths, ann_paths, strict=True):
-        image, axis = read_image(ip, gray=gray)
+    for ip, lp, ap, bp in zip(img_paths, lab_paths, ann_paths, bg_paths, strict=True):
+        image, axis = read_image(ip, gray=gray, channel_axis=channel_axis)
         hw = image.shape[:2]
         n_ch = 1 if axis is None else image.shape[-1]
         if channels is None:
@@ -204,7 +383,9 @@ def read_pairs(
             )
         lab = read_labels(lp, shape=hw)
         ann = None if ap is None else read_labels(ap, shape=hw) > 0
-        out.append({"image": image, "labels": lab, "annotated": ann, "channel_axis": axis, "path": ip})
+        bg = None if bp is None else read_labels(bp, shape=hw) > 0
+        out.append({"image": image, "labels": lab, "annotated": ann, "channel_axis": axis,
+                    "path": ip, "background": bg})
     return out
 
 

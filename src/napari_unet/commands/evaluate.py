@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--json", action="store_true", help="print the metrics as JSON")
     a("--tta", action="store_true", help="average the 8 flips/rotations")
     a("--gray", action="store_true", help="convert colour images to gray")
+    a("--channel-axis", type=int, help="axis of the colour channels in 3D image files")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     add_postprocess_arguments(parser)
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--model: {str(args.model)!r} does not exist")
     device = pick_device(args.device)
     model, meta = load_model(args.model, device=device)
-    rows = read_pairs(args.images, args.labels, gray=args.gray)
+    rows = read_pairs(args.images, args.labels, gray=args.gray, channel_axis=args.channel_axis)
     n_ch = 1 if rows[0]["channel_axis"] is None else rows[0]["image"].shape[-1]
     if n_ch != model.in_channels:
         raise CLIError(

@@ -5,6 +5,11 @@ Files (TIFF/PNG; a (Z, Y, X) TIFF is predicted plane by plane) give ``OUTPUT/<na
 (float32, classes first). A zarr array input gives a zarr group at OUTPUT with ``labels`` and
 optionally ``probabilities``, written block by block (memory independent of the image size);
 ``--scheduler tcp://HOST:8786`` runs the blocks on a dask distributed cluster.
+
+Output names are unique per input file (``cell.1.tif`` → ``cell.1_labels.tif``; ``img.png`` and
+``img.tif`` → ``img_png_labels.tif``, ``img_tif_labels.tif``); existing outputs are never
+replaced without ``--force``, and ``--output`` may not be the input folder. A 3D TIFF of planes,
+(N, H, W), is a stack even for N = 3 or 4; ``--channel-axis`` says which axis holds channels.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from napari_unet.cli import CLIError
 from napari_unet.commands._options import add_postprocess_arguments, postprocess_settings
 
@@ -21,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="model file (.safetensors) or a shipped model's name (e.g. nuclei)")
     parser.add_argument(
         "--input", required=True, type=Path, help="an image file, a folder of images or a zarr array"
     )
@@ -35,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", help="network input tile, N or HxW (default: from memory)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument("--block", type=int, default=1024, help="zarr output block side")
-    parser.add_argument("--channel-axis", type=int, help="axis of the channels in the input")
+    parser.add_argument(
+        "--channel-axis", type=int,
+        help="axis of the channels in the input (default: colour only for (H, W, 3|4) RGB(A) "
+             "files; planes first are a stack)")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
     add_postprocess_arguments(parser)
 
 
@@ -62,22 +74,24 @@ def _progress(desc: str):
     return tqdm(desc=desc, unit="batch", file=sys.stderr, disable=None, leave=False)
 
 
-def _read(path: Path, model):
+def _read(path: Path, model, channel_axis: int | None = None):
     """(array, channel_axis, is_stack) for one file; stacks are (Z, Y, X) TIFFs."""
     from napari_unet.commands._files import read_image
 
     try:
-        image, axis = read_image(path)
+        image, axis = read_image(path, channel_axis=channel_axis)
     except CLIError as err:
         if path.suffix.lower() not in (".tif", ".tiff") or "expected a 2D image" not in str(err):
             raise
         import tifffile
 
-        stack = tifffile.imread(path)  # read_image read it already: it is a readable TIFF
-        if stack.ndim == 3 and model.in_channels == 1:
+        stack = np.squeeze(tifffile.imread(path))  # read_image read it: a readable TIFF
+        if stack.ndim == 3 and model.in_channels == 1 and channel_axis is None:
             return stack, None, True
         raise
     channels = 1 if axis is None else image.shape[axis]
+    if channels == 1 and model.in_channels == 3:  # a gray image for an RGB model: R = G = B
+        image, axis, channels = np.repeat(image[..., None], 3, axis=-1), -1, 3
     if channels != model.in_channels:
         raise CLIError(
             f"{path}: the image has {channels} channel(s) but the model expects "
@@ -92,13 +106,12 @@ def _run_files(args, model, meta, tile) -> int:
     from napari_unet.core.segment import iter_segment
 
     paths = expand_paths(args.input, what="--input")
-    if args.output.exists() and not args.output.is_dir():
-        raise CLIError(f"--output: {str(args.output)!r} exists and is not a folder")
+    targets = _targets(args, paths)
     args.output.mkdir(parents=True, exist_ok=True)
     settings = postprocess_settings(args, meta)
     normalizer(meta)  # an unknown normalisation fails before any work
-    for path in paths:
-        image, axis, is_stack = _read(path, model)
+    for path, target in zip(paths, targets, strict=True):
+        image, axis, is_stack = _read(path, model, args.channel_axis)
         stack = image if is_stack else image[None]
         caxis = None if axis is None else (axis % image.ndim) + 1
         bar = _progress(path.name)
@@ -111,12 +124,41 @@ def _run_files(args, model, meta, tile) -> int:
             bar.n = ev.plane * ev.total + ev.done
             bar.refresh()
         bar.close()
-        stem = path.name.split(".")[0]
-        write_image(args.output / f"{stem}_labels.tif", labels if is_stack else labels[0])
+        write_image(target["_labels.tif"], labels if is_stack else labels[0])
         if args.probabilities:
-            write_image(args.output / f"{stem}_probabilities.tif", prob if is_stack else prob[0])
+            write_image(target["_probabilities.tif"], prob if is_stack else prob[0])
         logger.info("%s: %d cells -> %s", path.name, int(labels.max()), args.output)
     return 0
+
+
+def _targets(args, paths: list[Path]) -> list[dict]:
+    """The output files of every input, checked before any work: not the input folder, not
+    replacing earlier results without --force."""
+    from napari_unet.commands._files import output_paths
+
+    if args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"--output: {str(args.output)!r} exists and is not a folder")
+    inputs = {p.resolve() for p in paths}
+    source = args.input if args.input.is_dir() else args.input.parent
+    if args.output.resolve() == source.resolve():
+        raise CLIError(
+            f"--output: {str(args.output)!r} is the input folder; the results would be read as "
+            "images by the next run: choose another folder, e.g. "
+            f"{str(source.with_name(source.name + '_labels'))!r}"
+        )
+    suffixes = ["_labels.tif"] + (["_probabilities.tif"] if args.probabilities else [])
+    targets = output_paths(paths, args.output, suffixes)
+    for target in targets:
+        for out in target.values():
+            if out.resolve() in inputs:
+                raise CLIError(f"--output: {str(out)!r} is one of the input files")
+            if out.exists() and not args.force:
+                n = sum(o.exists() for t in targets for o in t.values())
+                raise CLIError(
+                    f"--output: {str(out)!r} exists ({n} of the outputs do); earlier results "
+                    "are not replaced: choose another --output folder, or add --force"
+                )
+    return targets
 
 
 def _run_zarr(args, meta, tile) -> int:
@@ -131,6 +173,11 @@ def _run_zarr(args, meta, tile) -> int:
             f"--input: cannot open {str(args.input)!r} as a zarr array ({type(err).__name__}: "
             f"{err}); give the path of an array, not of a group"
         ) from None
+    if args.output.exists() and not args.force:
+        raise CLIError(
+            f"--output: {str(args.output)!r} exists; earlier results are not replaced: choose "
+            "another --output, or add --force"
+        )
     settings = postprocess_settings(args, meta)
     bar = _progress(args.input.name)
     for ev in iter_predict_to_zarr(
@@ -146,13 +193,30 @@ def _run_zarr(args, meta, tile) -> int:
     return 0
 
 
+def _check_tile_memory(model, tile, batch_size: int, device) -> None:
+    from napari_unet.core.memory import check_memory
+
+    try:
+        check_memory(in_channels=model.in_channels, num_classes=model.num_classes,
+                     depth=model.depth, base_channels=model.base_channels, tile=max(tile),
+                     batch_size=batch_size, padding=model.padding, device=device,
+                     training=False)
+    except ValueError as err:
+        raise CLIError("--tile, --batch-size: " + str(err).removeprefix("memory: ")) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from napari_unet.core.device import pick_device
     from napari_unet.core.io import load_model
 
     tile = _tile(args.tile)
+    if args.block < 1:
+        raise CLIError(f"--block: expected a positive block side, got {args.block}")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    from napari_unet.commands.train import _shipped
+
+    args.model = _shipped(args.model, "--model")
     if not args.model.is_file():
         raise CLIError(f"--model: {str(args.model)!r} is not a file")
     if not args.input.exists():
@@ -161,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model, device=device)
     if tile is not None:
         model.output_shape(tile)  # a one-line error naming the nearest valid sizes
+        _check_tile_memory(model, tile, args.batch_size, device)
     postprocess_settings(args, meta)  # a bad option fails before any work
     if _is_zarr(args.input):
         return _run_zarr(args, meta, tile)

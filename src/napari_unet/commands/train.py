@@ -1,12 +1,20 @@
 """Train a U-Net on image/label files (TIFF/PNG) and save a ``.safetensors`` model.
 
-Images and labels are folders or lists of files, paired by name (or by order when the names
-differ). Labels are instance ids or binary masks (e.g. 255 = cell); ``--annotated`` masks limit
-the loss to annotated pixels. Checkpoints (``last``/``best``) go to ``--checkpoint-dir``
-(default ``MODEL.checkpoints/``); ``--resume`` continues a stopped run from there.
-Ctrl-C stops at the next step and saves the model. ``--events -`` reports every event as a
-JSON line on stdout and ``--control -`` takes pause/resume/stop/checkpoint lines on stdin
-(docs/training-events.md): how napari's Train widget drives a training in a child process.
+Images and labels are folders or lists of files, paired by name, never by position
+(:func:`napari_unet.commands._files.pair_paths`). Labels are instance ids or binary masks
+(e.g. 255 = cell); ``--annotated`` masks limit the loss to annotated pixels. ``--sparse`` reads
+the labels as a few painted cells, as the GUI does (:func:`napari_unet.core.targets.counted_area`),
+with optional ``--background`` masks. Checkpoints
+(``last``/``best``) go to ``--checkpoint-dir`` (default ``MODEL.checkpoints/``); ``--resume``
+continues a stopped run from there, bit for bit
+as if it had not stopped, with the checkpoint's architecture (a different --depth,
+--base-channels or --classes is refused). Ctrl-C, SIGTERM (SLURM, docker stop, kill) and SIGHUP
+stop at the next step boundary and write the last checkpoint and the model (a second Ctrl-C stops
+at once). An existing --out model or checkpoint folder is never replaced without --force (except
+by the run that --resume continues).
+``--events -`` reports every event as a JSON line on stdout and ``--control -`` takes
+pause/resume/stop/checkpoint lines on stdin (docs/training-events.md): how napari's Train widget
+drives a training in a child process.
 
 ``--run DIR`` trains from a run folder (:mod:`napari_unet.core.runs`, e.g. one written by the
 Train widget) as written: its data files, settings, seed and parent model; checkpoints, the
@@ -39,13 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--images", nargs="+", help="image files or folders (TIFF/PNG); required without --run")
     a("--labels", nargs="+", help="label files or folders, one per image; required without --run")
     a("--annotated", nargs="+", help="masks of the annotated pixels (non-zero), one per image")
+    a("--sparse", action="store_true",
+      help="the labels are a few painted cells, as in the GUI: only the painted cells, a band "
+           "around them (or the --annotated regions, complete inside) and --background count; "
+           "without it the labels are complete (every unlabelled pixel is background)")
+    a("--background", nargs="+",
+      help="masks of pixels marked as background (non-zero), paired with the images by name "
+           "like --labels; they count in the loss wherever they are")
     a("--out", type=Path,
       help="model file to write (.safetensors); required without --run (default RUN/model.safetensors)")
     # --run-folder: the same option under torchrun, whose parser takes "--run" for its --run-path
     a("--run", "--run-folder", type=Path,
       help="train from this run folder as written (data, settings, parent)")
     a("--steps", type=int, help="step budget (default 1000 unless --time-limit is given)")
-    a("--time-limit", type=float, help="training time budget in seconds")
+    a("--time-limit", type=float,
+      help="the run's wall-clock budget in seconds, validation and checkpoints included "
+           "(pauses excluded); no step or validation starts that would end past it")
     a("--preset", default="adamw", choices=("adamw", "paper"),
       help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1)")
     a("--lr", type=float, help="base learning rate (default: the preset's)")
@@ -54,10 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "multiple of the number of processes")
     a("--tile", type=int, help="network input side (default: fits the images, at most 572)")
     a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
-    a("--depth", type=int, default=4, help="number of poolings (paper: 4)")
+    a("--depth", type=int, help="number of poolings (default and paper: 4)")
     a("--dropout", type=float, default=0.5,
       help="drop-out at the end of the contracting path (paper: 0.5)")
-    a("--classes", type=int, default=2, choices=(2, 3), help="2: bg/cell, 3: bg/interior/border")
+    a("--classes", type=int, choices=(2, 3), help="2 (default): bg/cell, 3: bg/interior/border")
     a("--w0", type=float, default=10.0, help="border weight (paper: 10)")
     a("--sigma", type=float, default=5.0, help="border width in pixels (paper: 5)")
     a("--no-augment", action="store_true", help="switch augmentation off")
@@ -66,9 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--seed", type=int, default=0, help="random seed")
     a("--gray", action="store_true", help="convert colour images to gray")
+    a("--channel-axis", type=int,
+      help="axis of the colour channels in 3D image files; without it a TIFF of 3 or 4 planes "
+           "is a stack and refused, not taken as colour (RGB/RGBA TIFF and PNG files say so)")
+    a("--force", action="store_true",
+      help="replace an existing --out model and its checkpoint folder")
     a("--checkpoint-dir", type=Path, help="folder for last/best checkpoints")
     a("--resume", type=Path, help="checkpoint (file or folder) of a run to continue")
-    a("--init", type=Path, help="model file to fine-tune from")
+    a("--init", type=Path,
+      help="model file to fine-tune from, or a shipped model's name (e.g. nuclei)")
+    a("--cpu-bf16", default="auto", choices=("auto", "on", "off"),
+      help="bfloat16 autocast on the CPU: auto (where AVX-512 BF16/AMX), on, off")
     a("--events", metavar="-|FILE",
       help="write one JSON object per line per training event to stdout (-) or FILE; the "
            "last line is always done, stopped or error (docs/training-events.md)")
@@ -83,17 +108,36 @@ def build_config(args: argparse.Namespace):
 
     steps = args.steps if args.steps is not None else (None if args.time_limit else 1000)
     changes = dict(
-        preset=args.preset, steps=steps, time_limit=args.time_limit, depth=args.depth,
-        num_classes=args.classes, dropout=args.dropout, lr=args.lr, batch_size=args.batch_size, tile=args.tile,
+        preset=args.preset, steps=steps, time_limit=args.time_limit,
+        depth=4 if args.depth is None else args.depth,
+        num_classes=2 if args.classes is None else args.classes, dropout=args.dropout,
+        lr=args.lr, batch_size=args.batch_size, tile=args.tile,
         w0=args.w0, sigma=args.sigma, validate_every=args.validate_every,
-        val_fraction=args.val_fraction, seed=args.seed,
+        val_fraction=args.val_fraction, seed=args.seed, cpu_bf16=args.cpu_bf16,
         checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
     )
     if args.base_channels is not None:
         changes["base_channels"] = args.base_channels
     if args.no_augment:
         changes["augment"] = AugmentConfig.none()
-    return TrainConfig.for_device(args.device, **changes)
+    try:
+        return TrainConfig.for_device(args.device, **changes)
+    except ValueError as err:  # "field: ..." → "--flag: ..."
+        field, sep, rest = str(err).partition(": ")
+        flag = _FLAGS.get(field)
+        if not sep or flag is None:
+            raise
+        raise CLIError(f"{flag}: {rest}") from None
+
+
+#: TrainConfig fields → the options that set them (for one-line errors)
+_FLAGS = {
+    "steps": "--steps", "time_limit": "--time-limit", "depth": "--depth",
+    "num_classes": "--classes", "dropout": "--dropout", "lr": "--lr",
+    "batch_size": "--batch-size", "tile": "--tile", "w0": "--w0", "sigma": "--sigma",
+    "validate_every": "--validate-every", "val_fraction": "--val-fraction", "seed": "--seed",
+    "base_channels": "--base-channels", "steps, time_limit": "--steps, --time-limit",
+}
 
 
 def _default_checkpoint_dir(args: argparse.Namespace) -> Path:
@@ -143,13 +187,139 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
-    from tqdm import tqdm
-
-    from napari_unet.commands._files import read_pairs
     from napari_unet.core import distributed as ddp
-    from napari_unet.core.data import TrainingPair
-    from napari_unet.core.train import Trainer
 
+    _check_paths(args)
+    session.fallback_settings(args)
+    if args.run is not None:
+        trainer = _run_folder.make_trainer(args)
+    else:
+        config = build_config(args)
+        _check_resume_architecture(args)
+        if main:
+            _check_outputs(args, config)
+        trainer = _make_trainer(args, config, main=main)
+    config = trainer.config  # a resumed or fine-tuned model's architecture
+    session.started(trainer, model=args.out)
+    if main:
+        print(_describe(trainer, config), file=sys.stderr)
+    with _StopOnSignals(session) as signals:
+        status, last_val = _drive(trainer, config, session, main=main, run_dir=args.run)
+    code = 130 if status == "interrupted" else signals.exit_status
+    if not main:  # rank 0 writes the model and reports
+        if status != "interrupted":
+            ddp.barrier()
+        return code
+    path = trainer.save(args.out)
+    if status != "interrupted":
+        ddp.barrier()
+    _report(trainer, config, f"stopped by {signals.received}" if signals.received else status,
+            last_val, path)
+    session.finish(status, model=path, metrics=last_val)
+    return code
+
+
+class _StopOnSignals:
+    """SIGTERM, SIGHUP and the first Ctrl-C ask the session's trainer to stop at the next step
+    boundary (it then writes the last checkpoint; the caller writes the model); a second Ctrl-C
+    raises KeyboardInterrupt at once. The exit status is 128 + the signal's number, as shells
+    report; the ``stopped`` event's reason is the signal's name."""
+
+    def __init__(self, session) -> None:
+        self.session, self.received, self.exit_status, self._old = session, None, 0, {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals can only be caught on the main thread
+        for name in ("SIGTERM", "SIGHUP", "SIGINT"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.received == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received, self.exit_status = name, 128 + signum
+            logger.warning("%s: stopping at the next step and writing the last checkpoint", name)
+        self.session.request_stop(name)
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _check_outputs(args: argparse.Namespace, config) -> None:
+    """Refuse to replace an earlier model or checkpoints without --force.
+
+    With --resume, the model that the resumed run wrote (its metadata names the same
+    checkpoint folder) and that folder itself are the run's own files and are updated."""
+    from napari_unet.core.io import read_metadata
+
+    if args.force:
+        return
+    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
+    resumed = None
+    if args.resume is not None:
+        resumed = args.resume if args.resume.is_dir() else args.resume.parent
+    if args.out.exists():
+        own = False
+        if resumed is not None:
+            try:
+                written = read_metadata(args.out).get("training", {}).get("checkpoint_dir")
+                own = written is not None and Path(written).resolve() == resumed.resolve()
+            except (ValueError, OSError, AttributeError):
+                own = False
+        if not own:
+            raise CLIError(
+                f"--out: {str(args.out)!r} exists and would be replaced; choose another file "
+                "name, or add --force to replace it"
+            )
+    if ckpt_dir is not None and (ckpt_dir / "last.safetensors").exists():
+        if resumed is None or ckpt_dir.resolve() != resumed.resolve():
+            raise CLIError(
+                f"--checkpoint-dir: {str(ckpt_dir)!r} holds the checkpoints of an earlier run; "
+                "continue it with --resume, choose another --out/--checkpoint-dir, or add --force"
+            )
+
+
+def _check_resume_architecture(args: argparse.Namespace) -> None:
+    """--resume/--init with a --depth, --base-channels or --classes that differs from the
+    checkpoint's is refused: the checkpoint's weights fix the architecture."""
+    source = args.resume if args.resume is not None else args.init
+    if source is None:
+        return
+    path = source / "last.safetensors" if source.is_dir() else source
+    if path.suffix != ".safetensors" or not path.is_file():
+        return
+    from napari_unet.core.io import read_metadata
+
+    arch = read_metadata(path).get("architecture")
+    if not isinstance(arch, dict):
+        return
+    flag = "--resume" if args.resume is not None else "--init"
+    for option, key, given in (("--depth", "depth", args.depth),
+                               ("--base-channels", "base_channels", args.base_channels),
+                               ("--classes", "num_classes", args.classes)):
+        if given is not None and arch.get(key) != given:
+            raise CLIError(
+                f"{option}: {flag} {str(source)!r} has {key} {arch.get(key)}, got {given}; "
+                f"a run continues with its own architecture: drop {option}, or train a new "
+                "model without " + flag
+            )
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """One-line errors for --run, --out, --resume and --init before anything is read."""
     if args.run is not None:
         _run_folder.check_args(args)
     elif args.images is None or args.labels is None or args.out is None:
@@ -158,41 +328,62 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
         raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
     if args.resume is not None and not args.resume.exists():
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
+    if args.init is not None:
+        args.init = _shipped(args.init, "--init")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
-    session.fallback_settings(args)
-    if args.run is not None:
-        trainer = _run_folder.make_trainer(args)
-        config, pairs = trainer.config, trainer.pairs
-    else:
-        config = build_config(args)
-        rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray)
-        pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"])
-                 for r in rows]
-        trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
+
+
+def _make_trainer(args: argparse.Namespace, config, *, main: bool = True):
+    """Read the image/label (and background) files and build the Trainer."""
+    from napari_unet.commands._files import read_pairs
+    from napari_unet.core.checks import check_training_pairs
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.train import Trainer
+
+    rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray,
+                      channel_axis=args.channel_axis, background=args.background)
+    pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"],
+                          background=r["background"], sparse=args.sparse) for r in rows]
+    check_training_pairs(pairs, names=[str(r["path"]) for r in rows])  # names the files
+    if main and args.sparse:
+        from napari_unet.core.targets import describe_annotation
+
+        for r in rows:
+            info = describe_annotation(r["labels"], annotated=r["annotated"],
+                                       background=r["background"], sparse=True)
+            print(f"{Path(r['path']).name}: {info['text']}", file=sys.stderr)
+    return Trainer(pairs, config, init_model=args.init, resume=args.resume)
+
+
+def _describe(trainer, config) -> str:
+    """The one line printed before training: device, data, network, budget."""
     world = trainer.world_size
-    session.started(trainer, model=args.out)
-    if main:
-        print(
-            f"training on {trainer.device}"
-            + (f" and {world - 1} more process(es)" if world > 1 else "")
-            + f": {len(pairs)} image(s), U-Net depth "
-            f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
-            f"{trainer.out_tile}, batch {trainer.batch_size}"
-            + (f" ({trainer.batch_size // world} per process)" if world > 1 else "")
-            + f", {config.preset} preset, "
-            + (f"{config.steps} steps" if config.steps else "")
-            + (f" / {config.time_limit:g} s" if config.time_limit else ""),
-            file=sys.stderr,
-        )
+    return (
+        f"training on {trainer.device}"
+        + (f" and {world - 1} more process(es)" if world > 1 else "")
+        + f": {len(trainer.pairs)} image(s), U-Net depth "
+        f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
+        f"{trainer.out_tile}, batch {trainer.batch_size}"
+        + (f" ({trainer.batch_size // world} per process)" if world > 1 else "")
+        + f", {config.preset} preset, "
+        + (f"{config.steps} steps" if config.steps else "")
+        + (f" / {config.time_limit:g} s" if config.time_limit else "")
+    )
+
+
+def _drive(trainer, config, session, *, main: bool, run_dir=None) -> tuple[str, dict | None]:
+    """Run the training generator with a progress bar; returns (status, last validation)."""
+    from tqdm import tqdm
+
     total = config.steps if config.steps else None
     bar = tqdm(total=total, initial=trainer.step, unit="step", file=sys.stderr,
                dynamic_ncols=True, disable=None if main else True)
     last_val = None
     status = "done"
     events = session.drive(trainer)
-    if args.run is not None and main:
-        events = _run_folder.recorded(args.run, events)
+    if run_dir is not None and main:
+        events = _run_folder.recorded(run_dir, events)
     try:
         for event in events:
             if event.kind == "step":
@@ -212,18 +403,24 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
         status = "interrupted"
     finally:
         bar.close()
-    if not main:  # rank 0 writes the model and reports
-        if status != "interrupted":
-            ddp.barrier()
-        return 130 if status == "interrupted" else 0
-    path = trainer.save(args.out)
-    if status != "interrupted":
-        ddp.barrier()
+    return status, last_val
+
+
+def _report(trainer, config, status: str, last_val: dict | None, path) -> None:
+    """The closing lines: status, steps, model file, last validation, checkpoint folder."""
     msg = f"{status} after {trainer.step} steps ({trainer.elapsed:.0f} s); model: {path}"
     if last_val:
         msg += "; validation " + ", ".join(f"{k} {v:.4f}" for k, v in last_val.items())
     print(msg)
     if config.checkpoint_dir is not None:
         print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
-    session.finish(status, model=path, metrics=last_val)
-    return 130 if status == "interrupted" else 0
+
+
+def _shipped(value: Path, option: str) -> Path:
+    """A model file from a path or a shipped model's name (napari_unet.models)."""
+    from napari_unet.models import resolve_model
+
+    try:
+        return resolve_model(value)
+    except (KeyError, FileNotFoundError) as err:
+        raise CLIError(f"{option}: {err.args[0]}") from None

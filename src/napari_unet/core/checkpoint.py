@@ -9,6 +9,7 @@ Both are written to a temporary name and renamed, so a crash never leaves a half
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,10 @@ import torch
 
 from napari_unet.core.io import _read_header
 
-__all__ = ["load_state", "restore_trainer", "save_state", "save_trainer_state", "state_path"]
+__all__ = [
+    "load_state", "restore_trainer", "rng_states", "save_state", "save_trainer_state",
+    "state_path",
+]
 
 
 def state_path(model_path: str | os.PathLike) -> Path:
@@ -97,14 +101,28 @@ def load_state(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], 
     return {"state": state, "param_groups": groups}, rng, info
 
 
-def save_trainer_state(trainer, model_path: str | os.PathLike) -> Path:
-    """Write the state file of ``trainer`` (a :class:`~napari_unet.core.train.Trainer`) beside
-    its checkpoint's model file: optimiser, RNG states, step, elapsed time, best score."""
+def rng_states(trainer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every random state a training step draws from: ``(tensors, numpy generator state)``.
+
+    The trainer records them at the start of each step, so a checkpoint written while a step is
+    under way (an exception, a second Ctrl-C) stores the states of the step boundary that its
+    weights and optimiser belong to, and ``--resume`` repeats that step exactly.
+    """
     tensors = {"torch": torch.get_rng_state(), "augment": trainer.generator.get_state()}
     if trainer.device.type == "cuda":
         tensors["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    return tensors, copy.deepcopy(trainer.rng.bit_generator.state)
+
+
+def save_trainer_state(trainer, model_path: str | os.PathLike) -> Path:
+    """Write the state file of ``trainer`` (a :class:`~napari_unet.core.train.Trainer`) beside
+    its checkpoint's model file: optimiser, RNG states, step, elapsed time, best score.
+
+    Mid-step (``trainer._boundary`` set) the RNG states of the step's start are written."""
+    boundary = getattr(trainer, "_boundary", None)
+    tensors, numpy_state = boundary if boundary is not None else rng_states(trainer)
     info = {"step": trainer.step, "elapsed_s": trainer.elapsed, "best": trainer.best,
-            "numpy_rng": trainer.rng.bit_generator.state,
+            "numpy_rng": numpy_state,
             "scaler": trainer.scaler.state_dict()}
     return save_state(state_path(model_path), optimizer=trainer.optimizer, tensors=tensors,
                       info=info)

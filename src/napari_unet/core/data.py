@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_unet.core.checks import check_finite
+
 __all__ = [
     "DEFAULT_NORMALIZATION",
     "PatchSampler",
@@ -23,6 +25,7 @@ __all__ = [
     "normalize",
     "prepare_pairs",
     "split_validation",
+    "targets_from_instances",
     "to_channels_first",
 ]
 
@@ -89,6 +92,7 @@ def normalize(
         raise TypeError("image: expected a real-valued array, got a complex one")
     if not 0 <= low < high <= 100:
         raise ValueError(f"low, high: expected 0 <= low < high <= 100, got {low!r}, {high!r}")
+    check_finite(image, what="image")  # the NaN rule of napari_unet.core.checks, everywhere
     x = image.astype(np.float32, copy=False)
     if channel_axis is None:
         lo, hi = np.percentile(x, [low, high])
@@ -110,9 +114,16 @@ class TrainingPair:
     labels : ndarray (H, W)
         Instance ids or a binary mask (see :func:`napari_unet.core.targets.to_instances`).
     annotated : bool ndarray (H, W), optional
-        True where the annotation is complete; the rest is ignored by the loss. Default: all.
+        True where the annotation is complete; the rest is ignored by the loss. Default: all
+        (with ``sparse``: see below).
     channel_axis : int, optional
         Axis of the channels in ``image``; None for a single-channel ``(H, W)`` image.
+    background : ndarray (H, W), optional, keyword only
+        Pixels the user marked as background (non-zero); they count in the loss wherever they are.
+    sparse : bool, keyword only
+        False (default): ``labels`` is a complete annotation (inside ``annotated``). True: only
+        the painted cells, a band around them (or the ``annotated`` regions) and ``background``
+        count; see :func:`napari_unet.core.targets.counted_area`. The GUI trains this way.
 
     Examples
     --------
@@ -125,6 +136,8 @@ class TrainingPair:
     labels: np.ndarray
     annotated: np.ndarray | None = None
     channel_axis: int | None = None
+    background: np.ndarray | None = dataclasses.field(default=None, kw_only=True)
+    sparse: bool = dataclasses.field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image)
@@ -153,6 +166,22 @@ class TrainingPair:
                     f"{self.annotated.shape}"
                 )
             self.annotated = self.annotated != 0
+        if self.background is not None:
+            self.background = np.asarray(self.background)
+            if self.background.shape != self.shape:
+                raise ValueError(
+                    f"background: expected the image's spatial shape {self.shape}, got "
+                    f"{self.background.shape}"
+                )
+            self.background = self.background != 0
+        self.sparse = bool(self.sparse)
+
+    def counted(self) -> np.ndarray:
+        """Bool (H, W): the pixels that count in the loss (``targets.counted_area``)."""
+        from napari_unet.core.targets import counted_area
+
+        return counted_area(self.labels, annotated=self.annotated, background=self.background,
+                            sparse=self.sparse)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -224,12 +253,20 @@ class PreparedImage:
     shape: tuple[int, int]
     labels: np.ndarray  # instance ids (H, W), 0 outside the annotation, for validation
     annotated: np.ndarray  # bool (H, W)
+    #: instance ids (int32) padded like ``target`` (0 in the padding): what the augmentation warps
+    instances: np.ndarray | None = None
+    #: bool, padded: the pixels that count in the loss (annotated, inside the image, not held out)
+    counted: np.ndarray | None = None
+    #: float32 (num_classes,): the image's class-balance weights w_c
+    class_weight: np.ndarray | None = None
 
     def exclude(self, region: tuple[slice, slice]) -> None:
         """Give weight 0 to a region (in unpadded coordinates), e.g. one kept for validation."""
         ys, xs = region
         p = self.pad
         self.weights[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p] = 0.0
+        if self.counted is not None:
+            self.counted[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p] = False
 
 
 def prepare_pairs(
@@ -248,8 +285,8 @@ def prepare_pairs(
     when needed for a window of ``cover`` pixels starting at the image origin to fit; target and
     weights are zero-padded, so padded pixels never count in the loss.
     """
-    from napari_unet.core.targets import make_target, to_instances
-    from napari_unet.core.weights import border_weight_map
+    from napari_unet.core.targets import counted_area, make_target, to_instances
+    from napari_unet.core.weights import border_weight_map, class_weight_vector
 
     norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
     out = []
@@ -257,13 +294,16 @@ def prepare_pairs(
         img = to_channels_first(pair.image, pair.channel_axis)
         img = normalize(img, low=norm["low"], high=norm["high"], channel_axis=0)
         inst = to_instances(pair.labels)
-        target, mask = make_target(inst, annotated=pair.annotated, num_classes=num_classes)
+        counted = counted_area(inst, annotated=pair.annotated, background=pair.background,
+                               sparse=pair.sparse)
+        target, mask = make_target(inst, annotated=counted, num_classes=num_classes)
         weights = border_weight_map(
-            inst, w0=w0, sigma=sigma, annotated=pair.annotated, num_classes=num_classes
+            inst, w0=w0, sigma=sigma, annotated=counted, num_classes=num_classes
         )
         weights = (weights * mask).astype(np.float32)
         mode = "reflect" if min(pair.shape) > 1 else "edge"
         p = max(int(pad), int(cover) - min(pair.shape))
+        ids = inst if inst.dtype == np.int32 else np.unique(inst, return_inverse=True)[1]
         out.append(
             PreparedImage(
                 image=np.pad(img, ((0, 0), (p, p), (p, p)), mode=mode),
@@ -273,9 +313,49 @@ def prepare_pairs(
                 shape=pair.shape,
                 labels=np.where(mask > 0, inst, 0),
                 annotated=mask > 0,
+                instances=np.pad(ids.reshape(inst.shape).astype(np.int32, copy=False), p),
+                counted=np.pad(weights > 0, p),
+                class_weight=class_weight_vector(target, annotated=mask > 0,
+                                                 num_classes=num_classes),
             )
         )
     return out
+
+
+def targets_from_instances(
+    instances: np.ndarray,
+    counted: np.ndarray,
+    *,
+    class_weight: np.ndarray,
+    num_classes: int = 2,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target and weight map of one (augmented) patch, from its instance ids.
+
+    The separation borders and the border term are derived from the instances as they are
+    (after the warp), so no warped cell can touch another one in the target; ``counted`` (the
+    warped annotated area) sets the weight to 0 elsewhere, and ``class_weight`` is the image's
+    class balance (:func:`napari_unet.core.weights.class_weight_vector`).
+
+    Returns
+    -------
+    target : uint8 ndarray, weights : float32 ndarray (the instances' shape)
+
+    Examples
+    --------
+    >>> inst = np.array([[1, 1, 2, 2, 0]])
+    >>> t, w = targets_from_instances(inst, np.ones((1, 5), bool), class_weight=[1.0, 1.0])
+    >>> t.tolist(), bool(w[0, 1] > w[0, 0])
+    ([[1, 0, 0, 1, 0]], True)
+    """
+    from napari_unet.core.targets import make_target
+    from napari_unet.core.weights import border_weight_map
+
+    target, _ = make_target(instances, num_classes=num_classes)
+    weights = border_weight_map(instances, w0=w0, sigma=sigma, annotated=counted,
+                                num_classes=num_classes, class_weight=class_weight)
+    return target, weights
 
 
 @dataclasses.dataclass
@@ -346,8 +426,10 @@ class PatchSampler:
 
     An image is drawn with probability proportional to its count of pixels with weight > 0, then
     a centre among those pixels: a few annotated cells in a large image are found every time.
-    The patch (input size ``tile``) is cut from the mirror-padded image; target and weights are
-    cut from the same window (the augmentation crops the network's output region later).
+    The patch (input size ``tile``) is cut from the mirror-padded image; the training loop takes
+    the instance ids and the counted area of the same window (:meth:`sample_instances`), warps
+    them with the image and derives target and weights from the warped ids
+    (:func:`targets_from_instances`); :meth:`sample` cuts the precomputed target and weights.
 
     Parameters
     ----------
@@ -378,17 +460,44 @@ class PatchSampler:
             )
         self._p = counts / counts.sum()
 
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``n`` patches: image (n, C, T, T) float32, target (n, T, T) int64, weights (n, T, T)."""
-        images, targets, weights = [], [], []
+    def _draw(self, n: int):
+        """``n`` (image index, top, left) windows of side ``tile`` in padded coordinates."""
         t = self.tile
         for _ in range(n):
             i = int(self.rng.choice(len(self.prepared), p=self._p))
             prep = self.prepared[i]
             c = int(self._centres[i][self.rng.integers(len(self._centres[i]))])
             cy, cx = divmod(c, prep.shape[1])
-            y0 = cy + prep.pad - t // 2
-            x0 = cx + prep.pad - t // 2
+            yield prep, cy + prep.pad - t // 2, cx + prep.pad - t // 2
+
+    def sample_instances(self, n: int):
+        """``n`` patches for augmentation before the targets are made (the training loop's).
+
+        Returns image (n, C, T, T) float32, instance ids (n, T, T) int32 (0 in the padding),
+        counted (n, T, T) float32 (1 where the loss counts) and the images' class weights
+        (n, num_classes) float32.
+        """
+        t = self.tile
+        images, inst, counted, cw = [], [], [], []
+        for prep, y0, x0 in self._draw(n):
+            if prep.instances is None:
+                raise ValueError("prepared: made without instances; use prepare_pairs")
+            images.append(prep.image[:, y0 : y0 + t, x0 : x0 + t])
+            inst.append(prep.instances[y0 : y0 + t, x0 : x0 + t])
+            counted.append(prep.counted[y0 : y0 + t, x0 : x0 + t])
+            cw.append(prep.class_weight)
+        return (
+            np.stack(images).astype(np.float32, copy=False),
+            np.stack(inst).astype(np.int32, copy=False),
+            np.stack(counted).astype(np.float32),
+            np.stack(cw).astype(np.float32),
+        )
+
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` patches: image (n, C, T, T) float32, target (n, T, T) int64, weights (n, T, T)."""
+        images, targets, weights = [], [], []
+        t = self.tile
+        for prep, y0, x0 in self._draw(n):
             images.append(prep.image[:, y0 : y0 + t, x0 : x0 + t])
             targets.append(prep.target[y0 : y0 + t, x0 : x0 + t])
             weights.append(prep.weights[y0 : y0 + t, x0 : x0 + t])

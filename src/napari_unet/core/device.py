@@ -13,7 +13,13 @@ import os
 
 import torch
 
-__all__ = ["configure_cpu_threads", "describe_devices", "pick_device"]
+__all__ = [
+    "configure_cpu_threads",
+    "cpu_supports_bf16",
+    "describe_devices",
+    "pick_device",
+    "use_cpu_bf16",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +83,69 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
     if kind == "mps" and not _mps_available():
         raise ValueError("device: 'mps' was requested but Apple's MPS is not available here")
     return torch.device(name)
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_supports_bf16() -> bool:
+    """True if this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), so that
+    ``torch.autocast("cpu", dtype=torch.bfloat16)`` is fast rather than emulated.
+
+    Asks PyTorch (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported`` and
+    oneDNN's bf16 check); where those are missing, the ``/proc/cpuinfo`` flags. False whenever
+    the answer is unsure.
+
+    Examples
+    --------
+    >>> isinstance(cpu_supports_bf16(), bool)
+    True
+    """
+    checks = []
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, name, None)
+        if callable(fn):
+            try:
+                checks.append(bool(fn()))
+            except Exception:
+                pass
+    if not checks:
+        flags = _cpuinfo_flags()
+        checks.append(bool(flags & {"avx512_bf16", "amx_bf16"}))
+    if not any(checks):
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def use_cpu_bf16(setting: str | bool | None, device: torch.device | str) -> bool:
+    """Whether training on ``device`` runs under bfloat16 autocast on the CPU.
+
+    ``setting``: "auto" (or None) — where the CPU supports bf16 natively; "on"/True — always on
+    the CPU (slow where emulated); "off"/False — never. Other devices: always False (CUDA
+    uses float16 mixed precision).
+
+    Examples
+    --------
+    >>> use_cpu_bf16("off", "cpu"), use_cpu_bf16("on", "cpu")
+    (False, True)
+    """
+    if torch.device(device).type != "cpu":
+        return False
+    value = {None: "auto", True: "on", False: "off"}.get(setting, setting)
+    if value not in ("auto", "on", "off"):
+        raise ValueError(f"cpu_bf16: expected 'auto', 'on' or 'off', got {setting!r}")
+    return value == "on" or (value == "auto" and cpu_supports_bf16())
 
 
 def configure_cpu_threads(threads: int | None = None) -> int:

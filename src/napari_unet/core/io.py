@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
 from pathlib import Path
@@ -171,6 +172,73 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _check_declared(path: Path, arch: dict) -> None:
+    """A model file is untrusted input: check its declared architecture against the tensors it
+    really holds, before anything is allocated.
+
+    The architecture is built on PyTorch's ``meta`` device (shapes only, no memory); every
+    tensor must be in the file with the shape it implies and a byte size that matches its
+    shape. So what :func:`load_model` allocates is bounded by the file's size: a small file
+    declaring a huge network is refused here, not after asking for gigabytes."""
+    header = _read_header(path)
+    declared = sum(math.prod(int(d) for d in info.get("shape", ())) for name, info in
+                   header.items() if name != "__metadata__" and isinstance(info, dict))
+    count = None
+    plain = (arch.get("ndim", 2) == 2 and arch.get("norm") is None and arch.get("pool") is None
+             and arch.get("scheme", "unet") == "unet")
+    if plain:  # a quick count first: a huge declared network is refused without building it
+        from napari_unet.core.memory import count_parameters
+
+        try:
+            count = count_parameters(**{k: arch[k] for k in (
+                "in_channels", "num_classes", "depth", "base_channels") if k in arch})
+        except (TypeError, ValueError, OverflowError):
+            count = None
+    if count is not None and count != declared:
+        raise ValueError(
+            f"{path}: the weights do not match the declared architecture {arch!r}: it has "
+            f"{count:,} weights, the file holds {declared:,}; refused before loading: the file is corrupted or was not "
+            "written by napari-unet"
+        )
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in UNet(**arch).state_dict().items()}
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:
+        raise ValueError(f"{path}: unusable architecture {arch!r} ({err})") from None
+    stored = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(x) for x in info["data_offsets"])
+            itemsize = _DTYPE_BYTES[str(info["dtype"])]
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"{path}: corrupted safetensors header (tensor {name!r})") from None
+        if end - begin != itemsize * math.prod(shape):
+            raise ValueError(
+                f"{path}: corrupted safetensors header (tensor {name!r} of shape {shape} "
+                f"declares {end - begin} bytes)"
+            )
+        stored[name] = shape
+    missing = sorted(set(expected) - set(stored))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if missing or wrong or len(stored) != len(expected):
+        count = sum(math.prod(s) for s in expected.values())
+        detail = (f"missing {missing[:3]}" if missing else
+                  f"{wrong[0]} is {stored[wrong[0]]}, not {expected[wrong[0]]}" if wrong else
+                  f"{len(stored)} tensors instead of {len(expected)}")
+        raise ValueError(
+            f"{path}: the weights do not match the declared architecture {arch!r} "
+            f"({count:,} weights): {detail}; refused before loading: the file is corrupted "
+            "or was not written by napari-unet"
+        )
+
+
 def load_model(
     path: str | os.PathLike, *, device: str | torch.device = "cpu"
 ) -> tuple[UNet, dict[str, Any]]:
@@ -212,6 +280,7 @@ def load_model(
             f"{path}: no 'architecture' in the file's metadata; expected a model file written by "
             "napari-unet (save_model)"
         )
+    _check_declared(path, arch)  # before a single weight is allocated
     try:
         model = UNet(**arch)
     except TypeError as err:

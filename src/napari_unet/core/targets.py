@@ -34,7 +34,17 @@ import logging
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["as_annotated", "make_target", "separation_borders", "to_instances"]
+__all__ = [
+    "BAND_FRACTION",
+    "MIN_BAND",
+    "as_annotated",
+    "band_width",
+    "counted_area",
+    "describe_annotation",
+    "make_target",
+    "separation_borders",
+    "to_instances",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +168,12 @@ def separation_borders(instances: np.ndarray) -> np.ndarray:
     return border
 
 
-def as_annotated(annotated: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+def as_annotated(
+    annotated: np.ndarray | None, shape: tuple[int, ...], *, name: str = "annotated"
+) -> np.ndarray | None:
     """Validate an ``annotated`` mask (True where the annotation is complete) → bool or None.
+
+    ``name`` is the argument named in error messages (e.g. ``"background"``).
 
     Examples
     --------
@@ -171,14 +185,14 @@ def as_annotated(annotated: np.ndarray | None, shape: tuple[int, ...]) -> np.nda
     ann = np.asarray(annotated)
     if ann.shape != tuple(shape):
         raise ValueError(
-            f"annotated: expected a mask of the labels' shape {tuple(shape)}, got {ann.shape}; "
+            f"{name}: expected a mask of the labels' shape {tuple(shape)}, got {ann.shape}; "
             "crop or pad the mask to the labels"
         )
     if ann.dtype == bool:
         return ann
     if not np.issubdtype(ann.dtype, np.number) or not np.all((ann == 0) | (ann == 1)):
         raise ValueError(
-            "annotated: expected a boolean mask (or only 0/1 values), got dtype "
+            f"{name}: expected a boolean mask (or only 0/1 values), got dtype "
             f"{ann.dtype} with other values; pass `mask > 0`"
         )
     return ann.astype(bool)
@@ -247,3 +261,14 @@ def make_target(
         np.ones(inst.shape, dtype=np.float32) if ann is None else ann.astype(np.float32)
     )
     return target, weight_mask
+
+
+
+# The sparse-annotation rule lives in its own module; these names are part of this one's API.
+from napari_unet.core.sparse import (  # noqa: E402
+    BAND_FRACTION,
+    MIN_BAND,
+    band_width,
+    counted_area,
+    describe_annotation,
+)

@@ -12,7 +12,9 @@
 Each step: draw patches (centred on annotated pixels, mirror-padded), move them to the device,
 augment every sample there (:mod:`napari_unet.core.augment`), forward, the weighted soft-max
 cross-entropy over the output region (:mod:`napari_unet.core.loss`), backward, optimiser step.
-Targets and weight maps are computed once per image before the first step.
+Targets and weight maps are derived per sample from the augmented (warped) instance labels, so
+a warped cell never bridges a separation border (:func:`napari_unet.core.data.targets_from_instances`);
+the class balance ``w_c`` is the image's, computed once before the first step.
 
 Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the trainer joins the process
 group (:mod:`napari_unet.core.distributed`: NCCL and ``cuda:LOCAL_RANK`` on CUDA, gloo on the
@@ -41,17 +43,20 @@ import torch
 from napari_unet.core import checkpoint as ckpt
 from napari_unet.core import distributed as ddp
 from napari_unet.core.augment import AugmentConfig, augment_batch
+from napari_unet.core.checks import check_training_pairs
 from napari_unet.core.data import (
     DEFAULT_NORMALIZATION,
     PatchSampler,
     as_training_pairs,
     prepare_pairs,
     split_validation,
+    targets_from_instances,
 )
-from napari_unet.core.device import configure_cpu_threads, pick_device
+from napari_unet.core.device import configure_cpu_threads, pick_device, use_cpu_bf16
 from napari_unet.core.io import default_class_names, save_model
 from napari_unet.core.loss import weighted_cross_entropy
-from napari_unet.core.model import UNet, valid_input_shape
+from napari_unet.core.memory import check_memory
+from napari_unet.core.model import UNet, valid_input_shape, valid_output_shape
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.safe_load import load_pretrained
 from napari_unet.core.validation import choose_postprocess, validate
@@ -65,11 +70,16 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Settings of one training run; :meth:`for_device` picks sizes that suit the device.
 
-    ``steps`` and ``time_limit`` (seconds of training, pauses excluded) are budgets: the run ends
-    at whichever comes first (``steps=None`` for time only). ``lr`` and ``batch_size`` default to
+    ``steps`` and ``time_limit`` are budgets: the run ends at whichever comes first
+    (``steps=None`` for time only). ``time_limit`` is the run's wall-clock budget in seconds
+    from the start of :meth:`Trainer.run`, pauses excluded: preparing the targets, the steps,
+    the validations and the checkpoints all count, and a step or validation that would end
+    past it is not started. ``lr`` and ``batch_size`` default to
     the preset's. ``tile`` is the network's input side (None: the smallest valid tile whose
     output covers the largest image, at most 572, the paper's). ``validate_every=0`` disables
-    validation; ``val_fraction`` is the band of each image held out (0: none).
+    validation; ``val_fraction`` is the band of each image held out (0: none). ``cpu_bf16``:
+    bfloat16 autocast of the forward pass on the CPU ("auto": where the CPU computes bf16
+    natively, :func:`napari_unet.core.device.cpu_supports_bf16`; weights and loss stay float32).
     """
 
     preset: str = "adamw"
@@ -88,6 +98,9 @@ class TrainConfig:
     validate_every: int = 100
     val_fraction: float = 0.1
     device: str = "auto"
+    #: bfloat16 autocast on the CPU: "auto" (where the CPU has AVX-512 BF16 / AMX), "on", "off";
+    #: master weights and the loss stay float32
+    cpu_bf16: str = "auto"
     #: torch CPU threads while :meth:`Trainer.run` trains (restored afterwards); None: all cores
     threads: int | None = None
     seed: int = 0
@@ -107,14 +120,29 @@ class TrainConfig:
         get_preset(self.preset)
         if self.steps is None and self.time_limit is None:
             raise ValueError("steps, time_limit: give a step budget, a time limit, or both")
-        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 0):
-            raise ValueError(f"steps: expected a non-negative integer, got {self.steps!r}")
-        if self.time_limit is not None and not self.time_limit > 0:
+        if self.steps is not None and self.steps == 0:
+            raise ValueError("steps: expected at least 1 step, got 0 (nothing would be trained)")
+        if self.time_limit is not None and not (
+            math.isfinite(self.time_limit) and self.time_limit > 0
+        ):
             raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}")
         if self.num_classes not in (2, 3):
             raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size!r}")
+        if self.cpu_bf16 not in ("auto", "on", "off"):
+            raise ValueError(f"cpu_bf16: expected 'auto', 'on' or 'off', got {self.cpu_bf16!r}")
+        for name, low in (("steps", 1), ("batch_size", 1), ("tile", 1), ("depth", 0),
+                          ("base_channels", 1), ("validate_every", 0), ("seed", 0),
+                          ("history_every", 1), ("checkpoint_every", 0), ("threads", 1)):
+            _check_int(name, getattr(self, name), low)
+        for name, value, ok, want in (
+            ("lr", self.lr, lambda v: v > 0, "> 0"),
+            ("dropout", self.dropout, lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("w0", self.w0, lambda v: v >= 0, ">= 0"),
+            ("sigma", self.sigma, lambda v: v > 0, "> 0"),
+            ("val_fraction", self.val_fraction, lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+        ):
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise ValueError(f"{name}: expected a number {want}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -150,7 +178,15 @@ class Trainer:
         with ``weights_only=True``, :func:`napari_unet.core.safe_load.load_pretrained`).
     resume : path, optional
         A checkpoint's model file (``last.safetensors``) or its folder: continues that run
-        (weights, optimiser, step, elapsed time, RNG states, history).
+        (weights, optimiser, step, elapsed time, RNG states of the step boundary, history), bit
+        for bit as if it had not stopped.
+
+    A resumed or fine-tuned model keeps its architecture: where ``config`` says another depth,
+    base channels or classes, :attr:`config` is updated to the model's with a warning, so the
+    saved metadata records what was trained (the command line refuses such flags instead).
+    Before anything is allocated the pairs are checked (:mod:`napari_unet.core.checks`) and the
+    memory of the run is estimated (:func:`napari_unet.core.memory.check_memory`): ValueError
+    with a smaller setting when it would not fit.
 
     Under ``torchrun`` (see the module docstring) ``config.batch_size`` is the global batch and
     must be a multiple of the number of processes; :attr:`is_main` is True on rank 0 only.
@@ -159,13 +195,42 @@ class Trainer:
     def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None):
         self.config = config = TrainConfig() if config is None else config
         self.pairs = as_training_pairs(pairs)
+        check_training_pairs(self.pairs)
+        self._setup_processes()
+        self._setup_sizes()
+        torch.manual_seed(config.seed)
+        self.normalization = dict(config.normalization)
+        self.history: list[dict] = []
+        self.step, self.elapsed, self.best = 0, 0.0, math.inf
+        resume_state = self._build_model(init_model, resume)
+        self._setup_optimizer()
+        self.out_tile = self.model.output_shape((self.tile, self.tile))[0]
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        if resume_state is not None:
+            ckpt.restore_trainer(self, *resume_state)
+        #: the clock of the time budget (seconds); wall time by default, e.g. a CPU-time clock
+        #: for measurements on a shared machine
+        self.clock = time.perf_counter
+        self._boundary = None  # RNG states at the start of the step under way
+        self._start_clock()
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def _setup_processes(self) -> None:
+        """The device, and the process group under torchrun."""
         if ddp.dist_env().is_distributed:
-            _, self.device = ddp.init_distributed(device=config.device)
+            _, self.device = ddp.init_distributed(device=self.config.device)
         else:
-            self.device = pick_device(config.device)
+            self.device = pick_device(self.config.device)
         self.world_size, self.rank = ddp.get_world_size(), ddp.get_rank()
         #: rank 0 (or the only process): validates, writes checkpoints, reports progress
         self.is_main = self.rank == 0
+
+    def _setup_sizes(self) -> None:
+        """Preset, learning rate and the global batch (a multiple of the processes)."""
+        config = self.config
         self.preset = get_preset(config.preset)
         self.lr = float(config.lr if config.lr is not None else self.preset.lr)
         self.batch_size = int(config.batch_size or self.preset.batch_size)
@@ -175,56 +240,73 @@ class Trainer:
                 f"processes (each trains on batch_size / {self.world_size} patches), got "
                 f"{self.batch_size}; use batch_size={_round_up(self.batch_size, self.world_size)}"
             )
-        torch.manual_seed(config.seed)
-        self.normalization = dict(config.normalization)
-        self.history: list[dict] = []
-        self.step, self.elapsed, self.best = 0, 0.0, math.inf
-        self._resume_state = None
+
+    def _build_model(self, init_model, resume):
+        """``self.model``: new, fine-tuned from ``init_model`` or resumed; returns the resumed
+        run's state (to restore once the optimiser exists) or None."""
+        resume_state = None
         if resume is not None:
             resume = Path(resume)
             if resume.is_dir():
                 resume = resume / "last.safetensors"
             init_model = resume
-            self._resume_state = ckpt.load_state(ckpt.state_path(resume))
+            resume_state = ckpt.load_state(ckpt.state_path(resume))
         if init_model is not None:
             if isinstance(init_model, str | Path):
-                model, meta = load_pretrained(init_model)
+                model, meta = load_pretrained(init_model)  # checks the file's architecture
             else:
                 model, meta = init_model
+            self._adopt_architecture(model, "resume" if resume is not None else "init_model")
+            self.tile = self._choose_tile(model.depth, model.padding)
+            self._check_memory(model.config)
             self.model = copy.deepcopy(model)
             self.normalization = dict(meta.get("normalization") or self.normalization)
             if resume is not None:
                 self.history = list(meta.get("history") or [])
         else:
-            self.model = UNet(
-                in_channels=self.pairs[0].channels, num_classes=config.num_classes,
-                depth=config.depth, base_channels=config.base_channels, dropout=config.dropout,
-            )
+            cfg = self.config
+            arch = dict(in_channels=self.pairs[0].channels, num_classes=cfg.num_classes,
+                        depth=cfg.depth, base_channels=cfg.base_channels, dropout=cfg.dropout)
+            self.tile = self._choose_tile(cfg.depth, "valid")
+            self._check_memory(arch)  # before a single weight is allocated
+            self.model = UNet(**arch)
         if self.model.in_channels != self.pairs[0].channels:
             raise ValueError(
                 f"pairs: the images have {self.pairs[0].channels} channel(s) but the model "
                 f"takes {self.model.in_channels}"
             )
+        return resume_state
+
+    def _adopt_architecture(self, model: UNet, source: str) -> None:
+        """A resumed or fine-tuned model keeps its architecture: the config follows it (with a
+        warning where the config said otherwise), so the metadata records what was trained."""
+        fields = {"depth": model.depth, "base_channels": model.base_channels,
+                  "num_classes": model.num_classes}
+        differ = {k: (getattr(self.config, k), v) for k, v in fields.items()
+                  if getattr(self.config, k) != v}
+        if differ:
+            logger.warning("%s: using the model's architecture (%s)", source, ", ".join(
+                f"{k} {v} instead of {c}" for k, (c, v) in differ.items()))
+            self.config = dataclasses.replace(self.config, **fields)
+
+    def _check_memory(self, arch: dict) -> None:
+        check_memory(in_channels=arch["in_channels"], num_classes=arch["num_classes"],
+                     depth=arch["depth"], base_channels=arch["base_channels"], tile=self.tile,
+                     batch_size=max(self.batch_size // self.world_size, 1),
+                     padding=arch.get("padding", "valid"), device=self.device)
+
+    def _setup_optimizer(self) -> None:
+        """Move the model to the device; DDP wrapper, optimiser and AMP scaler."""
         self.model.to(self.device)
         self.amp = self.device.type == "cuda"
+        #: bfloat16 autocast of the forward pass on a CPU that computes bf16 natively
+        self.bf16 = use_cpu_bf16(self.config.cpu_bf16, self.device)
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
         #: what the training step calls: the model, in DistributedDataParallel under torchrun
         self.net = ddp.wrap_ddp(self.model)
         self.optimizer = make_optimizer(self.preset, self.model.parameters(), lr=self.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.tile = self._choose_tile()
-        self.out_tile = self.model.output_shape((self.tile, self.tile))[0]
-        self.rng = np.random.default_rng(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        if self._resume_state is not None:
-            ckpt.restore_trainer(self, *self._resume_state)
-        #: the clock of the time budget (seconds); wall time by default, e.g. a CPU-time clock
-        #: for measurements on a shared machine
-        self.clock = time.perf_counter
-        self._stop = threading.Event()
-        self._running = threading.Event()
-        self._running.set()
 
     # -- control (thread-safe; take effect at the next step) ---------------------------------
     def request_stop(self) -> None:
@@ -238,20 +320,24 @@ class Trainer:
         self._running.set()
 
     # -- state ---------------------------------------------------------------------------------
-    def _choose_tile(self) -> int:
+    def _choose_tile(self, depth: int, padding: str) -> int:
+        """The network's input side, from the architecture alone (nothing allocated)."""
         if self.config.tile is not None:
             side = int(self.config.tile)
-            self.model.output_shape((side, side))  # helpful error if invalid
+            valid_output_shape((side, side), depth, padding=padding)  # helpful error if invalid
             return side
         biggest = max(max(p.shape) for p in self.pairs)
-        side = valid_input_shape(min(biggest, 388) + 2 * self.model.margin, self.model.depth,
-                                 padding=self.model.padding)[0]
-        return side
+        margin = 0
+        if padding == "valid":
+            smallest = valid_input_shape(1, depth)[0]
+            margin = (smallest - valid_output_shape((smallest,), depth)[0]) // 2
+        return valid_input_shape(min(biggest, 388) + 2 * margin, depth, padding=padding)[0]
 
     def metadata(self) -> dict[str, Any]:
         training = self.config.to_dict()
         training.update(lr=self.lr, batch_size=self.batch_size, tile=self.tile, step=self.step,
-                        elapsed_s=round(self.elapsed, 3), device=str(self.device))
+                        elapsed_s=round(self.elapsed, 3), device=str(self.device),
+                        bf16=self.bf16)
         return {
             "normalization": self.normalization,
             "class_names": default_class_names(self.model.num_classes),
@@ -289,10 +375,24 @@ class Trainer:
             parts.append(self.elapsed / self.config.time_limit)
         return max(parts) if parts else 1.0
 
-    def _budget_left(self) -> bool:
+    def _budget_spent(self) -> bool:
+        """Rank 0 decides (its clock), every rank follows: no step that would end past it."""
+        spent = not self._budget_left(self._step_s + self._reserve()) if self.is_main else False
+        if self.world_size > 1:
+            spent, _ = ddp.broadcast_control(spent, self.elapsed)
+        return spent
+
+    def _reserve(self) -> float:
+        """Seconds kept for choosing the post-processing at the end (about one validation), so
+        that the run, that choice included, ends within the wall-clock budget."""
+        return self._val_s if getattr(self, "_validating", False) else 0.0
+
+    def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:
             return False
-        return not (self.config.time_limit is not None and self.elapsed >= self.config.time_limit)
+        if self.config.time_limit is None:
+            return True
+        return self.elapsed < self.config.time_limit and self._fits(next_step_s)
 
     def _eta(self, rate: float) -> float | None:
         etas = []
@@ -302,26 +402,63 @@ class Trainer:
             etas.append(max(self.config.time_limit - self.elapsed, 0.0))
         return min(etas) if etas else None
 
+    def training_batch(self, sampler: PatchSampler):
+        """One augmented batch on the device: image ``(n, C, T, T)``, target and weights of the
+        output region ``(n, t, t)`` (this rank's block under torchrun)."""
+        # the global batch, the same on all ranks
+        img, inst, counted, cw = sampler.sample_instances(self.batch_size)
+        dev, nb = self.device, self.device.type == "cuda"
+        img = torch.from_numpy(img).to(dev, non_blocking=nb)
+        inst = torch.from_numpy(inst).to(dev, non_blocking=nb)
+        counted = torch.from_numpy(counted).to(dev, non_blocking=nb)
+        # the labels are warped with a context around the output region, so that the border
+        # term of its pixels sees the cells beyond it (negligible past d1 + d2 = 5.26 sigma)
+        ctx = min(math.ceil(5.26 * self.config.sigma) + 1, (self.tile - self.out_tile) // 2)
+        side = self.out_tile + 2 * ctx
+        img, inst, counted = augment_batch(img, inst, counted, config=self.config.augment,
+                                           generator=self.generator, out_shape=(side, side))
+        if self.world_size > 1:  # this rank's block of the augmented global batch
+            img, inst, counted, cw = (ddp.shard(img), ddp.shard(inst), ddp.shard(counted),
+                                      ddp.shard(cw))
+        # targets and weights from the WARPED instances: no warped cell bridges a border
+        inst, counted = inst.cpu().numpy(), counted.cpu().numpy() > 0
+        crop = (slice(None), slice(ctx, ctx + self.out_tile), slice(ctx, ctx + self.out_tile))
+        tgt, wts = [], []
+        for i in range(len(inst)):
+            t, w = targets_from_instances(inst[i], counted[i], class_weight=cw[i],
+                                          num_classes=self.model.num_classes,
+                                          w0=self.config.w0, sigma=self.config.sigma)
+            tgt.append(t)
+            wts.append(w)
+        tgt = torch.from_numpy(np.stack(tgt)[crop].astype(np.int64)).to(dev, non_blocking=nb)
+        wts = torch.from_numpy(np.ascontiguousarray(np.stack(wts)[crop])).to(dev, non_blocking=nb)
+        return img, tgt, wts
+
+    def make_sampler(self) -> PatchSampler:
+        """The patch sampler of :meth:`run` (no validation band held out)."""
+        prepared = prepare_pairs(
+            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            normalization=self.normalization, num_classes=self.model.num_classes,
+            w0=self.config.w0, sigma=self.config.sigma,
+        )
+        return PatchSampler(prepared, tile=self.tile, rng=self.rng)
+
     def train_step(self, sampler: PatchSampler) -> tuple[float, float]:
         """One optimisation step; returns (loss, learning rate)."""
         lr = self.lr * lr_factor(self.preset, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        img, tgt, wts = sampler.sample(self.batch_size)  # the global batch, the same on all ranks
-        dev, nb = self.device, self.device.type == "cuda"
-        img = torch.from_numpy(img).to(dev, non_blocking=nb)
-        tgt = torch.from_numpy(tgt).to(dev, non_blocking=nb)
-        wts = torch.from_numpy(wts).to(dev, non_blocking=nb)
-        out = (self.out_tile, self.out_tile)
-        img, tgt, wts = augment_batch(img, tgt, wts, config=self.config.augment,
-                                      generator=self.generator, out_shape=out)
-        if self.world_size > 1:  # this rank's block of the augmented global batch
-            img, tgt, wts = ddp.shard(img), ddp.shard(tgt), ddp.shard(wts)
+        img, tgt, wts = self.training_batch(sampler)
+        dev = self.device
         if self.amp:
             img = img.contiguous(memory_format=torch.channels_last)
         self.net.train()
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
-            logits = self.net(img)
+        if self.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = self.net(img)
+        else:
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.net(img)
         # Σ w·ce / Σ w over the global batch (times world size: DDP averages the gradients)
         loss = ddp.global_loss(*weighted_cross_entropy(logits, tgt, wts, reduction="sum"))
         value = ddp.all_reduce_mean(loss.detach())  # the global loss, the same on every rank
@@ -343,20 +480,11 @@ class Trainer:
         saves the ``last`` checkpoint; so does an exception, which is then re-raised.
         """
         cfg = self.config
-        total = cfg.steps
-        prepared = prepare_pairs(
-            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
-            normalization=self.normalization, num_classes=self.model.num_classes,
-            w0=cfg.w0, sigma=cfg.sigma,
-        )
-        regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
-        validating = bool(regions) and self.is_main
-        sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
-        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s", self.device,
-                    self.tile, self.out_tile, self.batch_size, cfg.preset,
-                    f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
+        self._start_clock()
+        prepared, regions, sampler = self._prepare()
+        validating = self._validating = bool(regions) and self.is_main
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
-        rate, last = 0.0, None
+        self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
         if self.device.type == "cpu":
             configure_cpu_threads(cfg.threads)
@@ -364,42 +492,40 @@ class Trainer:
             while True:
                 # under torchrun only rank 0's requests count; the others wait in the broadcast
                 if self.is_main and not self._running.is_set() and not self._stop.is_set():
-                    yield TrainEvent("paused", self.step, total, last, message="paused")
-                    while not self._running.wait(timeout=0.5):
-                        pass
+                    yield from self._pause()
                     continue
                 # rank 0's stop decision and clock on every rank: all stop at the same step
+                self._tick()
                 stop, self.elapsed = ddp.broadcast_control(
                     self.is_main and self._stop.is_set(), self.elapsed)
                 if stop:
                     path = self.save_checkpoint()
-                    yield TrainEvent("stopped", self.step, total, last, message=self._saved(path))
+                    yield self._event("stopped", message=self._saved(path))
                     return
-                if not self._budget_left():
+                if self._budget_spent():
                     break
-                t0 = self.clock()
-                last, lr = self.train_step(sampler)
-                dt = max(self.clock() - t0, 1e-9)
-                self.elapsed += dt
-                self.step += 1
-                rate = 1.0 / dt if rate == 0 else 0.9 * rate + 0.1 / dt
-                if self.step % max(cfg.history_every, 1) == 0 or self.step == 1:
-                    self.history.append({"step": self.step, "loss": round(last, 6),
-                                         "lr": lr, "elapsed_s": round(self.elapsed, 2)})
-                yield TrainEvent("step", self.step, total, last, lr, rate, self._eta(rate))
-                if validating and self.step % cfg.validate_every == 0:
-                    yield self._validation_event(prepared, regions, total)
+                yield self._step_event(sampler)
+                if (validating and self.step % cfg.validate_every == 0
+                        and self._fits(self._val_s + self._reserve())):
+                    yield self._validation_event(prepared, regions, cfg.steps)
                 if every_ckpt and self.step % every_ckpt == 0:
                     path = self.save_checkpoint()
                     if path is not None:
-                        yield TrainEvent("checkpoint", self.step, total, last, message=str(path))
-            if validating and (self.step % cfg.validate_every or not self.step):
-                yield self._validation_event(prepared, regions, total)
-            if validating:  # threshold etc. for predict, the GUI and exports (metadata)
+                        yield self._event("checkpoint", message=str(path))
+            if validating and (self.step % cfg.validate_every or not self.step) and self._fits(
+                self._val_s + self._reserve()
+            ):
+                yield self._validation_event(prepared, regions, cfg.steps)
+            if validating and self.step:
+                # threshold etc. for predict, the GUI and exports (metadata); its time is
+                # reserved in the budget (_reserve)
                 self.postprocess = choose_postprocess(self.model, prepared, regions, tile=self.tile)
+            if self.step == 0:
+                logger.warning("the time limit (%.3g s) was spent before the first step (preparing "
+                               "the targets took %.3g s); give a larger --time-limit",
+                               cfg.time_limit, self.elapsed)
             path = self.save_checkpoint()
-            yield TrainEvent("done", self.step, total, last, steps_per_s=rate, eta_s=0.0,
-                             message=self._saved(path))
+            yield self._event("done", steps_per_s=self._rate, eta_s=0.0, message=self._saved(path))
         except GeneratorExit:
             self.save_checkpoint()
             raise
@@ -410,9 +536,75 @@ class Trainer:
         finally:
             torch.set_num_threads(threads_before)
 
+    def _prepare(self):
+        """Targets and weight maps of every pair, the validation regions and the sampler."""
+        cfg = self.config
+        prepared = prepare_pairs(
+            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            normalization=self.normalization, num_classes=self.model.num_classes,
+            w0=cfg.w0, sigma=cfg.sigma,
+        )
+        regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
+        sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
+        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s%s", self.device,
+                    self.tile, self.out_tile, self.batch_size, cfg.preset,
+                    ", bfloat16 autocast" if self.bf16 else "",
+                    f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
+        return prepared, regions, sampler
+
+    def _event(self, kind: str, **fields) -> TrainEvent:
+        return TrainEvent(kind, self.step, self.config.steps, self._last_loss, **fields)
+
+    def _pause(self) -> Iterator[TrainEvent]:
+        """Report the pause, then wait until resumed or stopped (the wait is not budgeted)."""
+        self._tick()
+        yield self._event("paused", message="paused")
+        while not self._running.wait(timeout=0.5):
+            pass
+        self._start_clock()
+
+    # -- the wall-clock budget: everything in run() counts except pauses -------------------
+    def _start_clock(self) -> None:
+        self._t0, self._elapsed0 = self.clock(), self.elapsed
+        self._step_s = self._val_s = 0.0
+
+    def _tick(self) -> None:
+        self.elapsed = self._elapsed0 + (self.clock() - self._t0)
+
+    def _fits(self, seconds: float) -> bool:
+        """Whether work of about ``seconds`` ends within the time budget (True without one)."""
+        if self.config.time_limit is None:
+            return True
+        self._tick()
+        fits = self.elapsed + seconds <= self.config.time_limit
+        if not fits:
+            logger.info("time limit: %.1f s left, not starting %.1f s of work",
+                        self.config.time_limit - self.elapsed, seconds)
+        return fits
+
+    def _step_event(self, sampler: PatchSampler) -> TrainEvent:
+        """One optimisation step, its bookkeeping (rate, history) and its event."""
+        t0 = self.clock()
+        self._boundary = ckpt.rng_states(self)  # what a checkpoint written mid-step records
+        loss, lr = self.train_step(sampler)
+        self.step += 1
+        self._boundary = None
+        dt = max(self.clock() - t0, 1e-9)
+        self._step_s = dt if self._step_s == 0 else max(dt, 0.9 * self._step_s + 0.1 * dt)
+        self._tick()
+        self._last_loss = loss
+        rate = self._rate
+        self._rate = rate = 1.0 / dt if rate == 0 else 0.9 * rate + 0.1 / dt
+        if self.step % max(self.config.history_every, 1) == 0 or self.step == 1:
+            self.history.append({"step": self.step, "loss": round(loss, 6),
+                                 "lr": lr, "elapsed_s": round(self.elapsed, 2)})
+        return TrainEvent("step", self.step, self.config.steps, loss, lr, rate, self._eta(rate))
+
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
+        t0 = self.clock()
         metrics = validate(self.model, prepared, regions, tile=self.tile)
         self.history.append({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
+        self._val_s = max(self.clock() - t0, 0.0)
         score = metrics["rand_error"] + 1e-3 * metrics["loss"]
         msg = ""
         if score < self.best:
@@ -421,11 +613,17 @@ class Trainer:
             msg = "" if path is None else f"new best: {path}"
         return TrainEvent("validation", self.step, total, metrics=metrics, message=msg)
 
-
     def _saved(self, path) -> str:
         if path is not None:
             return f"saved {path}"
         return "no checkpoint_dir: nothing written" if self.is_main else "rank 0 writes checkpoints"
+
+
+def _check_int(name: str, value, low: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
 
 
 def _round_up(n: int, k: int) -> int:

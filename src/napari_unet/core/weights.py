@@ -29,7 +29,7 @@ import numpy as np
 from napari_unet.core._two_nearest import border_term
 from napari_unet.core.targets import as_annotated, make_target, to_instances
 
-__all__ = ["border_weight_map", "class_weights"]
+__all__ = ["border_weight_map", "class_weight_vector", "class_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,29 @@ def class_weights(
             f"target: expected classes in 0..{num_classes - 1}, got values "
             f"{target.min()}..{target.max()}; pass the matching num_classes"
         )
+    per_class = class_weight_vector(target, annotated=ann, num_classes=num_classes)
+    out = np.take(per_class, target)
+    if ann is not None:
+        out *= ann
+    return out
+
+
+def class_weight_vector(
+    target: np.ndarray, *, annotated: np.ndarray | None = None, num_classes: int = 2
+) -> np.ndarray:
+    """The per-class values ``w_c`` of :func:`class_weights` (0 for absent classes), float32.
+
+    Computed once per image, they can weight patches of it (``border_weight_map(...,
+    class_weight=...)``), e.g. after augmentation, with the balance of the whole image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> [round(float(v), 3) for v in class_weight_vector(np.array([[0, 0, 0, 1]]), num_classes=3)]
+    [0.667, 2.0, 0.0]
+    """
+    target = np.asarray(target)
+    ann = as_annotated(annotated, target.shape)
     flat = target.ravel()
     if ann is None:
         counts = np.bincount(flat, minlength=num_classes)
@@ -82,15 +105,11 @@ def class_weights(
         both = ann.ravel().view(np.uint8) * np.uint8(num_classes) + flat.astype(np.uint8)
         counts = np.bincount(both, minlength=2 * num_classes)[num_classes:]
     n = int(counts.sum())
-    if n == 0:
-        return np.zeros(target.shape, dtype=np.float32)
-    present = counts > 0
     per_class = np.zeros(num_classes, dtype=np.float64)
-    per_class[present] = n / (present.sum() * counts[present])
-    out = np.take(per_class.astype(np.float32), target)
-    if ann is not None:
-        out *= ann
-    return out
+    present = counts > 0
+    if n:
+        per_class[present] = n / (present.sum() * counts[present])
+    return per_class.astype(np.float32)
 
 
 def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
@@ -117,6 +136,7 @@ def border_weight_map(
     spacing: float | Sequence[float] | None = None,
     num_classes: int = 2,
     method: str = "auto",
+    class_weight: Sequence[float] | None = None,
 ) -> np.ndarray:
     """The paper's weight map ``w = w_c + w0·exp(-(d1 + d2)² / (2σ²))``.
 
@@ -143,6 +163,9 @@ def border_weight_map(
     method : {"auto", "numba", "scipy"}
         Distance computation: the separable sweep compiled by numba (fast; default when
         installed) or one cropped scipy distance transform per cell (exact, slower).
+    class_weight : sequence of float, optional
+        Fixed ``w_c`` per class (``num_classes`` values, e.g. :func:`class_weight_vector` of
+        the whole image) instead of balancing over these pixels; overrides ``class_balance``.
 
     Returns
     -------
@@ -178,7 +201,16 @@ def border_weight_map(
     if ann is not None and not ann.any():
         return np.zeros(inst.shape, dtype=np.float32)
 
-    if class_balance:
+    if class_weight is not None:
+        per_class = np.asarray(class_weight, dtype=np.float32)
+        if per_class.shape != (num_classes,):
+            raise ValueError(f"class_weight: expected {num_classes} values (one per class), "
+                             f"got shape {per_class.shape}")
+        target = target2 if num_classes == 2 else make_target(inst, num_classes=num_classes)[0]
+        weights = np.take(per_class, target)
+        if ann is not None:
+            weights *= ann
+    elif class_balance:
         target = target2 if num_classes == 2 else make_target(inst, num_classes=num_classes)[0]
         weights = class_weights(target, annotated=ann, num_classes=num_classes)
     else:

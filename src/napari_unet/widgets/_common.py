@@ -190,6 +190,36 @@ def regions_mask(viewer, shape2d: tuple[int, int], index: tuple[int, ...] = ()) 
     return mask
 
 
+#: Suffix of the Labels layer holding an image's explicit background strokes (value != 0).
+BACKGROUND_SUFFIX = " background"
+#: Suffix of the Labels layer that "Annotate cells" makes for an image's cells.
+ANNOTATIONS_SUFFIX = " annotations"
+
+
+def background_mask(viewer, image_name: str, shape2d, index: tuple[int, ...] = ()):
+    """The shown plane of the layer "<image_name> background" as a bool mask, or None.
+
+    The first Labels layer of the image's shape among "<image> background", "<image>
+    background (2)", … (the names the Background brush gives); None when there is none or it
+    holds nothing on this plane.
+    """
+    base = image_name + BACKGROUND_SUFFIX
+    names = [base] + [f"{base} ({n})" for n in range(2, 10)]
+    for name in names:
+        if name not in viewer.layers or viewer.layers[name]._type_string != "labels":
+            continue
+        plane, _ = current_plane(viewer.layers[name], viewer)
+        if plane.shape == tuple(shape2d):
+            return plane != 0 if np.any(plane) else None
+    return None
+
+
+def image_name_of(labels_layer) -> str:
+    """The image name an annotation layer belongs to ("<image> annotations" → "<image>")."""
+    name = labels_layer.name
+    return name[: -len(ANNOTATIONS_SUFFIX)] if name.endswith(ANNOTATIONS_SUFFIX) else name
+
+
 def _is_axis_aligned(v: np.ndarray) -> bool:
     return len(np.unique(np.round(v[:, 0], 3))) <= 2 and len(np.unique(np.round(v[:, 1], 3))) <= 2
 

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.widgets._common import LayerCombo, current_plane, regions_mask
+from napari_unet.widgets._common import LayerCombo, background_mask, current_plane, regions_mask
 
 
 def _spin(cls, lo, hi, value, tip, step=1, decimals=None):
@@ -35,22 +35,14 @@ def _spin(cls, lo, hi, value, tip, step=1, decimals=None):
 
 
 def gui_defaults(device="auto"):
-    """The settings that Start uses untouched: a sensible model within a couple of minutes.
-
-    On a CPU: the recipe of ``napari-unet demo`` (depth 3, the device's narrow width, tile 156,
-    batch 2, AdamW 2e-3, no drop-out) for at most 1500 steps or 2 minutes. On a GPU: the paper's
-    network (depth 4, 64 base channels, drop-out 0.5) for 2000 steps or 5 minutes.
+    """The settings that Start uses untouched: :func:`napari_unet.core.presets.gui_defaults`.
 
     >>> gui_defaults("cpu").tile
     156
     """
-    from napari_unet.core.device import pick_device
-    from napari_unet.core.train import TrainConfig
+    from napari_unet.core.presets import gui_defaults as core_defaults
 
-    if pick_device(device).type == "cpu":
-        return TrainConfig.for_device(device, depth=3, tile=156, batch_size=2, lr=2e-3,
-                                      dropout=0.0, steps=1500, time_limit=120.0)
-    return TrainConfig.for_device(device, depth=4, steps=2000, time_limit=300.0)
+    return core_defaults(device)
 
 
 def _cuda_devices() -> int:
@@ -139,6 +131,11 @@ class TrainForm(QWidget):
         self.live.setChecked(True)
         self.live.setToolTip("Every few seconds, predict the visible part of the image.")
         self.finetune = QPushButton("Fine-tune from…")
+        from napari_unet.models import model_names
+
+        self.shipped = QComboBox()  # the shipped starting models (napari_unet.models)
+        self.shipped.addItems(["shipped model…", *model_names()])
+        self.shipped.setToolTip("Fine-tune a model shipped with napari-unet (no download).")
         self.init_label = QLabel("from scratch")
         self.init_model = None
         from napari_unet.core.runs import default_runs_root
@@ -149,6 +146,12 @@ class TrainForm(QWidget):
             "checkpoints (last/best), metrics and the final model. Default: $NAPARI_UNET_RUNS "
             "or ~/.napari-unet/runs."
         )
+        # sparse-annotation rule (issue 11): what counts in the loss
+        self.complete = QCheckBox("labels are complete (every unpainted pixel is background)")
+        self.complete.setToolTip(
+            "Off (default): only the painted cells, a band around them (or the 'annotated "
+            "regions'), and the Background brush strokes count; unpainted cells elsewhere are "
+            "not taught as background. On: the whole labels layer is a complete annotation.")
         form = QFormLayout(self)
         form.addRow("image", self.image_combo)
         form.addRow("labels", self.labels_combo)
@@ -185,10 +188,12 @@ class TrainForm(QWidget):
         form.addRow("augment", row)
         row = QHBoxLayout()
         row.addWidget(self.finetune)
+        row.addWidget(self.shipped)
         row.addWidget(self.init_label)
         form.addRow(row)
         form.addRow(self.live)
         form.addRow("runs folder", self.runs_root)
+        form.addRow(self.complete)
 
     # ------------------------------------------------------------------ settings and data
     def set_gpu_limit(self, n: int) -> None:
@@ -269,6 +274,21 @@ class TrainForm(QWidget):
                     "(Annotate cells > New cell) before training"
                 )
             annotated = regions_mask(self.viewer, labels.shape, index)
+            background = background_mask(self.viewer, image_layer.name, labels.shape, index)
             channel_axis = -1 if image_layer.rgb else None
-            out.append(TrainingPair(image, labels, annotated=annotated, channel_axis=channel_axis))
+            out.append(TrainingPair(image, labels, annotated=annotated, channel_axis=channel_axis,
+                                    background=background, sparse=not self.complete.isChecked()))
         return out
+
+    def annotation_summary(self) -> str:
+        """One line: the rule that decides which pixels count, and how many cells and pixels."""
+        from napari_unet.core.targets import describe_annotation
+
+        infos = [describe_annotation(p.labels, annotated=p.annotated, background=p.background,
+                                     sparse=p.sparse) for p in self.training_pairs()]
+        text = "What counts: " + infos[0]["text"]
+        if len(infos) > 1:
+            cells = sum(i["cells"] for i in infos)
+            px = sum(i["counted_px"] for i in infos)
+            text += f" (all {len(infos)} pairs: {cells} cells, {px} pixels)"
+        return text

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.metrics import count_labels
 from napari_unet.widgets._common import (
+    BACKGROUND_SUFFIX,
     REGIONS_LAYER,
     LayerCombo,
     debounce_timer,
@@ -52,10 +53,17 @@ class AnnotateWidget(QWidget):
         self.create_button = QPushButton("Create / attach labels layer")
         self.new_cell_button = QPushButton("New cell")
         self.new_cell_button.setToolTip("Select the next free id and switch to paint mode.")
+        self.background_button = QPushButton("Background brush")
+        self.background_button.setToolTip(
+            "Paint pixels that are surely background (on the layer '<image> background'). "
+            "Training learns from the painted cells, a band around them and these strokes; "
+            "unpainted cells elsewhere are never taught as background."
+        )
         self.regions_button = QPushButton("Add 'annotated regions' layer")
         self.regions_button.setToolTip(
-            "Draw rectangles where every cell is annotated; outside them nothing is learnt. "
-            "With no rectangles the whole labelled image counts."
+            "Draw rectangles where every cell is annotated (the rest inside is background). "
+            "With no rectangles only the painted cells, a band around them and the background "
+            "strokes count."
         )
         self.save_button = QPushButton("Save annotations…")
         self.load_button = QPushButton("Load annotations…")
@@ -69,6 +77,7 @@ class AnnotateWidget(QWidget):
         layout.addWidget(self.create_button)
         layout.addWidget(self.new_cell_button)
         layout.addWidget(self.count_label)
+        layout.addWidget(self.background_button)
         layout.addWidget(self.regions_button)
         row = QHBoxLayout()
         row.addWidget(self.save_button)
@@ -81,6 +90,7 @@ class AnnotateWidget(QWidget):
         self.create_button.clicked.connect(self._on_create)
         self.new_cell_button.clicked.connect(self._on_new_cell)
         self.regions_button.clicked.connect(self._on_regions)
+        self.background_button.clicked.connect(self._on_background)
         self.save_button.clicked.connect(self._on_save)
         self.load_button.clicked.connect(self._on_load)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
@@ -132,6 +142,36 @@ class AnnotateWidget(QWidget):
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
         return next_id
+
+    def background_brush(self):
+        """Select (or add) the Labels layer "<image> background", painting value 1; returns it.
+
+        An existing layer of that name is reused when it is a Labels layer of the image's shape;
+        otherwise a new layer gets a fresh name (an existing layer is never overwritten).
+        """
+        image = self.image_combo.layer()
+        if image is None:
+            raise ValueError("image: open or choose an image layer first (File > Open Sample works)")
+        shape = spatial_shape(image)
+        name = base = image.name + BACKGROUND_SUFFIX
+        layer = None
+        n = 1
+        while name in self.viewer.layers:
+            found = self.viewer.layers[name]
+            if found._type_string == "labels" and tuple(found.data.shape) == shape:
+                layer = found
+                break
+            n += 1
+            name = f"{base} ({n})"
+        if layer is None:
+            layer = self.viewer.add_labels(
+                np.zeros(shape, dtype=np.uint8), name=name, opacity=0.5,
+                scale=image.scale[-len(shape) :], translate=image.translate[-len(shape) :],
+            )
+        layer.selected_label = 1
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        return layer
 
     def add_regions_layer(self):
         """Add (or select) the Shapes layer "annotated regions" in rectangle mode."""
@@ -236,6 +276,10 @@ class AnnotateWidget(QWidget):
     @guarded
     def _on_new_cell(self, *_):
         self.new_cell()
+
+    @guarded
+    def _on_background(self, *_):
+        self.background_brush()
 
     @guarded
     def _on_regions(self, *_):

@@ -35,6 +35,9 @@ from napari_unet.widgets._settings_form import SettingsForm
 TRAINED = "model just trained (Train U-Net)"
 #: layer metadata key set when the user edits a layer this widget wrote (it is then never rewritten)
 EDITED = "napari_unet_edited"
+SHIPPED = " (shipped)"
+#: data key prefix of the shipped models' entries in the source list
+SHIPPED_KEY = "shipped:"
 COMPARE_COLORS = {0: "transparent", 1: "#30c030", 2: "#ff3030", 3: "#3080ff", None: "transparent"}
 
 
@@ -54,6 +57,10 @@ class PredictWidget(QWidget):
         self.registry = shared_models(napari_viewer)
         self.source = QComboBox()
         self.source.addItem(TRAINED)
+        from napari_unet.models import model_names
+
+        for n in model_names():  # napari_unet.models
+            self.source.addItem(f"{n}{SHIPPED}", f"{SHIPPED_KEY}{n}")
         self.source.setToolTip("The model the Train U-Net widget published last, or a file.")
         self.load_button = QPushButton("Load model…")
         self.model_label = QLabel("no model yet: train one or load a .safetensors file")
@@ -143,6 +150,14 @@ class PredictWidget(QWidget):
                     "press 'Load model…'"
                 )
             return self.registry.model, self.registry.metadata
+        if key.startswith(SHIPPED_KEY) and key not in self._loaded:
+            from napari_unet.core.io import load_model
+            from napari_unet.models import model_path
+
+            try:
+                self._loaded[key] = load_model(model_path(key[len(SHIPPED_KEY) :]))
+            except FileNotFoundError as err:
+                raise ValueError(err.args[0]) from None
         return self._loaded[key]
 
     def _on_new_model(self, *_):

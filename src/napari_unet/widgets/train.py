@@ -73,8 +73,12 @@ class TrainWidget(ChildClient, QWidget):
         self.runs = RunsPanel()
         self.registry = shared_models(napari_viewer)
 
+        self.rule = QLabel("")  # the sparse-annotation rule and what takes part (issue 11)
+        self.rule.setWordWrap(True)
+
         layout = QVBoxLayout(self)
         layout.addWidget(self.form)
+        layout.addWidget(self.rule)
         row = QHBoxLayout()
         for w in (self.start, self.pause, self.stop, self.save_button):
             row.addWidget(w)
@@ -107,6 +111,7 @@ class TrainWidget(ChildClient, QWidget):
         self.stop.clicked.connect(self._on_stop)
         self.save_button.clicked.connect(self._on_save)
         self.form.finetune.clicked.connect(self._on_finetune)
+        self.form.shipped.activated.connect(self._on_shipped)
         self.form.preview_aug.clicked.connect(self._on_preview_aug)
         self.runs.reload_button.clicked.connect(self._on_reload)
         self.runs.continue_button.clicked.connect(self._on_continue)
@@ -116,6 +121,49 @@ class TrainWidget(ChildClient, QWidget):
         if self._main_window is not None:
             self._main_window.installEventFilter(self)
         self._update_buttons()
+        # the rule line follows edits (of any layer, the pairs, the plane) while nothing trains
+        self._rule_dirty = False
+        self._rule_timer = QTimer(self)
+        self._rule_timer.setInterval(1000)
+        self._rule_timer.timeout.connect(self._refresh_rule)
+        self._rule_timer.start()
+        napari_viewer.layers.events.inserted.connect(self._watch_layer)
+        napari_viewer.layers.events.removed.connect(self._mark_rule)
+        napari_viewer.dims.events.current_step.connect(self._mark_rule)
+        for layer in napari_viewer.layers:
+            self._watch_layer(layer=layer)
+        for box in (self.form.image_combo, self.form.labels_combo):
+            box.currentIndexChanged.connect(self._mark_rule)
+        self.form.complete.toggled.connect(self._mark_rule)
+        self.update_rule()
+
+    # ------------------------------------------------------------------ annotation rule
+    def update_rule(self) -> str:
+        """Show which pixels count in training (the rule, cells, pixels) for the chosen pairs."""
+        try:
+            text = self.form.annotation_summary()
+        except (ValueError, TypeError, LookupError) as exc:
+            text = f"annotation: {exc}"
+        self.rule.setText(text)
+        return text
+
+    def _watch_layer(self, event=None, layer=None):
+        layer = layer if layer is not None else getattr(event, "value", None)
+        for name in ("data", "paint", "set_data"):
+            if layer is not None and hasattr(layer.events, name):
+                getattr(layer.events, name).connect(self._mark_rule)
+        self._mark_rule()
+
+    def _mark_rule(self, *_):
+        self._rule_dirty = True
+
+    def _refresh_rule(self):
+        if self._rule_dirty and not self.is_training() and self.isVisible():
+            self._rule_dirty = False
+            try:
+                self.update_rule()
+            except Exception as exc:  # from a timer: never raise into Qt
+                self.rule.setText(f"annotation: {error_message(exc)}")
 
     # ------------------------------------------------------------------ run control
     def is_training(self) -> bool:
@@ -154,6 +202,7 @@ class TrainWidget(ChildClient, QWidget):
 
         run_dir = Path(run_dir)
         nproc = self.form.nproc() if nproc is None else nproc
+        self.update_rule()
         try:
             proc = _child.launch(run_dir, device=self.form.device.currentText(), nproc=nproc)
         except Exception:
@@ -249,6 +298,18 @@ class TrainWidget(ChildClient, QWidget):
             read_metadata(path)  # a clear error now rather than at Start
             self.form.init_model = path
             self.form.init_label.setText(Path(path).name)
+
+    @guarded
+    def _on_shipped(self, index, *_):
+        """Fine-tune from a shipped model (its name chosen in the form's list)."""
+        if index <= 0:
+            return
+        from napari_unet.models import model_path
+
+        name = self.form.shipped.itemText(index)
+        self.form.shipped.setCurrentIndex(0)
+        self.form.init_model = model_path(name)  # a clear error when not shipped yet
+        self.form.init_label.setText(f"{name} (shipped)")
 
     @guarded
     def _on_save(self, *_):

@@ -16,10 +16,12 @@ from qtpy.QtWidgets import (
 
 from napari_unet.widgets._common import (
     LayerCombo,
+    background_mask,
     current_plane,
     debounce_timer,
     error_message,
     guarded,
+    image_name_of,
     regions_mask,
     show_error,
     upsert_layer,
@@ -28,19 +30,27 @@ from napari_unet.widgets._common import (
 
 WEIGHT_LAYER = "weight map"
 BORDER_LAYER = "separation borders"
+IGNORED_LAYER = "not counted (weight 0)"
 
 
-def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotated):
-    """Weight map and separation borders of one plane (runs in a worker thread)."""
-    from napari_unet.core.targets import separation_borders, to_instances
+def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotated,
+                       background=None, sparse=True):
+    """Weight map, separation borders and the not-counted mask of one plane (in a worker).
+
+    The weights are those training uses: 0 outside the counted area
+    (:func:`napari_unet.core.targets.counted_area`, the GUI's sparse rule).
+    """
+    from napari_unet.core.targets import counted_area, separation_borders, to_instances
     from napari_unet.core.weights import border_weight_map
 
+    inst = to_instances(labels)
+    counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
     weights = border_weight_map(
-        labels, w0=w0, sigma=sigma, class_balance=class_balance, annotated=annotated,
+        inst, w0=w0, sigma=sigma, class_balance=class_balance, annotated=counted,
         num_classes=num_classes,
     )
-    borders = separation_borders(to_instances(labels)).astype(np.uint8)
-    return weights, borders
+    borders = separation_borders(inst).astype(np.uint8)
+    return weights, borders, ~counted
 
 
 class WeightMapWidget(QWidget):
@@ -68,6 +78,10 @@ class WeightMapWidget(QWidget):
         self.classes = QComboBox()
         self.classes.addItems(["2 (background, cell)", "3 (background, interior, border)"])
         self.classes.setToolTip("2 classes: the paper's target; 3: borders as a class of their own.")
+        self.complete = QCheckBox("labels are complete")
+        self.complete.setToolTip(
+            "Off (as Train's default): only painted cells, a band around them (or the "
+            "'annotated regions') and Background brush strokes count. On: everything counts.")
         self.live = QCheckBox("recompute while painting")
         self.live.setChecked(True)
         self.compute_button = QPushButton("Compute weight map")
@@ -82,6 +96,7 @@ class WeightMapWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.balance)
+        layout.addWidget(self.complete)
         layout.addWidget(self.live)
         layout.addWidget(self.compute_button)
         layout.addWidget(self.status)
@@ -93,10 +108,12 @@ class WeightMapWidget(QWidget):
         self._watched = None
         self.weight_layer = None
         self.border_layer = None
+        self.ignored_layer = None
         self.compute_button.clicked.connect(self._on_compute)
         for box in (self.w0, self.sigma):
             box.valueChanged.connect(self._changed)
         self.balance.toggled.connect(self._changed)
+        self.complete.toggled.connect(self._changed)
         self.classes.currentIndexChanged.connect(self._changed)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
         napari_viewer.dims.events.current_step.connect(self._changed)
@@ -152,11 +169,12 @@ class WeightMapWidget(QWidget):
             return self._worker
         plane, index = current_plane(layer, self.viewer)
         annotated = regions_mask(self.viewer, plane.shape[-2:], index)
+        background = background_mask(self.viewer, image_name_of(layer), plane.shape[-2:], index)
         self._index = index
         self._layer = layer
         worker = create_worker(
-            compute_weight_map, plane.copy(), annotated=annotated, **self.settings(),
-            _start_thread=False,
+            compute_weight_map, plane.copy(), annotated=annotated, background=background,
+            sparse=not self.complete.isChecked(), **self.settings(), _start_thread=False,
         )
         worker.returned.connect(self._show)
         worker.errored.connect(lambda exc: show_error(error_message(exc)))
@@ -173,7 +191,7 @@ class WeightMapWidget(QWidget):
             self._timer.start()
 
     def _show(self, result):
-        weights, borders = result
+        weights, borders, ignored = result
         layer = self._layer
         scale = layer.scale[-2:]
         translate = layer.translate[-2:]
@@ -187,8 +205,16 @@ class WeightMapWidget(QWidget):
             self.viewer, borders, BORDER_LAYER, "labels", opacity=0.9,
             scale=scale, translate=translate,
         )
+        # weight 0 (not counted in training): a gray veil added on top, distinct from low weights
+        self.ignored_layer = upsert_layer(
+            self.viewer, ignored.astype(np.uint8), IGNORED_LAYER, "image", colormap="gray",
+            contrast_limits=[0.0, 2.5], blending="additive", opacity=1.0,
+            scale=scale, translate=translate,
+        )
         where = f" (plane {self._index})" if self._index else ""
+        counted = int(ignored.size - np.count_nonzero(ignored))
         self.status.setText(
             f"weights {float(weights.min()):.2f}–{float(weights.max()):.2f}{where}; "
-            f"{int(borders.sum())} border pixels"
+            f"{int(borders.sum())} border pixels; {counted} of {ignored.size} pixels count "
+            "(gray veil: weight 0, not counted)"
         )

@@ -1,0 +1,327 @@
+"""DSB2018 nuclei: train on a fixed split, evaluate the rest through ``napari-unet predict``.
+
+The 100 images of ``../shared/data/dsb2018`` are split by id with a seeded permutation (default
+80 train / 20 test). Training runs the library's Trainer with the CLI's defaults (plus the
+options below) for a wall-clock budget; the model is then saved and the held-out images are
+predicted by the command line (``napari-unet predict``, in-process), as a user would. Reported:
+instance F1 at IoU 0.5 and the AP@0.5 StarDist reports (its "accuracy", TP / (TP + FP + FN)),
+pooled over the images (StarDist's ``matching_dataset``) and as a per-image mean, for all test
+images and for the gray and the colour ones apart (colour: R, G, B not all equal).
+
+    python benchmarks/bench_dsb.py --time-limit 900                     # the issue's recipe
+    python benchmarks/bench_dsb.py --classes 3 --time-limit 900         # 3-class target
+    python benchmarks/bench_dsb.py --channels rgb --time-limit 900      # colour input (3 ch)
+    python benchmarks/bench_dsb.py --cpu-bf16 off --time-limit 900      # float32 on the CPU
+    python benchmarks/bench_dsb.py --speed 10 --time-limit 0            # steps/min fp32 vs bf16
+    python benchmarks/bench_dsb.py --model nuclei --time-limit 0        # a model, no training
+    python benchmarks/bench_dsb.py --time-limit 3600 --ship             # the shipped model
+
+``--speed N`` first times N training steps per mode, float32 and bfloat16 autocast alternating
+in two rounds on the same trainer, and reports steps per minute of each (same run). ``--ship``
+writes ``src/napari_unet/models/nuclei.safetensors`` (float16 weights) and its model card
+``nuclei.md`` with the figures measured here (``scripts/train_shipped_model.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dsb2018"
+
+
+def split_ids(ids, *, train_fraction=0.8, seed=0):
+    """(train, test) ids: a seeded permutation of the sorted ids."""
+    ids = sorted(ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n = round(train_fraction * len(ids))
+    return sorted(ids[i] for i in order[:n]), sorted(ids[i] for i in order[n:])
+
+
+def load(data: Path, ids, channels: str):
+    """[(id, image, channel_axis, labels, is_colour)] with images as the bench trains on them."""
+    from napari_unet.commands._files import read_image, read_labels
+
+    out = []
+    for i in ids:
+        image, axis = read_image(data / "images" / f"{i}.png", gray=channels == "gray")
+        colour = read_image(data / "images" / f"{i}.png")[1] is not None
+        if channels == "rgb" and axis is None:
+            image, axis = np.repeat(image[..., None], 3, axis=-1), -1
+        labels = read_labels(data / "labels" / f"{i}.tif", shape=image.shape[:2])
+        out.append((i, image, axis, labels, colour))
+    return out
+
+
+def scores(rows):
+    """Pooled (StarDist) and per-image F1 / AP@0.5 over rows of instance_matching dicts."""
+    if not rows:
+        return None
+    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+    per_ap = [r["tp"] / max(r["tp"] + r["fp"] + r["fn"], 1) for r in rows]
+    return {
+        "images": len(rows),
+        "f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4),
+        "ap50": round(tp / max(tp + fp + fn, 1), 4),
+        "f1_mean_per_image": round(statistics.mean(r["f1"] for r in rows), 4),
+        "ap50_mean_per_image": round(statistics.mean(per_ap), 4),
+        "tp": tp, "fp": fp, "fn": fn,
+    }
+
+
+def speed(trainer, sampler, steps: int) -> dict:
+    """Steps per minute, float32 and bf16 autocast alternating on the same trainer."""
+    from napari_unet.core.device import cpu_supports_bf16
+
+    if trainer.device.type != "cpu":
+        return {"skipped": f"device {trainer.device}"}
+    times = {False: [], True: []}
+    keep = trainer.bf16
+    for mode in (False, True):  # warm-up
+        trainer.bf16 = mode
+        trainer.train_step(sampler)
+    for _ in range(2):
+        for mode in (False, True):
+            trainer.bf16 = mode
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                trainer.train_step(sampler)
+                times[mode].append(time.perf_counter() - t0)
+    trainer.bf16 = keep
+    med = {m: statistics.median(t) for m, t in times.items()}
+    # the per-sample cost of deriving target + weight map from the warped labels
+    from napari_unet.core.data import targets_from_instances
+
+    _, inst, counted, cw = sampler.sample_instances(1)
+    side = trainer.out_tile + 2 * min(math.ceil(5.26 * trainer.config.sigma) + 1,
+                                      (trainer.tile - trainer.out_tile) // 2)
+    m = (trainer.tile - side) // 2
+    inst, counted = inst[0, m : m + side, m : m + side], counted[0, m : m + side, m : m + side]
+    t_targets = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        targets_from_instances(inst, counted > 0, class_weight=cw[0],
+                               num_classes=trainer.model.num_classes)
+        t_targets.append(time.perf_counter() - t0)
+    return {"targets_ms_per_sample": round(1000 * statistics.median(t_targets), 1),
+            "label_side": side, "float32_step_s": round(med[False], 3),
+            "bf16_step_s": round(med[True], 3),
+            "float32_steps_per_min": round(60 / med[False], 2),
+            "bf16_steps_per_min": round(60 / med[True], 2),
+            "bf16_speedup": round(med[False] / med[True], 3),
+            "cpu_supports_bf16": cpu_supports_bf16(), "steps_per_mode": 2 * steps}
+
+
+def train(args, pairs, log):
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.for_device(
+        args.device, steps=args.steps, time_limit=None if args.steps else 10**9,
+        num_classes=args.classes, cpu_bf16=args.cpu_bf16, seed=args.seed,
+        validate_every=args.validate_every, depth=args.depth, tile=args.tile,
+        **({"base_channels": args.base_channels} if args.base_channels else {}),
+    )
+    tp = [TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs]
+    trainer = Trainer(tp, cfg, init_model=args.init)
+    result = {"bf16": trainer.bf16, "tile": trainer.tile, "batch": trainer.batch_size}
+    if args.speed:
+        result["speed"] = speed(trainer, trainer.make_sampler(), args.speed)
+        log(f"speed: {result['speed']}")
+    if args.time_limit <= 0:
+        return trainer, result
+    t0 = time.perf_counter()
+    run = trainer.run()
+    for ev in run:
+        if time.perf_counter() - t0 > args.time_limit:  # wall clock, validation included
+            trainer.request_stop()
+        if ev.kind == "validation":
+            log(f"step {ev.step}: {ev.metrics}")
+    wall = time.perf_counter() - t0
+    result.update(steps=trainer.step, wall_s=round(wall, 1),
+                  steps_per_min=round(60 * trainer.step / wall, 2))
+    log(f"trained {trainer.step} steps in {wall:.0f} s")
+    return trainer, result
+
+
+def evaluate(model_path: Path, test, workdir: Path, tta: bool):
+    """Predict the test images with the CLI and score them."""
+    from napari_unet.cli import main as cli
+    from napari_unet.commands._files import read_labels, write_image
+    from napari_unet.core.metrics import instance_matching
+
+    inp, out = workdir / "images", workdir / "predicted"
+    inp.mkdir(parents=True, exist_ok=True)
+    for i, img, _, _, _ in test:
+        write_image(inp / f"{i}.tif", img)
+    argv = ["predict", "--model", str(model_path), "--input", str(inp), "--output", str(out)]
+    rc = cli(argv + (["--tta"] if tta else []))
+    if rc:
+        raise SystemExit(f"napari-unet predict failed ({rc})")
+    rows = {"all": [], "gray": [], "colour": []}
+    for i, _, _, lab, colour in test:
+        pred = read_labels(out / f"{i}_labels.tif")
+        m = instance_matching(pred, lab, threshold=0.5)
+        rows["all"].append(m)
+        rows["colour" if colour else "gray"].append(m)
+    return {k: scores(v) for k, v in rows.items()}
+
+
+def write_shipped(model_path: Path, report, train_ids, test_ids, *, name: str) -> Path:
+    """The shipped model file: float16 weights (loading casts to float32) + the metadata."""
+    from napari_unet.core.io import load_model, save_model
+    from napari_unet.models import REGISTRY
+
+    model, meta = load_model(model_path)
+    meta = {k: v for k, v in meta.items() if k not in ("architecture", "napari_unet_version")}
+    meta["shipped"] = {"name": name, "train_ids": train_ids, "test_ids": test_ids,
+                       "card": REGISTRY[name].card}
+    return save_model(model.half(), REGISTRY[name].path, **meta)
+
+
+def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
+    """A Markdown model card with the bioimage.io model fields, from this run's figures."""
+    from napari_unet import __version__
+    from napari_unet.core.io import read_metadata
+    from napari_unet.models import REGISTRY
+
+    meta = read_metadata(path)
+    arch, tr = meta["architecture"], meta.get("training", {})
+    shipped = report["shipped"]["test"]
+
+    def row(label, s):
+        return (f"| {label} | {s['images']} | {s['f1']:.3f} | {s['ap50']:.3f} | "
+                f"{s['f1_mean_per_image']:.3f} |" if s else f"| {label} | 0 | - | - | - |")
+
+    lines = [
+        f"# {name}: U-Net for 2D nuclei (napari-unet {__version__})", "",
+        "bioimage.io model fields:", "",
+        f"- name: napari-unet {name}",
+        f"- description: {REGISTRY[name].description}",
+        "- type: model; format: safetensors (float16 weights; loading casts to float32)",
+        "- authors: napari-unet contributors",
+        "- cite: Ronneberger, Fischer & Brox 2015, U-Net (arXiv 1505.04597); Caicedo et al. "
+        "2019, Nature Methods 16:1247 (DSB2018 / BBBC038)",
+        "- license: the weights CC0-derived data; code under the package's license",
+        "- tags: nuclei, instance-segmentation, fluorescence, brightfield, 2d, unet",
+        f"- inputs: one image, {arch['in_channels']} channel(s) "
+        f"({'RGB' if arch['in_channels'] == 3 else 'gray; colour averaged'}), "
+        f"normalisation {json.dumps(meta.get('normalization'))}",
+        f"- outputs: {arch['num_classes']} class probabilities {meta.get('class_names')}; "
+        "instance labels by napari-unet's post-processing",
+        f"- architecture: {json.dumps(arch)}",
+        f"- training_data: DSB2018 stage1_train (BBBC038, CC0), {len(train_ids)} images of "
+        "../shared/data/dsb2018, split by id with a seeded permutation "
+        f"(seed {report['args']['split_seed']}); the other {len(test_ids)} are the test set",
+        f"- training: {json.dumps(report.get('training'))}; settings: preset "
+        f"{tr.get('preset')}, lr {tr.get('lr')}, batch {tr.get('batch_size')}, tile "
+        f"{tr.get('tile')}, steps {tr.get('step')}, device {tr.get('device')}",
+        f"- command: python benchmarks/bench_dsb.py "
+        f"{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in report['args'].items() if v not in ('None', 'False'))}",
+        "", "## Figures on the held-out test images (this file, through napari-unet predict)", "",
+        "| images | n | F1@0.5 (pooled) | AP@0.5 (StarDist) | F1@0.5 (mean per image) |",
+        "|---|---|---|---|---|",
+        row("all", shipped["all"]), row("gray", shipped["gray"]),
+        row("colour", shipped["colour"]), "",
+        f"Test ids: {', '.join(test_ids)}", "",
+    ]
+    card = REGISTRY[name].card_path
+    card.write_text("\n".join(lines), encoding="utf-8")
+    return card
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--train-fraction", type=float, default=0.8)
+    p.add_argument("--classes", type=int, default=2, choices=(2, 3))
+    p.add_argument("--channels", default="gray", choices=("gray", "rgb"),
+                   help="gray: colour images averaged; rgb: 3 channels, gray ones replicated")
+    p.add_argument("--cpu-bf16", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--time-limit", type=float, default=900, help="wall-clock training seconds")
+    p.add_argument("--steps", type=int, help="step budget instead of (or before) the time")
+    p.add_argument("--base-channels", type=int)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--tile", type=int, help="network input side (default: the CLI's)")
+    p.add_argument("--validate-every", type=int, default=100)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed", type=int, default=0, help="time N steps per mode (fp32, bf16)")
+    p.add_argument("--init", help="fine-tune from a model file or shipped name")
+    p.add_argument("--model", help="evaluate this model file / shipped name, no training")
+    p.add_argument("--max-train", type=int, help="use only the first N training images")
+    p.add_argument("--max-test", type=int, help="evaluate only the first N test images")
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation (e.g. --speed)")
+    p.add_argument("--save", type=Path, help="write the trained model here")
+    p.add_argument("--ship", action="store_true",
+                   help="write the shipped model (fp16) and its card into napari_unet/models")
+    p.add_argument("--json", type=Path, help="write the report here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
+    train_ids, test_ids = split_ids(ids, train_fraction=args.train_fraction,
+                                    seed=args.split_seed)
+    train_ids = train_ids[: args.max_train] if args.max_train else train_ids
+    test_ids = test_ids[: args.max_test] if args.max_test else test_ids
+    report = {"args": {k: str(v) for k, v in vars(args).items()},
+              "split": {"train": len(train_ids), "test": len(test_ids)},
+              "machine": platform.processor() or platform.machine()}
+    try:
+        import os
+        report["load_before"] = os.getloadavg()
+    except OSError:
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.model:
+            from napari_unet.models import resolve_model
+
+            model_path = resolve_model(args.model)
+            from napari_unet.core.io import read_metadata
+
+            in_ch = read_metadata(model_path)["architecture"]["in_channels"]
+            args.channels = "rgb" if in_ch == 3 else "gray"
+        else:
+            pairs = load(args.data, train_ids, args.channels)
+            trainer, report["training"] = train(args, pairs, log)
+            model_path = args.save or tmp / "model.safetensors"
+            trainer.save(model_path)
+        test = load(args.data, test_ids, args.channels)
+        if not args.no_eval:
+            report["test"] = evaluate(model_path, test, tmp / "eval", args.tta)
+        if args.ship and not args.model:
+            shipped = write_shipped(model_path, report, train_ids, test_ids, name="nuclei")
+            report["shipped"] = {"path": str(shipped),
+                                 "test": evaluate(shipped, test, tmp / "eval_shipped", args.tta)}
+            write_card(shipped, report, train_ids, test_ids, name="nuclei")
+    try:
+        import os
+        report["load_after"] = os.getloadavg()
+    except OSError:
+        pass
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
