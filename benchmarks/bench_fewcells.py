@@ -1,7 +1,7 @@
 """A few painted cells are enough: the issue-11 figure on DSB2018 nuclei images.
 
 For each image: paint the 8 true nuclei nearest the image centre (no regions), train with the
-GUI's default recipe (``core.presets.gui_defaults("cpu")``) on the CPU for the GUI's default
+GUI's default recipe (``core.config.gui_defaults("cpu")``) on the CPU for the GUI's default
 budget, predict the whole image through the Predict widget's path (``widgets._jobs.
 iter_prediction``: the model's normalisation, overlap-tile prediction, labels at threshold 0.5)
 and score instance F1@0.5 against *all* true nuclei. The same run with a correctly drawn region
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     import dataclasses
 
-    from napari_unet.core.presets import gui_defaults
+    from napari_unet.core.config import gui_defaults
     from napari_unet.widgets._jobs import background_threads
 
     if args.band_fraction is not None:

@@ -55,7 +55,7 @@ def load(data: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
 def gui_config(**changes):
     """The GUI's default training settings on the CPU (core.presets once issue 11a landed)."""
     try:
-        from napari_unet.core.presets import gui_defaults
+        from napari_unet.core.config import gui_defaults
     except ImportError:  # before the GUI recipe moved to core
         from napari_unet.widgets._train_form import gui_defaults
     return dataclasses.replace(gui_defaults("cpu"), **changes)

@@ -119,6 +119,7 @@ def test_stored_postprocess_is_the_default_and_flags_override(tmp_path, capsys):
 
     def run(*flags):
         out = tmp_path / f"out{len(flags)}"
+        flags = (*flags, "--force")  # run() predicts into the same folder more than once
         assert main(["predict", "--model", str(path), "--input", str(tmp_path / "in"),
                      "--output", str(out), "--tile", "60", "--device", "cpu", *flags]) == 0
         return tifffile.imread(out / "img0_labels.tif")

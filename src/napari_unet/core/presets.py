@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["PRESETS", "Preset", "gui_defaults", "lr_factor", "make_optimizer"]
+__all__ = ["PRESETS", "Preset", "lr_factor", "make_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,22 +75,3 @@ def lr_factor(preset: Preset, progress: float) -> float:
         rest = (progress - preset.warmup) / max(1.0 - preset.warmup, 1e-12)
         return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * rest))
     return 1.0
-
-
-def gui_defaults(device="auto"):
-    """The training settings the GUI's Start uses untouched (and ``bench_fewcells.py``).
-
-    On a CPU: depth 3, the device's narrow width, tile 156, batch 2, AdamW 2e-3, no drop-out,
-    for at most 1500 steps or 2 minutes. On a GPU: the paper's network (depth 4, 64 base
-    channels, drop-out 0.5) for 2000 steps or 5 minutes.
-
-    >>> gui_defaults("cpu").tile
-    156
-    """
-    from napari_unet.core.device import pick_device
-    from napari_unet.core.train import TrainConfig
-
-    if pick_device(device).type == "cpu":
-        return TrainConfig.for_device(device, depth=3, tile=156, batch_size=2, lr=2e-3,
-                                      dropout=0.0, steps=1500, time_limit=120.0)
-    return TrainConfig.for_device(device, depth=4, steps=2000, time_limit=300.0)

@@ -48,7 +48,7 @@ def band_width(labels: np.ndarray, *, fraction: float | None = None) -> int:
     >>> band_width(labels), band_width(labels, fraction=0.5)
     (3, 6)
     """
-    from napari_unet.core.targets import to_instances
+    from napari_unet.core.instances import to_instances
 
     fraction = BAND_FRACTION if fraction is None else fraction
     if not (fraction >= 0 and np.isfinite(fraction)):
@@ -80,7 +80,7 @@ def _background_mask(background, shape) -> np.ndarray | None:
 
 def _areas(inst, annotated, background, sparse, band_fraction):
     """(counted, band, cells, background) of the rule; ``band`` is 0 when no band is used."""
-    from napari_unet.core.targets import as_annotated
+    from napari_unet.core.instances import as_annotated
 
     cells = inst > 0
     ann = as_annotated(annotated, inst.shape)
@@ -160,7 +160,7 @@ def counted_area(
     >>> bool(counted_area(labels, sparse=False).all())
     True
     """
-    from napari_unet.core.targets import to_instances
+    from napari_unet.core.instances import to_instances
 
     inst = to_instances(labels)
     return _areas(inst, annotated, background, bool(sparse), band_fraction)[0]
@@ -191,7 +191,7 @@ def describe_annotation(
     >>> describe_annotation(labels)["text"]
     'painted cells + a 2 px band around them (no regions drawn): 1 cell, 8 of 12 pixels count'
     """
-    from napari_unet.core.targets import to_instances
+    from napari_unet.core.instances import to_instances
 
     inst = to_instances(labels)
     counted, band, cells, bg = _areas(inst, annotated, background, bool(sparse), band_fraction)

@@ -42,10 +42,10 @@ import torch
 
 from napari_unet.core import checkpoint as ckpt
 from napari_unet.core import distributed as ddp
-from napari_unet.core.augment import AugmentConfig, augment_batch
+from napari_unet.core.augment import augment_batch
 from napari_unet.core.checks import check_training_pairs
+from napari_unet.core.config import TrainConfig
 from napari_unet.core.data import (
-    DEFAULT_NORMALIZATION,
     PatchSampler,
     as_training_pairs,
     prepare_pairs,
@@ -64,90 +64,6 @@ from napari_unet.core.validation import choose_postprocess, validate
 __all__ = ["TrainConfig", "TrainEvent", "Trainer"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Settings of one training run; :meth:`for_device` picks sizes that suit the device.
-
-    ``steps`` and ``time_limit`` are budgets: the run ends at whichever comes first
-    (``steps=None`` for time only). ``time_limit`` is the run's wall-clock budget in seconds
-    from the start of :meth:`Trainer.run`, pauses excluded: preparing the targets, the steps,
-    the validations and the checkpoints all count, and a step or validation that would end
-    past it is not started. ``lr`` and ``batch_size`` default to
-    the preset's. ``tile`` is the network's input side (None: the smallest valid tile whose
-    output covers the largest image, at most 572, the paper's). ``validate_every=0`` disables
-    validation; ``val_fraction`` is the band of each image held out (0: none). ``cpu_bf16``:
-    bfloat16 autocast of the forward pass on the CPU ("auto": where the CPU computes bf16
-    natively, :func:`napari_unet.core.device.cpu_supports_bf16`; weights and loss stay float32).
-    """
-
-    preset: str = "adamw"
-    steps: int | None = 1000
-    time_limit: float | None = None
-    depth: int = 4
-    base_channels: int = 16
-    num_classes: int = 2
-    dropout: float = 0.5
-    lr: float | None = None
-    batch_size: int | None = None
-    tile: int | None = None
-    w0: float = 10.0
-    sigma: float = 5.0
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
-    validate_every: int = 100
-    val_fraction: float = 0.1
-    device: str = "auto"
-    #: bfloat16 autocast on the CPU: "auto" (where the CPU has AVX-512 BF16 / AMX), "on", "off";
-    #: master weights and the loss stay float32
-    cpu_bf16: str = "auto"
-    #: torch CPU threads while :meth:`Trainer.run` trains (restored afterwards); None: all cores
-    threads: int | None = None
-    seed: int = 0
-    checkpoint_dir: str | Path | None = None
-    checkpoint_every: int | None = None
-    history_every: int = 10
-    normalization: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
-
-    @classmethod
-    def for_device(cls, device: str | torch.device = "auto", **changes) -> TrainConfig:
-        """Defaults for a device: the paper's 64 base channels on a GPU, 16 on the CPU."""
-        dev = pick_device(device)
-        base = 64 if dev.type in ("cuda", "mps") else 16
-        return cls(**{"base_channels": base, "device": str(device), **changes})
-
-    def __post_init__(self) -> None:
-        get_preset(self.preset)
-        if self.steps is None and self.time_limit is None:
-            raise ValueError("steps, time_limit: give a step budget, a time limit, or both")
-        if self.steps is not None and self.steps == 0:
-            raise ValueError("steps: expected at least 1 step, got 0 (nothing would be trained)")
-        if self.time_limit is not None and not (
-            math.isfinite(self.time_limit) and self.time_limit > 0
-        ):
-            raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}")
-        if self.num_classes not in (2, 3):
-            raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
-        if self.cpu_bf16 not in ("auto", "on", "off"):
-            raise ValueError(f"cpu_bf16: expected 'auto', 'on' or 'off', got {self.cpu_bf16!r}")
-        for name, low in (("steps", 1), ("batch_size", 1), ("tile", 1), ("depth", 0),
-                          ("base_channels", 1), ("validate_every", 0), ("seed", 0),
-                          ("history_every", 1), ("checkpoint_every", 0), ("threads", 1)):
-            _check_int(name, getattr(self, name), low)
-        for name, value, ok, want in (
-            ("lr", self.lr, lambda v: v > 0, "> 0"),
-            ("dropout", self.dropout, lambda v: 0 <= v < 1, "in [0, 1)"),
-            ("w0", self.w0, lambda v: v >= 0, ">= 0"),
-            ("sigma", self.sigma, lambda v: v > 0, "> 0"),
-            ("val_fraction", self.val_fraction, lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
-        ):
-            if value is not None and not (math.isfinite(value) and ok(value)):
-                raise ValueError(f"{name}: expected a number {want}, got {value!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["checkpoint_dir"] = None if self.checkpoint_dir is None else str(self.checkpoint_dir)
-        return d
 
 
 @dataclasses.dataclass
@@ -617,13 +533,6 @@ class Trainer:
         if path is not None:
             return f"saved {path}"
         return "no checkpoint_dir: nothing written" if self.is_main else "rank 0 writes checkpoints"
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
 
 
 def _round_up(n: int, k: int) -> int:

@@ -35,12 +35,12 @@ def _spin(cls, lo, hi, value, tip, step=1, decimals=None):
 
 
 def gui_defaults(device="auto"):
-    """The settings that Start uses untouched: :func:`napari_unet.core.presets.gui_defaults`.
+    """The settings that Start uses untouched: :func:`napari_unet.core.config.gui_defaults`.
 
     >>> gui_defaults("cpu").tile
     156
     """
-    from napari_unet.core.presets import gui_defaults as core_defaults
+    from napari_unet.core.config import gui_defaults as core_defaults
 
     return core_defaults(device)
 
