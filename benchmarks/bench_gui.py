@@ -87,6 +87,10 @@ def main() -> int:
     parser.add_argument("--plot-interval", type=float,
                         help="seconds between two plot renders (default: the widget's)")
     args = parser.parse_args()
+    import tempfile
+
+    runs = tempfile.TemporaryDirectory(prefix="bench_gui_runs_")
+    os.environ.setdefault("NAPARI_UNET_RUNS", runs.name)  # the run folders go there
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -142,6 +146,7 @@ def main() -> int:
     for name, (worst, total, n) in sorted(costs.items()):
         print(f"GUI thread in {name}: {n} calls, longest {worst:.1f} ms, total {total:.0f} ms")
     viewer.close()
+    runs.cleanup()
     return 0
 
 
