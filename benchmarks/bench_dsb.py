@@ -132,6 +132,9 @@ def train(args, pairs, log):
         num_classes=args.classes, cpu_bf16=args.cpu_bf16, seed=args.seed,
         validate_every=args.validate_every, depth=args.depth, tile=args.tile,
         **({"base_channels": args.base_channels} if args.base_channels else {}),
+        **({"batch_size": args.batch_size} if args.batch_size else {}),
+        **({"lr": args.lr} if args.lr else {}),
+        **({"dropout": args.dropout} if args.dropout is not None else {}),
     )
     tp = [TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs]
     trainer = Trainer(tp, cfg, init_model=args.init)
@@ -255,6 +258,9 @@ def main(argv=None) -> int:
     p.add_argument("--base-channels", type=int)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--tile", type=int, help="network input side (default: the CLI's)")
+    p.add_argument("--batch-size", type=int, help="patches per step (default: the CLI's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    p.add_argument("--dropout", type=float, help="drop-out (default: the CLI's)")
     p.add_argument("--validate-every", type=int, default=100)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,8 @@
 For each image: paint the 8 true nuclei nearest the image centre (no regions), train with the
 GUI's default recipe (``core.config.gui_defaults("cpu")``) on the CPU for the GUI's default
 budget, predict the whole image through the Predict widget's path (``widgets._jobs.
-iter_prediction``: the model's normalisation, overlap-tile prediction, labels at threshold 0.5)
+iter_prediction``: the model's normalisation, overlap-tile prediction, labels with the
+post-processing stored in the model at the end of training)
 and score instance F1@0.5 against *all* true nuclei. The same run with a correctly drawn region
 (the bounding box of the 8 cells, every true nucleus inside it labelled) is the reference.
 
