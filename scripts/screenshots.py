@@ -2,8 +2,11 @@
 
     xvfb-run -a python scripts/screenshots.py [--steps 200] [--out docs/images]
 
-Opens napari (show=True) with the real nuclei sample, docks each widget in turn, trains a small
-network for a short while, predicts, and saves the whole window to <out>/<widget>.png.
+Opens napari (show=True) with the real nuclei sample, docks each widget in turn and does what a
+user does: paints the 8 nuclei nearest the centre and a background stroke, looks at the weight map
+(the not-counted area veiled), trains (a child process, live curves and preview), predicts and
+compares with all true nuclei, then uses the prediction as an annotation and continues training.
+Saves the whole window to <out>/{annotate,weight_map,train,predict,loop}.png.
 """
 
 from __future__ import annotations
@@ -48,45 +51,74 @@ def main() -> int:
         viewer.screenshot(path=str(args.out / f"{name}.png"), canvas_only=False, flash=False)
         print(args.out / f"{name}.png")
 
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    # 1. the few-cells workflow: paint the 8 nuclei nearest the centre (no regions drawn)
     annotate = widgets["Annotate cells"]
     annotate.image_combo.set_layer(image)
     labels = annotate.create_labels()
-    labels.data[:128, :128] = truth.data[:128, :128]  # "painted": the top-left quarter
-    labels.refresh()
-    regions = annotate.add_regions_layer()
-    regions.add_rectangles([[0, 0], [127, 127]])
+    ids = np.unique(truth.data)[1:]
+    centres = ndi.center_of_mass(np.ones_like(truth.data), truth.data, ids)
+    mid = np.array(truth.data.shape) / 2
+    nearest = ids[np.argsort([np.hypot(*(np.array(c) - mid)) for c in centres])[:8]]
+    painted = np.where(np.isin(truth.data, nearest), truth.data, 0)
+    labels.data = painted
+    background = annotate.background_brush()  # an explicit background stroke
+    bg = np.zeros(truth.data.shape, np.uint8)
+    bg[5:15, 5:60] = 1
+    background.data = bg
     annotate.new_cell()
     shot("annotate", "Annotate cells")
 
     weights = widgets["Weight map"]
-    weights.labels_combo.set_layer(truth)
+    weights.labels_combo.set_layer(labels)
     weights.compute()
     _wait(app, lambda: weights._worker is None and weights.weight_layer is not None)
     shot("weight_map", "Weight map")
-    for name in ("weight map", "separation borders", "annotated regions"):
-        viewer.layers[name].visible = False
+    for layer in list(viewer.layers):
+        if layer.name in ("weight map", "separation borders", "not counted (weight 0)"):
+            layer.visible = False
 
+    # 2. train on the 8 painted cells in a child process, live curves and preview
     train = widgets["Train U-Net"]
     train.form.image_combo.set_layer(image)
-    train.form.labels_combo.set_layer(truth)
-    train.form.depth.setValue(3)
+    train.form.labels_combo.set_layer(labels)
     train.form.steps.setValue(args.steps)
-    train._preview_timer.setInterval(2000)
+    train.update_rule()
     train.start_training()
-    _wait(app, lambda: train.trainer is not None and train.trainer.step >= args.steps * 0.8)
-    _wait(app, lambda: "live prediction" in viewer.layers, 30)
+    _wait(app, lambda: train.progress.value() >= 0.8 * train.progress.maximum() > 0
+          and train.previews_shown > 0)
     shot("train", "Train U-Net")
     _wait(app, lambda: not train.is_training())
-    viewer.layers["live prediction"].visible = False
+    if "live prediction" in viewer.layers:
+        viewer.layers["live prediction"].visible = False
 
+    # 3. predict, compare with all true nuclei
     predict = widgets["Predict"]
     predict.image_combo.set_layer(image)
     predict.compare_combo.set_layer(truth)
     predict.contours.setChecked(True)
     truth.visible = False
+    labels.visible = False
+    background.visible = False
     predict.predict()
     _wait(app, lambda: predict.worker is None)
     shot("predict", "Predict")
+
+    # 4. correct and retrain: the prediction becomes an annotation (a copy), is corrected,
+    #    and Continue training fine-tunes the current model on all pairs so far
+    corrected = predict.use_as_annotation()
+    for name in ("comparison (matched/missed/extra)",):
+        if name in viewer.layers:
+            viewer.layers[name].visible = False
+    corrected.visible = True
+    train.form.labels_combo.set_layer(corrected)
+    train.form.steps.setValue(max(args.steps // 2, 1))
+    train.continue_training()
+    _wait(app, lambda: not train.is_training())
+    viewer.window.dock_widgets["Train U-Net"].parent().raise_()
+    shot("loop", "Train U-Net")
     viewer.close()
     return 0
 
