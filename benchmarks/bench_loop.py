@@ -106,11 +106,11 @@ def correct(pred: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarray, li
 
 
 def predict(model, metadata, image) -> np.ndarray:
-    from napari_unet.core.postprocess import labels_from_probabilities
-    from napari_unet.core.predict import predict_image
+    """Labels as the Predict widget makes them: the one segmentation path, with the
+    post-processing stored in the model at the end of its training."""
+    from napari_unet.core.segment import segment
 
-    prob = predict_image(model, image, metadata=metadata, device="cpu")
-    return labels_from_probabilities(prob)
+    return segment(model, image, metadata=metadata, device="cpu")[1]
 
 
 def train_run(root: Path, pairs, names, config, parent):
@@ -171,7 +171,9 @@ def main() -> None:
         corrected, worst = correct(pred, truth, args.worst)
         from napari_unet.core.data import TrainingPair
 
-        pairs[k] = TrainingPair(image, corrected)  # the corrected prediction: a full annotation
+        # the corrected prediction, trained as the Train widget does by default ("labels are
+        # complete" unticked: the cells, a band around them and nothing else count)
+        pairs[k] = TrainingPair(image, corrected, sparse=True)
         config = gui_config(time_limit=60 * args.round_minutes, **steps)
         path, info = train_run(root, list(pairs.values()), [f"image{i}" for i in pairs],
                                config, path)

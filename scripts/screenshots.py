@@ -46,7 +46,13 @@ def main() -> int:
     truth = viewer.layers["nuclei (DSB2018) labels"]
 
     def shot(name, dock_name):
-        viewer.window.dock_widgets[dock_name].parent().raise_()
+        widget = widgets.get(dock_name)
+        dock = widget.parent() if widget is not None else None
+        while dock is not None and not hasattr(dock, "setFloating"):  # the QDockWidget
+            dock = dock.parent()
+        if dock is not None:
+            dock.show()
+            dock.raise_()
         _wait(app, lambda: False, 1.0)
         viewer.screenshot(path=str(args.out / f"{name}.png"), canvas_only=False, flash=False)
         print(args.out / f"{name}.png")
@@ -55,6 +61,7 @@ def main() -> int:
     from scipy import ndimage as ndi
 
     # 1. the few-cells workflow: paint the 8 nuclei nearest the centre (no regions drawn)
+    truth.visible = False  # the true labels are only for the comparison at the end
     annotate = widgets["Annotate cells"]
     annotate.image_combo.set_layer(image)
     labels = annotate.create_labels()
@@ -69,7 +76,14 @@ def main() -> int:
     bg[5:15, 5:60] = 1
     background.data = bg
     annotate.new_cell()
+    _wait(app, lambda: False, 2.0)  # the Weight map widget follows the painting: hide its layers
+    for layer in list(viewer.layers):
+        if layer.name in ("weight map", "separation borders", "not counted (weight 0)"):
+            layer.visible = False
     shot("annotate", "Annotate cells")
+    for layer in list(viewer.layers):
+        if layer.name in ("weight map", "separation borders", "not counted (weight 0)"):
+            layer.visible = True
 
     weights = widgets["Weight map"]
     weights.labels_combo.set_layer(labels)
@@ -99,7 +113,6 @@ def main() -> int:
     predict.image_combo.set_layer(image)
     predict.compare_combo.set_layer(truth)
     predict.contours.setChecked(True)
-    truth.visible = False
     labels.visible = False
     background.visible = False
     predict.predict()
