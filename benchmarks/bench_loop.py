@@ -139,6 +139,8 @@ def main() -> None:
     p.add_argument("--start-minutes", type=float, default=2.0, help="Start's budget (GUI: 2)")
     p.add_argument("--round-minutes", type=float, default=1.0, help="each Continue's budget")
     p.add_argument("--steps", type=int, help="step cap of every training (default: the GUI's)")
+    p.add_argument("--continue-lr", type=float,
+                   help="learning rate of each Continue (default: the GUI's, as for Start)")
     p.add_argument("--runs", type=Path, help="runs root (default: a temporary folder)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
@@ -174,7 +176,8 @@ def main() -> None:
         # the corrected prediction, trained as the Train widget does by default ("labels are
         # complete" unticked: the cells, a band around them and nothing else count)
         pairs[k] = TrainingPair(image, corrected, sparse=True)
-        config = gui_config(time_limit=60 * args.round_minutes, **steps)
+        lr = {} if args.continue_lr is None else {"lr": args.continue_lr}
+        config = gui_config(time_limit=60 * args.round_minutes, **steps, **lr)
         path, info = train_run(root, list(pairs.values()), [f"image{i}" for i in pairs],
                                config, path)
         row = {"round": k + 1, "image": args.images[k], "f1_image_before": f1_before,
