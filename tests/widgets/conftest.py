@@ -7,3 +7,25 @@ import pytest
 def _runs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_UNET_RUNS", str(tmp_path / "runs"))
     return tmp_path / "runs"
+
+
+def tiny_settings(widget, steps):
+    """A tiny network that learns the easy synthetic cells in a few dozen steps."""
+    form = widget.form
+    form.depth.setValue(2)
+    form.base.setValue(8)
+    form.steps.setValue(steps)
+    form.minutes.setValue(0)
+    form.lr.setValue(5e-3)
+    form.batch.setValue(2)
+    form.tile.setValue(0)  # auto: covers the whole small image
+    form.dropout.setValue(0.0)
+    form.augment.setChecked(False)
+    form.device.setCurrentText("cpu")
+    form.live.setChecked(False)
+
+
+@pytest.fixture
+def tiny():
+    """``tiny(widget, steps)``: set the Train form to :func:`tiny_settings`."""
+    return tiny_settings

@@ -16,20 +16,6 @@ from napari_unet.widgets.weight_map import WEIGHT_LAYER, WeightMapWidget
 pytestmark = pytest.mark.gui
 
 
-def _tiny(widget, steps):
-    """A tiny network that learns the easy synthetic cells in a few dozen steps."""
-    form = widget.form
-    form.depth.setValue(2)
-    form.base.setValue(8)
-    form.steps.setValue(steps)
-    form.minutes.setValue(0)
-    form.lr.setValue(5e-3)
-    form.batch.setValue(2)
-    form.tile.setValue(0)  # auto: covers the whole small image
-    form.dropout.setValue(0.0)
-    form.augment.setChecked(False)
-    form.device.setCurrentText("cpu")
-    form.live.setChecked(False)
 
 
 def _viewer_with_cells(make_napari_viewer, shape=(96, 96), seed=0):
@@ -39,7 +25,7 @@ def _viewer_with_cells(make_napari_viewer, shape=(96, 96), seed=0):
     return viewer, image, truth
 
 
-def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
+def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot, tiny):
     viewer, _, truth = _viewer_with_cells(make_napari_viewer, (96, 96))
     annotate = AnnotateWidget(viewer)
     labels = annotate.create_labels()
@@ -55,7 +41,7 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
     train = TrainWidget(viewer)
     train.form.image_combo.set_layer(viewer.layers["cells"])
     train.form.labels_combo.set_layer(labels)
-    _tiny(train, 60)
+    tiny(train, 60)
     assert train.form.config().augment.elastic_sigma == 0 and train.form.config().lr == 5e-3
     train.form.live.setChecked(True)
     train._preview_timer.setInterval(500)
@@ -79,14 +65,13 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot):
 
 
 def test_training_runs_in_a_child_process_and_second_start_is_refused(
-    make_napari_viewer, qtbot, monkeypatch
-):
+    make_napari_viewer, qtbot, monkeypatch, tiny):
     from napari_unet.widgets import train as train_module
 
     viewer, _, truth = _viewer_with_cells(make_napari_viewer, (64, 64), seed=1)
     viewer.add_labels(truth, name="truth")
     train = TrainWidget(viewer)
-    _tiny(train, 20)
+    tiny(train, 20)
     seen = []
     monkeypatch.setattr(train_module, "show_info", seen.append)
     first = train.start_training()
@@ -101,12 +86,12 @@ def test_training_runs_in_a_child_process_and_second_start_is_refused(
     assert shared_models(viewer).model is not None
 
 
-def test_pause_resume_and_closing_stops_the_child_and_keeps_the_model(make_napari_viewer, qtbot):
+def test_pause_resume_and_closing_stops_the_child_and_keeps_the_model(make_napari_viewer, qtbot, tiny):
     viewer, _, truth = _viewer_with_cells(make_napari_viewer, (64, 64), seed=2)
     viewer.add_labels(truth, name="truth")
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train U-Net")
-    _tiny(train, 100_000)
+    tiny(train, 100_000)
     proc = train.start_training()
     qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=120000)
     train.toggle_pause()

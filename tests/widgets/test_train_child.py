@@ -15,19 +15,6 @@ from napari_unet.widgets.train import TrainWidget
 pytestmark = pytest.mark.gui
 
 
-def _tiny(widget, steps):
-    form = widget.form
-    form.depth.setValue(2)
-    form.base.setValue(8)
-    form.steps.setValue(steps)
-    form.minutes.setValue(0)
-    form.lr.setValue(5e-3)
-    form.batch.setValue(2)
-    form.tile.setValue(0)
-    form.dropout.setValue(0.0)
-    form.augment.setChecked(False)
-    form.device.setCurrentText("cpu")
-    form.live.setChecked(False)
 
 
 def _viewer(make_napari_viewer, seed=0):
@@ -39,15 +26,14 @@ def _viewer(make_napari_viewer, seed=0):
 
 
 def test_sigkill_of_the_child_is_a_notification_and_the_checkpoint_loads(
-    make_napari_viewer, qtbot, monkeypatch, tmp_path
-):
+    make_napari_viewer, qtbot, monkeypatch, tmp_path, tiny):
     from napari_unet.widgets import _train_client
 
     errors = []
     monkeypatch.setattr(_train_client, "show_error", errors.append)
     viewer, image, truth = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
-    _tiny(train, 100_000)
+    tiny(train, 100_000)
     proc = train.start_training()
     qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=120000)
     saved = train.save_model(tmp_path / "before.safetensors")  # a checkpoint in the run
@@ -70,10 +56,10 @@ def test_sigkill_of_the_child_is_a_notification_and_the_checkpoint_loads(
     load_model(path)
 
 
-def test_two_gloo_processes_from_the_widgets_launcher(make_napari_viewer, qtbot):
+def test_two_gloo_processes_from_the_widgets_launcher(make_napari_viewer, qtbot, tiny):
     viewer, _, _ = _viewer(make_napari_viewer, seed=1)
     train = TrainWidget(viewer)
-    _tiny(train, 4)
+    tiny(train, 4)
     assert not train.form.gpus.isVisibleTo(train.form)  # one device: no GPUs setting
     train.form.set_gpu_limit(2)  # as on a machine with two GPUs; here two CPU processes
     train.form.gpus.setValue(2)
@@ -87,14 +73,14 @@ def test_two_gloo_processes_from_the_widgets_launcher(make_napari_viewer, qtbot)
     assert shared_models(viewer).metadata["training"]["step"] == 4
 
 
-def test_a_batch_that_does_not_split_over_the_gpus_is_refused(make_napari_viewer, monkeypatch):
+def test_a_batch_that_does_not_split_over_the_gpus_is_refused(make_napari_viewer, monkeypatch, tiny):
     from napari_unet.widgets import _common
 
     errors = []
     monkeypatch.setattr(_common, "show_error", errors.append)
     viewer, _, _ = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
-    _tiny(train, 4)
+    tiny(train, 4)
     train.form.set_gpu_limit(2)
     train.form.gpus.setValue(2)
     train.form.batch.setValue(3)
@@ -104,8 +90,7 @@ def test_a_batch_that_does_not_split_over_the_gpus_is_refused(make_napari_viewer
 
 
 def test_settings_the_device_cannot_hold_are_refused_before_start(
-    make_napari_viewer, monkeypatch, _runs_in_tmp
-):
+    make_napari_viewer, monkeypatch, _runs_in_tmp, tiny):
     pytest.importorskip("napari_unet.core.memory")
     from napari_unet.widgets import _common
 
@@ -113,7 +98,7 @@ def test_settings_the_device_cannot_hold_are_refused_before_start(
     monkeypatch.setattr(_common, "show_error", errors.append)
     viewer, _, _ = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
-    _tiny(train, 4)
+    tiny(train, 4)
     train.form.depth.setValue(6)
     train.form.base.setValue(128)
     train.form.tile.setValue(2048)

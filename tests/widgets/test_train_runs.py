@@ -21,19 +21,6 @@ from napari_unet.widgets.train import PREVIEW_LAYER, TrainWidget
 pytestmark = pytest.mark.gui
 
 
-def _tiny(widget, steps):
-    form = widget.form
-    form.depth.setValue(2)
-    form.base.setValue(8)
-    form.steps.setValue(steps)
-    form.minutes.setValue(0)
-    form.lr.setValue(5e-3)
-    form.batch.setValue(2)
-    form.tile.setValue(0)
-    form.dropout.setValue(0.0)
-    form.augment.setChecked(False)
-    form.device.setCurrentText("cpu")
-    form.live.setChecked(False)
 
 
 def _train(widget, qtbot, *, cont=False):
@@ -48,14 +35,13 @@ def _first_param(model) -> torch.Tensor:
 
 
 def test_every_training_is_a_run_folder_and_runs_can_be_reloaded(
-    make_napari_viewer, qtbot, _runs_in_tmp
-):
+    make_napari_viewer, qtbot, _runs_in_tmp, tiny):
     viewer = make_napari_viewer()
     image, truth = synthetic_cells((64, 64), radius=10, seed=0)
     viewer.add_image(image, name="cells")
     viewer.add_labels(truth, name="truth")
     train = TrainWidget(viewer)
-    _tiny(train, 6)
+    tiny(train, 6)
     first = _train(train, qtbot)
     assert first.parent == _runs_in_tmp  # the default root ($NAPARI_UNET_RUNS)
     record = json.loads((first / "run.json").read_text())
@@ -69,7 +55,7 @@ def test_every_training_is_a_run_folder_and_runs_can_be_reloaded(
 
     root = _runs_in_tmp.parent / "elsewhere"
     train.form.runs_root.setText(str(root))  # the location is changeable
-    _tiny(train, 3)
+    tiny(train, 3)
     train.form.steps.setValue(3)
     second = _train(train, qtbot)
     assert second.parent == root
@@ -84,14 +70,14 @@ def test_every_training_is_a_run_folder_and_runs_can_be_reloaded(
     assert torch.equal(_first_param(shared_models(viewer).model), first_weights)
 
 
-def test_closing_the_viewer_mid_training_leaves_a_loadable_model(make_napari_viewer, qtbot):
+def test_closing_the_viewer_mid_training_leaves_a_loadable_model(make_napari_viewer, qtbot, tiny):
     viewer = make_napari_viewer()
     image, truth = synthetic_cells((64, 64), radius=10, seed=2)
     viewer.add_image(image, name="cells")
     viewer.add_labels(truth, name="truth")
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train U-Net")
-    _tiny(train, 100_000)
+    tiny(train, 100_000)
     proc = train.start_training()
     qtbot.waitUntil(lambda: len(train.plot.losses) >= 3, timeout=120000)
     run_dir = train.run_dir
@@ -108,8 +94,7 @@ def test_closing_the_viewer_mid_training_leaves_a_loadable_model(make_napari_vie
 
 
 def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
-    make_napari_viewer, qtbot
-):
+    make_napari_viewer, qtbot, tiny):
     viewer = make_napari_viewer()
     image1, truth1 = synthetic_cells((96, 96), radius=12, seed=0)
     image2, truth2 = synthetic_cells((96, 96), radius=12, seed=1)
@@ -119,7 +104,7 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     train = TrainWidget(viewer)
     train.form.image_combo.set_layer(viewer.layers["one"])
     train.form.labels_combo.set_layer(viewer.layers["truth one"])
-    _tiny(train, 40)
+    tiny(train, 40)
     first = _train(train, qtbot)
     current = _first_param(shared_models(viewer).model)
 
@@ -153,13 +138,13 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     assert predict.model()[0] is shared_models(viewer).model  # the next image: the newest model
 
 
-def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_path):
+def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_path, tiny):
     viewer = make_napari_viewer()
     image, truth = synthetic_cells((64, 64), radius=10, seed=3)
     viewer.add_image(image, name="cells")
     viewer.add_labels(truth, name="truth")
     train = TrainWidget(viewer)
-    _tiny(train, 100_000)
+    tiny(train, 100_000)
     train.form.live.setChecked(True)
     train._preview_timer.setInterval(200)
     train.start_training()
