@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", help="network input tile, N, HxW or DxHxW for a 3D model "
                         "(default: from memory)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    parser.add_argument("--block", type=int, default=1024, help="zarr output block side")
+    parser.add_argument("--block", type=int, default=None,
+                        help="zarr output block side (default 1024; 128 for a 3D model)")
     parser.add_argument(
         "--channel-axis", type=int,
         help="axis of the channels in the input (default: colour only for (H, W, 3|4) RGB(A) "
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.core.device import pick_device
     from napari_unet.core.io import load_model
 
-    if args.block < 1:
+    if args.block is not None and args.block < 1:
         raise CLIError(f"--block: expected a positive block side, got {args.block}")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
