@@ -3,7 +3,9 @@
 Drawing two matplotlib axes (log-scale ticks, legend, text) takes 0.1-0.5 s of CPU; on the GUI
 thread that freezes napari while training. Here the figure belongs to a plain Agg canvas that only
 a worker thread draws (one render at a time, at most every ``min_interval`` seconds); the GUI
-thread only turns the finished RGBA buffer into a pixmap.
+thread only turns the finished RGBA buffer into a pixmap. With ``hold`` set (the Train widget,
+while training) a finished picture waits for :meth:`TrainingPlot.show_held`, so that it is
+shown in the same repaint as the rest of the training's progress.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class TrainingPlot(QLabel):
         self._dirty = False
         #: number of renders shown (tests and benchmarks)
         self.renders = 0
+        #: keep finished pictures for :meth:`show_held` instead of showing them at once
+        self.hold = False
+        self._held = None
         self.clear()
 
     # ------------------------------------------------------------------ data
@@ -112,7 +117,17 @@ class TrainingPlot(QLabel):
         if self._dirty:
             self._redraw()
 
-    def _show(self, rgba: np.ndarray) -> None:
+    def show_held(self) -> None:
+        """Show the newest picture kept while ``hold`` was set (if any)."""
+        rgba, self._held = self._held, None
+        if rgba is not None:
+            self._show(rgba, force=True)
+
+    def _show(self, rgba: np.ndarray, force: bool = False) -> None:
+        if self.hold and not force:
+            self._held = rgba
+            return
+        self._held = None
         h, w = rgba.shape[:2]
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         try:
