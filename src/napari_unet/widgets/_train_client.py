@@ -133,6 +133,7 @@ class ChildClient:
             logger.exception("showing the training's progress")
             show_error(error_message(exc))
         self.plot.show_held()
+        self._render_timer.start(UI_MS // 2)  # the next picture, half-way to the next flush
 
     def _show_step(self, event: dict):
         """The step, loss, speed and time left as the progress bar's value and text: one
@@ -222,6 +223,7 @@ class ChildClient:
 
     def _end_training(self):
         self._poll_timer.stop()
+        self._render_timer.stop()
         self.plot.hold = False
         self.plot.flush()
         try:

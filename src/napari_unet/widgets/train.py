@@ -119,6 +119,9 @@ class TrainWidget(ChildClient, QWidget):
         self._flush_timer = QTimer(self)  # single shot: started when something waits to be shown
         self._flush_timer.setSingleShot(True)
         self._flush_timer.timeout.connect(self.flush_ui)
+        self._render_timer = QTimer(self)  # the plot renders between two flushes
+        self._render_timer.setSingleShot(True)
+        self._render_timer.timeout.connect(self.plot.render_if_stale)
         self.start.clicked.connect(self._on_start)
         self.pause.clicked.connect(self._on_pause)
         self.stop.clicked.connect(self._on_stop)
