@@ -166,6 +166,25 @@ def tracing_app(spans: list, costs: dict, *, min_ms: float = 5.0):
     return TracingApp(sys.argv[:1])
 
 
+def trace_gc(spans: list, costs: dict) -> None:
+    """Record Python's garbage collections (any thread) as spans "gc gen N"."""
+    import gc
+
+    began = {}
+
+    def callback(phase, info):
+        if phase == "start":
+            began[info["generation"]] = time.perf_counter()
+        elif info["generation"] in began:
+            t0, t1 = began.pop(info["generation"]), time.perf_counter()
+            if t1 - t0 >= 0.002:
+                label = f"gc gen {info['generation']}"
+                spans.append((label, t0, t1))
+                add_cost(costs, label, 1000 * (t1 - t0))
+
+    gc.callbacks.append(callback)
+
+
 def cuda_allocated() -> str:
     torch = sys.modules.get("torch")
     if torch is None:
@@ -196,6 +215,7 @@ def main() -> int:
     spans: list = []
     if not args.no_trace_qt:
         keep_app = tracing_app(spans, costs)  # noqa: F841 - napari uses this instance
+        trace_gc(spans, costs)
     import napari
     from qtpy.QtWidgets import QApplication
 

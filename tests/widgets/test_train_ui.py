@@ -114,7 +114,10 @@ def test_many_previews_update_the_one_layer_once(make_napari_viewer, qtbot, tmp_
 
 def test_the_final_model_is_loaded_off_the_gui_thread(
     make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    import gc
+
     from napari_unet.core import io
+    from napari_unet.widgets import _child
 
     threads = []
     real_load = io.load_model
@@ -129,12 +132,16 @@ def test_the_final_model_is_loaded_off_the_gui_thread(
     run_dir.mkdir()
     model_path = save_model(UNet(depth=1, base_channels=2), run_dir / "model.safetensors",
                             training={"step": 4})
-    train.proc = child = FakeChild()
-    train.run_dir = run_dir
+    child = FakeChild()
+    monkeypatch.setattr(_child, "launch", lambda *a, **k: child)
+    train.form.live.setChecked(False)
+    assert gc.get_freeze_count() == 0
+    assert train.start_run(run_dir, nproc=1) is child
+    # while it trains, napari's objects are out of the collector's sight (no full collection)
+    assert gc.get_freeze_count() > 0
     child.queue.append(_step(4, total=4))
     child.queue.append({"kind": "done", "step": 4, "model": str(model_path)})
     child.finished = True
-    train._poll_timer.start()
     train.poll()
     # the child has ended; until the loader thread has the model, the training is not over
     assert train.proc is None and train.is_training()
@@ -147,3 +154,4 @@ def test_the_final_model_is_loaded_off_the_gui_thread(
     assert str(model_path) in train.runs.current.text()
     assert "done at step 4" in train.status.text() and train.progress.value() == 4
     assert not train._poll_timer.isActive()
+    assert gc.get_freeze_count() == 0  # the collector as it was

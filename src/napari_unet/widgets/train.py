@@ -106,6 +106,7 @@ class TrainWidget(ChildClient, QWidget):
         self._flushed_at = 0.0
         #: the final model file being read by the loader thread (a Future), and its path
         self._loading = self._loading_path = None
+        self._gc_frozen = False  # napari's objects hidden from the collector while training
         #: previews of the child shown in the live prediction layer, progress updates shown
         #: (tests, benchmarks)
         self.previews_shown = self.steps_shown = 0
@@ -220,12 +221,15 @@ class TrainWidget(ChildClient, QWidget):
         run_dir = Path(run_dir)
         nproc = self.form.nproc() if nproc is None else nproc
         self.update_rule()
+        frozen = _train_client.freeze_gc()
         try:
             proc = _child.launch(run_dir, device=self.form.device.currentText(), nproc=nproc)
         except Exception:
+            _train_client.unfreeze_gc(frozen)
             set_status(run_dir, "error")
             raise
         self.proc, self.run_dir, self.terminal = proc, run_dir, None
+        self._gc_frozen = frozen
         self._pending_saves, self._preview_pending = [], False
         self._last_step = self._preview_event = None
         self._start_preview(run_dir)
