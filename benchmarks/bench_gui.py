@@ -1,7 +1,7 @@
 """GUI responsiveness and memory during a training from the Train widget (a child process).
 
     xvfb-run -a python benchmarks/bench_gui.py [--steps 300] [--no-live] [--idle 30]
-                                              [--warmup 5]
+                                              [--warmup 5] [--ui-ms 1000] [--no-trace-qt]
 
 Trains through the widget (the GUI defaults except the steps, live prediction preview on) and
 reports, for a 10 ms QTimer on the GUI thread, the longest gap and the 99th percentile:
@@ -9,16 +9,18 @@ reports, for a 10 ms QTimer on the GUI thread, the longest gap and the 99th perc
 - idle before Start, after a warm-up (``--warmup`` s of event processing, so that napari's
   start-up work is not counted as "idle"), for ``--idle`` s;
 - during the training (Start to the model published);
-- idle after the end, for as long as the training took (the same number of ticks).
+- idle after the end, for as long as the training took.
 
 It also reports napari's resident memory (RSS) after the warm-up, before Start, and after the
 end (the child has exited and its model is loaded; target: within 100 MB); whether torch was
 already imported in napari before Start; ``torch.cuda.memory_allocated()`` in napari on a CUDA
-machine (target: 0); the GUI-thread time of each of the widget's handlers and of the canvas's
-draws; and the attribution of the longest gaps to what ran on the GUI thread during them
-("unattributed" is Qt's repaint and composition of the window, the GIL held by a worker thread
-or another process taking the core). Targets: longest gap <= 50 ms, 99th percentile <= 20 ms
-on a 2-core machine.
+machine (target: 0); the GUI-thread time of each of the widget's handlers, of the canvas's
+draws, of every Qt event that took 5 ms or more (a QApplication whose ``notify`` is timed:
+paints, the window's composition "UpdateRequest", resizes; ``--no-trace-qt`` turns it off) and
+of Python's garbage collections; and the attribution of the longest gaps to what ran during
+them ("unattributed": nothing traced covered a quarter of the gap: the GIL held by a worker
+thread, another process on the core, or many small events). Targets: longest gap <= 50 ms,
+99th percentile <= 20 ms on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -206,6 +208,9 @@ def main() -> int:
                         help="do not time Qt's events (paints, layouts) for the attribution")
     parser.add_argument("--plot-interval", type=float,
                         help="seconds between two plot renders (default: the widget's)")
+    parser.add_argument("--ui-ms", type=int,
+                        help="ms between two updates of the progress, preview and plot "
+                             "(default: the widget's, napari_unet.widgets._train_client.UI_MS)")
     args = parser.parse_args()
     import tempfile
 
@@ -220,7 +225,11 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.core.synthetic import synthetic_cells
+    from napari_unet.widgets import _train_client
     from napari_unet.widgets.train import TrainWidget
+
+    if args.ui_ms is not None:
+        _train_client.UI_MS = args.ui_ms
 
     viewer = napari.Viewer(show=True)
     image, labels = synthetic_cells((256, 256), seed=0)
@@ -271,7 +280,9 @@ def main() -> int:
           f"threads in the child {s.get('threads')} of {os.cpu_count()} cores; "
           f"{widget.plot.renders} plot pictures shown, {widget.steps_shown} progress updates, "
           f"{widget.previews_shown} previews; end: {(widget.terminal or {}).get('kind')}")
-    print(f"load average (1 min) {load0:.1f} before, {load1:.1f} after; warm-up {args.warmup:g} s")
+    print(f"load average (1 min) {load0:.1f} before, {load1:.1f} after; warm-up {args.warmup:g} s;"
+          f" updates every {_train_client.UI_MS} ms, plot renders every "
+          f"{widget.plot._min_interval:g} s at most")
     rows = (("idle before Start", idle), (
         f"during {args.steps} steps (live preview {'off' if args.no_live else 'on'})", busy),
         ("idle after the end", after))
