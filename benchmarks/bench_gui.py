@@ -321,6 +321,12 @@ def main() -> int:
             f"{t:.1f} s {name} {ms:.0f} ms" for t, name, ms in slow[:30]))
     viewer.close()
     runs.cleanup()
+    if not args.no_trace_qt:
+        # the QApplication subclass, torn down by Python's exit after Qt's widgets, can crash
+        # the interpreter on its way out: leave now, everything is printed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
