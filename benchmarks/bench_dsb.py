@@ -146,6 +146,10 @@ def train(args, pairs, log):
         **({"dropout": args.dropout} if args.dropout is not None else {}),
         **({"normalization": with_invert(None, args.invert)} if args.invert else {}),
     )
+    if args.init:  # fine-tuning at the CLI's rate (napari-unet train --init): --lr wins
+        from napari_unet.core.config import fine_tune
+
+        cfg = fine_tune(cfg, lr=args.lr)
     tp = [TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs]
     trainer = Trainer(tp, cfg, init_model=args.init)
     result = {"bf16": trainer.bf16, "tile": trainer.tile, "batch": trainer.batch_size}
