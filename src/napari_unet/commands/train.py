@@ -374,8 +374,8 @@ def _describe(trainer, config) -> str:
         f"{trainer.out_tile}, batch {trainer.batch_size}"
         + (f" ({trainer.batch_size // world} per process)" if world > 1 else "")
         + f", {config.preset} preset, lr {trainer.lr:g}, "
-        + (f"{config.steps} steps" if config.steps else "")
-        + (f" / {config.time_limit:g} s" if config.time_limit else "")
+        + " / ".join(([f"{config.steps} steps"] if config.steps else [])
+                     + ([f"{config.time_limit:g} s"] if config.time_limit else []))
     )
 
 
