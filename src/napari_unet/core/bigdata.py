@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet.core.data import stored_normalization
+from napari_unet.core.data import inverted_channels, stored_normalization
 from napari_unet.core.model import UNet
 from napari_unet.core.postprocess import PostprocessSettings, cell_components
 from napari_unet.core.predict import (
@@ -215,12 +215,17 @@ def _relabel_block(output: str, key, lut: np.ndarray, block: int, stacked: bool)
     arr[index] = lut[np.asarray(arr[index])]
 
 
-def _percentiles(view: _PlaneView, low: float, high: float, max_pixels: int = 2**22):
-    """Per-channel percentiles of a plane from a strided subsample of at most ``max_pixels``."""
+def _percentiles(view: _PlaneView, low: float, high: float, max_pixels: int = 2**22,
+                 invert=False):
+    """Per-channel percentiles of a plane from a strided subsample of at most ``max_pixels``;
+    swapped for the channels ``invert`` inverts (:func:`~napari_unet.core.data.inverted_channels`
+    on the subsample's median), so that ``(x - lo) / (hi - lo)`` maps them like ``normalize``."""
     h, w = view.shape[1:]
     step = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
     sample = np.asarray(view[..., slice(None, None, step), slice(None, None, step)], np.float32)
-    lo, hi = np.percentile(sample.reshape(sample.shape[0], -1), [low, high], axis=1)
+    lo, med, hi = np.percentile(sample.reshape(sample.shape[0], -1), [low, 50, high], axis=1)
+    flip = inverted_channels(med, lo, hi, invert)
+    lo, hi = np.where(flip, hi, lo), np.where(flip, lo, hi)
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
@@ -305,7 +310,8 @@ def iter_predict_to_zarr(
     block = max(align, math.ceil(int(block) / align) * align)
     norm = stored_normalization(metadata)
     lo_hi = [
-        _percentiles(_PlaneView(source, layout, z), norm["low"], norm["high"])
+        _percentiles(_PlaneView(source, layout, z), norm["low"], norm["high"],
+                     invert=norm.get("invert", False))
         if norm is not None
         else (np.zeros(model.in_channels, np.float32), np.ones(model.in_channels, np.float32) - 1e-6)
         for z in range(planes)
