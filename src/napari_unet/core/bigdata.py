@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet.core.data import stored_normalization
+from napari_unet.core.data import inverted_channels, stored_normalization
 from napari_unet.core.model import UNet
 from napari_unet.core.postprocess import PostprocessSettings, cell_components
 from napari_unet.core.predict import (
@@ -247,16 +247,21 @@ def _relabel_block(spec: BlockSpec, key, lut: np.ndarray, shape) -> None:
     arr[index] = lut[np.asarray(arr[index])]
 
 
-def _percentiles(view: _PlaneView, low: float, high: float, max_pixels: int = 2**22):
+def _percentiles(view: _PlaneView, low: float, high: float, max_pixels: int = 2**22,
+                 invert=False):
     """Per-channel percentiles of a plane (or volume) from a strided subsample of at most
-    ``max_pixels``, read slab by slab along the first spatial axis (memory stays small)."""
+    ``max_pixels``, read slab by slab along the first spatial axis (memory stays small);
+    swapped for the channels ``invert`` inverts (:func:`~napari_unet.core.data.inverted_channels`
+    on the subsample's median), so that ``(x - lo) / (hi - lo)`` maps them like ``normalize``."""
     sizes = view.shape[1:]
     step = max(1, math.ceil((math.prod(sizes) / max_pixels) ** (1 / len(sizes))))
     rest = (slice(None, None, step),) * (len(sizes) - 1)
     slabs = [np.asarray(view[(Ellipsis, slice(a, min(a + 64 * step, sizes[0]), step), *rest)],
                         np.float32) for a in range(0, sizes[0], 64 * step)]  # fmt: skip
     sample = np.concatenate(slabs, axis=1)
-    lo, hi = np.percentile(sample.reshape(sample.shape[0], -1), [low, high], axis=1)
+    lo, med, hi = np.percentile(sample.reshape(sample.shape[0], -1), [low, 50, high], axis=1)
+    flip = inverted_channels(med, lo, hi, invert)
+    lo, hi = np.where(flip, hi, lo), np.where(flip, lo, hi)
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
@@ -358,7 +363,8 @@ def iter_predict_to_zarr(
     blocks = tuple(max(a, math.ceil(side / a) * a) for a in align)
     norm = stored_normalization(metadata)
     lo_hi = [
-        _percentiles(_PlaneView(source, layout, None if volume else z), norm["low"], norm["high"])
+        _percentiles(_PlaneView(source, layout, None if volume else z), norm["low"],
+                     norm["high"], invert=norm.get("invert", False))
         if norm is not None
         else (np.zeros(model.in_channels, np.float32), np.ones(model.in_channels, np.float32) - 1e-6)
         for z in range(planes)

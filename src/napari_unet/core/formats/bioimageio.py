@@ -36,7 +36,7 @@ import torch
 
 from napari_unet import __version__
 from napari_unet.core import model as model_module
-from napari_unet.core.data import DEFAULT_NORMALIZATION, stored_normalization
+from napari_unet.core.data import DEFAULT_NORMALIZATION, inverted_channels, stored_normalization
 from napari_unet.core.formats.tensors import (
     ONNX_OPSET,
     UNetProbabilities,
@@ -250,12 +250,30 @@ def _axes(model: UNet, class_names: list[str]) -> tuple[list, list]:
     return in_axes, out_axes
 
 
-def _preprocessing(norm: dict | None, axes=("y", "x")) -> list[dict[str, Any]]:
+def _preprocessing(norm: dict | None, raw: np.ndarray | None = None,
+                   axes=("y", "x")) -> list[dict[str, Any]]:
     if norm is None:
         return []
     kwargs = {"axes": list(axes), "min_percentile": norm["low"],
               "max_percentile": norm["high"], "eps": 1e-6}
-    return [{"id": "scale_range", "kwargs": kwargs}]
+    steps = [{"id": "scale_range", "kwargs": kwargs}]
+    invert = norm.get("invert", False)
+    if not invert:
+        return steps
+    flip = np.ones(1, bool)
+    if invert == "auto":  # bioimage.io has no conditional step: the test image decides
+        x = np.asarray(raw[0], np.float64).reshape(raw.shape[1], -1)
+        lo, med, hi = np.percentile(x, [norm["low"], 50, norm["high"]], axis=1)
+        flip = inverted_channels(med, lo, hi, "auto")
+        logger.warning("bioimage.io export: normalization invert='auto' is fixed to the "
+                       "polarity of the test image (inverted: %s)", flip.tolist())
+    if flip.all():
+        steps.append({"id": "scale_linear", "kwargs": {"gain": -1.0, "offset": 1.0}})
+    elif flip.any():
+        steps.append({"id": "scale_linear", "kwargs": {
+            "axis": "channel", "gain": [-1.0 if f else 1.0 for f in flip],
+            "offset": [1.0 if f else 0.0 for f in flip]}})
+    return steps
 
 
 def _config(model: UNet, metadata: dict, class_names: list[str]) -> dict[str, Any]:
@@ -342,7 +360,7 @@ def build_rdf(
                 "test_tensor": _file(root, "test_input.npy"),
                 "sample_tensor": _file(root, "sample_input.tif"),
                 "data": {"type": "float32"},
-                "preprocessing": _preprocessing(norm, _spatial(model)),
+                "preprocessing": _preprocessing(norm, raw, _spatial(model)),
             }
         ],
         "outputs": [

@@ -158,7 +158,8 @@ def normalized_test_input(raw: np.ndarray, metadata: Mapping[str, Any] | None) -
     norm = stored_normalization(metadata)
     if norm is None:
         return raw.copy()
-    return np.stack([normalize(s, low=norm["low"], high=norm["high"], channel_axis=0) for s in raw])
+    return np.stack([normalize(s, low=norm["low"], high=norm["high"], channel_axis=0,
+                               invert=norm.get("invert", False)) for s in raw])
 
 
 def reference_output(
