@@ -197,7 +197,7 @@ def parse_slices(specs, shape) -> np.ndarray:
     --------
     >>> m = parse_slices(["z=1,3", "x=0"], (4, 5, 6))
     >>> int(m.sum()), bool(m[1].all()), bool(m[2, :, 0].all()), bool(m[2, 1, 1])
-    (80, True, True, False)
+    (70, True, True, False)
     """
     from napari_unet.core.sparse import slices_mask
 

@@ -9,7 +9,6 @@ normalises the same way.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -324,8 +323,9 @@ def prepare_pairs(
     The image is mirror-padded by ``pad`` on every side (the paper's extrapolation), or more
     when needed for a window of ``cover`` pixels (one per axis, or one for all) starting at the
     image origin to fit; target and weights are zero-padded, so padded pixels never count in the
-    loss. ``spacing`` (one size per axis) makes the border weights anisotropic; a pair's own
-    ``spacing`` takes precedence.
+    loss. Labels outside the pixels that count (``TrainingPair.counted``) are dropped first, so
+    they never reach the target or the weights. ``spacing`` (one size per axis) makes the
+    border weights anisotropic; a pair's own ``spacing`` takes precedence.
 
     Examples
     --------
@@ -352,6 +352,10 @@ def prepare_pairs(
         inst = to_instances(pair.labels)
         counted = counted_area(inst, annotated=pair.annotated, background=pair.background,
                                sparse=pair.sparse)
+        # labels outside the counted area are unknown: they shape neither the separation
+        # borders nor the border distances (a volume labelled densely but annotated on a few
+        # slices trains exactly as one labelled on those slices only)
+        inst = np.where(counted, inst, 0).astype(inst.dtype, copy=False)
         target, mask = make_target(inst, annotated=counted, num_classes=num_classes)
         weights = border_weight_map(
             inst, w0=w0, sigma=sigma, annotated=counted, num_classes=num_classes, spacing=space
