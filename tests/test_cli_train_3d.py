@@ -88,7 +88,7 @@ def test_run_folder_round_trip_in_3d(tmp_path):
     run = runs.new_run_dir(tmp_path, name="vol")
     runs.write_run(run, [pair], settings=config, seed=4, sparse=False)
     assert tifffile.imread(next((run / "data").glob("*_image.tif"))).shape == (10, 16, 16)
-    (back,), settings, record = runs.read_run(run)
+    (back,), settings, _ = runs.read_run(run)
     assert back.ndim == 3 and back.shape == (10, 16, 16) and back.spacing == (3.0, 1.0, 1.0)
     np.testing.assert_array_equal(back.labels, labels)
     np.testing.assert_array_equal(back.annotated, ann)

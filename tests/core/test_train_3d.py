@@ -59,7 +59,7 @@ def test_prepared_volume_and_patches_centred_on_weighted_voxels(volume):
     # only the annotated planes count: weight 0 on every other plane, > 0 on both slices
     assert np.all(inner[~ann] == 0) and inner[4].min() > 0 and inner[11].min() > 0
     sampler = PatchSampler([prep], tile=TILE, rng=np.random.default_rng(0))
-    img, inst, counted, cw = sampler.sample_instances(6)
+    img, inst, counted, _ = sampler.sample_instances(6)
     assert img.shape == (6, 1, *TILE) and inst.shape == counted.shape == (6, *TILE)
     centre = tuple(t // 2 for t in TILE)
     assert np.all(counted[(slice(None), *centre)] == 1)  # every patch centred on a counted voxel

@@ -282,6 +282,7 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from napari_unet.core import distributed as ddp
 
     _check_paths(args)
+    args.tile = _tile_arg(args, getattr(args, "ndim", 2) or 2)  # one side: an int, as in 2D
     session.fallback_settings(args)
     if args.run is not None:
         trainer = _run_folder.make_trainer(args)
