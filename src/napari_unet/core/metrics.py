@@ -61,11 +61,13 @@ def _pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _instances(labels: np.ndarray) -> np.ndarray:
-    """Instance ids 0..N: a binary mask becomes its 4-connected components, ids are compacted."""
+    """Instance ids 0..N: a binary mask becomes its 4-connected (6-connected in 3D)
+    components, ids are compacted."""
     values = np.unique(labels)
     values = values[values != 0]
     if len(values) <= 1:
-        return ndi.label(labels != 0, structure=_FOUR)[0].astype(np.int64)
+        faces = _FOUR if labels.ndim == 2 else ndi.generate_binary_structure(labels.ndim, 1)
+        return ndi.label(labels != 0, structure=faces)[0].astype(np.int64)
     _, inverse = np.unique(labels, return_inverse=True)
     out = inverse.reshape(labels.shape).astype(np.int64)
     return out if labels.min() == 0 else out + 1

@@ -77,7 +77,7 @@ def region_probabilities(model, prep: PreparedImage, region, *, tile) -> np.ndar
 
 
 def _predicted(model, prepared, regions, tile):
-    """(prob, truth labels, annotated mask, target, weights) per scorable region."""
+    """(prob, truth labels, annotated mask, target, weights, spacing) per scorable region."""
     out = []
     for reg in regions:
         prep = prepared[reg.index]
@@ -87,14 +87,16 @@ def _predicted(model, prepared, regions, tile):
         p = prep.pad
         target = prep.target[tuple(slice(s.start + p, s.stop + p) for s in reg.region)]
         prob = region_probabilities(model, prep, reg.region, tile=tile)
-        out.append((prob, prep.labels[reg.region], ann, target, reg.weights))
+        out.append((prob, prep.labels[reg.region], ann, target, reg.weights,
+                    getattr(prep, "spacing", None)))
     return out
 
 
 def _scores(rows, settings: PostprocessSettings) -> dict[str, float]:
     per = []
-    for prob, gt, ann, target, weights in rows:
-        pred = np.where(ann, settings.labels(prob), 0)
+    for prob, gt, ann, target, weights, spacing in rows:
+        # anisotropic watershed / regrowth with the voxel size the weights were made with
+        pred = np.where(ann, settings.labels(prob, spacing=spacing), 0)
         logp = torch.from_numpy(np.log(np.maximum(prob, 1e-8)))
         loss = float(weighted_cross_entropy(
             logp[None], torch.from_numpy(target.astype(np.int64))[None],
