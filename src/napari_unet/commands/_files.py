@@ -9,7 +9,8 @@ evaluate: a 3D image is colour only when its last axis holds 3 (RGB) or 4 sample
 RGB TIFF files store colour, ``(H, W, 3|4)``; the 4th is dropped only when the file marks it as
 alpha (PNG RGBA, TIFF extra sample "alpha"); an RGB image whose channels are equal becomes gray.
 Planes first, ``(N, H, W)`` — even N = 3 or 4 — are a stack of planes, never colour: predict
-segments them plane by plane, train refuses them. ``--channel-axis`` says which axis holds
+segments them plane by plane, train refuses them; with ``--ndim 3`` a TIFF stack is a volume
+``(Z, Y, X)`` (:func:`read_image` with ``ndim=3``). ``--channel-axis`` says which axis holds
 channels (any number, nothing dropped). NaN/inf pixels and empty images are refused
 (:mod:`napari_unet.core.checks`).
 
@@ -261,9 +262,11 @@ def _finite(path: Path, a: np.ndarray) -> None:
 
 
 def read_image(
-    path: str | os.PathLike, *, gray: bool = False, channel_axis: int | None = None
+    path: str | os.PathLike, *, gray: bool = False, channel_axis: int | None = None,
+    ndim: int = 2,
 ) -> tuple[np.ndarray, int | None]:
-    """Read a 2D image (gray or with channels); returns ``(array, channel_axis)``.
+    """Read a 2D image (gray or with channels), or with ``ndim=3`` a 3D stack ``(Z, Y, X)``
+    (or with channels along ``channel_axis``); returns ``(array, channel_axis)``.
 
     See the module docstring for the channel rule; ``channel_axis`` names the axis of the
     channels in the file's array. ``gray=True`` averages colour channels into one (float32).
@@ -283,6 +286,8 @@ def read_image(
         raise CLIError(f"{path}: expected a real-valued image, got dtype {a.dtype}")
     if a.size == 0:
         raise CLIError(f"{path}: got an empty image of shape {a.shape}; expected H, W >= 1")
+    if ndim == 3:
+        return _read_volume(path, a, gray=gray, channel_axis=channel_axis)
     alpha = False
     if channel_axis is not None:
         if a.ndim < 3 or not -a.ndim <= channel_axis < a.ndim:
@@ -312,20 +317,62 @@ def read_image(
         return a, -1
     raise CLIError(
         f"{path}: expected a 2D image (H, W) or colour (H, W, 3|4), got shape {a.shape}, a "
-        "stack of planes; stacks are not taken as colour channels and not supported for "
-        "training: give --channel-axis N if axis N holds the channels"
+        "stack of planes; stacks are not taken as colour channels: give --ndim 3 to train a "
+        "3D U-Net on the volume, or --channel-axis N if axis N holds the channels"
     )
 
 
-def read_labels(path: str | os.PathLike, *, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a 2D label image (instance ids or a binary mask) as int32; check ``shape`` if given."""
+def _read_volume(path: Path, a: np.ndarray, *, gray: bool, channel_axis: int | None):
+    """A 3D stack ``(Z, Y, X)`` (``channel_axis`` None) or ``(Z, Y, X, C)`` (``-1``)."""
+    if channel_axis is not None:
+        if a.ndim < 4 or not -a.ndim <= channel_axis < a.ndim:
+            raise CLIError(
+                f"--channel-axis: {path} has shape {a.shape}, so axis {channel_axis} is "
+                + ("not a channel axis of a volume (a gray stack (Z, Y, X) has none); drop "
+                   "--channel-axis" if a.ndim < 4 else
+                   f"out of range; expected -{a.ndim}..{a.ndim - 1}")
+            )
+        a = np.moveaxis(a, channel_axis, -1)
+        a = a.reshape(*[s for s in a.shape[:-1] if s != 1], a.shape[-1]) if a.ndim > 4 else a
+    else:
+        a = np.squeeze(a) if a.ndim > 3 else a
+        if a.ndim == 4 and _colour_layout(path, a[0])[0]:  # an RGB(A) stack, as the file says
+            a = a[..., :3]
+            channel_axis = -1
+    _finite(path, a)
+    if a.ndim == 3 and channel_axis is None:
+        return a, None
+    if a.ndim == 4 and channel_axis is not None:
+        if all(np.array_equal(a[..., 0], a[..., c]) for c in range(1, a.shape[-1])):
+            return a[..., 0], None
+        if gray:
+            return a.astype(np.float32).mean(axis=-1), None
+        return a, -1
+    if a.ndim == 2:
+        raise CLIError(
+            f"{path}: expected a 3D stack (Z, Y, X) with --ndim 3, got a 2D image of shape "
+            f"{a.shape}; drop --ndim 3 to train a 2D U-Net on images"
+        )
+    raise CLIError(
+        f"{path}: expected a 3D stack (Z, Y, X) with --ndim 3, got shape {a.shape}; give "
+        "--channel-axis N if axis N holds the channels"
+    )
+
+
+def read_labels(
+    path: str | os.PathLike, *, shape: tuple[int, ...] | None = None, ndim: int = 2
+) -> np.ndarray:
+    """Read a label image (instance ids or a binary mask) as int32, 2D or with ``ndim=3`` a
+    3D stack; check ``shape`` if given."""
     path = Path(path)
     a = _imread(path)
-    if a.ndim == 3 and a.shape[-1] in (3, 4) and np.all(a[..., :3] == a[..., :1]):
+    if ndim == 2 and a.ndim == 3 and a.shape[-1] in (3, 4) and np.all(a[..., :3] == a[..., :1]):
         a = a[..., 0]  # gray saved as RGB(A)
-    a = np.squeeze(a) if a.ndim > 2 else a
-    if a.ndim != 2:
-        raise CLIError(f"{path}: expected a 2D label image, got shape {a.shape}")
+    a = np.squeeze(a) if a.ndim > ndim else a
+    if a.ndim != ndim:
+        fix = ("; for volumes (TIFF stacks) train a 3D U-Net with --ndim 3" if a.ndim == 3
+               else "; drop --ndim 3 to train on 2D images" if a.ndim == 2 else "")
+        raise CLIError(f"{path}: expected a {ndim}D label image, got shape {a.shape}{fix}")
     if np.issubdtype(a.dtype, np.floating):
         if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
             raise CLIError(f"{path}: expected integer labels, got non-integer {a.dtype} values")
@@ -346,8 +393,10 @@ def read_pairs(
     gray: bool = False,
     background: Sequence[str | os.PathLike] | None = None,
     channel_axis: int | None = None,
+    ndim: int = 2,
 ) -> list[dict]:
-    """Read paired images, labels and (optionally) annotated and background masks.
+    """Read paired images, labels and (optionally) annotated and background masks; 2D images
+    or, with ``ndim=3``, 3D TIFF stacks ``(Z, Y, X)``.
 
     Returns a list of dicts with keys ``image``, ``labels``, ``annotated`` (bool array or None),
     ``background`` (bool array or None; masks paired with the images by name like the labels),
@@ -371,8 +420,8 @@ def read_pairs(
     out = []
     channels = None
     for ip, lp, ap, bp in zip(img_paths, lab_paths, ann_paths, bg_paths, strict=True):
-        image, axis = read_image(ip, gray=gray, channel_axis=channel_axis)
-        hw = image.shape[:2]
+        image, axis = read_image(ip, gray=gray, channel_axis=channel_axis, ndim=ndim)
+        hw = image.shape[:ndim]
         n_ch = 1 if axis is None else image.shape[-1]
         if channels is None:
             channels = n_ch
@@ -381,9 +430,9 @@ def read_pairs(
                 f"{ip}: has {n_ch} channel(s) but earlier images have {channels}; all images "
                 "of one model need the same channels (convert them to gray, e.g. with --gray)"
             )
-        lab = read_labels(lp, shape=hw)
-        ann = None if ap is None else read_labels(ap, shape=hw) > 0
-        bg = None if bp is None else read_labels(bp, shape=hw) > 0
+        lab = read_labels(lp, shape=hw, ndim=ndim)
+        ann = None if ap is None else read_labels(ap, shape=hw, ndim=ndim) > 0
+        bg = None if bp is None else read_labels(bp, shape=hw, ndim=ndim) > 0
         out.append({"image": image, "labels": lab, "annotated": ann, "channel_axis": axis,
                     "path": ip, "background": bg})
     return out

@@ -16,6 +16,13 @@ by the run that --resume continues).
 pause/resume/stop/checkpoint lines on stdin (docs/training-events.md): how napari's Train widget
 drives a training in a child process.
 
+Volumes: ``--ndim 3`` trains the 3D U-Net (Çiçek et al. 2016) on TIFF stacks ``(Z, Y, X)``
+(images/labels folders as in 2D), ``--spacing Z Y X`` gives the voxel size (anisotropic border
+weights and pooling). Sparse slices: ``--annotated-slices z=5,20,35`` says that the labels are
+complete on these planes (every cell on them labelled) and unknown everywhere else (weight 0),
+the same planes for every volume; per-volume masks of annotated voxels go in ``--annotated``
+(any planes, xz/yz too). Without ``--ndim 3`` a stack is refused, naming the option.
+
 ``--run DIR`` trains from a run folder (:mod:`napari_unet.core.runs`, e.g. one written by the
 Train widget) as written: its data files, settings, seed and parent model; checkpoints, the
 metrics history (``metrics.jsonl``), the status and ``model.safetensors`` go into it.
@@ -34,6 +41,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from napari_unet.cli import CLIError
 from napari_unet.commands import _run_folder
@@ -70,7 +79,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int,
       help="patches per step (default: the preset's); under torchrun the global batch, a "
            "multiple of the number of processes")
-    a("--tile", type=int, help="network input side (default: fits the images, at most 572)")
+    a("--tile", type=int, nargs="+", metavar="N",
+      help="network input side (default: fits the images, at most 572); with --ndim 3 one "
+           "side for a cube or three (Z Y X)")
+    a("--ndim", type=int, choices=(2, 3), default=2,
+      help="2 (default): 2D images and a 2D U-Net; 3: 3D TIFF stacks (Z, Y, X) and the 3D "
+           "U-Net (defaults for volumes: depth 3, 8 base channels on a CPU, batch norm)")
+    a("--spacing", type=float, nargs="+", metavar="S",
+      help="pixel size per axis, e.g. --spacing 4 1 1 for a z step 4x the xy pixel: border "
+           "weights in these units and, with --ndim 3, pooling 1x2x2 along a coarse z")
+    a("--annotated-slices", nargs="+", metavar="AXIS=I,J",
+      help="with --ndim 3: the planes whose labels are complete, e.g. z=5,20,35 (xy slices; "
+           "y=... xz, x=... yz; a bare index is z); every other voxel is ignored (weight 0). "
+           "The same planes for every volume; use --annotated masks for per-volume planes")
     a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
     a("--depth", type=int, help="number of poolings (default and paper: 4)")
     a("--dropout", type=float, default=0.5,
@@ -108,15 +129,28 @@ def build_config(args: argparse.Namespace):
     from napari_unet.core.train import TrainConfig
 
     steps = args.steps if args.steps is not None else (None if args.time_limit else 1000)
+    ndim = getattr(args, "ndim", 2) or 2
+    tile, spacing = _tile_arg(args, ndim), _spacing_arg(args, ndim)
+    recipe = None
+    if ndim == 3:  # the small 3D recipe; every option given on the command line overrides it
+        from napari_unet.core.config import gui_defaults_3d
+
+        recipe = gui_defaults_3d(args.device, spacing=spacing)
     changes = dict(
         preset=args.preset, steps=steps, time_limit=args.time_limit,
-        depth=4 if args.depth is None else args.depth,
+        depth=(4 if recipe is None else recipe.depth) if args.depth is None else args.depth,
         num_classes=2 if args.classes is None else args.classes, dropout=args.dropout,
-        lr=args.lr, batch_size=args.batch_size, tile=args.tile,
+        lr=args.lr, batch_size=args.batch_size, tile=tile,
         w0=args.w0, sigma=args.sigma, validate_every=args.validate_every,
         val_fraction=args.val_fraction, seed=args.seed, cpu_bf16=args.cpu_bf16,
         checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
+        ndim=ndim, spacing=spacing,
     )
+    if recipe is not None:
+        changes.update(norm=recipe.norm, base_channels=recipe.base_channels)
+        for key in ("lr", "batch_size"):
+            if changes[key] is None:
+                changes[key] = getattr(recipe, key)
     if args.base_channels is not None:
         changes["base_channels"] = args.base_channels
     if args.no_augment:
@@ -137,6 +171,63 @@ def build_config(args: argparse.Namespace):
     return config
 
 
+def _tile_arg(args, ndim: int):
+    tile = getattr(args, "tile", None)
+    if tile is None:
+        return None
+    tile = [tile] if isinstance(tile, int) else list(tile)
+    if len(tile) == 1:
+        return tile[0]
+    if len(tile) != ndim:
+        raise CLIError(f"--tile: expected one side or {ndim} (one per axis with --ndim "
+                       f"{ndim}), got {len(tile)} values {tile}")
+    return tuple(tile)
+
+
+def _spacing_arg(args, ndim: int):
+    spacing = getattr(args, "spacing", None)
+    if spacing is None:
+        return None
+    if len(spacing) != ndim or any(not (v > 0) for v in spacing):
+        example = "--spacing 4 1 1 (Z Y X)" if ndim == 3 else "--spacing 1 1 (Y X)"
+        more = "" if ndim == 3 or len(spacing) != 3 else "; for volumes add --ndim 3"
+        raise CLIError(f"--spacing: expected {ndim} positive pixel sizes (one per axis with "
+                       f"--ndim {ndim}), got {spacing}; e.g. {example}{more}")
+    return tuple(float(v) for v in spacing)
+
+
+def parse_slices(specs, shape) -> np.ndarray:
+    """``--annotated-slices`` specs (``z=5,20``, ``y=3``, ``x=..``, a bare index is z) → the
+    bool mask of the annotated planes of a volume of ``shape``.
+
+    Examples
+    --------
+    >>> m = parse_slices(["z=1,3", "x=0"], (4, 5, 6))
+    >>> int(m.sum()), bool(m[1].all()), bool(m[2, :, 0].all()), bool(m[2, 1, 1])
+    (70, True, True, False)
+    """
+    from napari_unet.core.sparse import slices_mask
+
+    axes: dict[str, list[int]] = {"z": [], "y": [], "x": []}
+    for spec in specs:
+        axis, sep, rest = str(spec).partition("=")
+        if not sep:
+            axis, rest = "z", spec
+        axis = axis.strip().lower()
+        try:
+            values = [int(v) for v in rest.split(",") if v.strip()]
+        except ValueError:
+            values = None
+        if axis not in axes or not values:
+            raise CLIError(f"--annotated-slices: expected AXIS=I[,J...] with AXIS z, y or x (a "
+                           f"bare index is z), e.g. z=5,20,35; got {spec!r}")
+        axes[axis] += values
+    try:
+        return slices_mask(shape, **axes)
+    except ValueError as err:
+        raise CLIError(f"--annotated-slices: {err}") from None
+
+
 #: TrainConfig fields → the options that set them (for one-line errors)
 _FLAGS = {
     "steps": "--steps", "time_limit": "--time-limit", "depth": "--depth",
@@ -144,6 +235,7 @@ _FLAGS = {
     "batch_size": "--batch-size", "tile": "--tile", "w0": "--w0", "sigma": "--sigma",
     "validate_every": "--validate-every", "val_fraction": "--val-fraction", "seed": "--seed",
     "base_channels": "--base-channels", "steps, time_limit": "--steps, --time-limit",
+    "ndim": "--ndim", "spacing": "--spacing",
 }
 
 
@@ -197,6 +289,7 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from napari_unet.core import distributed as ddp
 
     _check_paths(args)
+    args.tile = _tile_arg(args, getattr(args, "ndim", 2) or 2)  # one side: an int, as in 2D
     session.fallback_settings(args)
     if args.run is not None:
         trainer = _run_folder.make_trainer(args)
@@ -348,10 +441,22 @@ def _make_trainer(args: argparse.Namespace, config, *, main: bool = True):
     from napari_unet.core.data import TrainingPair
     from napari_unet.core.train import Trainer
 
+    ndim = config.ndim
+    slices = getattr(args, "annotated_slices", None)
+    if slices and ndim != 3:
+        raise CLIError("--annotated-slices: marks planes of volumes; add --ndim 3 (with 3D "
+                       "TIFF stacks), or give 2D --annotated masks")
+    if slices and args.annotated:
+        raise CLIError("--annotated-slices, --annotated: give one of them (the planes for all "
+                       "volumes, or one mask of annotated voxels per volume)")
     rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray,
-                      channel_axis=args.channel_axis, background=args.background)
+                      channel_axis=args.channel_axis, background=args.background, ndim=ndim)
+    if slices:
+        for r in rows:
+            r["annotated"] = parse_slices(slices, r["labels"].shape)
     pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"],
-                          background=r["background"], sparse=args.sparse) for r in rows]
+                          background=r["background"], sparse=args.sparse, ndim=ndim,
+                          spacing=config.spacing) for r in rows]
     check_training_pairs(pairs, names=[str(r["path"]) for r in rows])  # names the files
     if main and args.sparse:
         from napari_unet.core.targets import describe_annotation
@@ -360,6 +465,11 @@ def _make_trainer(args: argparse.Namespace, config, *, main: bool = True):
             info = describe_annotation(r["labels"], annotated=r["annotated"],
                                        background=r["background"], sparse=True)
             print(f"{Path(r['path']).name}: {info['text']}", file=sys.stderr)
+    elif main and slices:
+        for r in rows:
+            n, total = int(r["annotated"].sum()), r["annotated"].size
+            print(f"{Path(r['path']).name}: labels complete on the planes {' '.join(slices)}; "
+                  f"{n} of {total} voxels count, the rest is ignored", file=sys.stderr)
     return Trainer(pairs, config, init_model=args.init, resume=args.resume)
 
 

@@ -185,12 +185,15 @@ def _draw_lattice(n, shape, grid, sigma, generator) -> torch.Tensor:
 def _random_matrix(
     n: int, ndim: int, config: AugmentConfig, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """(n, ndim, ndim) float64 matrices rotation · scale · flip (rotation in the last two axes)."""
+    """(n, ndim, ndim) float64 matrices rotation · scale · flip (rotation and flips in the last
+    two axes: the xy plane of a volume, so z never mixes with x or y)."""
     u = torch.rand((n, 2 + ndim), generator=generator, dtype=torch.float64)
     angle = u[:, 0] * (2 * math.pi) if config.rotate else torch.zeros(n, dtype=torch.float64)
     lo, hi = config.scale
     scale = torch.exp(math.log(lo) + u[:, 1] * (math.log(hi) - math.log(lo)))
     flips = torch.where(u[:, 2:] < 0.5, -1.0, 1.0) if config.flip else torch.ones(n, ndim)
+    if ndim > 2:  # volumes: flips (like the rotation) within the xy planes only; z is kept
+        flips[:, : ndim - 2] = 1.0
     mat = torch.eye(ndim, dtype=torch.float64).repeat(n, 1, 1)
     cos, sin = torch.cos(angle), torch.sin(angle)
     mat[:, -2, -2], mat[:, -2, -1], mat[:, -1, -2], mat[:, -1, -1] = cos, -sin, sin, cos
@@ -240,8 +243,13 @@ def augment_batch(
     config: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
     out_shape: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
 ):
     """Randomly augment a batch (one independent draw per sample); used by the training loop.
+
+    2D ``(N, C, H, W)`` and 3D ``(N, C, Z, Y, X)`` alike: in 3D the rotation and the flips act
+    in the xy planes only (z never mixes with x or y, whatever the voxel size); the elastic
+    field and the shift are 3D.
 
     Parameters
     ----------
@@ -258,6 +266,11 @@ def augment_batch(
         CPU generator for reproducible draws; torch's global generator when None.
     out_shape : sequence of int, optional
         Centre crop of the labels and weights to return (only that region is resampled).
+    spacing : sequence of float, optional
+        Voxel size per axis (anisotropic volumes): the elastic displacements and the shift,
+        drawn in units of the finest axis, are divided by each axis' size relative to it, so
+        they are isotropic in space (a z step 4× the xy pixel moves z by a quarter as many
+        voxels). None: isotropic.
 
     Returns
     -------
@@ -281,6 +294,14 @@ def augment_batch(
     coarse = None
     if config.elastic_sigma > 0:
         coarse = _draw_lattice(n, spatial, config.elastic_grid, config.elastic_sigma, generator)
+    if spacing is not None:
+        space = torch.as_tensor([float(v) for v in spacing], dtype=torch.float64)
+        if space.shape != (nd,) or not bool(torch.all(space > 0)):
+            raise ValueError(f"spacing: expected {nd} positive voxel sizes, got {spacing!r}")
+        rel = space.min() / space  # 1 on the finest axis, < 1 on coarser ones
+        shift = shift * rel
+        if coarse is not None:
+            coarse = coarse * rel.view(1, nd, *(1,) * nd)
     gray, noise = None, None
     if _intensity.changes_gray_values(config):
         gray = torch.rand((n, 3), generator=generator, dtype=torch.float64)

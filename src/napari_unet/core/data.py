@@ -1,4 +1,5 @@
-"""Image/label pairs for training: normalisation, patch sampling, validation split.
+"""Image/label pairs for training (2D images or 3D volumes): normalisation, targets and weights;
+patch sampling and the validation split are in :mod:`napari_unet.core.patches`.
 
 Normalisation is robust and per image: each channel is mapped so that its ``low`` and ``high``
 percentiles become 0 and 1. The settings are stored in the model's metadata so that prediction
@@ -11,7 +12,6 @@ on a dark background, like fluorescence (:func:`inverted_channels`). New gray mo
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -149,31 +149,41 @@ def normalize(
 
 @dataclasses.dataclass
 class TrainingPair:
-    """One 2D training image with its labels and, optionally, the mask of annotated pixels.
+    """One training image (2D) or volume (3D) with its labels and, optionally, the mask of
+    annotated pixels (voxels).
 
     Parameters
     ----------
     image : ndarray
-        ``(H, W)``, or with channels along ``channel_axis``; any real dtype.
-    labels : ndarray (H, W)
+        ``(H, W)`` or, with ``ndim=3``, ``(Z, Y, X)``; or with channels along ``channel_axis``;
+        any real dtype.
+    labels : ndarray, the image's spatial shape
         Instance ids or a binary mask (see :func:`napari_unet.core.targets.to_instances`).
-    annotated : bool ndarray (H, W), optional
+    annotated : bool ndarray, the spatial shape, optional
         True where the annotation is complete; the rest is ignored by the loss. Default: all
-        (with ``sparse``: see below).
+        (with ``sparse``: see below). Sparse slices of a volume: True on the annotated planes
+        (:func:`napari_unet.core.sparse.slices_mask`), so every other voxel has weight 0.
     channel_axis : int, optional
-        Axis of the channels in ``image``; None for a single-channel ``(H, W)`` image.
-    background : ndarray (H, W), optional, keyword only
+        Axis of the channels in ``image``; None for a single-channel image.
+    background : ndarray, the spatial shape, optional, keyword only
         Pixels the user marked as background (non-zero); they count in the loss wherever they are.
     sparse : bool, keyword only
         False (default): ``labels`` is a complete annotation (inside ``annotated``). True: only
         the painted cells, a band around them (or the ``annotated`` regions) and ``background``
         count; see :func:`napari_unet.core.targets.counted_area`. The GUI trains this way.
+    ndim : {2, 3}, optional, keyword only
+        Spatial dimensions (the model's ``ndim``); None: 2.
+    spacing : sequence of float, optional, keyword only
+        Pixel (voxel) size per spatial axis, e.g. ``(4.0, 1.0, 1.0)``: the border weights'
+        distances are anisotropic (:func:`napari_unet.core.weights.border_weight_map`).
 
     Examples
     --------
     >>> pair = TrainingPair(np.zeros((3, 8, 9)), np.zeros((8, 9), int), channel_axis=0)
     >>> pair.shape, pair.channels
     ((8, 9), 3)
+    >>> TrainingPair(np.zeros((4, 8, 9)), np.zeros((4, 8, 9), int), ndim=3).shape
+    (4, 8, 9)
     """
 
     image: np.ndarray
@@ -182,6 +192,8 @@ class TrainingPair:
     channel_axis: int | None = None
     background: np.ndarray | None = dataclasses.field(default=None, kw_only=True)
     sparse: bool = dataclasses.field(default=False, kw_only=True)
+    ndim: int | None = dataclasses.field(default=None, kw_only=True)
+    spacing: tuple[float, ...] | None = dataclasses.field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image)
@@ -190,49 +202,59 @@ class TrainingPair:
             np.iscomplexobj(self.image)
         ):
             raise TypeError(f"image: expected a real-valued array, got dtype {self.image.dtype}")
-        want = 2 if self.channel_axis is None else 3
+        nd = 2 if self.ndim is None else self.ndim
+        if isinstance(nd, bool) or nd not in (2, 3):
+            raise ValueError(f"ndim: expected 2 (images) or 3 (volumes), got {self.ndim!r}")
+        self.ndim = nd
+        want = nd if self.channel_axis is None else nd + 1
         if self.image.ndim != want:
-            hint = "" if self.channel_axis is not None else "; pass channel_axis for channels"
             raise ValueError(
-                f"image: expected {want} dimensions with channel_axis={self.channel_axis}, got "
-                f"shape {self.image.shape}{hint}"
+                f"image: expected {want} dimensions for ndim={nd} with channel_axis="
+                f"{self.channel_axis}, got shape {self.image.shape}{self._hint(self.image.ndim)}"
             )
         if self.labels.shape != self.shape:
+            extra = self._hint(self.labels.ndim + (self.channel_axis is not None))
             raise ValueError(
                 f"labels: expected the image's spatial shape {self.shape}, got "
-                f"{self.labels.shape}"
+                f"{self.labels.shape}{extra}"
             )
-        if self.annotated is not None:
-            self.annotated = np.asarray(self.annotated)
-            if self.annotated.shape != self.shape:
-                raise ValueError(
-                    f"annotated: expected the image's spatial shape {self.shape}, got "
-                    f"{self.annotated.shape}"
-                )
-            self.annotated = self.annotated != 0
-        if self.background is not None:
-            self.background = np.asarray(self.background)
-            if self.background.shape != self.shape:
-                raise ValueError(
-                    f"background: expected the image's spatial shape {self.shape}, got "
-                    f"{self.background.shape}"
-                )
-            self.background = self.background != 0
+        for name in ("annotated", "background"):
+            mask = getattr(self, name)
+            if mask is not None:
+                mask = np.asarray(mask)
+                if mask.shape != self.shape:
+                    raise ValueError(f"{name}: expected the image's spatial shape {self.shape}, "
+                                     f"got {mask.shape}")
+                setattr(self, name, mask != 0)
+        if self.spacing is not None:
+            from napari_unet.core.weights import _check_spacing
+
+            self.spacing = _check_spacing(self.spacing, nd)
         self.sparse = bool(self.sparse)
 
+    def _hint(self, got: int) -> str:
+        """How to fix a dimension mismatch (the other ndim, or channel_axis)."""
+        c = self.channel_axis is not None
+        if got == 3 + c and self.ndim == 2:
+            return ("; a volume (Z, Y, X)? pass ndim=3 (napari-unet train --ndim 3)"
+                    + ("" if c else ", or channel_axis for a 2D image with channels"))
+        if got == 2 + c and self.ndim == 3:
+            return "; a 2D image? pass ndim=2 (or leave ndim out)"
+        return "" if c else "; pass channel_axis for channels"
+
     def counted(self) -> np.ndarray:
-        """Bool (H, W): the pixels that count in the loss (``targets.counted_area``)."""
+        """Bool, the spatial shape: the pixels that count in the loss (``targets.counted_area``)."""
         from napari_unet.core.targets import counted_area
 
         return counted_area(self.labels, annotated=self.annotated, background=self.background,
                             sparse=self.sparse)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """Spatial ``(H, W)``."""
+    def shape(self) -> tuple[int, ...]:
+        """Spatial ``(H, W)`` or ``(Z, Y, X)``."""
         if self.channel_axis is None:
             return tuple(self.image.shape)
-        axis = self.channel_axis % 3
+        axis = self.channel_axis % self.image.ndim
         return tuple(s for i, s in enumerate(self.image.shape) if i != axis)
 
     @property
@@ -266,11 +288,15 @@ def as_training_pairs(pairs) -> list[TrainingPair]:
     channels = {p.channels for p in out}
     if len(channels) > 1:
         raise ValueError(f"pairs: all images need the same number of channels, got {channels}")
+    dims = {p.ndim for p in out}
+    if len(dims) > 1:
+        raise ValueError(f"pairs: all pairs need the same ndim (2D images or 3D volumes), got "
+                         f"{sorted(dims)}; train 2D and 3D models separately")
     return out
 
 
 def to_channels_first(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
-    """``(C, H, W)`` view of a 2D image (``C = 1`` when ``channel_axis`` is None).
+    """``(C, *spatial)`` view of an image or volume (``C = 1`` when ``channel_axis`` is None).
 
     Examples
     --------
@@ -281,53 +307,77 @@ def to_channels_first(image: np.ndarray, channel_axis: int | None) -> np.ndarray
     return image[None] if channel_axis is None else np.moveaxis(image, channel_axis, 0)
 
 
+def _inner(pad: int, shape: Sequence[int]) -> tuple[slice, ...]:
+    """The unpadded image's slices in padded coordinates."""
+    return tuple(slice(pad, pad + s) for s in shape)
+
+
 @dataclasses.dataclass
 class PreparedImage:
     """A normalised image with its training target and weight map, mirror-padded by ``pad``.
 
-    ``image`` is float32 ``(C, H + 2 pad, W + 2 pad)``; ``target`` (uint8) and ``weights``
-    (float32, 0 outside the image, outside the annotation and in validation regions) are
-    ``(H + 2 pad, W + 2 pad)``.
+    ``image`` is float32 ``(C, *(S + 2 pad))`` for the spatial shape ``S`` (2D or 3D);
+    ``target`` (uint8) and ``weights`` (float32, 0 outside the image, outside the annotation and
+    in validation regions) are ``S + 2 pad``.
     """
 
     image: np.ndarray
     target: np.ndarray
     weights: np.ndarray
     pad: int
-    shape: tuple[int, int]
-    labels: np.ndarray  # instance ids (H, W), 0 outside the annotation, for validation
-    annotated: np.ndarray  # bool (H, W)
+    shape: tuple[int, ...]
+    labels: np.ndarray  # instance ids (S), 0 outside the annotation, for validation
+    annotated: np.ndarray  # bool (S)
     #: instance ids (int32) padded like ``target`` (0 in the padding): what the augmentation warps
     instances: np.ndarray | None = None
     #: bool, padded: the pixels that count in the loss (annotated, inside the image, not held out)
     counted: np.ndarray | None = None
     #: float32 (num_classes,): the image's class-balance weights w_c
     class_weight: np.ndarray | None = None
+    #: pixel (voxel) size per axis the weights were computed with (None: isotropic)
+    spacing: tuple[float, ...] | None = None
 
-    def exclude(self, region: tuple[slice, slice]) -> None:
+    @property
+    def ndim(self) -> int:
+        """Spatial dimensions (2 or 3)."""
+        return len(self.shape)
+
+    def exclude(self, region: tuple[slice, ...]) -> None:
         """Give weight 0 to a region (in unpadded coordinates), e.g. one kept for validation."""
-        ys, xs = region
         p = self.pad
-        self.weights[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p] = 0.0
+        box = tuple(slice(s.start + p, s.stop + p) for s in region)
+        self.weights[box] = 0.0
         if self.counted is not None:
-            self.counted[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p] = False
+            self.counted[box] = False
 
 
 def prepare_pairs(
     pairs: Sequence[TrainingPair],
     *,
     pad: int,
-    cover: int = 0,
+    cover: int | Sequence[int] = 0,
     normalization: dict | None = None,
     num_classes: int = 2,
     w0: float = 10.0,
     sigma: float = 5.0,
+    spacing: Sequence[float] | None = None,
 ) -> list[PreparedImage]:
     """Normalise each image and compute its target and weight map once (not per step).
 
     The image is mirror-padded by ``pad`` on every side (the paper's extrapolation), or more
-    when needed for a window of ``cover`` pixels starting at the image origin to fit; target and
-    weights are zero-padded, so padded pixels never count in the loss.
+    when needed for a window of ``cover`` pixels (one per axis, or one for all) starting at the
+    image origin to fit; target and weights are zero-padded, so padded pixels never count in the
+    loss. Labels outside the pixels that count (``TrainingPair.counted``) are dropped first, so
+    they never reach the target or the weights. ``spacing`` (one size per axis) makes the
+    border weights anisotropic; a pair's own ``spacing`` takes precedence.
+
+    Examples
+    --------
+    >>> from napari_unet.core.synthetic import synthetic_cells_3d
+    >>> vol, lab = synthetic_cells_3d((8, 24, 24), radius=5, seed=0)
+    >>> (prep,) = prepare_pairs([TrainingPair(vol, lab, ndim=3)], pad=3, spacing=(2, 1, 1))
+    >>> prep.image.shape, prep.weights.shape, prep.spacing
+    ((1, 14, 30, 30), (14, 30, 30), (2.0, 1.0, 1.0))
     """
     from napari_unet.core.targets import counted_area, make_target, to_instances
     from napari_unet.core.weights import border_weight_map, class_weight_vector
@@ -335,23 +385,34 @@ def prepare_pairs(
     norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
     out = []
     for pair in pairs:
+        nd = len(pair.shape)
+        space = pair.spacing if pair.spacing is not None else spacing
+        if space is not None:
+            from napari_unet.core.weights import _check_spacing
+
+            space = _check_spacing(space, nd)
         img = to_channels_first(pair.image, pair.channel_axis)
         img = normalize(img, low=norm["low"], high=norm["high"], channel_axis=0,
                         invert=norm.get("invert", False))
         inst = to_instances(pair.labels)
         counted = counted_area(inst, annotated=pair.annotated, background=pair.background,
                                sparse=pair.sparse)
+        # labels outside the counted area are unknown: they shape neither the separation
+        # borders nor the border distances (a volume labelled densely but annotated on a few
+        # slices trains exactly as one labelled on those slices only)
+        inst = np.where(counted, inst, 0).astype(inst.dtype, copy=False)
         target, mask = make_target(inst, annotated=counted, num_classes=num_classes)
         weights = border_weight_map(
-            inst, w0=w0, sigma=sigma, annotated=counted, num_classes=num_classes
+            inst, w0=w0, sigma=sigma, annotated=counted, num_classes=num_classes, spacing=space
         )
         weights = (weights * mask).astype(np.float32)
         mode = "reflect" if min(pair.shape) > 1 else "edge"
-        p = max(int(pad), int(cover) - min(pair.shape))
+        covers = np.broadcast_to(np.asarray(cover, dtype=np.int64), (nd,))
+        p = max(int(pad), *(int(c) - s for c, s in zip(covers, pair.shape, strict=True)))
         ids = inst if inst.dtype == np.int32 else np.unique(inst, return_inverse=True)[1]
         out.append(
             PreparedImage(
-                image=np.pad(img, ((0, 0), (p, p), (p, p)), mode=mode),
+                image=np.pad(img, ((0, 0),) + ((p, p),) * nd, mode=mode),
                 target=np.pad(target, p),
                 weights=np.pad(weights, p),
                 pad=p,
@@ -362,6 +423,7 @@ def prepare_pairs(
                 counted=np.pad(weights > 0, p),
                 class_weight=class_weight_vector(target, annotated=mask > 0,
                                                  num_classes=num_classes),
+                spacing=space,
             )
         )
     return out
@@ -375,13 +437,15 @@ def targets_from_instances(
     num_classes: int = 2,
     w0: float = 10.0,
     sigma: float = 5.0,
+    spacing: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Target and weight map of one (augmented) patch, from its instance ids.
+    """Target and weight map of one (augmented) patch, 2D or 3D, from its instance ids.
 
     The separation borders and the border term are derived from the instances as they are
     (after the warp), so no warped cell can touch another one in the target; ``counted`` (the
     warped annotated area) sets the weight to 0 elsewhere, and ``class_weight`` is the image's
-    class balance (:func:`napari_unet.core.weights.class_weight_vector`).
+    class balance (:func:`napari_unet.core.weights.class_weight_vector`); ``spacing`` (one size
+    per axis) makes the border term anisotropic.
 
     Returns
     -------
@@ -399,155 +463,15 @@ def targets_from_instances(
 
     target, _ = make_target(instances, num_classes=num_classes)
     weights = border_weight_map(instances, w0=w0, sigma=sigma, annotated=counted,
-                                num_classes=num_classes, class_weight=class_weight)
+                                num_classes=num_classes, class_weight=class_weight,
+                                spacing=spacing)
     return target, weights
 
 
-@dataclasses.dataclass
-class ValidationRegion:
-    """A rectangle of one prepared image kept for validation, with its weights (before removal)."""
-
-    index: int
-    region: tuple[slice, slice]
-    weights: np.ndarray | None = None
-
-
-def split_validation(
-    prepared: Sequence[PreparedImage],
-    *,
-    fraction: float = 0.1,
-    min_side: int = 16,
-) -> list[ValidationRegion]:
-    """Hold out a band of every image's annotated area for validation (split by region).
-
-    The band spans the last ``fraction`` of the bounding box of the image's annotated pixels
-    along the box's longer axis (at least ``min_side`` pixels, at most half the box); its
-    weights are set to 0 so training never sees its labels. Taking the band inside the
-    annotation matters: a band of the whole image can fall where nothing is annotated (e.g. an
-    unannotated right quarter), and then prediction and truth are both empty there and the
-    validation reports a perfect score at every step. Images without annotated pixels hold out
-    nothing. ``fraction=0`` holds out nothing.
-
-    Examples
-    --------
-    >>> prep = PreparedImage(np.zeros((1, 104, 104), np.float32), np.zeros((104, 104), np.uint8),
-    ...                      np.ones((104, 104), np.float32), 2, (100, 100),
-    ...                      np.zeros((100, 100), int), np.ones((100, 100), bool))
-    >>> split_validation([prep], fraction=0.2)[0].region
-    (slice(0, 100, None), slice(80, 100, None))
-    >>> prep.annotated[:, 75:] = False  # right quarter not annotated: the band stays out of it
-    >>> split_validation([prep], fraction=0.2)[0].region
-    (slice(80, 100, None), slice(0, 75, None))
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"val_fraction: expected a fraction in [0, 1), got {fraction!r}")
-    if fraction == 0:
-        return []
-    out = []
-    for i, prep in enumerate(prepared):
-        rows = np.flatnonzero(prep.annotated.any(axis=1))
-        cols = np.flatnonzero(prep.annotated.any(axis=0))
-        if rows.size == 0:
-            continue
-        box = ((int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1))
-        h, w = box[0][1] - box[0][0], box[1][1] - box[1][0]
-        axis = 0 if h > w else 1
-        lo, hi = box[axis]
-        band = min((hi - lo) // 2, max(min_side, math.ceil(fraction * (hi - lo))))
-        if band < 1:
-            continue
-        cut = slice(hi - band, hi)
-        region = (cut, slice(*box[1])) if axis == 0 else (slice(*box[0]), cut)
-        p = prep.pad
-        ys, xs = region
-        kept = prep.weights[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p].copy()
-        prep.exclude(region)
-        out.append(ValidationRegion(i, region, kept))
-    return out
-
-
-class PatchSampler:
-    """Random training patches of the network's input size, centred on weighted pixels.
-
-    An image is drawn with probability proportional to its count of pixels with weight > 0, then
-    a centre among those pixels: a few annotated cells in a large image are found every time.
-    The patch (input size ``tile``) is cut from the mirror-padded image; the training loop takes
-    the instance ids and the counted area of the same window (:meth:`sample_instances`), warps
-    them with the image and derives target and weights from the warped ids
-    (:func:`targets_from_instances`); :meth:`sample` cuts the precomputed target and weights.
-
-    Parameters
-    ----------
-    prepared : list of PreparedImage
-        Padded by at least ``tile // 2 + 1``.
-    tile : int
-        Input side of the network.
-    rng : numpy.random.Generator
-    """
-
-    def __init__(self, prepared: Sequence[PreparedImage], *, tile: int, rng: np.random.Generator):
-        self.prepared = list(prepared)
-        self.tile = int(tile)
-        self.rng = rng
-        self._centres = []
-        for prep in self.prepared:
-            if prep.pad < self.tile // 2 + 1:
-                raise ValueError(f"prepared: padding {prep.pad} too small for tile {self.tile}")
-            p = prep.pad
-            h, w = prep.shape
-            inner = prep.weights[p : p + h, p : p + w]
-            self._centres.append(np.flatnonzero(inner > 0).astype(np.int64))
-        counts = np.array([len(c) for c in self._centres], dtype=np.float64)
-        if counts.sum() == 0:
-            raise ValueError(
-                "pairs: no pixel carries weight in the training region (nothing annotated, or "
-                "all held out for validation); annotate some cells or lower val_fraction"
-            )
-        self._p = counts / counts.sum()
-
-    def _draw(self, n: int):
-        """``n`` (image index, top, left) windows of side ``tile`` in padded coordinates."""
-        t = self.tile
-        for _ in range(n):
-            i = int(self.rng.choice(len(self.prepared), p=self._p))
-            prep = self.prepared[i]
-            c = int(self._centres[i][self.rng.integers(len(self._centres[i]))])
-            cy, cx = divmod(c, prep.shape[1])
-            yield prep, cy + prep.pad - t // 2, cx + prep.pad - t // 2
-
-    def sample_instances(self, n: int):
-        """``n`` patches for augmentation before the targets are made (the training loop's).
-
-        Returns image (n, C, T, T) float32, instance ids (n, T, T) int32 (0 in the padding),
-        counted (n, T, T) float32 (1 where the loss counts) and the images' class weights
-        (n, num_classes) float32.
-        """
-        t = self.tile
-        images, inst, counted, cw = [], [], [], []
-        for prep, y0, x0 in self._draw(n):
-            if prep.instances is None:
-                raise ValueError("prepared: made without instances; use prepare_pairs")
-            images.append(prep.image[:, y0 : y0 + t, x0 : x0 + t])
-            inst.append(prep.instances[y0 : y0 + t, x0 : x0 + t])
-            counted.append(prep.counted[y0 : y0 + t, x0 : x0 + t])
-            cw.append(prep.class_weight)
-        return (
-            np.stack(images).astype(np.float32, copy=False),
-            np.stack(inst).astype(np.int32, copy=False),
-            np.stack(counted).astype(np.float32),
-            np.stack(cw).astype(np.float32),
-        )
-
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``n`` patches: image (n, C, T, T) float32, target (n, T, T) int64, weights (n, T, T)."""
-        images, targets, weights = [], [], []
-        t = self.tile
-        for prep, y0, x0 in self._draw(n):
-            images.append(prep.image[:, y0 : y0 + t, x0 : x0 + t])
-            targets.append(prep.target[y0 : y0 + t, x0 : x0 + t])
-            weights.append(prep.weights[y0 : y0 + t, x0 : x0 + t])
-        return (
-            np.stack(images).astype(np.float32, copy=False),
-            np.stack(targets).astype(np.int64),
-            np.stack(weights).astype(np.float32, copy=False),
-        )
+# Validation bands and patch sampling live in their own module; these names are part of this
+# module's API.
+from napari_unet.core.patches import (  # noqa: E402
+    PatchSampler,
+    ValidationRegion,
+    split_validation,
+)

@@ -12,19 +12,19 @@ import torch.nn.functional as F
 __all__ = ["center_crop", "weighted_cross_entropy"]
 
 
-def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Centre crop of the last two axes to ``size``.
+def center_crop(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Centre crop of the last ``len(size)`` axes to ``size`` (2D or 3D).
 
     Examples
     --------
     >>> center_crop(torch.zeros(1, 6, 6), (2, 2)).shape
     torch.Size([1, 2, 2])
     """
-    h, w = x.shape[-2:]
-    if size[0] > h or size[1] > w:
-        raise ValueError(f"size: expected at most {(h, w)}, got {tuple(size)}")
-    top, left = (h - size[0]) // 2, (w - size[1]) // 2
-    return x[..., top : top + size[0], left : left + size[1]]
+    have = tuple(x.shape[-len(size):])
+    if any(s > h for s, h in zip(size, have, strict=True)):
+        raise ValueError(f"size: expected at most {have}, got {tuple(size)}")
+    index = tuple(slice((h - s) // 2, (h - s) // 2 + s) for h, s in zip(have, size, strict=True))
+    return x[(..., *index)]
 
 
 def weighted_cross_entropy(
@@ -38,9 +38,9 @@ def weighted_cross_entropy(
 
     Parameters
     ----------
-    logits : Tensor (N, K, h, w)
+    logits : Tensor (N, K, h, w) or, for volumes, (N, K, d, h, w)
         Network output (computed in float32 here, also under mixed precision).
-    target : Tensor (N, H, W) integer, H ≥ h
+    target : Tensor (N, H, W) (or (N, D, H, W)) integer, H ≥ h
         Class per pixel; centre-cropped to the output region if larger.
     weights : Tensor (N, H, W) float
         Weight map; centre-cropped like ``target``. Weight-0 pixels do not contribute at all
@@ -68,9 +68,10 @@ def weighted_cross_entropy(
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
-    if logits.ndim != 4:
-        raise ValueError(f"logits: expected (N, K, h, w), got shape {tuple(logits.shape)}")
-    size = tuple(logits.shape[-2:])
+    if logits.ndim not in (4, 5):
+        raise ValueError(f"logits: expected (N, K, h, w) or (N, K, d, h, w), got shape "
+                         f"{tuple(logits.shape)}")
+    size = tuple(logits.shape[2:])
     target = center_crop(target, size).long()
     weights = center_crop(weights, size).float()
     keep = weights > 0

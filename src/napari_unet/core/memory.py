@@ -63,30 +63,53 @@ def count_parameters(
     return total + conv(chans[0], num_classes, 1)
 
 
-def _feature_maps(depth: int, base_channels: int, tile: int, num_classes: int,
-                  padding: str) -> tuple[int, int]:
-    """(elements of every kept feature map, elements of the largest) for one sample, 2D sides."""
+def _feature_maps(depth: int, base_channels: int, tile: tuple[int, ...], num_classes: int,
+                  padding: str, pool) -> tuple[int, int]:
+    """(elements of every kept feature map, elements of the largest) for one sample; ``tile``
+    has one side per spatial axis, ``pool`` one tuple of factors per level."""
+    import math
+
     shrink = 0 if padding == "same" else 2
     kept: list[int] = []
-    side = tile
+    sides = list(tile)
+
+    def vox() -> int:
+        return math.prod(sides)
+
     for level in range(depth + 1):
         c = base_channels * 2**level
         for _ in range(2):
-            side = max(side - shrink, 1)
-            kept.append(c * side * side)
+            sides = [max(s - shrink, 1) for s in sides]
+            kept.append(c * vox())
         if level < depth:
-            side = max(side // 2, 1)
-            kept.append(c * side * side * 3)  # pooled map + its int64 indices
+            sides = [max(s // f, 1) for s, f in zip(sides, pool[level], strict=True)]
+            kept.append(c * vox() * 3)  # pooled map + its int64 indices
     for level in reversed(range(depth)):
         c = base_channels * 2**level
-        side = 2 * side
-        kept.append(c * side * side)  # up-convolution output
-        kept.append(2 * c * side * side)  # concatenation with the skip map
+        sides = [s * f for s, f in zip(sides, pool[level], strict=True)]
+        kept.append(c * vox())  # up-convolution output
+        kept.append(2 * c * vox())  # concatenation with the skip map
         for _ in range(2):
-            side = max(side - shrink, 1)
-            kept.append(c * side * side)
-    kept.append(num_classes * side * side * 3)  # logits, soft-max, weights
+            sides = [max(s - shrink, 1) for s in sides]
+            kept.append(c * vox())
+    kept.append(num_classes * vox() * 3)  # logits, soft-max, weights
     return sum(kept), max(kept)
+
+
+def _tile_and_pool(tile, ndim: int, depth: int, pool):
+    """(sides per axis, factors per level and axis) from an int or per-axis ``tile``."""
+    from napari_unet.core.model import _pool_levels
+
+    if isinstance(tile, bool) or not isinstance(tile, int):
+        sides = tuple(tile)
+        if len(sides) != ndim or any(isinstance(t, bool) or not isinstance(t, int) or t < 1
+                                     for t in sides):
+            raise ValueError(f"tile: expected an integer >= 1 or {ndim} of them (one per axis), "
+                             f"got {tile!r}")
+    else:
+        sides = (_check("tile", tile, 1),) * ndim
+    levels = [f * ndim if len(f) == 1 else tuple(f) for f in _pool_levels(pool, depth)]
+    return sides, levels
 
 
 def _check(name: str, value, low: int = 1) -> int:
@@ -96,18 +119,18 @@ def _check(name: str, value, low: int = 1) -> int:
 
 
 def _estimate(*, in_channels, num_classes, depth, base_channels, tile, batch_size, ndim,
-              padding, training) -> int:
+              padding, training, pool=None) -> int:
+    import math
+
     for name, v, low in (("in_channels", in_channels, 1), ("num_classes", num_classes, 1),
                          ("depth", depth, 0), ("base_channels", base_channels, 1),
-                         ("tile", tile, 1), ("batch_size", batch_size, 1), ("ndim", ndim, 2)):
+                         ("batch_size", batch_size, 1), ("ndim", ndim, 2)):
         _check(name, v, low)
+    sides, levels = _tile_and_pool(tile, ndim, depth, pool)
     params = count_parameters(in_channels=in_channels, num_classes=num_classes, depth=depth,
                               base_channels=base_channels, ndim=ndim)
-    total, largest = _feature_maps(depth, base_channels, tile, num_classes, padding)
-    # a 3D network: every map has one more axis of about the same side
-    per_side = tile if ndim > 2 else 1
-    total, largest = total * per_side ** (ndim - 2), largest * per_side ** (ndim - 2)
-    inputs = in_channels * tile**ndim
+    total, largest = _feature_maps(depth, base_channels, sides, num_classes, padding, levels)
+    inputs = in_channels * math.prod(sides)
     if training:  # all maps kept for backward + gradients in flight; weights, grads, 2 moments
         acts = batch_size * (total + 2 * largest + 3 * inputs)
         weights = 4 * params
@@ -123,14 +146,17 @@ def estimate_training_bytes(
     num_classes: int,
     depth: int,
     base_channels: int,
-    tile: int,
+    tile: int | tuple[int, ...],
     batch_size: int,
     ndim: int = 2,
     padding: str = "valid",
+    pool=None,
 ) -> int:
     """Bytes one training step of this U-Net needs (float32), from the shapes alone.
 
-    ``tile`` is the network's input side (a square, or a cube for ``ndim=3``).
+    ``tile`` is the network's input side (a square, or a cube for ``ndim=3``) or its shape,
+    one side per axis; ``pool`` the pooling factors as :class:`~napari_unet.core.model.UNet`
+    takes them (e.g. anisotropic ``((1, 2, 2), (2, 2, 2))``).
 
     Examples
     --------
@@ -143,7 +169,7 @@ def estimate_training_bytes(
     """
     return _estimate(in_channels=in_channels, num_classes=num_classes, depth=depth,
                      base_channels=base_channels, tile=tile, batch_size=batch_size, ndim=ndim,
-                     padding=padding, training=True)
+                     padding=padding, training=True, pool=pool)
 
 
 def estimate_inference_bytes(
@@ -152,10 +178,11 @@ def estimate_inference_bytes(
     num_classes: int,
     depth: int,
     base_channels: int,
-    tile: int,
+    tile: int | tuple[int, ...],
     batch_size: int = 1,
     ndim: int = 2,
     padding: str = "valid",
+    pool=None,
 ) -> int:
     """Bytes a forward pass (no gradients) of ``batch_size`` tiles needs.
 
@@ -168,7 +195,7 @@ def estimate_inference_bytes(
     """
     return _estimate(in_channels=in_channels, num_classes=num_classes, depth=depth,
                      base_channels=base_channels, tile=tile, batch_size=batch_size, ndim=ndim,
-                     padding=padding, training=False)
+                     padding=padding, training=False, pool=pool)
 
 
 def format_bytes(n: float) -> str:
@@ -247,14 +274,18 @@ def check_memory(
     num_classes: int,
     depth: int,
     base_channels: int,
-    tile: int,
+    tile: int | tuple[int, ...],
     batch_size: int,
     ndim: int = 2,
     padding: str = "valid",
     device="cpu",
     training: bool = True,
+    pool=None,
 ) -> None:
     """Raise ValueError, with a smaller setting suggested, when the run would not fit ``device``.
+
+    ``tile`` is one side (a square, a cube for ``ndim=3``) or one side per axis; ``pool`` the
+    pooling factors (3D: e.g. :func:`~napari_unet.core.model.anisotropic_pool`).
 
     Examples
     --------
@@ -267,7 +298,7 @@ def check_memory(
     ValueError: memory: training a U-Net of depth 12, base 64 channels on tiles of 65532 px, ...
     """
     arch = dict(in_channels=in_channels, num_classes=num_classes, depth=depth,
-                base_channels=base_channels, ndim=ndim, padding=padding)
+                base_channels=base_channels, ndim=ndim, padding=padding, pool=pool)
     estimate = estimate_training_bytes if training else estimate_inference_bytes
     need = estimate(tile=tile, batch_size=batch_size, **arch)
     have = available_bytes(device)
@@ -276,9 +307,11 @@ def check_memory(
         return
     what = "training" if training else "predicting with"
     hints = _hints(estimate, arch, tile=tile, batch_size=batch_size, budget=budget)
+    shown = f"{tile} px" if isinstance(tile, int) else "x".join(map(str, tile)) + " voxels"
+    kind = f"{ndim}D U-Net" if ndim > 2 else "U-Net"
     raise ValueError(
-        f"memory: {what} a U-Net of depth {depth}, base {base_channels} channels on tiles of "
-        f"{tile} px, batch {batch_size} needs about {format_bytes(need)}, but {device} has "
+        f"memory: {what} a {kind} of depth {depth}, base {base_channels} channels on tiles of "
+        f"{shown}, batch {batch_size} needs about {format_bytes(need)}, but {device} has "
         f"{format_bytes(have)} available; {hints}"
     )
 
@@ -287,6 +320,8 @@ def _hints(estimate, arch: dict, *, tile: int, batch_size: int, budget: int) -> 
     from napari_unet.core.model import nearest_valid_sizes, valid_input_shape
 
     depth, padding = arch["depth"], arch["padding"]
+    if not isinstance(tile, int) or arch["ndim"] > 2:
+        return _hints_nd(estimate, arch, tile=tile, batch_size=batch_size, budget=budget)
     out = []
     if batch_size > 1 and estimate(tile=tile, batch_size=1, **arch) <= budget:
         per = estimate(tile=tile, batch_size=1, **arch)
@@ -315,3 +350,42 @@ def _hints(estimate, arch: dict, *, tile: int, batch_size: int, budget: int) -> 
             out.append(f"use a depth of at most {d} (the paper uses 4)")
     return "; or ".join(out) if out else "free memory or use a smaller network"
 
+
+
+def _hints_nd(estimate, arch: dict, *, tile, batch_size: int, budget: int) -> str:
+    """Smaller settings for a 3D (or per-axis) tile: a batch, a tile scaled down along every
+    axis (valid for the pooling), or fewer channels / levels."""
+    from napari_unet.core.model import valid_input_shape
+
+    nd, depth, padding, pool = arch["ndim"], arch["depth"], arch["padding"], arch["pool"]
+    sides = tuple(tile) if not isinstance(tile, int) else (tile,) * nd
+    out = []
+    if batch_size > 1 and estimate(tile=sides, batch_size=1, **arch) <= budget:
+        per = estimate(tile=sides, batch_size=1, **arch)
+        out.append(f"use a batch of {max(1, min(batch_size - 1, int(budget // max(per, 1))))}")
+    smallest = tuple(valid_input_shape((1,) * nd, depth, padding=padding, pool=pool))
+
+    def scaled(k: float) -> tuple[int, ...]:
+        want = [max(1, int(s * k)) for s in sides]
+        return tuple(int(v) for v in valid_input_shape(want, depth, padding=padding, pool=pool))
+
+    if estimate(tile=smallest, batch_size=1, **arch) <= budget:
+        lo, hi = 0.0, 1.0
+        for _ in range(20):  # the largest scale of the tile that fits
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if estimate(tile=scaled(mid), batch_size=1, **arch) <= budget \
+                else (lo, mid)
+        fit = scaled(lo) if estimate(tile=scaled(lo), batch_size=1, **arch) <= budget else smallest
+        if fit != sides:
+            out.append("use a tile of " + " x ".join(map(str, fit)) + " voxels (--tile "
+                       + " ".join(map(str, fit)) + ")")
+    else:
+        base = arch["base_channels"]
+        while base > 1 and estimate(tile=smallest, batch_size=1,
+                                    **{**arch, "base_channels": base}) > budget:
+            base //= 2
+        if base < arch["base_channels"]:
+            out.append(f"use base channels {base} or a smaller depth")
+        else:
+            out.append("use a smaller depth")
+    return "; or ".join(out) if out else "free memory or use a smaller network"

@@ -7,7 +7,9 @@ A run directory holds::
     settings.json     the training settings (``TrainConfig.to_dict()``, plus optional
                       ``"architecture"`` and ``"options"``)
     data/             NNN_<name>_image.tif, NNN_<name>_labels.tif and, when present,
-                      NNN_<name>_annotated.tif / NNN_<name>_background.tif (uint8 masks)
+                      NNN_<name>_annotated.tif / NNN_<name>_background.tif (uint8 masks);
+                      a 3D volume is a TIFF stack, and ``ndim`` / ``spacing`` are recorded
+                      per pair in run.json and in settings.json (``TrainConfig.ndim``)
     metrics.jsonl     one JSON object per training event
     last.safetensors, best.safetensors (+ ``.state.safetensors``): the trainer's checkpoints
     model.safetensors the final model
@@ -182,8 +184,8 @@ def write_run(
     run_dir : path
         The run folder (created if needed); it must not hold a run yet.
     pairs : sequence of TrainingPair
-        Saved as TIFF files in ``data/``; a pair's ``background`` mask and ``sparse`` flag are
-        kept when the pair has them.
+        Saved as TIFF files in ``data/`` (a 3D volume as a TIFF stack); a pair's ``background``
+        mask, ``sparse`` flag, ``ndim`` and ``spacing`` are kept when the pair has them.
     settings : dict or TrainConfig
         The training settings (a TrainConfig is stored as its ``to_dict()``).
     seed : int
@@ -221,6 +223,8 @@ def write_run(
             "name": name, **{k: (None if v is None else f"data/{v}") for k, v in files.items()},
             "sha256": hashes, "channel_axis": pair.channel_axis,
             "sparse": bool(getattr(pair, "sparse", sparse)),
+            "ndim": int(getattr(pair, "ndim", None) or 2),
+            "spacing": None if getattr(pair, "spacing", None) is None else list(pair.spacing),
         })
     if hasattr(settings, "to_dict"):
         settings = settings.to_dict()
@@ -275,6 +279,10 @@ def read_run(run_dir: str | os.PathLike, *, verify: bool = True) -> tuple[list, 
             logger.warning("%s: this version ignores the background mask", run_dir)
         if "sparse" in fields:
             kwargs["sparse"] = bool(item.get("sparse", record.get("sparse", False)))
+        # 3D volumes are TIFF stacks like the 2D images; runs written before 3D are 2D
+        kwargs["ndim"] = int(item.get("ndim") or settings.get("ndim") or 2)
+        if item.get("spacing") is not None:
+            kwargs["spacing"] = tuple(item["spacing"])
         pairs.append(TrainingPair(arrays["image"], arrays["labels"], **kwargs))
     return pairs, settings, record
 

@@ -24,7 +24,14 @@ from scipy import ndimage as ndi
 
 # ``targets`` re-exports this module's names, so its helpers are imported where they are used.
 
-__all__ = ["BAND_FRACTION", "MIN_BAND", "band_width", "counted_area", "describe_annotation"]
+__all__ = [
+    "BAND_FRACTION",
+    "MIN_BAND",
+    "band_width",
+    "counted_area",
+    "describe_annotation",
+    "slices_mask",
+]
 
 
 #: Width of the band around painted cells that counts as annotated when no regions are drawn,
@@ -62,6 +69,49 @@ def band_width(labels: np.ndarray, *, fraction: float | None = None) -> int:
     else:
         diameters = 2.0 * np.cbrt(3.0 * areas / (4.0 * np.pi))
     return max(MIN_BAND, round(fraction * float(np.median(diameters))))
+
+
+def slices_mask(shape, *, z=(), y=(), x=()) -> np.ndarray:
+    """The annotated-voxel mask of a volume annotated on a few whole slices.
+
+    The 3D U-Net's sparse annotation (Çiçek et al. 2016): a user labels every cell on a few
+    xy-slices (``z`` indices), and optionally xz (``y``) or yz (``x``) slices; passed as a
+    pair's ``annotated``, only these planes count in the loss, every other voxel has weight 0.
+    Negative indices count from the end, as in numpy.
+
+    Parameters
+    ----------
+    shape : (Z, Y, X)
+        The volume's shape.
+    z, y, x : int or sequence of int
+        Indices of the annotated planes along each axis.
+
+    Returns
+    -------
+    bool ndarray of ``shape``
+
+    Examples
+    --------
+    >>> m = slices_mask((5, 4, 3), z=(0, 3), x=2)
+    >>> m.shape, int(m.sum()), bool(m[3].all()), bool(m[1, :, 2].all()), bool(m[1, 0, 0])
+    ((5, 4, 3), 36, True, True, False)
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or any(s < 1 for s in shape):
+        raise ValueError(f"shape: expected a volume shape (Z, Y, X), got {shape!r}")
+    mask = np.zeros(shape, bool)
+    for axis, (name, given) in enumerate((("z", z), ("y", y), ("x", x))):
+        indices = [given] if np.ndim(given) == 0 else list(given)
+        for i in indices:
+            if isinstance(i, bool) or int(i) != i or not -shape[axis] <= int(i) < shape[axis]:
+                raise ValueError(
+                    f"{name}: slice index {i!r} is outside the volume's {shape[axis]} planes "
+                    f"along {name} (shape {shape}); expected -{shape[axis]}..{shape[axis] - 1}"
+                )
+            index = [slice(None)] * 3
+            index[axis] = int(i)
+            mask[tuple(index)] = True
+    return mask
 
 
 def _background_mask(background, shape) -> np.ndarray | None:

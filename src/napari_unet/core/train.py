@@ -56,7 +56,14 @@ from napari_unet.core.device import configure_cpu_threads, pick_device, use_cpu_
 from napari_unet.core.io import default_class_names, save_model
 from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.memory import check_memory
-from napari_unet.core.model import UNet, valid_input_shape, valid_output_shape
+from napari_unet.core.model import (
+    UNet,
+    _pool_levels,
+    anisotropic_pool,
+    valid_input_shape,
+    valid_output_shape,
+)
+from napari_unet.core.patches import tile_per_axis
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.safe_load import load_pretrained
 from napari_unet.core.validation import choose_postprocess, validate
@@ -111,6 +118,7 @@ class Trainer:
     def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None):
         self.config = config = TrainConfig() if config is None else config
         self.pairs = as_training_pairs(pairs)
+        self._check_ndim()
         check_training_pairs(self.pairs)
         self._setup_processes()
         self._setup_sizes()
@@ -120,7 +128,10 @@ class Trainer:
         self.step, self.elapsed, self.best = 0, 0.0, math.inf
         resume_state = self._build_model(init_model, resume)
         self._setup_optimizer()
-        self.out_tile = self.model.output_shape((self.tile, self.tile))[0]
+        #: output shape of one input tile, one side per spatial axis
+        self.out_shape = tuple(self.model.output_shape(self.tile_shape))
+        #: the output side (an int in 2D, the per-axis shape in 3D), as :attr:`tile`
+        self.out_tile = self.out_shape[0] if self.ndim == 2 else self.out_shape
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         if resume_state is not None:
@@ -133,6 +144,23 @@ class Trainer:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+
+    def _check_ndim(self) -> None:
+        """The pairs' spatial ndim is the config's (the model's): one code path for 2D and 3D."""
+        cfg = self.config
+        got = self.pairs[0].ndim
+        if got != cfg.ndim:
+            raise ValueError(
+                f"pairs: the training data are {got}D (shape {self.pairs[0].shape}) but "
+                f"config.ndim is {cfg.ndim}; make the pairs with ndim={cfg.ndim} "
+                f"(TrainingPair(..., ndim={cfg.ndim})) or train with TrainConfig(ndim={got})"
+            )
+        #: spatial dimensions (2 or 3): the model's
+        self.ndim = cfg.ndim
+        spacings = {p.spacing for p in self.pairs if p.spacing is not None}
+        #: voxel size per axis (border weights, elastic displacements, 3D pooling) or None
+        self.spacing = cfg.spacing if cfg.spacing is not None else (
+            spacings.pop() if len(spacings) == 1 else None)
 
     def _setup_processes(self) -> None:
         """The device, and the process group under torchrun."""
@@ -173,8 +201,8 @@ class Trainer:
             else:
                 model, meta = init_model
             self._adopt_architecture(model, "resume" if resume is not None else "init_model")
-            self.tile = self._choose_tile(model.depth, model.padding)
-            self._check_memory(model.config)
+            self._choose_tile(model.depth, model.padding, model.pool_factors)
+            self._check_memory(model.config, model.pool_factors)
             self.model = copy.deepcopy(model)
             self.normalization = dict(meta.get("normalization") or self.normalization)
             if resume is not None:
@@ -183,8 +211,15 @@ class Trainer:
             cfg = self.config
             arch = dict(in_channels=self.pairs[0].channels, num_classes=cfg.num_classes,
                         depth=cfg.depth, base_channels=cfg.base_channels, dropout=cfg.dropout)
-            self.tile = self._choose_tile(cfg.depth, "valid")
-            self._check_memory(arch)  # before a single weight is allocated
+            pool = None
+            if self.ndim == 3:  # the 3D U-Net: anisotropic pooling from the voxel size
+                pool = anisotropic_pool(self.spacing, cfg.depth) if self.spacing else None
+                arch.update(ndim=3, pool=pool)
+            if cfg.norm is not None:
+                arch["norm"] = cfg.norm
+            factors = _pool_factors(pool, cfg.depth, self.ndim)
+            self._choose_tile(cfg.depth, "valid", factors)
+            self._check_memory(arch, factors)  # before a single weight is allocated
             self.model = UNet(**arch)
             if arch["in_channels"] == 1 and "invert" not in self.normalization:
                 # bright-background images (brightfield, H&E in gray) inverted, in training
@@ -200,8 +235,14 @@ class Trainer:
     def _adopt_architecture(self, model: UNet, source: str) -> None:
         """A resumed or fine-tuned model keeps its architecture: the config follows it (with a
         warning where the config said otherwise), so the metadata records what was trained."""
+        if model.ndim != self.ndim:
+            raise ValueError(
+                f"{source}: the model is a {model.ndim}D U-Net but the training data are "
+                f"{self.ndim}D; continue a {model.ndim}D model on {model.ndim}D data "
+                f"(ndim={model.ndim}), or train a new {self.ndim}D model without {source}"
+            )
         fields = {"depth": model.depth, "base_channels": model.base_channels,
-                  "num_classes": model.num_classes}
+                  "num_classes": model.num_classes, "norm": model.config.get("norm")}
         differ = {k: (getattr(self.config, k), v) for k, v in fields.items()
                   if getattr(self.config, k) != v}
         if differ:
@@ -209,11 +250,13 @@ class Trainer:
                 f"{k} {v} instead of {c}" for k, (c, v) in differ.items()))
             self.config = dataclasses.replace(self.config, **fields)
 
-    def _check_memory(self, arch: dict) -> None:
+    def _check_memory(self, arch: dict, pool) -> None:
         check_memory(in_channels=arch["in_channels"], num_classes=arch["num_classes"],
-                     depth=arch["depth"], base_channels=arch["base_channels"], tile=self.tile,
-                     batch_size=max(self.batch_size // self.world_size, 1),
-                     padding=arch.get("padding", "valid"), device=self.device)
+                     depth=arch["depth"], base_channels=arch["base_channels"],
+                     tile=self.tile if self.ndim == 2 else self.tile_shape,
+                     batch_size=max(self.batch_size // self.world_size, 1), ndim=self.ndim,
+                     padding=arch.get("padding", "valid"), device=self.device,
+                     pool=pool if self.ndim == 3 else None)
 
     def _setup_optimizer(self) -> None:
         """Move the model to the device; DDP wrapper, optimiser and AMP scaler."""
@@ -240,22 +283,43 @@ class Trainer:
         self._running.set()
 
     # -- state ---------------------------------------------------------------------------------
-    def _choose_tile(self, depth: int, padding: str) -> int:
-        """The network's input side, from the architecture alone (nothing allocated)."""
+    def _choose_tile(self, depth: int, padding: str, pool) -> None:
+        """:attr:`tile_shape` (the network's input shape, one side per axis) and :attr:`tile`
+        (an int in 2D, as stored since the first release; the shape in 3D), from the
+        architecture alone (nothing allocated)."""
+        nd = self.ndim
+        pool = None if nd == 2 else pool
         if self.config.tile is not None:
-            side = int(self.config.tile)
-            valid_output_shape((side, side), depth, padding=padding)  # helpful error if invalid
-            return side
-        biggest = max(max(p.shape) for p in self.pairs)
-        margin = 0
-        if padding == "valid":
-            smallest = valid_input_shape(1, depth)[0]
-            margin = (smallest - valid_output_shape((smallest,), depth)[0]) // 2
-        return valid_input_shape(min(biggest, 388) + 2 * margin, depth, padding=padding)[0]
+            shape = tile_per_axis(self.config.tile, nd)
+            try:
+                valid_output_shape(shape, depth, padding=padding, pool=pool)
+            except ValueError as err:  # which setting, and the valid sizes
+                raise ValueError(f"tile: {shape} is not a valid input; {err}") from None
+        elif nd == 2:
+            biggest = max(max(p.shape) for p in self.pairs)
+            margin = 0
+            if padding == "valid":
+                smallest = valid_input_shape(1, depth)[0]
+                margin = (smallest - valid_output_shape((smallest,), depth)[0]) // 2
+            side = valid_input_shape(min(biggest, 388) + 2 * margin, depth, padding=padding)[0]
+            shape = (side, side)
+        else:  # per axis: the output covers the volume, at most 64 voxels (CPU-sized)
+            ones = (1,) * nd
+            smallest = valid_input_shape(ones, depth, padding=padding, pool=pool)
+            out = valid_output_shape(smallest, depth, padding=padding, pool=pool)
+            margins = [(a - b) // 2 for a, b in zip(smallest, out, strict=True)]
+            want = [min(max(p.shape[a] for p in self.pairs), 64) + 2 * margins[a]
+                    for a in range(nd)]
+            shape = tuple(valid_input_shape(want, depth, padding=padding, pool=pool))
+        self.tile_shape = tuple(int(s) for s in shape)
+        self.tile = self.tile_shape[0] if nd == 2 and len(set(shape)) == 1 else self.tile_shape
 
     def metadata(self) -> dict[str, Any]:
         training = self.config.to_dict()
-        training.update(lr=self.lr, batch_size=self.batch_size, tile=self.tile, step=self.step,
+        training.update(lr=self.lr, batch_size=self.batch_size,
+                        tile=self.tile if self.ndim == 2 else list(self.tile_shape),
+                        ndim=self.ndim, spacing=None if self.spacing is None else list(self.spacing),
+                        step=self.step,
                         elapsed_s=round(self.elapsed, 3), device=str(self.device),
                         bf16=self.bf16)
         return {
@@ -323,8 +387,8 @@ class Trainer:
         return min(etas) if etas else None
 
     def training_batch(self, sampler: PatchSampler):
-        """One augmented batch on the device: image ``(n, C, T, T)``, target and weights of the
-        output region ``(n, t, t)`` (this rank's block under torchrun)."""
+        """One augmented batch on the device: image ``(n, C, *T)``, target and weights of the
+        output region ``(n, *t)`` (this rank's block under torchrun); 2D or 3D."""
         # the global batch, the same on all ranks
         img, inst, counted, cw = sampler.sample_instances(self.batch_size)
         dev, nb = self.device, self.device.type == "cuda"
@@ -333,21 +397,25 @@ class Trainer:
         counted = torch.from_numpy(counted).to(dev, non_blocking=nb)
         # the labels are warped with a context around the output region, so that the border
         # term of its pixels sees the cells beyond it (negligible past d1 + d2 = 5.26 sigma)
-        ctx = min(math.ceil(5.26 * self.config.sigma) + 1, (self.tile - self.out_tile) // 2)
-        side = self.out_tile + 2 * ctx
+        space = self.spacing or (1.0,) * self.ndim
+        ctx = [min(math.ceil(5.26 * self.config.sigma / s) + 1, (t - o) // 2)
+               for s, t, o in zip(space, self.tile_shape, self.out_shape, strict=True)]
+        sides = tuple(o + 2 * c for o, c in zip(self.out_shape, ctx, strict=True))
         img, inst, counted = augment_batch(img, inst, counted, config=self.config.augment,
-                                           generator=self.generator, out_shape=(side, side))
+                                           generator=self.generator, out_shape=sides,
+                                           spacing=self.spacing)
         if self.world_size > 1:  # this rank's block of the augmented global batch
             img, inst, counted, cw = (ddp.shard(img), ddp.shard(inst), ddp.shard(counted),
                                       ddp.shard(cw))
         # targets and weights from the WARPED instances: no warped cell bridges a border
         inst, counted = inst.cpu().numpy(), counted.cpu().numpy() > 0
-        crop = (slice(None), slice(ctx, ctx + self.out_tile), slice(ctx, ctx + self.out_tile))
+        crop = (slice(None), *(slice(c, c + o) for c, o in zip(ctx, self.out_shape, strict=True)))
         tgt, wts = [], []
         for i in range(len(inst)):
             t, w = targets_from_instances(inst[i], counted[i], class_weight=cw[i],
                                           num_classes=self.model.num_classes,
-                                          w0=self.config.w0, sigma=self.config.sigma)
+                                          w0=self.config.w0, sigma=self.config.sigma,
+                                          spacing=self.spacing)
             tgt.append(t)
             wts.append(w)
         tgt = torch.from_numpy(np.stack(tgt)[crop].astype(np.int64)).to(dev, non_blocking=nb)
@@ -357,11 +425,11 @@ class Trainer:
     def make_sampler(self) -> PatchSampler:
         """The patch sampler of :meth:`run` (no validation band held out)."""
         prepared = prepare_pairs(
-            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            self.pairs, pad=max(self.tile_shape) // 2 + 1, cover=self.tile_shape,
             normalization=self.normalization, num_classes=self.model.num_classes,
-            w0=self.config.w0, sigma=self.config.sigma,
+            w0=self.config.w0, sigma=self.config.sigma, spacing=self.spacing,
         )
-        return PatchSampler(prepared, tile=self.tile, rng=self.rng)
+        return PatchSampler(prepared, tile=self.tile_shape, rng=self.rng)
 
     def train_step(self, sampler: PatchSampler) -> tuple[float, float]:
         """One optimisation step; returns (loss, learning rate)."""
@@ -439,7 +507,8 @@ class Trainer:
             if validating and self.step:
                 # threshold etc. for predict, the GUI and exports (metadata); its time is
                 # reserved in the budget (_reserve)
-                self.postprocess = choose_postprocess(self.model, prepared, regions, tile=self.tile)
+                self.postprocess = choose_postprocess(self.model, prepared, regions,
+                                                      tile=self.tile_shape)
             if self.step == 0:
                 logger.warning("the time limit (%.3g s) was spent before the first step (preparing "
                                "the targets took %.3g s); give a larger --time-limit",
@@ -460,13 +529,13 @@ class Trainer:
         """Targets and weight maps of every pair, the validation regions and the sampler."""
         cfg = self.config
         prepared = prepare_pairs(
-            self.pairs, pad=self.tile // 2 + 1, cover=self.tile,
+            self.pairs, pad=max(self.tile_shape) // 2 + 1, cover=self.tile_shape,
             normalization=self.normalization, num_classes=self.model.num_classes,
-            w0=cfg.w0, sigma=cfg.sigma,
+            w0=cfg.w0, sigma=cfg.sigma, spacing=self.spacing,
         )
         regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
-        sampler = PatchSampler(prepared, tile=self.tile, rng=self.rng)
-        logger.info("training on %s: tile %d -> %d, batch %d, %s preset%s%s", self.device,
+        sampler = PatchSampler(prepared, tile=self.tile_shape, rng=self.rng)
+        logger.info("training on %s: tile %s -> %s, batch %d, %s preset%s%s", self.device,
                     self.tile, self.out_tile, self.batch_size, cfg.preset,
                     ", bfloat16 autocast" if self.bf16 else "",
                     f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
@@ -522,7 +591,7 @@ class Trainer:
 
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
         t0 = self.clock()
-        metrics = validate(self.model, prepared, regions, tile=self.tile)
+        metrics = validate(self.model, prepared, regions, tile=self.tile_shape)
         self.history.append({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
         self._val_s = max(self.clock() - t0, 0.0)
         score = metrics["rand_error"] + 1e-3 * metrics["loss"]
@@ -537,6 +606,11 @@ class Trainer:
         if path is not None:
             return f"saved {path}"
         return "no checkpoint_dir: nothing written" if self.is_main else "rank 0 writes checkpoints"
+
+
+def _pool_factors(pool, depth: int, ndim: int) -> tuple[tuple[int, ...], ...]:
+    """Pooling factors per level and axis (``pool`` as :class:`UNet` takes it)."""
+    return tuple(f * ndim if len(f) == 1 else tuple(f) for f in _pool_levels(pool, depth))
 
 
 def _round_up(n: int, k: int) -> int:

@@ -36,9 +36,19 @@ MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
 
 
-def region_probabilities(model, prep: PreparedImage, region, *, tile: int) -> np.ndarray:
-    """Softmax probabilities (K, h, w) of ``model`` (in eval mode) over a region (unpadded
-    coordinates) of a prepared image, by the prediction engine.
+def _align(model) -> tuple[int, ...]:
+    """Per axis, the product of the pooling factors: the shift-equivariance grid."""
+    factors = getattr(model, "pool_factors", None) or ((2,) * model.ndim,) * model.depth
+    return tuple(int(np.prod([f[a] for f in factors])) for a in range(model.ndim))
+
+
+def region_probabilities(model, prep: PreparedImage, region, *, tile) -> np.ndarray:
+    """Softmax probabilities (K, *sizes) of ``model`` (in eval mode) over a region (unpadded
+    coordinates, one slice per spatial axis, 2D or 3D) of a prepared image, by the prediction
+    engine: :func:`~napari_unet.core.predict.iter_predict_region` with the flat region
+    ``(a0, a1, b0, b1[, c0, c1])`` and ``tile_shape`` one side per axis (``tile``: an int for a
+    square / cube, or the shape). Region starts are moved down to the pooling grid first, so
+    the probabilities equal those of one pass over the whole image.
 
     Examples
     --------
@@ -50,37 +60,43 @@ def region_probabilities(model, prep: PreparedImage, region, *, tile: int) -> np
     ...                      (slice(5, 30), slice(0, 40)), tile=28).shape
     (2, 25, 40)
     """
-    p, (h, w) = prep.pad, prep.shape
-    ys, xs = region
-    align = 2**model.depth
-    y0, x0 = ys.start // align * align, xs.start // align * align
-    read = region_reader(prep.image[:, p : p + h, p : p + w])
+    from napari_unet.core.patches import tile_per_axis
+
+    nd, p = len(prep.shape), prep.pad
+    if len(region) != nd:
+        raise ValueError(f"region: expected {nd} slices (one per axis of {prep.shape}), got "
+                         f"{region!r}")
+    starts = [s.start // a * a for s, a in zip(region, _align(model), strict=True)]
+    flat = tuple(v for s0, s in zip(starts, region, strict=True) for v in (s0, s.stop))
+    read = region_reader(prep.image[(slice(None), *(slice(p, p + n) for n in prep.shape))])
     with torch.inference_mode():
-        gen = iter_predict_region(model, read, (y0, ys.stop, x0, xs.stop), tile_shape=(tile, tile))
+        gen = iter_predict_region(model, read, flat, tile_shape=tile_per_axis(tile, nd))
         prob = return_value(gen)
-    return prob[:, ys.start - y0 :, xs.start - x0 :]
+    return prob[(slice(None), *(slice(s.start - s0, None) for s0, s in zip(starts, region,
+                                                                         strict=True)))]
 
 
 def _predicted(model, prepared, regions, tile):
-    """(prob, truth labels, annotated mask, target, weights) per scorable region."""
+    """(prob, truth labels, annotated mask, target, weights, spacing) per scorable region."""
     out = []
     for reg in regions:
         prep = prepared[reg.index]
         ann = prep.annotated[reg.region]
         if not ann.any():  # nothing to score (split_validation avoids this)
             continue
-        ys, xs = reg.region
         p = prep.pad
-        target = prep.target[ys.start + p : ys.stop + p, xs.start + p : xs.stop + p]
+        target = prep.target[tuple(slice(s.start + p, s.stop + p) for s in reg.region)]
         prob = region_probabilities(model, prep, reg.region, tile=tile)
-        out.append((prob, prep.labels[reg.region], ann, target, reg.weights))
+        out.append((prob, prep.labels[reg.region], ann, target, reg.weights,
+                    getattr(prep, "spacing", None)))
     return out
 
 
 def _scores(rows, settings: PostprocessSettings) -> dict[str, float]:
     per = []
-    for prob, gt, ann, target, weights in rows:
-        pred = np.where(ann, settings.labels(prob), 0)
+    for prob, gt, ann, target, weights, spacing in rows:
+        # anisotropic watershed / regrowth with the voxel size the weights were made with
+        pred = np.where(ann, settings.labels(prob, spacing=spacing), 0)
         logp = torch.from_numpy(np.log(np.maximum(prob, 1e-8)))
         loss = float(weighted_cross_entropy(
             logp[None], torch.from_numpy(target.astype(np.int64))[None],
@@ -111,7 +127,7 @@ def validate(
     prepared: Sequence[PreparedImage],
     regions: Sequence[ValidationRegion],
     *,
-    tile: int,
+    tile,
     settings: PostprocessSettings | None = None,
     device=None,
     amp=None,
@@ -137,7 +153,7 @@ def _objective(scores: dict[str, float]) -> float:
 
 
 def choose_postprocess(
-    model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile: int
+    model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile
 ) -> dict | None:
     """The post-processing that scores best on the validation regions, as a metadata dict.
 
