@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.widgets import _volume
 from napari_unet.widgets._common import LayerCombo, background_mask, current_plane, regions_mask
 
 
@@ -152,6 +153,12 @@ class TrainForm(QWidget):
             "Off (default): only the painted cells, a band around them (or the 'annotated "
             "regions'), and the Background brush strokes count; unpainted cells elsewhere are "
             "not taught as background. On: the whole labels layer is a complete annotation.")
+        self.planes = QCheckBox("volume: train a 2D model on the shown plane instead")
+        self.planes.setToolTip(
+            "A 3D image layer trains the 3D U-Net (Çiçek et al. 2016) on the whole volume: only "
+            "the slices marked in Annotate cells count, the voxel spacing is the layer's scale "
+            "(coarse z: anisotropic pooling). On: the plane shown now trains a 2D U-Net, as for "
+            "a 2D image; Predict then segments stacks plane by plane.")
         form = QFormLayout(self)
         form.addRow("image", self.image_combo)
         form.addRow("labels", self.labels_combo)
@@ -194,6 +201,7 @@ class TrainForm(QWidget):
         form.addRow(self.live)
         form.addRow("runs folder", self.runs_root)
         form.addRow(self.complete)
+        form.addRow(self.planes)
 
     # ------------------------------------------------------------------ settings and data
     def set_gpu_limit(self, n: int) -> None:
@@ -231,13 +239,18 @@ class TrainForm(QWidget):
         else:
             aug = AugmentConfig.none()
         minutes = float(self.minutes.value())
+        volume = self.volume_spacing()
+        if volume is not None:  # the 3D U-Net (TrainConfig picks the pooling from the spacing)
+            extra = dict(ndim=3, spacing=volume)
+        else:
+            extra = dict(ndim=2, spacing=None) if "ndim" in _config_fields() else {}
         return dataclasses.replace(
             self.defaults, preset=self.preset.currentText(), depth=int(self.depth.value()),
             base_channels=int(self.base.value()), steps=int(self.steps.value()),
             time_limit=minutes * 60 if minutes > 0 else None,
             lr=float(self.lr.value()), batch_size=int(self.batch.value()),
             tile=int(self.tile.value()) or None, dropout=float(self.dropout.value()),
-            device=self.device.currentText(), augment=aug,
+            device=self.device.currentText(), augment=aug, **extra,
         )
 
     def _on_add_pair(self):
@@ -260,8 +273,24 @@ class TrainForm(QWidget):
             pairs = [(image, labels)]
         return pairs
 
+    def volume_spacing(self) -> tuple[float, float, float] | None:
+        """The voxel spacing (Z, Y, X) when the pairs train a 3D model, else None (2D).
+
+        3D: the first pair's image layer is a volume and "train a 2D model on the shown
+        plane" is off. The spacing is that image layer's ``scale``.
+        """
+        try:
+            image = self.layer_pairs()[0][0]
+        except ValueError:
+            return None
+        if self.planes.isChecked() or not _volume.is_volume(image):
+            return None
+        return _volume.layer_spacing(image)
+
     def training_pairs(self) -> list:
-        """Core TrainingPair objects of the shown plane of every layer pair."""
+        """Core TrainingPair objects: whole volumes (3D) or the shown plane of every pair."""
+        if self.volume_spacing() is not None:
+            return self._volume_pairs()
         from napari_unet.core.data import TrainingPair
 
         out = []
@@ -280,9 +309,59 @@ class TrainForm(QWidget):
                                     background=background, sparse=not self.complete.isChecked()))
         return out
 
+    def _volume_pairs(self) -> list:
+        """3D TrainingPairs: the whole volume of each pair, counted on the annotated slices.
+
+        The counted voxels are the slices marked in Annotate cells ("<image> annotated
+        slices"), or everything with "labels are complete"; the cells painted elsewhere and
+        the other voxels have weight 0 (the 3D U-Net paper's sparse annotation).
+        """
+        from napari_unet.core.data import TrainingPair
+
+        out = []
+        for image_layer, labels_layer in self.layer_pairs():
+            if not _volume.is_volume(image_layer) or image_layer.rgb:
+                raise ValueError(
+                    f"pairs: '{image_layer.name}' is not a gray (Z, Y, X) volume, but the first "
+                    "pair trains a 3D model; pair volumes only, or tick 'train a 2D model on "
+                    "the shown plane'")
+            image, labels = np.asarray(image_layer.data), np.asarray(labels_layer.data)
+            if labels.shape != image.shape:
+                raise ValueError(
+                    f"labels: '{labels_layer.name}' has shape {labels.shape}, the volume "
+                    f"'{image_layer.name}' {image.shape}; choose its annotations (Annotate "
+                    "cells > Create makes a matching layer)")
+            annotated = None if self.complete.isChecked() else _volume.slices_mask(
+                self.viewer, image_layer)
+            if annotated is None and not self.complete.isChecked():
+                raise ValueError(
+                    f"annotated slices: none marked on '{image_layer.name}'; paint every cell of "
+                    "a few planes and press Annotate cells > 'Mark this slice annotated' on "
+                    "each, or tick 'labels are complete'")
+            if not np.any(labels if annotated is None else labels[annotated]):
+                raise ValueError(
+                    f"labels: '{labels_layer.name}' has no cells on the annotated slices; "
+                    "paint the cells of the marked planes")
+            name = image_layer.name + " background"
+            background = None
+            if name in self.viewer.layers and self.viewer.layers[name].data.shape == image.shape:
+                background = np.asarray(self.viewer.layers[name].data) != 0
+                background = background if background.any() else None
+            out.append(TrainingPair(image, labels, annotated=annotated, background=background,
+                                    ndim=3, spacing=_volume.layer_spacing(image_layer)))
+        return out
+
     def annotation_summary(self) -> str:
         """One line: the rule that decides which pixels count, and how many cells and pixels."""
         from napari_unet.core.targets import describe_annotation
+
+        if self.volume_spacing() is not None:
+            lines = [_volume.describe_volume(p.labels, p.annotated)
+                     for p in self.training_pairs()]
+            spacing = self.volume_spacing()
+            extra = f" (all {len(lines)} volumes)" if len(lines) > 1 else ""
+            return (f"What counts: {lines[0]}{extra}; voxel spacing (z, y, x) "
+                    f"{tuple(round(s, 4) for s in spacing)} from the layer scale")
 
         infos = [describe_annotation(p.labels, annotated=p.annotated, background=p.background,
                                      sparse=p.sparse) for p in self.training_pairs()]
@@ -292,3 +371,9 @@ class TrainForm(QWidget):
             px = sum(i["counted_px"] for i in infos)
             text += f" (all {len(infos)} pairs: {cells} cells, {px} pixels)"
         return text
+
+
+def _config_fields() -> set:
+    from napari_unet.core.config import TrainConfig
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
