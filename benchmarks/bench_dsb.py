@@ -128,7 +128,11 @@ def train(args, pairs, log):
     from napari_unet.core.train import TrainConfig, Trainer
 
     cfg = TrainConfig.for_device(
-        args.device, steps=args.steps, time_limit=None if args.steps else 10**9,
+        # the budget is the Trainer's own (wall clock, validation included), so that the
+        # learning-rate schedule (warm-up, cosine decay) spans the run: a nominal huge limit
+        # stopped from outside kept the schedule at its first step (lr × 0.01) for the whole run
+        args.device, steps=args.steps or (None if args.time_limit > 0 else 1),
+        time_limit=args.time_limit if args.time_limit > 0 else None,
         num_classes=args.classes, cpu_bf16=args.cpu_bf16, seed=args.seed,
         validate_every=args.validate_every, depth=args.depth, tile=args.tile,
         **({"base_channels": args.base_channels} if args.base_channels else {}),
@@ -145,10 +149,7 @@ def train(args, pairs, log):
     if args.time_limit <= 0:
         return trainer, result
     t0 = time.perf_counter()
-    run = trainer.run()
-    for ev in run:
-        if time.perf_counter() - t0 > args.time_limit:  # wall clock, validation included
-            trainer.request_stop()
+    for ev in trainer.run():
         if ev.kind == "validation":
             log(f"step {ev.step}: {ev.metrics}")
     wall = time.perf_counter() - t0
