@@ -65,7 +65,7 @@ def annotated_planes(labels: np.ndarray, n: int = 3) -> list[int]:
     ends excluded), as a user would pick them: through the middle of the objects."""
     zs = np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1))
     z0, z1 = int(zs.min()), int(zs.max())
-    return [int(round(z)) for z in np.linspace(z0, z1, n + 2)[1:-1]]
+    return [int(z) for z in np.rint(np.linspace(z0, z1, n + 2))[1:-1]]
 
 
 def training_pairs(mode: str, volumes, spacing, n_slices: int):
@@ -173,6 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--save", type=Path, help="write each model to DIR/bench_3d_<mode>.safetensors")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -195,6 +196,12 @@ def main(argv=None) -> int:
     for mode in modes:
         log(f"({mode}) {MODES[mode]}: training for at most {args.time_limit:.0f} s")
         model, metadata, training = train(args, mode, train_vols, spacing, log)
+        if args.save:
+            from napari_unet.core.io import save_model
+
+            args.save.mkdir(parents=True, exist_ok=True)
+            training["model"] = str(save_model(model, args.save / f"bench_3d_{mode}.safetensors",
+                                               **metadata))
         t0 = time.perf_counter()
         test = evaluate(model, metadata, tests, spacing)
         log(f"  [{mode}] held-out F1@0.5 {test['f1']:.3f} ({time.perf_counter() - t0:.0f} s)")

@@ -143,7 +143,7 @@ def test_weight_map_of_the_slice_and_of_the_volume(make_napari_viewer, qtbot):
 @pytest.mark.slow
 def test_a_tiny_3d_model_trains_on_annotated_slices_and_predicts_a_3d_labels_layer(
         make_napari_viewer, qtbot, tiny):
-    viewer, annotate, labels, image, truth = _volume_viewer(make_napari_viewer)
+    viewer, annotate, labels, image, _ = _volume_viewer(make_napari_viewer)
     _mark(viewer, annotate, PLANES)
     train = TrainWidget(viewer)
     train.form.labels_combo.set_layer(labels)
