@@ -202,6 +202,11 @@ class TrainForm(QWidget):
         form.addRow("runs folder", self.runs_root)
         form.addRow(self.complete)
         form.addRow(self.planes)
+        #: "2d" or "3d": the kind of training the spin boxes show the defaults of
+        self.kind = "2d"
+        self.image_combo.currentIndexChanged.connect(self.sync_defaults)
+        self.planes.toggled.connect(self.sync_defaults)
+        self.sync_defaults()
 
     # ------------------------------------------------------------------ settings and data
     def set_gpu_limit(self, n: int) -> None:
@@ -210,6 +215,37 @@ class TrainForm(QWidget):
         self.gpus.setMaximum(max(int(n), 1))
         for w in (self.gpus, self.gpus_label):
             w.setVisible(n > 1)
+
+    def kind_defaults(self):
+        """The defaults of the training the pairs make: 2D (:func:`gui_defaults`) or, for a
+        volume, :func:`napari_unet.core.config.gui_defaults_3d` with the layer's spacing."""
+        spacing = self.volume_spacing()
+        if spacing is None:
+            return self.defaults
+        from napari_unet.core.config import gui_defaults_3d
+
+        return gui_defaults_3d(self.device.currentText(), spacing=spacing)
+
+    def sync_defaults(self, *_) -> None:
+        """Show the 3D defaults when the pairs become a volume (and the 2D ones back): a 3D
+        U-Net on a CPU is narrower and its tile is chosen per axis. The user's values stay
+        while the kind of training stays."""
+        kind = "2d" if self.volume_spacing() is None else "3d"
+        if kind == self.kind:
+            return
+        self.kind = kind
+        d = self.kind_defaults()
+        preset = self.preset.currentText()
+        from napari_unet.core.presets import get_preset
+
+        for box, value in ((self.depth, d.depth), (self.base, d.base_channels),
+                           (self.steps, d.steps or self.steps.value()),
+                           (self.minutes, (d.time_limit or 0) / 60),
+                           (self.lr, d.lr or get_preset(preset).lr),
+                           (self.batch, d.batch_size or get_preset(preset).batch_size),
+                           (self.tile, d.tile if isinstance(d.tile, int) else 0),
+                           (self.dropout, d.dropout)):
+            box.setValue(value)
 
     def nproc(self) -> int:
         """Training processes of the next Start (1 unless several GPUs are chosen)."""
@@ -245,7 +281,7 @@ class TrainForm(QWidget):
         else:
             extra = dict(ndim=2, spacing=None) if "ndim" in _config_fields() else {}
         return dataclasses.replace(
-            self.defaults, preset=self.preset.currentText(), depth=int(self.depth.value()),
+            self.kind_defaults(), preset=self.preset.currentText(), depth=int(self.depth.value()),
             base_channels=int(self.base.value()), steps=int(self.steps.value()),
             time_limit=minutes * 60 if minutes > 0 else None,
             lr=float(self.lr.value()), batch_size=int(self.batch.value()),
@@ -290,7 +326,8 @@ class TrainForm(QWidget):
     def training_pairs(self) -> list:
         """Core TrainingPair objects: whole volumes (3D) or the shown plane of every pair."""
         if self.volume_spacing() is not None:
-            return self._volume_pairs()
+            return _volume.volume_pairs(self.viewer, self.layer_pairs(),
+                                        complete=self.complete.isChecked())
         from napari_unet.core.data import TrainingPair
 
         out = []
@@ -307,48 +344,6 @@ class TrainForm(QWidget):
             channel_axis = -1 if image_layer.rgb else None
             out.append(TrainingPair(image, labels, annotated=annotated, channel_axis=channel_axis,
                                     background=background, sparse=not self.complete.isChecked()))
-        return out
-
-    def _volume_pairs(self) -> list:
-        """3D TrainingPairs: the whole volume of each pair, counted on the annotated slices.
-
-        The counted voxels are the slices marked in Annotate cells ("<image> annotated
-        slices"), or everything with "labels are complete"; the cells painted elsewhere and
-        the other voxels have weight 0 (the 3D U-Net paper's sparse annotation).
-        """
-        from napari_unet.core.data import TrainingPair
-
-        out = []
-        for image_layer, labels_layer in self.layer_pairs():
-            if not _volume.is_volume(image_layer) or image_layer.rgb:
-                raise ValueError(
-                    f"pairs: '{image_layer.name}' is not a gray (Z, Y, X) volume, but the first "
-                    "pair trains a 3D model; pair volumes only, or tick 'train a 2D model on "
-                    "the shown plane'")
-            image, labels = np.asarray(image_layer.data), np.asarray(labels_layer.data)
-            if labels.shape != image.shape:
-                raise ValueError(
-                    f"labels: '{labels_layer.name}' has shape {labels.shape}, the volume "
-                    f"'{image_layer.name}' {image.shape}; choose its annotations (Annotate "
-                    "cells > Create makes a matching layer)")
-            annotated = None if self.complete.isChecked() else _volume.slices_mask(
-                self.viewer, image_layer)
-            if annotated is None and not self.complete.isChecked():
-                raise ValueError(
-                    f"annotated slices: none marked on '{image_layer.name}'; paint every cell of "
-                    "a few planes and press Annotate cells > 'Mark this slice annotated' on "
-                    "each, or tick 'labels are complete'")
-            if not np.any(labels if annotated is None else labels[annotated]):
-                raise ValueError(
-                    f"labels: '{labels_layer.name}' has no cells on the annotated slices; "
-                    "paint the cells of the marked planes")
-            name = image_layer.name + " background"
-            background = None
-            if name in self.viewer.layers and self.viewer.layers[name].data.shape == image.shape:
-                background = np.asarray(self.viewer.layers[name].data) != 0
-                background = background if background.any() else None
-            out.append(TrainingPair(image, labels, annotated=annotated, background=background,
-                                    ndim=3, spacing=_volume.layer_spacing(image_layer)))
         return out
 
     def annotation_summary(self) -> str:

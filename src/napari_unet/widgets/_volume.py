@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_unet.widgets._common import spatial_shape
+from napari_unet.widgets._common import BACKGROUND_SUFFIX, spatial_shape
 
 #: Suffix of the Labels layer holding an image's annotated slices (1 = annotated).
 SLICES_SUFFIX = " annotated slices"
@@ -153,3 +153,46 @@ def describe_volume(labels: np.ndarray, annotated: np.ndarray | None) -> str:
     return (f"3D: {n} annotated slice{'s' * (n != 1)} ({describe_slices(annotated)}), "
             f"{cells} cell{'s' * (cells != 1)}, {int(np.count_nonzero(annotated))} voxels "
             f"count (of {annotated.size}; the rest has weight 0)")
+
+
+def volume_pairs(viewer, layer_pairs, *, complete: bool) -> list:
+    """3D TrainingPairs of (image layer, labels layer) pairs: whole volumes, counted on the
+    annotated slices.
+
+    The counted voxels are the slices marked in Annotate cells ("<image> annotated
+    slices"), or everything with "labels are complete"; the cells painted elsewhere and
+    the other voxels have weight 0 (the 3D U-Net paper's sparse annotation).
+    """
+    from napari_unet.core.data import TrainingPair
+
+    out = []
+    for image_layer, labels_layer in layer_pairs:
+        if not is_volume(image_layer) or image_layer.rgb:
+            raise ValueError(
+                f"pairs: '{image_layer.name}' is not a gray (Z, Y, X) volume, but the first "
+                "pair trains a 3D model; pair volumes only, or tick 'train a 2D model on "
+                "the shown plane'")
+        image, labels = np.asarray(image_layer.data), np.asarray(labels_layer.data)
+        if labels.shape != image.shape:
+            raise ValueError(
+                f"labels: '{labels_layer.name}' has shape {labels.shape}, the volume "
+                f"'{image_layer.name}' {image.shape}; choose its annotations (Annotate "
+                "cells > Create makes a matching layer)")
+        annotated = None if complete else slices_mask(viewer, image_layer)
+        if annotated is None and not complete:
+            raise ValueError(
+                f"annotated slices: none marked on '{image_layer.name}'; paint every cell of "
+                "a few planes and press Annotate cells > 'Mark this slice annotated' on "
+                "each, or tick 'labels are complete'")
+        if not np.any(labels if annotated is None else labels[annotated]):
+            raise ValueError(
+                f"labels: '{labels_layer.name}' has no cells on the annotated slices; "
+                "paint the cells of the marked planes")
+        name = image_layer.name + BACKGROUND_SUFFIX
+        background = None
+        if name in viewer.layers and viewer.layers[name].data.shape == image.shape:
+            background = np.asarray(viewer.layers[name].data) != 0
+            background = background if background.any() else None
+        out.append(TrainingPair(image, labels, annotated=annotated, background=background,
+                                ndim=3, spacing=layer_spacing(image_layer)))
+    return out
