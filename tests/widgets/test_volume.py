@@ -131,6 +131,13 @@ def test_weight_map_of_the_slice_and_of_the_volume(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: widget._worker is None and WEIGHT_LAYER in viewer.layers,
                     timeout=30000)
     assert viewer.layers[WEIGHT_LAYER].data.shape == (48, 48)
+    # a volume's plane follows the volume's rule: a plane not marked has weight 0 everywhere
+    viewer.dims.set_current_step(0, 4)
+    qtbot.waitUntil(lambda: widget._worker is None and "(plane (4,))" in widget.status.text()
+                    and not viewer.layers[WEIGHT_LAYER].data.any(), timeout=30000)
+    viewer.dims.set_current_step(0, 3)
+    qtbot.waitUntil(lambda: widget._worker is None and "(plane (3,))" in widget.status.text()
+                    and viewer.layers[WEIGHT_LAYER].data.all(), timeout=30000)
     widget.volume.setChecked(True)
     qtbot.waitUntil(lambda: viewer.layers[WEIGHT_LAYER].data.shape == SHAPE
                     and widget._worker is None, timeout=60000)

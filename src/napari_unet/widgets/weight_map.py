@@ -190,6 +190,9 @@ class WeightMapWidget(QWidget):
                 background=background_mask(self.viewer, image_name_of(layer), data.shape[-2:],
                                            index),
                 sparse=not self.complete.isChecked())
+            slices = self._slices(layer)
+            if slices is not None and not self.complete.isChecked():  # the volume's rule
+                extra.update(annotated=slices[index], sparse=False)
         self._index = index
         self._layer = layer
         worker = create_worker(
@@ -204,12 +207,18 @@ class WeightMapWidget(QWidget):
         worker.start()
         return worker
 
+    def _slices(self, layer):
+        """The annotated slices of the volume ``layer`` annotates (Annotate cells), or None."""
+        if layer.data.ndim != 3:
+            return None
+        name = image_name_of(layer)
+        image = self.viewer.layers[name] if name in self.viewer.layers else layer
+        return _volume.slices_mask(self.viewer, image)
+
     def _volume_inputs(self, layer):
         """The whole volume, its annotated slices (or everything: complete) and spacing."""
         spacing = tuple(float(v) for v in layer.scale[-3:])
-        image = self.viewer.layers[image_name_of(layer)] if image_name_of(layer) in \
-            self.viewer.layers else layer
-        annotated = None if self.complete.isChecked() else _volume.slices_mask(self.viewer, image)
+        annotated = None if self.complete.isChecked() else self._slices(layer)
         if annotated is None and not self.complete.isChecked():
             raise ValueError(
                 "annotated slices: none marked on this volume; mark them in Annotate cells, "
