@@ -54,6 +54,35 @@ def slicing_axis(layer, viewer) -> tuple[int, int]:
     return axis, int(np.clip(round(data_point[axis]), 0, shape[axis] - 1))
 
 
+#: what Predict says for each way of segmenting (:func:`predict_mode`)
+PREDICT_MODES = {
+    "image": "2D model on a 2D image",
+    "plane": "2D model on a stack: the shown plane only",
+    "stack": "2D model on a stack: every plane, plane by plane",
+    "volume": "3D model on a volume: one 3D prediction (a 3D Labels layer)",
+}
+
+
+def predict_mode(model, layer, *, whole_stack: bool) -> str:
+    """How a model segments an image layer: "image" (2D), "plane" (the shown plane of a stack,
+    2D model), "stack" (every plane, 2D model) or "volume" (3D model on a Z, Y, X image).
+
+    Never a guess between them: a 3D model on a 2D image is a ValueError naming both.
+    """
+    if layer is None:
+        raise ValueError("image: choose an image layer to segment")
+    spatial = len(spatial_shape(layer))
+    if getattr(model, "ndim", 2) == 3:
+        if spatial != 3:
+            raise ValueError(
+                f"image: the model is a 3D U-Net, '{layer.name}' has {spatial} spatial axes; "
+                "choose a (Z, Y, X) volume or a 2D model")
+        return "volume"
+    if spatial <= 2:
+        return "image"
+    return "stack" if whole_stack else "plane"
+
+
 def slices_layer_name(image_name: str) -> str:
     return image_name + SLICES_SUFFIX
 

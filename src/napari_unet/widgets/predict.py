@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.postprocess import PostprocessSettings
-from napari_unet.widgets import _jobs
+from napari_unet.widgets import _jobs, _volume
 from napari_unet.widgets._common import (
     LayerCombo,
     current_plane,
@@ -189,31 +189,14 @@ class PredictWidget(QWidget):
         self._describe_mode()
 
     def mode(self) -> str:
-        """How Predict segments the chosen image with the chosen model (a ValueError if it
-        cannot): "image" (2D), "plane" (the shown plane of a stack, 2D model), "stack" (every
-        plane, 2D model) or "volume" (3D model on a Z, Y, X image)."""
-        model, _ = self.model()
-        layer = self.image_combo.layer()
-        if layer is None:
-            raise ValueError("image: choose an image layer to segment")
-        spatial = layer.data.ndim - (1 if layer.rgb else 0)
-        if getattr(model, "ndim", 2) == 3:
-            if spatial != 3:
-                raise ValueError(
-                    f"image: the model is a 3D U-Net, '{layer.name}' has {spatial} spatial axes; "
-                    "choose a (Z, Y, X) volume or a 2D model")
-            return "volume"
-        if spatial <= 2:
-            return "image"
-        return "stack" if self.whole_stack.isChecked() else "plane"
+        """How Predict segments the chosen image with the chosen model: see
+        :func:`napari_unet.widgets._volume.predict_mode` (a ValueError if it cannot)."""
+        return _volume.predict_mode(self.model()[0], self.image_combo.layer(),
+                                    whole_stack=self.whole_stack.isChecked())
 
     def _describe_mode(self, *_):
-        words = {"image": "2D model on a 2D image",
-                 "plane": "2D model on a stack: the shown plane only",
-                 "stack": "2D model on a stack: every plane, plane by plane",
-                 "volume": "3D model on a volume: one 3D prediction (a 3D Labels layer)"}
         try:
-            self.mode_label.setText(words[self.mode()])
+            self.mode_label.setText(_volume.PREDICT_MODES[self.mode()])
         except (ValueError, KeyError) as exc:
             self.mode_label.setText(str(exc) if isinstance(exc, ValueError) else "")
 
