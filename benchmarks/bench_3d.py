@@ -11,7 +11,9 @@ with the same wall-clock training budget each (``--time-limit``, default 900 s):
     planes is 10 objects unless the planes agree — that is what the stitching costs);
 (b) **dense 3D**: the 3D U-Net trained on the fully annotated training volume(s).
 
-Scored: instance F1 at IoU 0.5 over the whole held-out volume(s) (3D objects, pooled over the
+Each model trains with the GUI's defaults for its kind (``core.config.gui_defaults`` /
+``gui_defaults_3d``: on a CPU a 3D U-Net of depth 3, 8 base channels, batch normalisation,
+pooling from the spacing), unless options replace them. Scored: instance F1 at IoU 0.5 over the whole held-out volume(s) (3D objects, pooled over the
 volumes). Everything goes through the library's one path: ``core.train.Trainer`` to train,
 ``core.segment.segment`` to predict (normalise, overlap-tile, post-process with the model's
 stored settings).
@@ -91,18 +93,22 @@ def training_pairs(mode: str, volumes, spacing, n_slices: int):
 
 
 def config(args, mode: str, spacing):
-    from napari_unet.core.config import TrainConfig
+    """The GUI's defaults for the data (what Start trains untouched: ``gui_defaults`` for the 2D
+    model, ``gui_defaults_3d`` with the spacing for the 3D ones), on the benchmark's budget;
+    the options given on the command line replace them."""
+    import dataclasses
+
+    from napari_unet.core.config import gui_defaults, gui_defaults_3d
 
     three_d = mode in ("s", "b")
-    options = dict(
-        device=args.device, steps=args.steps, time_limit=args.time_limit, depth=args.depth,
-        base_channels=args.base_channels, batch_size=args.batch_size, lr=args.lr, dropout=0.0,
-        seed=args.seed, validate_every=args.validate_every,
-        tile=(args.tile3d if three_d else args.tile2d),
-    )
-    if three_d:
-        options.update(ndim=3, spacing=spacing)
-    return TrainConfig.for_device(**options)
+    base = gui_defaults_3d(args.device, spacing=spacing) if three_d else gui_defaults(args.device)
+    given = {"depth": args.depth, "base_channels": args.base_channels,
+             "batch_size": args.batch_size, "lr": args.lr,
+             "tile": args.tile3d if three_d else args.tile2d}
+    return dataclasses.replace(
+        base, steps=args.steps, time_limit=args.time_limit, seed=args.seed,
+        validate_every=args.validate_every,
+        **{k: v for k, v in given.items() if v is not None})
 
 
 def train(args, mode: str, volumes, spacing, log):
@@ -163,18 +169,21 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help="also stop after this many steps")
     p.add_argument("--only", default="s,a,b", help="comma-separated modes among s, a, b")
     p.add_argument("--slices", type=int, default=3, help="annotated xy-slices (s and a)")
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--tile2d", type=int, default=156, help="2D input side (the GUI's CPU tile)")
-    p.add_argument("--tile3d", type=int, help="3D input side (default: the trainer's choice)")
+    p.add_argument("--depth", type=int, help="default: the GUI's for the device (2D / 3D)")
+    p.add_argument("--base-channels", type=int, help="default: the GUI's (2D / 3D)")
+    p.add_argument("--batch-size", type=int, help="default: the GUI's")
+    p.add_argument("--lr", type=float, help="default: the GUI's")
+    p.add_argument("--tile2d", type=int, help="2D input side (default: the GUI's)")
+    p.add_argument("--tile3d", type=int, nargs="+",
+                   help="3D input side, or Z Y X sides (default: the trainer's choice)")
     p.add_argument("--validate-every", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--save", type=Path, help="write each model to DIR/bench_3d_<mode>.safetensors")
     args = p.parse_args(argv)
+    if args.tile3d is not None:
+        args.tile3d = args.tile3d[0] if len(args.tile3d) == 1 else tuple(args.tile3d)
     logging.basicConfig(level=logging.WARNING)
 
     def log(msg):
