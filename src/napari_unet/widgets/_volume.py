@@ -30,6 +30,13 @@ def layer_spacing(layer) -> tuple[float, float, float]:
     return tuple(float(s) for s in np.asarray(layer.scale)[-3:])
 
 
+def predict_spacing(layer) -> tuple[float, float, float] | None:
+    """The spacing a 3D prediction of ``layer`` is post-processed with: its ``scale`` when set
+    (not all 1), else None (then the spacing stored with the model is used)."""
+    spacing = layer_spacing(layer)
+    return None if all(s == 1.0 for s in spacing) else spacing
+
+
 def slicing_axis(layer, viewer) -> tuple[int, int]:
     """(axis of ``layer`` sliced now, index of the shown plane along it).
 

@@ -196,7 +196,13 @@ class PredictWidget(QWidget):
 
     def _describe_mode(self, *_):
         try:
-            self.mode_label.setText(_volume.PREDICT_MODES[self.mode()])
+            mode = self.mode()
+            text = _volume.PREDICT_MODES[mode]
+            if mode == "volume":
+                spacing = _volume.predict_spacing(self.image_combo.layer())
+                text += (f", voxel spacing {spacing} from the layer scale" if spacing else
+                         ", the voxel spacing stored with the model (the layer has no scale)")
+            self.mode_label.setText(text)
         except (ValueError, KeyError) as exc:
             self.mode_label.setText(str(exc) if isinstance(exc, ValueError) else "")
 
@@ -223,6 +229,7 @@ class PredictWidget(QWidget):
         worker = create_worker(
             _jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
             channel_axis=channel_axis, settings=self.postprocess.value(), truth=truth,
+            spacing=_volume.predict_spacing(layer) if mode == "volume" else None,
             _start_thread=False,
         )
         worker.yielded.connect(self._on_progress)
