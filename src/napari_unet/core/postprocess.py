@@ -10,6 +10,12 @@ into interior ∪ border. ``regrow`` then gives the separation gap back to the c
 
 All the options live in one :class:`PostprocessSettings`: the command line, the Predict widget
 and the model metadata key ``"postprocess"`` are built from its fields.
+
+Everything works on images ``(K, H, W)`` and volumes ``(K, Z, Y, X)`` alike (face-connected
+components, i.e. 6-connected in 3D). ``spacing`` (the voxel size, e.g. ``(5, 1, 1)``) makes the
+distances anisotropic: distance transforms are taken with ``sampling=spacing`` and the watershed
+seed distance, the regrowth distance and their windows are in units of the finest axis (an xy
+pixel), so they span fewer slices along a coarse z. ``min_size`` counts voxels in 3D.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "fill_label_holes",
     "labels_from_probabilities",
     "regrow_into_gaps",
+    "relative_spacing",
     "remove_small_labels",
 ]
 
@@ -95,9 +102,32 @@ class PostprocessSettings:
     def replace(self, **changes) -> PostprocessSettings:
         return replace(self, **changes)
 
-    def labels(self, prob: np.ndarray) -> np.ndarray:
-        """:func:`labels_from_probabilities` with these settings."""
-        return labels_from_probabilities(prob, **self.to_dict())
+    def labels(self, prob: np.ndarray, *, spacing=None) -> np.ndarray:
+        """:func:`labels_from_probabilities` with these settings (``spacing``: voxel size)."""
+        return labels_from_probabilities(prob, spacing=spacing, **self.to_dict())
+
+
+def relative_spacing(spacing, ndim: int) -> np.ndarray:
+    """``spacing`` divided by its finest step (float64, one per axis); ones for None.
+
+    Examples
+    --------
+    >>> relative_spacing((0.5, 0.1, 0.1), 3).tolist()
+    [5.0, 1.0, 1.0]
+    """
+    if spacing is None:
+        return np.ones(ndim)
+    sp = np.asarray(spacing, dtype=np.float64).ravel()
+    if sp.size != ndim or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(
+            f"spacing: expected {ndim} positive voxel sizes (one per spatial axis), got {spacing!r}"
+        )
+    return sp / sp.min()
+
+
+def _window(distance: float, rel: np.ndarray) -> tuple[int, ...]:
+    """Box sides covering ``distance`` finest-axis pixels along every axis."""
+    return tuple(2 * int(np.floor(distance / r + 1e-9)) + 1 for r in rel)
 
 
 def fill_label_holes(labels: np.ndarray) -> np.ndarray:
@@ -135,12 +165,14 @@ def remove_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
     return lut[labels]
 
 
-def regrow_into_gaps(labels: np.ndarray, distance: int = 1) -> np.ndarray:
+def regrow_into_gaps(labels: np.ndarray, distance: int = 1, *, spacing=None) -> np.ndarray:
     """Give background pixels between two touching cells back to the nearest of them.
 
     A background pixel joins its nearest label when that label is at most ``distance`` pixels
     away and a *different* label lies within ``2 * distance`` pixels (a square window): gaps up
-    to ``2 * distance`` pixels wide close, each cell growing by at most ``distance``.
+    to ``2 * distance`` pixels wide close, each cell growing by at most ``distance``. Any ndim;
+    with ``spacing`` distances are physical, in units of the finest axis (a gap of one z slice
+    of 5 xy pixels is wider than ``2 * distance`` for ``distance < 3``).
     Background elsewhere (around isolated cells, outside a cluster) stays background, so cells
     do not grow into true background. Returns a new int32 array.
 
@@ -155,16 +187,17 @@ def regrow_into_gaps(labels: np.ndarray, distance: int = 1) -> np.ndarray:
     out = labels.astype(np.int32, copy=True)
     if distance < 1 or out.max() == 0:
         return out
-    size = 4 * int(distance) + 1
+    rel = relative_spacing(spacing, out.ndim)
+    size = _window(2 * int(distance), rel)
     big = np.iinfo(np.int32).max
     hi = ndi.maximum_filter(out, size=size)
     lo = ndi.minimum_filter(np.where(out > 0, out, big), size=size)
     between = (out == 0) & (hi > 0) & (lo != big) & (lo != hi)
     if not between.any():
         return out
-    dist, (iy, ix) = ndi.distance_transform_edt(out == 0, return_indices=True)
-    gap = between & (dist <= distance)
-    out[gap] = out[iy[gap], ix[gap]]
+    dist, idx = ndi.distance_transform_edt(out == 0, sampling=rel, return_indices=True)
+    gap = between & (dist <= distance + 1e-9)
+    out[gap] = out[tuple(i[gap] for i in idx)]
     return out
 
 
@@ -172,8 +205,9 @@ def cell_components(prob: np.ndarray, *, threshold: float = 0.5, argmax: bool = 
                     fill_holes: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """(int32 labels, bool cell mask, count) before splitting, regrowth and size filtering.
 
-    2 classes: 4-connected components of the cell class; 3 classes: interior components grown
-    by a watershed into interior ∪ border. This is what :mod:`napari_unet.core.bigdata` computes
+    2 classes: face-connected (4 in 2D, 6 in 3D) components of the cell class; 3 classes:
+    interior components grown by a watershed into interior ∪ border. ``prob`` is (K, H, W) or
+    (K, Z, Y, X). This is what :mod:`napari_unet.core.bigdata` computes
     per block (where a cell can continue into the next block).
 
     Examples
@@ -184,7 +218,7 @@ def cell_components(prob: np.ndarray, *, threshold: float = 0.5, argmax: bool = 
     """
     cls = np.argmax(prob, axis=0) if argmax else None
     cell = cls == 1 if argmax else prob[1] > threshold
-    seeds, n = ndi.label(cell, structure=CROSS)
+    seeds, n = ndi.label(cell, structure=ndi.generate_binary_structure(cell.ndim, 1))
     if prob.shape[0] == 2:
         labels = seeds.astype(np.int32)
     else:
@@ -197,15 +231,21 @@ def cell_components(prob: np.ndarray, *, threshold: float = 0.5, argmax: bool = 
     return labels, cell, int(n)
 
 
-def _split_watershed(fg: np.ndarray, cc: np.ndarray, min_distance: int) -> np.ndarray:
+def _split_watershed(fg: np.ndarray, cc: np.ndarray, min_distance: int,
+                     spacing=None) -> np.ndarray:
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
-    dist = ndi.distance_transform_edt(fg)
-    dist = ndi.gaussian_filter(dist, 1.0)  # no plateaus: one peak per blob
-    peaks = peak_local_max(
-        dist, min_distance=max(1, int(min_distance)), labels=cc, exclude_border=False
-    )
+    rel = relative_spacing(spacing, fg.ndim)
+    dist = ndi.distance_transform_edt(fg, sampling=rel)
+    dist = ndi.gaussian_filter(dist, 1.0 / rel)  # no plateaus: one peak per blob
+    if np.all(rel == 1):
+        peaks = peak_local_max(
+            dist, min_distance=max(1, int(min_distance)), labels=cc, exclude_border=False
+        )
+    else:  # a seed-distance box scaled per axis (fewer slices along a coarse z)
+        footprint = np.ones(_window(max(1, int(min_distance)), rel), bool)
+        peaks = peak_local_max(dist, footprint=footprint, labels=cc, exclude_border=False)
     markers = np.zeros(fg.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
     seeded = np.unique(cc[tuple(peaks.T)]) if len(peaks) else np.zeros(0, cc.dtype)
@@ -217,20 +257,23 @@ def _split_watershed(fg: np.ndarray, cc: np.ndarray, min_distance: int) -> np.nd
     return watershed(-dist, markers, mask=fg, connectivity=1).astype(np.int32)
 
 
-def labels_from_probabilities(prob: np.ndarray, **options) -> np.ndarray:
+def labels_from_probabilities(prob: np.ndarray, *, spacing=None, **options) -> np.ndarray:
     """Instance labels (int32, 0 = background) from softmax probabilities.
 
     Parameters
     ----------
-    prob : ndarray (num_classes, H, W)
+    prob : ndarray (num_classes, H, W) or (num_classes, Z, Y, X)
         2 classes (background, cell) or 3 (background, interior, border).
+    spacing : sequence of float, optional
+        Pixel (voxel) size per spatial axis, e.g. ``(5.0, 1.0, 1.0)``: anisotropic distances for
+        the watershed split and the regrowth (see the module docstring). Default: isotropic.
     **options
         The fields of :class:`PostprocessSettings` (``threshold=0.5``, ``watershed=False``,
         ``min_size=10``, ``regrow=1``, ``min_distance=5``, ``fill_holes=True``, ``argmax=False``).
 
     Returns
     -------
-    int32 ndarray (H, W), labels renumbered 1..N.
+    int32 ndarray (H, W) or (Z, Y, X), labels renumbered 1..N.
 
     Examples
     --------
@@ -238,20 +281,25 @@ def labels_from_probabilities(prob: np.ndarray, **options) -> np.ndarray:
     >>> labels = labels_from_probabilities(np.stack([1 - p1, p1]), min_size=1)
     >>> labels.dtype, int(labels.max()), int((labels[4] > 0).sum())  # the gap row is given back
     (dtype('int32'), 2, 7)
+    >>> p3 = np.zeros((4, 6, 6), np.float32); p3[:, :, :2] = 1; p3[:, :, 3:] = 1
+    >>> int(labels_from_probabilities(np.stack([1 - p3, p3]), min_size=1).max())
+    2
     """
     s = PostprocessSettings(**options)
     prob = np.asarray(prob)
-    if prob.ndim != 3 or prob.shape[0] not in (2, 3):
+    if prob.ndim not in (3, 4) or prob.shape[0] not in (2, 3):
         raise ValueError(
-            f"prob: expected (num_classes, H, W) with 2 or 3 classes, got shape {prob.shape}"
+            f"prob: expected (num_classes, H, W) or (num_classes, Z, Y, X) with 2 or 3 "
+            f"classes, got shape {prob.shape}"
         )
+    relative_spacing(spacing, prob.ndim - 1)  # a bad spacing fails before any work
     if prob.shape[0] == 2 and s.watershed:
         cc, cell, _ = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
                                       fill_holes=False)
-        labels = _split_watershed(cell, cc, s.min_distance)
+        labels = _split_watershed(cell, cc, s.min_distance, spacing)
         labels = fill_label_holes(labels) if s.fill_holes else labels
     else:
         labels = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
                                  fill_holes=s.fill_holes)[0]
     labels = remove_small_labels(labels, s.min_size)
-    return regrow_into_gaps(labels, s.regrow) if s.regrow else labels
+    return regrow_into_gaps(labels, s.regrow, spacing=spacing) if s.regrow else labels

@@ -1,4 +1,8 @@
-"""Overlap-tile prediction of images of any size, stacks plane by plane, and labels.
+"""Overlap-tile prediction of images and volumes of any size, stacks plane by plane, and labels.
+
+One code path for 2D and 3D: the spatial axes are the model's (``model.ndim``); a 3D model
+predicts a (Z, Y, X) volume as a volume, a 2D model a stack plane by plane
+(:func:`iter_predict_stack`).
 
 :func:`iter_predict_tiled` is the engine: a generator that yields a :class:`PredictProgress` per
 batch of tiles (the GUI and the command line show it; a consumer cancels by no longer iterating)
@@ -11,6 +15,7 @@ The tiling itself is described in :mod:`napari_unet.core.tiling`; the labels in
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -24,9 +29,12 @@ from napari_unet.core.model import UNet
 from napari_unet.core.postprocess import labels_from_probabilities  # re-exported (contract)
 from napari_unet.core.tiling import (
     auto_tile_shape,
+    axis_input,
+    axis_output,
     blend_window,
     region_reader,
     same_tile_starts,
+    tile_alignment,
     valid_tile_starts,
 )
 
@@ -48,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Reader = Callable[[int, int, int, int], np.ndarray]
+Reader = Callable[..., np.ndarray]  # read(*bounds) -> (C, *sizes), one (start, stop) per axis
 
 
 @dataclass
@@ -72,8 +80,17 @@ class _TileTooLarge(Exception):
     """Out of memory with a batch of one tile: retry with smaller tiles."""
 
 
+def _tta_transforms(model: UNet) -> tuple[int, ...]:
+    """The dihedral transforms of the (y, x) plane the model accepts: all 8, or only the 4 that
+    keep each axis in place when y and x are pooled differently (a rotation would swap them)."""
+    if model.ndim < 2 or all(f[-1] == f[-2] for f in model.pool_factors):
+        return tuple(range(8))
+    return (0, 2, 4, 6)
+
+
 def _dihedral(x: torch.Tensor, k: int, *, inverse: bool = False) -> torch.Tensor:
-    """The k-th of the 8 flips/rotations of the last two axes (or its inverse)."""
+    """The k-th of the 8 flips/rotations of the last two axes (or its inverse): the xy plane
+    only, also in 3D (z is never flipped into y or x)."""
     rot, flip = k % 4, k >= 4
     if not inverse:
         x = torch.flip(x, dims=(-1,)) if flip else x
@@ -92,17 +109,18 @@ def _prepare(model: UNet, device) -> tuple[torch.device, torch.dtype]:
 
 
 def _forward(model: UNet, x: torch.Tensor, tta: bool) -> np.ndarray:
-    """Softmax probabilities of a batch (averaged over the 8 dihedral transforms if ``tta``)."""
+    """Softmax probabilities of a batch (averaged over the xy-plane flips/rotations if ``tta``)."""
     use_amp = x.device.type == "cuda" and x.dtype == torch.float32
     amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
     total = None
-    for k in range(8 if tta else 1):
+    ks = _tta_transforms(model) if tta else (0,)
+    for k in ks:
         with amp:
             logits = model(_dihedral(x, k))
         prob = torch.softmax(logits.float(), dim=1)
         prob = _dihedral(prob, k, inverse=True)
         total = prob if total is None else total + prob
-    return (total / (8 if tta else 1)).cpu().numpy().astype(np.float32, copy=False)
+    return (total / len(ks)).cpu().numpy().astype(np.float32, copy=False)
 
 
 def _forward_safe(model: UNet, x: torch.Tensor, tta: bool, state: dict) -> np.ndarray:
@@ -122,57 +140,98 @@ def _forward_safe(model: UNet, x: torch.Tensor, tta: bool, state: dict) -> np.nd
         )
 
 
-def _plan(model: UNet, region, tile, context: int):
+def _pairs(region: Sequence[int], ndim: int, name: str = "region") -> list[tuple[int, int]]:
+    region = tuple(int(v) for v in region)
+    if len(region) != 2 * ndim or any(b <= a for a, b in zip(region[::2], region[1::2], strict=False)):
+        raise ValueError(
+            f"{name}: expected one (start, stop) pair per spatial axis of a {ndim}D model, "
+            f"flat ({', '.join(f'{a}0, {a}1' for a in 'zyx'[-ndim:])}) with stop > start, "
+            f"got {region!r}"
+        )
+    return list(zip(region[::2], region[1::2], strict=True))
+
+
+def _plan(model: UNet, pairs, tile, context):
     """Tile starts (input coordinates) per axis, input tile shape, output tile shape."""
-    align = 2**model.depth
+    align = tile_alignment(model)
     starts, tin, tout = [], [], []
-    for axis, (a, b) in enumerate(((region[0], region[1]), (region[2], region[3]))):
+    for axis, (a, b) in enumerate(pairs):
         if model.padding == "valid":
-            m = model.margin
-            t = min(tile[axis], model.valid_input_shape(max(b - a, align) + 2 * m)[0])
-            o = model.output_shape((t, t))[0]
-            starts.append([s - m for s in valid_tile_starts(a, b, o, align)])
+            m = model.margins[axis]
+            t = min(tile[axis], axis_input(model, axis, max(b - a, align[axis]) + 2 * m))
+            o = axis_output(model, axis, t)
+            starts.append([s - m for s in valid_tile_starts(a, b, o, align[axis])])
         else:
-            t = min(tile[axis], model.valid_input_shape(b - a + 2 * context)[0])
+            c = context[axis]
+            t = min(tile[axis], axis_input(model, axis, b - a + 2 * c))
             o = t
-            starts.append(same_tile_starts(a - context, b + context, t, max(align, t // 4)))
+            starts.append(same_tile_starts(a - c, b + c, t, max(align[axis], t // 4)))
         tin.append(t)
         tout.append(o)
     return starts, tuple(tin), tuple(tout)
 
 
+def _smaller_tile(model: UNet, tile: tuple[int, ...]) -> tuple[int, ...]:
+    """About half the output per axis, still valid (after an out-of-memory error)."""
+    return tuple(
+        axis_input(model, axis, max(1, (t - 2 * m) // 2) + 2 * m)
+        for axis, (t, m) in enumerate(zip(tile, model.margins, strict=True))
+    )
+
+
 def iter_predict_region(
     model: UNet,
     read: Reader,
-    region: tuple[int, int, int, int],
+    region: Sequence[int],
     *,
-    tile_shape: tuple[int, int],
+    tile_shape: Sequence[int],
     batch_size: int = 1,
     tta: bool = False,
 ) -> Generator[PredictProgress, None, np.ndarray]:
-    """Predict output pixels ``region = (y0, y1, x0, x1)`` of an image read through ``read``.
+    """Predict the output pixels (voxels) ``region`` of an image (volume) read through ``read``.
 
-    ``read(y0, y1, x0, x1)`` returns the (mirrored) input ``(C, y1-y0, x1-x0)``. Yields a progress
-    event per tile batch; returns float32 ``(num_classes, y1-y0, x1-x0)``. For valid models
-    ``region`` starts must be multiples of ``2**model.depth`` for results that are independent
-    of the region (and identical to one whole-image pass).
+    ``region`` is flat, one (start, stop) pair per spatial axis of the model: ``(y0, y1, x0,
+    x1)``, or ``(z0, z1, y0, y1, x0, x1)`` for a 3D model. ``read(*bounds)`` (same form)
+    returns the (mirrored) input ``(C, *sizes)``, e.g. :func:`napari_unet.core.tiling.region_reader`.
+    ``tile_shape`` has one input side per spatial axis. Yields a progress event per tile batch;
+    returns float32 ``(num_classes, *sizes)``. For valid models the region starts must be
+    multiples of :func:`~napari_unet.core.tiling.tile_alignment` for results that are
+    independent of the region (and identical to one whole-image pass).
+
+    Examples
+    --------
+    >>> net = UNet(depth=1, base_channels=2, ndim=3).eval()
+    >>> read = region_reader(np.random.rand(1, 12, 14, 16).astype(np.float32))
+    >>> with torch.inference_mode():
+    ...     prob = return_value(iter_predict_region(net, read, (0, 12, 2, 14, 0, 16),
+    ...                                             tile_shape=(18, 18, 18)))
+    >>> prob.shape
+    (2, 12, 12, 16)
     """
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    y0, y1, x0, x1 = region
+    pairs = _pairs(region, model.ndim)
+    sizes = tuple(b - a for a, b in pairs)
     tile = tuple(int(t) for t in tile_shape)
+    if len(tile) != model.ndim:
+        raise ValueError(
+            f"tile_shape: expected {model.ndim} sides (one per spatial axis of the model), "
+            f"got {tile_shape!r}"
+        )
     state = {"batch_size": max(1, int(batch_size))}
+    k = model.num_classes
     while True:
-        context = tile[0] // 8 if model.padding == "same" else 0
-        (sy, sx), tin, tout = _plan(model, region, tile, context)
-        jobs = [(a, b) for a in sy for b in sx]
-        k = model.num_classes
-        if model.padding == "valid":
-            acc = np.empty((k, y1 - y0, x1 - x0), np.float32)
+        same = model.padding == "same"
+        context = tuple(t // 8 if same else 0 for t in tile)
+        starts, tin, tout = _plan(model, pairs, tile, context)
+        jobs = list(itertools.product(*starts))
+        margins = model.margins
+        if not same:
+            acc = np.empty((k, *sizes), np.float32)
             window = wsum = None
-            oy, ox = y0, x0
+            origin = tuple(a for a, _b in pairs)
         else:
-            oy, ox = y0 - context, x0 - context
-            shape = (max(y1 - y0 + 2 * context, tin[0]), max(x1 - x0 + 2 * context, tin[1]))
+            origin = tuple(a - c for (a, _b), c in zip(pairs, context, strict=True))
+            shape = tuple(max(n + 2 * c, t) for n, c, t in zip(sizes, context, tin, strict=True))
             acc, wsum = np.zeros((k, *shape), np.float32), np.zeros(shape, np.float32)
             window = blend_window(tout)
         done, total = 0, math.ceil(len(jobs) / state["batch_size"])
@@ -180,25 +239,30 @@ def iter_predict_region(
             i = 0
             while i < len(jobs):
                 batch = jobs[i : i + state["batch_size"]]
-                x = np.stack([read(a, a + tin[0], b, b + tin[1]) for a, b in batch])
+                x = np.stack([
+                    read(*itertools.chain.from_iterable((a, a + t) for a, t in zip(job, tin, strict=True)))
+                    for job in batch
+                ])  # fmt: skip
                 prob = _forward_safe(model, torch.from_numpy(x).to(device, dtype), tta, state)
-                m = model.margin
-                for (a, b), p in zip(batch, prob, strict=True):
-                    ta, tb = a + m - oy, b + m - ox  # output tile start in acc coordinates
+                for job, p in zip(batch, prob, strict=True):
+                    # output tile start in acc coordinates, and how much of it lies inside acc
+                    t0 = [a + m - o for a, m, o in zip(job, margins, origin, strict=True)]
                     if window is None:
-                        ha, hb = min(tout[0], acc.shape[1] - ta), min(tout[1], acc.shape[2] - tb)
-                        acc[:, ta : ta + ha, tb : tb + hb] = p[:, :ha, :hb]
+                        keep = [min(to, n - t) for to, n, t in zip(tout, sizes, t0, strict=True)]
+                        dst = tuple(slice(t, t + h) for t, h in zip(t0, keep, strict=True))
+                        acc[(slice(None), *dst)] = p[(slice(None), *(slice(0, h) for h in keep))]
                     else:
-                        acc[:, ta : ta + tout[0], tb : tb + tout[1]] += p * window
-                        wsum[ta : ta + tout[0], tb : tb + tout[1]] += window
+                        dst = tuple(slice(t, t + h) for t, h in zip(t0, tout, strict=True))
+                        acc[(slice(None), *dst)] += p * window
+                        wsum[dst] += window
                 i += len(batch)
                 done += 1
                 total = done + math.ceil((len(jobs) - i) / state["batch_size"])
                 yield PredictProgress(done, total)
         except _TileTooLarge:
-            smaller = tuple(max(1, (t - 2 * model.margin) // 2) + 2 * model.margin for t in tile)
-            smaller = model.valid_input_shape(smaller)
-            if smaller == tin or min(tin) <= model.valid_input_shape(2 ** model.depth)[0]:
+            smaller = _smaller_tile(model, tile)
+            smallest = model.valid_input_shape(tile_alignment(model))
+            if smaller == tin or all(t <= s for t, s in zip(tin, smallest, strict=True)):
                 raise MemoryError(
                     f"out of memory even with one tile of {tin} pixels; free device memory or "
                     "use device='cpu'"
@@ -207,21 +271,36 @@ def iter_predict_region(
             tile = smaller
             continue
         if wsum is not None:
-            crop = (slice(context, context + y1 - y0), slice(context, context + x1 - x0))
+            crop = tuple(slice(c, c + n) for c, n in zip(context, sizes, strict=True))
             acc = acc[(slice(None), *crop)] / wsum[crop]
         return acc
 
 
 def as_chw(model: UNet, image: np.ndarray, name: str = "image") -> np.ndarray:
-    """``image`` as (C, H, W) with C the model's input channels; a ValueError naming ``name``."""
+    """``image`` as (C, *spatial) with C the model's input channels and ``model.ndim`` spatial
+    axes ((C, H, W), or (C, Z, Y, X) for a 3D model); a ValueError naming ``name``.
+
+    Examples
+    --------
+    >>> as_chw(UNet(depth=1, ndim=3), np.zeros((4, 5, 6))).shape
+    (1, 4, 5, 6)
+    """
     image = np.asarray(image)
-    if image.ndim == 2:
+    nd = model.ndim
+    if image.ndim == nd:
         image = image[None]
-    if image.ndim != 3 or image.shape[0] != model.in_channels:
+    if image.ndim != nd + 1 or image.shape[0] != model.in_channels:
+        axes = "(H, W) or (C, H, W)" if nd == 2 else "(Z, Y, X) or (C, Z, Y, X)"
+        hint = (
+            "; a 3D array for a 2D model: predict it plane by plane (predict_stack)"
+            if nd == 2 and image.ndim == 3 else
+            "; this is a 3D model: give a volume, or use a 2D model for single images"
+            if nd == 3 and image.ndim < 3 else ""
+        )  # fmt: skip
         raise ValueError(
-            f"{name}: expected (H, W) or (C, H, W) with C = {model.in_channels} (the model's input "
+            f"{name}: expected {axes} with C = {model.in_channels} (the model's input "
             f"channels), got shape {image.shape}; give channel_axis for channels-last images, "
-            "or use a model trained on this number of channels"
+            f"or use a model trained on this number of channels{hint}"
         )
     return image
 
@@ -249,20 +328,24 @@ def iter_predict_tiled(
     """
     image = as_chw(model, image)
     _prepare(model, device)
-    h, w = image.shape[-2:]
+    spatial = image.shape[1:]
     if tile_shape is None:
-        tile_shape = auto_tile_shape(model, (h, w), next(model.parameters()).device)
+        tile_shape = auto_tile_shape(model, spatial, next(model.parameters()).device)
     else:
         tile_shape = tuple(int(t) for t in tile_shape)
-        if len(tile_shape) != 2:
-            raise ValueError(f"tile_shape: expected (height, width), got {tile_shape!r}")
+        if len(tile_shape) != model.ndim:
+            axes = "(height, width)" if model.ndim == 2 else "(depth, height, width)"
+            raise ValueError(
+                f"tile_shape: expected {axes} for a {model.ndim}D model, got {tile_shape!r}"
+            )
         model.output_shape(tile_shape)  # a helpful error for an invalid tile
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
+            region = tuple(v for n in spatial for v in (0, int(n)))
             gen = iter_predict_region(
-                model, region_reader(image), (0, h, 0, w),
+                model, region_reader(image), region,
                 tile_shape=tile_shape, batch_size=batch_size, tta=tta,
             )  # fmt: skip
             last = PredictProgress(0, 1)
@@ -294,20 +377,22 @@ def predict_tiled(
     ----------
     model : UNet
         Valid or same padding; put in eval mode for the call (its mode is restored).
-    image : ndarray, (H, W) or (C, H, W)
+    image : ndarray, (H, W) or (C, H, W); for a 3D model (Z, Y, X) or (C, Z, Y, X)
         Normalised intensities (see :func:`predict_image` for raw images). Any size.
-    tile_shape : (int, int), optional
-        The network's input tile, a valid input shape; default: :func:`auto_tile_shape`.
+    tile_shape : sequence of int, optional
+        The network's input tile, one side per spatial axis, a valid input shape; default:
+        :func:`auto_tile_shape`.
     batch_size : int
         Tiles per forward pass (halved automatically on out-of-memory, then tiles shrink).
     device : str or torch.device, optional
         Moves the model there; default: where the model is.
     tta : bool
-        Average over the 8 flips/rotations, each inverted before averaging.
+        Average over the 8 flips/rotations of the xy plane (also in 3D), each inverted before
+        averaging.
 
     Returns
     -------
-    float32 ndarray (num_classes, H, W), softmax probabilities.
+    float32 ndarray (num_classes, *spatial), softmax probabilities.
 
     Examples
     --------
@@ -315,6 +400,9 @@ def predict_tiled(
     >>> prob = predict_tiled(net, np.random.rand(25, 31).astype(np.float32), tile_shape=(20, 20))
     >>> prob.shape, prob.dtype, bool(np.allclose(prob.sum(0), 1, atol=1e-5))
     ((2, 25, 31), dtype('float32'), True)
+    >>> net3d = UNet(depth=1, base_channels=2, ndim=3)
+    >>> predict_tiled(net3d, np.random.rand(9, 10, 11).astype(np.float32)).shape
+    (2, 9, 10, 11)
     """
     return run_to_end(
         iter_predict_tiled(
@@ -361,7 +449,7 @@ def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.
     image = np.asarray(image)
     if channel_axis is not None:
         image = np.moveaxis(image, channel_axis, 0)
-    elif image.ndim == 3 and model.in_channels == 1:
+    elif image.ndim == 3 and model.in_channels == 1 and model.ndim == 2:
         raise ValueError(
             f"image: got a 3D array {image.shape} for a model with 1 input channel; give "
             "channel_axis for a multi-channel image or use predict_stack for (Z, Y, X) stacks"
@@ -408,8 +496,12 @@ def predict_image(
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
 ) -> np.ndarray:
-    """Normalise a raw 2D image as the model was trained (``metadata["normalization"]``), then
-    :func:`predict_tiled`. Returns float32 (num_classes, H, W).
+    """Normalise a raw image as the model was trained (``metadata["normalization"]``), then
+    :func:`predict_tiled`. Returns float32 (num_classes, *spatial).
+
+    ``image`` matches ``model.ndim``: (H, W) for a 2D model, a (Z, Y, X) volume for a 3D one
+    (or either with channels at ``channel_axis``); the percentiles are those of the whole image
+    (volume), per channel.
 
     Examples
     --------
@@ -449,6 +541,11 @@ def iter_predict_stack(
     >>> ev[-1].result.shape, ev[-1].planes
     ((3, 2, 20, 20), 3)
     """
+    if model.ndim != 2:
+        raise ValueError(
+            f"model: a {model.ndim}D model predicts a volume as a whole; use predict_image for "
+            "(Z, Y, X) volumes (plane by plane is for 2D models)"
+        )
     stack = np.asarray(stack)
     if channel_axis is not None:
         stack = np.moveaxis(stack, channel_axis, 1)

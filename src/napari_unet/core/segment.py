@@ -5,6 +5,10 @@
 :mod:`napari_unet.core.bigdata`, with the same tiler and the same :class:`PostprocessSettings`).
 The post-processing defaults are those stored with the model (``metadata["postprocess"]``,
 chosen on the validation band at the end of training), overridden by what the caller gives.
+
+A 3D model (``model.ndim == 3``) segments a (Z, Y, X) volume as a volume, with the voxel
+``spacing`` stored with the model (:func:`stored_spacing`) unless the caller gives one; a 2D
+model segments a stack plane by plane (``stack=True``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,26 @@ from napari_unet.core.predict import (
     return_value,
 )
 
-__all__ = ["iter_segment", "segment"]
+__all__ = ["iter_segment", "segment", "stored_spacing"]
+
+
+def stored_spacing(metadata: dict | None, ndim: int = 3) -> tuple[float, ...] | None:
+    """The voxel spacing a model was trained with, from its metadata (``"spacing"`` at the top,
+    in ``"training"`` or in ``"architecture"``), or None; only if it has ``ndim`` entries.
+
+    Examples
+    --------
+    >>> stored_spacing({"training": {"spacing": [5, 1, 1]}})
+    (5.0, 1.0, 1.0)
+    >>> stored_spacing({"architecture": {"ndim": 2}}) is None
+    True
+    """
+    meta = metadata or {}
+    for where in (meta, meta.get("training") or {}, meta.get("architecture") or {}):
+        value = where.get("spacing") if isinstance(where, dict) else None
+        if value is not None and len(value) == ndim:
+            return tuple(float(v) for v in value)
+    return None
 
 
 def iter_segment(
@@ -32,6 +55,7 @@ def iter_segment(
     settings: PostprocessSettings | None = None,
     stack: bool = False,
     channel_axis: int | None = None,
+    spacing: Sequence[float] | None = None,
     tta: bool = False,
     device=None,
     tile_shape: Sequence[int] | None = None,
@@ -44,11 +68,17 @@ def iter_segment(
     model : UNet
     image : ndarray
         Raw (H, W) / (H, W, C) with ``channel_axis``; with ``stack=True`` (Z, Y, X) or
-        (Z, C, Y, X) (``channel_axis`` counted in the full array).
+        (Z, C, Y, X) (``channel_axis`` counted in the full array), predicted plane by plane
+        by a 2D model; for a 3D model a (Z, Y, X) volume (channels at ``channel_axis``),
+        predicted as a volume.
     metadata : dict, optional
         The model's metadata: normalisation and default post-processing.
     settings : PostprocessSettings, optional
         Default: ``PostprocessSettings.from_metadata(metadata)``.
+    spacing : sequence of float, optional
+        Voxel size for the post-processing of a 3D model's volume (anisotropic distances);
+        default :func:`stored_spacing` of ``metadata``. Planes of a stack are post-processed
+        in 2D (the last two entries, if given).
     tta, device, tile_shape, batch_size
         As :func:`napari_unet.core.predict.predict_tiled`.
 
@@ -67,6 +97,15 @@ def iter_segment(
     """
     if settings is None:
         settings = PostprocessSettings.from_metadata(metadata)
+    ndim = getattr(model, "ndim", 2)
+    if stack and ndim != 2:
+        raise ValueError(
+            f"stack: a {ndim}D model predicts a volume as a whole; call with stack=False, or "
+            "use a 2D model to predict plane by plane"
+        )
+    if spacing is None and ndim == 3:
+        spacing = stored_spacing(metadata, 3)
+    plane_spacing = None if spacing is None or ndim == 3 else tuple(spacing)[-2:]
     options = dict(metadata=metadata, channel_axis=channel_axis, tta=tta, device=device,
                    tile_shape=tile_shape, batch_size=batch_size)
     events = (iter_predict_stack if stack else iter_predict_image)(model, image, **options)
@@ -76,7 +115,10 @@ def iter_segment(
             prob, last = event.result, event
         else:
             yield event
-    labels = (np.stack([settings.labels(p) for p in prob]) if stack else settings.labels(prob))
+    if stack:
+        labels = np.stack([settings.labels(p, spacing=plane_spacing) for p in prob])
+    else:
+        labels = settings.labels(prob, spacing=spacing if ndim == 3 else plane_spacing)
     yield PredictProgress(last.done, last.total, plane=last.plane, planes=last.planes,
                           result=prob, labels=labels, message="done")
     return prob, labels
