@@ -91,6 +91,7 @@ def test_train_form_on_a_volume_counts_the_marked_slices_only(make_napari_viewer
     text = train.update_rule()
     assert f"3D: 2 annotated slices (2 xy), {cells} cells, {2 * 48 * 48} voxels" in text
     assert "(3.0, 1.0, 1.0)" in text
+    assert "pooling 1×2×2 2×2×2" in text  # z step 3 × the xy pixel: z pooled from level 2
     config = train.form.config()
     assert config.ndim == 3 and tuple(config.spacing) == SPACING
     # the clear switch back to a 2D model on the shown plane

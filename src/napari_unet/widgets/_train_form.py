@@ -353,10 +353,14 @@ class TrainForm(QWidget):
         if self.volume_spacing() is not None:
             lines = [_volume.describe_volume(p.labels, p.annotated)
                      for p in self.training_pairs()]
+            from napari_unet.core.model import anisotropic_pool
+
             spacing = self.volume_spacing()
+            pool = anisotropic_pool(spacing, int(self.depth.value()))
             extra = f" (all {len(lines)} volumes)" if len(lines) > 1 else ""
             return (f"What counts: {lines[0]}{extra}; voxel spacing (z, y, x) "
-                    f"{tuple(round(s, 4) for s in spacing)} from the layer scale")
+                    f"{tuple(round(s, 4) for s in spacing)} from the layer scale, pooling "
+                    f"{' '.join('×'.join(map(str, f)) for f in pool)}")
 
         infos = [describe_annotation(p.labels, annotated=p.annotated, background=p.background,
                                      sparse=p.sparse) for p in self.training_pairs()]
