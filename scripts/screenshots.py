@@ -8,11 +8,13 @@ user does: paints the 8 nuclei nearest the centre and a background stroke, looks
 compares with all true nuclei, then uses the prediction as an annotation and continues training.
 Saves the whole window to <out>/{annotate,weight_map,train,predict,loop}.png.
 
-``--only 3d`` (or the default ``--only all``) adds <out>/3d.png: a real nuclei volume
-(GoNuclear 1135 of ../shared/data/volumes3d; a synthetic volume when absent) with 3 painted and
+``--only 3d`` (or the default ``--only all``) adds <out>/3d.png: a volume with 3 painted and
 marked xy-slices, a 3D U-Net trained on them in the Train widget (``--steps-3d``) or loaded
-(``--model-3d``, e.g. ``bench_3d.py --save DIR``'s bench_3d_s.safetensors), and Predict's 3D Labels layer of the held-out
-volume 1136 in napari's 3D view.
+(``--model-3d``), and Predict's 3D Labels layer of a held-out volume in napari's 3D view.
+``--volume gonuclear``: the real nuclei crops GoNuclear 1135 (train) / 1136 (held out) of
+../shared/data/volumes3d, best with a model of ``bench_3d.py --save DIR``
+(DIR/bench_3d_s.safetensors); ``--volume synthetic`` (default): two synthetic volumes of touching
+cells, small enough to train in the widget in a few minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--only", default="all", choices=("all", "2d", "3d"))
-    parser.add_argument("--steps-3d", type=int, default=300)
+    parser.add_argument("--steps-3d", type=int, default=150)
     parser.add_argument("--model-3d", type=Path, help="a 3D model file instead of training")
+    parser.add_argument("--volume", default="synthetic", choices=("synthetic", "gonuclear"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only in ("all", "3d"):
@@ -149,22 +152,22 @@ def main() -> int:
     return 0
 
 
-def _volumes():
-    """(train image, train labels, test image, test labels, spacing): GoNuclear 1135 / 1136
-    when the shared data is there, else synthetic volumes."""
+def _volumes(kind: str):
+    """(train image, train labels, test image, test labels, spacing, names): GoNuclear 1135 /
+    1136 of the shared data, or two synthetic volumes."""
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "volumes3d"
-    if (root / "images" / "gonuclear_ovule_nuclei_1135.tif").is_file():
+    if kind == "gonuclear":
         import tifffile
 
         pair = [tifffile.imread(root / kind / f"gonuclear_ovule_nuclei_{n}.tif")
                 for n in (1135, 1136) for kind in ("images", "labels")]
-        return (*pair, (0.28 / 0.127, 1.0, 1.0))
+        return (*pair, (0.28 / 0.127, 1.0, 1.0), ("nuclei 1135", "nuclei 1136 (held out)"))
     from napari_unet.core.synthetic import synthetic_cells_3d
 
     spacing = (2.0, 1.0, 1.0)
-    a = synthetic_cells_3d((32, 96, 96), radius=9, spacing=spacing, seed=0)
-    b = synthetic_cells_3d((32, 96, 96), radius=9, spacing=spacing, seed=1)
-    return (*a, *b, spacing)
+    a = synthetic_cells_3d((24, 64, 64), radius=8, spacing=spacing, seed=0)
+    b = synthetic_cells_3d((24, 64, 64), radius=8, spacing=spacing, seed=1)
+    return (*a, *b, spacing, ("cells", "cells (held out)"))
 
 
 def volume_shot(args) -> None:
@@ -175,12 +178,12 @@ def volume_shot(args) -> None:
 
     from napari_unet.widgets import dock_all
 
-    image, truth, test, test_truth, spacing = _volumes()
+    image, truth, test, test_truth, spacing, names = _volumes(args.volume)
     viewer = napari.Viewer(show=True, title="napari U-Net: volumes")
     viewer.window.resize(1500, 950)
     app = QApplication.instance()
     widgets = dock_all(viewer)
-    vol = viewer.add_image(image, name="nuclei 1135", scale=spacing)
+    vol = viewer.add_image(image, name=names[0], scale=spacing)
     annotate = widgets["Annotate cells"]
     annotate.image_combo.set_layer(vol)
     labels = annotate.create_labels()
@@ -198,13 +201,15 @@ def volume_shot(args) -> None:
     else:
         train.form.image_combo.set_layer(vol)
         train.form.labels_combo.set_layer(labels)
+        if args.volume == "synthetic":  # a small network: minutes on a CPU
+            train.form.depth.setValue(2)
         train.form.steps.setValue(args.steps_3d)
         train.form.minutes.setValue(0)
         train.update_rule()
         train.start_training()
         _wait(app, lambda: not train.is_training(), 3600)
-    held_out = viewer.add_image(test, name="nuclei 1136 (held out)", scale=spacing)
-    true_layer = viewer.add_labels(test_truth, name="nuclei 1136 true", scale=spacing,
+    held_out = viewer.add_image(test, name=names[1], scale=spacing)
+    true_layer = viewer.add_labels(test_truth, name=f"{names[1]} true", scale=spacing,
                                    visible=False)
     for layer in (vol, labels, viewer.layers[f"{vol.name} annotated slices"]):
         layer.visible = False

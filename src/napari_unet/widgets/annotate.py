@@ -108,6 +108,7 @@ class AnnotateWidget(QWidget):
         self.mark_button.clicked.connect(self._on_mark)
         self.unmark_button.clicked.connect(self._on_unmark)
         self.image_combo.currentIndexChanged.connect(self.update_slices)
+        napari_viewer.layers.events.removed.connect(self.update_slices)
         self.save_button.clicked.connect(self._on_save)
         self.load_button.clicked.connect(self._on_load)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
