@@ -204,7 +204,10 @@ class TrainForm(QWidget):
         form.addRow(self.planes)
         #: "2d" or "3d": the kind of training the spin boxes show the defaults of
         self.kind = "2d"
-        self.image_combo.currentIndexChanged.connect(self.sync_defaults)
+        for box in (self.image_combo, self.labels_combo):
+            box.currentIndexChanged.connect(self.sync_defaults)
+        self.pairs.model().rowsInserted.connect(self.sync_defaults)
+        self.pairs.model().rowsRemoved.connect(self.sync_defaults)
         self.planes.toggled.connect(self.sync_defaults)
         self.sync_defaults()
 
@@ -317,8 +320,8 @@ class TrainForm(QWidget):
         """
         try:
             image = self.layer_pairs()[0][0]
-        except ValueError:
-            return None
+        except ValueError:  # no labels chosen yet: the image alone decides
+            image = self.image_combo.layer()
         if self.planes.isChecked() or not _volume.is_volume(image):
             return None
         return _volume.layer_spacing(image)
