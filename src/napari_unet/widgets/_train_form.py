@@ -278,11 +278,8 @@ class TrainForm(QWidget):
         else:
             aug = AugmentConfig.none()
         minutes = float(self.minutes.value())
-        volume = self.volume_spacing()
-        if volume is not None:  # the 3D U-Net (TrainConfig picks the pooling from the spacing)
-            extra = dict(ndim=3, spacing=volume)
-        else:
-            extra = dict(ndim=2, spacing=None) if "ndim" in _config_fields() else {}
+        volume = self.volume_spacing()  # 3D: the pooling comes from the spacing (Trainer)
+        extra = {} if volume is None else dict(ndim=3, spacing=volume)
         return dataclasses.replace(
             self.kind_defaults(), preset=self.preset.currentText(), depth=int(self.depth.value()),
             base_channels=int(self.base.value()), steps=int(self.steps.value()),
@@ -373,9 +370,3 @@ class TrainForm(QWidget):
             px = sum(i["counted_px"] for i in infos)
             text += f" (all {len(infos)} pairs: {cells} cells, {px} pixels)"
         return text
-
-
-def _config_fields() -> set:
-    from napari_unet.core.config import TrainConfig
-
-    return {f.name for f in dataclasses.fields(TrainConfig)}
