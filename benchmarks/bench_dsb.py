@@ -14,7 +14,12 @@ images and for the gray and the colour ones apart (colour: R, G, B not all equal
     python benchmarks/bench_dsb.py --cpu-bf16 off --time-limit 900      # float32 on the CPU
     python benchmarks/bench_dsb.py --speed 10 --time-limit 0            # steps/min fp32 vs bf16
     python benchmarks/bench_dsb.py --model nuclei --time-limit 0        # a model, no training
+    python benchmarks/bench_dsb.py --model nuclei --invert auto         # ... inverting bright bg
     python benchmarks/bench_dsb.py --time-limit 3600 --ship             # the shipped model
+
+``--invert auto|off`` sets the input polarity rule (``normalization["invert"]``: "auto"
+inverts bright-background images, brightfield / H&E) of the trained model, or of a copy of the
+``--model`` evaluated; by default new gray models use "auto" and a ``--model`` keeps its own.
 
 ``--speed N`` first times N training steps per mode, float32 and bfloat16 autocast alternating
 in two rounds on the same trainer, and reports steps per minute of each (same run). ``--ship``
@@ -139,7 +144,12 @@ def train(args, pairs, log):
         **({"batch_size": args.batch_size} if args.batch_size else {}),
         **({"lr": args.lr} if args.lr else {}),
         **({"dropout": args.dropout} if args.dropout is not None else {}),
+        **({"normalization": with_invert(None, args.invert)} if args.invert else {}),
     )
+    if args.init:  # fine-tuning at the CLI's rate (napari-unet train --init): --lr wins
+        from napari_unet.core.config import fine_tune
+
+        cfg = fine_tune(cfg, lr=args.lr)
     tp = [TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs]
     trainer = Trainer(tp, cfg, init_model=args.init)
     result = {"bf16": trainer.bf16, "tile": trainer.tile, "batch": trainer.batch_size}
@@ -157,6 +167,14 @@ def train(args, pairs, log):
                   steps_per_min=round(60 * trainer.step / wall, 2))
     log(f"trained {trainer.step} steps in {wall:.0f} s")
     return trainer, result
+
+
+def with_invert(normalization, invert: str) -> dict:
+    """A normalisation dict with the polarity rule of ``--invert`` (auto / off)."""
+    from napari_unet.core.data import DEFAULT_NORMALIZATION
+
+    return {**(normalization or DEFAULT_NORMALIZATION), "invert": "auto" if invert == "auto"
+            else False}
 
 
 def evaluate(model_path: Path, test, workdir: Path, tta: bool):
@@ -270,6 +288,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="evaluate this model file / shipped name, no training")
     p.add_argument("--max-train", type=int, help="use only the first N training images")
     p.add_argument("--max-test", type=int, help="evaluate only the first N test images")
+    p.add_argument("--invert", choices=("auto", "off"),
+                   help="input polarity rule of the model trained / evaluated (default: the "
+                        "library's for new models, the --model's own)")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation (e.g. --speed)")
     p.add_argument("--save", type=Path, help="write the trained model here")
@@ -305,12 +326,23 @@ def main(argv=None) -> int:
 
             in_ch = read_metadata(model_path)["architecture"]["in_channels"]
             args.channels = "rgb" if in_ch == 3 else "gray"
+            if args.invert:  # a copy of the model with the rule asked for
+                from napari_unet.core.io import load_model, save_model
+
+                model, meta = load_model(model_path)
+                meta = {k: v for k, v in meta.items()
+                        if k not in ("architecture", "napari_unet_version")}
+                meta["normalization"] = with_invert(meta.get("normalization"), args.invert)
+                model_path = save_model(model, tmp / "model_invert.safetensors", **meta)
         else:
             pairs = load(args.data, train_ids, args.channels)
             trainer, report["training"] = train(args, pairs, log)
             model_path = args.save or tmp / "model.safetensors"
             trainer.save(model_path)
         test = load(args.data, test_ids, args.channels)
+        from napari_unet.core.io import read_metadata
+
+        report["normalization"] = read_metadata(model_path).get("normalization")
         if not args.no_eval:
             report["test"] = evaluate(model_path, test, tmp / "eval", args.tta)
         if args.ship and not args.model:

@@ -7,6 +7,13 @@ same slices (the usual alternative); then DSB 2018 instance F1@0.5 with the defa
 
     python benchmarks/bench_isbi.py --minutes 15            # the full run (quiet machine)
     python benchmarks/bench_isbi.py --minutes 3 --dsb-minutes 3 --json out.json
+    python benchmarks/bench_isbi.py --cli-minutes 15 --presets --no-rf   # the CLI route only
+
+``--cli-minutes M`` measures the route a user takes: ``napari-unet train`` on slices 00–19 with
+the command line's defaults and ``--time-limit`` 60·M (wall clock), then ``napari-unet evaluate``
+on slices 20–24 with its defaults: the post-processing (threshold included) chosen on the
+validation band at the end of training and stored in the model. Reported: the mean held-out
+Rand error (target ≤ 0.045), pixel error, the stored threshold and the steps trained.
 """
 
 from __future__ import annotations
@@ -116,6 +123,47 @@ def train_isbi(preset: str, minutes: float, eval_every: float, data, args) -> di
             "curve": curve, "final": final}
 
 
+def cli_route(minutes: float, data, *, workdir: Path) -> dict:
+    """``napari-unet train`` (defaults, ``--time-limit``) then ``napari-unet evaluate`` (defaults)
+    on the held-out slices, in-process as a user would run them; the evaluation's JSON."""
+    import contextlib
+    import io
+
+    import tifffile
+
+    from napari_unet.cli import main as cli
+    from napari_unet.core.io import read_metadata
+
+    folders = {}
+    for part, images, labels in (("train", data[0], data[1]), ("test", data[2], data[3])):
+        for kind, arrays in (("images", images), ("labels", labels)):
+            folder = folders[part, kind] = workdir / part / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, a in enumerate(arrays):
+                tifffile.imwrite(folder / f"{i:02d}.tif", np.asarray(a))
+    model = workdir / "isbi.safetensors"
+    argv = ["train", "--images", str(folders["train", "images"]), "--labels",
+            str(folders["train", "labels"]), "--out", str(model), "--time-limit",
+            str(60 * minutes)]
+    print("  $ napari-unet " + " ".join(argv), flush=True)
+    t0 = time.perf_counter()
+    if cli(argv):
+        raise SystemExit("napari-unet train failed")
+    wall = time.perf_counter() - t0
+    argv = ["evaluate", "--model", str(model), "--images", str(folders["test", "images"]),
+            "--labels", str(folders["test", "labels"]), "--json"]
+    print("  $ napari-unet " + " ".join(argv), flush=True)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if cli(argv):
+            raise SystemExit("napari-unet evaluate failed")
+    result = json.loads(out.getvalue())
+    meta = read_metadata(model)
+    return {"train_wall_s": round(wall, 1), "steps": meta["training"]["step"],
+            "postprocess": meta.get("postprocess"), "mean": result["mean"],
+            "images": result["images"]}
+
+
 def filter_features(image: np.ndarray, sigmas=(0.7, 1.0, 1.6, 3.5, 5.0, 10.0)) -> np.ndarray:
     """ilastik's default pixel features: Gaussian, LoG, gradient magnitude, Hessian and
     structure-tensor eigenvalues at several scales; (H*W, F) float32."""
@@ -214,6 +262,9 @@ def main() -> None:
     p.add_argument("--no-rf", action="store_true")
     p.add_argument("--dsb-minutes", type=float, default=0.0, help="0 skips DSB 2018")
     p.add_argument("--dsb-preset", default="adamw")
+    p.add_argument("--cli-minutes", type=float, default=0.0,
+                   help="train/evaluate through the command line with its defaults for this "
+                        "many wall-clock minutes (0 skips it)")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="budget in wall time, or in process CPU time / threads (shared machine)")
@@ -252,6 +303,12 @@ def main() -> None:
     if args.dsb_minutes > 0:
         results["dsb2018"] = dsb(args.dsb_minutes, args)
         save(results)
+    if args.cli_minutes > 0:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bench_isbi_cli_") as tmp:
+            results["cli"] = cli_route(args.cli_minutes, data, workdir=Path(tmp))
+        save(results)
     print("\nsummary (ISBI 2012 validation slices 20-24):")
     for preset, r in results["isbi"].items():
         if "error" in r:
@@ -266,6 +323,12 @@ def main() -> None:
         print(f"  random forest ({rf['total_s']:.0f} s): Rand error {rf['rand_error']:.4f} "
               f"(best threshold {rf['rand_error_best']:.4f}), pixel error "
               f"{rf['pixel_error']:.4f}")
+    if "cli" in results:
+        c = results["cli"]
+        threshold = (c["postprocess"] or {}).get("threshold")
+        print(f"  CLI defaults ({c['train_wall_s']:.0f} s wall, {c['steps']} steps, stored "
+              f"threshold {threshold}): Rand error {c['mean']['rand_error']:.4f} (target <= "
+              f"0.045), pixel error {c['mean']['pixel_error']:.4f}")
     print("  paper (U-Net, ISBI 2012 test set, GPU): Rand error 0.0382, pixel error 0.0611")
     save(results)
 

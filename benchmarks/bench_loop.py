@@ -13,10 +13,15 @@ Predict widget's prediction: ``core.predict.predict_image`` → ``labels_from_pr
 2. After the start and after each round: instance F1@0.5 of the current model on a fourth image
    that is never trained on.
 
+Each Continue trains at the Train widget's fine-tuning rate (``core.config.fine_tune``: a
+quarter of Start's), as the widget does; ``--continue-lr`` overrides it.
+
     python benchmarks/bench_loop.py                            # GUI budgets (2 min, then 1 min)
+    python benchmarks/bench_loop.py --seeds 3                  # mean curve and spread of 3 runs
     python benchmarks/bench_loop.py --start-minutes 0.3 --round-minutes 0.2 --json out.json
 
-Prints the curve and the machine load (``os.getloadavg``) and writes JSON with ``--json``.
+Prints each seed's curve, the mean curve with its spread (std, min-max) and the machine load
+(``os.getloadavg``); writes JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -129,6 +134,71 @@ def train_run(root: Path, pairs, names, config, parent):
                   "train_s": round(time.perf_counter() - t0, 1), "pairs": len(pairs)}
 
 
+def fine_tune_config(**changes):
+    """The settings of each Continue: the GUI's, at the Train widget's fine-tuning rate
+    (``core.config.fine_tune``, as ``write_gui_run`` applies it)."""
+    config = gui_config(**changes)
+    try:
+        from napari_unet.core.config import fine_tune
+    except ImportError:  # before issue 11's fine-tuning rate: Continue trained at Start's
+        return config
+    return fine_tune(config)
+
+
+def run_loop(args, data, root: Path, seed: int) -> list[dict]:
+    """Start, then three rounds of predict → correct → Continue; the curve of one seed."""
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.io import load_model
+    from napari_unet.core.metrics import instance_f1
+
+    test_image, test_truth = data[3]
+    steps = {} if args.steps is None else {"steps": args.steps}
+
+    def score(path):
+        model, meta = load_model(path)
+        return float(instance_f1(predict(model, meta, test_image), test_truth))
+
+    image0, truth0 = data[0]
+    pairs = {0: painted_pair(image0, truth0, args.paint)}
+    config = gui_config(time_limit=60 * args.start_minutes, seed=seed, **steps)
+    path, info = train_run(root, list(pairs.values()), ["image0"], config, None)
+    curve = [{"round": 0, "f1_unseen": score(path), **info}]
+    print(f"seed {seed} round 0 (Start, {args.paint} painted cells, lr {config.lr:g}): F1@0.5 "
+          f"unseen {curve[0]['f1_unseen']:.3f} ({info['steps']} steps, {info['train_s']} s)",
+          flush=True)
+    for k in range(3):
+        image, truth = data[k]
+        model, meta = load_model(path)
+        pred = predict(model, meta, image)
+        f1_before = float(instance_f1(pred, truth))
+        corrected, worst = correct(pred, truth, args.worst)
+        # the corrected prediction, trained as the Train widget does by default ("labels are
+        # complete" unticked: the cells, a band around them and nothing else count)
+        pairs[k] = TrainingPair(image, corrected, sparse=True)
+        config = fine_tune_config(time_limit=60 * args.round_minutes, seed=seed, **steps)
+        if args.continue_lr is not None:
+            config = dataclasses.replace(config, lr=args.continue_lr)
+        path, info = train_run(root, list(pairs.values()), [f"image{i}" for i in pairs],
+                               config, path)
+        row = {"round": k + 1, "image": args.images[k], "f1_image_before": f1_before,
+               "worst_iou": [round(w, 3) for w in worst], "f1_unseen": score(path),
+               "lr": config.lr, **info}
+        curve.append(row)
+        print(f"seed {seed} round {k + 1} (image {k}: F1 {f1_before:.3f} before correction, "
+              f"{args.worst} cells corrected, lr {config.lr:g}): F1@0.5 unseen "
+              f"{row['f1_unseen']:.3f} ({info['steps']} steps, {info['train_s']} s, "
+              f"{info['pairs']} pairs)", flush=True)
+    return curve
+
+
+def summarise(curves: list[list[dict]]) -> dict:
+    """Mean, standard deviation, min and max of the unseen F1 per round over the seeds."""
+    f1 = np.array([[row["f1_unseen"] for row in curve] for curve in curves])
+    return {"mean": f1.mean(0).round(4).tolist(), "std": f1.std(0).round(4).tolist(),
+            "min": f1.min(0).round(4).tolist(), "max": f1.max(0).round(4).tolist(),
+            "rises": int(np.sum(f1[:, -1] > f1[:, 0])), "seeds": len(curves)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DATA)
@@ -140,62 +210,41 @@ def main() -> None:
     p.add_argument("--round-minutes", type=float, default=1.0, help="each Continue's budget")
     p.add_argument("--steps", type=int, help="step cap of every training (default: the GUI's)")
     p.add_argument("--continue-lr", type=float,
-                   help="learning rate of each Continue (default: the GUI's, as for Start)")
+                   help="learning rate of each Continue (default: the Train widget's "
+                        "fine-tuning rate, core.config.fine_tune)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run the whole loop this many times (training seeds 0..N-1) and print "
+                        "the mean curve and its spread")
     p.add_argument("--runs", type=Path, help="runs root (default: a temporary folder)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
-
-    from napari_unet.core.io import load_model
-    from napari_unet.core.metrics import instance_f1
+    if args.seeds < 1:
+        p.error(f"--seeds: expected at least 1, got {args.seeds}")
 
     load_before = os.getloadavg()
     root = args.runs or Path(tempfile.mkdtemp(prefix="bench_loop_"))
     data = [load(args.data, i) for i in args.images]
-    test_image, test_truth = data[3]
-    steps = {} if args.steps is None else {"steps": args.steps}
-
-    def score(path):
-        model, meta = load_model(path)
-        return float(instance_f1(predict(model, meta, test_image), test_truth))
-
-    image0, truth0 = data[0]
-    pairs = {0: painted_pair(image0, truth0, args.paint)}
-    config = gui_config(time_limit=60 * args.start_minutes, **steps)
-    path, info = train_run(root, list(pairs.values()), ["image0"], config, None)
-    curve = [{"round": 0, "f1_unseen": score(path), **info}]
-    print(f"round 0 (Start, {args.paint} painted cells): F1@0.5 unseen {curve[0]['f1_unseen']:.3f}"
-          f" ({info['steps']} steps, {info['train_s']} s)", flush=True)
-    for k in range(3):
-        image, truth = data[k]
-        model, meta = load_model(path)
-        pred = predict(model, meta, image)
-        f1_before = float(instance_f1(pred, truth))
-        corrected, worst = correct(pred, truth, args.worst)
-        from napari_unet.core.data import TrainingPair
-
-        # the corrected prediction, trained as the Train widget does by default ("labels are
-        # complete" unticked: the cells, a band around them and nothing else count)
-        pairs[k] = TrainingPair(image, corrected, sparse=True)
-        lr = {} if args.continue_lr is None else {"lr": args.continue_lr}
-        config = gui_config(time_limit=60 * args.round_minutes, **steps, **lr)
-        path, info = train_run(root, list(pairs.values()), [f"image{i}" for i in pairs],
-                               config, path)
-        row = {"round": k + 1, "image": args.images[k], "f1_image_before": f1_before,
-               "worst_iou": [round(w, 3) for w in worst], "f1_unseen": score(path), **info}
-        curve.append(row)
-        print(f"round {k + 1} (image {k}: F1 {f1_before:.3f} before correction, {args.worst} "
-              f"cells corrected): F1@0.5 unseen {row['f1_unseen']:.3f} ({info['steps']} steps, "
-              f"{info['train_s']} s, {info['pairs']} pairs)", flush=True)
+    curves = []
+    for seed in range(args.seeds):
+        curves.append(run_loop(args, data, root / f"seed{seed}", seed))
+        print(f"seed {seed} curve (F1@0.5 on the unseen image): "
+              + " -> ".join(f"{r['f1_unseen']:.3f}" for r in curves[-1]), flush=True)
+    summary = summarise(curves)
     load_after = os.getloadavg()
-    print("curve (F1@0.5 on the unseen image): "
-          + " -> ".join(f"{r['f1_unseen']:.3f}" for r in curve))
+    print(f"mean curve over {args.seeds} seed(s): "
+          + " -> ".join(f"{m:.3f}" for m in summary["mean"]))
+    print("spread (std / min-max): " + ", ".join(
+        f"{s:.3f} / {lo:.3f}-{hi:.3f}"
+        for s, lo, hi in zip(summary["std"], summary["min"], summary["max"], strict=True)))
+    print(f"last round above the start in {summary['rises']} of {args.seeds} seed(s)")
     print(f"load average before {load_before}, after {load_after}; cores {os.cpu_count()}")
     result = {
         "benchmark": "bench_loop", "images": list(args.images), "paint": args.paint,
         "worst": args.worst, "start_minutes": args.start_minutes,
-        "round_minutes": args.round_minutes, "steps": args.steps, "curve": curve,
-        "load_before": load_before, "load_after": load_after, "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "runs_root": str(root),
+        "round_minutes": args.round_minutes, "steps": args.steps,
+        "continue_lr": args.continue_lr, "seeds": args.seeds, "summary": summary,
+        "curves": curves, "load_before": load_before, "load_after": load_after,
+        "cpu_count": os.cpu_count(), "platform": platform.platform(), "runs_root": str(root),
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -135,3 +135,25 @@ def test_sparse_and_background_follow_the_gui_rule(folders, tmp_path, capsys, mo
     assert "band around them" in err and "pixels count" in err
     assert main([*args, "--force"]) == 0  # without --sparse the labels are complete, as before
     assert not any(p.sparse for p in seen[-1]) and seen[-1][0].counted().all()
+
+
+def test_init_fine_tunes_at_a_lower_rate_unless_lr_is_given(folders, tmp_path):
+    """``train --init`` starts from trained weights: a quarter of the preset's rate by default
+    (issue 11: Continue at the Start rate lost what it had learned); ``--lr`` still wins."""
+    from napari_unet.core.config import FINE_TUNE_LR_FACTOR
+    from napari_unet.core.presets import get_preset
+
+    img, lab = folders
+    data = ["--images", str(img), "--labels", str(lab), *TINY, "--steps", "1",
+            "--validate-every", "0"]
+    first = tmp_path / "first.safetensors"
+    assert main(["train", *data, "--out", str(first)]) == 0
+    base = get_preset("adamw").lr
+    assert read_metadata(first)["training"]["lr"] == pytest.approx(base)  # from scratch
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", *data, "--out", str(tuned), "--init", str(first)]) == 0
+    assert read_metadata(tuned)["training"]["lr"] == pytest.approx(base * FINE_TUNE_LR_FACTOR)
+    assert FINE_TUNE_LR_FACTOR < 1
+    given = tmp_path / "given.safetensors"
+    assert main(["train", *data, "--out", str(given), "--init", str(first), "--lr", "3e-3"]) == 0
+    assert read_metadata(given)["training"]["lr"] == pytest.approx(3e-3)

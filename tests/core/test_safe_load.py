@@ -189,3 +189,21 @@ def test_own_format_never_unpickles(tmp_path, monkeypatch):
     assert _same_weights(model, net) and meta["class_names"] == ["bg", "fg"]
     model, meta = load_pretrained(path)
     assert _same_weights(model, net)
+
+
+def test_the_architecture_check_does_not_import_torch_dynamo(tmp_path):
+    """The meta-device shape check builds the network without its random init (which would go
+    through torch's reference kernels and import torch._dynamo: seconds and tens of MB in
+    napari's process at the end of every first GUI training)."""
+    import subprocess
+    import sys
+
+    from napari_unet.core.io import save_model
+    from napari_unet.core.model import UNet
+
+    path = save_model(UNet(depth=2, base_channels=4), tmp_path / "m.safetensors")
+    code = ("import sys; from napari_unet.core.io import load_model; "
+            f"load_model({str(path)!r}); print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

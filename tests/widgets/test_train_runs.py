@@ -163,3 +163,32 @@ def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_pat
     train.stop_training(wait=True)
     assert not train.is_training()
     assert shared_models(viewer).metadata["training"]["step"] >= step
+
+
+def test_continue_and_fine_tune_runs_carry_the_lower_fine_tuning_rate(
+    make_napari_viewer, tmp_path, monkeypatch, tiny):
+    """Start trains at the form's rate; Continue training and Start from a "Fine-tune from…"
+    model write a quarter of it into the run's settings (issue 11: the loop fell at the Start
+    rate). Nothing is trained: the run folders are only written."""
+    from napari_unet.core.config import FINE_TUNE_LR_FACTOR
+    from napari_unet.core.io import save_model
+    from napari_unet.core.model import UNet
+
+    viewer = make_napari_viewer()
+    image, truth = synthetic_cells((64, 64), radius=10, seed=0)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(truth, name="truth")
+    train = TrainWidget(viewer)
+    tiny(train, 5)
+    monkeypatch.setattr(TrainWidget, "start_run", lambda self, run_dir, nproc=None: run_dir)
+
+    def lr_of(run_dir):
+        return read_run(run_dir)[1]["lr"]
+
+    assert lr_of(train.start_training()) == pytest.approx(5e-3)  # from scratch: the form's
+    net = UNet(depth=2, base_channels=8)
+    shared_models(viewer).publish(net, {}, "test")
+    assert lr_of(train.continue_training()) == pytest.approx(5e-3 * FINE_TUNE_LR_FACTOR)
+    train.form.init_model = save_model(net, tmp_path / "parent.safetensors")
+    assert lr_of(train.start_training()) == pytest.approx(5e-3 * FINE_TUNE_LR_FACTOR)
+    assert FINE_TUNE_LR_FACTOR < 1

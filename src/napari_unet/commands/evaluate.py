@@ -4,6 +4,11 @@ For each image: predict (overlap-tile), turn probabilities into labels, then the
 the pixel error, the ISBI 2012 Rand error (foreground-restricted) and the instance F1 at IoU ≥ 0.5
 against the labels (binary masks become 4-connected components). Prints one line per image and
 the mean, or JSON with ``--json``.
+
+A 3D model evaluates (Z, Y, X) TIFF stacks as volumes: the volume is predicted as a whole and
+the metrics are those of the whole volume (instance F1@0.5 over 3D instances, 6-connected for
+binary masks). ``--ndim``/``--spacing`` as in ``napari-unet predict``; the mode is printed
+(on stderr with ``--json``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from napari_unet.cli import CLIError
 from napari_unet.commands._options import add_postprocess_arguments, postprocess_settings
+from napari_unet.commands._volume import add_volume_arguments, describe, read_volume, resolve_mode
 
 _KEYS = ("iou", "pixel_error", "rand_error", "instance_f1")
 
@@ -29,11 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--gray", action="store_true", help="convert colour images to gray")
     a("--channel-axis", type=int, help="axis of the colour channels in 3D image files")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_volume_arguments(parser)
     add_postprocess_arguments(parser)
 
 
 def evaluate_pairs(model, meta, rows, *, tta=False, settings=None, device=None,
-                   progress=None) -> dict:
+                   progress=None, spacing=None) -> dict:
     """Metrics per image and their mean for rows from ``_files.read_pairs``
     (``settings``: post-processing, default the model's stored one)."""
     import numpy as np
@@ -44,7 +51,8 @@ def evaluate_pairs(model, meta, rows, *, tta=False, settings=None, device=None,
     per_image = []
     for row in rows:
         _prob, pred = segment(model, row["image"], metadata=meta, settings=settings,
-                              channel_axis=row["channel_axis"], tta=tta, device=device)
+                              channel_axis=row["channel_axis"], tta=tta, device=device,
+                              spacing=spacing)
         m = evaluate_segmentation(pred, row["labels"])
         per_image.append({"image": str(row["path"]), **m})
         if progress is not None:
@@ -64,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--model: {str(args.model)!r} does not exist")
     device = pick_device(args.device)
     model, meta = load_model(args.model, device=device)
-    rows = read_pairs(args.images, args.labels, gray=args.gray, channel_axis=args.channel_axis)
-    n_ch = 1 if rows[0]["channel_axis"] is None else rows[0]["image"].shape[-1]
+    ndim, spacing = resolve_mode(args, model, meta)
+    print(f"evaluating {describe(ndim, spacing)}", file=sys.stderr if args.json else sys.stdout)
+    if ndim == 3:
+        rows = _volume_pairs(args, model)
+    else:
+        rows = read_pairs(args.images, args.labels, gray=args.gray, channel_axis=args.channel_axis)
+    n_ch = 1 if rows[0]["channel_axis"] is None else rows[0]["image"].shape[rows[0]["channel_axis"]]
     if n_ch != model.in_channels:
         raise CLIError(
             f"--images: the images have {n_ch} channel(s) but the model takes "
@@ -74,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(rows), unit="image", file=sys.stderr, disable=None) as bar:
         result = evaluate_pairs(model, meta, rows, tta=args.tta,
                                 settings=postprocess_settings(args, meta),
-                                device=device, progress=lambda: bar.update(1))
+                                device=device, progress=lambda: bar.update(1), spacing=spacing)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -87,3 +100,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'mean of ' + str(len(result['images'])) + ' image(s)':40s} {m['iou']:7.4f} "
           f"{m['pixel_error']:8.4f} {m['rand_error']:9.4f} {m['instance_f1']:7.4f}")
     return 0
+
+
+def _volume_pairs(args, model) -> list[dict]:
+    """Rows like ``_files.read_pairs``' for (Z, Y, X) image and label stacks."""
+    import numpy as np
+    import tifffile
+
+    from napari_unet.commands._files import expand_paths, pair_paths
+
+    if args.gray:
+        raise CLIError("--gray: only for 2D colour images; a 3D model reads gray or channel stacks")
+    images = expand_paths(args.images, what="--images")
+    pairs = pair_paths(images, expand_paths(args.labels, what="--labels"))
+    rows = []
+    for ip, lp in pairs:
+        image, axis = read_volume(ip, model, args.channel_axis)
+        labels = np.squeeze(tifffile.imread(lp))
+        spatial = image.shape if axis is None else np.delete(image.shape, axis % image.ndim)
+        if labels.shape != tuple(spatial) or not np.issubdtype(labels.dtype, np.integer):
+            raise CLIError(
+                f"{lp}: expected integer labels of the image's shape {tuple(spatial)}, got "
+                f"{labels.dtype} {labels.shape}"
+            )
+        rows.append({"image": image, "labels": labels.astype(np.int64), "channel_axis": axis,
+                     "path": ip})
+    return rows

@@ -1,6 +1,7 @@
 """Segment images, folders of images or zarr arrays with a trained U-Net.
 
-Files (TIFF/PNG; a (Z, Y, X) TIFF is predicted plane by plane) give ``OUTPUT/<name>_labels.tif``
+Files (TIFF/PNG; a (Z, Y, X) TIFF is predicted as a volume by a 3D model, plane by plane by a
+2D model — the command prints which; see ``--ndim``) give ``OUTPUT/<name>_labels.tif``
 (int32 instance labels) and, with ``--probabilities``, ``OUTPUT/<name>_probabilities.tif``
 (float32, classes first). A zarr array input gives a zarr group at OUTPUT with ``labels`` and
 optionally ``probabilities``, written block by block (memory independent of the image size);
@@ -23,6 +24,7 @@ import numpy as np
 
 from napari_unet.cli import CLIError
 from napari_unet.commands._options import add_postprocess_arguments, postprocess_settings
+from napari_unet.commands._volume import add_volume_arguments, describe, read_volume, resolve_mode
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probabilities", action="store_true", help="also write probabilities")
     parser.add_argument("--scheduler", help="dask distributed scheduler address (zarr input)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--tile", help="network input tile, N or HxW (default: from memory)")
+    parser.add_argument("--tile", help="network input tile, N, HxW or DxHxW for a 3D model "
+                        "(default: from memory)")
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    parser.add_argument("--block", type=int, default=1024, help="zarr output block side")
+    parser.add_argument("--block", type=int, default=None,
+                        help="zarr output block side (default 1024; 128 for a 3D model)")
     parser.add_argument(
         "--channel-axis", type=int,
         help="axis of the channels in the input (default: colour only for (H, W, 3|4) RGB(A) "
              "files; planes first are a stack)")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
+    add_volume_arguments(parser)
     add_postprocess_arguments(parser)
 
 
-def _tile(text: str | None) -> tuple[int, int] | None:
+def _tile(text: str | None, ndim: int = 2) -> tuple[int, ...] | None:
     if text is None:
         return None
     parts = text.lower().replace(",", "x").split("x")
@@ -59,9 +64,10 @@ def _tile(text: str | None) -> tuple[int, int] | None:
         values = [int(p) for p in parts]
     except ValueError:
         values = []
-    if len(values) not in (1, 2) or min(values, default=0) < 1:
-        raise CLIError(f"--tile: expected N or HxW (e.g. 572 or 572x764), got {text!r}")
-    return (values[0], values[-1])
+    if len(values) not in (1, ndim) or min(values, default=0) < 1:
+        form = "N or HxW (e.g. 572 or 572x764)" if ndim == 2 else "N or DxHxW (e.g. 44x92x92)"
+        raise CLIError(f"--tile: expected {form}, got {text!r}")
+    return tuple(values) if len(values) == ndim else (values[0],) * ndim
 
 
 def _is_zarr(path: Path) -> bool:
@@ -100,7 +106,7 @@ def _read(path: Path, model, channel_axis: int | None = None):
     return image, axis, False
 
 
-def _run_files(args, model, meta, tile) -> int:
+def _run_files(args, model, meta, tile, spacing=None) -> int:
     from napari_unet.commands._files import expand_paths, write_image
     from napari_unet.core.predict import normalizer
     from napari_unet.core.segment import iter_segment
@@ -110,14 +116,21 @@ def _run_files(args, model, meta, tile) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     settings = postprocess_settings(args, meta)
     normalizer(meta)  # an unknown normalisation fails before any work
+    volume = model.ndim == 3
+    print(f"predicting {len(paths)} file(s) {describe(model.ndim, spacing)}")
     for path, target in zip(paths, targets, strict=True):
-        image, axis, is_stack = _read(path, model, args.channel_axis)
-        stack = image if is_stack else image[None]
-        caxis = None if axis is None else (axis % image.ndim) + 1
+        if volume:
+            image, caxis = read_volume(path, model, args.channel_axis)
+            stack, is_stack = image, True
+        else:
+            image, axis, is_stack = _read(path, model, args.channel_axis)
+            stack = image if is_stack else image[None]
+            caxis = None if axis is None else (axis % image.ndim) + 1
         bar = _progress(path.name)
         for ev in iter_segment(
-            model, stack, metadata=meta, settings=settings, stack=True, channel_axis=caxis,
-            tta=args.tta, tile_shape=tile, batch_size=args.batch_size,
+            model, stack, metadata=meta, settings=settings, stack=not volume,
+            channel_axis=caxis, spacing=spacing, tta=args.tta, tile_shape=tile,
+            batch_size=args.batch_size,
         ):  # fmt: skip
             prob, labels = ev.result, ev.labels
             bar.total = ev.total * ev.planes
@@ -125,7 +138,7 @@ def _run_files(args, model, meta, tile) -> int:
             bar.refresh()
         bar.close()
         write_image(target["_labels.tif"], labels if is_stack else labels[0])
-        if args.probabilities:
+        if args.probabilities:  # classes first: (K, [Z,] Y, X); a 2D stack (Z, K, Y, X)
             write_image(target["_probabilities.tif"], prob if is_stack else prob[0])
         logger.info("%s: %d cells -> %s", path.name, int(labels.max()), args.output)
     return 0
@@ -161,7 +174,7 @@ def _targets(args, paths: list[Path]) -> list[dict]:
     return targets
 
 
-def _run_zarr(args, meta, tile) -> int:
+def _run_zarr(args, meta, tile, spacing=None) -> int:
     import zarr
 
     from napari_unet.core.bigdata import iter_predict_to_zarr
@@ -185,6 +198,7 @@ def _run_zarr(args, meta, tile) -> int:
         channel_axis=args.channel_axis, block=args.block, tile_shape=tile,
         batch_size=args.batch_size, device=args.device, tta=args.tta,
         probabilities=args.probabilities, settings=settings, scheduler=args.scheduler,
+        spacing=spacing,
     ):  # fmt: skip
         bar.total, bar.n = ev.total, ev.done
         bar.refresh()
@@ -200,7 +214,7 @@ def _check_tile_memory(model, tile, batch_size: int, device) -> None:
         check_memory(in_channels=model.in_channels, num_classes=model.num_classes,
                      depth=model.depth, base_channels=model.base_channels, tile=max(tile),
                      batch_size=batch_size, padding=model.padding, device=device,
-                     training=False)
+                     training=False, ndim=model.ndim)
     except ValueError as err:
         raise CLIError("--tile, --batch-size: " + str(err).removeprefix("memory: ")) from None
 
@@ -209,8 +223,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.core.device import pick_device
     from napari_unet.core.io import load_model
 
-    tile = _tile(args.tile)
-    if args.block < 1:
+    if args.block is not None and args.block < 1:
         raise CLIError(f"--block: expected a positive block side, got {args.block}")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
@@ -223,12 +236,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--input: {str(args.input)!r} does not exist")
     device = pick_device(args.device)
     model, meta = load_model(args.model, device=device)
+    ndim, spacing = resolve_mode(args, model, meta)
+    tile = _tile(args.tile, ndim)
     if tile is not None:
         model.output_shape(tile)  # a one-line error naming the nearest valid sizes
         _check_tile_memory(model, tile, args.batch_size, device)
     postprocess_settings(args, meta)  # a bad option fails before any work
     if _is_zarr(args.input):
-        return _run_zarr(args, meta, tile)
+        print(f"predicting {args.input} block by block {describe(ndim, spacing)}")
+        return _run_zarr(args, meta, tile, spacing)
     if args.scheduler:
         raise CLIError("--scheduler: only for zarr input (files are predicted in this process)")
-    return _run_files(args, model, meta, tile)
+    return _run_files(args, model, meta, tile, spacing)

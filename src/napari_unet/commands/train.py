@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "(pauses excluded); no step or validation starts that would end past it")
     a("--preset", default="adamw", choices=("adamw", "paper"),
       help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1)")
-    a("--lr", type=float, help="base learning rate (default: the preset's)")
+    a("--lr", type=float,
+      help="base learning rate (default: the preset's; with --init a quarter of it)")
     a("--batch-size", type=int,
       help="patches per step (default: the preset's); under torchrun the global batch, a "
            "multiple of the number of processes")
@@ -121,13 +122,19 @@ def build_config(args: argparse.Namespace):
     if args.no_augment:
         changes["augment"] = AugmentConfig.none()
     try:
-        return TrainConfig.for_device(args.device, **changes)
+        config = TrainConfig.for_device(args.device, **changes)
     except ValueError as err:  # "field: ..." → "--flag: ..."
         field, sep, rest = str(err).partition(": ")
         flag = _FLAGS.get(field)
         if not sep or flag is None:
             raise
         raise CLIError(f"{flag}: {rest}") from None
+    if getattr(args, "init", None) is not None and getattr(args, "resume", None) is None:
+        # fine-tuning: a lower rate unless --lr
+        from napari_unet.core.config import fine_tune
+
+        config = fine_tune(config, lr=args.lr)
+    return config
 
 
 #: TrainConfig fields → the options that set them (for one-line errors)
@@ -366,9 +373,9 @@ def _describe(trainer, config) -> str:
         f"{trainer.model.depth} base {trainer.model.base_channels}, tile {trainer.tile} -> "
         f"{trainer.out_tile}, batch {trainer.batch_size}"
         + (f" ({trainer.batch_size // world} per process)" if world > 1 else "")
-        + f", {config.preset} preset, "
-        + (f"{config.steps} steps" if config.steps else "")
-        + (f" / {config.time_limit:g} s" if config.time_limit else "")
+        + f", {config.preset} preset, lr {trainer.lr:g}, "
+        + " / ".join(([f"{config.steps} steps"] if config.steps else [])
+                     + ([f"{config.time_limit:g} s"] if config.time_limit else []))
     )
 
 

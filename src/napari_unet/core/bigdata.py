@@ -1,7 +1,9 @@
 """Larger-than-memory prediction: numpy, dask or zarr in, zarr out, block by block.
 
-The output is cut into blocks of ``block`` × ``block`` pixels (a multiple of ``2**depth``, aligned
-with the output chunks). Each block reads its input with the model's context (mirrored at the
+The output is cut into blocks of ``block`` pixels per spatial axis (a multiple of the pooling
+grid, :func:`~napari_unet.core.tiling.tile_alignment`, aligned with the output chunks): 2D
+blocks per plane for a 2D model (a (Z, Y, X) stack is a stack of planes), 3D blocks in z, y and
+x for a 3D model (the volume is one volume). Each block reads its input with the model's context (mirrored at the
 image border), is predicted by the overlap-tile engine and written straight into the zarr store,
 so peak memory depends on the block and the tile batch, not on the image; the probabilities equal
 those of :func:`napari_unet.core.predict.predict_tiled` on the whole image (valid models).
@@ -12,8 +14,8 @@ workers see, and the output path too).
 Instance labels across block borders: each block labels its cells locally with
 :func:`napari_unet.core.postprocess.cell_components` (threshold, 4-connected components, holes
 filled inside the block; 3-class models grow interior seeds into the border class within the
-block) and returns the labels along its four edges. A merge pass joins labels
-that touch across a block edge with both pixels in the cell (interior) class, as a graph's
+block) and returns the labels on its faces (four edges in 2D, six faces in 3D). A merge pass
+joins labels that touch across a block face with both pixels in the cell (interior) class, as a graph's
 connected components, drops objects smaller than ``min_size`` (sizes summed over blocks) and
 renumbers 1..N; a last pass rewrites each block through its lookup table. Connected components
 are therefore exact across blocks; holes that straddle a block edge are not filled, a 3-class
@@ -25,6 +27,7 @@ watershed split and the regrowth into separation gaps of
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from collections.abc import Generator
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet.core.data import stored_normalization
+from napari_unet.core.data import inverted_channels, stored_normalization
 from napari_unet.core.model import UNet
 from napari_unet.core.postprocess import PostprocessSettings, cell_components
 from napari_unet.core.predict import (
@@ -43,7 +46,7 @@ from napari_unet.core.predict import (
     iter_predict_region,
     return_value,
 )
-from napari_unet.core.tiling import region_reader
+from napari_unet.core.tiling import region_reader, tile_alignment
 
 __all__ = ["BlockSpec", "iter_predict_to_zarr", "plane_layout", "predict_to_zarr"]
 
@@ -77,41 +80,48 @@ def plane_layout(shape: tuple[int, ...], in_channels: int, channel_axis: int | N
 
 
 class _PlaneView:
-    """One plane of a (Z, [C,] Y, X) array as a lazy (C, Y, X) array (only ``[..., ys, xs]``)."""
+    """Plane ``z`` of a ([Z,] [C,] Y, X) array as a lazy (C, Y, X) array, or with ``z=None``
+    the whole volume as (C, Z, Y, X) (3D models); only ``[..., *spatial slices]`` reads."""
 
-    def __init__(self, array, layout: str, z: int = 0) -> None:
+    def __init__(self, array, layout: str, z: int | None = 0) -> None:
         self.array, self.layout, self.z = array, layout, z
         shape = dict(zip(layout, array.shape, strict=True))
-        self.shape = (shape.get("c", 1), shape["y"], shape["x"])
+        self.spatial = "yx" if z is not None else "zyx"
+        self.shape = (shape.get("c", 1), *(shape[a] for a in self.spatial))
 
     def __getitem__(self, key):
-        ys, xs = key[-2], key[-1]
-        index = {"z": self.z, "c": slice(None), "y": ys, "x": xs}
+        index = {"z": self.z, "c": slice(None)}
+        index.update(zip(self.spatial, key[-len(self.spatial) :], strict=True))
         block = np.asarray(self.array[tuple(index[a] for a in self.layout)])
         if "c" not in self.layout:
             return block[None]
-        return np.moveaxis(block, -1, 0) if self.layout.endswith("c") else block
+        kept = [a for a in self.layout if a != "z" or self.z is None]
+        return np.moveaxis(block, kept.index("c"), 0)
 
 
 @dataclass
 class BlockSpec:
-    """Everything a block task needs; picklable (for distributed workers)."""
+    """Everything a block task needs; picklable (for distributed workers).
+
+    Block keys are (z, y0, x0): a plane and a 2D block (2D model), or the start of a 3D block
+    (``volume``, a 3D model)."""
 
     source: object  # the array, or (zarr path, None) opened on the worker
     layout: str
     output: str
     model: object  # a UNet (local) or a model file path (distributed)
     device: str | None
-    tile_shape: tuple[int, int]
+    tile_shape: tuple[int, ...]
     batch_size: int
     tta: bool
-    block: int
-    lo: np.ndarray  # (Z, C) normalisation lows
+    block: tuple[int, ...]  # one side per spatial axis
+    lo: np.ndarray  # (Z, C) normalisation lows (Z = 1 for a volume)
     hi: np.ndarray
     settings: PostprocessSettings
     probabilities: bool
     num_classes: int
     stacked: bool
+    volume: bool = False
     extras: dict = field(default_factory=dict)
 
 
@@ -133,44 +143,63 @@ def _open(source):
 
 
 def _faces(labels: np.ndarray, cell: np.ndarray) -> dict:
+    """Labels on the low and high face of each spatial axis (0 outside the cell class)."""
     keep = np.where(cell, labels, 0)
-    return {"top": keep[0], "bottom": keep[-1], "left": keep[:, 0], "right": keep[:, -1]}
+    return {(axis, side): np.take(keep, 0 if side == 0 else -1, axis=axis)
+            for axis in range(keep.ndim) for side in (0, 1)}  # fmt: skip
+
+
+def _spatial_key(spec: BlockSpec, key) -> tuple[int, ...]:
+    return tuple(key) if spec.volume else tuple(key[1:])
+
+
+def _out_index(spec: BlockSpec, key, stops) -> tuple:
+    """The output array index of a block (plane index first for a stack of planes)."""
+    where = (key[0],) if spec.stacked and not spec.volume else ()
+    starts = _spatial_key(spec, key)
+    return (*where, *(slice(a, b) for a, b in zip(starts, stops, strict=True)))
 
 
 def _run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
-    """Predict one output block, write probabilities and block-local labels, return its edges."""
+    """Predict one output block, write probabilities and block-local labels, return its faces."""
     import zarr
 
+    key = (z, y0, x0)
     model = _load_model_file(spec.model, spec.device) if isinstance(spec.model, str) else spec.model
-    view = _PlaneView(_open(spec.source), spec.layout, z)
-    h, w = view.shape[1:]
-    y1, x1 = min(y0 + spec.block, h), min(x0 + spec.block, w)
-    lo, hi = spec.lo[z][:, None, None], spec.hi[z][:, None, None]
+    view = _PlaneView(_open(spec.source), spec.layout, None if spec.volume else z)
+    starts = _spatial_key(spec, key)
+    stops = [min(a + b, n) for a, b, n in zip(starts, spec.block, view.shape[1:], strict=True)]
+    nsp = len(starts)
+    i = 0 if spec.volume else z
+    lo = spec.lo[i].reshape(-1, *[1] * nsp)
+    hi = spec.hi[i].reshape(-1, *[1] * nsp)
     read = region_reader(view, transform=lambda b: (b.astype(np.float32) - lo) / (hi - lo + 1e-6))
+    region = tuple(v for a, b in zip(starts, stops, strict=True) for v in (a, b))
     with torch.inference_mode():
         gen = iter_predict_region(
-            model, read, (y0, y1, x0, x1),
+            model, read, region,
             tile_shape=spec.tile_shape, batch_size=spec.batch_size, tta=spec.tta,
         )  # fmt: skip
         prob = return_value(gen)
-    where = (z,) if spec.stacked else ()
+    index = _out_index(spec, key, stops)
     group = zarr.open_group(spec.output, mode="r+")
     if spec.probabilities:
-        group["probabilities"][(*where, slice(None), slice(y0, y1), slice(x0, x1))] = prob
+        where = index[:1] if len(index) > nsp else ()
+        group["probabilities"][(*where, slice(None), *index[len(where) :])] = prob
     s = spec.settings
     labels, cell, n = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
                                       fill_holes=s.fill_holes)
-    group["labels"][(*where, slice(y0, y1), slice(x0, x1))] = labels
+    group["labels"][index] = labels
     return {
-        "key": (z, y0, x0),
+        "key": key,
         "n": int(n),
         "counts": np.bincount(labels.ravel(), minlength=n + 1),
         "faces": _faces(labels, cell),
     }
 
 
-def _merge(results: dict, block: int, min_size: int) -> dict:
-    """Lookup tables (block key → local id → final id) joining labels across block edges."""
+def _merge(results: dict, block: tuple[int, ...], min_size: int, volume: bool = False) -> dict:
+    """Lookup tables (block key → local id → final id) joining labels across block faces."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -180,14 +209,17 @@ def _merge(results: dict, block: int, min_size: int) -> dict:
         offset[k] = total
         total += results[k]["n"]
     rows, cols = [], []
-    for (z, y0, x0) in keys:
-        for (dy, dx, mine, theirs) in ((block, 0, "bottom", "top"), (0, block, "right", "left")):
-            other = (z, y0 + dy, x0 + dx)
+    first = 0 if volume else 1  # key index of the first spatial axis
+    for key in keys:
+        for axis, step in enumerate(block):
+            other = list(key)
+            other[first + axis] += step
+            other = tuple(other)
             if other not in results:
                 continue
-            a, b = results[(z, y0, x0)]["faces"][mine], results[other]["faces"][theirs]
+            a, b = results[key]["faces"][(axis, 1)], results[other]["faces"][(axis, 0)]
             both = (a > 0) & (b > 0)
-            rows.append(a[both] + offset[(z, y0, x0)] - 1)
+            rows.append(a[both] + offset[key] - 1)
             cols.append(b[both] + offset[other] - 1)
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
@@ -205,22 +237,31 @@ def _merge(results: dict, block: int, min_size: int) -> dict:
             for k in keys}  # fmt: skip
 
 
-def _relabel_block(output: str, key, lut: np.ndarray, block: int, stacked: bool) -> None:
+def _relabel_block(spec: BlockSpec, key, lut: np.ndarray, shape) -> None:
     import zarr
 
-    z, y0, x0 = key
-    arr = zarr.open_group(output, mode="r+")["labels"]
-    where = (z,) if stacked else ()
-    index = (*where, slice(y0, y0 + block), slice(x0, x0 + block))
+    arr = zarr.open_group(spec.output, mode="r+")["labels"]
+    starts = _spatial_key(spec, key)
+    stops = [min(a + b, n) for a, b, n in zip(starts, spec.block, shape, strict=True)]
+    index = _out_index(spec, key, stops)
     arr[index] = lut[np.asarray(arr[index])]
 
 
-def _percentiles(view: _PlaneView, low: float, high: float, max_pixels: int = 2**22):
-    """Per-channel percentiles of a plane from a strided subsample of at most ``max_pixels``."""
-    h, w = view.shape[1:]
-    step = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
-    sample = np.asarray(view[..., slice(None, None, step), slice(None, None, step)], np.float32)
-    lo, hi = np.percentile(sample.reshape(sample.shape[0], -1), [low, high], axis=1)
+def _percentiles(view: _PlaneView, low: float, high: float, max_pixels: int = 2**22,
+                 invert=False):
+    """Per-channel percentiles of a plane (or volume) from a strided subsample of at most
+    ``max_pixels``, read slab by slab along the first spatial axis (memory stays small);
+    swapped for the channels ``invert`` inverts (:func:`~napari_unet.core.data.inverted_channels`
+    on the subsample's median), so that ``(x - lo) / (hi - lo)`` maps them like ``normalize``."""
+    sizes = view.shape[1:]
+    step = max(1, math.ceil((math.prod(sizes) / max_pixels) ** (1 / len(sizes))))
+    rest = (slice(None, None, step),) * (len(sizes) - 1)
+    slabs = [np.asarray(view[(Ellipsis, slice(a, min(a + 64 * step, sizes[0]), step), *rest)],
+                        np.float32) for a in range(0, sizes[0], 64 * step)]  # fmt: skip
+    sample = np.concatenate(slabs, axis=1)
+    lo, med, hi = np.percentile(sample.reshape(sample.shape[0], -1), [low, 50, high], axis=1)
+    flip = inverted_channels(med, lo, hi, invert)
+    lo, hi = np.where(flip, hi, lo), np.where(flip, lo, hi)
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
@@ -236,35 +277,45 @@ def iter_predict_to_zarr(
     *,
     metadata: dict | None = None,
     channel_axis: int | None = None,
-    block: int = 1024,
-    tile_shape: tuple[int, int] | None = None,
+    block: int | None = None,
+    tile_shape: tuple[int, ...] | None = None,
     batch_size: int = 1,
     device=None,
     tta: bool = False,
     probabilities: bool = True,
     settings: PostprocessSettings | None = None,
     scheduler: str | object | None = None,
+    spacing=None,
     **postprocess,
 ) -> Generator[PredictProgress, None, Path]:
-    """Predict a 2D image or a (Z, Y, X) stack block by block into a zarr group at ``output``.
+    """Predict a 2D image, a (Z, Y, X) stack (2D model) or a volume (3D model) block by block
+    into a zarr group at ``output``.
 
     Parameters
     ----------
     model : UNet or path
         A model file path is required with ``scheduler`` (workers load it once each).
     source : numpy, dask or zarr array, or path of a zarr array
-        (Y, X), (C, Y, X), (Y, X, C), (Z, Y, X), (Z, C, Y, X) or (Z, Y, X, C).
+        (Y, X), (C, Y, X), (Y, X, C), (Z, Y, X), (Z, C, Y, X) or (Z, Y, X, C); a 3D model
+        takes the (Z, ...) forms as volumes.
     output : path
         The zarr group written: ``labels`` (int32, [Z,] Y, X) and, if ``probabilities``,
-        ``probabilities`` (float32, [Z,] num_classes, Y, X), chunks of ``block`` pixels.
+        ``probabilities`` (float32, [Z,] num_classes, Y, X) for planes, (num_classes, Z, Y, X)
+        for a volume; chunks of ``block`` pixels.
     metadata : dict, optional
         The model file's metadata (normalisation); read from the file when ``model`` is a path.
-        Percentiles are taken per plane from a strided subsample (≤ 4 Mpixels).
-    block : int
-        Output block side, rounded up to a multiple of ``2**depth``.
+        Percentiles are taken per plane (2D model) or over the volume (3D model) from a strided
+        subsample (≤ 4 M pixels).
+    block : int, optional
+        Output block side (every spatial axis), rounded up to a multiple of the pooling grid;
+        default 1024 for a 2D model, 128 for a 3D one. Peak memory follows the block, not the
+        image.
     settings : PostprocessSettings, optional
         Default: the model's stored settings (``metadata["postprocess"]``) with ``**postprocess``
         (e.g. ``min_size=3``) on top. Watershed and regrowth are not applied block-wise.
+    spacing : sequence of float, optional
+        Voxel size, recorded in the output's attributes (the block-wise components do not
+        depend on it: watershed and regrowth are not applied block-wise).
     scheduler : str or distributed.Client, optional
         A dask distributed scheduler address (``tcp://host:8786``) or client.
 
@@ -299,43 +350,58 @@ def iter_predict_to_zarr(
         model.to(pick_device(device))
     model.eval()
     layout = plane_layout(tuple(source.shape), model.in_channels, channel_axis)
+    volume = model.ndim == 3
+    if volume and not layout.startswith("z"):
+        raise ValueError(
+            f"input: a 3D model predicts volumes (Z, Y, X) or (Z, C, Y, X), got shape "
+            f"{tuple(source.shape)} (layout {layout!r}); use a 2D model for images"
+        )
     stacked = layout.startswith("z")
-    planes = source.shape[0] if stacked else 1
-    align = 2**model.depth
-    block = max(align, math.ceil(int(block) / align) * align)
+    planes = 1 if volume or not stacked else source.shape[0]
+    align = tile_alignment(model)
+    side = int(block) if block is not None else (128 if volume else 1024)
+    blocks = tuple(max(a, math.ceil(side / a) * a) for a in align)
     norm = stored_normalization(metadata)
     lo_hi = [
-        _percentiles(_PlaneView(source, layout, z), norm["low"], norm["high"])
+        _percentiles(_PlaneView(source, layout, None if volume else z), norm["low"],
+                     norm["high"], invert=norm.get("invert", False))
         if norm is not None
         else (np.zeros(model.in_channels, np.float32), np.ones(model.in_channels, np.float32) - 1e-6)
         for z in range(planes)
     ]
-    view = _PlaneView(source, layout)
-    h, w = view.shape[1:]
+    view = _PlaneView(source, layout, None if volume else 0)
+    spatial = view.shape[1:]
     if tile_shape is None:
-        tile_shape = auto_tile_shape(model, (block, block), next(model.parameters()).device)
+        tile_shape = auto_tile_shape(model, blocks, next(model.parameters()).device)
     group = zarr.open_group(str(output), mode="w")
-    z_shape, z_chunk = ((planes,), (1,)) if stacked else ((), ())
+    z_shape, z_chunk = ((planes,), (1,)) if stacked and not volume else ((), ())
     k = model.num_classes
     if probabilities:
-        _create(group, "probabilities", (*z_shape, k, h, w), (*z_chunk, k, block, block), "f4")
-    _create(group, "labels", (*z_shape, h, w), (*z_chunk, block, block), "i4")
-    group.attrs["napari_unet"] = {"block": block, "layout": layout, "tta": bool(tta)}
+        _create(group, "probabilities", (*z_shape, k, *spatial), (*z_chunk, k, *blocks), "f4")
+    _create(group, "labels", (*z_shape, *spatial), (*z_chunk, *blocks), "i4")
+    group.attrs["napari_unet"] = {"block": list(blocks), "layout": layout, "tta": bool(tta),
+                                  "volume": volume,
+                                  "spacing": None if spacing is None else list(spacing)}
     spec = BlockSpec(
         source=src_for_tasks, layout=layout, output=str(output),
         model=model_path if scheduler is not None else model,
         device=None if device is None else str(device), tile_shape=tuple(tile_shape),
-        batch_size=batch_size, tta=tta, block=block,
+        batch_size=batch_size, tta=tta, block=blocks,
         lo=np.stack([a for a, _ in lo_hi]), hi=np.stack([b for _, b in lo_hi]),
         settings=settings, probabilities=probabilities,
-        num_classes=k, stacked=stacked,
+        num_classes=k, stacked=stacked, volume=volume,
     )  # fmt: skip
-    keys = [(z, y, x) for z in range(planes) for y in range(0, h, block) for x in range(0, w, block)]
+    grid = [range(0, n, b) for n, b in zip(spatial, blocks, strict=True)]
+    if volume:
+        keys = list(itertools.product(*grid))
+    else:
+        keys = [(z, *yx) for z in range(planes) for yx in itertools.product(*grid)]
     results = {}
     if scheduler is None:
         for i, key in enumerate(keys):
             results[key] = _run_block(spec, *key)
-            yield PredictProgress(i + 1, len(keys) + 1, plane=key[0], planes=planes)
+            yield PredictProgress(i + 1, len(keys) + 1, plane=0 if volume else key[0],
+                                  planes=planes)
     else:
         from distributed import Client, as_completed
 
@@ -345,13 +411,14 @@ def iter_predict_to_zarr(
             for i, fut in enumerate(as_completed(futures)):
                 res = fut.result()
                 results[res["key"]] = res
-                yield PredictProgress(i + 1, len(keys) + 1, plane=res["key"][0], planes=planes)
+                yield PredictProgress(i + 1, len(keys) + 1,
+                                      plane=0 if volume else res["key"][0], planes=planes)
         finally:
             if client is not scheduler:
                 client.close()
-    luts = _merge(results, block, settings.min_size)
+    luts = _merge(results, blocks, settings.min_size, volume)
     for key in keys:
-        _relabel_block(str(output), key, luts[key], block, stacked)
+        _relabel_block(spec, key, luts[key], spatial)
     yield PredictProgress(len(keys) + 1, len(keys) + 1, planes=planes, message="done")
     return Path(output)
 

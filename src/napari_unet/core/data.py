@@ -2,7 +2,10 @@
 
 Normalisation is robust and per image: each channel is mapped so that its ``low`` and ``high``
 percentiles become 0 and 1. The settings are stored in the model's metadata so that prediction
-normalises the same way.
+normalises the same way. ``invert`` makes the polarity consistent: ``"auto"`` turns a channel
+with a bright background (brightfield, H&E converted to gray: dark nuclei) into bright objects
+on a dark background, like fluorescence (:func:`inverted_channels`). New gray models store
+``"invert": "auto"``; metadata without the key (older models) never inverts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "TrainingPair",
     "ValidationRegion",
     "as_training_pairs",
+    "inverted_channels",
     "normalize",
     "prepare_pairs",
     "split_validation",
@@ -51,7 +55,36 @@ def stored_normalization(metadata: dict | None) -> dict | None:
             f"metadata['normalization']: unknown method {method!r}; expected 'percentile' or "
             "'none' (was the model file written by another tool?)"
         )
-    return {"low": float(norm.get("low", 1.0)), "high": float(norm.get("high", 99.8))}
+    out = {"low": float(norm.get("low", 1.0)), "high": float(norm.get("high", 99.8))}
+    invert = _check_invert(norm.get("invert", False), "metadata['normalization']['invert']")
+    if invert:
+        out["invert"] = invert
+    return out
+
+
+def _check_invert(invert, name: str = "invert"):
+    if invert is None or invert is False:
+        return False
+    if invert is True or invert == "auto":
+        return invert
+    raise ValueError(f"{name}: expected False, True or 'auto', got {invert!r}")
+
+
+def inverted_channels(median, lo, hi, invert=False) -> np.ndarray:
+    """Which channels :func:`normalize` inverts: all (``invert=True``), none (False), or with
+    ``"auto"`` those whose median lies above the midpoint of their ``[lo, hi]`` percentile range
+    (a bright background). On the 100 DSB2018 images (gray-converted) the normalised median is
+    0.60-0.94 for all 18 with nuclei darker than the background (16 colour, 2 gray brightfield)
+    and at most 0.09 for the 82 fluorescence images.
+
+    >>> inverted_channels(np.array([200.0, 10.0]), 0.0, 255.0, "auto").tolist()
+    [True, False]
+    """
+    invert = _check_invert(invert)
+    median, lo, hi = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (median, lo, hi)))
+    if invert == "auto":
+        return median > (lo + hi) / 2
+    return np.full(median.shape, bool(invert))
 
 
 def normalize(
@@ -61,6 +94,7 @@ def normalize(
     high: float = 99.8,
     channel_axis: int | None = None,
     eps: float = 1e-6,
+    invert: bool | str = False,
 ) -> np.ndarray:
     """Map the ``low``/``high`` percentiles of each channel to 0/1 (values outside are kept).
 
@@ -74,6 +108,10 @@ def normalize(
         Axis of the channels, normalised independently; None: the whole array at once.
     eps : float
         Added to the percentile range so a constant image gives zeros, not NaN.
+    invert : bool or "auto"
+        Map ``high`` to 0 and ``low`` to 1 instead (``(hi - x) / (hi - lo + eps)``): True for
+        every channel, ``"auto"`` for channels with a bright background
+        (:func:`inverted_channels`: median above the middle of the range).
 
     Returns
     -------
@@ -84,6 +122,9 @@ def normalize(
     >>> out = normalize(np.arange(101, dtype=np.uint8), low=0, high=100)
     >>> float(out[0]), round(float(out[-1]), 4)
     (0.0, 1.0)
+    >>> bright = np.full((4, 4), 200.0); bright[1, 1] = 10.0  # dark object, bright background
+    >>> float(normalize(bright, low=0, high=100, invert="auto")[1, 1])
+    1.0
     """
     image = np.asarray(image)
     if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
@@ -93,14 +134,17 @@ def normalize(
     if not 0 <= low < high <= 100:
         raise ValueError(f"low, high: expected 0 <= low < high <= 100, got {low!r}, {high!r}")
     check_finite(image, what="image")  # the NaN rule of napari_unet.core.checks, everywhere
+    invert = _check_invert(invert)
     x = image.astype(np.float32, copy=False)
-    if channel_axis is None:
-        lo, hi = np.percentile(x, [low, high])
+    other = None if channel_axis is None else tuple(
+        a for a in range(x.ndim) if a != channel_axis % x.ndim)
+    lo, hi = np.percentile(x, [low, high], axis=other, keepdims=other is not None)
+    if not invert:
         return ((x - lo) / (hi - lo + eps)).astype(np.float32)
-    axis = channel_axis % x.ndim
-    other = tuple(a for a in range(x.ndim) if a != axis)
-    lo, hi = np.percentile(x, [low, high], axis=other, keepdims=True)
-    return ((x - lo) / (hi - lo + eps)).astype(np.float32)
+    median = np.median(x, axis=other, keepdims=other is not None) if invert == "auto" else lo
+    flip = inverted_channels(median, lo, hi, invert)
+    return np.where(flip, (hi - x) / (hi - lo + eps), (x - lo) / (hi - lo + eps)).astype(
+        np.float32)
 
 
 @dataclasses.dataclass
@@ -292,7 +336,8 @@ def prepare_pairs(
     out = []
     for pair in pairs:
         img = to_channels_first(pair.image, pair.channel_axis)
-        img = normalize(img, low=norm["low"], high=norm["high"], channel_axis=0)
+        img = normalize(img, low=norm["low"], high=norm["high"], channel_axis=0,
+                        invert=norm.get("invert", False))
         inst = to_instances(pair.labels)
         counted = counted_area(inst, annotated=pair.annotated, background=pair.background,
                                sparse=pair.sparse)

@@ -65,7 +65,8 @@ def _instances(labels: np.ndarray) -> np.ndarray:
     values = np.unique(labels)
     values = values[values != 0]
     if len(values) <= 1:
-        return ndi.label(labels != 0, structure=_FOUR)[0].astype(np.int64)
+        structure = _FOUR if labels.ndim == 2 else ndi.generate_binary_structure(labels.ndim, 1)
+        return ndi.label(labels != 0, structure=structure)[0].astype(np.int64)
     _, inverse = np.unique(labels, return_inverse=True)
     out = inverse.reshape(labels.shape).astype(np.int64)
     return out if labels.min() == 0 else out + 1

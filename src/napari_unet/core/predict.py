@@ -442,7 +442,8 @@ def normalizer(metadata: dict | None, *, channel_axis: int | None = 0):
     norm = stored_normalization(metadata)
     if norm is None:
         return lambda a: np.asarray(a, dtype=np.float32)
-    return lambda a: normalize(a, low=norm["low"], high=norm["high"], channel_axis=channel_axis)
+    return lambda a: normalize(a, low=norm["low"], high=norm["high"], channel_axis=channel_axis,
+                               invert=norm.get("invert", False))
 
 
 def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.ndarray:

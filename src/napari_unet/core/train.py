@@ -186,6 +186,10 @@ class Trainer:
             self.tile = self._choose_tile(cfg.depth, "valid")
             self._check_memory(arch)  # before a single weight is allocated
             self.model = UNet(**arch)
+            if arch["in_channels"] == 1 and "invert" not in self.normalization:
+                # bright-background images (brightfield, H&E in gray) inverted, in training
+                # and wherever the metadata is applied (core.data.inverted_channels)
+                self.normalization["invert"] = "auto"
         if self.model.in_channels != self.pairs[0].channels:
             raise ValueError(
                 f"pairs: the images have {self.pairs[0].channels} channel(s) but the model "

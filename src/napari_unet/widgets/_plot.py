@@ -3,7 +3,11 @@
 Drawing two matplotlib axes (log-scale ticks, legend, text) takes 0.1-0.5 s of CPU; on the GUI
 thread that freezes napari while training. Here the figure belongs to a plain Agg canvas that only
 a worker thread draws (one render at a time, at most every ``min_interval`` seconds); the GUI
-thread only turns the finished RGBA buffer into a pixmap.
+thread only turns the finished RGBA buffer into a pixmap. With ``hold`` set (the Train widget,
+while training) new data only mark the plot stale: the widget asks for a render
+(:meth:`TrainingPlot.render_if_stale`) between two of its repaints, so that the render thread
+never competes for the GIL with a repaint, and the finished picture waits for
+:meth:`TrainingPlot.show_held`, to be shown in the same repaint as the rest of the progress.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
@@ -46,6 +50,10 @@ class TrainingPlot(QLabel):
         self._dirty = False
         #: number of renders shown (tests and benchmarks)
         self.renders = 0
+        #: keep finished pictures for :meth:`show_held` instead of showing them at once
+        self.hold = False
+        self._held = None
+        self._stale = False
         self.clear()
 
     # ------------------------------------------------------------------ data
@@ -59,7 +67,10 @@ class TrainingPlot(QLabel):
     def add_loss(self, step: int, loss: float) -> None:
         self.steps.append(int(step))
         self.losses.append(float(loss))
-        self._maybe_redraw()
+        if self.hold:
+            self._stale = True
+        else:
+            self._maybe_redraw()
 
     def add_metrics(self, step: int, metrics: dict) -> None:
         values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -72,10 +83,21 @@ class TrainingPlot(QLabel):
         for series in self.metrics.values():  # keys missing this time
             if len(series) < len(self.val_steps):
                 series.append(float("nan"))
-        self._redraw()
+        if self.hold:
+            self._stale = True
+        else:
+            self._redraw()
 
     def flush(self) -> None:
         self._redraw()
+
+    def render_if_stale(self) -> bool:
+        """Render (in the worker) if data came since the last render and the last one is at
+        least ``min_interval`` s old; True if a render was started or scheduled."""
+        if not self._stale or time.monotonic() - self._last_draw < self._min_interval:
+            return False
+        self._redraw()
+        return True
 
     def is_rendering(self) -> bool:
         return self._worker is not None or self._dirty
@@ -84,6 +106,14 @@ class TrainingPlot(QLabel):
     def _maybe_redraw(self) -> None:
         if time.monotonic() - self._last_draw >= self._min_interval:
             self._redraw()
+
+    def sizeHint(self) -> QSize:
+        # constant: a new picture (a QLabel's size hint is its pixmap's) never re-lays out or
+        # resizes the window (a resized canvas is a costly repaint)
+        return QSize(500, 260)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(200, 180)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
@@ -94,6 +124,7 @@ class TrainingPlot(QLabel):
         from napari.qt.threading import create_worker
 
         self._last_draw = time.monotonic()
+        self._stale = False
         if self._worker is not None:
             self._dirty = True
             return
@@ -112,7 +143,17 @@ class TrainingPlot(QLabel):
         if self._dirty:
             self._redraw()
 
-    def _show(self, rgba: np.ndarray) -> None:
+    def show_held(self) -> None:
+        """Show the newest picture kept while ``hold`` was set (if any)."""
+        rgba, self._held = self._held, None
+        if rgba is not None:
+            self._show(rgba, force=True)
+
+    def _show(self, rgba: np.ndarray, force: bool = False) -> None:
+        if self.hold and not force:
+            self._held = rgba
+            return
+        self._held = None
         h, w = rgba.shape[:2]
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         try:

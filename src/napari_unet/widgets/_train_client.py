@@ -4,10 +4,18 @@
 child's JSON-line events from a QTimer (:meth:`ChildClient.poll`, never blocking), turns them
 into the plot, progress bar, status, notifications and the published model, and sends Pause,
 Resume, Stop, checkpoint (Save) and preview requests as control lines.
+
+The GUI thread does as little as it can while a training runs: every visible change costs a
+repaint (and, with napari's OpenGL canvas in the window, a composition of the whole window).
+So the events only store the latest step, preview and plot picture; one single-shot QTimer
+(:meth:`ChildClient.flush_ui`, at most every ``UI_MS``) shows the newest of each together, in
+one repaint, and a change that would not change the text is skipped. At the end, the child's
+model file is loaded in a worker thread and published on the GUI thread when it is there.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import shutil
 import time
@@ -20,16 +28,62 @@ from napari_unet.widgets._common import error_message, show_error, show_info
 
 logger = logging.getLogger(__name__)
 
-#: seconds between two updates of the status text and progress bar (each costs the GUI thread
-#: a repaint of the window)
-STATUS_S = 0.5
+#: ms between two updates of what a training shows (progress bar, live preview, plot picture):
+#: the newest of each, together in one repaint
+UI_MS = 1000
+#: seconds between two renders of the training curves while training (in a worker thread)
+PLOT_S = 2.0
+
+_loader: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def load_in_background(path) -> concurrent.futures.Future:
+    """Load the model file ``path`` in a worker thread (one for all widgets); the future's
+    result is ``(model, metadata)`` as :func:`napari_unet.core.io.load_model` returns them."""
+    global _loader
+    if _loader is None:
+        _loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="napari-unet-load")
+    return _loader.submit(_load, path)
+
+
+def _load(path):
+    from napari_unet.core.io import load_model
+
+    return load_model(path)
+
+
+def freeze_gc() -> bool:
+    """Move every object napari has made so far out of the garbage collector's sight
+    (:func:`gc.freeze`) while a training runs: a full collection of napari's heap costs the
+    GUI thread 0.3-0.8 s, a collection of what is new since Start a few ms. Acyclic garbage
+    is still freed at once; :func:`unfreeze_gc` (at the end) restores the collector. False
+    (nothing done) when something else froze objects already."""
+    import gc
+
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
+
+
+def unfreeze_gc(frozen: bool) -> None:
+    import gc
+
+    if frozen:
+        gc.unfreeze()
+
+
+def set_text(widget, text: str) -> None:
+    """``widget.setText(text)`` unless it shows that already (no repaint, no re-layout)."""
+    if widget.text() != text:
+        widget.setText(text)
 
 
 class ChildClient:
     """Methods of the Train widget that talk to its training child (``self.proc``)."""
 
     def toggle_pause(self):
-        if not self.is_training():
+        if self.proc is None:
             raise ValueError("Pause: nothing is training; press Start first")
         if self.pause.text() == "Pause":
             self.proc.pause()
@@ -40,19 +94,29 @@ class ChildClient:
 
     def stop_training(self, *, wait: bool = False, timeout: float = 60.0) -> None:
         """Ask the child to stop at the next step (it writes its model); with ``wait``, block
-        until it has ended (stdin closed, then SIGTERM, then SIGKILL: never an orphan)."""
-        if not self.is_training():
+        until it has ended (stdin closed, then SIGTERM, then SIGKILL: never an orphan) and
+        its model is published."""
+        if self.proc is None:
+            if wait and self._loading is not None:
+                self._loading_done(timeout=timeout)
             return
         if not wait:
             self.proc.stop()
             self.status.setText("stopping at the next step…")
             return
         _child.shutdown(self.proc, timeout=timeout)
-        self.poll()  # the last events, the model published
+        self.poll()  # the last events; the model file goes to the loader
+        if self._loading is not None:
+            self._loading_done(timeout=timeout)
 
     # ------------------------------------------------------------------ events of the child
     def poll(self):
-        """Handle the child's events read so far (QTimer, never blocks); returns them."""
+        """Handle the child's events read so far (QTimer, never blocks); returns them. After
+        the child has ended: publish the model once its loader has it."""
+        if self._loading is not None:
+            if self._loading.done():
+                self._loading_done()
+            return []
         if self.proc is None:
             return []
         events = self.proc.poll()
@@ -62,22 +126,55 @@ class ChildClient:
             except Exception as exc:  # a bad event must not stop the polling
                 logger.exception("event %s", event.get("kind"))
                 show_error(error_message(exc))
-        now = time.monotonic()
-        if self._last_step is not None and (now - self._shown_at >= STATUS_S or self.terminal):
-            self._show_step(self._last_step)  # the text and bar: a few times a second
-            self._last_step, self._shown_at = None, now
+        if self._last_step is not None or self._preview_event is not None:
+            self._schedule_flush()
         if self.proc is not None and self.proc.finished and self.terminal is not None:
             self._on_finished()
         return events
 
+    def _schedule_flush(self):
+        """Show what is pending at the next ``UI_MS`` boundary (the newest event wins)."""
+        if not self._flush_timer.isActive():
+            since = 1000 * (time.monotonic() - self._flushed_at)
+            self._flush_timer.start(int(max(0.0, UI_MS - since)))
+
+    def flush_ui(self):
+        """Show the newest step (progress bar), preview (its layer) and plot picture, all in
+        one turn of the event loop: one repaint."""
+        self._flush_timer.stop()
+        self._flushed_at = time.monotonic()
+        step, self._last_step = self._last_step, None
+        preview, self._preview_event = self._preview_event, None
+        try:
+            if step is not None:
+                self._show_step(step)
+            if preview is not None:
+                self._apply_preview(*preview)
+        except Exception as exc:  # from a timer: never raise into Qt
+            logger.exception("showing the training's progress")
+            show_error(error_message(exc))
+        self.plot.show_held()
+        self._render_timer.start(UI_MS // 2)  # the next picture, half-way to the next flush
+
     def _show_step(self, event: dict):
+        """The step, loss, speed and time left as the progress bar's value and text: one
+        widget of fixed size repainted, never a re-layout of the dock."""
         step, total = int(event.get("step") or 0), event.get("total_steps")
-        if total:
-            self.progress.setMaximum(max(int(total), 1))
-            self.progress.setValue(min(step, int(total)))
-        eta = f", about {event['eta_s']:.0f} s left" if event.get("eta_s") else ""
-        self.status.setText(f"step {step}/{total or '?'}: loss {event['loss']:.4f}, "
-                            f"{event.get('steps_per_s') or 0:.1f} steps/s{eta}")
+        eta = f" · about {event['eta_s']:.0f} s left" if event.get("eta_s") else ""
+        text = (f"step {step}/{total or '?'} · loss {event['loss']:.4f} · "
+                f"{event.get('steps_per_s') or 0:.1f} steps/s{eta}")
+        bar = self.progress
+        bar.setUpdatesEnabled(False)  # setValue would repaint at once: one repaint, later
+        try:
+            if total:
+                if bar.maximum() != max(int(total), 1):
+                    bar.setMaximum(max(int(total), 1))
+                bar.setValue(min(step, int(total)))
+            if bar.format() != text:
+                bar.setFormat(text)
+        finally:
+            bar.setUpdatesEnabled(True)
+        self.steps_shown += 1
 
     def _on_event(self, event: dict):
         kind, step = event["kind"], int(event.get("step") or 0)
@@ -85,12 +182,14 @@ class ChildClient:
             self.plot.add_loss(step, event["loss"])  # data; the plot redraws when it can
             self._last_step = event
         elif kind == "started":
-            self.status.setText(f"training on {event.get('device')}"
-                                f" ({event.get('world_size', 1)} process(es))")
+            set_text(self.status, f"training on {event.get('device')}"
+                                  f" ({event.get('world_size', 1)} process(es))")
         elif kind == "validation" and event.get("metrics"):
             self.plot.add_metrics(step, event["metrics"])
         elif kind == "paused":
-            self.status.setText(f"paused at step {step}: press Resume")
+            set_text(self.status, f"paused at step {step}: press Resume")
+        elif kind == "resumed":
+            set_text(self.status, f"training (resumed at step {step})")
         elif kind == "checkpoint" and event.get("requested") and self._pending_saves:
             for path in self._pending_saves:
                 shutil.copyfile(event["path"], path)
@@ -100,47 +199,62 @@ class ChildClient:
             self._show_preview(event)
         elif kind in ("done", "stopped"):
             self.terminal = event
-            if self._last_step is not None:
-                self._show_step(self._last_step)
-                self._last_step = None
+            self.flush_ui()
             self.status.setText(f"{kind} at step {step}: {event.get('model')}")
         elif kind == "error":
             self.terminal = event
+            self.flush_ui()
             self.status.setText(f"training failed at step {step}: {event.get('message')}")
             show_error(f"Training failed: {event.get('message')}. Fix: {event.get('fix')}. "
                        f"The run folder keeps the last checkpoint: {self.run_dir}")
 
     def _on_finished(self):
-        """The child has ended: publish its model (done/stopped), keep the run listed."""
-        from napari_unet.core.runs import set_status
+        """The child has ended: its model file (done/stopped) goes to the loader thread, the
+        poll timer waits for it (:meth:`_loading_done` publishes it); the run stays listed."""
+        from napari_unet.core.runs import run_model_path, set_status
 
-        self._poll_timer.stop()
         self._preview_timer.stop()
         terminal, self.proc = self.terminal, None
-        self.plot.flush()
+        self.flush_ui()
         self.pause.setText("Pause")
         try:
             if terminal.get("kind") == "error":
                 if terminal.get("synthetic"):  # killed: the child could not say so itself
                     set_status(self.run_dir, "error")
             else:
-                self._publish()
+                path = run_model_path(self.run_dir)
+                if path is None:
+                    raise ValueError(f"the training wrote no model into {self.run_dir}")
+                self._loading, self._loading_path = load_in_background(path), path
+                self._update_buttons()  # no Pause or Stop: nothing runs but the loader
+                return  # the poll timer goes on until the model is loaded
+        except Exception as exc:
+            show_error(error_message(exc))
+        self._end_training()
+
+    def _loading_done(self, *, timeout: float | None = None):
+        """Publish the model the loader thread read (or report why it could not)."""
+        future, path, self._loading = self._loading, self._loading_path, None
+        try:
+            model, metadata = future.result(timeout)
+            self.runs.current.setText(f"current model: {path}")
+            self.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
+        except Exception as exc:
+            show_error(error_message(exc))
+        self._end_training()
+
+    def _end_training(self):
+        unfreeze_gc(self._gc_frozen)
+        self._gc_frozen = False
+        self._poll_timer.stop()
+        self._render_timer.stop()
+        self.plot.hold = False
+        self.plot.flush()
+        try:
             self._show_runs()
         except Exception as exc:
             show_error(error_message(exc))
         self._update_buttons()
-
-    def _publish(self):
-        """Load the run's model file (written by the child) and make it the current model."""
-        from napari_unet.core.io import load_model
-        from napari_unet.core.runs import run_model_path
-
-        path = run_model_path(self.run_dir)
-        if path is None:
-            raise ValueError(f"the training wrote no model into {self.run_dir}")
-        model, metadata = load_model(path)
-        self.runs.current.setText(f"current model: {path}")
-        self.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
 
     # ------------------------------------------------------------------ live preview
     def _start_preview(self, run_dir):
@@ -172,11 +286,15 @@ class ChildClient:
         return self._preview_pending
 
     def _show_preview(self, event: dict):
+        """A preview of the child: kept (the newest wins) for the next :meth:`flush_ui`."""
         self._preview_pending = False
         if not event.get("path"):
             logger.info("preview refused: %s", event.get("error"))
             return
-        _live.show_labels(self.viewer, np.load(event["path"]), self._preview_geometry)
+        self._preview_event = (event["path"], self._preview_geometry)
+
+    def _apply_preview(self, path, geometry):
+        _live.show_labels(self.viewer, np.load(path), geometry)  # in place: one layer refresh
         self.previews_shown += 1
 
     # ------------------------------------------------------------------ files

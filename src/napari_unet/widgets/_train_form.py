@@ -93,7 +93,8 @@ class TrainForm(QWidget):
         self.lr = _spin(QDoubleSpinBox, 1e-5, 1.0, defaults.lr or preset.lr,
                         why.format(defaults.lr or preset.lr)
                         + "Peak learning rate (adamw: warm-up then cosine decay). "
-                        "Lower it if the loss jumps or becomes NaN.", 1e-3, decimals=5)
+                        "Lower it if the loss jumps or becomes NaN. Continue training and "
+                        "Fine-tune from… use a quarter of it.", 1e-3, decimals=5)
         self.batch = _spin(QSpinBox, 1, 64, defaults.batch_size or preset.batch_size,
                            why.format(defaults.batch_size or preset.batch_size)
                            + "Tiles per step.")

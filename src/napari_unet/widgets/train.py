@@ -24,11 +24,12 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_unet.widgets import _child, _jobs, _live
+from napari_unet.widgets import _child, _jobs, _live, _train_client
 from napari_unet.widgets._common import (
     error_message,
     guarded,
@@ -67,9 +68,13 @@ class TrainWidget(ChildClient, QWidget):
         self.start, self.pause, self.stop = (QPushButton(t) for t in ("Start", "Pause", "Stop"))
         self.save_button = QPushButton("Save model…")
         self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        # a size that no text changes: updating it repaints the bar, never re-lays out the dock
+        self.progress.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
-        self.plot = TrainingPlot()
+        self.plot = TrainingPlot(min_interval=_train_client.PLOT_S)
         self.runs = RunsPanel()
         self.registry = shared_models(napari_viewer)
 
@@ -96,9 +101,15 @@ class TrainWidget(ChildClient, QWidget):
         self._pending_saves: list[Path] = []
         self._preview_pending = False
         self._preview_pair = 0
-        self._last_step, self._shown_at = None, 0.0
-        #: previews of the child shown in the live prediction layer (tests, benchmarks)
-        self.previews_shown = 0
+        #: the newest step and preview events not shown yet (flush_ui shows them)
+        self._last_step = self._preview_event = None
+        self._flushed_at = 0.0
+        #: the final model file being read by the loader thread (a Future), and its path
+        self._loading = self._loading_path = None
+        self._gc_frozen = False  # napari's objects hidden from the collector while training
+        #: previews of the child shown in the live prediction layer, progress updates shown
+        #: (tests, benchmarks)
+        self.previews_shown = self.steps_shown = 0
         self._preview_region = self._preview_geometry = None
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(POLL_MS)
@@ -106,6 +117,12 @@ class TrainWidget(ChildClient, QWidget):
         self._preview_timer = QTimer(self)
         self._preview_timer.setInterval(3000)
         self._preview_timer.timeout.connect(self.refresh_preview)
+        self._flush_timer = QTimer(self)  # single shot: started when something waits to be shown
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.timeout.connect(self.flush_ui)
+        self._render_timer = QTimer(self)  # the plot renders between two flushes
+        self._render_timer.setSingleShot(True)
+        self._render_timer.timeout.connect(self.plot.render_if_stale)
         self.start.clicked.connect(self._on_start)
         self.pause.clicked.connect(self._on_pause)
         self.stop.clicked.connect(self._on_stop)
@@ -168,7 +185,8 @@ class TrainWidget(ChildClient, QWidget):
 
     # ------------------------------------------------------------------ run control
     def is_training(self) -> bool:
-        return self.proc is not None
+        """True from Start until the child has ended and its model is published."""
+        return self.proc is not None or self._loading is not None
 
     def start_training(self, *, continue_training: bool = False):
         """Write a run folder and train it in a child process; returns the process (None if
@@ -204,15 +222,21 @@ class TrainWidget(ChildClient, QWidget):
         run_dir = Path(run_dir)
         nproc = self.form.nproc() if nproc is None else nproc
         self.update_rule()
+        frozen = _train_client.freeze_gc()
         try:
             proc = _child.launch(run_dir, device=self.form.device.currentText(), nproc=nproc)
         except Exception:
+            _train_client.unfreeze_gc(frozen)
             set_status(run_dir, "error")
             raise
         self.proc, self.run_dir, self.terminal = proc, run_dir, None
+        self._gc_frozen = frozen
         self._pending_saves, self._preview_pending = [], False
+        self._last_step = self._preview_event = None
         self._start_preview(run_dir)
         self.plot.clear()
+        self.plot.hold = True  # its pictures are shown by flush_ui, with the progress
+        self.progress.setFormat("starting…")
         self._dock_plot()
         self.status.setText(f"starting… (run folder {run_dir})")
         self._poll_timer.start()
@@ -240,8 +264,8 @@ class TrainWidget(ChildClient, QWidget):
     def _update_buttons(self):
         running = self.is_training()
         self.start.setEnabled(True)  # a second Start is refused with a message, not greyed out
-        self.pause.setEnabled(running)
-        self.stop.setEnabled(running)
+        self.pause.setEnabled(self.proc is not None)
+        self.stop.setEnabled(self.proc is not None)
         self.save_button.setEnabled(running or self.registry.model is not None)
         self.runs.reload_button.setEnabled(not running)
 

@@ -6,7 +6,8 @@ The package holds:
   source file, ``unet_model.py`` (napari-unet's ``model.py`` plus :class:`UNetProbabilities`), and
   the callable ``UNetProbabilities`` with the model's constructor arguments;
 - ``weights_torchscript.pt`` (``torchscript``) and ``weights.onnx`` (``onnx``), converted from them;
-- ``test_input.npy`` (raw image, axes batch, channel, y, x) and ``test_output.npy`` (probabilities);
+- ``test_input.npy`` (raw image, axes batch, channel, y, x; a 3D model's: batch, channel, z, y, x)
+  and ``test_output.npy`` (probabilities);
 - ``cover.png`` (input | foreground probability), ``README.md`` (with a *Validation* section);
 - the citation of Ronneberger, Fischer & Brox (2015), doi 10.1007/978-3-319-24574-4_28.
 
@@ -35,7 +36,7 @@ import torch
 
 from napari_unet import __version__
 from napari_unet.core import model as model_module
-from napari_unet.core.data import DEFAULT_NORMALIZATION, stored_normalization
+from napari_unet.core.data import DEFAULT_NORMALIZATION, inverted_channels, stored_normalization
 from napari_unet.core.formats.tensors import (
     ONNX_OPSET,
     UNetProbabilities,
@@ -96,9 +97,12 @@ def _architecture_source() -> str:
     )
 
 
-def _cover(raw: np.ndarray, prob: np.ndarray, margin: int) -> np.ndarray:
-    """uint8 image: the input (cropped to the output's field) beside the foreground probability."""
+def _cover(raw: np.ndarray, prob: np.ndarray, margin: int = 0) -> np.ndarray:
+    """uint8 image: the input (cropped to the output's field) beside the foreground probability
+    (the middle slice of a volume)."""
     img = raw[0, 0]
+    if img.ndim == 3:
+        img, prob = img[img.shape[0] // 2], prob[:, :, prob.shape[2] // 2]
     h, w = prob.shape[-2:]
     top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
     img = img[top : top + h, left : left + w]
@@ -111,9 +115,19 @@ def _cover(raw: np.ndarray, prob: np.ndarray, margin: int) -> np.ndarray:
     return (pair * 255).round().astype(np.uint8)
 
 
+def _spatial(model: UNet) -> tuple[str, ...]:
+    return tuple("zyx"[-model.ndim :])
+
+
 def _readme(model: UNet, metadata: Mapping[str, Any], name: str, norm: dict | None) -> str:
-    step = 2**model.depth
-    smallest = model.valid_input_shape((1, 1))[0]
+    from napari_unet.core.tiling import tile_alignment
+
+    axes = ", ".join(_spatial(model))
+    sizes = "; ".join(f"{a}: {s} + n * {t}" for a, s, t in
+                      zip(_spatial(model), model.valid_input_shape(1), tile_alignment(model),
+                          strict=True))  # fmt: skip
+    shrink = ", ".join(f"{a}: {2 * m}" for a, m in zip(_spatial(model), model.margins,
+                                                         strict=True))
     history = [h for h in metadata.get("history") or [] if isinstance(h, dict)]
     metrics = [h for h in history if h.get("metrics")]
     if metrics:
@@ -139,12 +153,12 @@ A U-Net (Ronneberger, Fischer & Brox, 2015) trained with
 [napari-unet](https://github.com/napari-unet) {metadata.get("napari_unet_version", __version__)}.
 
 - Architecture: {json.dumps(model.config)}
-- Input: {model.in_channels} channel(s), axes (batch, channel, y, x), float32; normalisation:
+- Input: {model.in_channels} channel(s), axes (batch, channel, {axes}), float32; normalisation:
   {norm_text}.
-- Valid spatial input sizes: {smallest} + n * {step} pixels per axis.
+- Valid spatial input sizes: {sizes} pixels.
 - Output: per-class probabilities (soft-max inside the network) for the classes
   {", ".join(metadata.get("class_names") or default_class_names(model.num_classes))};
-  {"each axis is " + str(2 * model.margin) + " pixels smaller than the input (unpadded convolutions)"
+  {"smaller than the input by (" + shrink + ") pixels (unpadded convolutions)"
    if model.padding == "valid" else "same size as the input"}.
   For images larger than one tile use the overlap-tile strategy of the paper: tile the mirrored
   image so that the output tiles abut.
@@ -173,9 +187,9 @@ def _write_test_files(model: UNet, root: Path, metadata: dict, image, name: str,
     prob = reference_output(model, raw, metadata)
     np.save(root / "test_input.npy", raw)
     np.save(root / "test_output.npy", prob)
-    tifffile.imwrite(root / "sample_input.tif", raw[0])
-    tifffile.imwrite(root / "sample_output.tif", prob[0])
-    iio.imwrite(root / "cover.png", _cover(raw, prob, model.margin))
+    tifffile.imwrite(root / "sample_input.tif", raw[0], photometric="minisblack")
+    tifffile.imwrite(root / "sample_output.tif", prob[0], photometric="minisblack")
+    iio.imwrite(root / "cover.png", _cover(raw, prob))
     (root / "README.md").write_text(_readme(model, metadata, name, norm), encoding="utf-8")
     return raw
 
@@ -216,30 +230,50 @@ def _write_weights(model: UNet, root: Path, example: np.ndarray,
 
 
 def _axes(model: UNet, class_names: list[str]) -> tuple[list, list]:
-    """Input axes (sizes ``min + n * 2**depth``) and output axes (input size − 2·margin)."""
-    step = 2**model.depth
-    smallest = model.valid_input_shape((1, 1))[0]
+    """Input axes (sizes ``min + n * step`` per axis, the step the axis's pooling grid) and
+    output axes (input size − 2·margin of that axis); spatial axes y, x or z, y, x."""
+    from napari_unet.core.tiling import tile_alignment
+
+    spatial = list(zip(_spatial(model), model.valid_input_shape(1), tile_alignment(model),
+                       model.margins, strict=True))  # fmt: skip
     in_axes: list[dict[str, Any]] = [
         {"type": "batch"},
         {"type": "channel", "channel_names": [f"channel{i}" for i in range(model.in_channels)]},
-    ] + [{"type": "space", "id": a, "size": {"min": smallest, "step": step}} for a in ("y", "x")]
-    offset = -2 * model.margin
+    ] + [{"type": "space", "id": a, "size": {"min": s, "step": t}} for a, s, t, _m in spatial]
     out_axes: list[dict[str, Any]] = [
         {"type": "batch"},
         {"type": "channel", "channel_names": class_names},
     ] + [
-        {"type": "space", "id": a, "size": {"tensor_id": "raw", "axis_id": a, "offset": offset}}
-        for a in ("y", "x")
+        {"type": "space", "id": a, "size": {"tensor_id": "raw", "axis_id": a, "offset": -2 * m}}
+        for a, _s, _t, m in spatial
     ]
     return in_axes, out_axes
 
 
-def _preprocessing(norm: dict | None) -> list[dict[str, Any]]:
+def _preprocessing(norm: dict | None, raw: np.ndarray | None = None,
+                   axes=("y", "x")) -> list[dict[str, Any]]:
     if norm is None:
         return []
-    kwargs = {"axes": ["y", "x"], "min_percentile": norm["low"],
+    kwargs = {"axes": list(axes), "min_percentile": norm["low"],
               "max_percentile": norm["high"], "eps": 1e-6}
-    return [{"id": "scale_range", "kwargs": kwargs}]
+    steps = [{"id": "scale_range", "kwargs": kwargs}]
+    invert = norm.get("invert", False)
+    if not invert:
+        return steps
+    flip = np.ones(1, bool)
+    if invert == "auto":  # bioimage.io has no conditional step: the test image decides
+        x = np.asarray(raw[0], np.float64).reshape(raw.shape[1], -1)
+        lo, med, hi = np.percentile(x, [norm["low"], 50, norm["high"]], axis=1)
+        flip = inverted_channels(med, lo, hi, "auto")
+        logger.warning("bioimage.io export: normalization invert='auto' is fixed to the "
+                       "polarity of the test image (inverted: %s)", flip.tolist())
+    if flip.all():
+        steps.append({"id": "scale_linear", "kwargs": {"gain": -1.0, "offset": 1.0}})
+    elif flip.any():
+        steps.append({"id": "scale_linear", "kwargs": {
+            "axis": "channel", "gain": [-1.0 if f else 1.0 for f in flip],
+            "offset": [1.0 if f else 0.0 for f in flip]}})
+    return steps
 
 
 def _config(model: UNet, metadata: dict, class_names: list[str]) -> dict[str, Any]:
@@ -299,7 +333,9 @@ def build_rdf(
     raw = _write_test_files(model, root, metadata, image, name, norm)
     weights = _write_weights(model, root, normalized_test_input(raw, metadata), weight_formats)
     in_axes, out_axes = _axes(model, class_names)
-    margin_text = f"{2 * model.margin} px smaller" if model.margin else "same size"
+    margins = set(model.margins)
+    margin_text = ("same size" if margins == {0} else f"{2 * margins.pop()} px smaller"
+                   if len(margins) == 1 else f"{tuple(2 * m for m in model.margins)} px smaller")
     return {
         "format_version": _format_version(),
         "type": "model",
@@ -312,7 +348,8 @@ def build_rdf(
         "authors": [{"name": a} for a in (authors or ["napari-unet user"])],
         "cite": [dict(PAPER_CITATION)],
         "license": license,
-        "tags": ["unet", "segmentation", "2d", "pytorch", "napari-unet", "instance-segmentation"],
+        "tags": ["unet", "segmentation", f"{model.ndim}d", "pytorch", "napari-unet",
+                 "instance-segmentation"],
         "documentation": _file(root, "README.md"),
         "covers": [_file(root, "cover.png")],
         "inputs": [
@@ -323,7 +360,7 @@ def build_rdf(
                 "test_tensor": _file(root, "test_input.npy"),
                 "sample_tensor": _file(root, "sample_input.tif"),
                 "data": {"type": "float32"},
-                "preprocessing": _preprocessing(norm),
+                "preprocessing": _preprocessing(norm, raw, _spatial(model)),
             }
         ],
         "outputs": [

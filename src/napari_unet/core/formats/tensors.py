@@ -2,7 +2,8 @@
 
 Every export contains the network *with* the soft-max over the classes
 (:class:`UNetProbabilities`), so an exported model maps a normalised image ``(N, C, H, W)`` to
-per-class probabilities ``(N, num_classes, h, w)`` — the same numbers as napari-unet's own
+per-class probabilities ``(N, num_classes, h, w)`` (a 3D model: ``(N, C, D, H, W)`` volumes,
+axes b, c, z, y, x) — the same numbers as napari-unet's own
 prediction, with no post-processing left to the consumer. With ``padding="valid"`` (the paper)
 the output is smaller than the input by ``2 * model.margin`` pixels per axis and only the valid
 input sizes ``min + n * 2**depth`` are accepted (see :func:`napari_unet.core.model.valid_input_shape`).
@@ -82,15 +83,17 @@ def probability_model(model: UNet) -> UNetProbabilities:
 def make_test_input(
     model: UNet, *, image: np.ndarray | None = None, min_shape: int = 256, seed: int = 0
 ) -> np.ndarray:
-    """A raw (un-normalised) float32 test tensor ``(1, C, H, W)`` of a valid input size.
+    """A raw (un-normalised) float32 test tensor ``(1, C, H, W)`` (3D model: ``(1, C, D, H, W)``)
+    of a valid input size.
 
     Parameters
     ----------
     model : UNet
         Decides the channels and the valid sizes.
     image : ndarray, optional
-        ``(H, W)`` or ``(C, H, W)`` image to crop (centre) or mirror-pad to the valid size; default:
-        synthetic touching cells (:func:`napari_unet.core.synthetic.synthetic_cells`).
+        ``(H, W)`` or ``(C, H, W)`` image (3D model: ``(D, H, W)`` or ``(C, D, H, W)``) to crop
+        (centre) or mirror-pad to the valid size; default: synthetic touching cells
+        (:func:`napari_unet.core.synthetic.synthetic_cells`; balls in 3D).
     min_shape : int
         The tensor is the smallest valid input of at least this side (when ``image`` is None).
     seed : int
@@ -102,28 +105,43 @@ def make_test_input(
     (1, 1, 44, 44)
     """
     if image is None:
-        from napari_unet.core.synthetic import synthetic_cells
+        side = model.valid_input_shape((min_shape,) * model.ndim) if model.ndim == 2 else \
+            model.valid_input_shape(1)  # fmt: skip
+        if model.ndim == 2:
+            from napari_unet.core.synthetic import synthetic_cells
 
-        side = model.valid_input_shape((min_shape, min_shape))
-        img, _ = synthetic_cells(side, seed=seed)
+            img, _ = synthetic_cells(side, seed=seed)
+        else:
+            img = _balls(side, seed)
         img = np.stack([img] * model.in_channels) if model.in_channels > 1 else img[None]
     else:
         from napari_unet.core.predict import as_chw
 
         img = as_chw(model, np.asarray(image, dtype=np.float32))
-        side = model.valid_input_shape(img.shape[-2:])
+        side = model.valid_input_shape(img.shape[1:])
         pads = [(0, 0)] + [((s - n) // 2, s - n - (s - n) // 2) if s > n else (0, 0)
-                           for s, n in zip(side, img.shape[-2:], strict=True)]
+                           for s, n in zip(side, img.shape[1:], strict=True)]
         img = np.pad(img, pads, mode="symmetric")
-        if any(s < n for s, n in zip(side, img.shape[-2:], strict=True)):
-            t = [(n - s) // 2 for s, n in zip(side, img.shape[-2:], strict=True)]
-            img = img[:, t[0] : t[0] + side[0], t[1] : t[1] + side[1]]
+        t = [(n - s) // 2 for s, n in zip(side, img.shape[1:], strict=True)]
+        img = img[(slice(None), *(slice(a, a + s) for a, s in zip(t, side, strict=True)))]
     return np.ascontiguousarray(img[None], dtype=np.float32)
 
 
+def _balls(shape, seed: int) -> np.ndarray:
+    """A float32 volume of bright touching balls on a dim, noisy background."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    img = np.zeros(shape, np.float32)
+    r = max(2.0, min(shape) / 5)
+    for c in rng.random((8, len(shape))) * np.asarray(shape):
+        img[((grid - c) ** 2).sum(-1) <= r * r] = 1.0
+    return img + 0.1 * rng.random(shape).astype(np.float32)
+
+
 def normalized_test_input(raw: np.ndarray, metadata: Mapping[str, Any] | None) -> np.ndarray:
-    """Normalise a raw ``(N, C, H, W)`` tensor as the model expects: each channel of each sample
-    maps its ``low``/``high`` percentiles to 0/1 (``metadata["normalization"]``).
+    """Normalise a raw ``(N, C, H, W)`` (or ``(N, C, D, H, W)``) tensor as the model expects:
+    each channel of each sample maps its ``low``/``high`` percentiles to 0/1
+    (``metadata["normalization"]``).
 
     Examples
     --------
@@ -133,18 +151,21 @@ def normalized_test_input(raw: np.ndarray, metadata: Mapping[str, Any] | None) -
     (0.0, 1.0)
     """
     raw = np.asarray(raw, dtype=np.float32)
-    if raw.ndim != 4:
-        raise ValueError(f"raw: expected a (N, C, H, W) array, got shape {raw.shape}")
+    if raw.ndim not in (4, 5):
+        raise ValueError(
+            f"raw: expected a (N, C, H, W) or (N, C, D, H, W) array, got shape {raw.shape}"
+        )
     norm = stored_normalization(metadata)
     if norm is None:
         return raw.copy()
-    return np.stack([normalize(s, low=norm["low"], high=norm["high"], channel_axis=0) for s in raw])
+    return np.stack([normalize(s, low=norm["low"], high=norm["high"], channel_axis=0,
+                               invert=norm.get("invert", False)) for s in raw])
 
 
 def reference_output(
     model: UNet, raw: np.ndarray, metadata: Mapping[str, Any] | None = None
 ) -> np.ndarray:
-    """napari-unet's own probabilities ``(N, num_classes, h, w)`` for a raw test tensor.
+    """napari-unet's own probabilities ``(N, num_classes, *spatial)`` for a raw test tensor.
 
     Examples
     --------
@@ -159,7 +180,7 @@ def reference_output(
 
 def _example(model: UNet, example: np.ndarray | None) -> torch.Tensor:
     if example is None:
-        side = model.valid_input_shape((1, 1))
+        side = model.valid_input_shape(1)
         return torch.rand(1, model.in_channels, *side, generator=torch.Generator().manual_seed(0))
     return torch.as_tensor(np.asarray(example, dtype=np.float32))
 
@@ -210,7 +231,7 @@ def export_onnx(
     """Write ``model`` + soft-max as an ONNX file with dynamic batch and spatial sizes.
 
     Input ``"input"`` ``(batch, C, y, x)`` float32 (normalised), output ``"output"``
-    ``(batch, num_classes, y', x')`` probabilities. Uses PyTorch's TorchScript-based exporter
+    ``(batch, num_classes, y', x')`` probabilities; a 3D model has axes ``z, y, x``. Uses PyTorch's TorchScript-based exporter
     (``dynamo=False``), which needs no package beyond ``onnx``.
 
     Examples
@@ -223,7 +244,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = probability_model(model)
-    dynamic = {0: "batch", 2: "y", 3: "x"}
+    dynamic = {0: "batch", **{2 + i: a for i, a in enumerate("zyx"[-model.ndim :])}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
