@@ -46,19 +46,21 @@ def augmentation_samples(image, labels, config, *, n: int = 8, seed: int = 0, si
 
 
 def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_axis=None,
-                    settings=None, truth=None):
+                    settings=None, truth=None, spacing=None):
     """Yield core prediction progress, then one :class:`PredictionResult` (all in the worker).
 
     :func:`napari_unet.core.segment.iter_segment` does the work (``settings``: the widget's
     post-processing); with ``truth`` the comparison and scores are computed here too, so that
-    the GUI thread only shows layers.
+    the GUI thread only shows layers. ``spacing``: a 3D model's voxel size for the
+    post-processing (None: the one stored with the model).
     """
     from napari_unet.core.metrics import compare_instances
     from napari_unet.core.segment import iter_segment
 
     prob = labels = None
+    extra = {} if spacing is None else {"spacing": spacing}
     for event in iter_segment(model, image, metadata=metadata, settings=settings, stack=stack,
-                              channel_axis=channel_axis, tta=tta):
+                              channel_axis=channel_axis, tta=tta, **extra):
         prob, labels = event.result, event.labels
         yield event
     if labels is None:

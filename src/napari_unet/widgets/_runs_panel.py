@@ -68,7 +68,8 @@ def form_entries(form, viewer) -> dict:
     layers, pairs = form.layer_pairs(), form.training_pairs()
     out = {}
     for (image_layer, labels_layer), pair in zip(layers, pairs, strict=True):
-        _, index = current_plane(labels_layer, viewer)
+        # a volume's pair is the whole volume, whatever plane is shown
+        index = ("volume",) if pair.labels.ndim == 3 else current_plane(labels_layer, viewer)[1]
         out[(image_layer.name, labels_layer.name, index)] = (image_layer.name, pair)
     return out
 

@@ -261,8 +261,8 @@ class ChildClient:
         """With the live preview on: make its layer now (once; later previews write into it)
         and start asking the child for previews."""
         self._preview_region = None
-        if not self.form.live.isChecked():
-            return
+        if not self.form.live.isChecked() or self.form.volume_spacing() is not None:
+            return  # the live preview segments a 2D region (none while a volume trains)
         image_layer = self.form.layer_pairs()[0][0]
         self._preview_pair = _live.pair_index(run_dir, image_layer.name)
         found = _live.visible_region(image_layer, self.viewer)

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.widgets import _volume
 from napari_unet.widgets._common import LayerCombo, background_mask, current_plane, regions_mask
 
 
@@ -153,6 +154,12 @@ class TrainForm(QWidget):
             "Off (default): only the painted cells, a band around them (or the 'annotated "
             "regions'), and the Background brush strokes count; unpainted cells elsewhere are "
             "not taught as background. On: the whole labels layer is a complete annotation.")
+        self.planes = QCheckBox("volume: train a 2D model on the shown plane instead")
+        self.planes.setToolTip(
+            "A 3D image layer trains the 3D U-Net (Çiçek et al. 2016) on the whole volume: only "
+            "the slices marked in Annotate cells count, the voxel spacing is the layer's scale "
+            "(coarse z: anisotropic pooling). On: the plane shown now trains a 2D U-Net, as for "
+            "a 2D image; Predict then segments stacks plane by plane.")
         form = QFormLayout(self)
         form.addRow("image", self.image_combo)
         form.addRow("labels", self.labels_combo)
@@ -195,6 +202,15 @@ class TrainForm(QWidget):
         form.addRow(self.live)
         form.addRow("runs folder", self.runs_root)
         form.addRow(self.complete)
+        form.addRow(self.planes)
+        #: "2d" or "3d": the kind of training the spin boxes show the defaults of
+        self.kind = "2d"
+        for box in (self.image_combo, self.labels_combo):
+            box.currentIndexChanged.connect(self.sync_defaults)
+        self.pairs.model().rowsInserted.connect(self.sync_defaults)
+        self.pairs.model().rowsRemoved.connect(self.sync_defaults)
+        self.planes.toggled.connect(self.sync_defaults)
+        self.sync_defaults()
 
     # ------------------------------------------------------------------ settings and data
     def set_gpu_limit(self, n: int) -> None:
@@ -203,6 +219,37 @@ class TrainForm(QWidget):
         self.gpus.setMaximum(max(int(n), 1))
         for w in (self.gpus, self.gpus_label):
             w.setVisible(n > 1)
+
+    def kind_defaults(self):
+        """The defaults of the training the pairs make: 2D (:func:`gui_defaults`) or, for a
+        volume, :func:`napari_unet.core.config.gui_defaults_3d` with the layer's spacing."""
+        spacing = self.volume_spacing()
+        if spacing is None:
+            return self.defaults
+        from napari_unet.core.config import gui_defaults_3d
+
+        return gui_defaults_3d(self.device.currentText(), spacing=spacing)
+
+    def sync_defaults(self, *_) -> None:
+        """Show the 3D defaults when the pairs become a volume (and the 2D ones back): a 3D
+        U-Net on a CPU is narrower and its tile is chosen per axis. The user's values stay
+        while the kind of training stays."""
+        kind = "2d" if self.volume_spacing() is None else "3d"
+        if kind == self.kind:
+            return
+        self.kind = kind
+        d = self.kind_defaults()
+        preset = self.preset.currentText()
+        from napari_unet.core.presets import get_preset
+
+        for box, value in ((self.depth, d.depth), (self.base, d.base_channels),
+                           (self.steps, d.steps or self.steps.value()),
+                           (self.minutes, (d.time_limit or 0) / 60),
+                           (self.lr, d.lr or get_preset(preset).lr),
+                           (self.batch, d.batch_size or get_preset(preset).batch_size),
+                           (self.tile, d.tile if isinstance(d.tile, int) else 0),
+                           (self.dropout, d.dropout)):
+            box.setValue(value)
 
     def nproc(self) -> int:
         """Training processes of the next Start (1 unless several GPUs are chosen)."""
@@ -232,13 +279,15 @@ class TrainForm(QWidget):
         else:
             aug = AugmentConfig.none()
         minutes = float(self.minutes.value())
+        volume = self.volume_spacing()  # 3D: the pooling comes from the spacing (Trainer)
+        extra = {} if volume is None else dict(ndim=3, spacing=volume)
         return dataclasses.replace(
-            self.defaults, preset=self.preset.currentText(), depth=int(self.depth.value()),
+            self.kind_defaults(), preset=self.preset.currentText(), depth=int(self.depth.value()),
             base_channels=int(self.base.value()), steps=int(self.steps.value()),
             time_limit=minutes * 60 if minutes > 0 else None,
             lr=float(self.lr.value()), batch_size=int(self.batch.value()),
             tile=int(self.tile.value()) or None, dropout=float(self.dropout.value()),
-            device=self.device.currentText(), augment=aug,
+            device=self.device.currentText(), augment=aug, **extra,
         )
 
     def _on_add_pair(self):
@@ -261,8 +310,25 @@ class TrainForm(QWidget):
             pairs = [(image, labels)]
         return pairs
 
+    def volume_spacing(self) -> tuple[float, float, float] | None:
+        """The voxel spacing (Z, Y, X) when the pairs train a 3D model, else None (2D).
+
+        3D: the first pair's image layer is a volume and "train a 2D model on the shown
+        plane" is off. The spacing is that image layer's ``scale``.
+        """
+        try:
+            image = self.layer_pairs()[0][0]
+        except ValueError:  # no labels chosen yet: the image alone decides
+            image = self.image_combo.layer()
+        if self.planes.isChecked() or not _volume.is_volume(image):
+            return None
+        return _volume.layer_spacing(image)
+
     def training_pairs(self) -> list:
-        """Core TrainingPair objects of the shown plane of every layer pair."""
+        """Core TrainingPair objects: whole volumes (3D) or the shown plane of every pair."""
+        if self.volume_spacing() is not None:
+            return _volume.volume_pairs(self.viewer, self.layer_pairs(),
+                                        complete=self.complete.isChecked())
         from napari_unet.core.data import TrainingPair
 
         out = []
@@ -284,6 +350,18 @@ class TrainForm(QWidget):
     def annotation_summary(self) -> str:
         """One line: the rule that decides which pixels count, and how many cells and pixels."""
         from napari_unet.core.targets import describe_annotation
+
+        if self.volume_spacing() is not None:
+            lines = [_volume.describe_volume(p.labels, p.annotated)
+                     for p in self.training_pairs()]
+            from napari_unet.core.model import anisotropic_pool
+
+            spacing = self.volume_spacing()
+            pool = anisotropic_pool(spacing, int(self.depth.value()))
+            extra = f" (all {len(lines)} volumes)" if len(lines) > 1 else ""
+            return (f"What counts: {lines[0]}{extra}; voxel spacing (z, y, x) "
+                    f"{tuple(round(s, 4) for s in spacing)} from the layer scale, pooling "
+                    f"{' '.join('×'.join(map(str, f)) for f in pool)}")
 
         infos = [describe_annotation(p.labels, annotated=p.annotated, background=p.background,
                                      sparse=p.sparse) for p in self.training_pairs()]

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.metrics import count_labels
+from napari_unet.widgets import _volume
 from napari_unet.widgets._common import (
     BACKGROUND_SUFFIX,
     REGIONS_LAYER,
@@ -65,6 +66,14 @@ class AnnotateWidget(QWidget):
             "With no rectangles only the painted cells, a band around them and the background "
             "strokes count."
         )
+        self.mark_button = QPushButton("Mark this slice annotated")
+        self.mark_button.setToolTip(
+            "Volumes: every cell of the plane shown now is painted (the rest of it is "
+            "background). Training counts the marked planes only (layer '<image> annotated "
+            "slices'); xz / yz planes count too when the viewer shows that orientation.")
+        self.unmark_button = QPushButton("Unmark")
+        self.unmark_button.setToolTip("Volumes: the plane shown now no longer counts.")
+        self.slices_label = QLabel("")
         self.save_button = QPushButton("Save annotations…")
         self.load_button = QPushButton("Load annotations…")
         self.count_label = QLabel("no labels layer")
@@ -80,6 +89,11 @@ class AnnotateWidget(QWidget):
         layout.addWidget(self.background_button)
         layout.addWidget(self.regions_button)
         row = QHBoxLayout()
+        row.addWidget(self.mark_button, 1)
+        row.addWidget(self.unmark_button)
+        layout.addLayout(row)
+        layout.addWidget(self.slices_label)
+        row = QHBoxLayout()
         row.addWidget(self.save_button)
         row.addWidget(self.load_button)
         layout.addLayout(row)
@@ -91,11 +105,16 @@ class AnnotateWidget(QWidget):
         self.new_cell_button.clicked.connect(self._on_new_cell)
         self.regions_button.clicked.connect(self._on_regions)
         self.background_button.clicked.connect(self._on_background)
+        self.mark_button.clicked.connect(self._on_mark)
+        self.unmark_button.clicked.connect(self._on_unmark)
+        self.image_combo.currentIndexChanged.connect(self.update_slices)
+        napari_viewer.layers.events.removed.connect(self.update_slices)
         self.save_button.clicked.connect(self._on_save)
         self.load_button.clicked.connect(self._on_load)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
         napari_viewer.dims.events.current_step.connect(self._schedule_count)
         self._watch_labels()
+        self.update_slices()
 
     # ------------------------------------------------------------------ labels layer
     def labels_layer(self):
@@ -187,6 +206,39 @@ class AnnotateWidget(QWidget):
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"
         return layer
+
+    # ------------------------------------------------------------------ annotated slices
+    def mark_slice(self, annotated: bool = True):
+        """Mark (or unmark) the plane shown now as annotated; returns (axis, index).
+
+        The marks are the Labels layer "<image> annotated slices" (made on first use, never a
+        user layer): training a volume counts the marked planes only.
+        """
+        image = self.image_combo.layer()
+        if not _volume.is_volume(image):
+            raise ValueError(
+                "image: annotated slices are for volumes (a Z, Y, X image layer); on a 2D "
+                "image draw 'annotated regions' instead"
+            )
+        axis, index = _volume.slicing_axis(image, self.viewer)
+        layer = _volume.slices_layer(self.viewer, image)
+        _volume.set_slice(layer, axis, index, annotated)
+        self.update_slices()
+        labels = self.labels_layer()
+        if labels is not None and labels in self.viewer.layers:
+            self.viewer.layers.selection.active = labels  # keep painting cells
+        return axis, index
+
+    def update_slices(self, *_):
+        image = self.image_combo.layer()
+        volume = _volume.is_volume(image)
+        for w in (self.mark_button, self.unmark_button, self.slices_label):
+            w.setVisible(volume)
+        if volume:
+            mask = _volume.slices_mask(self.viewer, image)
+            n = sum(_volume.count_slices(mask).values())
+            self.slices_label.setText(
+                f"{n} annotated slice{'s' * (n != 1)} ({_volume.describe_slices(mask)})")
 
     # ------------------------------------------------------------------ count
     def _watch_labels(self, *_):
@@ -280,6 +332,14 @@ class AnnotateWidget(QWidget):
     @guarded
     def _on_background(self, *_):
         self.background_brush()
+
+    @guarded
+    def _on_mark(self, *_):
+        self.mark_slice(True)
+
+    @guarded
+    def _on_unmark(self, *_):
+        self.mark_slice(False)
 
     @guarded
     def _on_regions(self, *_):

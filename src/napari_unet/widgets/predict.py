@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.postprocess import PostprocessSettings
-from napari_unet.widgets import _jobs
+from napari_unet.widgets import _jobs, _volume
 from napari_unet.widgets._common import (
     LayerCombo,
     current_plane,
@@ -67,6 +67,12 @@ class PredictWidget(QWidget):
         self.model_label.setWordWrap(True)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.whole_stack = QCheckBox("whole stack (all planes)")
+        self.whole_stack.setToolTip(
+            "A 2D model on a stack: segment every plane (plane by plane) instead of the shown "
+            "one. A 3D model segments a volume as one 3D prediction.")
+        #: how the image will be segmented: "2D image", "3D volume", "plane by plane", …
+        self.mode_label = QLabel("")
+        self.mode_label.setWordWrap(True)
         self.tta = QCheckBox("test-time augmentation (8 flips/rotations, slower)")
         self.probabilities = QCheckBox("add probability map")
         self.contours = QCheckBox("show labels as contours")
@@ -96,6 +102,7 @@ class PredictWidget(QWidget):
         form.addRow("", self.model_label)
         form.addRow("image", self.image_combo)
         form.addRow("compare with", self.compare_combo)
+        form.addRow("", self.mode_label)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.postprocess)
@@ -119,6 +126,8 @@ class PredictWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.contours.toggled.connect(self._apply_contours)
         self.source.currentIndexChanged.connect(self._describe_model)
+        self.image_combo.currentIndexChanged.connect(self._describe_mode)
+        self.whole_stack.toggled.connect(self._describe_mode)
         self.registry.changed.connect(self._on_new_model)
         self._describe_model()
         self.cancel_button.setEnabled(False)
@@ -174,9 +183,28 @@ class PredictWidget(QWidget):
         self.postprocess.set_value(PostprocessSettings.from_metadata(metadata))
         cfg = getattr(model, "config", {})
         self.model_label.setText(
-            f"depth {cfg.get('depth')}, base {cfg.get('base_channels')}, "
-            f"{cfg.get('num_classes')} classes"
+            f"{getattr(model, 'ndim', 2)}D U-Net, depth {cfg.get('depth')}, base "
+            f"{cfg.get('base_channels')}, {cfg.get('num_classes')} classes"
         )
+        self._describe_mode()
+
+    def mode(self) -> str:
+        """How Predict segments the chosen image with the chosen model: see
+        :func:`napari_unet.widgets._volume.predict_mode` (a ValueError if it cannot)."""
+        return _volume.predict_mode(self.model()[0], self.image_combo.layer(),
+                                    whole_stack=self.whole_stack.isChecked())
+
+    def _describe_mode(self, *_):
+        try:
+            mode = self.mode()
+            text = _volume.PREDICT_MODES[mode]
+            if mode == "volume":
+                spacing = _volume.predict_spacing(self.image_combo.layer())
+                text += (f", voxel spacing {spacing} from the layer scale" if spacing else
+                         ", the voxel spacing stored with the model (the layer has no scale)")
+            self.mode_label.setText(text)
+        except (ValueError, KeyError) as exc:
+            self.mode_label.setText(str(exc) if isinstance(exc, ValueError) else "")
 
     # ------------------------------------------------------------------ predict
     def predict(self):
@@ -187,21 +215,21 @@ class PredictWidget(QWidget):
             show_info("A prediction is already running: wait, or press Cancel.")
             return None
         model, metadata = self.model()
+        mode = self.mode()
         layer = self.image_combo.layer()
-        if layer is None:
-            raise ValueError("image: choose an image layer to segment")
         channel_axis = -1 if layer.rgb else None
-        spatial = layer.data.ndim - (1 if layer.rgb else 0)
-        stack = self.whole_stack.isChecked() and spatial > 2
-        if stack:
-            data, index = layer.data, ()
+        stack = mode == "stack"
+        if mode in ("stack", "volume"):
+            data, index = np.asarray(layer.data), ()
         else:
             data, index = current_plane(layer, self.viewer)
+        self._describe_mode()
         self._target = (layer, index, stack)
         truth = self._truth(data.shape[:-1] if layer.rgb else data.shape, index)
         worker = create_worker(
             _jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
             channel_axis=channel_axis, settings=self.postprocess.value(), truth=truth,
+            spacing=_volume.predict_spacing(layer) if mode == "volume" else None,
             _start_thread=False,
         )
         worker.yielded.connect(self._on_progress)

@@ -152,6 +152,7 @@ class TrainWidget(ChildClient, QWidget):
         for box in (self.form.image_combo, self.form.labels_combo):
             box.currentIndexChanged.connect(self._mark_rule)
         self.form.complete.toggled.connect(self._mark_rule)
+        self.form.planes.toggled.connect(self._mark_rule)
         self.update_rule()
 
     # ------------------------------------------------------------------ annotation rule
@@ -278,6 +279,9 @@ class TrainWidget(ChildClient, QWidget):
         from napari.qt.threading import create_worker
 
         pair = self.form.training_pairs()[0]
+        if pair.labels.ndim != 2:
+            raise ValueError("Preview augmentation: shows 2D samples; tick 'train a 2D model on "
+                             "the shown plane' to preview a plane of the volume")
         image = pair.image if pair.channel_axis is None else np.mean(pair.image, axis=-1)
         worker = create_worker(_jobs.augmentation_samples, image, pair.labels,
                                self.form.config(preview=True).augment, _start_thread=False)

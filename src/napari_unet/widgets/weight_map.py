@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.widgets import _volume
 from napari_unet.widgets._common import (
     LayerCombo,
     background_mask,
@@ -34,11 +35,13 @@ IGNORED_LAYER = "not counted (weight 0)"
 
 
 def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotated,
-                       background=None, sparse=True):
-    """Weight map, separation borders and the not-counted mask of one plane (in a worker).
+                       background=None, sparse=True, spacing=None):
+    """Weight map, separation borders and the not-counted mask of a plane or a volume (in a
+    worker).
 
     The weights are those training uses: 0 outside the counted area
-    (:func:`napari_unet.core.targets.counted_area`, the GUI's sparse rule).
+    (:func:`napari_unet.core.targets.counted_area`, the GUI's sparse rule); a volume's
+    distances are in the units of ``spacing`` (Z, Y, X), as ``sigma``.
     """
     from napari_unet.core.targets import counted_area, separation_borders, to_instances
     from napari_unet.core.weights import border_weight_map
@@ -47,7 +50,7 @@ def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotat
     counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
     weights = border_weight_map(
         inst, w0=w0, sigma=sigma, class_balance=class_balance, annotated=counted,
-        num_classes=num_classes,
+        num_classes=num_classes, spacing=spacing,
     )
     borders = separation_borders(inst).astype(np.uint8)
     return weights, borders, ~counted
@@ -82,6 +85,11 @@ class WeightMapWidget(QWidget):
         self.complete.setToolTip(
             "Off (as Train's default): only painted cells, a band around them (or the "
             "'annotated regions') and Background brush strokes count. On: everything counts.")
+        self.volume = QCheckBox("whole volume (3D, spacing from the layer scale; slower)")
+        self.volume.setToolTip(
+            "Volumes: the weights of the 3D training, on every voxel, with distances in the "
+            "layer's scale units (σ too); counted: the slices marked in Annotate cells. Off: "
+            "the plane shown now (fast).")
         self.live = QCheckBox("recompute while painting")
         self.live.setChecked(True)
         self.compute_button = QPushButton("Compute weight map")
@@ -97,6 +105,7 @@ class WeightMapWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.balance)
         layout.addWidget(self.complete)
+        layout.addWidget(self.volume)
         layout.addWidget(self.live)
         layout.addWidget(self.compute_button)
         layout.addWidget(self.status)
@@ -114,9 +123,10 @@ class WeightMapWidget(QWidget):
             box.valueChanged.connect(self._changed)
         self.balance.toggled.connect(self._changed)
         self.complete.toggled.connect(self._changed)
+        self.volume.toggled.connect(self._changed)
         self.classes.currentIndexChanged.connect(self._changed)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
-        napari_viewer.dims.events.current_step.connect(self._changed)
+        napari_viewer.dims.events.current_step.connect(self._plane_changed)
         self._watch_labels()
 
     # ------------------------------------------------------------------ triggers
@@ -131,6 +141,10 @@ class WeightMapWidget(QWidget):
         """A parameter or the plane changed: recompute after a quiet 300 ms."""
         if self.labels_combo.layer() is not None:
             self._timer.start()
+
+    def _plane_changed(self, *_):
+        if not self.volume.isChecked():  # the whole volume does not change with the plane
+            self._changed()
 
     def _painted(self, *_):
         if self.live.isChecked():
@@ -167,14 +181,23 @@ class WeightMapWidget(QWidget):
         if self._worker is not None:
             self._dirty = True  # one more pass when the running one finishes
             return self._worker
-        plane, index = current_plane(layer, self.viewer)
-        annotated = regions_mask(self.viewer, plane.shape[-2:], index)
-        background = background_mask(self.viewer, image_name_of(layer), plane.shape[-2:], index)
+        if self.volume.isChecked() and layer.data.ndim == 3:
+            data, index, extra = self._volume_inputs(layer)
+        else:
+            data, index = current_plane(layer, self.viewer)
+            extra = dict(
+                annotated=regions_mask(self.viewer, data.shape[-2:], index),
+                background=background_mask(self.viewer, image_name_of(layer), data.shape[-2:],
+                                           index),
+                sparse=not self.complete.isChecked())
+            slices = self._slices(layer)
+            if slices is not None and not self.complete.isChecked():  # the volume's rule
+                extra.update(annotated=slices[index], sparse=False)
         self._index = index
         self._layer = layer
         worker = create_worker(
-            compute_weight_map, plane.copy(), annotated=annotated, background=background,
-            sparse=not self.complete.isChecked(), **self.settings(), _start_thread=False,
+            compute_weight_map, np.array(data, copy=True), **extra, **self.settings(),
+            _start_thread=False,
         )
         worker.returned.connect(self._show)
         worker.errored.connect(lambda exc: show_error(error_message(exc)))
@@ -183,6 +206,25 @@ class WeightMapWidget(QWidget):
         self.status.setText("computing…")
         worker.start()
         return worker
+
+    def _slices(self, layer):
+        """The annotated slices of the volume ``layer`` annotates (Annotate cells), or None."""
+        if layer.data.ndim != 3:
+            return None
+        name = image_name_of(layer)
+        image = self.viewer.layers[name] if name in self.viewer.layers else layer
+        return _volume.slices_mask(self.viewer, image)
+
+    def _volume_inputs(self, layer):
+        """The whole volume, its annotated slices (or everything: complete) and spacing."""
+        spacing = tuple(float(v) for v in layer.scale[-3:])
+        annotated = None if self.complete.isChecked() else self._slices(layer)
+        if annotated is None and not self.complete.isChecked():
+            raise ValueError(
+                "annotated slices: none marked on this volume; mark them in Annotate cells, "
+                "tick 'labels are complete', or untick 'whole volume'")
+        return np.asarray(layer.data), ("volume",), dict(annotated=annotated, sparse=False,
+                                                          spacing=spacing)
 
     def _finished(self):
         self._worker = None
@@ -193,8 +235,8 @@ class WeightMapWidget(QWidget):
     def _show(self, result):
         weights, borders, ignored = result
         layer = self._layer
-        scale = layer.scale[-2:]
-        translate = layer.translate[-2:]
+        scale = layer.scale[-weights.ndim :]
+        translate = layer.translate[-weights.ndim :]
         top = float(np.percentile(weights, 99.9)) if weights.size else 1.0
         self.weight_layer = upsert_layer(
             self.viewer, weights, WEIGHT_LAYER, "image", colormap="magma",
@@ -211,10 +253,12 @@ class WeightMapWidget(QWidget):
             contrast_limits=[0.0, 2.5], blending="additive", opacity=1.0,
             scale=scale, translate=translate,
         )
-        where = f" (plane {self._index})" if self._index else ""
+        where = (" (whole volume)" if self._index == ("volume",) else
+                 f" (plane {self._index})" if self._index else "")
         counted = int(ignored.size - np.count_nonzero(ignored))
+        px = "voxels" if weights.ndim == 3 else "pixels"
         self.status.setText(
             f"weights {float(weights.min()):.2f}–{float(weights.max()):.2f}{where}; "
-            f"{int(borders.sum())} border pixels; {counted} of {ignored.size} pixels count "
+            f"{int(borders.sum())} border {px}; {counted} of {ignored.size} {px} count "
             "(gray veil: weight 0, not counted)"
         )
