@@ -7,8 +7,9 @@ with the same wall-clock training budget each (``--time-limit``, default 900 s):
     3 xy-slices annotated: the labels of those planes, everything else weight 0 (the labels
     outside the slices are erased, so nothing leaks);
 (a) **2D plane by plane**: the 2D U-Net trained on the same 3 slices (as 2D images), applied to
-    every plane of the held-out volume and stacked (labels are per plane: a nucleus cut by 10
-    planes is 10 objects unless the planes agree — that is what the stitching costs);
+    every plane of the held-out volume and stitched into 3D objects
+    (:func:`napari_unet.core.postprocess.stitch_planes`: an object joins the best-overlapping one
+    of the plane above at IoU ≥ 0.25, as cellpose stitches);
 (b) **dense 3D**: the 3D U-Net trained on the fully annotated training volume(s).
 
 Each model trains with the GUI's defaults for its kind (``core.config.gui_defaults`` /
@@ -131,6 +132,7 @@ def train(args, mode: str, volumes, spacing, log):
 def evaluate(model, metadata, tests, spacing):
     """Instance matching at IoU 0.5 pooled over the held-out volumes (3D objects)."""
     from napari_unet.core.metrics import instance_matching
+    from napari_unet.core.postprocess import stitch_planes
     from napari_unet.core.segment import segment
 
     tp = fp = fn = 0
@@ -138,8 +140,9 @@ def evaluate(model, metadata, tests, spacing):
     for name, image, truth in tests:
         if model.ndim == 3:
             _, pred = segment(model, image, metadata=metadata, spacing=spacing)
-        else:  # the 2D model, plane by plane, stacked
+        else:  # the 2D model, plane by plane, stitched into 3D objects
             _, pred = segment(model, image, metadata=metadata, stack=True)
+            pred = stitch_planes(pred)
         m = instance_matching(pred, truth, threshold=0.5)
         tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
         per[name] = {"f1": round(m["f1"], 4), "tp": m["tp"], "fp": m["fp"], "fn": m["fn"],

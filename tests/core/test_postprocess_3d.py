@@ -88,3 +88,30 @@ def test_settings_labels_take_spacing_and_segment_a_volume_with_a_3d_model():
     assert prob.shape == (2, 6, 10, 12) and labels.shape == (6, 10, 12)
     with pytest.raises(ValueError, match="stack: a 3D model"):
         segment(net, np.random.default_rng(0).random((6, 10, 12)), stack=True)
+
+
+def test_stitch_planes_links_per_plane_labels_into_the_3d_objects():
+    """Two 3D cells whose per-plane ids are shuffled plane by plane come back as two objects."""
+    from napari_unet.core.postprocess import stitch_planes
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((6, 10, 12), np.int32)
+    truth[:, 2:6, 1:5] = 1
+    truth[1:5, 3:8, 6:11] = 2
+    per_plane = np.zeros_like(truth)
+    for z in range(truth.shape[0]):  # each plane numbered on its own, in a random order
+        ids = rng.permutation(3) + 1
+        per_plane[z][truth[z] == 1] = ids[0]
+        per_plane[z][truth[z] == 2] = ids[1]
+    out = stitch_planes(per_plane)
+    assert int(out.max()) == 2
+    for k in (1, 2):
+        assert len(np.unique(out[truth == k])) == 1
+    assert out[truth == 1][0] != out[truth == 2][0]
+    # a weak overlap (IoU below the threshold) starts a new object
+    shifted = np.zeros((2, 10, 12), np.int32)
+    shifted[0, 0:4, 0:4] = 1
+    shifted[1, 3:7, 3:7] = 1
+    assert int(stitch_planes(shifted).max()) == 2
+    with pytest.raises(ValueError, match="labels"):
+        stitch_planes(np.zeros((4, 4), int))
