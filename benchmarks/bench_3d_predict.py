@@ -56,7 +56,7 @@ def overhead(size: int, base: int, depth: int, pool: str | None, tile=None) -> d
     net = _model(base, depth, pool)
     vol = np.random.default_rng(0).random((size,) * 3, dtype=np.float32)
     tile = tuple(tile) if tile else auto_tile_shape(net, vol.shape)
-    predict_tiled(net, vol[:16, :16, :16], tile_shape=net.valid_input_shape(1))  # warm-up
+    predict_tiled(net, vol[:32, :32, :32])  # warm-up (automatic tile)
     t0 = time.perf_counter()
     tiled = predict_tiled(net, vol, tile_shape=tile)
     t_tiled = time.perf_counter() - t0
