@@ -28,6 +28,7 @@ __all__ = [
     "BAND_FRACTION",
     "MIN_BAND",
     "band_width",
+    "count_slices",
     "counted_area",
     "describe_annotation",
     "slices_mask",
@@ -267,3 +268,21 @@ def describe_annotation(
         "total_px": int(inst.size), "background_px": n_bg,
         "cell_px": int(np.count_nonzero(cells)), "text": text,
     }
+
+
+def count_slices(mask: np.ndarray | None) -> dict[str, int]:
+    """Fully annotated planes per axis of a (Z, Y, X) mask: ``{"z": n, "y": n, "x": n}`` (the
+    inverse of :func:`slices_mask`).
+
+    >>> m = np.zeros((4, 5, 6), bool); m[1] = m[3] = True
+    >>> count_slices(m)
+    {'z': 2, 'y': 0, 'x': 0}
+    """
+    names = ("z", "y", "x")
+    if mask is None:
+        return dict.fromkeys(names, 0)
+    out = {}
+    for axis, name in enumerate(names):
+        other = tuple(a for a in range(3) if a != axis)
+        out[name] = int(np.count_nonzero(mask.all(axis=other)))
+    return out

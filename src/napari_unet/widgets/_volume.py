@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_unet.core.sparse import count_slices
 from napari_unet.widgets._common import BACKGROUND_SUFFIX, spatial_shape
 
 #: Suffix of the Labels layer holding an image's annotated slices (1 = annotated).
@@ -138,22 +139,6 @@ def slices_mask(viewer, image_layer) -> np.ndarray | None:
         return None
     mask = np.asarray(layer.data) != 0
     return mask if mask.any() else None
-
-
-def count_slices(mask: np.ndarray | None) -> dict[str, int]:
-    """Fully annotated planes per axis: ``{"z": n, "y": n, "x": n}``.
-
-    >>> m = np.zeros((4, 5, 6), bool); m[1] = m[3] = True
-    >>> count_slices(m)
-    {'z': 2, 'y': 0, 'x': 0}
-    """
-    if mask is None:
-        return dict.fromkeys(AXES, 0)
-    out = {}
-    for axis, name in enumerate(AXES):
-        other = tuple(a for a in range(3) if a != axis)
-        out[name] = int(np.count_nonzero(mask.all(axis=other)))
-    return out
 
 
 def describe_slices(mask: np.ndarray | None) -> str:
