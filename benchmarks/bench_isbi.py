@@ -265,6 +265,8 @@ def main() -> None:
     p.add_argument("--cli-minutes", type=float, default=0.0,
                    help="train/evaluate through the command line with its defaults for this "
                         "many wall-clock minutes (0 skips it)")
+    p.add_argument("--cli-workdir", type=Path,
+                   help="keep the CLI route's files (images, model, checkpoints) here")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="budget in wall time, or in process CPU time / threads (shared machine)")
@@ -306,8 +308,11 @@ def main() -> None:
     if args.cli_minutes > 0:
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="bench_isbi_cli_") as tmp:
-            results["cli"] = cli_route(args.cli_minutes, data, workdir=Path(tmp))
+        if args.cli_workdir:
+            results["cli"] = cli_route(args.cli_minutes, data, workdir=args.cli_workdir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench_isbi_cli_") as tmp:
+                results["cli"] = cli_route(args.cli_minutes, data, workdir=Path(tmp))
         save(results)
     print("\nsummary (ISBI 2012 validation slices 20-24):")
     for preset, r in results["isbi"].items():

@@ -1,13 +1,17 @@
-"""Live training curves: matplotlib rendered off the GUI thread, shown as a picture in Qt.
+"""Live training curves, drawn with QPainter on the GUI thread in about a millisecond.
 
-Drawing two matplotlib axes (log-scale ticks, legend, text) takes 0.1-0.5 s of CPU; on the GUI
-thread that freezes napari while training. Here the figure belongs to a plain Agg canvas that only
-a worker thread draws (one render at a time, at most every ``min_interval`` seconds); the GUI
-thread only turns the finished RGBA buffer into a pixmap. With ``hold`` set (the Train widget,
-while training) new data only mark the plot stale: the widget asks for a render
-(:meth:`TrainingPlot.render_if_stale`) between two of its repaints, so that the render thread
-never competes for the GIL with a repaint, and the finished picture waits for
-:meth:`TrainingPlot.show_held`, to be shown in the same repaint as the rest of the progress.
+The curves used to be a matplotlib figure rendered in a worker thread (0.1-0.5 s of CPU per
+picture). A thread does not help there: matplotlib holds Python's GIL while it draws, so every
+Python call of the GUI thread during a render (napari's paint handlers, the event filters)
+waited for it, and napari's window stalled for 50-65 ms at each repaint while a training ran.
+A plot of a few hundred points needs none of that: :meth:`TrainingPlot.render` draws the two
+panels (training loss, log scale when positive; validation metrics) into a pixmap with
+QPainter — axes, three ticks per axis, a legend — at most once per ``min_interval`` seconds.
+
+With ``hold`` set (the Train widget, while training) new data only mark the plot stale: the
+widget renders between two of its repaints (:meth:`TrainingPlot.render_if_stale`) and the
+picture waits for :meth:`TrainingPlot.show_held`, to be shown in the same repaint as the rest
+of the progress.
 """
 
 from __future__ import annotations
@@ -16,21 +20,69 @@ import math
 import time
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from qtpy.QtCore import QSize, Qt
-from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtCore import QPointF, QRectF, QSize, Qt
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
 BACKGROUND = "#262930"
-DPI = 100
+AXES = "#888888"
+TEXT = "#ffffff"
+LOSS = "#f0a030"
+#: colours of the validation series, in order (matplotlib's tab10)
+SERIES = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+#: at most this many points per curve are drawn (a min/max envelope per bucket beyond)
+MAX_POINTS = 800
+
+
+def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    """Three tick values spanning [lo, hi] (geometric on a log axis).
+
+    >>> _ticks(0.0, 1.0, False)
+    [0.0, 0.5, 1.0]
+    >>> [round(t, 3) for t in _ticks(0.01, 1.0, True)]
+    [0.01, 0.1, 1.0]
+    """
+    if log:
+        return [float(10 ** v) for v in np.linspace(math.log10(lo), math.log10(hi), 3)]
+    return [float(v) for v in np.linspace(lo, hi, 3)]
+
+
+def _label(value: float) -> str:
+    """A short tick label.
+
+    >>> _label(0.000123), _label(0.25), _label(1500.0)
+    ('0.00012', '0.25', '1.5e+03')
+    """
+    return f"{value:.2g}"
+
+
+def _thin(xs: list[float], ys: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a curve, at most about :data:`MAX_POINTS` (each bucket's min and max).
+
+    >>> x, y = _thin(list(range(10_000)), [float(i % 7) for i in range(10_000)])
+    >>> len(x) <= 2 * 400 + 2, float(y.min()), float(y.max())
+    (True, 0.0, 6.0)
+    """
+    x, y = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    if len(x) <= MAX_POINTS:
+        return x, y
+    buckets = np.array_split(np.arange(len(x)), MAX_POINTS // 2)
+    keep = []
+    for b in buckets:
+        yb = y[b]
+        if not np.isfinite(yb).any():
+            continue
+        lo, hi = b[np.nanargmin(yb)], b[np.nanargmax(yb)]
+        keep.extend(sorted({int(lo), int(hi)}))
+    keep = np.array(keep, dtype=np.int64)
+    return x[keep], y[keep]
 
 
 class TrainingPlot(QLabel):
     """Training loss (left) and validation metrics (right) against the step.
 
     ``steps``/``losses`` and ``val_steps``/``metrics`` hold the data; :meth:`add_loss` and
-    :meth:`add_metrics` append and schedule a redraw (throttled to ``min_interval`` seconds).
+    :meth:`add_metrics` append and redraw (at most every ``min_interval`` seconds).
     """
 
     def __init__(self, parent=None, *, min_interval: float = 0.5):
@@ -40,15 +92,9 @@ class TrainingPlot(QLabel):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setStyleSheet(f"background-color: {BACKGROUND};")
-        self.figure = Figure(figsize=(5, 2.6), dpi=DPI, facecolor=BACKGROUND)
-        FigureCanvasAgg(self.figure)
-        self._loss_ax = self.figure.add_subplot(1, 2, 1)
-        self._val_ax = self.figure.add_subplot(1, 2, 2)
         self._min_interval = min_interval
         self._last_draw = 0.0
-        self._worker = None
-        self._dirty = False
-        #: number of renders shown (tests and benchmarks)
+        #: number of pictures shown (tests and benchmarks)
         self.renders = 0
         #: keep finished pictures for :meth:`show_held` instead of showing them at once
         self.hold = False
@@ -92,15 +138,16 @@ class TrainingPlot(QLabel):
         self._redraw()
 
     def render_if_stale(self) -> bool:
-        """Render (in the worker) if data came since the last render and the last one is at
-        least ``min_interval`` s old; True if a render was started or scheduled."""
+        """Render if data came since the last picture and that one is at least
+        ``min_interval`` s old; True if it rendered."""
         if not self._stale or time.monotonic() - self._last_draw < self._min_interval:
             return False
         self._redraw()
         return True
 
     def is_rendering(self) -> bool:
-        return self._worker is not None or self._dirty
+        """Always False: a picture is drawn at once (kept for the widget's and tests' waits)."""
+        return False
 
     # ------------------------------------------------------------------ rendering
     def _maybe_redraw(self) -> None:
@@ -120,76 +167,126 @@ class TrainingPlot(QLabel):
         self._redraw()
 
     def _redraw(self) -> None:
-        """Schedule a render in a worker thread (or mark one pending if a render is running)."""
-        from napari.qt.threading import create_worker
-
         self._last_draw = time.monotonic()
         self._stale = False
-        if self._worker is not None:
-            self._dirty = True
-            return
-        self._dirty = False
-        data = (list(self.steps), list(self.losses), list(self.val_steps),
-                {k: list(v) for k, v in self.metrics.items()})
-        size = (max(self.width(), 200), max(self.height(), 180))
-        worker = create_worker(self._render, data, size, _start_thread=False)
-        worker.returned.connect(self._show)
-        worker.finished.connect(self._on_render_finished)
-        self._worker = worker
-        worker.start()
-
-    def _on_render_finished(self) -> None:
-        self._worker = None
-        if self._dirty:
-            self._redraw()
+        self._show(self.render((max(self.width(), 200), max(self.height(), 180))))
 
     def show_held(self) -> None:
         """Show the newest picture kept while ``hold`` was set (if any)."""
-        rgba, self._held = self._held, None
-        if rgba is not None:
-            self._show(rgba, force=True)
+        pixmap, self._held = self._held, None
+        if pixmap is not None:
+            self._show(pixmap, force=True)
 
-    def _show(self, rgba: np.ndarray, force: bool = False) -> None:
+    def _show(self, pixmap: QPixmap, force: bool = False) -> None:
         if self.hold and not force:
-            self._held = rgba
+            self._held = pixmap
             return
         self._held = None
-        h, w = rgba.shape[:2]
-        image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-        try:
-            self.setPixmap(QPixmap.fromImage(image))
-        except RuntimeError:  # the widget was deleted while rendering
-            return
+        self.setPixmap(pixmap)
         self.renders += 1
 
-    def _style(self, ax, title: str) -> None:
-        ax.set_facecolor(BACKGROUND)
-        ax.set_title(title, color="white", fontsize=9)
-        ax.tick_params(colors="white", labelsize=7)
-        for spine in ax.spines.values():
-            spine.set_color("#888888")
-        ax.set_xlabel("step", color="white", fontsize=8)
+    def render(self, size: tuple[int, int]) -> QPixmap:
+        """The two panels drawn at ``size`` (width, height) pixels."""
+        w, h = int(size[0]), int(size[1])
+        pixmap = QPixmap(w, h)
+        pixmap.fill(QColor(BACKGROUND))
+        painter = QPainter(pixmap)
+        try:
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            font = QFont(painter.font())
+            font.setPointSizeF(7.0)
+            painter.setFont(font)
+            half = w / 2
+            losses = [(s, v) for s, v in zip(self.steps, self.losses, strict=True)
+                      if math.isfinite(v)]
+            self._panel(painter, QRectF(0, 0, half, h), "training loss",
+                        [("loss", LOSS, [s for s, _ in losses], [v for _, v in losses], False)],
+                        log=bool(losses) and min(v for _, v in losses) > 0)
+            series = [(key, SERIES[i % len(SERIES)], self.val_steps, values, True)
+                      for i, (key, values) in enumerate(self.metrics.items())]
+            self._panel(painter, QRectF(half, 0, w - half, h), "validation", series,
+                        log=False, legend=True)
+        finally:
+            painter.end()
+        return pixmap
 
-    def _render(self, data, size) -> np.ndarray:
-        """Draw the figure at ``size`` pixels (worker thread); returns an (h, w, 4) uint8 copy."""
-        steps, losses, val_steps, metrics = data
-        fig = self.figure
-        fig.set_size_inches(size[0] / DPI, size[1] / DPI)
-        fig.subplots_adjust(left=0.11, right=0.98, bottom=0.2, top=0.88, wspace=0.3)
-        ax = self._loss_ax
-        ax.clear()
-        self._style(ax, "training loss")
-        if losses:
-            ax.plot(steps, losses, color="#f0a030", lw=1)
-            finite = [v for v in losses if math.isfinite(v)]
-            if finite and min(finite) > 0:
-                ax.set_yscale("log")
-        ax = self._val_ax
-        ax.clear()
-        self._style(ax, "validation")
-        for key, series in metrics.items():
-            ax.plot(val_steps, series, marker="o", ms=3, lw=1, label=key)
-        if metrics:
-            ax.legend(fontsize=7, labelcolor="white", facecolor=BACKGROUND, edgecolor="#888888")
-        fig.canvas.draw()
-        return np.array(fig.canvas.buffer_rgba(), copy=True)
+    def _panel(self, painter: QPainter, box: QRectF, title: str, series, *, log: bool,
+               legend: bool = False) -> None:
+        """One panel: title, axes with three ticks each, the curves (and a legend)."""
+        fm = painter.fontMetrics()
+        th = fm.height()
+        plot = QRectF(box.left() + 6 + fm.horizontalAdvance("0.0000"), box.top() + th + 6,
+                      box.width() - fm.horizontalAdvance("0.0000") - 16,
+                      box.height() - 3 * th - 10)
+        painter.setPen(QColor(TEXT))
+        painter.drawText(QRectF(box.left(), box.top() + 2, box.width(), th),
+                         Qt.AlignmentFlag.AlignHCenter, title)
+        painter.setPen(QPen(QColor(AXES), 1))
+        painter.drawRect(plot)
+        points = [(x, y) for _, _, xs, ys, _ in series for x, y in zip(xs, ys, strict=True)
+                  if math.isfinite(y) and (not log or y > 0)]
+        if not points or plot.width() < 10 or plot.height() < 10:
+            return
+        xs_all = [p[0] for p in points]
+        ys_all = [p[1] for p in points]
+        x0, x1 = float(min(xs_all)), float(max(xs_all))
+        y0, y1 = float(min(ys_all)), float(max(ys_all))
+        if x1 <= x0:
+            x0, x1 = x0 - 1, x1 + 1
+        if log:
+            y0, y1 = math.log10(y0), math.log10(y1)
+        if y1 <= y0:
+            y0, y1 = y0 - 0.5, y1 + 0.5
+
+        def to_px(x: float, y: float) -> QPointF:
+            yy = math.log10(y) if log else y
+            return QPointF(plot.left() + (x - x0) / (x1 - x0) * plot.width(),
+                           plot.bottom() - (yy - y0) / (y1 - y0) * plot.height())
+
+        painter.setPen(QColor(TEXT))
+        lo, hi = (10 ** y0, 10 ** y1) if log else (y0, y1)
+        for t in _ticks(lo, hi, log):
+            p = to_px(x0, t)
+            painter.drawText(QRectF(box.left(), p.y() - th / 2, plot.left() - box.left() - 3, th),
+                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                             _label(t))
+        for t in _ticks(x0, x1, False):
+            p = to_px(t, lo)
+            painter.drawText(QRectF(p.x() - 30, plot.bottom() + 2, 60, th),
+                             Qt.AlignmentFlag.AlignHCenter, f"{t:.0f}")
+        painter.drawText(QRectF(plot.left(), plot.bottom() + th + 2, plot.width(), th),
+                         Qt.AlignmentFlag.AlignHCenter, "step")
+        painter.setClipRect(plot)
+        for _name, colour, xs, ys, markers in series:
+            x, y = _thin(list(xs), list(ys))
+            ok = np.isfinite(y) & ((y > 0) if log else True)
+            path, started = QPainterPath(), False
+            dots = []
+            for xv, yv, good in zip(x, y, ok, strict=True):
+                if not good:
+                    started = False
+                    continue
+                p = to_px(float(xv), float(yv))
+                if started:
+                    path.lineTo(p)
+                else:
+                    path.moveTo(p)
+                    started = True
+                dots.append(p)
+            painter.setPen(QPen(QColor(colour), 1.2))
+            painter.drawPath(path)
+            if markers:
+                painter.setBrush(QColor(colour))
+                for p in dots[-200:]:
+                    painter.drawEllipse(p, 2.0, 2.0)
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setClipping(False)
+        if legend:
+            for i, (name, colour, *_rest) in enumerate(series):
+                y = plot.top() + 3 + i * th
+                painter.setPen(QPen(QColor(colour), 2))
+                painter.drawLine(QPointF(plot.left() + 4, y + th / 2),
+                                 QPointF(plot.left() + 16, y + th / 2))
+                painter.setPen(QColor(TEXT))
+                painter.drawText(QRectF(plot.left() + 19, y, plot.width() - 20, th),
+                                 Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)
