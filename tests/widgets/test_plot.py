@@ -23,7 +23,7 @@ def _colour_pixels(plot: TrainingPlot, colour: str, *, left: bool) -> int:
     return int(np.sum(np.abs(half - want).sum(axis=-1) < 60))
 
 
-def test_curves_are_drawn_at_once_without_matplotlib(qtbot):
+def test_curves_are_drawn_at_once_on_the_gui_thread(qtbot):
     plot = TrainingPlot(min_interval=0.0)
     qtbot.addWidget(plot)
     plot.resize(500, 260)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 #: ms between two updates of what a training shows (progress bar, live preview, plot picture):
 #: the newest of each, together in one repaint
 UI_MS = 1000
-#: seconds between two renders of the training curves while training (in a worker thread)
+#: seconds between two pictures of the training curves while training (QPainter, GUI thread)
 PLOT_S = 2.0
 
 _loader: concurrent.futures.ThreadPoolExecutor | None = None
