@@ -112,6 +112,25 @@ def test_many_previews_update_the_one_layer_once(make_napari_viewer, qtbot, tmp_
     train.proc = None
 
 
+def test_a_preview_is_shown_in_a_turn_of_its_own(make_napari_viewer, qtbot, tmp_path):
+    """The progress bar and the preview's canvas repaint never fall in the same turn of the
+    event loop (their costs would add up into one stall)."""
+    viewer, train = _widget(make_napari_viewer)
+    train.proc = child = FakeChild()
+    train._preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    path = tmp_path / "preview.npy"
+    np.save(path, np.full((64, 64), 3, np.int32))
+    child.queue.append({"kind": "step", "step": 7, "total_steps": 10, "loss": 0.5})
+    child.queue.append({"kind": "preview", "step": 7, "path": str(path)})
+    train.poll()
+    train.flush_ui()  # what the flush timer does
+    assert "step 7/10" in train.progress.format()
+    assert train.previews_shown == 0  # not in the progress bar's turn
+    qtbot.waitUntil(lambda: train.previews_shown == 1, timeout=10000)
+    assert (viewer.layers[PREVIEW_LAYER].data == 3).all()
+    train.proc = None
+
+
 def test_the_final_model_is_loaded_off_the_gui_thread(
     make_napari_viewer, qtbot, tmp_path, monkeypatch):
     import gc

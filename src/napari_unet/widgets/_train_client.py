@@ -8,8 +8,10 @@ Resume, Stop, checkpoint (Save) and preview requests as control lines.
 The GUI thread does as little as it can while a training runs: every visible change costs a
 repaint (and, with napari's OpenGL canvas in the window, a composition of the whole window).
 So the events only store the latest step, preview and plot picture; one single-shot QTimer
-(:meth:`ChildClient.flush_ui`, at most every ``UI_MS``) shows the newest of each together, in
-one repaint, and a change that would not change the text is skipped. At the end, the child's
+(:meth:`ChildClient.flush_ui`, at most every ``UI_MS``) shows the newest step and picture
+together, in one repaint, and a change that would not change the text is skipped; a new
+preview is shown half-way to the next flush (:meth:`ChildClient.flush_preview`), so that its
+canvas repaint never adds to the progress bar's. At the end, the child's
 model file is loaded in a worker thread and published on the GUI thread when it is there.
 """
 
@@ -28,8 +30,9 @@ from napari_unet.widgets._common import error_message, show_error, show_info
 
 logger = logging.getLogger(__name__)
 
-#: ms between two updates of what a training shows (progress bar, live preview, plot picture):
-#: the newest of each, together in one repaint
+#: ms between two updates of what a training shows (progress bar and plot picture together in
+#: one repaint; a new live preview half-way between two, in a repaint of its own): the newest
+#: of each
 UI_MS = 1000
 #: seconds between two pictures of the training curves while training (QPainter, GUI thread)
 PLOT_S = 2.0
@@ -139,22 +142,34 @@ class ChildClient:
             self._flush_timer.start(int(max(0.0, UI_MS - since)))
 
     def flush_ui(self):
-        """Show the newest step (progress bar), preview (its layer) and plot picture, all in
-        one turn of the event loop: one repaint."""
+        """Show the newest step (progress bar) and plot picture, in one turn of the event
+        loop: one repaint. A new preview is shown half-way to the next flush, in a turn of
+        its own (:meth:`flush_preview`): its canvas repaint is the costliest of all (about
+        40 ms in software OpenGL) and must not add to the progress bar's."""
         self._flush_timer.stop()
         self._flushed_at = time.monotonic()
         step, self._last_step = self._last_step, None
-        preview, self._preview_event = self._preview_event, None
         try:
             if step is not None:
                 self._show_step(step)
-            if preview is not None:
-                self._apply_preview(*preview)
         except Exception as exc:  # from a timer: never raise into Qt
             logger.exception("showing the training's progress")
             show_error(error_message(exc))
         self.plot.show_held()
+        if self._preview_event is not None and not self._preview_apply_timer.isActive():
+            self._preview_apply_timer.start(UI_MS // 2)
         self._render_timer.start(UI_MS // 2)  # the next picture, half-way to the next flush
+
+    def flush_preview(self):
+        """Show the newest preview of the child in the live prediction layer (QTimer)."""
+        preview, self._preview_event = self._preview_event, None
+        if preview is None:
+            return
+        try:
+            self._apply_preview(*preview)
+        except Exception as exc:  # from a timer: never raise into Qt
+            logger.exception("showing the live preview")
+            show_error(error_message(exc))
 
     def _show_step(self, event: dict):
         """The step, loss, speed and time left as the progress bar's value and text: one
@@ -248,6 +263,8 @@ class ChildClient:
         self._gc_frozen = False
         self._poll_timer.stop()
         self._render_timer.stop()
+        self._preview_apply_timer.stop()
+        self._preview_event = None
         self.plot.hold = False
         self.plot.flush()
         try:

@@ -120,6 +120,9 @@ class TrainWidget(ChildClient, QWidget):
         self._flush_timer = QTimer(self)  # single shot: started when something waits to be shown
         self._flush_timer.setSingleShot(True)
         self._flush_timer.timeout.connect(self.flush_ui)
+        self._preview_apply_timer = QTimer(self)  # a preview: half-way between two flushes
+        self._preview_apply_timer.setSingleShot(True)
+        self._preview_apply_timer.timeout.connect(self.flush_preview)
         self._render_timer = QTimer(self)  # the plot renders between two flushes
         self._render_timer.setSingleShot(True)
         self._render_timer.timeout.connect(self.plot.render_if_stale)
