@@ -93,7 +93,8 @@ def train_isbi(preset: str, minutes: float, eval_every: float, data, args) -> di
     cfg = TrainConfig(preset=preset, steps=None, time_limit=60 * minutes, validate_every=0,
                       val_fraction=0.0, device="cpu", seed=0, base_channels=args.base_channels,
                       lr=args.lr.get(preset), tile=args.tile, w0=args.w0, sigma=args.sigma,
-                      dropout=args.dropout, batch_size=args.batch_size)
+                      dropout=args.dropout, batch_size=args.batch_size,
+                      cpu_bf16=args.cpu_bf16)
     trainer = Trainer(list(zip(tr_img, tr_lab, strict=True)), cfg)
     trainer.clock = args.clock
     curve, next_eval, t_prep = [], eval_every, time.perf_counter()
@@ -256,6 +257,8 @@ def main() -> None:
     p.add_argument("--sigma", type=float, default=5.0)
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--cpu-bf16", default="auto", choices=("auto", "on", "off"),
+                   help="bfloat16 autocast on the CPU (auto: where the CPU computes bf16)")
     p.add_argument("--save-probs", help="save the final validation probabilities to PREFIX_<preset>.npy")
     p.add_argument("--rf-samples", type=int, default=200_000)
     p.add_argument("--rf-trees", type=int, default=100)
