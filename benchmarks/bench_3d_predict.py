@@ -26,11 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -109,33 +105,10 @@ def _scale_one(src: str, out: str, base: int, depth: int, pool: str | None, bloc
 
 
 def scale(sizes: list[int], base: int, depth: int, pool: str | None, block: int) -> list[dict]:
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for size in sizes:
-            src, out = f"{tmp}/in{size}.zarr", f"{tmp}/out{size}.zarr"
-            code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            subprocess.run([sys.executable, "-c", code +
-                            f"import bench_3d_predict as b; b._make_input({src!r}, {size})"],
-                           check=True)  # fmt: skip
-            res = subprocess.run([sys.executable, "-c", code +
-                                  f"import bench_3d_predict as b; b._scale_one({src!r}, {out!r}, "
-                                  f"{base}, {depth}, {pool!r}, {block})"],
-                                 check=True, capture_output=True, text=True)  # fmt: skip
-            row = {"size": size, "block": block, **json.loads(res.stdout.strip().splitlines()[-1])}
-            row["mvox_s"] = round(size**3 / row["seconds"] / 1e6, 3)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            subprocess.run(["rm", "-rf", src, out], check=False)
-    if len(rows) > 1:
-        first = rows[0]
-        for r in rows[1:]:
-            vox = (r["size"] / first["size"]) ** 3
-            print(f"{r['size']}³: {vox:.0f}× the voxels of {first['size']}³, "
-                  f"{r['seconds'] / first['seconds']:.2f}× the time, "
-                  f"{r['peak_rss_gb'] / first['peak_rss_gb']:.2f}× the peak RSS, "
-                  f"{r['peak_traced_gb'] / max(first['peak_traced_gb'], 1e-9):.2f}× the peak "
-                  "traced allocations")  # fmt: skip
-    return rows
+    from bench_predict import run_scale
+
+    return run_scale("bench_3d_predict", sizes, f"{base}, {depth}, {pool!r}, {block}", ndim=3,
+                     fields={"block": block})
 
 
 def main() -> None:

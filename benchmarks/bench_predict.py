@@ -99,32 +99,44 @@ def _scale_one(src: str, out: str, base: int, block: int) -> None:
                       "rss_after_import_gb": round(rss0 / 2**20, 2)}))  # fmt: skip
 
 
-def scale(sizes: list[int], base: int, block: int) -> list[dict]:
+def run_scale(module: str, sizes: list[int], one_args: str, *, ndim: int,
+              fields: dict | None = None) -> list[dict]:
+    """For each size, in fresh processes: ``module._make_input(src, size)``, then
+    ``module._scale_one(src, out, <one_args>)`` (which prints one JSON line of seconds and
+    peak memory); prints each row with its throughput, then every size against the first.
+    Shared by this script (2D) and ``bench_3d_predict.py`` (volumes)."""
+    sup, unit = ("²", "pixels") if ndim == 2 else ("³", "voxels")
+    rate = "mpix_s" if ndim == 2 else "mvox_s"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             src, out = f"{tmp}/in{size}.zarr", f"{tmp}/out{size}.zarr"
-            code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            subprocess.run([sys.executable, "-c", code +
-                            f"import bench_predict as b; b._make_input({src!r}, {size})"],
-                           check=True)  # fmt: skip
+            code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                    f"import {module} as b; ")
+            subprocess.run([sys.executable, "-c", code + f"b._make_input({src!r}, {size})"],
+                           check=True)
             res = subprocess.run([sys.executable, "-c", code +
-                                  f"import bench_predict as b; b._scale_one({src!r}, {out!r}, "
-                                  f"{base}, {block})"],
+                                  f"b._scale_one({src!r}, {out!r}, {one_args})"],
                                  check=True, capture_output=True, text=True)  # fmt: skip
-            row = {"size": size, **json.loads(res.stdout.strip().splitlines()[-1])}
-            row["mpix_s"] = round(size * size / row["seconds"] / 1e6, 3)
+            row = {"size": size, **(fields or {}),
+                   **json.loads(res.stdout.strip().splitlines()[-1])}
+            row[rate] = round(size**ndim / row["seconds"] / 1e6, 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
             subprocess.run(["rm", "-rf", src, out], check=False)
     if len(rows) > 1:
         first = rows[0]
         for r in rows[1:]:
-            px = (r["size"] / first["size"]) ** 2
-            print(f"{r['size']}²: {px:.0f}× the pixels of {first['size']}², "
-                  f"{r['seconds'] / first['seconds']:.2f}× the time, "
-                  f"{r['peak_rss_gb'] / first['peak_rss_gb']:.2f}× the peak memory")  # fmt: skip
+            traced = (f", {r['peak_traced_gb'] / max(first['peak_traced_gb'], 1e-9):.2f}× the "
+                      "peak traced allocations" if "peak_traced_gb" in r else "")
+            print(f"{r['size']}{sup}: {(r['size'] / first['size']) ** ndim:.0f}× the {unit} of "
+                  f"{first['size']}{sup}, {r['seconds'] / first['seconds']:.2f}× the time, "
+                  f"{r['peak_rss_gb'] / first['peak_rss_gb']:.2f}× the peak RSS{traced}")
     return rows
+
+
+def scale(sizes: list[int], base: int, block: int) -> list[dict]:
+    return run_scale("bench_predict", sizes, f"{base}, {block}", ndim=2)
 
 
 def main() -> None:

@@ -48,40 +48,34 @@ def test_train_evaluate_resume(folders, tmp_path, capsys):
     assert "mean of 1 image(s)" in capsys.readouterr().out
 
 
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "Traceback" not in "\n".join(err)
-    return err[-1]
-
-
-def test_one_line_errors(folders, tmp_path, capsys):
+def test_one_line_errors(folders, tmp_path, capsys, error_line):
     img, lab = folders
     out = str(tmp_path / "m.safetensors")
     base = ["train", "--out", out, "--steps", "1", *TINY]
     assert main([*base, "--images", str(img), "--labels", str(lab / "0.tif")]) == 2
-    assert "no file named like image '1.tif'" in error_line(capsys)
+    assert "no file named like image '1.tif'" in error_line()
     assert main([*base, "--images", str(img), "--labels", str(tmp_path / "nope")]) == 2
-    assert "does not exist" in error_line(capsys)
+    assert "does not exist" in error_line()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "0.tif").write_bytes(b"not a tiff")
     tifffile.imwrite(bad / "1.tif", np.zeros((48, 48), np.uint16))
     assert main([*base, "--images", str(bad), "--labels", str(lab)]) == 2
-    assert "cannot read" in error_line(capsys)
+    assert "cannot read" in error_line()
     small = tmp_path / "small"
     small.mkdir()
     for i in range(2):
         tifffile.imwrite(small / f"{i}.tif", np.zeros((40, 48), np.int32))
     assert main([*base, "--images", str(img), "--labels", str(small)]) == 2
-    assert "do not match the image's (48, 48)" in error_line(capsys)
+    assert "do not match the image's (48, 48)" in error_line()
     assert main(["train", "--out", str(tmp_path / "m.pt"), "--images", str(img),
                  "--labels", str(lab)]) == 2
-    assert ".safetensors" in error_line(capsys)
+    assert ".safetensors" in error_line()
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"junk")
     assert main(["evaluate", "--model", str(junk), "--images", str(img), "--labels",
                  str(lab)]) == 2
-    assert "not a safetensors model file" in error_line(capsys)
+    assert "not a safetensors model file" in error_line()
 
 
 def test_demo_writes_model_labels_and_overlay(tmp_path, capsys):
@@ -96,12 +90,12 @@ def test_demo_writes_model_labels_and_overlay(tmp_path, capsys):
     assert tifffile.imread(tmp_path / "labels_pred.tif").shape == (256, 256)
 
 
-def test_demo_gui_without_a_display_is_one_clear_line(monkeypatch, capsys):
+def test_demo_gui_without_a_display_is_one_clear_line(monkeypatch, capsys, error_line):
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("sys.platform", "linux")
     assert main(["demo", "--gui"]) == 2
-    line = error_line(capsys)
+    line = error_line()
     assert "no display" in line and "xvfb-run" in line
 
 

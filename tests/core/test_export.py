@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import socket
-import sys
 import zipfile
 
 import numpy as np
@@ -37,23 +34,6 @@ def tiny():
     with torch.no_grad():
         net.head.bias.copy_(torch.tensor([0.3, -0.2]))
     return net
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Network connections fail; the test fails at teardown if any was attempted (even one
-    that the library caught and turned into a warning)."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args[1:] if args else kwargs)
-        raise OSError("network access is disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    yield attempts
-    assert not attempts, f"network access attempted: {attempts}"
 
 
 def _inputs(net):
@@ -133,18 +113,8 @@ def test_same_padding_exports(tmp_path):
     np.testing.assert_allclose(out, reference_output(net, raw, META), atol=1e-4)
 
 
-def _import_file(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[name]
-    return module
-
-
-def test_bioimageio_package_validates_offline_and_reproduces(tiny, tmp_path, offline):
+def test_bioimageio_package_validates_offline_and_reproduces(tiny, tmp_path, offline,
+                                                           import_file):
     pytest.importorskip("bioimageio.spec")
     from bioimageio.spec import InvalidDescr, load_description
     from bioimageio.spec.model.v0_5 import ModelDescr
@@ -179,7 +149,7 @@ def test_bioimageio_package_validates_offline_and_reproduces(tiny, tmp_path, off
     np.testing.assert_allclose(expected, reference_output(tiny, raw, META), atol=1e-6)
     x = torch.from_numpy(normalized_test_input(raw, META))
     sd = descr.weights.pytorch_state_dict
-    arch = _import_file(pkg / sd.architecture.source.path, "napari_unet_bioimageio_arch")
+    arch = import_file(pkg / sd.architecture.source.path, "napari_unet_bioimageio_arch")
     net = getattr(arch, sd.architecture.callable)(**sd.architecture.kwargs).eval()
     net.load_state_dict(torch.load(pkg / "weights.pt", weights_only=True))
     with torch.no_grad():

@@ -3,9 +3,6 @@ b, c, z, y, x, each reproducing torch's probabilities on the test tensor."""
 
 from __future__ import annotations
 
-import importlib.util
-import socket
-import sys
 import zipfile
 
 import numpy as np
@@ -36,21 +33,6 @@ def net3d():
     return net
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args[1:] if args else kwargs)
-        raise OSError("network access is disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    yield attempts
-    assert not attempts, f"network access attempted: {attempts}"
-
-
 def _inputs(net):
     raw = make_test_input(net)
     assert raw.shape == (1, 1, *net.valid_input_shape(1))
@@ -75,7 +57,8 @@ def test_torchscript_and_onnx_of_a_3d_model_reproduce_torch(net3d, tmp_path):
         np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, atol=1e-4)
 
 
-def test_bioimageio_package_of_a_3d_model_validates_and_reproduces(net3d, tmp_path, offline):
+def test_bioimageio_package_of_a_3d_model_validates_and_reproduces(net3d, tmp_path, offline,
+                                                                  import_file):
     pytest.importorskip("bioimageio.spec")
     from bioimageio.spec import InvalidDescr, load_description
 
@@ -98,13 +81,7 @@ def test_bioimageio_package_of_a_3d_model_validates_and_reproduces(net3d, tmp_pa
     np.testing.assert_allclose(expected, reference_output(net3d, raw, META), atol=1e-6)
     x = torch.from_numpy(normalized_test_input(raw, META))
     sd = descr.weights.pytorch_state_dict
-    spec = importlib.util.spec_from_file_location("arch3d", pkg / sd.architecture.source.path)
-    arch = importlib.util.module_from_spec(spec)
-    sys.modules["arch3d"] = arch
-    try:
-        spec.loader.exec_module(arch)
-    finally:
-        del sys.modules["arch3d"]
+    arch = import_file(pkg / sd.architecture.source.path, "arch3d")
     net = getattr(arch, sd.architecture.callable)(**sd.architecture.kwargs).eval()
     net.load_state_dict(torch.load(pkg / "weights.pt", weights_only=True))
     with torch.no_grad():

@@ -9,9 +9,8 @@ panels (training loss, log scale when positive; validation metrics) into a pixma
 QPainter — axes, three ticks per axis, a legend — at most once per ``min_interval`` seconds.
 
 With ``hold`` set (the Train widget, while training) new data only mark the plot stale: the
-widget renders between two of its repaints (:meth:`TrainingPlot.render_if_stale`) and the
-picture waits for :meth:`TrainingPlot.show_held`, to be shown in the same repaint as the rest
-of the progress.
+widget's progress update draws it (:meth:`TrainingPlot.render_if_stale`) and shows it
+(:meth:`TrainingPlot.show_held`) in the same repaint as the rest of the progress.
 """
 
 from __future__ import annotations

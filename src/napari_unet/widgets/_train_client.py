@@ -155,10 +155,10 @@ class ChildClient:
         except Exception as exc:  # from a timer: never raise into Qt
             logger.exception("showing the training's progress")
             show_error(error_message(exc))
+        self.plot.render_if_stale()  # QPainter, about a millisecond; at most every PLOT_S
         self.plot.show_held()
         if self._preview_event is not None and not self._preview_apply_timer.isActive():
             self._preview_apply_timer.start(UI_MS // 2)
-        self._render_timer.start(UI_MS // 2)  # the next picture, half-way to the next flush
 
     def flush_preview(self):
         """Show the newest preview of the child in the live prediction layer (QTimer)."""
@@ -262,7 +262,6 @@ class ChildClient:
         unfreeze_gc(self._gc_frozen)
         self._gc_frozen = False
         self._poll_timer.stop()
-        self._render_timer.stop()
         self._preview_apply_timer.stop()
         self._preview_event = None
         self.plot.hold = False

@@ -123,9 +123,6 @@ class TrainWidget(ChildClient, QWidget):
         self._preview_apply_timer = QTimer(self)  # a preview: half-way between two flushes
         self._preview_apply_timer.setSingleShot(True)
         self._preview_apply_timer.timeout.connect(self.flush_preview)
-        self._render_timer = QTimer(self)  # the plot renders between two flushes
-        self._render_timer.setSingleShot(True)
-        self._render_timer.timeout.connect(self.plot.render_if_stale)
         self.start.clicked.connect(self._on_start)
         self.pause.clicked.connect(self._on_pause)
         self.stop.clicked.connect(self._on_stop)
