@@ -48,6 +48,8 @@ from napari_unet.core.config import TrainConfig
 from napari_unet.core.data import (
     PatchSampler,
     as_training_pairs,
+    normalized_median,
+    polarity_cut,
     prepare_pairs,
     split_validation,
     targets_from_instances,
@@ -223,8 +225,12 @@ class Trainer:
             self.model = UNet(**arch)
             if arch["in_channels"] == 1 and "invert" not in self.normalization:
                 # bright-background images (brightfield, H&E in gray) inverted, in training
-                # and wherever the metadata is applied (core.data.inverted_channels)
-                self.normalization["invert"] = "auto"
+                # and wherever the metadata is applied (core.data.inverted_channels), at the
+                # cut farthest from every training image's median (core.data.polarity_cut)
+                self.normalization["invert"] = polarity_cut([
+                    normalized_median(p.image, low=self.normalization.get("low", 1.0),
+                                      high=self.normalization.get("high", 99.8),
+                                      channel_axis=p.channel_axis)[0] for p in self.pairs])
         if self.model.in_channels != self.pairs[0].channels:
             raise ValueError(
                 f"pairs: the images have {self.pairs[0].channels} channel(s) but the model "

@@ -261,12 +261,12 @@ def _preprocessing(norm: dict | None, raw: np.ndarray | None = None,
     if not invert:
         return steps
     flip = np.ones(1, bool)
-    if invert == "auto":  # bioimage.io has no conditional step: the test image decides
+    if invert is not True:  # a cut: bioimage.io has no conditional step, the test image decides
         x = np.asarray(raw[0], np.float64).reshape(raw.shape[1], -1)
         lo, med, hi = np.percentile(x, [norm["low"], 50, norm["high"]], axis=1)
-        flip = inverted_channels(med, lo, hi, "auto")
-        logger.warning("bioimage.io export: normalization invert='auto' is fixed to the "
-                       "polarity of the test image (inverted: %s)", flip.tolist())
+        flip = inverted_channels(med, lo, hi, invert)
+        logger.warning("bioimage.io export: normalization invert=%r is fixed to the "
+                       "polarity of the test image (inverted: %s)", invert, flip.tolist())
     if flip.all():
         steps.append({"id": "scale_linear", "kwargs": {"gain": -1.0, "offset": 1.0}})
     elif flip.any():
