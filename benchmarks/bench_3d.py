@@ -105,7 +105,8 @@ def config(args, mode: str, spacing):
     base = gui_defaults_3d(args.device, spacing=spacing) if three_d else gui_defaults(args.device)
     given = {"depth": args.depth, "base_channels": args.base_channels,
              "batch_size": args.batch_size, "lr": args.lr,
-             "tile": args.tile3d if three_d else args.tile2d}
+             "tile": args.tile3d if three_d else args.tile2d,
+             "pretrain_2d": args.pretrain_2d if three_d else None}
     return dataclasses.replace(
         base, steps=args.steps, time_limit=args.time_limit, seed=args.seed,
         validate_every=args.validate_every,
@@ -122,9 +123,12 @@ def train(args, mode: str, volumes, spacing, log):
         if ev.kind == "validation" and ev.metrics:
             log(f"  [{mode}] step {ev.step}: {ev.metrics}")
     wall = time.perf_counter() - t0
-    log(f"  [{mode}] trained {trainer.step} steps in {wall:.0f} s")
+    pre = next((h["pretrain_2d_steps"] for h in trainer.history if "pretrain_2d_steps" in h), 0)
+    log(f"  [{mode}] trained {trainer.step} steps in {wall:.0f} s"
+        + (f" after {pre} 2D pre-training steps" if pre else ""))
     model, metadata = trainer.snapshot()
     return model, metadata, {"data": described, "steps": trainer.step, "wall_s": round(wall, 1),
+                             "pretrain_2d_steps": pre,
                              "tile": str(getattr(trainer, "tile", None)),
                              "pool": str(model.config.get("pool"))}
 
@@ -152,11 +156,12 @@ def evaluate(model, metadata, tests, spacing):
 
 
 def table(report) -> str:
-    lines = ["| model | training data | steps | train s | F1@0.5 (held-out) | TP / FP / FN |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | training data | steps (2D pre-training) | train s | F1@0.5 (held-out) "
+             "| TP / FP / FN |", "|---|---|---|---|---|---|"]
     for mode, r in report["results"].items():
         t, e = r["training"], r["test"]
-        lines.append(f"| ({mode}) {MODES[mode]} | {'; '.join(t['data'])} | {t['steps']} | "
+        pre = f" ({t['pretrain_2d_steps']})" if t.get("pretrain_2d_steps") else ""
+        lines.append(f"| ({mode}) {MODES[mode]} | {'; '.join(t['data'])} | {t['steps']}{pre} | "
                      f"{t['wall_s']:.0f} | {e['f1']:.3f} | {e['tp']} / {e['fp']} / {e['fn']} |")
     return "\n".join(lines)
 
@@ -176,6 +181,9 @@ def main(argv=None) -> int:
     p.add_argument("--base-channels", type=int, help="default: the GUI's (2D / 3D)")
     p.add_argument("--batch-size", type=int, help="default: the GUI's")
     p.add_argument("--lr", type=float, help="default: the GUI's")
+    p.add_argument("--pretrain-2d", type=float,
+                   help="3D models: share of the budget training the network in 2D on the "
+                        "annotated planes first (default: the GUI's)")
     p.add_argument("--tile2d", type=int, help="2D input side (default: the GUI's)")
     p.add_argument("--tile3d", type=int, nargs="+",
                    help="3D input side, or Z Y X sides (default: the trainer's choice)")

@@ -10,6 +10,7 @@ from napari_unet.core.model import (
     UNet,
     anisotropic_pool,
     he_init_,
+    inflate_to_3d,
     nearest_valid_sizes,
     valid_input_shape,
     valid_output_shape,
@@ -316,3 +317,32 @@ def test_3d_unet_channel_plan_at_every_depth(depth, ndim):
     shape = net.valid_input_shape(1)
     with torch.no_grad():
         assert net(torch.zeros(1, 2, *shape)).shape == (1, 3, *net.output_shape(shape))
+
+
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_inflated_2d_network_computes_plane_by_plane(norm):
+    torch.manual_seed(0)
+    net2d = UNet(depth=2, base_channels=3, dropout=0.0, norm=norm)
+    if norm:  # non-trivial running statistics, copied as they are
+        with torch.no_grad():
+            for m in net2d.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.5, 0.5)
+                    m.running_var.uniform_(0.5, 2.0)
+    net2d.eval()
+    exact = inflate_to_3d(net2d, pool=((1, 2, 2), (1, 2, 2))).eval()
+    x = torch.rand(1, 1, 23, 44, 44)
+    with torch.no_grad():
+        out = exact(x)
+        m = exact.margins[0]
+        for k in (0, out.shape[2] - 1):  # output plane k is the 2D output of plane k + margin
+            torch.testing.assert_close(out[:, :, k], net2d(x[:, :, k + m]), atol=1e-5, rtol=1e-4)
+        # z pooling 2 mixes neighbouring planes: on a volume constant along z it is exact too
+        pooled = inflate_to_3d(net2d, pool=((1, 2, 2), (2, 2, 2))).eval()
+        flat = x[:, :, :1].expand(1, 1, 26, 44, 44)
+        out = pooled(flat)
+        torch.testing.assert_close(out[:, :, 0], net2d(flat[:, :, 0]), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="model2d: expected a 2D UNet"):
+        inflate_to_3d(exact)
+    with pytest.raises(ValueError, match="xy factors 2"):
+        inflate_to_3d(net2d, pool=((2, 1, 1), (2, 2, 2)))

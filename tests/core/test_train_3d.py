@@ -239,3 +239,40 @@ def test_metrics_of_binary_volumes_are_face_connected():
     gt[0:2, 0:2, 0:2] = gt[2:4, 3:6, 3:6] = 1  # two separate blocks, one binary value
     assert instance_f1(gt, gt) == 1.0 and rand_error(gt, gt) == 0.0
     assert instance_f1(np.where(np.arange(4)[:, None, None] < 2, gt, 0), gt) < 1.0
+
+
+def test_pretraining_in_2d_on_the_annotated_slices_starts_the_3d_unet(volume, monkeypatch):
+    import napari_unet.core.model as model_module
+
+    vol, lab = volume
+    mask = slices_mask(lab.shape, z=[4, 11])
+    pair = TrainingPair(vol, np.where(mask, lab, 0), annotated=mask, ndim=3, spacing=SPACING)
+    seen = {}
+    real = model_module.inflate_to_3d
+
+    def spy(model2d, **kw):
+        seen["model2d"] = model2d
+        seen["planes"] = trainer._pretrain_planes
+        return real(model2d, **kw)
+
+    monkeypatch.setattr(model_module, "inflate_to_3d", spy)
+    trainer = Trainer([pair], _config(steps=4, pretrain_2d=0.5))
+    events = []
+    for ev in trainer.run():
+        events.append(ev)
+        if ev.kind == "step" and ev.step == 0 and len(events) == 2:
+            trainer.request_stop()  # a Stop during the 2D phase keeps the (inflated) model
+    pre = [e for e in events if e.kind == "step" and e.step == 0]
+    assert pre and all("2D pre-training" in e.message and e.loss > 0 for e in pre)
+    assert events[-1].kind == "stopped" and trainer.step == 0
+    assert seen["model2d"].ndim == 2 and seen["planes"] == [4, 11]  # the annotated planes only
+    expected = real(seen["model2d"], pool=trainer.model.pool_factors).state_dict()
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+    # to the end: 4 2D steps (the budget is steps here), then the 3D steps
+    trainer = Trainer([pair], _config(steps=4, pretrain_2d=0.5))
+    kinds = [(e.kind, e.step) for e in trainer.run()]
+    assert kinds.count(("step", 0)) == 4 and ("step", 4) in kinds and kinds[-1][0] == "done"
+    assert trainer.history[0]["pretrain_2d_steps"] == 4
+    with pytest.raises(ValueError, match="pretrain_2d"):
+        _config(pretrain_2d=1.0)

@@ -92,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="with --ndim 3: the planes whose labels are complete, e.g. z=5,20,35 (xy slices; "
            "y=... xz, x=... yz; a bare index is z); every other voxel is ignored (weight 0). "
            "The same planes for every volume; use --annotated masks for per-volume planes")
+    a("--pretrain-2d", type=float, metavar="SHARE",
+      help="with --ndim 3: the share of the budget spent first training the same network in 2D "
+           "on the annotated xy-planes, whose weights then start the 3D U-Net (default: the "
+           "volume recipe's; 0: none)")
     a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
     a("--depth", type=int, help="number of poolings (default and paper: 4)")
     a("--dropout", type=float, default=0.5,
@@ -149,10 +153,15 @@ def build_config(args: argparse.Namespace):
         ndim=ndim, spacing=spacing,
     )
     if recipe is not None:
-        changes.update(norm=recipe.norm, base_channels=recipe.base_channels)
+        changes.update(norm=recipe.norm, base_channels=recipe.base_channels,
+                       pretrain_2d=recipe.pretrain_2d if getattr(args, "pretrain_2d", None)
+                       is None else args.pretrain_2d)
         for key in ("lr", "batch_size"):
             if changes[key] is None:
                 changes[key] = getattr(recipe, key)
+    elif getattr(args, "pretrain_2d", None):
+        raise CLIError("--pretrain-2d: pre-training in 2D starts a 3D U-Net; give --ndim 3 "
+                       "(2D training needs no pre-training)")
     if args.base_channels is not None:
         changes["base_channels"] = args.base_channels
     if args.no_augment:
@@ -237,7 +246,7 @@ _FLAGS = {
     "batch_size": "--batch-size", "tile": "--tile", "w0": "--w0", "sigma": "--sigma",
     "validate_every": "--validate-every", "val_fraction": "--val-fraction", "seed": "--seed",
     "base_channels": "--base-channels", "steps, time_limit": "--steps, --time-limit",
-    "ndim": "--ndim", "spacing": "--spacing",
+    "ndim": "--ndim", "spacing": "--spacing", "pretrain_2d": "--pretrain-2d",
 }
 
 

@@ -87,6 +87,10 @@ class TrainConfig:
     spacing: tuple[float, ...] | None = None
     #: None or "batch" (batch normalisation before every ReLU, as in the 3D U-Net paper)
     norm: str | None = None
+    #: 3D only: the share of the time budget spent first training the same network in 2D on
+    #: the annotated xy-planes, whose weights then start the 3D U-Net
+    #: (:func:`napari_unet.core.model.inflate_to_3d`); 0: the 3D U-Net starts from He's init
+    pretrain_2d: float = 0.0
 
     @classmethod
     def for_device(cls, device: str | torch.device = "auto", **changes) -> TrainConfig:
@@ -132,6 +136,7 @@ class TrainConfig:
             ("w0", self.w0, lambda v: v >= 0, ">= 0"),
             ("sigma", self.sigma, lambda v: v > 0, "> 0"),
             ("val_fraction", self.val_fraction, lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+            ("pretrain_2d", self.pretrain_2d, lambda v: 0 <= v < 1, "in [0, 1)"),
         ):
             if value is not None and not (math.isfinite(value) and ok(value)):
                 raise ValueError(f"{name}: expected a number {want}, got {value!r}")
@@ -182,7 +187,8 @@ def gui_defaults_3d(device="auto", *, spacing=None):
     On a CPU: depth 3, 8 base channels, batch normalisation, pooling from ``spacing``
     (:func:`napari_unet.core.model.anisotropic_pool`, e.g. 1×2×2 first for a z step 4× the
     xy pixel), tiles of at most 64 output voxels per axis, batch 2, AdamW 2e-3, for at most
-    1500 steps or 5 minutes. On a GPU: depth 3, 32 base channels (the 3D U-Net paper's), 2000
+    1500 steps or 5 minutes, the first quarter of which trains the same network in 2D on the
+    annotated xy-planes (``pretrain_2d``; its weights, inflated, start the 3D U-Net). On a GPU: depth 3, 32 base channels (the 3D U-Net paper's), 2000
     steps or 10 minutes.
 
     >>> cfg = gui_defaults_3d("cpu", spacing=(4, 1, 1))
@@ -190,7 +196,7 @@ def gui_defaults_3d(device="auto", *, spacing=None):
     (3, 3, 8, (4.0, 1.0, 1.0))
     """
     common = dict(ndim=3, spacing=spacing, norm="batch", depth=3, dropout=0.0, batch_size=2,
-                  lr=2e-3)
+                  lr=2e-3, pretrain_2d=0.25)
     if pick_device(device).type == "cpu":
         return TrainConfig.for_device(device, base_channels=8, steps=1500, time_limit=300.0,
                                       **common)

@@ -128,6 +128,8 @@ class Trainer:
         self.normalization = dict(config.normalization)
         self.history: list[dict] = []
         self.step, self.elapsed, self.best = 0, 0.0, math.inf
+        #: a new network (not fine-tuned, not resumed): the 2D pre-training may start it
+        self._fresh = init_model is None and resume is None
         resume_state = self._build_model(init_model, resume)
         self._setup_optimizer()
         #: output shape of one input tile, one side per spatial axis
@@ -483,6 +485,8 @@ class Trainer:
         if self.device.type == "cpu":
             configure_cpu_threads(cfg.threads)
         try:
+            if self._pretrain_due():
+                yield from self._pretrain_2d(prepared)
             while True:
                 # under torchrun only rank 0's requests count; the others wait in the broadcast
                 if self.is_main and not self._running.is_set() and not self._stop.is_set():
@@ -550,6 +554,63 @@ class Trainer:
                     ", bfloat16 autocast" if self.bf16 else "",
                     f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else "")
         return prepared, regions, sampler
+
+    def _pretrain_due(self) -> bool:
+        cfg = self.config
+        due = (cfg.pretrain_2d > 0 and self.ndim == 3 and self._fresh and self.step == 0
+               and self.world_size == 1)
+        if cfg.pretrain_2d > 0 and self.ndim == 3 and not due:
+            logger.info("no 2D pre-training (%s)", "under torchrun" if self.world_size > 1
+                        else "the network is fine-tuned or resumed")
+        return due
+
+    def _pretrain_2d(self, prepared) -> Iterator[TrainEvent]:
+        """Train the same network in 2D on the xy-planes that carry weight (the annotated
+        slices, validation held out), for ``pretrain_2d`` of the budget, then start the 3D
+        U-Net from its inflated weights (:func:`~napari_unet.core.model.inflate_to_3d`). The 2D
+        steps are reported as step events of step 0 (the 3D run has not stepped yet) with the
+        message "2D pre-training"; pause and stop act on them as on 3D steps."""
+        from napari_unet.core.data import TrainingPair, to_channels_first
+        from napari_unet.core.model import inflate_to_3d
+
+        cfg = self.config
+        planes, self._pretrain_planes = [], []
+        for pair, prep in zip(self.pairs, prepared, strict=True):
+            p = prep.pad
+            counted = prep.weights[tuple(slice(p, p + n) for n in prep.shape)] > 0
+            img = to_channels_first(pair.image, pair.channel_axis)
+            zs = [int(z) for z in np.flatnonzero(counted.reshape(len(counted), -1).any(axis=1))]
+            self._pretrain_planes += zs
+            planes += [TrainingPair(img[:, z], pair.labels[z], annotated=counted[z],
+                                    channel_axis=0) for z in zs]
+        share = cfg.pretrain_2d
+        config2d = dataclasses.replace(
+            cfg, ndim=2, spacing=None, tile=tuple(self.tile_shape[1:]), pretrain_2d=0.0,
+            time_limit=None if cfg.time_limit is None else share * cfg.time_limit,
+            validate_every=0, val_fraction=0.0, checkpoint_dir=None, checkpoint_every=None,
+            normalization=dict(self.normalization), device=str(self.device))
+        trainer2d = Trainer(planes, config2d)
+        trainer2d._stop, trainer2d._running = self._stop, self._running  # Stop / Pause act here
+        trainer2d.clock = self.clock
+        logger.info("2D pre-training on %d annotated plane(s) for %s", len(planes),
+                    f"{config2d.time_limit:.0f} s" if config2d.time_limit else
+                    f"{config2d.steps} steps")
+        try:
+            for ev in trainer2d.run():
+                if ev.kind == "step":
+                    self._tick()
+                    self._last_loss = ev.loss
+                    yield TrainEvent("step", 0, cfg.steps, ev.loss, ev.lr, ev.steps_per_s,
+                                     self._eta(0.0), message=f"2D pre-training, step {ev.step}")
+                elif ev.kind == "paused":
+                    yield self._event("paused", message=ev.message)
+        finally:
+            inflated = inflate_to_3d(trainer2d.model.cpu(), pool=self.model.pool_factors)
+            self.model.load_state_dict(inflated.state_dict())
+            self.history.append({"step": 0, "pretrain_2d_steps": trainer2d.step,
+                                 "elapsed_s": round(self.elapsed, 2)})
+            logger.info("2D pre-training: %d steps; the 3D U-Net starts from its weights",
+                        trainer2d.step)
 
     def _event(self, kind: str, **fields) -> TrainEvent:
         return TrainEvent(kind, self.step, self.config.steps, self._last_loss, **fields)

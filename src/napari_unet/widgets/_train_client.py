@@ -176,7 +176,9 @@ class ChildClient:
         widget of fixed size repainted, never a re-layout of the dock."""
         step, total = int(event.get("step") or 0), event.get("total_steps")
         eta = f" · about {event['eta_s']:.0f} s left" if event.get("eta_s") else ""
-        text = (f"step {step}/{total or '?'} · loss {event['loss']:.4f} · "
+        what = event.get("message") if step == 0 and event.get("message") else \
+            f"step {step}/{total or '?'}"
+        text = (f"{what} · loss {event['loss']:.4f} · "
                 f"{event.get('steps_per_s') or 0:.1f} steps/s{eta}")
         bar = self.progress
         bar.setUpdatesEnabled(False)  # setValue would repaint at once: one repaint, later
@@ -194,7 +196,8 @@ class ChildClient:
     def _on_event(self, event: dict):
         kind, step = event["kind"], int(event.get("step") or 0)
         if kind == "step" and event.get("loss") is not None:
-            self.plot.add_loss(step, event["loss"])  # data; the plot redraws when it can
+            if step > 0:  # step 0: the 2D pre-training of a 3D U-Net, not on the 3D curve
+                self.plot.add_loss(step, event["loss"])  # data; the plot redraws when it can
             self._last_step = event
         elif kind == "started":
             set_text(self.status, f"training on {event.get('device')}"
