@@ -103,3 +103,26 @@ def test_evaluate_reports_3d_instance_f1(tmp_path, models, capsys):
     result = json.loads(cap.out)["images"][0]
     assert result["instance_f1"] == pytest.approx(2 * n / (2 * n + 1))
     assert result["n_pred"] == n and result["n_true"] == n + 1
+
+
+def test_stitch_links_the_planes_of_a_2d_model_into_3d_objects(tmp_path, models, volume,
+                                                                capsys, error_line):
+    from napari_unet.core.postprocess import stitch_planes
+
+    from napari_unet.core.io import load_model
+
+    path3, *_, path2 = models
+    net2, meta2 = load_model(path2)
+    prob, _ = segment(net2, volume, metadata=meta2, stack=True)
+    threshold = f"{float(np.median(prob[:, 1])):.5f}"  # half the pixels: many objects per plane
+    base = ["predict", "--model", str(path2), "--input", str(tmp_path / "in"), "--device", "cpu",
+            "--threshold", threshold, "--min-size", "0"]
+    assert main([*base, "--output", str(tmp_path / "planes")]) == 0
+    assert main([*base, "--output", str(tmp_path / "linked"), "--stitch"]) == 0
+    planes = tifffile.imread(tmp_path / "planes" / "vol_labels.tif")
+    linked = tifffile.imread(tmp_path / "linked" / "vol_labels.tif")
+    assert planes.max() > 0 and not np.array_equal(planes, linked)
+    np.testing.assert_array_equal(linked, stitch_planes(planes))
+    code = main(["predict", "--model", str(path3), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "o3"), "--stitch"])
+    assert code != 0 and "--stitch: a 3D model labels a volume in 3D already" in error_line()

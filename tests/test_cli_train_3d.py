@@ -41,6 +41,9 @@ def test_train_ndim3_on_stacks_with_annotated_slices(stacks, tmp_path, capsys):
     meta = read_metadata(out)
     assert meta["architecture"]["ndim"] == 3 and meta["architecture"]["pool"] == [[1, 2, 2]]
     assert meta["architecture"]["norm"] == "batch"  # the 3D recipe
+    # the recipe's drop-out (0) and 2D pre-training on the 2 x 2 annotated planes
+    assert meta["architecture"]["dropout"] == 0.0 and meta["training"]["pretrain_2d"] == 0.25
+    assert meta["history"][0]["pretrain_2d_steps"] == 2  # the 2-step budget, in 2D first
     assert meta["training"]["spacing"] == [4.0, 1.0, 1.0]
     model, _ = load_model(out)
     assert model.ndim == 3
@@ -60,6 +63,9 @@ def test_ndim_mismatch_errors_name_the_fix(stacks, tmp_path, capsys, error_line)
     tifffile.imwrite(flat_lab / "a.tif", labels)
     assert main([*base, "--images", str(flat), "--labels", str(flat_lab), "--ndim", "3"]) == 2
     assert "drop --ndim 3" in error_line()
+    assert main([*base, "--images", str(flat), "--labels", str(flat_lab), "--pretrain-2d",
+                 "0.3"]) == 2
+    assert "--pretrain-2d: pre-training in 2D starts a 3D U-Net; give --ndim 3" in error_line()
     tifffile.imwrite(flat_lab / "a.tif", np.stack([labels] * 4), photometric="minisblack")
     assert main([*base, "--images", str(flat), "--labels", str(flat_lab)]) == 2
     assert "--ndim 3" in error_line()

@@ -132,6 +132,15 @@ def test_predict_says_plane_by_plane_for_a_2d_model_on_a_stack(make_napari_viewe
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
     layer = viewer.layers["vol prediction"]
     assert layer.data.shape == (4, 40, 40) and tuple(layer.scale) == (2.0, 1.0, 1.0)
+    # the planes' labels linked into 3D objects: the same as stitch_planes of the planes' labels
+    from napari_unet.core.postprocess import stitch_planes
+
+    planes = np.asarray(layer.data).copy()
+    assert widget.stitch.isEnabled()
+    widget.stitch.setChecked(True)
+    widget.predict()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    np.testing.assert_array_equal(np.asarray(widget.labels_layer.data), stitch_planes(planes))
     # a 3D model refuses a 2D image, naming both
     viewer.add_image(np.zeros((40, 40), np.float32), name="flat")
     widget.image_combo.set_layer(viewer.layers["flat"])

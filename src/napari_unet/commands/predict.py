@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="axis of the channels in the input (default: colour only for (H, W, 3|4) RGB(A) "
              "files; planes first are a stack)")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
+    parser.add_argument("--stitch", action="store_true",
+                        help="a 2D model on a (Z, Y, X) stack: link the planes' labels into 3D "
+                             "objects (IoU >= 0.25 with the plane above) instead of numbering "
+                             "each plane on its own")
     add_volume_arguments(parser)
     add_postprocess_arguments(parser)
 
@@ -130,7 +134,7 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
         for ev in iter_segment(
             model, stack, metadata=meta, settings=settings, stack=not volume,
             channel_axis=caxis, spacing=spacing, tta=args.tta, tile_shape=tile,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, stitch=args.stitch and is_stack and not volume,
         ):  # fmt: skip
             prob, labels = ev.result, ev.labels
             bar.total = ev.total * ev.planes
@@ -242,6 +246,12 @@ def run(args: argparse.Namespace) -> int:
         model.output_shape(tile)  # a one-line error naming the nearest valid sizes
         _check_tile_memory(model, tile, args.batch_size, device)
     postprocess_settings(args, meta)  # a bad option fails before any work
+    if args.stitch and model.ndim == 3:
+        raise CLIError("--stitch: a 3D model labels a volume in 3D already; drop --stitch "
+                       "(it links the planes a 2D model labels one by one)")
+    if args.stitch and _is_zarr(args.input):
+        raise CLIError("--stitch: not for zarr input (blocks are labelled in 2D or 3D by the "
+                       "model); predict a TIFF stack, or use a 3D model")
     if _is_zarr(args.input):
         print(f"predicting {args.input} block by block {describe(ndim, spacing)}")
         return _run_zarr(args, meta, tile, spacing)

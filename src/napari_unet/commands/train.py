@@ -98,8 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "volume recipe's; 0: none)")
     a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
     a("--depth", type=int, help="number of poolings (default and paper: 4)")
-    a("--dropout", type=float, default=0.5,
-      help="drop-out at the end of the contracting path (paper: 0.5)")
+    a("--dropout", type=float,
+      help="drop-out at the end of the contracting path (default 0.5, the paper's; with "
+           "--ndim 3 the volume recipe's 0, as the 3D U-Net paper)")
     a("--classes", type=int, choices=(2, 3), help="2 (default): bg/cell, 3: bg/interior/border")
     a("--w0", type=float, default=10.0, help="border weight (paper: 10)")
     a("--sigma", type=float, default=5.0, help="border width in pixels (paper: 5)")
@@ -145,7 +146,9 @@ def build_config(args: argparse.Namespace):
     changes = dict(
         preset=args.preset, steps=steps, time_limit=args.time_limit,
         depth=(4 if recipe is None else recipe.depth) if args.depth is None else args.depth,
-        num_classes=2 if args.classes is None else args.classes, dropout=args.dropout,
+        num_classes=2 if args.classes is None else args.classes,
+        dropout=args.dropout if args.dropout is not None else
+        (0.5 if recipe is None else recipe.dropout),
         lr=args.lr, batch_size=args.batch_size, tile=tile,
         w0=args.w0, sigma=args.sigma, validate_every=args.validate_every,
         val_fraction=args.val_fraction, seed=args.seed, cpu_bf16=args.cpu_bf16,

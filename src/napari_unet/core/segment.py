@@ -60,6 +60,7 @@ def iter_segment(
     device=None,
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
+    stitch: bool = False,
 ) -> Generator[PredictProgress, None, tuple[np.ndarray, np.ndarray]]:
     """Segment a raw image (or a stack plane by plane), yielding progress events.
 
@@ -81,6 +82,10 @@ def iter_segment(
         in 2D (the last two entries, if given).
     tta, device, tile_shape, batch_size
         As :func:`napari_unet.core.predict.predict_tiled`.
+    stitch : bool
+        With ``stack=True``: link the planes' labels into 3D objects
+        (:func:`napari_unet.core.postprocess.stitch_planes`) instead of numbering each plane
+        on its own.
 
     Yields
     ------
@@ -115,8 +120,15 @@ def iter_segment(
             prob, last = event.result, event
         else:
             yield event
+    if stitch and not stack:
+        raise ValueError("stitch: links the planes of a stack predicted plane by plane; give "
+                         "stack=True (a 2D model on a (Z, Y, X) stack) or stitch=False")
     if stack:
         labels = np.stack([settings.labels(p, spacing=plane_spacing) for p in prob])
+        if stitch:
+            from napari_unet.core.postprocess import stitch_planes
+
+            labels = stitch_planes(labels)
     else:
         labels = settings.labels(prob, spacing=spacing if ndim == 3 else plane_spacing)
     yield PredictProgress(last.done, last.total, plane=last.plane, planes=last.planes,

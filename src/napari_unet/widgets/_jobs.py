@@ -46,13 +46,14 @@ def augmentation_samples(image, labels, config, *, n: int = 8, seed: int = 0, si
 
 
 def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_axis=None,
-                    settings=None, truth=None, spacing=None):
+                    settings=None, truth=None, spacing=None, stitch: bool = False):
     """Yield core prediction progress, then one :class:`PredictionResult` (all in the worker).
 
     :func:`napari_unet.core.segment.iter_segment` does the work (``settings``: the widget's
     post-processing); with ``truth`` the comparison and scores are computed here too, so that
     the GUI thread only shows layers. ``spacing``: a 3D model's voxel size for the
-    post-processing (None: the one stored with the model).
+    post-processing (None: the one stored with the model); ``stitch``: link a stack's planes
+    into 3D objects.
     """
     from napari_unet.core.metrics import compare_instances
     from napari_unet.core.segment import iter_segment
@@ -60,7 +61,7 @@ def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_a
     prob = labels = None
     extra = {} if spacing is None else {"spacing": spacing}
     for event in iter_segment(model, image, metadata=metadata, settings=settings, stack=stack,
-                              channel_axis=channel_axis, tta=tta, **extra):
+                              channel_axis=channel_axis, tta=tta, stitch=stitch, **extra):
         prob, labels = event.result, event.labels
         yield event
     if labels is None:

@@ -70,6 +70,12 @@ class PredictWidget(QWidget):
         self.whole_stack.setToolTip(
             "A 2D model on a stack: segment every plane (plane by plane) instead of the shown "
             "one. A 3D model segments a volume as one 3D prediction.")
+        self.stitch = QCheckBox("link planes into 3D objects")
+        self.stitch.setToolTip(
+            "A 2D model on a whole stack: give a cell cut by several planes one id (it joins "
+            "the object of the plane above it overlaps best, IoU >= 0.25) instead of one per "
+            "plane.")
+        self.stitch.setEnabled(False)
         #: how the image will be segmented: "2D image", "3D volume", "plane by plane", …
         self.mode_label = QLabel("")
         self.mode_label.setWordWrap(True)
@@ -106,7 +112,7 @@ class PredictWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.postprocess)
-        for w in (self.whole_stack, self.tta, self.probabilities, self.contours):
+        for w in (self.whole_stack, self.stitch, self.tta, self.probabilities, self.contours):
             layout.addWidget(w)
         row = QHBoxLayout()
         row.addWidget(self.run_button)
@@ -197,6 +203,7 @@ class PredictWidget(QWidget):
     def _describe_mode(self, *_):
         try:
             mode = self.mode()
+            self.stitch.setEnabled(mode == "stack")
             text = _volume.PREDICT_MODES[mode]
             if mode == "volume":
                 spacing = _volume.predict_spacing(self.image_combo.layer())
@@ -228,6 +235,7 @@ class PredictWidget(QWidget):
         truth = self._truth(data.shape[:-1] if layer.rgb else data.shape, index)
         worker = create_worker(
             _jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
+            stitch=stack and self.stitch.isChecked(),
             channel_axis=channel_axis, settings=self.postprocess.value(), truth=truth,
             spacing=_volume.predict_spacing(layer) if mode == "volume" else None,
             _start_thread=False,
