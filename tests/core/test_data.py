@@ -95,27 +95,6 @@ def test_validation_band_is_held_out():
         split_validation(prep, fraction=1.5)
 
 
-def test_enough_images_hold_out_whole_images_spread_over_the_list():
-    # a 51-pixel strip of each ISBI slice chose threshold 0.3 where whole slices are best at
-    # 0.8: with ten images or more (at 0.1) whole images are validated instead
-    image, labels = cells(40, 60)
-    prep = prepare_pairs([TrainingPair(image, labels) for _ in range(20)], pad=10)
-    regions = split_validation(prep, fraction=0.1)
-    assert [r.index for r in regions] == [5, 15] and all(r.whole for r in regions)
-    p = prep[0].pad
-    for r in regions:
-        assert r.region == (slice(0, 40), slice(0, 60))
-        assert prep[r.index].weights[p : p + 40, p : p + 60].max() == 0
-        assert r.weights.shape == (40, 60) and r.weights.min() > 0
-    kept = [i for i in range(20) if i not in (5, 15)]
-    assert all(prep[i].weights[p : p + 40, p : p + 60].min() > 0 for i in kept)  # no band
-    # images with nothing annotated are neither counted nor held out
-    blank = [TrainingPair(image, labels, np.zeros_like(labels, bool)) for _ in range(5)]
-    prep = prepare_pairs(blank + [TrainingPair(image, labels) for _ in range(9)], pad=10)
-    regions = split_validation(prep, fraction=0.1)
-    assert len(regions) == 9 and not any(r.whole for r in regions)  # 9 annotated: bands
-
-
 def test_validation_band_lies_inside_the_annotation():
     # the GUI bug: nuclei everywhere, right quarter not annotated; a band of the whole image
     # fell there, prediction and truth were both empty and validation said IoU 1, error 0

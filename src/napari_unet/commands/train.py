@@ -106,9 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--sigma", type=float, default=5.0, help="border width in pixels (paper: 5)")
     a("--no-augment", action="store_true", help="switch augmentation off")
     a("--validate-every", type=int, default=100, help="steps between validations (0: none)")
-    a("--val-fraction", type=float, default=0.1,
-      help="share held out for validation: that many whole images when it makes at least one "
-           "(10 images at 0.1), else a band of each image")
+    a("--val-fraction", type=float, default=0.1, help="band of each image held out")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--seed", type=int, default=0, help="random seed")
     a("--gray", action="store_true", help="convert colour images to gray")

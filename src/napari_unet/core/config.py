@@ -48,9 +48,7 @@ class TrainConfig:
     elastic displacements in physical units and, in 3D, the pooling of
     :func:`napari_unet.core.model.anisotropic_pool`); ``norm="batch"`` adds batch
     normalisation (Çiçek et al. 2016). ``validate_every=0`` disables
-    validation; ``val_fraction`` is the share held out for validation (0: none): that many whole
-    images when it makes at least one, else a band of each image
-    (:func:`napari_unet.core.data.split_validation`). ``cpu_bf16``:
+    validation; ``val_fraction`` is the band of each image held out (0: none). ``cpu_bf16``:
     bfloat16 autocast of the forward pass on the CPU ("auto": where the CPU computes bf16
     natively, :func:`napari_unet.core.device.cpu_supports_bf16`; weights and loss stay float32).
     """

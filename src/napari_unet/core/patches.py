@@ -1,8 +1,8 @@
 """Training patches and the validation split of prepared images, 2D or 3D.
 
 :class:`PatchSampler` cuts random windows of the network's input shape (one side per spatial
-axis) centred on pixels (voxels) that carry weight; :func:`split_validation` holds out whole
-images when there are enough of them, else a band of each image's annotated area. Both work on :class:`napari_unet.core.data.PreparedImage` of any
+axis) centred on pixels (voxels) that carry weight; :func:`split_validation` holds out a band of
+each image's annotated area. Both work on :class:`napari_unet.core.data.PreparedImage` of any
 spatial dimension; the names are re-exported by :mod:`napari_unet.core.data`.
 """
 
@@ -44,13 +44,11 @@ def tile_per_axis(tile, ndim: int, *, name: str = "tile") -> tuple[int, ...]:
 
 @dataclasses.dataclass
 class ValidationRegion:
-    """A box of one prepared image kept for validation, with its weights (before removal);
-    ``whole``: the image's whole annotated box (not a band)."""
+    """A box of one prepared image kept for validation, with its weights (before removal)."""
 
     index: int
     region: tuple[slice, ...]
     weights: np.ndarray | None = None
-    whole: bool = False
 
 
 def _band(prep, axis: int, box, fraction: float, min_side: int):
@@ -61,88 +59,56 @@ def _band(prep, axis: int, box, fraction: float, min_side: int):
     return tuple(slice(hi - band, hi) if a == axis else slice(*box[a]) for a in range(len(box)))
 
 
-def _annotated_box(ann: np.ndarray) -> list[tuple[int, int]] | None:
-    """Per axis, the (start, stop) of the annotated pixels; None when nothing is annotated."""
-    nd, box = ann.ndim, []
-    for axis in range(nd):
-        idx = np.flatnonzero(ann.any(axis=tuple(a for a in range(nd) if a != axis)))
-        if idx.size == 0:
-            return None
-        box.append((int(idx[0]), int(idx[-1]) + 1))
-    return box
-
-
-def _hold_out(prep, index: int, region: tuple[slice, ...], *, whole: bool) -> ValidationRegion:
-    p = prep.pad
-    kept = prep.weights[tuple(slice(s.start + p, s.stop + p) for s in region)].copy()
-    prep.exclude(region)
-    return ValidationRegion(index, region, kept, whole)
-
-
 def split_validation(
     prepared: Sequence,
     *,
     fraction: float = 0.1,
     min_side: int = 16,
 ) -> list[ValidationRegion]:
-    """Hold out part of the annotation for validation: whole images, or a band of every image.
+    """Hold out a band of every image's annotated area for validation (split by region).
 
-    With enough annotated images that ``fraction`` of them is at least one (ten images at the
-    default 0.1), ``floor(fraction * n)`` whole images are held out, spread evenly over the
-    list (the annotated box of each): validation then scores whole images, as prediction will
-    see them. A thin band says little about a whole image: on ISBI 2012, cells that merge
-    through a gap in a membrane are rarely both inside a 51-pixel strip, so the strip chose
-    threshold 0.3 where whole slices are best at 0.8 (Rand error 0.236 against 0.110).
-
-    With fewer images, each image holds out a band: the last ``fraction`` of the bounding box
-    of its annotated pixels along the box's longest axis (at least ``min_side`` pixels, at most
-    half the box). Taking the band inside the annotation matters: a band of the whole image can
-    fall where nothing is annotated (e.g. an unannotated right quarter), and then prediction
-    and truth are both empty there and the validation reports a perfect score at every step.
-    In a volume annotated on a few slices (planes with gaps between them along an axis) the
-    band is taken along an axis the annotation fills, so it holds out part of every annotated
-    slice's area, never whole unannotated (or whole annotated) planes.
-
-    The held-out weights are set to 0, so training never sees their labels. Images without
-    annotated pixels hold out nothing; ``fraction=0`` holds out nothing.
+    The band spans the last ``fraction`` of the bounding box of the image's annotated pixels
+    along the box's longest axis (at least ``min_side`` pixels, at most half the box); its
+    weights are set to 0 so training never sees its labels. Taking the band inside the
+    annotation matters: a band of the whole image can fall where nothing is annotated (e.g. an
+    unannotated right quarter), and then prediction and truth are both empty there and the
+    validation reports a perfect score at every step. In a volume annotated on a few slices
+    (planes with gaps between them along an axis) the band is taken along an axis the
+    annotation fills, so it holds out part of every annotated slice's area, never whole
+    unannotated (or whole annotated) planes. Images without annotated pixels hold out nothing.
+    ``fraction=0`` holds out nothing.
 
     Examples
     --------
     >>> from napari_unet.core.data import PreparedImage
-    >>> def prep():
-    ...     return PreparedImage(np.zeros((1, 104, 104), np.float32),
-    ...                          np.zeros((104, 104), np.uint8), np.ones((104, 104), np.float32),
-    ...                          2, (100, 100), np.zeros((100, 100), int), np.ones((100, 100), bool))
-    >>> one = prep()
-    >>> split_validation([one], fraction=0.2)[0].region
+    >>> prep = PreparedImage(np.zeros((1, 104, 104), np.float32), np.zeros((104, 104), np.uint8),
+    ...                      np.ones((104, 104), np.float32), 2, (100, 100),
+    ...                      np.zeros((100, 100), int), np.ones((100, 100), bool))
+    >>> split_validation([prep], fraction=0.2)[0].region
     (slice(0, 100, None), slice(80, 100, None))
-    >>> one = prep()
-    >>> one.annotated[:, 75:] = False  # right quarter not annotated: the band stays out of it
-    >>> split_validation([one], fraction=0.2)[0].region
+    >>> prep.annotated[:, 75:] = False  # right quarter not annotated: the band stays out of it
+    >>> split_validation([prep], fraction=0.2)[0].region
     (slice(80, 100, None), slice(0, 75, None))
-    >>> [(r.index, r.region) for r in split_validation([prep() for _ in range(10)], fraction=0.1)]
-    [(5, (slice(0, 100, None), slice(0, 100, None)))]
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_fraction: expected a fraction in [0, 1), got {fraction!r}")
     if fraction == 0:
         return []
-    boxes = [_annotated_box(prep.annotated) for prep in prepared]
-    annotated = [i for i, box in enumerate(boxes) if box is not None]
-    whole = math.floor(fraction * len(annotated) + 1e-9)
-    if whole >= 1:
-        picks = [annotated[int((j + 0.5) * len(annotated) / whole)] for j in range(whole)]
-        return [_hold_out(prepared[i], i, tuple(slice(*b) for b in boxes[i]), whole=True)
-                for i in picks]
     out = []
-    for i in annotated:
-        prep, box = prepared[i], boxes[i]
+    for i, prep in enumerate(prepared):
         ann = prep.annotated
         nd = ann.ndim
-        # a volume annotated on a few planes along an axis: a band along it would hold out
-        # whole annotated slices; prefer an axis the annotation fills (3D only)
-        gaps = [nd > 2 and int(ann.any(axis=tuple(b for b in range(nd) if b != a)).sum())
-                < box[a][1] - box[a][0] for a in range(nd)]
+        box, gaps = [], []
+        for axis in range(nd):
+            idx = np.flatnonzero(ann.any(axis=tuple(a for a in range(nd) if a != axis)))
+            if idx.size == 0:
+                break
+            box.append((int(idx[0]), int(idx[-1]) + 1))
+            # a volume annotated on a few planes along this axis: a band along it would hold
+            # out whole annotated slices; prefer an axis the annotation fills (3D only)
+            gaps.append(nd > 2 and idx.size < box[-1][1] - box[-1][0])
+        if len(box) < nd:
+            continue
         sizes = [hi - lo for lo, hi in box]
         # longest axis first; ties: the last axis (as in 2D: a square box is split along x)
         order = sorted(range(nd), key=lambda a: (gaps[a], -sizes[a], -a))
@@ -152,8 +118,12 @@ def split_validation(
             if cand is not None and ann[cand].any():
                 region = cand
                 break
-        if region is not None:
-            out.append(_hold_out(prep, i, region, whole=False))
+        if region is None:
+            continue
+        p = prep.pad
+        kept = prep.weights[tuple(slice(s.start + p, s.stop + p) for s in region)].copy()
+        prep.exclude(region)
+        out.append(ValidationRegion(i, region, kept))
     return out
 
 

@@ -544,10 +544,6 @@ class Trainer:
             w0=cfg.w0, sigma=cfg.sigma, spacing=self.spacing,
         )
         regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
-        if regions:
-            logger.info("validating on %s", (
-                f"{len(regions)} whole image(s) (#{', #'.join(str(r.index) for r in regions)})"
-                if regions[0].whole else f"a band of each of {len(regions)} image(s)"))
         sampler = PatchSampler(prepared, tile=self.tile_shape, rng=self.rng)
         logger.info("training on %s: tile %s -> %s, batch %d, %s preset%s%s", self.device,
                     self.tile, self.out_tile, self.batch_size, cfg.preset,

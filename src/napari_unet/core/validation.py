@@ -31,7 +31,7 @@ __all__ = ["choose_postprocess", "region_probabilities", "validate"]
 logger = logging.getLogger(__name__)
 
 #: candidates tried by :func:`choose_postprocess`, one setting after the other
-THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
 
