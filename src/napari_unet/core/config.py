@@ -186,8 +186,8 @@ def gui_defaults_3d(device="auto", *, spacing=None):
     (:func:`napari_unet.core.model.anisotropic_pool`, e.g. 1×2×2 first for a z step 4× the
     xy pixel), tiles of at most 64 output voxels per axis, batch 2, AdamW 2e-3, for at most
     1500 steps or 5 minutes, the first quarter of which trains the same network in 2D on the
-    annotated xy-planes (``pretrain_2d``; its weights, inflated, start the 3D U-Net). On a GPU: depth 3, 32 base channels (the 3D U-Net paper's), 2000
-    steps or 10 minutes.
+    annotated xy-planes (``pretrain_2d``; its weights, inflated, start the 3D U-Net). On a
+    GPU: depth 3, 32 base channels (the 3D U-Net paper's), 2000 steps or 10 minutes.
 
     >>> cfg = gui_defaults_3d("cpu", spacing=(4, 1, 1))
     >>> cfg.ndim, cfg.depth, cfg.base_channels, cfg.spacing

@@ -577,10 +577,10 @@ def inflate_to_3d(model2d: UNet, *, pool=None, spacing: Sequence[float] | None =
     if not isinstance(model2d, UNet) or model2d.ndim != 2:
         raise ValueError(f"model2d: expected a 2D UNet, got {type(model2d).__name__}"
                          f"{'' if not isinstance(model2d, UNet) else f' with ndim={model2d.ndim}'}")
-    cfg = {k: v for k, v in model2d.config.items() if k not in ("ndim", "pool")}
     if model2d.config.get("pool") is not None:
         raise ValueError("model2d: expected the 2D U-Net's 2×2 pooling at every level, got "
                          f"pool={model2d.config['pool']}")
+    cfg = {k: v for k, v in model2d.config.items() if k not in ("ndim", "pool")}
     net = UNet(**cfg, ndim=3, pool=pool, spacing=spacing)
     if any(tuple(f[1:]) != (2, 2) for f in net.pool_factors):
         raise ValueError(f"pool: expected xy factors 2 at every level (the 2D network's), got "

@@ -128,7 +128,8 @@ class Trainer:
         self.normalization = dict(config.normalization)
         self.history: list[dict] = []
         self.step, self.elapsed, self.best = 0, 0.0, math.inf
-        #: a new network (not fine-tuned, not resumed): the 2D pre-training may start it
+        #: a new network (not fine-tuned, not resumed, not pre-trained yet): the 2D
+        #: pre-training may start it
         self._fresh = init_model is None and resume is None
         resume_state = self._build_model(init_model, resume)
         self._setup_optimizer()
@@ -553,8 +554,7 @@ class Trainer:
 
     def _pretrain_due(self) -> bool:
         cfg = self.config
-        due = (cfg.pretrain_2d > 0 and self.ndim == 3 and self._fresh and self.step == 0
-               and self.world_size == 1)
+        due = cfg.pretrain_2d > 0 and self.ndim == 3 and self._fresh and self.world_size == 1
         if cfg.pretrain_2d > 0 and self.ndim == 3 and not due:
             logger.info("no 2D pre-training (%s)", "under torchrun" if self.world_size > 1
                         else "the network is fine-tuned or resumed")
@@ -603,6 +603,7 @@ class Trainer:
         finally:
             inflated = inflate_to_3d(trainer2d.model.cpu(), pool=self.model.pool_factors)
             self.model.load_state_dict(inflated.state_dict())
+            self._fresh = False
             self.history.append({"step": 0, "pretrain_2d_steps": trainer2d.step,
                                  "elapsed_s": round(self.elapsed, 2)})
             logger.info("2D pre-training: %d steps; the 3D U-Net starts from its weights",

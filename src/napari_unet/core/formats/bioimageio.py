@@ -36,7 +36,12 @@ import torch
 
 from napari_unet import __version__
 from napari_unet.core import model as model_module
-from napari_unet.core.data import DEFAULT_NORMALIZATION, inverted_channels, stored_normalization
+from napari_unet.core.data import (
+    DEFAULT_NORMALIZATION,
+    inverted_channels,
+    normalized_median,
+    stored_normalization,
+)
 from napari_unet.core.formats.tensors import (
     ONNX_OPSET,
     UNetProbabilities,
@@ -262,9 +267,8 @@ def _preprocessing(norm: dict | None, raw: np.ndarray | None = None,
         return steps
     flip = np.ones(1, bool)
     if invert is not True:  # a cut: bioimage.io has no conditional step, the test image decides
-        x = np.asarray(raw[0], np.float64).reshape(raw.shape[1], -1)
-        lo, med, hi = np.percentile(x, [norm["low"], 50, norm["high"]], axis=1)
-        flip = inverted_channels(med, lo, hi, invert)
+        med = normalized_median(raw[0], low=norm["low"], high=norm["high"], channel_axis=0)
+        flip = inverted_channels(med, 0.0, 1.0, invert)
         logger.warning("bioimage.io export: normalization invert=%r is fixed to the "
                        "polarity of the test image (inverted: %s)", invert, flip.tolist())
     if flip.all():
