@@ -30,8 +30,14 @@ __all__ = ["choose_postprocess", "region_probabilities", "validate"]
 
 logger = logging.getLogger(__name__)
 
-#: candidates tried by :func:`choose_postprocess`, one setting after the other
-THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+#: candidates tried by :func:`choose_postprocess`, one setting after the other. The thresholds
+#: start at the network's own decision boundary (0.5) and only go up: below it, pixels the
+#: network thinks more likely background join cells, which makes cells larger (what instance F1
+#: on a validation band rewards) and merges touching cells through their faintest gaps (what a
+#: band cannot show: the two cells of a merge are rarely both inside it). Measured on ISBI 2012:
+#: every validation band preferred 0.3, which gave the held-out slices Rand error 0.137 against
+#: 0.059 at 0.5. Going up only shrinks cells, which the band does measure and regrowth gives back.
+THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
 
@@ -157,9 +163,9 @@ def choose_postprocess(
 ) -> dict | None:
     """The post-processing that scores best on the validation regions, as a metadata dict.
 
-    The regions are predicted once; then threshold, watershed, minimum size and regrowth are
-    chosen one after the other (each keeping the best of the previous), maximising instance F1
-    minus Rand error. Returns ``PostprocessSettings.to_dict()`` plus ``"chosen_on"`` (the
+    The regions are predicted once; then threshold (from :data:`THRESHOLDS`: 0.5 and above),
+    watershed, minimum size and regrowth are chosen one after the other (each keeping the best
+    of the previous), maximising instance F1 minus Rand error. Returns ``PostprocessSettings.to_dict()`` plus ``"chosen_on"`` (the
     scores), or None without scorable regions.
     """
     with _in_eval(model):

@@ -1,0 +1,72 @@
+"""The post-processing chosen on the validation regions (core.validation.choose_postprocess)."""
+
+import numpy as np
+import pytest
+
+import napari_unet.core.validation as validation
+from napari_unet.core.data import PreparedImage
+from napari_unet.core.patches import ValidationRegion
+
+H = W = 48
+
+
+def _prepared(labels: np.ndarray) -> PreparedImage:
+    pad = 2
+    padded = (H + 2 * pad, W + 2 * pad)
+    return PreparedImage(np.zeros((1, *padded), np.float32), np.zeros(padded, np.uint8),
+                         np.ones(padded, np.float32), pad, (H, W), labels,
+                         np.ones((H, W), bool))
+
+
+class _Model:
+    """What choose_postprocess needs of a model besides its probabilities (patched)."""
+
+    training = False
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray) -> dict:
+    prob = np.stack([1.0 - cell_prob, cell_prob]).astype(np.float32)
+    monkeypatch.setattr(validation, "region_probabilities",
+                        lambda model, prep, region, *, tile: prob[(slice(None), *region)])
+    region = (slice(0, H), slice(0, W))
+    chosen = validation.choose_postprocess(
+        _Model(), [_prepared(labels)], [ValidationRegion(0, region, np.ones((H, W), np.float32))],
+        tile=44,
+    )
+    assert chosen is not None
+    return chosen
+
+
+def _two_cells():
+    labels = np.zeros((H, W), np.int32)
+    labels[8:40, 4:22] = 1
+    labels[8:40, 26:44] = 2
+    return labels
+
+
+def test_threshold_never_below_the_decision_boundary(monkeypatch):
+    """Cells whose 5-px rim is at 0.4: the band scores 0.3 best (whole cells, IoU 1), but a
+    threshold below 0.5 merges cells through faint gaps a band cannot show, so it stays >= 0.5."""
+    labels = _two_cells()
+    core = np.zeros((H, W), bool)
+    core[13:35, 9:17] = core[13:35, 31:39] = True
+    cell_prob = np.where(core, 0.9, np.where(labels > 0, 0.4, 0.05))
+    chosen = _choose(monkeypatch, labels, cell_prob)
+    assert chosen["threshold"] >= 0.5
+
+
+def test_a_higher_threshold_that_separates_cells_is_chosen(monkeypatch):
+    """Two cells joined by a bridge at 0.6: 0.5 and 0.55 merge them, 0.6 and above separate."""
+    labels = _two_cells()
+    cell_prob = np.where(labels > 0, 0.95, 0.05)
+    cell_prob[20:28, 22:26] = 0.6  # the bridge across the gap
+    chosen = _choose(monkeypatch, labels, cell_prob)
+    assert chosen["threshold"] >= 0.6
+    assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
