@@ -201,12 +201,14 @@ def evaluate(model_path: Path, test, workdir: Path, tta: bool):
 
 
 def write_shipped(model_path: Path, report, train_ids, test_ids, *, name: str) -> Path:
-    """The shipped model file: float16 weights (loading casts to float32) + the metadata."""
+    """The shipped model file: float16 weights (loading casts to float32) + the metadata, less
+    the per-step history (half a megabyte after an hour; the card has the figures)."""
     from napari_unet.core.io import load_model, save_model
     from napari_unet.models import REGISTRY
 
     model, meta = load_model(model_path)
-    meta = {k: v for k, v in meta.items() if k not in ("architecture", "napari_unet_version")}
+    meta = {k: v for k, v in meta.items()
+            if k not in ("architecture", "napari_unet_version", "history")}
     meta["shipped"] = {"name": name, "train_ids": train_ids, "test_ids": test_ids,
                        "card": REGISTRY[name].card}
     return save_model(model.half(), REGISTRY[name].path, **meta)

@@ -14,7 +14,7 @@ import torch
 
 import napari_unet.models as models
 from napari_unet.cli import main
-from napari_unet.core.io import load_model, save_model
+from napari_unet.core.io import load_model, read_metadata, save_model
 from napari_unet.core.model import UNet
 
 
@@ -122,11 +122,14 @@ def test_bench_split_is_fixed_and_disjoint():
 
 def test_bench_writes_shipped_file_and_card(registry, tmp_path):
     bench = _bench()
-    src = save_model(UNet(depth=1, base_channels=4), tmp_path / "m.safetensors")
+    src = save_model(UNet(depth=1, base_channels=4), tmp_path / "m.safetensors",
+                     history=[{"step": 1, "loss": 0.5}], training={"steps": 1})
     report = {"args": {"split_seed": "0", "time_limit": "1"}, "training": {"steps": 1}}
     shipped = bench.write_shipped(src, report, ["a"], ["b"], name="nuclei")
     state = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(shipped))
     assert all(t.dtype == torch.float16 for t in state.values())
+    meta = read_metadata(shipped)  # the per-step history stays out of the shipped file
+    assert meta["training"] == {"steps": 1} and not meta.get("history")
     s = {"images": 1, "f1": 0.5, "ap50": 0.33, "f1_mean_per_image": 0.5}
     report["shipped"] = {"test": {"all": s, "gray": s, "colour": None}}
     card = bench.write_card(shipped, report, ["a"], ["b"], name="nuclei").read_text()
