@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import napari_unet.core.validation as validation
 from napari_unet.core.data import PreparedImage
@@ -18,27 +19,14 @@ def _prepared(labels: np.ndarray) -> PreparedImage:
                          np.ones((H, W), bool))
 
 
-class _Model:
-    """What choose_postprocess needs of a model besides its probabilities (patched)."""
-
-    training = False
-
-    def train(self, mode: bool = True):
-        self.training = mode
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-
 def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray) -> dict:
     prob = np.stack([1.0 - cell_prob, cell_prob]).astype(np.float32)
     monkeypatch.setattr(validation, "region_probabilities",
                         lambda model, prep, region, *, tile: prob[(slice(None), *region)])
     region = (slice(0, H), slice(0, W))
-    chosen = validation.choose_postprocess(
-        _Model(), [_prepared(labels)], [ValidationRegion(0, region, np.ones((H, W), np.float32))],
-        tile=44,
+    chosen = validation.choose_postprocess(  # the model's probabilities are patched above
+        torch.nn.Identity(), [_prepared(labels)],
+        [ValidationRegion(0, region, np.ones((H, W), np.float32))], tile=44,
     )
     assert chosen is not None
     return chosen

@@ -108,6 +108,9 @@ def iter_segment(
             f"stack: a {ndim}D model predicts a volume as a whole; call with stack=False, or "
             "use a 2D model to predict plane by plane"
         )
+    if stitch and not stack:
+        raise ValueError("stitch: links the planes of a stack predicted plane by plane; give "
+                         "stack=True (a 2D model on a (Z, Y, X) stack) or stitch=False")
     if spacing is None and ndim == 3:
         spacing = stored_spacing(metadata, 3)
     plane_spacing = None if spacing is None or ndim == 3 else tuple(spacing)[-2:]
@@ -120,9 +123,6 @@ def iter_segment(
             prob, last = event.result, event
         else:
             yield event
-    if stitch and not stack:
-        raise ValueError("stitch: links the planes of a stack predicted plane by plane; give "
-                         "stack=True (a 2D model on a (Z, Y, X) stack) or stitch=False")
     if stack:
         labels = np.stack([settings.labels(p, spacing=plane_spacing) for p in prob])
         if stitch:
