@@ -124,7 +124,7 @@ def train_isbi(preset: str, minutes: float, eval_every: float, data, args) -> di
             "curve": curve, "final": final}
 
 
-def cli_route(minutes: float, data, *, workdir: Path) -> dict:
+def cli_route(minutes: float, data, *, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
     """``napari-unet train`` (defaults, ``--time-limit``) then ``napari-unet evaluate`` (defaults)
     on the held-out slices, in-process as a user would run them; the evaluation's JSON."""
     import contextlib
@@ -145,7 +145,7 @@ def cli_route(minutes: float, data, *, workdir: Path) -> dict:
     model = workdir / "isbi.safetensors"
     argv = ["train", "--images", str(folders["train", "images"]), "--labels",
             str(folders["train", "labels"]), "--out", str(model), "--time-limit",
-            str(60 * minutes)]
+            str(60 * minutes), *extra]
     print("  $ napari-unet " + " ".join(argv), flush=True)
     t0 = time.perf_counter()
     if cli(argv):
@@ -162,7 +162,7 @@ def cli_route(minutes: float, data, *, workdir: Path) -> dict:
     meta = read_metadata(model)
     return {"train_wall_s": round(wall, 1), "steps": meta["training"]["step"],
             "postprocess": meta.get("postprocess"), "mean": result["mean"],
-            "images": result["images"]}
+            "images": result["images"], "train_args": list(extra)}
 
 
 def filter_features(image: np.ndarray, sigmas=(0.7, 1.0, 1.6, 3.5, 5.0, 10.0)) -> np.ndarray:
@@ -268,6 +268,9 @@ def main() -> None:
     p.add_argument("--cli-minutes", type=float, default=0.0,
                    help="train/evaluate through the command line with its defaults for this "
                         "many wall-clock minutes (0 skips it)")
+    p.add_argument("--cli-args", default="",
+                   help="extra options for napari-unet train on the CLI route (one string), "
+                        "to compare a recipe with the defaults")
     p.add_argument("--cli-workdir", type=Path,
                    help="keep the CLI route's files (images, model, checkpoints) here")
     p.add_argument("--json", type=Path, help="write all results here")
@@ -312,10 +315,12 @@ def main() -> None:
         import tempfile
 
         if args.cli_workdir:
-            results["cli"] = cli_route(args.cli_minutes, data, workdir=args.cli_workdir)
+            results["cli"] = cli_route(args.cli_minutes, data, workdir=args.cli_workdir,
+                                       extra=tuple(args.cli_args.split()))
         else:
             with tempfile.TemporaryDirectory(prefix="bench_isbi_cli_") as tmp:
-                results["cli"] = cli_route(args.cli_minutes, data, workdir=Path(tmp))
+                results["cli"] = cli_route(args.cli_minutes, data, workdir=Path(tmp),
+                                           extra=tuple(args.cli_args.split()))
         save(results)
     print("\nsummary (ISBI 2012 validation slices 20-24):")
     for preset, r in results["isbi"].items():
@@ -334,7 +339,8 @@ def main() -> None:
     if "cli" in results:
         c = results["cli"]
         threshold = (c["postprocess"] or {}).get("threshold")
-        print(f"  CLI defaults ({c['train_wall_s']:.0f} s wall, {c['steps']} steps, stored "
+        recipe = " ".join(c.get("train_args", ())) or "defaults"
+        print(f"  CLI {recipe} ({c['train_wall_s']:.0f} s wall, {c['steps']} steps, stored "
               f"threshold {threshold}): Rand error {c['mean']['rand_error']:.4f} (target <= "
               f"0.045), pixel error {c['mean']['pixel_error']:.4f}")
     print("  paper (U-Net, ISBI 2012 test set, GPU): Rand error 0.0382, pixel error 0.0611")
