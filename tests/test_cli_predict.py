@@ -127,3 +127,25 @@ def test_stored_postprocess_is_the_default_and_flags_override(tmp_path, capsys):
     np.testing.assert_array_equal(run(), labels_from_probabilities(prob, **stored))
     assert run().max() != labels_from_probabilities(prob).max()  # not the built-in 0.5
     assert run("--threshold", "1.0").max() == 0  # a flag overrides the stored value
+
+
+def test_stored_tta_is_the_default_and_no_tta_switches_it_off(tmp_path, model_file, capsys):
+    """A model whose training chose test-time augmentation on validation
+    (``postprocess["tta"]``) is predicted with it unless ``--no-tta``; stderr says so."""
+    _, net = model_file
+    path = save_model(net, tmp_path / "tta.safetensors", postprocess={"tta": True})
+    img = _images(tmp_path / "in", n=1)[0]
+    probs = {}
+    for name, flag in (("stored", ()), ("off", ("--no-tta",))):
+        code = main(["predict", "--model", str(path), "--input", str(tmp_path / "in"),
+                     "--output", str(tmp_path / name), "--probabilities", "--tile", "60",
+                     "--device", "cpu", *flag])  # fmt: skip
+        assert code == 0
+        said = "test-time augmentation on, as stored with the model" in capsys.readouterr().err
+        assert said == (name == "stored")
+        probs[name] = tifffile.imread(tmp_path / name / "img0_probabilities.tif")
+    np.testing.assert_allclose(probs["stored"], predict_image(net, img, tile_shape=(60, 60),
+                                                              tta=True), atol=1e-5)
+    np.testing.assert_allclose(probs["off"], predict_image(net, img, tile_shape=(60, 60)),
+                               atol=1e-5)
+    assert not np.allclose(probs["stored"], probs["off"], atol=1e-4)

@@ -19,15 +19,25 @@ def _prepared(labels: np.ndarray) -> PreparedImage:
                          np.ones((H, W), bool))
 
 
-def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray) -> dict:
-    prob = np.stack([1.0 - cell_prob, cell_prob]).astype(np.float32)
-    monkeypatch.setattr(validation, "region_probabilities",
-                        lambda model, prep, region, *, tile: prob[(slice(None), *region)])
+def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray,
+            tta_cell_prob: np.ndarray | None = None) -> dict:
+    """choose_postprocess on patched probabilities: ``cell_prob`` for one pass, and
+    ``tta_cell_prob`` (default the same) for the flips/rotations averaged."""
+    probs = {tta: np.stack([1.0 - p, p]).astype(np.float32) for tta, p in
+             ((False, cell_prob), (True, cell_prob if tta_cell_prob is None else tta_cell_prob))}
+    calls = []
+
+    def region_probabilities(model, prep, region, *, tile, tta=False):
+        calls.append(tta)
+        return probs[tta][(slice(None), *region)]
+
+    monkeypatch.setattr(validation, "region_probabilities", region_probabilities)
     region = (slice(0, H), slice(0, W))
     chosen = validation.choose_postprocess(  # the model's probabilities are patched above
         torch.nn.Identity(), [_prepared(labels)],
         [ValidationRegion(0, region, np.ones((H, W), np.float32))], tile=44,
     )
+    assert calls == [False, True]  # a 2D model (no ndim: 2D) tries the flips/rotations
     assert chosen is not None
     return chosen
 
@@ -58,3 +68,20 @@ def test_a_higher_threshold_that_separates_cells_is_chosen(monkeypatch):
     chosen = _choose(monkeypatch, labels, cell_prob)
     assert chosen["threshold"] >= 0.6
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
+
+
+def test_tta_is_stored_only_where_it_scores_better(monkeypatch):
+    """One pass fills the gap between the two cells at 0.9 along their whole length (every
+    threshold up to 0.8 keeps one block, too wide for the watershed to split); the
+    flips/rotations averaged see the gap: the model asks for them. With the same
+    probabilities both ways there is no gain, and it does not."""
+    labels = _two_cells()
+    cell_prob = np.where(labels > 0, 0.95, 0.05)
+    bridged = cell_prob.copy()
+    bridged[8:40, 22:26] = 0.9
+    chosen = _choose(monkeypatch, labels, bridged, tta_cell_prob=cell_prob)
+    assert chosen["tta"] is True
+    assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
+    plain = _choose(monkeypatch, labels, bridged)
+    assert plain["tta"] is False
+    assert plain["chosen_on"]["instance_f1"] < 1.0

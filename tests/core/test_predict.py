@@ -232,3 +232,18 @@ def test_predict_stack_plane_by_plane_with_progress():
     assert predict_stack(net2, two_channel, tile_shape=(44, 44)).shape == (3, 2, 30, 41)
     with pytest.raises(ValueError, match="stack"):
         predict_stack(net, stack[0])
+
+
+def test_segment_follows_the_stored_tta():
+    """``segment`` averages the flips/rotations where the model's metadata asks for them
+    (training chose them on validation); an explicit ``tta`` wins."""
+    from napari_unet.core.segment import segment
+
+    torch.manual_seed(0)
+    model = UNet(depth=1, base_channels=2).eval()
+    img = np.random.default_rng(0).random((24, 30)).astype(np.float32)
+    meta = {"postprocess": {"tta": True}}
+    plain, tta = segment(model, img)[0], segment(model, img, tta=True)[0]
+    assert not np.allclose(plain, tta, atol=1e-4)
+    np.testing.assert_array_equal(segment(model, img, metadata=meta)[0], tta)
+    np.testing.assert_array_equal(segment(model, img, metadata=meta, tta=False)[0], plain)

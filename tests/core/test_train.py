@@ -150,20 +150,20 @@ def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
     real_choose = train_mod.choose_postprocess
 
     def choose(*args, **kwargs):
-        now[0] += 5.0
+        now[0] += 45.0  # one pass and the 8 flips/rotations: 9 validations' predictions
         return real_choose(*args, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_step", step)
     monkeypatch.setattr(train_mod, "validate", validate)
     monkeypatch.setattr(train_mod, "choose_postprocess", choose)
-    trainer = Trainer([two_cells], tiny(steps=None, time_limit=20.0, validate_every=4,
+    trainer = Trainer([two_cells], tiny(steps=None, time_limit=60.0, validate_every=4,
                                         val_fraction=0.3))
     trainer.clock = lambda: now[0]
     kinds = [e.kind for e in trainer.run()]
-    assert kinds[-1] == "done" and trainer.elapsed <= 20.0
-    # 5 s stay reserved for choosing the post-processing at the end: 4 steps + validation =
-    # 9 s, 6 more steps = 15 s (a second validation would end past 20 s with the reserve),
-    # then the choice = 20 s
+    assert kinds[-1] == "done" and trainer.elapsed <= 60.0
+    # 45 s (9 validations) stay reserved for choosing the post-processing at the end, with
+    # and without the flips/rotations: 4 steps + validation = 9 s, 6 more steps = 15 s (a
+    # second validation would end past 60 s with the reserve), then the choice = 60 s
     assert kinds.count("step") == 10 and kinds.count("validation") == 1
     assert trainer.postprocess is not None
 

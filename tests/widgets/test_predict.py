@@ -169,3 +169,16 @@ def test_two_models_with_the_same_file_name_are_both_kept(make_napari_viewer, tm
     assert not torch.equal(w1, w2)
     shared_models(viewer).publish(UNet(depth=1, base_channels=4), {}, "training")
     assert widget.source.currentText() == TRAINED  # a new training: predict with the newest
+
+
+def test_tta_box_follows_the_model(make_napari_viewer, tmp_path):
+    """The test-time augmentation box shows what the selected model's training chose on
+    validation (``postprocess["tta"]``), like the post-processing controls."""
+    viewer = make_napari_viewer()
+    viewer.add_image(synthetic_cells((40, 40), radius=6, seed=1)[0], name="img")
+    widget = PredictWidget(viewer)
+    net = UNet(depth=1, base_channels=4)
+    widget.load_model(save_model(net, tmp_path / "tta.safetensors", postprocess={"tta": True}))
+    assert widget.tta.isChecked()
+    widget.load_model(save_model(net, tmp_path / "plain.safetensors"))
+    assert not widget.tta.isChecked()

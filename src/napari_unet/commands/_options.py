@@ -36,3 +36,27 @@ def postprocess_settings(args: argparse.Namespace, metadata: dict | None) -> Pos
         return PostprocessSettings.from_metadata(metadata, **given)
     except ValueError as err:
         raise CLIError(f"--{str(err).replace('_', '-')}") from None
+
+
+def add_tta_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tta`` / ``--no-tta`` (default: what the model stores, see :func:`tta_choice`)."""
+    parser.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=None,
+        help="average the 8 flips/rotations (8 predictions per tile; default: as stored with "
+             "the model, on where it scored better on the validation regions in training)")
+
+
+def tta_choice(args: argparse.Namespace, metadata: dict | None) -> bool:
+    """``--tta`` / ``--no-tta`` as given, else the model's stored choice (said on stderr when
+    it is on, with the option that switches it off)."""
+    import sys
+
+    from napari_unet.core.postprocess import stored_tta
+
+    if getattr(args, "tta", None) is not None:
+        return bool(args.tta)
+    if stored_tta(metadata):
+        print("test-time augmentation on, as stored with the model (it scored better on "
+              "validation); --no-tta predicts 8x faster", file=sys.stderr)
+        return True
+    return False

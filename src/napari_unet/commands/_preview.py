@@ -68,7 +68,7 @@ def write_preview(trainer, pair: int, region, out_dir=None) -> Path:
     crop, channel_axis = _crop(trainer.pairs[pair], region)
     model, metadata = trainer.snapshot()  # a copy inside the child, between two steps
     _, labels = segment(model, crop, metadata=metadata, channel_axis=channel_axis,
-                        device=trainer.device)  # the one segmentation path
+                        device=trainer.device, tta=False)  # the one segmentation path, 1 pass
     labels = np.asarray(labels).astype(np.int32, copy=False)
     out_dir = Path(out_dir if out_dir is not None else tempfile.gettempdir())
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,12 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
-from napari_unet.commands._options import add_postprocess_arguments, postprocess_settings
+from napari_unet.commands._options import (
+    add_postprocess_arguments,
+    add_tta_argument,
+    postprocess_settings,
+    tta_choice,
+)
 from napari_unet.commands._volume import add_volume_arguments, describe, read_volume, resolve_mode
 
 _KEYS = ("iou", "pixel_error", "rand_error", "instance_f1")
@@ -31,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--images", nargs="+", required=True, help="image files or folders (TIFF/PNG)")
     a("--labels", nargs="+", required=True, help="ground-truth label files or folders")
     a("--json", action="store_true", help="print the metrics as JSON")
-    a("--tta", action="store_true", help="average the 8 flips/rotations")
+    add_tta_argument(parser)
     a("--gray", action="store_true", help="convert colour images to gray")
     a("--channel-axis", type=int, help="axis of the colour channels in 3D image files")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -39,10 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_postprocess_arguments(parser)
 
 
-def evaluate_pairs(model, meta, rows, *, tta=False, settings=None, device=None,
+def evaluate_pairs(model, meta, rows, *, tta=None, settings=None, device=None,
                    progress=None, spacing=None) -> dict:
     """Metrics per image and their mean for rows from ``_files.read_pairs``
-    (``settings``: post-processing, default the model's stored one)."""
+    (``settings``: post-processing, ``tta``: test-time augmentation, default both the
+    model's stored ones)."""
     import numpy as np
 
     from napari_unet.core.metrics import evaluate_segmentation
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             f"{model.in_channels}" + ("; try --gray" if model.in_channels == 1 else "")
         )
     with tqdm(total=len(rows), unit="image", file=sys.stderr, disable=None) as bar:
-        result = evaluate_pairs(model, meta, rows, tta=args.tta,
+        result = evaluate_pairs(model, meta, rows, tta=tta_choice(args, meta),
                                 settings=postprocess_settings(args, meta),
                                 device=device, progress=lambda: bar.update(1), spacing=spacing)
     if args.json:

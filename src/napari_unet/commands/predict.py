@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.cli import CLIError
-from napari_unet.commands._options import add_postprocess_arguments, postprocess_settings
+from napari_unet.commands._options import (
+    add_postprocess_arguments,
+    add_tta_argument,
+    postprocess_settings,
+    tta_choice,
+)
 from napari_unet.commands._volume import add_volume_arguments, describe, read_volume, resolve_mode
 
 logger = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", required=True, type=Path, help="output folder (files) or zarr path (zarr input)"
     )
-    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    add_tta_argument(parser)
     parser.add_argument("--probabilities", action="store_true", help="also write probabilities")
     parser.add_argument("--scheduler", help="dask distributed scheduler address (zarr input)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -118,7 +123,7 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
     paths = expand_paths(args.input, what="--input")
     targets = _targets(args, paths)
     args.output.mkdir(parents=True, exist_ok=True)
-    settings = postprocess_settings(args, meta)
+    settings, tta = postprocess_settings(args, meta), tta_choice(args, meta)
     normalizer(meta)  # an unknown normalisation fails before any work
     volume = model.ndim == 3
     print(f"predicting {len(paths)} file(s) {describe(model.ndim, spacing)}")
@@ -133,7 +138,7 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
         bar = _progress(path.name)
         for ev in iter_segment(
             model, stack, metadata=meta, settings=settings, stack=not volume,
-            channel_axis=caxis, spacing=spacing, tta=args.tta, tile_shape=tile,
+            channel_axis=caxis, spacing=spacing, tta=tta, tile_shape=tile,
             batch_size=args.batch_size, stitch=args.stitch and is_stack and not volume,
         ):  # fmt: skip
             prob, labels = ev.result, ev.labels
@@ -195,12 +200,12 @@ def _run_zarr(args, meta, tile, spacing=None) -> int:
             f"--output: {str(args.output)!r} exists; earlier results are not replaced: choose "
             "another --output, or add --force"
         )
-    settings = postprocess_settings(args, meta)
+    settings, tta = postprocess_settings(args, meta), tta_choice(args, meta)
     bar = _progress(args.input.name)
     for ev in iter_predict_to_zarr(
         args.model, str(args.input), args.output, metadata=meta,
         channel_axis=args.channel_axis, block=args.block, tile_shape=tile,
-        batch_size=args.batch_size, device=args.device, tta=args.tta,
+        batch_size=args.batch_size, device=args.device, tta=tta,
         probabilities=args.probabilities, settings=settings, scheduler=args.scheduler,
         spacing=spacing,
     ):  # fmt: skip

@@ -73,14 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="the run's wall-clock budget in seconds, validation and checkpoints included "
            "(pauses excluded); no step or validation starts that would end past it")
     a("--preset", default="adamw", choices=("adamw", "paper"),
-      help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1)")
+      help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1); with adamw on a "
+           "CPU the defaults are the GUI's CPU recipe: depth 3, tile 156, batch 2, lr 2e-3, "
+           "no drop-out")
     a("--lr", type=float,
-      help="base learning rate (default: the preset's; with --init a quarter of it)")
+      help="base learning rate (default: the preset's, 2e-3 in the CPU recipe; with --init a "
+           "quarter of it)")
     a("--batch-size", type=int,
-      help="patches per step (default: the preset's); under torchrun the global batch, a "
+      help="patches per step (default: the preset's, 2 in the CPU recipe); under torchrun the "
+           "global batch, a "
            "multiple of the number of processes")
     a("--tile", type=int, nargs="+", metavar="N",
-      help="network input side (default: fits the images, at most 572); with --ndim 3 one "
+      help="network input side (default: 156 in the CPU recipe, else fits the images, at most "
+           "572); with --ndim 3 one "
            "side for a cube or three (Z Y X)")
     a("--ndim", type=int, choices=(2, 3), default=2,
       help="2 (default): 2D images and a 2D U-Net; 3: 3D TIFF stacks (Z, Y, X) and the 3D "
@@ -97,15 +102,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "on the annotated xy-planes, whose weights then start the 3D U-Net (default: the "
            "volume recipe's; 0: none)")
     a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
-    a("--depth", type=int, help="number of poolings (default and paper: 4)")
+    a("--depth", type=int,
+      help="number of poolings (default 3 in the CPU recipe, else 4, the paper's)")
     a("--dropout", type=float,
-      help="drop-out at the end of the contracting path (default 0.5, the paper's; with "
-           "--ndim 3 the volume recipe's 0, as the 3D U-Net paper)")
+      help="drop-out at the end of the contracting path (default 0.5, the paper's; 0 in the "
+           "CPU recipe and, with --ndim 3, the volume recipe, as the 3D U-Net paper)")
     a("--classes", type=int, choices=(2, 3), help="2 (default): bg/cell, 3: bg/interior/border")
     a("--w0", type=float, default=10.0, help="border weight (paper: 10)")
     a("--sigma", type=float, default=5.0, help="border width in pixels (paper: 5)")
     a("--no-augment", action="store_true", help="switch augmentation off")
-    a("--validate-every", type=int, default=100, help="steps between validations (0: none)")
+    a("--validate-every", type=int,
+      help="steps between validations (0: none; default 100, 1000 with the CPU recipe)")
     a("--val-fraction", type=float, default=0.1, help="band of each image held out")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--seed", type=int, default=0, help="random seed")
@@ -136,33 +143,47 @@ def build_config(args: argparse.Namespace):
     steps = args.steps if args.steps is not None else (None if args.time_limit else 1000)
     ndim = getattr(args, "ndim", 2) or 2
     tile, spacing = _tile_arg(args, ndim), _spacing_arg(args, ndim)
-    recipe = None
+    recipe = cpu_recipe = None
     if ndim == 3:  # the small 3D recipe; every option given on the command line overrides it
         from napari_unet.core.config import gui_defaults_3d
 
         recipe = gui_defaults_3d(args.device, spacing=spacing)
+    elif args.preset == "adamw" and _on_cpu(args.device):
+        # the GUI's CPU recipe (depth 3, tile 156, batch 2, AdamW 2e-3, no drop-out): on a
+        # CPU it learns more per minute than the paper's network (ISBI 2012, 15 minutes:
+        # BENCHMARKS.md); the options given on the command line override it
+        from napari_unet.core.config import gui_defaults
+
+        recipe = cpu_recipe = gui_defaults(args.device)
+    validate_every = args.validate_every
+    if validate_every is None:  # about as often in seconds: the CPU recipe's steps are short
+        validate_every = 1000 if cpu_recipe is not None else 100
     changes = dict(
         preset=args.preset, steps=steps, time_limit=args.time_limit,
         depth=(4 if recipe is None else recipe.depth) if args.depth is None else args.depth,
         num_classes=2 if args.classes is None else args.classes,
         dropout=args.dropout if args.dropout is not None else
         (0.5 if recipe is None else recipe.dropout),
-        lr=args.lr, batch_size=args.batch_size, tile=tile,
-        w0=args.w0, sigma=args.sigma, validate_every=args.validate_every,
+        lr=args.lr, batch_size=args.batch_size,
+        # the recipe's tile is valid for its depth; another --depth gets the tile that fits
+        tile=cpu_recipe.tile if tile is None and cpu_recipe is not None and args.depth in (
+            None, cpu_recipe.depth) else tile,
+        w0=args.w0, sigma=args.sigma, validate_every=validate_every,
         val_fraction=args.val_fraction, seed=args.seed, cpu_bf16=args.cpu_bf16,
         checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
         ndim=ndim, spacing=spacing,
     )
-    if recipe is not None:
+    if ndim == 2 and getattr(args, "pretrain_2d", None):
+        raise CLIError("--pretrain-2d: pre-training in 2D starts a 3D U-Net; give --ndim 3 "
+                       "(2D training needs no pre-training)")
+    if ndim == 3:
         changes.update(norm=recipe.norm, base_channels=recipe.base_channels,
                        pretrain_2d=recipe.pretrain_2d if getattr(args, "pretrain_2d", None)
                        is None else args.pretrain_2d)
+    if recipe is not None:
         for key in ("lr", "batch_size"):
             if changes[key] is None:
                 changes[key] = getattr(recipe, key)
-    elif getattr(args, "pretrain_2d", None):
-        raise CLIError("--pretrain-2d: pre-training in 2D starts a 3D U-Net; give --ndim 3 "
-                       "(2D training needs no pre-training)")
     if args.base_channels is not None:
         changes["base_channels"] = args.base_channels
     if args.no_augment:
@@ -181,6 +202,15 @@ def build_config(args: argparse.Namespace):
 
         config = fine_tune(config, lr=args.lr)
     return config
+
+
+def _on_cpu(device) -> bool:
+    from napari_unet.core.device import pick_device
+
+    try:
+        return pick_device(device).type == "cpu"
+    except (ValueError, RuntimeError):  # an unknown device is reported by TrainConfig
+        return False
 
 
 def _tile_arg(args, ndim: int):

@@ -281,7 +281,7 @@ def iter_predict_to_zarr(
     tile_shape: tuple[int, ...] | None = None,
     batch_size: int = 1,
     device=None,
-    tta: bool = False,
+    tta: bool | None = None,
     probabilities: bool = True,
     settings: PostprocessSettings | None = None,
     scheduler: str | object | None = None,
@@ -310,6 +310,9 @@ def iter_predict_to_zarr(
         Output block side (every spatial axis), rounded up to a multiple of the pooling grid;
         default 1024 for a 2D model, 128 for a 3D one. Peak memory follows the block, not the
         image.
+    tta : bool, optional
+        Average the 8 flips/rotations; default the model's stored choice
+        (:func:`napari_unet.core.postprocess.stored_tta`).
     settings : PostprocessSettings, optional
         Default: the model's stored settings (``metadata["postprocess"]``) with ``**postprocess``
         (e.g. ``min_size=3``) on top. Watershed and regrowth are not applied block-wise.
@@ -342,6 +345,10 @@ def iter_predict_to_zarr(
         raise ValueError("input: with a scheduler give the path of a zarr array the workers can read")
     if settings is None:
         settings = PostprocessSettings.from_metadata(metadata, **postprocess)
+    if tta is None:
+        from napari_unet.core.postprocess import stored_tta
+
+        tta = stored_tta(metadata)
     if settings.watershed or settings.regrow:
         logger.info("zarr output: watershed and regrowth are not applied block-wise")
     if device is not None and scheduler is None:

@@ -37,6 +37,7 @@ __all__ = [
     "relative_spacing",
     "remove_small_labels",
     "stitch_planes",
+    "stored_tta",
 ]
 
 #: 4-connectivity in 2D: cells separated by a one-pixel diagonal gap stay apart
@@ -106,6 +107,22 @@ class PostprocessSettings:
     def labels(self, prob: np.ndarray, *, spacing=None) -> np.ndarray:
         """:func:`labels_from_probabilities` with these settings (``spacing``: voxel size)."""
         return labels_from_probabilities(prob, spacing=spacing, **self.to_dict())
+
+
+def stored_tta(metadata: dict | None) -> bool:
+    """Whether the model's metadata asks for test-time augmentation: ``"tta"`` in its
+    ``"postprocess"``, which training sets where averaging the flips/rotations scored better on
+    the validation regions (:func:`napari_unet.core.validation.choose_postprocess`); False for
+    models that do not say.
+
+    Examples
+    --------
+    >>> stored_tta({"postprocess": {"threshold": 0.6, "tta": True}})
+    True
+    >>> stored_tta({"postprocess": {"threshold": 0.6}}), stored_tta(None)
+    (False, False)
+    """
+    return bool(((metadata or {}).get("postprocess") or {}).get("tta", False))
 
 
 def relative_spacing(spacing, ndim: int) -> np.ndarray:

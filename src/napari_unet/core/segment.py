@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 
 import numpy as np
 
-from napari_unet.core.postprocess import PostprocessSettings
+from napari_unet.core.postprocess import PostprocessSettings, stored_tta
 from napari_unet.core.predict import (
     PredictProgress,
     iter_predict_image,
@@ -56,7 +56,7 @@ def iter_segment(
     stack: bool = False,
     channel_axis: int | None = None,
     spacing: Sequence[float] | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     device=None,
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
@@ -80,7 +80,11 @@ def iter_segment(
         Voxel size for the post-processing of a 3D model's volume (anisotropic distances);
         default :func:`stored_spacing` of ``metadata``. Planes of a stack are post-processed
         in 2D (the last two entries, if given).
-    tta, device, tile_shape, batch_size
+    tta : bool, optional
+        Average the 8 flips/rotations (:func:`napari_unet.core.predict.predict_tiled`);
+        default :func:`~napari_unet.core.postprocess.stored_tta` of ``metadata`` (what
+        training chose on validation).
+    device, tile_shape, batch_size
         As :func:`napari_unet.core.predict.predict_tiled`.
     stitch : bool
         With ``stack=True``: link the planes' labels into 3D objects
@@ -114,6 +118,8 @@ def iter_segment(
     if spacing is None and ndim == 3:
         spacing = stored_spacing(metadata, 3)
     plane_spacing = None if spacing is None or ndim == 3 else tuple(spacing)[-2:]
+    if tta is None:
+        tta = stored_tta(metadata)
     options = dict(metadata=metadata, channel_axis=channel_axis, tta=tta, device=device,
                    tile_shape=tile_shape, batch_size=batch_size)
     events = (iter_predict_stack if stack else iter_predict_image)(model, image, **options)

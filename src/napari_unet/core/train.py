@@ -376,9 +376,12 @@ class Trainer:
         return spent
 
     def _reserve(self) -> float:
-        """Seconds kept for choosing the post-processing at the end (about one validation), so
-        that the run, that choice included, ends within the wall-clock budget."""
-        return self._val_s if getattr(self, "_validating", False) else 0.0
+        """Seconds kept for choosing the post-processing at the end (about one validation, and
+        for a 2D model 8 more: the flips/rotations tried), so that the run, that choice
+        included, ends within the wall-clock budget."""
+        if not getattr(self, "_validating", False):
+            return 0.0
+        return self._val_s * (9 if self.model.ndim == 2 else 1)
 
     def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:

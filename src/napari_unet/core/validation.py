@@ -6,7 +6,8 @@ The held-out regions are predicted by the same overlap-tile engine as
 so every probability equals that of one pass over the whole image) and turned into labels by
 :class:`~napari_unet.core.postprocess.PostprocessSettings`, so validation scores are those of
 ``napari-unet predict``. :func:`choose_postprocess` picks the threshold, watershed, minimum size
-and regrowth that score best there; the Trainer stores them in the model's metadata
+and regrowth that score best there, and whether averaging the flips/rotations (test-time
+augmentation) is worth its cost; the Trainer stores them in the model's metadata
 (``"postprocess"``), which prediction, the GUI and exports use by default.
 """
 
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
+#: how much higher (instance F1 minus Rand error) the flips/rotations must score on the
+#: validation regions before the model asks for them: they cost 8 predictions instead of one
+TTA_GAIN = 0.005
 
 
 def _align(model) -> tuple[int, ...]:
@@ -49,13 +53,15 @@ def _align(model) -> tuple[int, ...]:
     return tuple(int(np.prod([f[a] for f in factors])) for a in range(model.ndim))
 
 
-def region_probabilities(model, prep: PreparedImage, region, *, tile) -> np.ndarray:
+def region_probabilities(model, prep: PreparedImage, region, *, tile, tta: bool = False
+                         ) -> np.ndarray:
     """Softmax probabilities (K, *sizes) of ``model`` (in eval mode) over a region (unpadded
     coordinates, one slice per spatial axis, 2D or 3D) of a prepared image, by the prediction
     engine: :func:`~napari_unet.core.predict.iter_predict_region` with the flat region
     ``(a0, a1, b0, b1[, c0, c1])`` and ``tile_shape`` one side per axis (``tile``: an int for a
     square / cube, or the shape). Region starts are moved down to the pooling grid first, so
-    the probabilities equal those of one pass over the whole image.
+    the probabilities equal those of one pass over the whole image. ``tta``: the mean over the
+    8 flips/rotations, as ``predict --tta``.
 
     Examples
     --------
@@ -77,13 +83,14 @@ def region_probabilities(model, prep: PreparedImage, region, *, tile) -> np.ndar
     flat = tuple(v for s0, s in zip(starts, region, strict=True) for v in (s0, s.stop))
     read = region_reader(prep.image[(slice(None), *(slice(p, p + n) for n in prep.shape))])
     with torch.inference_mode():
-        gen = iter_predict_region(model, read, flat, tile_shape=tile_per_axis(tile, nd))
+        gen = iter_predict_region(model, read, flat, tile_shape=tile_per_axis(tile, nd),
+                                  tta=tta)
         prob = return_value(gen)
     return prob[(slice(None), *(slice(s.start - s0, None) for s0, s in zip(starts, region,
                                                                          strict=True)))]
 
 
-def _predicted(model, prepared, regions, tile):
+def _predicted(model, prepared, regions, tile, tta=False):
     """(prob, truth labels, annotated mask, target, weights, spacing) per scorable region."""
     out = []
     for reg in regions:
@@ -93,7 +100,7 @@ def _predicted(model, prepared, regions, tile):
             continue
         p = prep.pad
         target = prep.target[tuple(slice(s.start + p, s.stop + p) for s in reg.region)]
-        prob = region_probabilities(model, prep, reg.region, tile=tile)
+        prob = region_probabilities(model, prep, reg.region, tile=tile, tta=tta)
         out.append((prob, prep.labels[reg.region], ann, target, reg.weights,
                     getattr(prep, "spacing", None)))
     return out
@@ -159,21 +166,9 @@ def _objective(scores: dict[str, float]) -> float:
     return scores["instance_f1"] - scores["rand_error"]
 
 
-def choose_postprocess(
-    model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile
-) -> dict | None:
-    """The post-processing that scores best on the validation regions, as a metadata dict.
-
-    The regions are predicted once; then threshold (from :data:`THRESHOLDS`: 0.5 and above),
-    watershed, minimum size and regrowth are chosen one after the other (each keeping the best
-    of the previous), maximising instance F1 minus Rand error. Returns
-    ``PostprocessSettings.to_dict()`` plus ``"chosen_on"`` (the scores), or None without
-    scorable regions.
-    """
-    with _in_eval(model):
-        rows = _predicted(model, prepared, regions, tile)
-    if not rows:
-        return None
+def _search(rows) -> tuple[PostprocessSettings, dict[str, float]]:
+    """Threshold, watershed, minimum size and regrowth, one after the other (each keeping the
+    best of the previous), maximising :func:`_objective`."""
     best = PostprocessSettings()
     best_score = _scores(rows, best)
     for name, values in (("threshold", THRESHOLDS), ("watershed", (False, True)),
@@ -185,6 +180,41 @@ def choose_postprocess(
             scores = _scores(rows, trial)
             if _objective(scores) > _objective(best_score) + 1e-9:
                 best, best_score = trial, scores
-    logger.info("post-processing chosen on validation: %s (F1 %.3f, Rand error %.4f)",
-                best, best_score["instance_f1"], best_score["rand_error"])
-    return {**best.to_dict(), "chosen_on": {k: round(v, 5) for k, v in best_score.items()}}
+    return best, best_score
+
+
+def choose_postprocess(
+    model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile,
+    try_tta: bool | None = None,
+) -> dict | None:
+    """The post-processing that scores best on the validation regions, as a metadata dict.
+
+    The regions are predicted once; then threshold (from :data:`THRESHOLDS`: 0.5 and above),
+    watershed, minimum size and regrowth are chosen one after the other (each keeping the best
+    of the previous), maximising instance F1 minus Rand error. With ``try_tta`` (default: for
+    2D models) the regions are predicted again with the 8 flips/rotations averaged and the
+    same search runs on those probabilities; where it scores at least :data:`TTA_GAIN` higher,
+    its settings are kept and ``"tta"`` is True, so that prediction averages them too
+    (:func:`napari_unet.core.postprocess.stored_tta`). Returns ``PostprocessSettings.to_dict()``
+    plus ``"tta"`` and ``"chosen_on"`` (the scores), or None without scorable regions.
+    """
+    with _in_eval(model):
+        rows = _predicted(model, prepared, regions, tile)
+    if not rows:
+        return None
+    best, best_score = _search(rows)
+    tta = False
+    if try_tta is None:
+        try_tta = getattr(model, "ndim", 2) == 2
+    if try_tta:
+        with _in_eval(model):
+            rows = _predicted(model, prepared, regions, tile, tta=True)
+        best_t, score_t = _search(rows)
+        logger.info("validation objective (F1 - Rand error): %.4f plain, %.4f with the "
+                    "flips/rotations averaged", _objective(best_score), _objective(score_t))
+        if _objective(score_t) >= _objective(best_score) + TTA_GAIN:
+            best, best_score, tta = best_t, score_t, True
+    logger.info("post-processing chosen on validation: %s, tta=%s (F1 %.3f, Rand error %.4f)",
+                best, tta, best_score["instance_f1"], best_score["rand_error"])
+    return {**best.to_dict(), "tta": tta,
+            "chosen_on": {k: round(v, 5) for k, v in best_score.items()}}

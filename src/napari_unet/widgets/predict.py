@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.postprocess import PostprocessSettings
+from napari_unet.core.postprocess import PostprocessSettings, stored_tta
 from napari_unet.widgets import _jobs, _volume
 from napari_unet.widgets._common import (
     LayerCombo,
@@ -187,6 +187,7 @@ class PredictWidget(QWidget):
             self.model_label.setText("no model yet: train one or load a .safetensors file")
             return
         self.postprocess.set_value(PostprocessSettings.from_metadata(metadata))
+        self.tta.setChecked(stored_tta(metadata))  # what training chose on validation
         cfg = getattr(model, "config", {})
         self.model_label.setText(
             f"{getattr(model, 'ndim', 2)}D U-Net, depth {cfg.get('depth')}, base "
