@@ -188,7 +188,7 @@ def evaluate(model_path: Path, test, workdir: Path, tta: bool):
     for i, img, _, _, _ in test:
         write_image(inp / f"{i}.tif", img)
     argv = ["predict", "--model", str(model_path), "--input", str(inp), "--output", str(out)]
-    rc = cli(argv + (["--tta"] if tta else []))
+    rc = cli(argv + (["--tta"] if tta else ["--no-tta"]))  # not the model's stored choice
     if rc:
         raise SystemExit(f"napari-unet predict failed ({rc})")
     rows = {"all": [], "gray": [], "colour": []}
@@ -299,7 +299,9 @@ def main(argv=None) -> int:
     p.add_argument("--invert", choices=("auto", "off"),
                    help="input polarity rule of the model trained / evaluated (default: the "
                         "library's for new models, the --model's own)")
-    p.add_argument("--tta", action="store_true", help="predict with the 8 flips/rotations")
+    p.add_argument("--tta", action="store_true",
+                   help="predict with the 8 flips/rotations (default: one pass, whatever the "
+                        "model stores; 'stored_tta' in the report says what predict would do)")
     p.add_argument("--also-tta", action="store_true",
                    help="score the test images both without and with --tta (report 'test_tta')")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation (e.g. --speed)")
@@ -353,6 +355,9 @@ def main(argv=None) -> int:
         from napari_unet.core.io import read_metadata
 
         report["normalization"] = read_metadata(model_path).get("normalization")
+        # what predict does by default: "test_tta" if the model stores tta, else "test"
+        report["stored_tta"] = bool((read_metadata(model_path).get("postprocess") or {})
+                                    .get("tta", False))
         if not args.no_eval:
             report["test"] = evaluate(model_path, test, tmp / "eval", args.tta)
             if args.also_tta and not args.tta:
