@@ -179,3 +179,18 @@ def test_cpu_defaults_are_the_gui_cpu_recipe():
     assert _config("--device", "cpu", "--depth", "2").tile is None  # 156 suits depth 3 only
     paper = _config("--device", "cpu", "--preset", "paper")
     assert (paper.depth, paper.tile, paper.dropout, paper.validate_every) == (4, None, 0.5, 100)
+
+
+def test_cpu_recipe_continues_a_deeper_model_with_a_tile_that_fits(folders, tmp_path):
+    """`--resume` / `--init` of a depth-2 model on a CPU: the recipe's tile (156, valid for its
+    depth 3) gives way to the tile that fits the model's depth, so the run starts."""
+    img, lab = folders
+    data = ["--images", str(img), "--labels", str(lab), "--device", "cpu", "--base-channels",
+            "4", "--steps", "1", "--validate-every", "0"]
+    first = tmp_path / "d2.safetensors"
+    assert main(["train", *data, "--depth", "2", "--out", str(first)]) == 0
+    assert _config("--device", "cpu", "--init", str(first)).tile is None
+    assert _config("--device", "cpu", "--resume", str(tmp_path / "d2.checkpoints")).tile is None
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", *data, "--init", str(first), "--out", str(tuned)]) == 0
+    assert read_metadata(tuned)["architecture"]["depth"] == 2

@@ -165,9 +165,11 @@ def build_config(args: argparse.Namespace):
         dropout=args.dropout if args.dropout is not None else
         (0.5 if recipe is None else recipe.dropout),
         lr=args.lr, batch_size=args.batch_size,
-        # the recipe's tile is valid for its depth; another --depth gets the tile that fits
-        tile=cpu_recipe.tile if tile is None and cpu_recipe is not None and args.depth in (
-            None, cpu_recipe.depth) else tile,
+        # the recipe's tile is valid for its depth; another depth (--depth, or that of the
+        # --resume / --init model) gets the tile that fits
+        tile=cpu_recipe.tile if tile is None and cpu_recipe is not None and (
+            args.depth if args.depth is not None else _source_depth(args)
+        ) in (None, cpu_recipe.depth) else tile,
         w0=args.w0, sigma=args.sigma, validate_every=validate_every,
         val_fraction=args.val_fraction, seed=args.seed, cpu_bf16=args.cpu_bf16,
         checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
@@ -202,6 +204,22 @@ def build_config(args: argparse.Namespace):
 
         config = fine_tune(config, lr=args.lr)
     return config
+
+
+def _source_depth(args: argparse.Namespace) -> int | None:
+    """The depth of the --resume checkpoint or --init model file, or None (neither, unreadable:
+    the Trainer reports it)."""
+    source = getattr(args, "resume", None) or getattr(args, "init", None)
+    if source is None:
+        return None
+    path = Path(source)
+    path = path / "last.safetensors" if path.is_dir() else path
+    try:
+        from napari_unet.core.io import read_metadata
+
+        return int(read_metadata(path)["architecture"]["depth"])
+    except Exception:  # any unreadable source: the Trainer says what is wrong
+        return None
 
 
 def _on_cpu(device) -> bool:
