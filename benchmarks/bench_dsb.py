@@ -353,11 +353,12 @@ def main(argv=None) -> int:
             trainer.save(model_path)
         test = load(args.data, test_ids, args.channels)
         from napari_unet.core.io import read_metadata
+        from napari_unet.core.postprocess import stored_tta
 
-        report["normalization"] = read_metadata(model_path).get("normalization")
+        meta = read_metadata(model_path)
+        report["normalization"] = meta.get("normalization")
         # what predict does by default: "test_tta" if the model stores tta, else "test"
-        report["stored_tta"] = bool((read_metadata(model_path).get("postprocess") or {})
-                                    .get("tta", False))
+        report["stored_tta"] = stored_tta(meta)
         if not args.no_eval:
             report["test"] = evaluate(model_path, test, tmp / "eval", args.tta)
             if args.also_tta and not args.tta:

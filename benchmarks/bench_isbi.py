@@ -134,6 +134,7 @@ def cli_route(minutes: float, data, *, workdir: Path, extra: tuple[str, ...] = (
 
     from napari_unet.cli import main as cli
     from napari_unet.core.io import read_metadata
+    from napari_unet.core.postprocess import stored_tta
 
     folders = {}
     for part, images, labels in (("train", data[0], data[1]), ("test", data[2], data[3])):
@@ -161,7 +162,7 @@ def cli_route(minutes: float, data, *, workdir: Path, extra: tuple[str, ...] = (
     result = json.loads(out.getvalue())
     meta = read_metadata(model)
     other = None
-    if (meta.get("postprocess") or {}).get("tta"):  # the default averaged flips: one pass too
+    if stored_tta(meta):  # the default averaged the flips: score one pass too
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             if cli([*argv, "--no-tta"]):
@@ -170,7 +171,7 @@ def cli_route(minutes: float, data, *, workdir: Path, extra: tuple[str, ...] = (
     return {"train_wall_s": round(wall, 1), "steps": meta["training"]["step"],
             "postprocess": meta.get("postprocess"), "mean": result["mean"],
             "images": result["images"], "train_args": list(extra),
-            "tta": bool((meta.get("postprocess") or {}).get("tta")), "mean_one_pass": other}
+            "tta": stored_tta(meta), "mean_one_pass": other}
 
 
 def filter_features(image: np.ndarray, sigmas=(0.7, 1.0, 1.6, 3.5, 5.0, 10.0)) -> np.ndarray:

@@ -206,18 +206,28 @@ def build_config(args: argparse.Namespace):
     return config
 
 
-def _source_depth(args: argparse.Namespace) -> int | None:
-    """The depth of the --resume checkpoint or --init model file, or None (neither, unreadable:
-    the Trainer reports it)."""
+def _source_architecture(args: argparse.Namespace) -> dict | None:
+    """The ``architecture`` metadata of the --resume checkpoint (its ``last`` file in a folder)
+    or the --init model file; None without one, or for a file that is not ours (a plain
+    PyTorch state dict: the Trainer reads it)."""
     source = getattr(args, "resume", None) or getattr(args, "init", None)
     if source is None:
         return None
     path = Path(source)
     path = path / "last.safetensors" if path.is_dir() else path
-    try:
-        from napari_unet.core.io import read_metadata
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from napari_unet.core.io import read_metadata
 
-        return int(read_metadata(path)["architecture"]["depth"])
+    arch = read_metadata(path).get("architecture")
+    return arch if isinstance(arch, dict) else None
+
+
+def _source_depth(args: argparse.Namespace) -> int | None:
+    """The depth of the --resume / --init model, or None (none, or unreadable: the Trainer
+    says what is wrong)."""
+    try:
+        return int((_source_architecture(args) or {})["depth"])
     except Exception:  # any unreadable source: the Trainer says what is wrong
         return None
 
@@ -455,17 +465,10 @@ def _check_outputs(args: argparse.Namespace, config) -> None:
 def _check_resume_architecture(args: argparse.Namespace) -> None:
     """--resume/--init with a --depth, --base-channels or --classes that differs from the
     checkpoint's is refused: the checkpoint's weights fix the architecture."""
+    arch = _source_architecture(args)
+    if arch is None:
+        return
     source = args.resume if args.resume is not None else args.init
-    if source is None:
-        return
-    path = source / "last.safetensors" if source.is_dir() else source
-    if path.suffix != ".safetensors" or not path.is_file():
-        return
-    from napari_unet.core.io import read_metadata
-
-    arch = read_metadata(path).get("architecture")
-    if not isinstance(arch, dict):
-        return
     flag = "--resume" if args.resume is not None else "--init"
     for option, key, given in (("--depth", "depth", args.depth),
                                ("--base-channels", "base_channels", args.base_channels),

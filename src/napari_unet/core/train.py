@@ -68,7 +68,7 @@ from napari_unet.core.model import (
 from napari_unet.core.patches import tile_per_axis
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.safe_load import load_pretrained
-from napari_unet.core.validation import choose_postprocess, validate
+from napari_unet.core.validation import choice_passes, choose_postprocess, validate
 
 __all__ = ["TrainConfig", "TrainEvent", "Trainer"]
 
@@ -376,12 +376,12 @@ class Trainer:
         return spent
 
     def _reserve(self) -> float:
-        """Seconds kept for choosing the post-processing at the end (about one validation, and
-        for a 2D model 8 more: the flips/rotations tried), so that the run, that choice
-        included, ends within the wall-clock budget."""
+        """Seconds kept for choosing the post-processing at the end (one validation per pass
+        it predicts: :func:`~napari_unet.core.validation.choice_passes`), so that the run,
+        that choice included, ends within the wall-clock budget."""
         if not getattr(self, "_validating", False):
             return 0.0
-        return self._val_s * (9 if self.model.ndim == 2 else 1)
+        return self._val_s * choice_passes(self.model)
 
     def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:

@@ -24,10 +24,10 @@ from napari_unet.core.data import PreparedImage, ValidationRegion
 from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.metrics import foreground_iou, instance_f1, pixel_error, rand_error
 from napari_unet.core.postprocess import PostprocessSettings
-from napari_unet.core.predict import iter_predict_region, return_value
+from napari_unet.core.predict import _tta_transforms, iter_predict_region, return_value
 from napari_unet.core.tiling import region_reader
 
-__all__ = ["choose_postprocess", "region_probabilities", "validate"]
+__all__ = ["choice_passes", "choose_postprocess", "region_probabilities", "validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,18 @@ def _search(rows) -> tuple[PostprocessSettings, dict[str, float]]:
     return best, best_score
 
 
+def _tries_tta(model) -> bool:
+    """Whether :func:`choose_postprocess` tries the flips/rotations by default: 2D models."""
+    return getattr(model, "ndim", 2) == 2
+
+
+def choice_passes(model) -> int:
+    """Predictions of the validation regions that :func:`choose_postprocess` makes by
+    default, in passes of one validation: one, plus one per flip/rotation it tries (the
+    Trainer keeps that much time for it at the end of a run)."""
+    return 1 + (len(_tta_transforms(model)) if _tries_tta(model) else 0)
+
+
 def choose_postprocess(
     model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile,
     try_tta: bool | None = None,
@@ -208,7 +220,7 @@ def choose_postprocess(
     best, best_score = _search(rows)
     tta = False
     if try_tta is None:
-        try_tta = getattr(model, "ndim", 2) == 2
+        try_tta = _tries_tta(model)
     if try_tta:
         with _in_eval(model):
             rows = _predicted(model, prepared, regions, tile, tta=True)
