@@ -6,6 +6,7 @@ import torch
 
 import napari_unet.core.validation as validation
 from napari_unet.core.data import PreparedImage
+from napari_unet.core.model import UNet
 from napari_unet.core.patches import ValidationRegion
 
 H = W = 48
@@ -20,9 +21,11 @@ def _prepared(labels: np.ndarray) -> PreparedImage:
 
 
 def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray,
-            tta_cell_prob: np.ndarray | None = None) -> dict:
+            tta_cell_prob: np.ndarray | None = None, region=(slice(0, H), slice(0, W)),
+            **kwargs) -> dict:
     """choose_postprocess on patched probabilities: ``cell_prob`` for one pass, and
-    ``tta_cell_prob`` (default the same) for the flips/rotations averaged."""
+    ``tta_cell_prob`` (default the same) for the flips/rotations averaged; ``region`` the
+    validation band (default the whole image)."""
     probs = {tta: np.stack([1.0 - p, p]).astype(np.float32) for tta, p in
              ((False, cell_prob), (True, cell_prob if tta_cell_prob is None else tta_cell_prob))}
     calls = []
@@ -32,10 +35,10 @@ def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray,
         return probs[tta][(slice(None), *region)]
 
     monkeypatch.setattr(validation, "region_probabilities", region_probabilities)
-    region = (slice(0, H), slice(0, W))
+    sizes = tuple(s.stop - s.start for s in region)
     chosen = validation.choose_postprocess(  # the model's probabilities are patched above
         torch.nn.Identity(), [_prepared(labels)],
-        [ValidationRegion(0, region, np.ones((H, W), np.float32))], tile=44,
+        [ValidationRegion(0, region, np.ones(sizes, np.float32))], tile=44, **kwargs,
     )
     assert calls == [False, True]  # a 2D model (no ndim: 2D) tries the flips/rotations
     assert chosen is not None
@@ -85,3 +88,34 @@ def test_tta_is_stored_only_where_it_scores_better(monkeypatch):
     plain = _choose(monkeypatch, labels, bridged)
     assert plain["tta"] is False
     assert plain["chosen_on"]["instance_f1"] < 1.0
+
+
+def test_a_merge_just_outside_the_band_is_seen(monkeypatch):
+    """Two cells cross the band (the bottom 16 rows); the bridge at 0.6 that joins them lies
+    just above it. Cut at the band, the cells are apart at every threshold and 0.5 would do;
+    post-processed with the band's context, as ``predict`` does on the whole image, 0.5 and
+    0.55 merge them, so 0.6 or more is chosen. Without the context the merge is not seen."""
+    labels = np.zeros((H, W), np.int32)
+    labels[8:48, 2:16], labels[8:48, 20:34] = 1, 2
+    labels[36:46, 38:46] = 3  # a third cell: the merged prediction is not one binary mask
+    cell_prob = np.where(labels > 0, 0.95, 0.05)
+    cell_prob[20:26, 16:20] = 0.6  # the bridge, 6 to 12 rows above the band
+    band = (slice(32, 48), slice(0, W))
+    chosen = _choose(monkeypatch, labels, cell_prob, region=band)
+    assert chosen["threshold"] >= 0.6
+    assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
+    blind = _choose(monkeypatch, labels, cell_prob, region=band, context=0)
+    assert blind["threshold"] == 0.5
+
+
+def test_context_region_stays_in_the_image():
+    grown = validation.context_region((slice(30, 40), slice(0, 48)), (48, 48), context=1.0)
+    assert grown == (slice(20, 48), slice(0, 48))
+    assert validation.choice_passes(UNet(depth=1, base_channels=2)) == 9.0
+
+
+def test_choice_passes_count_the_context_area():
+    """The Trainer's end-of-run reserve: 9 passes over the band grown to twice its area."""
+    band = ValidationRegion(0, (slice(32, 48), slice(0, W)), None)
+    assert validation.choice_passes(UNet(depth=1, base_channels=2), [_prepared(_two_cells())],
+                                    [band]) == pytest.approx(18.0)

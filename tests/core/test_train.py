@@ -156,6 +156,8 @@ def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", step)
     monkeypatch.setattr(train_mod, "validate", validate)
     monkeypatch.setattr(train_mod, "choose_postprocess", choose)
+    # 9 passes of one validation (the band's context is counted in its own test)
+    monkeypatch.setattr(train_mod, "choice_passes", lambda *args: 9.0)
     trainer = Trainer([two_cells], tiny(steps=None, time_limit=60.0, validate_every=4,
                                         val_fraction=0.3))
     trainer.clock = lambda: now[0]

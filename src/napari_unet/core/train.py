@@ -377,11 +377,12 @@ class Trainer:
 
     def _reserve(self) -> float:
         """Seconds kept for choosing the post-processing at the end (one validation per pass
-        it predicts: :func:`~napari_unet.core.validation.choice_passes`), so that the run,
+        it predicts, over the regions with their context:
+        :func:`~napari_unet.core.validation.choice_passes`), so that the run,
         that choice included, ends within the wall-clock budget."""
         if not getattr(self, "_validating", False):
             return 0.0
-        return self._val_s * choice_passes(self.model)
+        return self._val_s * self._choice_passes
 
     def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:
@@ -483,6 +484,7 @@ class Trainer:
         self._start_clock()
         prepared, regions, sampler = self._prepare()
         validating = self._validating = bool(regions) and self.is_main
+        self._choice_passes = choice_passes(self.model, prepared, regions)
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,7 +28,8 @@ from napari_unet.core.postprocess import PostprocessSettings
 from napari_unet.core.predict import _tta_transforms, iter_predict_region, return_value
 from napari_unet.core.tiling import region_reader
 
-__all__ = ["choice_passes", "choose_postprocess", "region_probabilities", "validate"]
+__all__ = ["CONTEXT", "choice_passes", "choose_postprocess", "context_region",
+           "region_probabilities", "validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,13 @@ REGROW = (0, 1, 2)
 #: F1 0.842 -> 0.851; ISBI 2012 Rand error 0.045 -> 0.038, 0.062 -> 0.025), while the band
 #: saw gains as small as 0.0006 (BENCHMARKS.md, seventh session)
 TTA_GAIN = 0.0
+#: context of the choice, in widths of the band (its thinnest side): :func:`choose_postprocess`
+#: predicts and post-processes each validation region grown by this much on every side (within
+#: the image) and scores the labels inside the band, so that its cells are those ``predict``
+#: makes of the whole image. Without context, cells are cut at the band's edges before the
+#: post-processing: a merge through a faint gap just outside the band is never seen, and the
+#: minimum size and watershed act on half cells.
+CONTEXT = 1.0
 
 
 def _align(model) -> tuple[int, ...]:
@@ -93,8 +102,26 @@ def region_probabilities(model, prep: PreparedImage, region, *, tile, tta: bool 
                                                                          strict=True)))]
 
 
-def _predicted(model, prepared, regions, tile, tta=False):
-    """(prob, truth labels, annotated mask, target, weights, spacing) per scorable region."""
+def context_region(region: Sequence[slice], shape: Sequence[int], context: float = CONTEXT
+                   ) -> tuple[slice, ...]:
+    """``region`` grown by ``context`` times its thinnest side on every side, within ``shape``.
+
+    Examples
+    --------
+    >>> context_region((slice(0, 100), slice(90, 100)), (100, 100))
+    (slice(0, 100, None), slice(80, 100, None))
+    >>> context_region((slice(0, 100), slice(90, 100)), (100, 100), context=0)
+    (slice(0, 100, None), slice(90, 100, None))
+    """
+    margin = math.ceil(context * min(s.stop - s.start for s in region))
+    return tuple(slice(max(0, s.start - margin), min(int(n), s.stop + margin))
+                 for s, n in zip(region, shape, strict=True))
+
+
+def _predicted(model, prepared, regions, tile, tta=False, context=0.0):
+    """(prob, inner, truth labels, annotated mask, target, weights, spacing) per scorable
+    region: ``prob`` over the region grown by ``context`` (:func:`context_region`), ``inner``
+    the region's slices in it."""
     out = []
     for reg in regions:
         prep = prepared[reg.index]
@@ -103,17 +130,22 @@ def _predicted(model, prepared, regions, tile, tta=False):
             continue
         p = prep.pad
         target = prep.target[tuple(slice(s.start + p, s.stop + p) for s in reg.region)]
-        prob = region_probabilities(model, prep, reg.region, tile=tile, tta=tta)
-        out.append((prob, prep.labels[reg.region], ann, target, reg.weights,
+        grown = context_region(reg.region, prep.shape, context)
+        prob = region_probabilities(model, prep, grown, tile=tile, tta=tta)
+        inner = tuple(slice(s.start - g.start, s.stop - g.start)
+                      for s, g in zip(reg.region, grown, strict=True))
+        out.append((prob, inner, prep.labels[reg.region], ann, target, reg.weights,
                     getattr(prep, "spacing", None)))
     return out
 
 
 def _scores(rows, settings: PostprocessSettings) -> dict[str, float]:
     per = []
-    for prob, gt, ann, target, weights, spacing in rows:
-        # anisotropic watershed / regrowth with the voxel size the weights were made with
-        pred = np.where(ann, settings.labels(prob, spacing=spacing), 0)
+    for prob, inner, gt, ann, target, weights, spacing in rows:
+        # anisotropic watershed / regrowth with the voxel size the weights were made with;
+        # post-processed with the context, scored inside the band
+        pred = np.where(ann, settings.labels(prob, spacing=spacing)[inner], 0)
+        prob = prob[(slice(None), *inner)]
         logp = torch.from_numpy(np.log(np.maximum(prob, 1e-8)))
         loss = float(weighted_cross_entropy(
             logp[None], torch.from_numpy(target.astype(np.int64))[None],
@@ -191,20 +223,38 @@ def _tries_tta(model) -> bool:
     return getattr(model, "ndim", 2) == 2
 
 
-def choice_passes(model) -> int:
+def choice_passes(model, prepared: Sequence[PreparedImage] = (),
+                  regions: Sequence[ValidationRegion] = ()) -> float:
     """Predictions of the validation regions that :func:`choose_postprocess` makes by
-    default, in passes of one validation: one, plus one per flip/rotation it tries (the
-    Trainer keeps that much time for it at the end of a run)."""
-    return 1 + (len(_tta_transforms(model)) if _tries_tta(model) else 0)
+    default, in passes of one validation: one, plus one per flip/rotation it tries, each
+    over the regions grown by their :data:`CONTEXT` (by the ratio of the areas where
+    ``prepared`` and ``regions`` are given). The Trainer keeps that much time for it at the
+    end of a run.
+
+    Examples
+    --------
+    >>> from napari_unet.core.model import UNet
+    >>> choice_passes(UNet(depth=1, base_channels=2))
+    9.0
+    """
+    passes = 1 + (len(_tta_transforms(model)) if _tries_tta(model) else 0)
+    band = grown = 0
+    for reg in regions:
+        shape = prepared[reg.index].shape
+        band += math.prod(s.stop - s.start for s in reg.region)
+        grown += math.prod(s.stop - s.start for s in context_region(reg.region, shape))
+    return float(passes * (grown / band if band else 1.0))
 
 
 def choose_postprocess(
     model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile,
-    try_tta: bool | None = None,
+    try_tta: bool | None = None, context: float = CONTEXT,
 ) -> dict | None:
     """The post-processing that scores best on the validation regions, as a metadata dict.
 
-    The regions are predicted once; then threshold (from :data:`THRESHOLDS`: 0.5 and above),
+    The regions, each grown by ``context`` band widths (:func:`context_region`: the
+    post-processing sees the cells around the band, as on the whole image), are predicted
+    once; then threshold (from :data:`THRESHOLDS`: 0.5 and above),
     watershed, minimum size and regrowth are chosen one after the other (each keeping the best
     of the previous), maximising instance F1 minus Rand error. With ``try_tta`` (default: for
     2D models) the regions are predicted again with the 8 flips/rotations averaged and the
@@ -214,7 +264,7 @@ def choose_postprocess(
     plus ``"tta"`` and ``"chosen_on"`` (the scores), or None without scorable regions.
     """
     with _in_eval(model):
-        rows = _predicted(model, prepared, regions, tile)
+        rows = _predicted(model, prepared, regions, tile, context=context)
     if not rows:
         return None
     best, best_score = _search(rows)
@@ -223,7 +273,7 @@ def choose_postprocess(
         try_tta = _tries_tta(model)
     if try_tta:
         with _in_eval(model):
-            rows = _predicted(model, prepared, regions, tile, tta=True)
+            rows = _predicted(model, prepared, regions, tile, tta=True, context=context)
         best_t, score_t = _search(rows)
         logger.info("validation objective (F1 - Rand error): %.4f plain, %.4f with the "
                     "flips/rotations averaged", _objective(best_score), _objective(score_t))
