@@ -16,6 +16,8 @@ images and for the gray and the colour ones apart (colour: R, G, B not all equal
     python benchmarks/bench_dsb.py --model nuclei --time-limit 0        # a model, no training
     python benchmarks/bench_dsb.py --model nuclei --invert auto         # ... inverting bright bg
     python benchmarks/bench_dsb.py --time-limit 3600 --ship             # the shipped model
+    python benchmarks/bench_dsb.py --model nuclei --rechoose --also-no-seeds   # its post-processing
+                                                                        # chosen by today's code
 
 ``--invert auto|off`` sets the input polarity rule (``normalization["invert"]``: "auto"
 inverts bright-background images, brightfield / H&E) of the trained model, or of a copy of the
@@ -177,8 +179,9 @@ def with_invert(normalization, invert: str) -> dict:
             else False}
 
 
-def evaluate(model_path: Path, test, workdir: Path, tta: bool):
-    """Predict the test images with the CLI and score them."""
+def evaluate(model_path: Path, test, workdir: Path, tta: bool, extra=()):
+    """Predict the test images with the CLI (``extra``: more ``predict`` options) and score
+    them."""
     from napari_unet.cli import main as cli
     from napari_unet.commands._files import read_labels, write_image
     from napari_unet.core.metrics import instance_matching
@@ -188,7 +191,7 @@ def evaluate(model_path: Path, test, workdir: Path, tta: bool):
     for i, img, _, _, _ in test:
         write_image(inp / f"{i}.tif", img)
     argv = ["predict", "--model", str(model_path), "--input", str(inp), "--output", str(out)]
-    rc = cli(argv + (["--tta"] if tta else ["--no-tta"]))  # not the model's stored choice
+    rc = cli([*argv, "--tta" if tta else "--no-tta", *extra])  # not the model's stored tta
     if rc:
         raise SystemExit(f"napari-unet predict failed ({rc})")
     rows = {"all": [], "gray": [], "colour": []}
@@ -198,6 +201,31 @@ def evaluate(model_path: Path, test, workdir: Path, tta: bool):
         rows["all"].append(m)
         rows["colour" if colour else "gray"].append(m)
     return {k: scores(v) for k, v in rows.items()}
+
+
+def rechoose(model_path: Path, pairs, out: Path) -> Path:
+    """A copy of ``model_path`` whose post-processing is chosen again, by this code, on the
+    validation bands its training held out (the same training images give the same bands):
+    what training would store today. The weights are unchanged."""
+    from napari_unet.core.config import TrainConfig
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.io import load_model, save_model
+    from napari_unet.core.train import Trainer
+    from napari_unet.core.validation import choose_postprocess
+
+    model, meta = load_model(model_path)
+    tr = meta.get("training") or {}
+    cfg = TrainConfig(steps=1, tile=tr.get("tile"), val_fraction=tr.get("val_fraction", 0.1),
+                      validate_every=1, w0=tr.get("w0", 10.0), sigma=tr.get("sigma", 5.0),
+                      **{k: v for k, v in meta["architecture"].items()
+                         if k in ("depth", "base_channels", "num_classes", "norm")})
+    trainer = Trainer([TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs],
+                      cfg, init_model=str(model_path))
+    prepared, regions, _ = trainer._prepare()
+    meta = {k: v for k, v in meta.items() if k not in ("architecture", "napari_unet_version")}
+    meta["postprocess"] = choose_postprocess(trainer.model, prepared, regions,
+                                             tile=trainer.tile_shape)
+    return save_model(model, out, **meta)
 
 
 def write_shipped(model_path: Path, report, train_ids, test_ids, *, name: str) -> Path:
@@ -224,6 +252,17 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
     arch, tr = meta["architecture"], meta.get("training", {})
     shipped = report["shipped"]["test"]
     tta = report["shipped"].get("test_tta")
+
+    command = "python benchmarks/bench_dsb.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in report["args"].items()
+        if v not in ("None", "False"))
+    card = REGISTRY[name].card_path
+    if report["args"].get("rechoose") == "True" and card.is_file():  # the weights' own command
+        trained = [line for line in card.read_text(encoding="utf-8").splitlines()
+                   if line.startswith("- command: ")]
+        if trained:
+            command = (trained[0].removeprefix("- command: ").split("; post-processing")[0]
+                       + f"; post-processing chosen again by: {command}")
 
     def row(label, s):
         return (f"| {label} | {s['images']} | {s['f1']:.3f} | {s['ap50']:.3f} | "
@@ -252,8 +291,8 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
         f"- training: {json.dumps(report.get('training'))}; settings: preset "
         f"{tr.get('preset')}, lr {tr.get('lr')}, batch {tr.get('batch_size')}, tile "
         f"{tr.get('tile')}, steps {tr.get('step')}, device {tr.get('device')}",
-        f"- command: python benchmarks/bench_dsb.py "
-        f"{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in report['args'].items() if v not in ('None', 'False'))}",
+        f"- command: {command}",
+        f"- postprocess (chosen on the validation bands): {json.dumps(meta.get('postprocess'))}",
         "", "## Figures on the held-out test images (this file, through napari-unet predict)", "",
         "| images | n | F1@0.5 (pooled) | AP@0.5 (StarDist) | F1@0.5 (mean per image) |",
         "|---|---|---|---|---|",
@@ -266,7 +305,6 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
           if tta else []),
         f"Test ids: {', '.join(test_ids)}", "",
     ]
-    card = REGISTRY[name].card_path
     card.write_text("\n".join(lines), encoding="utf-8")
     return card
 
@@ -304,6 +342,12 @@ def main(argv=None) -> int:
                         "model stores; 'stored_tta' in the report says what predict would do)")
     p.add_argument("--also-tta", action="store_true",
                    help="score the test images both without and with --tta (report 'test_tta')")
+    p.add_argument("--also-no-seeds", action="store_true",
+                   help="score the test images also with --seeds 0 (the same model without "
+                        "its confident cores: 'test_no_seeds', 'test_tta_no_seeds')")
+    p.add_argument("--rechoose", action="store_true",
+                   help="with --model: choose its post-processing again with this code on the "
+                        "training split's validation bands (with --ship: write it shipped)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation (e.g. --speed)")
     p.add_argument("--save", type=Path, help="write the trained model here")
     p.add_argument("--ship", action="store_true",
@@ -338,6 +382,9 @@ def main(argv=None) -> int:
 
             in_ch = read_metadata(model_path)["architecture"]["in_channels"]
             args.channels = "rgb" if in_ch == 3 else "gray"
+            if args.rechoose:
+                model_path = rechoose(model_path, load(args.data, train_ids, args.channels),
+                                      tmp / "model_rechosen.safetensors")
             if args.invert:  # a copy of the model with the rule asked for
                 from napari_unet.core.io import load_model, save_model
 
@@ -357,13 +404,20 @@ def main(argv=None) -> int:
 
         meta = read_metadata(model_path)
         report["normalization"] = meta.get("normalization")
+        report["postprocess"] = meta.get("postprocess")
         # what predict does by default: "test_tta" if the model stores tta, else "test"
         report["stored_tta"] = stored_tta(meta)
         if not args.no_eval:
             report["test"] = evaluate(model_path, test, tmp / "eval", args.tta)
             if args.also_tta and not args.tta:
                 report["test_tta"] = evaluate(model_path, test, tmp / "eval_tta", True)
-        if args.ship and not args.model:
+            if args.also_no_seeds:  # the same model without its confident cores
+                off = ["--seeds", "0"]
+                report["test_no_seeds"] = evaluate(model_path, test, tmp / "e_ns", args.tta, off)
+                if args.also_tta and not args.tta:
+                    report["test_tta_no_seeds"] = evaluate(model_path, test, tmp / "e_tns",
+                                                           True, off)
+        if args.ship and (not args.model or args.rechoose):
             shipped = write_shipped(model_path, report, train_ids, test_ids, name="nuclei")
             report["shipped"] = {"path": str(shipped),
                                  "test": evaluate(shipped, test, tmp / "eval_shipped", args.tta)}

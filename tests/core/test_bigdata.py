@@ -85,6 +85,24 @@ def test_labels_merge_exactly_across_blocks(tmp_path, monkeypatch, classes):
     assert np.array_equal(np.unique(labels), np.arange(int(labels.max()) + 1))
 
 
+def test_blocks_drop_cells_without_a_confident_core(tmp_path, monkeypatch):
+    """With ``seeds``: a cell whose core (above 0.8) is cut by a block edge, 6 + 6 pixels on
+    either side, is kept (its core counted over both blocks); a blob at 0.6 everywhere is
+    dropped, as the in-memory post-processing does."""
+    p1 = np.zeros((32, 32), np.float32)
+    p1[2:12, 10:22] = 0.6
+    p1[6:8, 13:19] = 0.95  # the core, across the block edge at x = 16
+    p1[20:28, 4:12] = 0.6  # no core
+    prob = np.stack([1 - p1, p1])
+    _fake_prediction(monkeypatch, prob)
+    out = predict_to_zarr(_net(), np.zeros((32, 32), np.float32), tmp_path / "c.zarr", block=16,
+                          min_size=10, seeds=0.8, probabilities=False, regrow=0)  # fmt: skip
+    labels = zarr.open_group(str(out), mode="r")["labels"][:]
+    assert labels.max() == 1 and labels[4, 11] == labels[10, 20] == 1 and not labels[24, 8]
+    whole = labels_from_probabilities(prob, min_size=10, seeds=0.8, regrow=0)
+    assert _same_partition(labels, whole)
+
+
 def test_zarr_dask_and_stack_inputs(tmp_path):
     import dask.array as da
 

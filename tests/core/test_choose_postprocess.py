@@ -64,24 +64,46 @@ def test_threshold_never_below_the_decision_boundary(monkeypatch):
 
 
 def test_a_higher_threshold_that_separates_cells_is_chosen(monkeypatch):
-    """Two cells joined by a bridge at 0.6: 0.5 and 0.55 merge them, 0.6 and above separate."""
+    """Two cells joined by a bridge at 0.72: 0.5 (confident cores above 0.7) merges them,
+    0.55 (cores above 0.75) and above separate them."""
     labels = _two_cells()
     cell_prob = np.where(labels > 0, 0.95, 0.05)
-    cell_prob[20:28, 22:26] = 0.6  # the bridge across the gap
+    cell_prob[20:28, 22:26] = 0.72  # the bridge across the gap
     chosen = _choose(monkeypatch, labels, cell_prob)
-    assert chosen["threshold"] >= 0.6
+    assert chosen["threshold"] >= 0.55
+    assert chosen["seeds"] == validation.seed_level(chosen["threshold"])
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
 
 
+def test_confident_cores_split_a_faint_bridge_at_the_decision_boundary(monkeypatch):
+    """A bridge at 0.6 joins two cells at 0.5; their cores (above 0.7) are apart, so the
+    decision boundary itself keeps them apart: 0.5 is chosen, the cells grown to their full
+    size, and a faint blob with no confident core (0.6 at most) is dropped."""
+    labels = _two_cells()
+    cell_prob = np.where(labels > 0, 0.95, 0.05)
+    cell_prob[20:28, 22:26] = 0.6  # the bridge across the gap
+    cell_prob[42:47, 2:12] = 0.6  # a blob the network is unsure of, not a cell
+    chosen = _choose(monkeypatch, labels, cell_prob)
+    assert chosen["threshold"] == 0.5 and chosen["seeds"] == pytest.approx(0.7)
+    assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
+    settings = validation.PostprocessSettings.from_metadata({"postprocess": chosen})
+    prob = np.stack([1.0 - cell_prob, cell_prob])
+    cells = settings.labels(prob)
+    assert cells[20, 10] != cells[20, 30] and not cells[44, 6]  # apart; the blob dropped
+    plain = settings.replace(seeds=0.0).labels(prob)
+    assert plain[20, 10] == plain[20, 30] and plain[44, 6]  # merged; the blob a cell
+
+
 def test_tta_is_stored_only_where_it_scores_better(monkeypatch):
-    """One pass fills the gap between the two cells at 0.9 along their whole length (every
-    threshold up to 0.8 keeps one block, too wide for the watershed to split); the
+    """One pass fills the gap between the two cells at their own 0.95 along its whole
+    length (one block at every threshold and core level, too wide for the watershed to
+    split); the
     flips/rotations averaged see the gap: the model asks for them. With the same
     probabilities both ways there is no gain, and it does not."""
     labels = _two_cells()
     cell_prob = np.where(labels > 0, 0.95, 0.05)
     bridged = cell_prob.copy()
-    bridged[8:40, 22:26] = 0.9
+    bridged[8:40, 22:26] = 0.95
     chosen = _choose(monkeypatch, labels, bridged, tta_cell_prob=cell_prob)
     assert chosen["tta"] is True
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
@@ -91,18 +113,19 @@ def test_tta_is_stored_only_where_it_scores_better(monkeypatch):
 
 
 def test_a_merge_just_outside_the_band_is_seen(monkeypatch):
-    """Two cells cross the band (the bottom 16 rows); the bridge at 0.6 that joins them lies
+    """Two cells cross the band (the bottom 16 rows); the bridge at 0.72 that joins them lies
     just above it. Cut at the band, the cells are apart at every threshold and 0.5 would do;
-    post-processed with the band's context, as ``predict`` does on the whole image, 0.5 and
-    0.55 merge them, so 0.6 or more is chosen. Without the context the merge is not seen."""
+    post-processed with the band's context, as ``predict`` does on the whole image, 0.5 (cores
+    above 0.7) merges them, so 0.55 or more is chosen. Without the context the merge is not
+    seen."""
     labels = np.zeros((H, W), np.int32)
     labels[8:48, 2:16], labels[8:48, 20:34] = 1, 2
     labels[36:46, 38:46] = 3  # a third cell: the merged prediction is not one binary mask
     cell_prob = np.where(labels > 0, 0.95, 0.05)
-    cell_prob[20:26, 16:20] = 0.6  # the bridge, 6 to 12 rows above the band
+    cell_prob[20:26, 16:20] = 0.72  # the bridge, 6 to 12 rows above the band
     band = (slice(32, 48), slice(0, W))
     chosen = _choose(monkeypatch, labels, cell_prob, region=band)
-    assert chosen["threshold"] >= 0.6
+    assert chosen["threshold"] >= 0.55
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
     blind = _choose(monkeypatch, labels, cell_prob, region=band, context=0)
     assert blind["threshold"] == 0.5

@@ -134,3 +134,45 @@ def _mean_iou(true, pred):
         j = ids[np.argmax(counts)]
         out.append(((true == i) & (pred == j)).sum() / ((true == i) | (pred == j)).sum())
     return float(np.mean(out))
+
+
+def test_confident_cores_split_and_drop():
+    """Two cells joined by a bridge at 0.6 and a blob with a core of 4 pixels: at threshold
+    0.5 without cores one merged cell and the blob; with cores above 0.8 (at least min_size
+    pixels) two cells grown to their full extent, the blob dropped."""
+    p1 = np.full((20, 30), 0.05, np.float32)
+    p1[2:12, 2:12] = p1[2:12, 16:26] = 0.95
+    p1[5:8, 12:16] = 0.6  # the bridge
+    p1[14:19, 2:12] = 0.6
+    p1[15:17, 5:7] = 0.9  # a core too small for min_size 10
+    prob = np.stack([1 - p1, p1])
+    plain = labels_from_probabilities(prob, min_size=10, regrow=0)
+    assert plain.max() == 2 and plain[5, 5] == plain[5, 20]
+    cored = labels_from_probabilities(prob, min_size=10, regrow=0, seeds=0.8)
+    assert cored.max() == 2 and cored[5, 5] != cored[5, 20] and not cored[16, 5]
+    assert np.array_equal(cored > 0, (p1 > 0.5) & (np.arange(20)[:, None] < 12))
+
+
+def test_seeds_at_or_below_the_threshold_change_nothing():
+    rng = np.random.default_rng(0)
+    p1 = ndi.gaussian_filter(rng.random((40, 40)), 2).astype(np.float32)
+    p1 = (p1 - p1.min()) / (p1.max() - p1.min())
+    prob = np.stack([1 - p1, p1])
+    for seeds in (0.0, 0.3, 0.5):
+        assert np.array_equal(labels_from_probabilities(prob, seeds=seeds, min_size=3),
+                              labels_from_probabilities(prob, min_size=3))
+
+
+def test_three_class_seeds_are_confident_interiors():
+    """3 classes: the interior cores above ``seeds`` seed the watershed into interior ∪
+    border; an interior blob below it everywhere is dropped."""
+    interior = np.zeros((20, 20), np.float32)
+    interior[3:9, 3:9] = 0.9
+    interior[12:17, 12:17] = 0.6
+    border = np.zeros_like(interior)
+    border[2:10, 2:10] = 1.0 - interior[2:10, 2:10]
+    prob = np.stack([1 - interior - border, interior, border])
+    both = labels_from_probabilities(prob, min_size=1, regrow=0)
+    assert both.max() == 2
+    cored = labels_from_probabilities(prob, min_size=1, regrow=0, seeds=0.8)
+    assert cored.max() == 1 and cored[2, 2] == 1 and not cored[14, 14]

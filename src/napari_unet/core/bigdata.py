@@ -20,8 +20,10 @@ connected components, drops objects smaller than ``min_size`` (sizes summed over
 renumbers 1..N; a last pass rewrites each block through its lookup table. Connected components
 are therefore exact across blocks; holes that straddle a block edge are not filled, a 3-class
 border pixel whose seed lies in the neighbouring block stays background, and the optional
-watershed split and the regrowth into separation gaps of
-:func:`~napari_unet.core.postprocess.labels_from_probabilities` are not applied block-wise.
+watershed split, the split between confident cores (``seeds``) and the regrowth into separation
+gaps of :func:`~napari_unet.core.postprocess.labels_from_probabilities` are not applied
+block-wise. With ``seeds``, an object is dropped when fewer than ``min_size`` of its pixels,
+summed over blocks, lie above that level (in memory: when no single core is that large).
 """
 
 from __future__ import annotations
@@ -190,16 +192,22 @@ def _run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
     labels, cell, n = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
                                       fill_holes=s.fill_holes)
     group["labels"][index] = labels
-    return {
+    out = {
         "key": key,
         "n": int(n),
         "counts": np.bincount(labels.ravel(), minlength=n + 1),
         "faces": _faces(labels, cell),
     }
+    if s.seeds > s.threshold:  # each cell's pixels above the confident-core level
+        out["cores"] = np.bincount(labels.ravel(), weights=(prob[1] > s.seeds).ravel(),
+                                   minlength=n + 1)
+    return out
 
 
 def _merge(results: dict, block: tuple[int, ...], min_size: int, volume: bool = False) -> dict:
-    """Lookup tables (block key → local id → final id) joining labels across block faces."""
+    """Lookup tables (block key → local id → final id) joining labels across block faces;
+    objects of fewer than ``min_size`` pixels are dropped, and so are objects with fewer than
+    ``min_size`` pixels above the confident-core level where the blocks counted them."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -230,6 +238,10 @@ def _merge(results: dict, block: tuple[int, ...], min_size: int, volume: bool = 
         sizes[offset[k] : offset[k] + results[k]["n"]] = results[k]["counts"][1:]
     comp_size = np.bincount(comp, weights=sizes)
     keep = comp_size >= max(1, min_size)
+    if all("cores" in results[k] for k in keys) and keys:
+        for k in keys:
+            sizes[offset[k] : offset[k] + results[k]["n"]] = results[k]["cores"][1:]
+        keep &= np.bincount(comp, weights=sizes, minlength=len(keep)) >= max(1, min_size)
     keep[comp[0]] = False  # node 0 is the background
     final = np.zeros(len(comp_size), np.int32)
     final[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
@@ -349,8 +361,9 @@ def iter_predict_to_zarr(
         from napari_unet.core.postprocess import stored_tta
 
         tta = stored_tta(metadata)
-    if settings.watershed or settings.regrow:
-        logger.info("zarr output: watershed and regrowth are not applied block-wise")
+    if settings.watershed or settings.regrow or settings.seeds > settings.threshold:
+        logger.info("zarr output: watershed, regrowth and the split at confident cores are not "
+                    "applied block-wise (cells without a confident core are dropped)")
     if device is not None and scheduler is None:
         from napari_unet.core.device import pick_device
 

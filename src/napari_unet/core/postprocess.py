@@ -3,7 +3,10 @@
 Two-class models (background, cell) were trained with the paper's separation borders between
 touching cells, so a threshold on the cell probability leaves a thin background line between them
 and 4-connected components are the cells. Where a border was missed, ``watershed=True`` splits a
-component along the valleys of its distance transform, seeded from its local maxima. Three-class
+component along the valleys of its distance transform, seeded from its local maxima. With
+``seeds`` (the confident-core level), cells start from their cores above that probability and
+grow into the pixels above the threshold: two cells joined by a faint bridge stay apart, and a
+blob the network is unsure of everywhere (no core of ``min_size`` pixels) is dropped. Three-class
 models (background, interior, border) use the interior components as seeds that a watershed grows
 into interior ∪ border. ``regrow`` then gives the separation gap back to the cells on either side
 (each cell was taught to stop short of its neighbour), so cells touch again as they do in truth.
@@ -63,6 +66,11 @@ class PostprocessSettings:
     """
 
     threshold: float = _option(0.5, "cell probability threshold", low=0.0, high=1.0, step=0.05)
+    seeds: float = _option(
+        0.0, "confident-core level: a cell needs a core of at least min_size pixels above this "
+        "probability and grows from it into the pixels above the threshold, so cells joined by "
+        "a faint bridge stay apart and blobs without a confident core are dropped (0: off)",
+        low=0.0, high=1.0, step=0.05)
     watershed: bool = _option(False, "split touching cells whose border was missed")
     min_size: int = _option(10, "smallest cell in pixels", low=0, high=10**6, step=1)
     regrow: int = _option(
@@ -75,8 +83,10 @@ class PostprocessSettings:
     argmax: bool = _option(False, "most probable class instead of the threshold")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"threshold: expected a probability in [0, 1], got {self.threshold!r}")
+        for name in ("threshold", "seeds"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name}: expected a probability in [0, 1], got "
+                                 f"{getattr(self, name)!r}")
         for name in ("min_size", "regrow"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: expected an integer ≥ 0, got {getattr(self, name)!r}")
@@ -220,30 +230,45 @@ def regrow_into_gaps(labels: np.ndarray, distance: int = 1, *, spacing=None) -> 
 
 
 def cell_components(prob: np.ndarray, *, threshold: float = 0.5, argmax: bool = False,
-                    fill_holes: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+                    fill_holes: bool = True, seeds: float = 0.0, min_core: int = 1,
+                    ) -> tuple[np.ndarray, np.ndarray, int]:
     """(int32 labels, bool cell mask, count) before splitting, regrowth and size filtering.
 
     2 classes: face-connected (4 in 2D, 6 in 3D) components of the cell class; 3 classes:
-    interior components grown by a watershed into interior ∪ border. ``prob`` is (K, H, W) or
-    (K, Z, Y, X). This is what :mod:`napari_unet.core.bigdata` computes
-    per block (where a cell can continue into the next block).
+    interior components grown by a watershed into interior ∪ border. With ``seeds`` above the
+    threshold, the cells are the confident cores instead (components of the cell (interior)
+    probability above ``seeds``, at least ``min_core`` pixels each) grown by a watershed of the
+    probability into the cell mask: two cores joined by a bridge between the threshold and
+    ``seeds`` stay two cells, and a component without such a core is dropped. ``prob`` is
+    (K, H, W) or (K, Z, Y, X). Without ``seeds`` this is what :mod:`napari_unet.core.bigdata`
+    computes per block (where a cell can continue into the next block).
 
     Examples
     --------
     >>> p1 = np.zeros((3, 5), np.float32); p1[:, :2] = 1; p1[:, 3:] = 1
     >>> cell_components(np.stack([1 - p1, p1]))[2]
     2
+    >>> p1[1, 2] = 0.6  # a faint bridge: one component at 0.5, two cores above 0.8
+    >>> cell_components(np.stack([1 - p1, p1]))[2], cell_components(np.stack([1 - p1, p1]), seeds=0.8)[2]
+    (1, 2)
     """
     cls = np.argmax(prob, axis=0) if argmax else None
     cell = cls == 1 if argmax else prob[1] > threshold
-    seeds, n = ndi.label(cell, structure=ndi.generate_binary_structure(cell.ndim, 1))
-    if prob.shape[0] == 2:
-        labels = seeds.astype(np.int32)
+    face = ndi.generate_binary_structure(cell.ndim, 1)
+    seeded = seeds > threshold
+    markers, n = ndi.label(prob[1] > seeds if seeded else cell, structure=face)
+    if seeded and min_core > 1:
+        markers = remove_small_labels(markers, min_core)
+        n = int(markers.max())
+    if prob.shape[0] == 2 and not seeded:
+        labels = markers.astype(np.int32)
     else:
         from skimage.segmentation import watershed
 
-        fg = cls != 0 if argmax else prob[0] < 1.0 - threshold
-        labels = watershed(-prob[1], seeds, mask=fg | cell, connectivity=1).astype(np.int32)
+        grow = cell
+        if prob.shape[0] == 3:
+            grow = cell | (cls != 0 if argmax else prob[0] < 1.0 - threshold)
+        labels = watershed(-prob[1], markers, mask=grow, connectivity=1).astype(np.int32)
     if fill_holes:
         labels = fill_label_holes(labels)
     return labels, cell, int(n)
@@ -286,7 +311,7 @@ def labels_from_probabilities(prob: np.ndarray, *, spacing=None, **options) -> n
         Pixel (voxel) size per spatial axis, e.g. ``(5.0, 1.0, 1.0)``: anisotropic distances for
         the watershed split and the regrowth (see the module docstring). Default: isotropic.
     **options
-        The fields of :class:`PostprocessSettings` (``threshold=0.5``, ``watershed=False``,
+        The fields of :class:`PostprocessSettings` (``threshold=0.5``, ``seeds=0``, ``watershed=False``,
         ``min_size=10``, ``regrow=1``, ``min_distance=5``, ``fill_holes=True``, ``argmax=False``).
 
     Returns
@@ -311,14 +336,15 @@ def labels_from_probabilities(prob: np.ndarray, *, spacing=None, **options) -> n
             f"classes, got shape {prob.shape}"
         )
     relative_spacing(spacing, prob.ndim - 1)  # a bad spacing fails before any work
+    cores = {"seeds": s.seeds, "min_core": s.min_size}
     if prob.shape[0] == 2 and s.watershed:
-        cc, cell, _ = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
-                                      fill_holes=False)
-        labels = _split_watershed(cell, cc, s.min_distance, spacing)
+        cc, _, _ = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
+                                   fill_holes=False, **cores)
+        labels = _split_watershed(cc > 0, cc, s.min_distance, spacing)
         labels = fill_label_holes(labels) if s.fill_holes else labels
     else:
         labels = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
-                                 fill_holes=s.fill_holes)[0]
+                                 fill_holes=s.fill_holes, **cores)[0]
     labels = remove_small_labels(labels, s.min_size)
     return regrow_into_gaps(labels, s.regrow, spacing=spacing) if s.regrow else labels
 
