@@ -94,12 +94,13 @@ def test_confident_cores_split_a_faint_bridge_at_the_decision_boundary(monkeypat
     assert plain[20, 10] == plain[20, 30] and plain[44, 6]  # merged; the blob a cell
 
 
-def test_tta_is_stored_only_where_it_scores_better(monkeypatch):
+def test_tta_is_stored_unless_it_scores_clearly_worse(monkeypatch):
     """One pass fills the gap between the two cells at their own 0.95 along its whole
     length (one block at every threshold and core level, too wide for the watershed to
-    split); the
-    flips/rotations averaged see the gap: the model asks for them. With the same
-    probabilities both ways there is no gain, and it does not."""
+    split); the flips/rotations averaged see the gap: the model asks for them. With the same
+    probabilities both ways (no loss on the band, which cannot see the merges the flips
+    prevent on new images) it asks for them too; where the flips merge the cells and one
+    pass does not, it does not."""
     labels = _two_cells()
     cell_prob = np.where(labels > 0, 0.95, 0.05)
     bridged = cell_prob.copy()
@@ -107,9 +108,10 @@ def test_tta_is_stored_only_where_it_scores_better(monkeypatch):
     chosen = _choose(monkeypatch, labels, bridged, tta_cell_prob=cell_prob)
     assert chosen["tta"] is True
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
-    plain = _choose(monkeypatch, labels, bridged)
-    assert plain["tta"] is False
-    assert plain["chosen_on"]["instance_f1"] < 1.0
+    assert _choose(monkeypatch, labels, cell_prob)["tta"] is True
+    worse = _choose(monkeypatch, labels, cell_prob, tta_cell_prob=bridged)
+    assert worse["tta"] is False
+    assert worse["chosen_on"]["instance_f1"] == pytest.approx(1.0)
 
 
 def test_a_merge_just_outside_the_band_is_seen(monkeypatch):
@@ -142,3 +144,14 @@ def test_choice_passes_count_the_context_area():
     band = ValidationRegion(0, (slice(32, 48), slice(0, W)), None)
     assert validation.choice_passes(UNet(depth=1, base_channels=2), [_prepared(_two_cells())],
                                     [band]) == pytest.approx(18.0)
+
+
+def test_cores_are_not_kept_where_they_drop_the_cells(monkeypatch):
+    """A model unsure of its cells everywhere (0.65 inside each): every confident-core level
+    (0.7 and up) drops both cells, so the band scores far better without the cores and the
+    model stores none (seeds 0): it never predicts nothing where it found the cells."""
+    labels = _two_cells()
+    cell_prob = np.where(labels > 0, 0.65, 0.05)
+    chosen = _choose(monkeypatch, labels, cell_prob)
+    assert chosen["seeds"] == 0.0 and chosen["threshold"] < 0.65
+    assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)

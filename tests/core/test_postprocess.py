@@ -176,3 +176,12 @@ def test_three_class_seeds_are_confident_interiors():
     assert both.max() == 2
     cored = labels_from_probabilities(prob, min_size=1, regrow=0, seeds=0.8)
     assert cored.max() == 1 and cored[2, 2] == 1 and not cored[14, 14]
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (4, 12, 12)])
+def test_watershed_with_nothing_left_is_empty(shape):
+    """Cores drop every blob (none reaches 0.8): the watershed split has nothing to split."""
+    p1 = np.full(shape, 0.6, np.float32)
+    prob = np.stack([1 - p1, p1])
+    out = labels_from_probabilities(prob, seeds=0.8, watershed=True, min_size=1)
+    assert out.shape == shape and not out.any()

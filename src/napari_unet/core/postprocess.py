@@ -279,6 +279,8 @@ def _split_watershed(fg: np.ndarray, cc: np.ndarray, min_distance: int,
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
+    if not cc.any():  # nothing to split (peak_local_max's empty answer has the wrong shape)
+        return cc.astype(np.int32)
     rel = relative_spacing(spacing, fg.ndim)
     dist = ndi.distance_transform_edt(fg, sampling=rel)
     dist = ndi.gaussian_filter(dist, 1.0 / rel)  # no plateaus: one peak per blob

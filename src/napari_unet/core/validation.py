@@ -52,14 +52,21 @@ THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 #: session)
 SEED_MARGIN = 0.2
 SEEDS_MAX = 0.9
+#: the cores are kept unless the validation regions score higher without them by more than
+#: this (instance F1 minus Rand error). Bands scored 0.00-0.05 lower with cores for models
+#: the cores helped on held-out images; a model whose cells have no confident core (a short
+#: training, a hard image) loses most of its cells to them, far more than this.
+CORES_LOSS = 0.1
 MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
 #: how much higher (instance F1 minus Rand error) the flips/rotations must score on the
-#: validation regions before the model asks for them (8 predictions instead of one). 0: kept
-#: wherever they score higher. On held-out images they helped every model we measured (DSB 2018
-#: F1 0.842 -> 0.851; ISBI 2012 Rand error 0.045 -> 0.038, 0.062 -> 0.025), while the band
-#: saw gains as small as 0.0006 (BENCHMARKS.md, seventh session)
-TTA_GAIN = 0.0
+#: validation regions before the model asks for them (8 predictions instead of one).
+#: Negative: they are kept unless they score clearly worse there. On held-out images they
+#: helped every model we measured (DSB 2018 F1 0.842 -> 0.851, 0.859 -> 0.861; ISBI 2012 Rand
+#: error 0.045 -> 0.038, 0.062 -> 0.025, 0.087 -> 0.029), while the band, which cannot see
+#: the merges they prevent, saw gains as small as 0.0006 and, with the confident cores, small
+#: losses (-0.005 on ISBI) (BENCHMARKS.md, seventh and eighth sessions)
+TTA_GAIN = -0.01
 #: context of the choice, in widths of the band (its thinnest side): :func:`choose_postprocess`
 #: predicts and post-processes each validation region grown by this much on every side (within
 #: the image) and scores the labels inside the band, so that its cells are those ``predict``
@@ -223,23 +230,40 @@ def seed_level(threshold: float) -> float:
     return round(min(float(threshold) + SEED_MARGIN, SEEDS_MAX), 6)
 
 
-def _search(rows) -> tuple[PostprocessSettings, dict[str, float]]:
-    """Threshold (with its :func:`seed_level`), watershed, minimum size and regrowth, one
-    after the other (each keeping the best of the previous), maximising :func:`_objective`."""
-    best = PostprocessSettings(threshold=THRESHOLDS[0], seeds=seed_level(THRESHOLDS[0]))
+def _search(rows, *, cores: bool = True) -> tuple[PostprocessSettings, dict[str, float]]:
+    """Threshold (with its :func:`seed_level` where ``cores``, else none), watershed, minimum
+    size and regrowth, one after the other (each keeping the best of the previous),
+    maximising :func:`_objective`."""
+    def level(t):
+        return seed_level(t) if cores else 0.0
+
+    best = PostprocessSettings(threshold=THRESHOLDS[0], seeds=level(THRESHOLDS[0]))
     best_score = _scores(rows, best)
     for name, values in (("threshold", THRESHOLDS), ("watershed", (False, True)),
                          ("min_size", MIN_SIZES), ("regrow", REGROW)):
         for value in values:
             trial = best.replace(**{name: value})
             if name == "threshold":
-                trial = trial.replace(seeds=seed_level(value))
+                trial = trial.replace(seeds=level(value))
             if trial == best:
                 continue
             scores = _scores(rows, trial)
             if _objective(scores) > _objective(best_score) + 1e-9:
                 best, best_score = trial, scores
     return best, best_score
+
+
+def _choose(rows) -> tuple[PostprocessSettings, dict[str, float]]:
+    """:func:`_search` with the confident cores, unless without them it scores higher by more
+    than :data:`CORES_LOSS` (a model unsure of its cells everywhere, whose cores would drop
+    them)."""
+    best, score = _search(rows)
+    off, score_off = _search(rows, cores=False)
+    logger.info("validation objective (F1 - Rand error): %.4f with confident cores, %.4f "
+                "without", _objective(score), _objective(score_off))
+    if _objective(score_off) > _objective(score) + CORES_LOSS + 1e-9:
+        return off, score_off
+    return best, score
 
 
 def _tries_tta(model) -> bool:
@@ -279,12 +303,12 @@ def choose_postprocess(
     The regions, each grown by ``context`` band widths (:func:`context_region`: the
     post-processing sees the cells around the band, as on the whole image), are predicted
     once; then threshold (from :data:`THRESHOLDS`: 0.5 and above, with the confident-core
-    level :func:`seed_level` above it), watershed, minimum size and regrowth are chosen one
-    after the other (each keeping the best
+    level :func:`seed_level` above it, unless the cores cost more than :data:`CORES_LOSS`),
+    watershed, minimum size and regrowth are chosen one after the other (each keeping the best
     of the previous), maximising instance F1 minus Rand error. With ``try_tta`` (default: for
     2D models) the regions are predicted again with the 8 flips/rotations averaged and the
-    same search runs on those probabilities; where it scores higher (by more than
-    :data:`TTA_GAIN`), its settings are kept and ``"tta"`` is True, so that prediction
+    same search runs on those probabilities; unless it scores lower by more than
+    ``-``:data:`TTA_GAIN`, its settings are kept and ``"tta"`` is True, so that prediction
     averages them too (:func:`napari_unet.core.postprocess.stored_tta`). Returns ``PostprocessSettings.to_dict()``
     plus ``"tta"`` and ``"chosen_on"`` (the scores), or None without scorable regions.
     """
@@ -292,14 +316,14 @@ def choose_postprocess(
         rows = _predicted(model, prepared, regions, tile, context=context)
     if not rows:
         return None
-    best, best_score = _search(rows)
+    best, best_score = _choose(rows)
     tta = False
     if try_tta is None:
         try_tta = _tries_tta(model)
     if try_tta:
         with _in_eval(model):
             rows = _predicted(model, prepared, regions, tile, tta=True, context=context)
-        best_t, score_t = _search(rows)
+        best_t, score_t = _choose(rows)
         logger.info("validation objective (F1 - Rand error): %.4f plain, %.4f with the "
                     "flips/rotations averaged", _objective(best_score), _objective(score_t))
         if _objective(score_t) > _objective(best_score) + TTA_GAIN + 1e-9:
