@@ -253,12 +253,14 @@ def _search(rows, *, cores: bool = True) -> tuple[PostprocessSettings, dict[str,
     return best, best_score
 
 
-def _choose(rows) -> tuple[PostprocessSettings, dict[str, float]]:
-    """:func:`_search` with the confident cores, unless without them it scores higher by more
-    than :data:`CORES_LOSS` (a model unsure of its cells everywhere, whose cores would drop
-    them)."""
-    best, score = _search(rows)
+def _choose(rows, *, cores: bool = True) -> tuple[PostprocessSettings, dict[str, float]]:
+    """:func:`_search` with the confident cores (where ``cores``), unless without them it
+    scores higher by more than :data:`CORES_LOSS` (a model unsure of its cells everywhere,
+    whose cores would drop them)."""
     off, score_off = _search(rows, cores=False)
+    if not cores:
+        return off, score_off
+    best, score = _search(rows)
     logger.info("validation objective (F1 - Rand error): %.4f with confident cores, %.4f "
                 "without", _objective(score), _objective(score_off))
     if _objective(score_off) > _objective(score) + CORES_LOSS + 1e-9:
@@ -268,6 +270,12 @@ def _choose(rows) -> tuple[PostprocessSettings, dict[str, float]]:
 
 def _tries_tta(model) -> bool:
     """Whether :func:`choose_postprocess` tries the flips/rotations by default: 2D models."""
+    return getattr(model, "ndim", 2) == 2
+
+
+def _tries_cores(model) -> bool:
+    """Whether :func:`choose_postprocess` gives the model confident cores: 2D models (where
+    they were measured; a 3D U-Net keeps the components of its threshold)."""
     return getattr(model, "ndim", 2) == 2
 
 
@@ -303,7 +311,8 @@ def choose_postprocess(
     The regions, each grown by ``context`` band widths (:func:`context_region`: the
     post-processing sees the cells around the band, as on the whole image), are predicted
     once; then threshold (from :data:`THRESHOLDS`: 0.5 and above, with the confident-core
-    level :func:`seed_level` above it, unless the cores cost more than :data:`CORES_LOSS`),
+    level :func:`seed_level` above it for 2D models, unless the cores cost more than
+    :data:`CORES_LOSS`),
     watershed, minimum size and regrowth are chosen one after the other (each keeping the best
     of the previous), maximising instance F1 minus Rand error. With ``try_tta`` (default: for
     2D models) the regions are predicted again with the 8 flips/rotations averaged and the
@@ -316,14 +325,15 @@ def choose_postprocess(
         rows = _predicted(model, prepared, regions, tile, context=context)
     if not rows:
         return None
-    best, best_score = _choose(rows)
+    cores = _tries_cores(model)
+    best, best_score = _choose(rows, cores=cores)
     tta = False
     if try_tta is None:
         try_tta = _tries_tta(model)
     if try_tta:
         with _in_eval(model):
             rows = _predicted(model, prepared, regions, tile, tta=True, context=context)
-        best_t, score_t = _choose(rows)
+        best_t, score_t = _choose(rows, cores=cores)
         logger.info("validation objective (F1 - Rand error): %.4f plain, %.4f with the "
                     "flips/rotations averaged", _objective(best_score), _objective(score_t))
         if _objective(score_t) > _objective(best_score) + TTA_GAIN + 1e-9:
