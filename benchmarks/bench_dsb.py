@@ -257,12 +257,17 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
         f"--{k.replace('_', '-')} {v}" for k, v in report["args"].items()
         if v not in ("None", "False"))
     card = REGISTRY[name].card_path
-    if report["args"].get("rechoose") == "True" and card.is_file():  # the weights' own command
-        trained = [line for line in card.read_text(encoding="utf-8").splitlines()
-                   if line.startswith("- command: ")]
-        if trained:
-            command = (trained[0].removeprefix("- command: ").split("; post-processing")[0]
-                       + f"; post-processing chosen again by: {command}")
+    training = (f"- training: {json.dumps(report.get('training'))}; settings: preset "
+                f"{tr.get('preset')}, lr {tr.get('lr')}, batch {tr.get('batch_size')}, tile "
+                f"{tr.get('tile')}, steps {tr.get('step')}, device {tr.get('device')}")
+    if report["args"].get("rechoose") == "True" and card.is_file():  # the weights' own lines
+        old = {line.split(":")[0]: line for line in card.read_text(encoding="utf-8").splitlines()
+               if line.startswith(("- command: ", "- training: "))}
+        training = old.get("- training", training)
+        if "- command" in old:
+            command = (old["- command"].removeprefix("- command: ").split("; post-processing")[0]
+                       + f"; post-processing chosen again by: python benchmarks/bench_dsb.py "
+                       f"--model {report['args']['model']} --rechoose --ship")
 
     def row(label, s):
         return (f"| {label} | {s['images']} | {s['f1']:.3f} | {s['ap50']:.3f} | "
@@ -288,9 +293,7 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
         f"- training_data: DSB2018 stage1_train (BBBC038, CC0), {len(train_ids)} images of "
         "../shared/data/dsb2018, split by id with a seeded permutation "
         f"(seed {report['args']['split_seed']}); the other {len(test_ids)} are the test set",
-        f"- training: {json.dumps(report.get('training'))}; settings: preset "
-        f"{tr.get('preset')}, lr {tr.get('lr')}, batch {tr.get('batch_size')}, tile "
-        f"{tr.get('tile')}, steps {tr.get('step')}, device {tr.get('device')}",
+        training,
         f"- command: {command}",
         f"- postprocess (chosen on the validation bands): {json.dumps(meta.get('postprocess'))}",
         "", "## Figures on the held-out test images (this file, through napari-unet predict)", "",
