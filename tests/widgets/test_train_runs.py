@@ -149,7 +149,7 @@ def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_pat
     train._preview_timer.setInterval(200)
     train.start_training()
     layer = viewer.layers[PREVIEW_LAYER]  # made at Start, filled by the child's previews
-    assert layer.data.ndim == 2 and layer.data.dtype == np.int32 and layer.data.shape[0] <= 64
+    assert layer.data.ndim == 2 and layer.data.dtype == np.uint16 and layer.data.shape[0] <= 64
     qtbot.waitUntil(lambda: train.previews_shown >= 1, timeout=120000)
     preview = train.run_dir / "preview.npy"  # the child wrote it into the run folder
     assert preview.is_file()

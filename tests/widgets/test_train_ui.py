@@ -174,3 +174,19 @@ def test_the_final_model_is_loaded_off_the_gui_thread(
     assert "done at step 4" in train.status.text() and train.progress.value() == 4
     assert not train._poll_timer.isActive()
     assert gc.get_freeze_count() == 0  # the collector as it was
+
+
+def test_previews_are_shown_as_16_bit_labels(make_napari_viewer, qtbot, tmp_path):
+    """The child's int32 preview is shown as uint16 (napari maps 32-bit labels on the GUI
+    thread at every refresh); the values are kept."""
+    viewer, train = _widget(make_napari_viewer)
+    train.proc = child = FakeChild()
+    train._preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    preview = np.arange(64 * 64, dtype=np.int32).reshape(64, 64) % 300
+    np.save(tmp_path / "p.npy", preview)
+    child.queue.append({"kind": "preview", "step": 1, "path": str(tmp_path / "p.npy")})
+    train.poll()
+    qtbot.waitUntil(lambda: train.previews_shown == 1, timeout=10000)
+    layer = viewer.layers[PREVIEW_LAYER]
+    assert layer.data.dtype == np.uint16 and np.array_equal(layer.data, preview)
+    train.proc = None

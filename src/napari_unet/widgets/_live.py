@@ -36,9 +36,29 @@ def visible_region(image_layer, viewer):
     return ((r0, r1), (c0, c1)), {"translate": offset, "scale": scale}
 
 
+def display_dtype(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as uint16 where they fit (a preview never holds 65,535 cells): napari shows
+    8- and 16-bit labels through the texture directly, while 32-bit ones are mapped to
+    texture values on the GUI thread first (measured under Xvfb: 28 ms against 39 ms a
+    refreshed frame of a 512 × 512 preview, BENCHMARKS.md, eighth session).
+
+    Examples
+    --------
+    >>> display_dtype(np.array([[0, 7]], np.int32)).dtype
+    dtype('uint16')
+    >>> display_dtype(np.array([[0, 70000]], np.int32)).dtype
+    dtype('int32')
+    """
+    if labels.size == 0 or (labels.min() >= 0 and labels.max() < 2**16):
+        return labels.astype(np.uint16, copy=False)
+    return labels
+
+
 def show_labels(viewer, labels: np.ndarray, geometry: dict):
-    """Show ``labels`` in the live prediction layer: written in place when the layer is ours
-    and has the same shape, else (first time, another region) a new layer."""
+    """Show ``labels`` in the live prediction layer (as :func:`display_dtype`): written in
+    place when the layer is ours and has the same shape and type, else (first time, another
+    region) a new layer."""
+    labels = display_dtype(labels)
     layer = viewer.layers[PREVIEW_LAYER] if PREVIEW_LAYER in viewer.layers else None
     if (layer is not None and layer.metadata.get("napari_unet") == PREVIEW_LAYER
             and layer.data.shape == labels.shape and layer.data.dtype == labels.dtype
