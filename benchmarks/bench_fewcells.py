@@ -80,7 +80,7 @@ def scenario(labels: np.ndarray, mode: str, n: int = 8):
     return np.where(region, labels, 0), region  # every true nucleus inside is labelled
 
 
-def run_one(image, labels, mode, config, threads):
+def run_one(image, labels, mode, config, threads, also_tta=False):
     from napari_unet.core.data import TrainingPair
     from napari_unet.core.metrics import instance_matching
     from napari_unet.core.postprocess import PostprocessSettings
@@ -112,9 +112,16 @@ def run_one(image, labels, mode, config, threads):
     stored = PostprocessSettings.from_metadata(meta)
     no_seeds = instance_matching(stored.replace(seeds=0.0).labels(result.prob), labels,
                                  threshold=0.5)
+    tta = None
+    if also_tta:  # the 8 flips/rotations averaged (what the Predict widget does if stored)
+        for item in iter_prediction(model, meta, image, tta=True, stack=False):
+            if isinstance(item, PredictionResult):
+                tta = instance_matching(item.labels, labels, threshold=0.5)["f1"]
     return {
         "mode": mode, "f1": round(float(match["f1"]), 4),
         "f1_no_seeds": round(float(no_seeds["f1"]), 4),
+        "f1_tta": None if tta is None else round(float(tta), 4),
+        "stored_tta": bool((meta.get("postprocess") or {}).get("tta")),
         "postprocess": {k: v for k, v in stored.to_dict().items()
                         if k in ("threshold", "seeds", "min_size", "regrow")},
         "precision": round(float(match.get("precision", np.nan)), 4),
@@ -141,6 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--band-fraction", type=float,
                         help="experiment: band width / median cell diameter (default: the rule's)")
+    parser.add_argument("--also-tta", action="store_true",
+                        help="also score the same models with the 8 flips/rotations averaged")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -170,12 +179,15 @@ def main(argv=None) -> int:
         image, labels = load(image_id, args.data)
         for mode in args.modes:
             row = {"image": image_id[:12], "shape": list(labels.shape),
-                   **run_one(image, labels, mode, config, threads)}
+                   **run_one(image, labels, mode, config, threads, args.also_tta)}
             rows.append(row)
             print(f"{row['image']} {tuple(row['shape'])} {mode:6s} F1 {row['f1']:.3f} "
                   f"(P {row['precision']:.2f} R {row['recall']:.2f}, {row['predicted']} found of "
                   f"{row['true']}) {row['steps']} steps {row['train_s']} s; without the "
-                  f"confident cores F1 {row['f1_no_seeds']:.3f}; {row['postprocess']}; "
+                  f"confident cores F1 {row['f1_no_seeds']:.3f}"
+                  + (f", with the flips F1 {row['f1_tta']:.3f} (stored: {row['stored_tta']})"
+                     if row["f1_tta"] is not None else "")
+                  + f"; {row['postprocess']}; "
                   f"{row['rule']}",
                   flush=True)
     summary = {}
@@ -185,9 +197,13 @@ def main(argv=None) -> int:
         summary[mode] = {"mean_f1": round(float(np.mean(f1)), 4), "min_f1": round(min(f1), 4),
                          "mean_f1_no_seeds": round(float(np.mean(off)), 4),
                          "min_f1_no_seeds": round(min(off), 4)}
+        flips = [r["f1_tta"] for r in rows if r["mode"] == mode and r["f1_tta"] is not None]
+        if flips:
+            summary[mode]["mean_f1_tta"] = round(float(np.mean(flips)), 4)
         print(f"{mode}: mean F1 {summary[mode]['mean_f1']:.3f}, min {summary[mode]['min_f1']:.3f}"
               f" (same models without the confident cores: mean "
-              f"{summary[mode]['mean_f1_no_seeds']:.3f}, min {summary[mode]['min_f1_no_seeds']:.3f})")
+              f"{summary[mode]['mean_f1_no_seeds']:.3f}, min {summary[mode]['min_f1_no_seeds']:.3f}"
+              + (f"; with the flips: mean {np.mean(flips):.3f}" if flips else "") + ")")
     loadavg = os.getloadavg()
     print(f"load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f} on "
           f"{os.cpu_count()} cores")
