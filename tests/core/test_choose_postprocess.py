@@ -136,14 +136,27 @@ def test_a_merge_just_outside_the_band_is_seen(monkeypatch):
 def test_context_region_stays_in_the_image():
     grown = validation.context_region((slice(30, 40), slice(0, 48)), (48, 48), context=1.0)
     assert grown == (slice(20, 48), slice(0, 48))
-    assert validation.choice_passes(UNet(depth=1, base_channels=2)) == 9.0
+    assert validation.choice_cost(UNet(depth=1, base_channels=2)) == (9.0, 52.0)
 
 
-def test_choice_passes_count_the_context_area():
-    """The Trainer's end-of-run reserve: 9 passes over the band grown to twice its area."""
+def test_choice_cost_counts_the_context_area():
+    """The Trainer's end-of-run reserve: 9 predictions and 52 scorings (13 settings, with and
+    without cores, one pass and the flips) over the band grown to twice its area."""
     band = ValidationRegion(0, (slice(32, 48), slice(0, W)), None)
-    assert validation.choice_passes(UNet(depth=1, base_channels=2), [_prepared(_two_cells())],
-                                    [band]) == pytest.approx(18.0)
+    passes, scorings = validation.choice_cost(UNet(depth=1, base_channels=2),
+                                              [_prepared(_two_cells())], [band])
+    assert passes == pytest.approx(18.0) and scorings == pytest.approx(104.0)
+
+
+def test_the_reserve_covers_predictions_and_scorings():
+    """Validation timings of 2 s predicting and 0.5 s scoring, a cost of (18, 104): the
+    Trainer keeps 2 * 18 + 0.5 * 104 = 88 s for the choice."""
+    from napari_unet.core.train import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer._validating, trainer._choice_cost = True, (18.0, 104.0)
+    trainer._val_timings, trainer._val_s = {"predict_s": 2.0, "score_s": 0.5}, 2.5
+    assert trainer._reserve() == pytest.approx(88.0)
 
 
 def test_cores_are_not_kept_where_they_drop_the_cells(monkeypatch):

@@ -143,9 +143,12 @@ def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
         now[0] += 1.0
         return real_step(self, sampler)
 
-    def validate(*args, **kwargs):
+    def validate(*args, timings=None, **kwargs):
         now[0] += 5.0
-        return real_validate(*args, **kwargs)
+        scores = real_validate(*args, **kwargs)
+        if timings is not None:  # what the fake clock saw: 5 s of prediction
+            timings.update(predict_s=5.0, score_s=0.0)
+        return scores
 
     real_choose = train_mod.choose_postprocess
 
@@ -156,8 +159,9 @@ def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", step)
     monkeypatch.setattr(train_mod, "validate", validate)
     monkeypatch.setattr(train_mod, "choose_postprocess", choose)
-    # 9 passes of one validation (the band's context is counted in its own test)
-    monkeypatch.setattr(train_mod, "choice_passes", lambda *args: 9.0)
+    # 9 predictions of one validation (the band's context and the scorings are counted in
+    # their own tests)
+    monkeypatch.setattr(train_mod, "choice_cost", lambda *args: (9.0, 0.0))
     trainer = Trainer([two_cells], tiny(steps=None, time_limit=60.0, validate_every=4,
                                         val_fraction=0.3))
     trainer.clock = lambda: now[0]

@@ -68,7 +68,7 @@ from napari_unet.core.model import (
 from napari_unet.core.patches import tile_per_axis
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.safe_load import load_pretrained
-from napari_unet.core.validation import choice_passes, choose_postprocess, validate
+from napari_unet.core.validation import choice_cost, choose_postprocess, validate
 
 __all__ = ["TrainConfig", "TrainEvent", "Trainer"]
 
@@ -376,13 +376,15 @@ class Trainer:
         return spent
 
     def _reserve(self) -> float:
-        """Seconds kept for choosing the post-processing at the end (one validation per pass
-        it predicts, over the regions with their context:
-        :func:`~napari_unet.core.validation.choice_passes`), so that the run,
-        that choice included, ends within the wall-clock budget."""
+        """Seconds kept for choosing the post-processing at the end (a validation's prediction
+        per pass it predicts and a validation's scoring per setting it scores, over the
+        regions with their context: :func:`~napari_unet.core.validation.choice_cost`), so
+        that the run, that choice included, ends within the wall-clock budget."""
         if not getattr(self, "_validating", False):
             return 0.0
-        return self._val_s * self._choice_passes
+        passes, scorings = self._choice_cost
+        timings = self._val_timings or {"predict_s": self._val_s, "score_s": 0.0}
+        return timings["predict_s"] * passes + timings["score_s"] * scorings
 
     def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:
@@ -484,7 +486,7 @@ class Trainer:
         self._start_clock()
         prepared, regions, sampler = self._prepare()
         validating = self._validating = bool(regions) and self.is_main
-        self._choice_passes = choice_passes(self.model, prepared, regions)
+        self._choice_cost = choice_cost(self.model, prepared, regions)
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
@@ -629,6 +631,7 @@ class Trainer:
     def _start_clock(self) -> None:
         self._t0, self._elapsed0 = self.clock(), self.elapsed
         self._step_s = self._val_s = 0.0
+        self._val_timings: dict = {}
 
     def _tick(self) -> None:
         self.elapsed = self._elapsed0 + (self.clock() - self._t0)
@@ -664,7 +667,9 @@ class Trainer:
 
     def _validation_event(self, prepared, regions, total) -> TrainEvent:
         t0 = self.clock()
-        metrics = validate(self.model, prepared, regions, tile=self.tile_shape)
+        self._val_timings = {}
+        metrics = validate(self.model, prepared, regions, tile=self.tile_shape,
+                           timings=self._val_timings)
         self.history.append({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
         self._val_s = max(self.clock() - t0, 0.0)
         score = metrics["rand_error"] + 1e-3 * metrics["loss"]

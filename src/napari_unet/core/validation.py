@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ from napari_unet.core.postprocess import PostprocessSettings
 from napari_unet.core.predict import _tta_transforms, iter_predict_region, return_value
 from napari_unet.core.tiling import region_reader
 
-__all__ = ["CONTEXT", "choice_passes", "choose_postprocess", "context_region",
+__all__ = ["CONTEXT", "choice_cost", "choose_postprocess", "context_region",
            "region_probabilities", "seed_level", "validate"]
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,9 @@ THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 #: guard against, merges through faint bridges between cells larger than a band and blobs
 #: the network is unsure of everywhere, happens on images it was not trained on, not in a
 #: band whose surroundings it was (there the cores only split a few cells). On held-out
-#: images they helped every model measured: DSB 2018 F1 0.845 -> 0.862 (0.860 -> 0.870 with
-#: the flips), ISBI 2012 Rand error 0.131 -> 0.087 (0.090 -> 0.029) (BENCHMARKS.md, eighth
-#: session)
+#: images, the same models with and without them: ISBI 2012 Rand error 0.058 -> 0.039 and
+#: 0.058 -> 0.028, DSB 2018 F1 0.855 -> 0.870 (shipped model), 0.850 -> 0.850 (15 minutes), a
+#: few painted cells 0.904 -> 0.912 (BENCHMARKS.md, eighth session)
 SEED_MARGIN = 0.2
 SEEDS_MAX = 0.9
 #: the cores are kept unless the validation regions score higher without them by more than
@@ -62,9 +63,10 @@ REGROW = (0, 1, 2)
 #: how much higher (instance F1 minus Rand error) the flips/rotations must score on the
 #: validation regions before the model asks for them (8 predictions instead of one).
 #: Negative: they are kept unless they score clearly worse there. On held-out images they
-#: helped every model we measured (DSB 2018 F1 0.842 -> 0.851, 0.859 -> 0.861; ISBI 2012 Rand
-#: error 0.045 -> 0.038, 0.062 -> 0.025, 0.087 -> 0.029), while the band, which cannot see
-#: the merges they prevent, saw gains as small as 0.0006 and, with the confident cores, small
+#: helped all but one model we measured (ISBI 2012 Rand error 0.045 -> 0.038, 0.062 -> 0.025,
+#: 0.087 -> 0.029, 0.070 -> 0.039, 0.047 -> 0.028; DSB 2018 F1 0.842 -> 0.851, 0.862 -> 0.870;
+#: but 0.850 -> 0.845 for one 15-minute DSB model), while the band, which cannot see the
+#: merges they prevent, saw gains as small as 0.0006 and, with the confident cores, small
 #: losses (-0.005 on ISBI) (BENCHMARKS.md, seventh and eighth sessions)
 TTA_GAIN = -0.01
 #: context of the choice, in widths of the band (its thinnest side): :func:`choose_postprocess`
@@ -197,6 +199,7 @@ def validate(
     settings: PostprocessSettings | None = None,
     device=None,
     amp=None,
+    timings: dict | None = None,
 ) -> dict[str, float]:
     """Mean weighted loss, foreground IoU, pixel error, Rand error and instance F1 over the regions.
 
@@ -205,12 +208,18 @@ def validate(
     *annotated* pixels that are wrong, and outside the annotation the prediction is set to
     background (the Rand error only counts true foreground anyway). The engine runs where
     the model is (with autocast on CUDA); ``device`` and ``amp`` are accepted from callers of
-    the former validator and have no effect.
+    the former validator and have no effect. ``timings``, where given, receives the seconds
+    of the prediction (``"predict_s"``) and of the post-processing and scoring (``"score_s"``).
     """
     del device, amp
+    t0 = time.perf_counter()
     with _in_eval(model):
         rows = _predicted(model, prepared, regions, tile)
-    return _scores(rows, settings or PostprocessSettings())
+    t1 = time.perf_counter()
+    scores = _scores(rows, settings or PostprocessSettings())
+    if timings is not None:
+        timings.update(predict_s=t1 - t0, score_s=time.perf_counter() - t1)
+    return scores
 
 
 def _objective(scores: dict[str, float]) -> float:
@@ -268,38 +277,40 @@ def _choose(rows, *, cores: bool = True) -> tuple[PostprocessSettings, dict[str,
     return best, score
 
 
-def _tries_tta(model) -> bool:
-    """Whether :func:`choose_postprocess` tries the flips/rotations by default: 2D models."""
+def _is_2d(model) -> bool:
+    """Whether :func:`choose_postprocess` tries the flips/rotations by default, and gives
+    the model confident cores: 2D models (where both were measured; a 3D U-Net keeps one
+    pass and the components of its threshold)."""
     return getattr(model, "ndim", 2) == 2
 
 
-def _tries_cores(model) -> bool:
-    """Whether :func:`choose_postprocess` gives the model confident cores: 2D models (where
-    they were measured; a 3D U-Net keeps the components of its threshold)."""
-    return getattr(model, "ndim", 2) == 2
-
-
-def choice_passes(model, prepared: Sequence[PreparedImage] = (),
-                  regions: Sequence[ValidationRegion] = ()) -> float:
-    """Predictions of the validation regions that :func:`choose_postprocess` makes by
-    default, in passes of one validation: one, plus one per flip/rotation it tries, each
-    over the regions grown by their :data:`CONTEXT` (by the ratio of the areas where
+def choice_cost(model, prepared: Sequence[PreparedImage] = (),
+                regions: Sequence[ValidationRegion] = ()) -> tuple[float, float]:
+    """What :func:`choose_postprocess` does by default, in units of one validation: (its
+    predictions, its post-processings and scorings). Predictions: one pass, plus one per
+    flip/rotation it tries; scorings: at most one per candidate setting of a search, a
+    search with and one without the confident cores, for each of those passes. Both over
+    the regions grown by their :data:`CONTEXT` (by the ratio of the areas where
     ``prepared`` and ``regions`` are given). The Trainer keeps that much time for it at the
     end of a run.
 
     Examples
     --------
     >>> from napari_unet.core.model import UNet
-    >>> choice_passes(UNet(depth=1, base_channels=2))
-    9.0
+    >>> choice_cost(UNet(depth=1, base_channels=2))
+    (9.0, 52.0)
     """
-    passes = 1 + (len(_tta_transforms(model)) if _tries_tta(model) else 0)
+    two_d = _is_2d(model)
+    passes = 1 + (len(_tta_transforms(model)) if two_d else 0)
+    trials = 1 + len(THRESHOLDS) + 2 + len(MIN_SIZES) + len(REGROW) - 4  # each start skipped
+    searches = (2 if two_d else 1) * (2 if two_d else 1)  # cores on/off, one pass / flips
     band = grown = 0
     for reg in regions:
         shape = prepared[reg.index].shape
         band += math.prod(s.stop - s.start for s in reg.region)
         grown += math.prod(s.stop - s.start for s in context_region(reg.region, shape))
-    return float(passes * (grown / band if band else 1.0))
+    ratio = grown / band if band else 1.0
+    return float(passes * ratio), float(trials * searches * ratio)
 
 
 def choose_postprocess(
@@ -325,11 +336,11 @@ def choose_postprocess(
         rows = _predicted(model, prepared, regions, tile, context=context)
     if not rows:
         return None
-    cores = _tries_cores(model)
+    cores = _is_2d(model)
     best, best_score = _choose(rows, cores=cores)
     tta = False
     if try_tta is None:
-        try_tta = _tries_tta(model)
+        try_tta = _is_2d(model)
     if try_tta:
         with _in_eval(model):
             rows = _predicted(model, prepared, regions, tile, tta=True, context=context)
