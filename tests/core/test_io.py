@@ -36,7 +36,11 @@ def test_round_trip_weights_and_metadata(tmp_path, model):
     x = torch.randn(1, 2, 20, 20)
     model.eval()
     with torch.no_grad():
-        np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
+        # the weights come back bit for bit; the loaded model computes in the channels-last
+        # layout (core.device.cpu_layout), which rounds differently in the last bits
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+        np.testing.assert_allclose(model(x).numpy(), loaded(x).numpy(), rtol=1e-5, atol=1e-5)
     assert read_metadata(path)["training"] == {"steps": 5}
 
 

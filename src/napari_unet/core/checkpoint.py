@@ -132,6 +132,13 @@ def restore_trainer(trainer, opt_state: dict, rng: dict[str, torch.Tensor], info
     """Put what :func:`load_state` read back into ``trainer`` (the inverse of
     :func:`save_trainer_state`; the weights come from the model file)."""
     trainer.optimizer.load_state_dict(opt_state)
+    # the saved moments are contiguous: give them their parameter's layout (channels-last)
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            state = trainer.optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p).copy_(value)
     trainer.step = int(info["step"])
     trainer.elapsed = float(info["elapsed_s"])
     trainer.best = float(info["best"])
