@@ -12,7 +12,7 @@ images and for the gray and the colour ones apart (colour: R, G, B not all equal
     python benchmarks/bench_dsb.py --classes 3 --time-limit 900         # 3-class target
     python benchmarks/bench_dsb.py --channels rgb --time-limit 900      # colour input (3 ch)
     python benchmarks/bench_dsb.py --cpu-bf16 off --time-limit 900      # float32 on the CPU
-    python benchmarks/bench_dsb.py --speed 10 --time-limit 0            # steps/min fp32 vs bf16
+    python benchmarks/bench_dsb.py --speed 10 --time-limit 0            # steps/min per mode
     python benchmarks/bench_dsb.py --model nuclei --time-limit 0        # a model, no training
     python benchmarks/bench_dsb.py --model nuclei --invert auto         # ... inverting bright bg
     python benchmarks/bench_dsb.py --time-limit 3600 --ship             # the shipped model
@@ -23,8 +23,9 @@ images and for the gray and the colour ones apart (colour: R, G, B not all equal
 inverts bright-background images, brightfield / H&E) of the trained model, or of a copy of the
 ``--model`` evaluated; by default new gray models use "auto" and a ``--model`` keeps its own.
 
-``--speed N`` first times N training steps per mode, float32 and bfloat16 autocast alternating
-in two rounds on the same trainer, and reports steps per minute of each (same run). ``--ship``
+``--speed N`` first times N training steps per mode, float32 contiguous, float32 channels-last
+and bfloat16 autocast alternating in two rounds on the same trainer, and reports steps per
+minute of each (same run). ``--ship``
 writes ``src/napari_unet/models/nuclei.safetensors`` (float16 weights) and its model card
 ``nuclei.md`` with the figures measured here (``scripts/train_shipped_model.py``).
 """
@@ -87,25 +88,50 @@ def scores(rows):
     }
 
 
+def _set_layout(trainer, channels_last: bool) -> None:
+    """The trainer's weights, optimiser moments and batches in one memory layout."""
+    import torch
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    trainer.model.to(memory_format=fmt)
+    trainer.channels_last = channels_last
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            state = trainer.optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    state[key] = torch.empty_like(p).copy_(value)
+
+
 def speed(trainer, sampler, steps: int) -> dict:
-    """Steps per minute, float32 and bf16 autocast alternating on the same trainer."""
+    """Steps per minute of the same trainer in three modes, alternating: float32 with contiguous
+    tensors, float32 channels-last (the CPU default without bf16), bf16 autocast (contiguous,
+    the default where the CPU computes bf16 natively)."""
     from napari_unet.core.device import cpu_supports_bf16
 
     if trainer.device.type != "cpu":
         return {"skipped": f"device {trainer.device}"}
-    times = {False: [], True: []}
-    keep = trainer.bf16
-    for mode in (False, True):  # warm-up
-        trainer.bf16 = mode
+    modes = {"float32": (False, False), "float32_channels_last": (False, True),
+             "bf16": (True, False)}
+    times = {m: [] for m in modes}
+    keep = trainer.bf16, trainer.channels_last
+
+    def use(mode):
+        trainer.bf16, cl = modes[mode]
+        _set_layout(trainer, cl)
+
+    for mode in modes:  # warm-up
+        use(mode)
         trainer.train_step(sampler)
     for _ in range(2):
-        for mode in (False, True):
-            trainer.bf16 = mode
+        for mode in modes:
+            use(mode)
             for _ in range(steps):
                 t0 = time.perf_counter()
                 trainer.train_step(sampler)
                 times[mode].append(time.perf_counter() - t0)
-    trainer.bf16 = keep
+    trainer.bf16 = keep[0]
+    _set_layout(trainer, keep[1])
     med = {m: statistics.median(t) for m, t in times.items()}
     # the per-sample cost of deriving target + weight map from the warped labels
     from napari_unet.core.data import targets_from_instances
@@ -122,11 +148,11 @@ def speed(trainer, sampler, steps: int) -> dict:
                                num_classes=trainer.model.num_classes)
         t_targets.append(time.perf_counter() - t0)
     return {"targets_ms_per_sample": round(1000 * statistics.median(t_targets), 1),
-            "label_side": side, "float32_step_s": round(med[False], 3),
-            "bf16_step_s": round(med[True], 3),
-            "float32_steps_per_min": round(60 / med[False], 2),
-            "bf16_steps_per_min": round(60 / med[True], 2),
-            "bf16_speedup": round(med[False] / med[True], 3),
+            "label_side": side,
+            **{f"{m}_step_s": round(v, 4) for m, v in med.items()},
+            **{f"{m}_steps_per_min": round(60 / v, 1) for m, v in med.items()},
+            "channels_last_speedup": round(med["float32"] / med["float32_channels_last"], 3),
+            "bf16_speedup": round(med["float32"] / med["bf16"], 3),
             "cpu_supports_bf16": cpu_supports_bf16(), "steps_per_mode": 2 * steps}
 
 
@@ -332,7 +358,7 @@ def main(argv=None) -> int:
     p.add_argument("--validate-every", type=int, default=100)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--speed", type=int, default=0, help="time N steps per mode (fp32, bf16)")
+    p.add_argument("--speed", type=int, default=0, help="time N steps per mode (fp32, fp32 channels-last, bf16)")
     p.add_argument("--init", help="fine-tune from a model file or shipped name")
     p.add_argument("--model", help="evaluate this model file / shipped name, no training")
     p.add_argument("--max-train", type=int, help="use only the first N training images")

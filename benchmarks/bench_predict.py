@@ -8,10 +8,14 @@ Usage::
 
     python benchmarks/bench_predict.py overhead --size 4096
     python benchmarks/bench_predict.py scale --sizes 2048 4096 8192
+    python benchmarks/bench_predict.py layout --size 1024 [--depths 3 4] [--tta]
     python benchmarks/bench_predict.py all
 
 ``overhead``: tiled (automatic tiles) vs one untiled pass over the mirror-padded whole image,
 same data, same process; prints the ratio (target ≤ 1.25) and the throughput in Mpixel/s.
+``layout``: ``predict_image`` with the weights contiguous against channels-last
+(:func:`napari_unet.core.device.cpu_layout`, what ``load_model`` gives on a CPU), alternating
+in the same process, per depth; prints the ratio and the largest difference.
 ``scale``: one subprocess per size runs zarr in → zarr out (probabilities + labels) and reports
 wall time and the child's peak RSS (``ru_maxrss``); the input zarr is written by another
 subprocess first so its memory is not counted.
@@ -33,7 +37,7 @@ import numpy as np
 PAPER = "paper: < 1 s for a 512×512 image on a 2015 GPU (NVidia Titan, 6 GB), full-width U-Net"
 
 
-def _model(base: int):
+def _model(base: int, depth: int = 4):
     import torch
 
     from napari_unet.core.device import configure_cpu_threads
@@ -41,7 +45,7 @@ def _model(base: int):
 
     configure_cpu_threads()
     torch.manual_seed(0)
-    return UNet(base_channels=base, depth=4).eval()
+    return UNet(base_channels=base, depth=depth).eval()
 
 
 def overhead(size: int, base: int) -> dict:
@@ -74,6 +78,36 @@ def overhead(size: int, base: int) -> dict:
     }  # fmt: skip
     print(json.dumps(out))
     return out
+
+
+def layout(size: int, base: int, depths, tta: bool, repeats: int = 3) -> list[dict]:
+    import statistics
+
+    from napari_unet.core.device import cpu_layout
+    from napari_unet.core.predict import predict_image
+
+    image = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    rows = []
+    for depth in depths:
+        net = _model(base, depth)
+        times = {False: [], True: []}
+        out = {}
+        for _ in range(repeats):
+            for cl in (False, True):
+                cpu_layout(net, channels_last=cl)
+                predict_image(net, image[:200, :200], tta=tta)  # warm-up of this layout
+                t0 = time.perf_counter()
+                out[cl] = predict_image(net, image, tta=tta)
+                times[cl].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row = {"size": size, "depth": depth, "base_channels": base, "tta": tta,
+               "contiguous_s": round(med[False], 2), "channels_last_s": round(med[True], 2),
+               "ratio": round(med[False] / med[True], 3),
+               "max_abs_diff": float(np.abs(out[False] - out[True]).max()),
+               "channels_last_mpix_s": round(size * size / med[True] / 1e6, 3)}
+        print(json.dumps(row))
+        rows.append(row)
+    return rows
 
 
 def _make_input(path: str, size: int, chunk: int = 1024) -> None:
@@ -141,7 +175,9 @@ def scale(sizes: list[int], base: int, block: int) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["overhead", "scale", "all"])
+    p.add_argument("what", choices=["overhead", "scale", "layout", "all"])
+    p.add_argument("--depths", type=int, nargs="+", default=[3, 4], help="layout: depths")
+    p.add_argument("--tta", action="store_true", help="layout: the 8 flips/rotations")
     p.add_argument("--size", type=int, default=4096, help="overhead: image side")
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
     p.add_argument("--base", type=int, default=16, help="base channels (default CPU width)")
@@ -151,6 +187,10 @@ def main() -> None:
         r = overhead(args.size, args.base)
         print(f"tiling overhead at {args.size}²: {r['ratio']:.2f}× one untiled pass "
               f"(target ≤ 1.25); throughput {r['tiled_mpix_s']:.3f} Mpixel/s; {PAPER}")  # fmt: skip
+    if args.what == "layout":
+        for r in layout(args.size, args.base, args.depths, args.tta):
+            print(f"depth {r['depth']}, {args.size}²: channels-last {r['ratio']:.2f}× faster "
+                  f"than contiguous ({r['contiguous_s']} s -> {r['channels_last_s']} s)")
     if args.what in ("scale", "all"):
         scale(args.sizes, args.base, args.block)
 

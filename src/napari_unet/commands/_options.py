@@ -43,7 +43,8 @@ def add_tta_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=None,
         help="average the 8 flips/rotations (8 predictions per tile; default: as stored with "
-             "the model, on where it scored better on the validation regions in training)")
+             "the model: on for 2D models trained by napari-unet, whose post-processing was "
+             "chosen with them)")
 
 
 def tta_choice(args: argparse.Namespace, metadata: dict | None) -> bool:
@@ -56,7 +57,7 @@ def tta_choice(args: argparse.Namespace, metadata: dict | None) -> bool:
     if getattr(args, "tta", None) is not None:
         return bool(args.tta)
     if stored_tta(metadata):
-        print("test-time augmentation on, as stored with the model (it scored better on "
-              "validation); --no-tta predicts 8x faster", file=sys.stderr)
+        print("test-time augmentation on, as stored with the model (its post-processing was "
+              "chosen with it); --no-tta predicts 8x faster", file=sys.stderr)
         return True
     return False

@@ -60,15 +60,15 @@ SEEDS_MAX = 0.9
 CORES_LOSS = 0.1
 MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
-#: how much higher (instance F1 minus Rand error) the flips/rotations must score on the
-#: validation regions before the model asks for them (8 predictions instead of one).
-#: Negative: they are kept unless they score clearly worse there. On held-out images they
-#: helped all but one model we measured (ISBI 2012 Rand error 0.045 -> 0.038, 0.062 -> 0.025,
-#: 0.087 -> 0.029, 0.070 -> 0.039, 0.047 -> 0.028; DSB 2018 F1 0.842 -> 0.851, 0.862 -> 0.870;
-#: but 0.850 -> 0.845 for one 15-minute DSB model), while the band, which cannot see the
-#: merges they prevent, saw gains as small as 0.0006 and, with the confident cores, small
-#: losses (-0.005 on ISBI) (BENCHMARKS.md, seventh and eighth sessions)
-TTA_GAIN = -0.01
+#: (no constant) 2D models always ask for the 8 flips/rotations averaged, and their
+#: post-processing is chosen on those probabilities: on held-out images the flips helped 10 of
+#: the 12 models we measured (ISBI 2012 Rand error 0.045 -> 0.038, 0.062 -> 0.025, 0.087 ->
+#: 0.029, 0.070 -> 0.039, 0.047 -> 0.028, 0.048 -> 0.030; DSB 2018 F1 0.842 -> 0.851, 0.862 ->
+#: 0.870, 0.841 -> 0.857, 0.849 -> 0.853) and cost little where they did not (0.850 -> 0.845,
+#: a few painted cells 0.895 -> 0.893), while the validation band, which cannot see the merges
+#: they prevent, judged them from +0.013 to -0.023 with no relation to the held-out effect
+#: (it turned down the 0.048 -> 0.030 model). ``predict --no-tta`` and the Predict widget's box
+#: give one pass, 8x faster (BENCHMARKS.md, seventh to ninth sessions).
 #: context of the choice, in widths of the band (its thinnest side): :func:`choose_postprocess`
 #: predicts and post-processes each validation region grown by this much on every side (within
 #: the image) and scores the labels inside the band, so that its cells are those ``predict``
@@ -287,9 +287,9 @@ def _is_2d(model) -> bool:
 def choice_cost(model, prepared: Sequence[PreparedImage] = (),
                 regions: Sequence[ValidationRegion] = ()) -> tuple[float, float]:
     """What :func:`choose_postprocess` does by default, in units of one validation: (its
-    predictions, its post-processings and scorings). Predictions: one pass, plus one per
-    flip/rotation it tries; scorings: at most one per candidate setting of a search, a
-    search with and one without the confident cores, for each of those passes. Both over
+    predictions, its post-processings and scorings). Predictions: one per flip/rotation for
+    a 2D model, one pass for a 3D one; scorings: at most one per candidate setting of a
+    search, for a 2D model a search with and one without the confident cores. Both over
     the regions grown by their :data:`CONTEXT` (by the ratio of the areas where
     ``prepared`` and ``regions`` are given). The Trainer keeps that much time for it at the
     end of a run.
@@ -298,12 +298,12 @@ def choice_cost(model, prepared: Sequence[PreparedImage] = (),
     --------
     >>> from napari_unet.core.model import UNet
     >>> choice_cost(UNet(depth=1, base_channels=2))
-    (9.0, 52.0)
+    (8.0, 26.0)
     """
     two_d = _is_2d(model)
-    passes = 1 + (len(_tta_transforms(model)) if two_d else 0)
+    passes = len(_tta_transforms(model)) if two_d else 1
     trials = 1 + len(THRESHOLDS) + 2 + len(MIN_SIZES) + len(REGROW) - 4  # each start skipped
-    searches = (2 if two_d else 1) * (2 if two_d else 1)  # cores on/off, one pass / flips
+    searches = 2 if two_d else 1  # with and without the confident cores
     band = grown = 0
     for reg in regions:
         shape = prepared[reg.index].shape
@@ -315,7 +315,7 @@ def choice_cost(model, prepared: Sequence[PreparedImage] = (),
 
 def choose_postprocess(
     model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile,
-    try_tta: bool | None = None, context: float = CONTEXT,
+    tta: bool | None = None, context: float = CONTEXT,
 ) -> dict | None:
     """The post-processing that scores best on the validation regions, as a metadata dict.
 
@@ -325,30 +325,21 @@ def choose_postprocess(
     level :func:`seed_level` above it for 2D models, unless the cores cost more than
     :data:`CORES_LOSS`),
     watershed, minimum size and regrowth are chosen one after the other (each keeping the best
-    of the previous), maximising instance F1 minus Rand error. With ``try_tta`` (default: for
-    2D models) the regions are predicted again with the 8 flips/rotations averaged and the
-    same search runs on those probabilities; unless it scores lower by more than
-    ``-``:data:`TTA_GAIN`, its settings are kept and ``"tta"`` is True, so that prediction
-    averages them too (:func:`napari_unet.core.postprocess.stored_tta`). Returns ``PostprocessSettings.to_dict()``
+    of the previous), maximising instance F1 minus Rand error. With ``tta`` (default: for 2D
+    models) the regions are predicted with the 8 flips/rotations averaged, the search runs on
+    those probabilities and ``"tta"`` is True, so that prediction averages them too
+    (:func:`napari_unet.core.postprocess.stored_tta`); the band is not asked whether they
+    help (it cannot see the merges they prevent). Returns ``PostprocessSettings.to_dict()``
     plus ``"tta"`` and ``"chosen_on"`` (the scores), or None without scorable regions.
     """
+    if tta is None:
+        tta = _is_2d(model)
     with _in_eval(model):
-        rows = _predicted(model, prepared, regions, tile, context=context)
+        rows = _predicted(model, prepared, regions, tile, tta=bool(tta), context=context)
     if not rows:
         return None
-    cores = _is_2d(model)
-    best, best_score = _choose(rows, cores=cores)
-    tta = False
-    if try_tta is None:
-        try_tta = _is_2d(model)
-    if try_tta:
-        with _in_eval(model):
-            rows = _predicted(model, prepared, regions, tile, tta=True, context=context)
-        best_t, score_t = _choose(rows, cores=cores)
-        logger.info("validation objective (F1 - Rand error): %.4f plain, %.4f with the "
-                    "flips/rotations averaged", _objective(best_score), _objective(score_t))
-        if _objective(score_t) > _objective(best_score) + TTA_GAIN + 1e-9:
-            best, best_score, tta = best_t, score_t, True
+    best, best_score = _choose(rows, cores=_is_2d(model))
+    tta = bool(tta)
     logger.info("post-processing chosen on validation: %s, tta=%s (F1 %.3f, Rand error %.4f)",
                 best, tta, best_score["instance_f1"], best_score["rand_error"])
     return {**best.to_dict(), "tta": tta,

@@ -187,7 +187,7 @@ class PredictWidget(QWidget):
             self.model_label.setText("no model yet: train one or load a .safetensors file")
             return
         self.postprocess.set_value(PostprocessSettings.from_metadata(metadata))
-        self.tta.setChecked(stored_tta(metadata))  # what training chose on validation
+        self.tta.setChecked(stored_tta(metadata))  # what training chose the settings with
         cfg = getattr(model, "config", {})
         self.model_label.setText(
             f"{getattr(model, 'ndim', 2)}D U-Net, depth {cfg.get('depth')}, base "
