@@ -60,15 +60,16 @@ SEEDS_MAX = 0.9
 CORES_LOSS = 0.1
 MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
-#: (no constant) 2D models always ask for the 8 flips/rotations averaged, and their
-#: post-processing is chosen on those probabilities: on held-out images the flips helped 10 of
-#: the 12 models we measured (ISBI 2012 Rand error 0.045 -> 0.038, 0.062 -> 0.025, 0.087 ->
-#: 0.029, 0.070 -> 0.039, 0.047 -> 0.028, 0.048 -> 0.030; DSB 2018 F1 0.842 -> 0.851, 0.862 ->
-#: 0.870, 0.841 -> 0.857, 0.849 -> 0.853) and cost little where they did not (0.850 -> 0.845,
-#: a few painted cells 0.895 -> 0.893), while the validation band, which cannot see the merges
-#: they prevent, judged them from +0.013 to -0.023 with no relation to the held-out effect
-#: (it turned down the 0.048 -> 0.030 model). ``predict --no-tta`` and the Predict widget's box
-#: give one pass, 8x faster (BENCHMARKS.md, seventh to ninth sessions).
+# Test-time augmentation: 2D models always ask for the 8 flips/rotations averaged, and their
+# post-processing is chosen on those probabilities. On held-out images the flips helped 10 of
+# the 13 models we measured (ISBI 2012 Rand error 0.045 -> 0.038, 0.062 -> 0.025, 0.087 ->
+# 0.029, 0.070 -> 0.039, 0.047 -> 0.028, 0.048 -> 0.030; DSB 2018 F1 0.842 -> 0.851, 0.862 ->
+# 0.870, 0.841 -> 0.857, 0.849 -> 0.853) and cost little where they did not (0.850 -> 0.845;
+# a few painted cells 0.895 -> 0.893 and 0.909 -> 0.908), while the validation band, which
+# cannot see the merges they prevent, judged them from +0.013 to -0.023 with no relation to
+# the held-out effect (it turned down the 0.048 -> 0.030 model). ``predict --no-tta`` and the
+# Predict widget's box give one pass, 8x faster (BENCHMARKS.md, seventh to ninth sessions).
+
 #: context of the choice, in widths of the band (its thinnest side): :func:`choose_postprocess`
 #: predicts and post-processes each validation region grown by this much on every side (within
 #: the image) and scores the labels inside the band, so that its cells are those ``predict``
