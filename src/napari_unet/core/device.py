@@ -153,8 +153,8 @@ def cpu_layout(model: torch.nn.Module, *, channels_last: bool = True) -> torch.n
     """Put a 2D network's float32 weights on the CPU in the channels-last layout (in place).
 
     Every activation of a convolution with channels-last weights is channels-last too, which
-    made a float32 forward pass of the CPU recipe (depth 3, base 16) 1.5-1.9x faster and a
-    training step 1.15x (``BENCHMARKS.md``). ``channels_last=False`` restores the contiguous
+    made a float32 prediction of the CPU recipe (depth 3, base 16) 1.6-2.0x faster and a
+    training step 1.15-1.2x (``BENCHMARKS.md``, ninth session). ``channels_last=False`` restores the contiguous
     layout (e.g. for bfloat16 autocast, where it was the faster one). 3D networks, other
     devices and other dtypes are left as they are. Returns ``model``.
 

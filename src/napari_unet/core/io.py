@@ -308,7 +308,7 @@ def load_model(
             f"({first[1].strip() if len(first) > 1 else first[0]})"
         ) from None
     model.to(device).eval()
-    # a 2D float32 network on the CPU predicts 1.5-1.9x faster with channels-last weights
+    # a 2D float32 network on the CPU predicts 1.6-2.0x faster with channels-last weights
     from napari_unet.core.device import cpu_layout
 
     cpu_layout(model)
