@@ -92,15 +92,12 @@ def _set_layout(trainer, channels_last: bool) -> None:
     """The trainer's weights, optimiser moments and batches in one memory layout."""
     import torch
 
+    from napari_unet.core.checkpoint import match_moment_layout
+
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     trainer.model.to(memory_format=fmt)
     trainer.channels_last = channels_last
-    for group in trainer.optimizer.param_groups:
-        for p in group["params"]:
-            state = trainer.optimizer.state.get(p, {})
-            for key, value in state.items():
-                if torch.is_tensor(value) and value.shape == p.shape:
-                    state[key] = torch.empty_like(p).copy_(value)
+    match_moment_layout(trainer.optimizer)
 
 
 def speed(trainer, sampler, steps: int) -> dict:

@@ -128,17 +128,22 @@ def save_trainer_state(trainer, model_path: str | os.PathLike) -> Path:
                       info=info)
 
 
+def match_moment_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor of ``optimizer`` (e.g. AdamW's moments) its
+    parameter's memory layout (channels-last or contiguous), in place."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p).copy_(value)
+
+
 def restore_trainer(trainer, opt_state: dict, rng: dict[str, torch.Tensor], info: dict) -> None:
     """Put what :func:`load_state` read back into ``trainer`` (the inverse of
     :func:`save_trainer_state`; the weights come from the model file)."""
     trainer.optimizer.load_state_dict(opt_state)
-    # the saved moments are contiguous: give them their parameter's layout (channels-last)
-    for group in trainer.optimizer.param_groups:
-        for p in group["params"]:
-            state = trainer.optimizer.state.get(p, {})
-            for key, value in state.items():
-                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
-                    state[key] = torch.empty_like(p).copy_(value)
+    match_moment_layout(trainer.optimizer)  # the saved moments are contiguous
     trainer.step = int(info["step"])
     trainer.elapsed = float(info["elapsed_s"])
     trainer.best = float(info["best"])

@@ -166,9 +166,7 @@ def cpu_layout(model: torch.nn.Module, *, channels_last: bool = True) -> torch.n
     """
     convs = [p for p in model.parameters() if p.ndim == 4]
     if not convs or any(p.device.type != "cpu" or p.dtype != torch.float32 for p in convs):
-        return model
-    if any(p.ndim == 5 for p in model.parameters()):
-        return model
+        return model  # 3D networks have no 4D weights
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(memory_format=fmt)
 

@@ -333,14 +333,12 @@ def choose_postprocess(
     help (it cannot see the merges they prevent). Returns ``PostprocessSettings.to_dict()``
     plus ``"tta"`` and ``"chosen_on"`` (the scores), or None without scorable regions.
     """
-    if tta is None:
-        tta = _is_2d(model)
+    tta = _is_2d(model) if tta is None else bool(tta)
     with _in_eval(model):
-        rows = _predicted(model, prepared, regions, tile, tta=bool(tta), context=context)
+        rows = _predicted(model, prepared, regions, tile, tta=tta, context=context)
     if not rows:
         return None
     best, best_score = _choose(rows, cores=_is_2d(model))
-    tta = bool(tta)
     logger.info("post-processing chosen on validation: %s, tta=%s (F1 %.3f, Rand error %.4f)",
                 best, tta, best_score["instance_f1"], best_score["rand_error"])
     return {**best.to_dict(), "tta": tta,
