@@ -90,12 +90,10 @@ def scores(rows):
 
 def _set_layout(trainer, channels_last: bool) -> None:
     """The trainer's weights, optimiser moments and batches in one memory layout."""
-    import torch
-
     from napari_unet.core.checkpoint import match_moment_layout
+    from napari_unet.core.device import cpu_layout
 
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    trainer.model.to(memory_format=fmt)
+    cpu_layout(trainer.model, channels_last=channels_last)
     trainer.channels_last = channels_last
     match_moment_layout(trainer.optimizer)
 

@@ -16,6 +16,7 @@ A setting is ``depth,tile,batch`` (tile: the network's input side, valid for tha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -49,9 +50,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="write the report here")
     args = p.parse_args(argv)
 
+    from napari_unet.core.config import gui_defaults
     from napari_unet.core.data import TrainingPair
     from napari_unet.core.device import configure_cpu_threads
-    from napari_unet.core.train import TrainConfig, Trainer
+    from napari_unet.core.train import Trainer
+
+    recipe = gui_defaults("cpu")  # the CPU recipe of the GUI and the CLI; only its shape changes
 
     ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
     if not ids:
@@ -62,8 +66,8 @@ def main(argv=None) -> int:
     configure_cpu_threads(None)
     runs = {}
     for depth, tile, batch in args.settings:
-        cfg = TrainConfig.for_device("cpu", depth=depth, tile=tile, batch_size=batch, lr=2e-3,
-                                     dropout=0.0, steps=10**9)
+        cfg = dataclasses.replace(recipe, depth=depth, tile=tile, batch_size=batch,
+                                  steps=10**9, time_limit=None)
         trainer = Trainer(pairs, cfg)
         sampler = trainer.make_sampler()
         for _ in range(2):  # warm-up
