@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import napari_unet.core.validation as validation
 from napari_unet.core.data import PreparedImage
@@ -150,13 +152,18 @@ def test_choice_cost_counts_the_context_area():
 
 def test_the_reserve_covers_predictions_and_scorings():
     """Validation timings of 2 s predicting and 0.5 s scoring, a cost of (18, 104): the
-    Trainer keeps 2 * 18 + 0.5 * 104 = 88 s for the choice."""
-    from napari_unet.core.train import Trainer
+    Trainer keeps 2 * 18 + 0.5 * 104 = 88 s for the choice, at most a quarter of a time
+    budget."""
+    from napari_unet.core.train import TrainConfig, Trainer
 
     trainer = Trainer.__new__(Trainer)
     trainer._validating, trainer._choice_cost = True, (18.0, 104.0)
     trainer._val_timings, trainer._val_s = {"predict_s": 2.0, "score_s": 0.5}, 2.5
+    trainer.config = TrainConfig(steps=10)
     assert trainer._reserve() == pytest.approx(88.0)
+    # with a time budget, at most a quarter of it (the choice then looks at fewer regions)
+    trainer.config = TrainConfig(time_limit=200.0)
+    assert trainer._reserve() == pytest.approx(50.0)
 
 
 def test_cores_are_not_kept_where_they_drop_the_cells(monkeypatch):
@@ -168,3 +175,34 @@ def test_cores_are_not_kept_where_they_drop_the_cells(monkeypatch):
     chosen = _choose(monkeypatch, labels, cell_prob)
     assert chosen["seeds"] == 0.0 and chosen["threshold"] < 0.65
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
+
+
+@given(n=st.integers(1, 12), share=st.floats(0.0, 1.5), side=st.integers(8, 40))
+@settings(max_examples=60, deadline=None)
+def test_choice_regions_fit_their_share(n, share, side):
+    """The subset's grown area is at most ``share`` of all (all of them from 1 on), spread
+    from the first region to the last, in order and without repeats; and no larger evenly
+    spread subset would have fitted."""
+    shape = (side, 6 * n)
+    prep = PreparedImage(np.zeros((1, *shape), np.float32), np.zeros(shape, np.uint8),
+                         np.ones(shape, np.float32), 0, shape, np.zeros(shape, np.int32),
+                         np.ones(shape, bool))
+    bands = [ValidationRegion(0, (slice(0, side), slice(6 * i, 6 * i + 6)), None)
+             for i in range(n)]
+    chosen = validation.choice_regions([prep], bands, share)
+    idx = [bands.index(r) for r in chosen]
+
+    def grown(regs):
+        return sum(validation._area(validation.context_region(r.region, prep.shape))
+                   for r in regs)
+
+    assert idx == sorted(set(idx))
+    if share >= 1.0:
+        assert chosen == bands
+        return
+    assert grown(chosen) <= share * grown(bands) + 1e-9
+    if len(chosen) >= 2:
+        assert idx[0] == 0 and idx[-1] == n - 1
+    if len(chosen) < n - 1:  # one more (evenly spread) did not fit
+        more = sorted({round(i) for i in np.linspace(0, n - 1, len(chosen) + 1)})
+        assert grown([bands[i] for i in more]) > share * grown(bands)

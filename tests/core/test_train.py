@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_unet.core.augment import AugmentConfig
-from napari_unet.core.data import TrainingPair, prepare_pairs
+from napari_unet.core.data import TrainingPair, prepare_pairs, split_validation
 from napari_unet.core.io import load_model, read_metadata, save_model
 from napari_unet.core.loss import weighted_cross_entropy
 from napari_unet.core.metrics import foreground_iou
@@ -131,47 +131,111 @@ def test_validation_best_checkpoint_and_time_budget(two_cells, tmp_path):
     assert PostprocessSettings.from_metadata({"postprocess": stored}).threshold == stored["threshold"]
 
 
-def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
-    """A fake clock: a step takes 1 s, a validation 5 s; time_limit 20 s counts both and no
-    step or validation is started that would end past it."""
+def _fake_clock_run(monkeypatch, pairs, *, probe: bool = True, **config):
+    """Run a Trainer on a fake clock: a step takes 1 s, a validation 5 s (over every region;
+    the early estimate's one region is scaled to all of them: 5 s too), choosing the
+    post-processing 45 s over every region (9 validations' predictions; the band's context
+    and the scorings are counted in their own tests), less on a subset. Returns (event
+    kinds, trainer, the regions the choice looked at, the seconds of each validation call);
+    the trainer's elapsed time is checked to be the whole run's."""
     import napari_unet.core.train as train_mod
 
-    now = [0.0]
+    now, chosen, validations = [0.0], [], []
     real_step, real_validate = Trainer.train_step, train_mod.validate
+    real_choose = train_mod.choose_postprocess
+    everywhere = []
 
     def step(self, sampler):
         now[0] += 1.0
         return real_step(self, sampler)
 
-    def validate(*args, timings=None, **kwargs):
-        now[0] += 5.0
-        scores = real_validate(*args, **kwargs)
-        if timings is not None:  # what the fake clock saw: 5 s of prediction
-            timings.update(predict_s=5.0, score_s=0.0)
+    def validate(model, prepared, regions, **kwargs):
+        timings = kwargs.pop("timings", None)
+        if not everywhere:
+            everywhere.append(len(split_validation(prepared, fraction=config["val_fraction"])))
+        seconds = 5.0 * len(regions) / everywhere[0]
+        now[0] += seconds
+        validations.append(seconds)
+        scores = real_validate(model, prepared, regions, **kwargs)
+        if timings is not None:  # what the fake clock saw, all of it prediction
+            timings.update(predict_s=seconds, score_s=0.0)
         return scores
 
-    real_choose = train_mod.choose_postprocess
-
-    def choose(*args, **kwargs):
-        now[0] += 45.0  # one pass and the 8 flips/rotations: 9 validations' predictions
-        return real_choose(*args, **kwargs)
+    def choose(model, prepared, regions, **kwargs):
+        chosen.append(len(regions))
+        now[0] += 45.0 * len(regions) / everywhere[0]
+        return real_choose(model, prepared, regions, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_step", step)
     monkeypatch.setattr(train_mod, "validate", validate)
     monkeypatch.setattr(train_mod, "choose_postprocess", choose)
-    # 9 predictions of one validation (the band's context and the scorings are counted in
-    # their own tests)
     monkeypatch.setattr(train_mod, "choice_cost", lambda *args: (9.0, 0.0))
-    trainer = Trainer([two_cells], tiny(steps=None, time_limit=60.0, validate_every=4,
-                                        val_fraction=0.3))
+    trainer = Trainer(pairs, tiny(steps=None, **config))
     trainer.clock = lambda: now[0]
     kinds = [e.kind for e in trainer.run()]
+    assert trainer.elapsed == pytest.approx(now[0])  # what the model records: all of it
+    return kinds, trainer, chosen, validations
+
+
+def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
+    """time_limit 200 s counts the steps, the validations, the early estimate of a
+    validation's time and the choice of the post-processing; no step or validation is
+    started that would end past it."""
+    kinds, trainer, chosen, validations = _fake_clock_run(
+        monkeypatch, [two_cells], time_limit=200.0, validate_every=4, val_fraction=0.3)
+    assert kinds[-1] == "done" and trainer.elapsed <= 200.0
+    # the estimate (5 s), then 45 s (9 validations) stay reserved for the choice at the end:
+    # 150 s for blocks of 4 steps + a validation (9 s): 16 blocks = 144 s, 6 more steps (a
+    # validation would end past the reserve), then the choice over the whole band = 200 s
+    assert validations == [5.0] * 17 and kinds.count("validation") == 16
+    assert kinds.count("step") == 70 and chosen == [1]
+    assert trainer.elapsed == pytest.approx(200.0) and trainer.postprocess is not None
+
+
+def test_a_short_budget_holds_without_any_validation(two_cells, monkeypatch):
+    """No validation is due before the end (validate_every 1000): the early estimate still
+    keeps the choice within the budget. The whole choice (45 s over 6 regions) is more than
+    CHOICE_SHARE (a quarter) of 60 s, so it looks at 2 of the 6 regions (15 s); the final
+    validation (5 s) does not fit beside it and is skipped. Without the estimate the run
+    took 60 + 5 + 45 = 110 s."""
+    import napari_unet.core.train as train_mod
+
+    pairs = [two_cells] * 6
+    kinds, trainer, chosen, validations = _fake_clock_run(
+        monkeypatch, pairs, time_limit=60.0, validate_every=1000, val_fraction=0.3)
     assert kinds[-1] == "done" and trainer.elapsed <= 60.0
-    # 45 s (9 validations) stay reserved for choosing the post-processing at the end, with
-    # and without the flips/rotations: 4 steps + validation = 9 s, 6 more steps = 15 s (a
-    # second validation would end past 60 s with the reserve), then the choice = 60 s
-    assert kinds.count("step") == 10 and kinds.count("validation") == 1
-    assert trainer.postprocess is not None
+    assert train_mod.CHOICE_SHARE == 0.25
+    assert "validation" not in kinds and validations == [5.0 / 6]
+    assert chosen == [2] and trainer.postprocess is not None
+    # every step that fitted beside the reserve ran: 60 - 5/6 - 15 = 44.2 s of steps
+    assert kinds.count("step") == 44
+
+
+def test_no_choice_when_not_one_region_fits(two_cells, monkeypatch):
+    """A budget whose quarter holds not one region's choice: the model keeps the default
+    post-processing and the run still ends within it."""
+    kinds, trainer, chosen, _ = _fake_clock_run(
+        monkeypatch, [two_cells], time_limit=40.0, validate_every=1000, val_fraction=0.3)
+    assert kinds[-1] == "done" and trainer.elapsed <= 40.0
+    assert chosen == [] and getattr(trainer, "postprocess", None) is None and kinds.count("step") == 25
+
+
+def test_a_pause_keeps_the_timings(two_cells):
+    """Pausing restarts the budget's clock but keeps the measured step and validation times
+    that the reserve is made of (before, they were reset and a resumed run reserved
+    nothing until its next validation)."""
+    trainer = Trainer([two_cells], tiny(steps=None, time_limit=600.0, validate_every=2,
+                                        val_fraction=0.3))
+    gen = trainer.run()
+    assert [next(gen).kind for _ in range(3)] == ["step", "step", "validation"]
+    before = (trainer._step_s, trainer._val_s, dict(trainer._val_timings))
+    assert before[1] > 0 and before[2]
+    trainer.request_pause()
+    assert next(gen).kind == "paused"
+    threading.Timer(0.05, trainer.request_resume).start()
+    assert next(gen).kind == "step"
+    assert trainer._val_s == before[1] and trainer._val_timings == before[2]
+    gen.close()
 
 
 def test_fine_tune_from_saved_model(two_cells, tmp_path):

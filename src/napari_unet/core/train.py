@@ -68,11 +68,22 @@ from napari_unet.core.model import (
 from napari_unet.core.patches import tile_per_axis
 from napari_unet.core.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.safe_load import load_pretrained
-from napari_unet.core.validation import choice_cost, choose_postprocess, validate
+from napari_unet.core.validation import (
+    choice_cost,
+    choice_regions,
+    choose_postprocess,
+    validate,
+)
 
 __all__ = ["TrainConfig", "TrainEvent", "Trainer"]
 
 logger = logging.getLogger(__name__)
+
+#: at most this share of a time budget is kept for choosing the post-processing at the end of
+#: a run; where the choice over every validation region would take longer, it looks at an
+#: evenly spread subset of them that fits (:func:`~napari_unet.core.validation.choice_regions`).
+#: On the 80 DSB2018 training images the whole choice takes about 70 s, under 10 % of 15 min.
+CHOICE_SHARE = 0.25
 
 
 @dataclasses.dataclass
@@ -146,6 +157,8 @@ class Trainer:
         self.clock = time.perf_counter
         self._boundary = None  # RNG states at the start of the step under way
         self._start_clock()
+        self._step_s = self._val_s = 0.0  # the last step's and validation's seconds
+        self._val_timings: dict = {}
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -382,16 +395,62 @@ class Trainer:
             spent, _ = ddp.broadcast_control(spent, self.elapsed)
         return spent
 
-    def _reserve(self) -> float:
-        """Seconds kept for choosing the post-processing at the end (a validation's prediction
-        per pass it predicts and a validation's scoring per setting it scores, over the
-        regions with their context: :func:`~napari_unet.core.validation.choice_cost`), so
-        that the run, that choice included, ends within the wall-clock budget."""
-        if not getattr(self, "_validating", False):
-            return 0.0
+    def _choice_s(self) -> float:
+        """Seconds of the end-of-run choice of the post-processing over every validation
+        region (a validation's prediction per pass it predicts and a validation's scoring per
+        setting it scores, over the regions with their context:
+        :func:`~napari_unet.core.validation.choice_cost`), from the last validation's timings
+        or, before the first, the early estimate of :meth:`_estimate_validation`."""
         passes, scorings = self._choice_cost
         timings = self._val_timings or {"predict_s": self._val_s, "score_s": 0.0}
         return timings["predict_s"] * passes + timings["score_s"] * scorings
+
+    def _reserve(self) -> float:
+        """Seconds kept for choosing the post-processing at the end, so that the run, that
+        choice included, ends within the wall-clock budget: :meth:`_choice_s`, at most
+        :data:`CHOICE_SHARE` of the budget."""
+        if not getattr(self, "_validating", False):
+            return 0.0
+        full = self._choice_s()
+        if self.config.time_limit is None:
+            return full
+        return min(full, CHOICE_SHARE * self.config.time_limit)
+
+    def _choice_regions(self, prepared, regions) -> list:
+        """The validation regions the end-of-run choice looks at: all of them where the time
+        left allows, else an evenly spread subset that fits in it (none where not even one
+        region fits: the default post-processing stays)."""
+        full = self._choice_s()
+        if self.config.time_limit is None or full <= 0:
+            return list(regions)
+        self._tick()
+        left = max(self.config.time_limit - self.elapsed, 0.0)
+        chosen = choice_regions(prepared, regions, share=left / full)
+        if len(chosen) < len(regions):
+            logger.info("time limit: %.1f s left for choosing the post-processing, which takes "
+                        "about %.1f s over all %d validation regions: choosing on %d of them",
+                        left, full, len(regions), len(chosen))
+        return chosen
+
+    def _estimate_validation(self, prepared, regions) -> None:
+        """Time a validation of the first scorable region and scale it to all regions by
+        area: the estimate of a validation's (and so of the end-of-run choice's) seconds
+        until the first validation measures them, so that neither starts past the budget."""
+        def area(regs):
+            return sum(math.prod(s.stop - s.start for s in r.region) for r in regs)
+
+        probe = next((r for r in regions if prepared[r.index].annotated[r.region].any()), None)
+        if probe is None:
+            return
+        timings: dict = {}
+        t0 = self.clock()
+        validate(self.model, prepared, [probe], tile=self.tile_shape, timings=timings)
+        scale = area(regions) / max(area([probe]), 1)
+        self._val_s = max(self.clock() - t0, 0.0) * scale
+        self._val_timings = {k: v * scale for k, v in timings.items()}
+        logger.info("a validation will take about %.1f s, choosing the post-processing about "
+                    "%.1f s (estimated on 1 of %d validation regions)", self._val_s,
+                    self._choice_s(), len(regions))
 
     def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:
@@ -494,12 +553,16 @@ class Trainer:
         prepared, regions, sampler = self._prepare()
         validating = self._validating = bool(regions) and self.is_main
         self._choice_cost = choice_cost(self.model, prepared, regions)
+        self._step_s = self._val_s = 0.0
+        self._val_timings: dict = {}
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
         if self.device.type == "cpu":
             configure_cpu_threads(cfg.threads)
         try:
+            if validating and cfg.time_limit is not None:
+                self._estimate_validation(prepared, regions)
             if self._pretrain_due():
                 yield from self._pretrain_2d(prepared)
             while True:
@@ -532,8 +595,15 @@ class Trainer:
             if validating and self.step:
                 # threshold etc. for predict, the GUI and exports (metadata); its time is
                 # reserved in the budget (_reserve)
-                self.postprocess = choose_postprocess(self.model, prepared, regions,
-                                                      tile=self.tile_shape)
+                chosen = self._choice_regions(prepared, regions)
+                if chosen:
+                    self.postprocess = choose_postprocess(self.model, prepared, chosen,
+                                                          tile=self.tile_shape)
+                else:
+                    logger.warning("the time limit left no time to choose the post-processing "
+                                   "on the validation band; the model keeps the defaults "
+                                   "(give a larger --time-limit)")
+                self._tick()  # the choice counts in the elapsed time the model records
             if self.step == 0:
                 logger.warning("the time limit (%.3g s) was spent before the first step (preparing "
                                "the targets took %.3g s); give a larger --time-limit",
@@ -636,9 +706,9 @@ class Trainer:
 
     # -- the wall-clock budget: everything in run() counts except pauses -------------------
     def _start_clock(self) -> None:
+        """(Re)start the budget's clock: at the start of a run and after a pause (the step
+        and validation timings are kept)."""
         self._t0, self._elapsed0 = self.clock(), self.elapsed
-        self._step_s = self._val_s = 0.0
-        self._val_timings: dict = {}
 
     def _tick(self) -> None:
         self.elapsed = self._elapsed0 + (self.clock() - self._t0)

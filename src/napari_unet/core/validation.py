@@ -29,7 +29,7 @@ from napari_unet.core.postprocess import PostprocessSettings
 from napari_unet.core.predict import _tta_transforms, iter_predict_region, return_value
 from napari_unet.core.tiling import region_reader
 
-__all__ = ["CONTEXT", "choice_cost", "choose_postprocess", "context_region",
+__all__ = ["CONTEXT", "choice_cost", "choice_regions", "choose_postprocess", "context_region",
            "region_probabilities", "seed_level", "validate"]
 
 logger = logging.getLogger(__name__)
@@ -308,10 +308,44 @@ def choice_cost(model, prepared: Sequence[PreparedImage] = (),
     band = grown = 0
     for reg in regions:
         shape = prepared[reg.index].shape
-        band += math.prod(s.stop - s.start for s in reg.region)
-        grown += math.prod(s.stop - s.start for s in context_region(reg.region, shape))
+        band += _area(reg.region)
+        grown += _area(context_region(reg.region, shape))
     ratio = grown / band if band else 1.0
     return float(passes * ratio), float(trials * searches * ratio)
+
+
+def _area(region: Sequence[slice]) -> int:
+    return math.prod(s.stop - s.start for s in region)
+
+
+def choice_regions(prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion],
+                   share: float) -> list[ValidationRegion]:
+    """The most regions, spread evenly over ``regions`` (first and last included), whose
+    area grown by :data:`CONTEXT` is at most ``share`` of all of theirs: what
+    :func:`choose_postprocess` can look at in ``share`` of its full time. All of them for
+    ``share`` ≥ 1; none where even one region is more.
+
+    Examples
+    --------
+    >>> prep = PreparedImage(np.zeros((1, 40, 40), np.float32), np.zeros((40, 40), np.uint8),
+    ...                      np.ones((40, 40), np.float32), 0, (40, 40),
+    ...                      np.zeros((40, 40), int), np.ones((40, 40), bool))
+    >>> bands = [ValidationRegion(0, (slice(i, i + 4), slice(0, 40))) for i in range(0, 40, 4)]
+    >>> [r.region[0].start for r in choice_regions([prep], bands, share=0.35)]
+    [0, 16, 36]
+    >>> len(choice_regions([prep], bands, share=1.0)), choice_regions([prep], bands, share=0.0)
+    (10, [])
+    """
+    regions = list(regions)
+    if share >= 1.0 or not regions:
+        return regions
+    grown = [_area(context_region(r.region, prepared[r.index].shape)) for r in regions]
+    total = sum(grown)
+    for k in range(len(regions) - 1, 0, -1):
+        picked = sorted({round(i) for i in np.linspace(0, len(regions) - 1, k)})
+        if sum(grown[i] for i in picked) <= share * total:
+            return [regions[i] for i in picked]
+    return []
 
 
 def choose_postprocess(
