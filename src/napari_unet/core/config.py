@@ -38,10 +38,12 @@ class TrainConfig:
     ``steps`` and ``time_limit`` are budgets: the run ends at whichever comes first
     (``steps=None`` for time only). ``time_limit`` is the run's wall-clock budget in seconds
     from the start of :meth:`Trainer.run`, pauses excluded: preparing the targets, the steps,
-    the validations and the checkpoints all count, and a step or validation that would end
-    past it is not started. ``lr`` and ``batch_size`` default to
-    the preset's. ``tile`` is the network's input side (None: the smallest valid tile whose
-    output covers the largest image, at most 572, the paper's; for volumes at most 64 output
+    the validations, the checkpoints and the end-of-run choice of the post-processing all
+    count (that choice gets at most a quarter of it:
+    :data:`napari_unet.core.train.CHOICE_SHARE`), and a step or validation that would end
+    past it is not started. ``lr`` and ``batch_size`` default to the preset's. ``tile`` is
+    the network's input side (None: the smallest valid tile whose output covers the largest
+    image, at most 572, the paper's; for volumes at most 64 output
     voxels per axis); an int is a square (a cube for ``ndim=3``), a tuple gives one side per
     axis. ``ndim`` is the spatial dimension of the data and the model (3: the 3D U-Net on
     ``(Z, Y, X)`` volumes); ``spacing`` the voxel size per axis (anisotropic border weights,

@@ -1,0 +1,134 @@
+"""Ablation: how well the validation band predicts the held-out images when choosing the
+post-processing of trained DSB 2018 models (not in the library: measured, not adopted;
+BENCHMARKS.md, eleventh session).
+
+For each model file (trained by ``bench_dsb.py`` on its training split), the same fixed
+post-processing settings are scored twice, both with the model's stored flips/rotations:
+
+- on the validation bands of the training split, as the end of training scores them (each
+  band predicted with its context, :func:`napari_unet.core.validation.choose_postprocess`'s
+  objective: instance F1 at IoU 0.5 minus the Rand error; its parts are printed too);
+- on the 20 held-out images, the issue's figure (mean over the images of instance F1 at IoU
+  0.5).
+
+It prints, per model, the held-out F1 of the stored (band-chosen) post-processing, the band
+and held-out scores of every fixed setting, and then per setting the mean over the models
+and how many of them reach 0.85; ``--json`` keeps it all. About 3 minutes per model on two
+cores.
+
+    python benchmarks/ablation_choice_dsb.py MODEL.safetensors [MODEL ...] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_dsb
+
+#: threshold, confident-core level, minimum size, regrowth: around the library's defaults and
+#: the settings the bands chose for the recipe's models
+GRID = [(t, s, m, r) for t, s, m, r in itertools.product(
+    (0.5, 0.55, 0.6, 0.65, 0.7), (0.7, 0.8, 0.9), (10, 25, 50), (0, 1)) if s > t]
+
+
+def _key(setting) -> str:
+    return "{},{},{},{}".format(*setting)
+
+
+def score_model(path: Path, train, test) -> dict:
+    """Band objective (with F1 and Rand error) and held-out mean F1 of every GRID setting and
+    of the stored one, for one model file."""
+    from napari_unet.core import validation as V
+    from napari_unet.core.config import TrainConfig
+    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.io import load_model
+    from napari_unet.core.metrics import instance_matching
+    from napari_unet.core.postprocess import PostprocessSettings
+    from napari_unet.core.segment import segment
+    from napari_unet.core.train import Trainer
+
+    model, meta = load_model(path)
+    model.eval()
+    stored = PostprocessSettings.from_metadata(meta)
+    tta = bool((meta.get("postprocess") or {}).get("tta", True))
+    # the bands the training held out (bench_dsb.rechoose's set-up: the same split, tile and
+    # validation fraction give the same bands)
+    tr = meta.get("training") or {}
+    cfg = TrainConfig(steps=1, tile=tr.get("tile"), val_fraction=tr.get("val_fraction", 0.1),
+                      validate_every=1, w0=tr.get("w0", 10.0), sigma=tr.get("sigma", 5.0),
+                      **{k: v for k, v in meta["architecture"].items()
+                         if k in ("depth", "base_channels", "num_classes", "norm")})
+    trainer = Trainer([TrainingPair(img, lab, channel_axis=axis)
+                       for _, img, axis, lab, _ in train], cfg, init_model=str(path))
+    prepared, regions, _ = trainer._prepare()
+    with V._in_eval(trainer.model):
+        rows = V._predicted(trainer.model, prepared, regions, trainer.tile_shape, tta=tta,
+                            context=V.CONTEXT)
+    probs = [segment(model, img, metadata=meta, tta=tta)[0] for _, img, _, _, _ in test]
+
+    def held_out(settings) -> float:
+        return float(np.mean([instance_matching(settings.labels(p), lab, threshold=0.5)["f1"]
+                              for p, (_, _, _, lab, _) in zip(probs, test, strict=True)]))
+
+    def band(settings) -> dict:
+        s = V._scores(rows, settings)
+        return {"objective": V._objective(s), "f1": s["instance_f1"],
+                "rand_error": s["rand_error"]}
+
+    out = {"stored": str(stored), "stored_band": band(stored),
+           "stored_held_out": held_out(stored), "settings": {}}
+    for t, s, m, r in GRID:
+        trial = stored.replace(threshold=t, seeds=s, min_size=m, regrow=r, watershed=False)
+        out["settings"][_key((t, s, m, r))] = {"band": band(trial), "held_out": held_out(trial)}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="+", type=Path, help="model files trained by bench_dsb.py")
+    p.add_argument("--data", type=Path, default=bench_dsb.DEFAULT_DATA)
+    p.add_argument("--json", type=Path, help="write every score here")
+    args = p.parse_args(argv)
+    ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
+    if not ids:
+        p.error(f"--data: no images/*.png under {args.data}; give the DSB 2018 folder")
+    missing = [str(m) for m in args.models if not m.is_file()]
+    if missing:
+        p.error(f"models: no such file(s): {', '.join(missing)}")
+    train_ids, test_ids = bench_dsb.split_ids(ids)
+    train = bench_dsb.load(args.data, train_ids, "gray")
+    test = bench_dsb.load(args.data, test_ids, "gray")
+    report = {}
+    for path in args.models:
+        r = report[str(path)] = score_model(path, train, test)
+        best = max(r["settings"], key=lambda k: r["settings"][k]["band"]["objective"])
+        a, b = r["settings"]["0.5,0.7,25,1"], r["settings"]["0.6,0.8,25,1"]
+        print(f"{path}: stored {r['stored']}: held-out F1 {r['stored_held_out']:.4f}; band's "
+              f"best {best}: held-out {r['settings'][best]['held_out']:.4f}; threshold 0.5 -> "
+              f"0.6 (cores 0.7 -> 0.8, min size 25, regrow 1): band F1 "
+              f"{b['band']['f1'] - a['band']['f1']:+.4f}, objective "
+              f"{b['band']['objective'] - a['band']['objective']:+.4f}, held-out F1 "
+              f"{b['held_out'] - a['held_out']:+.4f}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+    n = len(report)
+    stored = [r["stored_held_out"] for r in report.values()]
+    print(f"\n{n} model(s); held-out mean F1, mean over the models (models >= 0.85):")
+    print(f"  stored (chosen on the band)  {np.mean(stored):.4f} ({sum(f >= 0.85 for f in stored)})")
+    means = {k: [r["settings"][k]["held_out"] for r in report.values()] for k in map(_key, GRID)}
+    for k in sorted(means, key=lambda k: -np.mean(means[k]))[:6]:
+        f = means[k]
+        print(f"  fixed {k:18s}      {np.mean(f):.4f} ({sum(x >= 0.85 for x in f)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
