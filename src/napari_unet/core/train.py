@@ -448,9 +448,10 @@ class Trainer:
         scale = area(regions) / max(area([probe]), 1)
         self._val_s = max(self.clock() - t0, 0.0) * scale
         self._val_timings = {k: v * scale for k, v in timings.items()}
-        logger.info("a validation will take about %.1f s, choosing the post-processing about "
-                    "%.1f s (estimated on 1 of %d validation regions)", self._val_s,
-                    self._choice_s(), len(regions))
+        # an upper estimate (the untrained network's probabilities are slower to score)
+        logger.debug("a validation will take at most about %.1f s, choosing the "
+                     "post-processing %.1f s (estimated on 1 of %d validation regions)",
+                     self._val_s, self._choice_s(), len(regions))
 
     def _budget_left(self, next_step_s: float = 0.0) -> bool:
         if self.config.steps is not None and self.step >= self.config.steps:
