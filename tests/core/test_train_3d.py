@@ -218,14 +218,20 @@ def test_validation_region_probabilities_3d(volume):
     np.testing.assert_allclose(prob.sum(0), 1.0, rtol=1e-5)
 
 
-def test_3d_training_validates_and_chooses_postprocess_on_annotated_slices(volume):
+@pytest.mark.parametrize("time_limit", [None, 600.0])
+def test_3d_training_validates_and_chooses_postprocess_on_annotated_slices(volume, time_limit):
     """Validation in 3D runs through the tiler and the 3D post-processing, scored on the
-    annotated planes of the held-out band; the post-processing chosen is stored."""
+    annotated planes of the held-out band; the post-processing chosen is stored. With a time
+    budget a validation is first timed on one band (in 3D too)."""
     vol, lab = volume
     ann = slices_mask(vol.shape, z=(3, 8, 13))
     trainer = Trainer([TrainingPair(vol, lab, ann, ndim=3)],
-                      _config(steps=2, validate_every=2, val_fraction=0.2))
-    events = list(trainer.run())
+                      _config(steps=2, validate_every=2, val_fraction=0.2,
+                              time_limit=time_limit))
+    run = trainer.run()
+    events = [next(run)]
+    assert events[0].kind == "step" and bool(trainer._val_timings) == (time_limit is not None)
+    events += list(run)
     (val,) = [e for e in events if e.kind == "validation"]
     assert set(val.metrics) == {"loss", "iou", "pixel_error", "rand_error", "instance_f1"}
     assert all(np.isfinite(v) for v in val.metrics.values())
