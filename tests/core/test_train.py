@@ -131,7 +131,7 @@ def test_validation_best_checkpoint_and_time_budget(two_cells, tmp_path):
     assert PostprocessSettings.from_metadata({"postprocess": stored}).threshold == stored["threshold"]
 
 
-def _fake_clock_run(monkeypatch, pairs, *, probe: bool = True, **config):
+def _fake_clock_run(monkeypatch, pairs, **config):
     """Run a Trainer on a fake clock: a step takes 1 s, a validation 5 s (over every region;
     the early estimate's one region is scaled to all of them: 5 s too), choosing the
     post-processing 45 s over every region (9 validations' predictions; the band's context
