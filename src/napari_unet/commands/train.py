@@ -70,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="train from this run folder as written (data, settings, parent)")
     a("--steps", type=int, help="step budget (default 1000 unless --time-limit is given)")
     a("--time-limit", type=float,
-      help="the run's wall-clock budget in seconds, validation and checkpoints included "
-           "(pauses excluded); no step or validation starts that would end past it")
+      help="the run's wall-clock budget in seconds, validation, checkpoints and the final "
+           "choice of the post-processing (at most a quarter of it) included, pauses "
+           "excluded; no step or validation starts that would end past it")
     a("--preset", default="adamw", choices=("adamw", "paper"),
       help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1); with adamw on a "
            "CPU the defaults are the GUI's CPU recipe: depth 3, tile 156, batch 2, lr 2e-3, "
