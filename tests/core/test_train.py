@@ -131,9 +131,11 @@ def test_validation_best_checkpoint_and_time_budget(two_cells, tmp_path):
     assert PostprocessSettings.from_metadata({"postprocess": stored}).threshold == stored["threshold"]
 
 
-def _fake_clock_run(monkeypatch, pairs, **config):
+def _fake_clock_run(monkeypatch, pairs, *, untrained: float = 1.0, **config):
     """Run a Trainer on a fake clock: a step takes 1 s, a validation 5 s (over every region;
-    the early estimate's one region is scaled to all of them: 5 s too), choosing the
+    the early estimate's one region is scaled to all of them: 5 s too; before the first step
+    the timings it reports are ``untrained`` times that, as an untrained network's noisy
+    probabilities are slower to post-process), choosing the
     post-processing 45 s over every region (9 validations' predictions; the band's context
     and the scorings are counted in their own tests), less on a subset. Returns (event
     kinds, trainer, the regions the choice looked at, the seconds of each validation call);
@@ -158,7 +160,8 @@ def _fake_clock_run(monkeypatch, pairs, **config):
         validations.append(seconds)
         scores = real_validate(model, prepared, regions, **kwargs)
         if timings is not None:  # what the fake clock saw, all of it prediction
-            timings.update(predict_s=seconds, score_s=0.0)
+            slower = untrained if trainer.step == 0 else 1.0
+            timings.update(predict_s=seconds * slower, score_s=0.0)
         return scores
 
     def choose(model, prepared, regions, **kwargs):
@@ -194,19 +197,22 @@ def test_time_limit_is_wall_clock_with_validation(two_cells, monkeypatch):
 
 def test_a_short_budget_holds_without_any_validation(two_cells, monkeypatch):
     """No validation is due before the end (validate_every 1000): the early estimate still
-    keeps the choice within the budget. The whole choice (45 s over 6 regions) is more than
-    CHOICE_SHARE (a quarter) of 60 s, so it looks at 2 of the 6 regions (15 s); the final
-    validation (5 s) does not fit beside it and is skipped. Without the estimate the run
-    took 60 + 5 + 45 = 110 s."""
+    keeps the choice within the budget. Before the first step it says 135 s for the whole
+    choice (the untrained network: 3x the 45 s), more than CHOICE_SHARE (a quarter) of 60 s,
+    so 15 s are kept; the final validation (5 s) does not fit beside them and is skipped.
+    Timed again with the trained network, the choice takes 45 s over the 6 regions, so the
+    14.3 s left hold 1 of them (with the first estimate, none would have fitted). Without any
+    estimate the run took 60 + 5 + 45 = 110 s."""
     import napari_unet.core.train as train_mod
 
     pairs = [two_cells] * 6
     kinds, trainer, chosen, validations = _fake_clock_run(
-        monkeypatch, pairs, time_limit=60.0, validate_every=1000, val_fraction=0.3)
+        monkeypatch, pairs, untrained=3.0, time_limit=60.0, validate_every=1000,
+        val_fraction=0.3)
     assert kinds[-1] == "done" and trainer.elapsed <= 60.0
     assert train_mod.CHOICE_SHARE == 0.25
-    assert "validation" not in kinds and validations == [5.0 / 6]
-    assert chosen == [2] and trainer.postprocess is not None
+    assert "validation" not in kinds and validations == [5.0 / 6] * 2
+    assert chosen == [1] and trainer.postprocess is not None
     # every step that fitted beside the reserve ran: 60 - 5/6 - 15 = 44.2 s of steps
     assert kinds.count("step") == 44
 

@@ -159,6 +159,7 @@ class Trainer:
         self._start_clock()
         self._step_s = self._val_s = 0.0  # the last step's and validation's seconds
         self._val_timings: dict = {}
+        self._val_measured = False
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -435,7 +436,11 @@ class Trainer:
     def _estimate_validation(self, prepared, regions) -> None:
         """Time a validation of the first scorable region and scale it to all regions by
         area: the estimate of a validation's (and so of the end-of-run choice's) seconds
-        until the first validation measures them, so that neither starts past the budget."""
+        until the first validation measures them, so that neither starts past the budget.
+        Before the first step it is an upper estimate (the untrained network's noisy
+        probabilities are several times slower to post-process); a run that ends without a
+        validation times it again with the trained network before the choice, which then
+        looks at as many regions as truly fit."""
         def area(regs):
             return sum(math.prod(s.stop - s.start for s in r.region) for r in regs)
 
@@ -556,6 +561,7 @@ class Trainer:
         self._choice_cost = choice_cost(self.model, prepared, regions)
         self._step_s = self._val_s = 0.0
         self._val_timings: dict = {}
+        self._val_measured = False  # whether a validation of this run timed all regions
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
@@ -596,6 +602,8 @@ class Trainer:
             if validating and self.step:
                 # threshold etc. for predict, the GUI and exports (metadata); its time is
                 # reserved in the budget (_reserve)
+                if not self._val_measured and cfg.time_limit is not None:
+                    self._estimate_validation(prepared, regions)
                 chosen = self._choice_regions(prepared, regions)
                 if chosen:
                     self.postprocess = choose_postprocess(self.model, prepared, chosen,
@@ -750,6 +758,7 @@ class Trainer:
                            timings=self._val_timings)
         self.history.append({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
         self._val_s = max(self.clock() - t0, 0.0)
+        self._val_measured = True
         score = metrics["rand_error"] + 1e-3 * metrics["loss"]
         msg = ""
         if score < self.best:
