@@ -451,7 +451,8 @@ class Trainer:
         t0 = self.clock()
         validate(self.model, prepared, [probe], tile=self.tile_shape, timings=timings)
         scale = area(regions) / max(area([probe]), 1)
-        self._val_s = max(self.clock() - t0, 0.0) * scale
+        self._probe_s = max(self.clock() - t0, 0.0)  # what timing it again costs
+        self._val_s = self._probe_s * scale
         self._val_timings = {k: v * scale for k, v in timings.items()}
         # an upper estimate (the untrained network's probabilities are slower to score)
         logger.debug("a validation will take at most about %.1f s, choosing the "
@@ -562,6 +563,7 @@ class Trainer:
         self._step_s = self._val_s = 0.0
         self._val_timings: dict = {}
         self._val_measured = False  # whether a validation of this run timed all regions
+        self._probe_s = 0.0
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
@@ -602,7 +604,8 @@ class Trainer:
             if validating and self.step:
                 # threshold etc. for predict, the GUI and exports (metadata); its time is
                 # reserved in the budget (_reserve)
-                if not self._val_measured and cfg.time_limit is not None:
+                if (not self._val_measured and cfg.time_limit is not None
+                        and self._fits(self._probe_s)):
                     self._estimate_validation(prepared, regions)
                 chosen = self._choice_regions(prepared, regions)
                 if chosen:
