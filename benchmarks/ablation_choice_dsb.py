@@ -47,28 +47,15 @@ def score_model(path: Path, train, test) -> dict:
     """Band objective (with F1 and Rand error) and held-out mean F1 of every GRID setting and
     of the stored one, for one model file."""
     from napari_unet.core import validation as V
-    from napari_unet.core.config import TrainConfig
-    from napari_unet.core.data import TrainingPair
-    from napari_unet.core.io import load_model
     from napari_unet.core.metrics import instance_matching
     from napari_unet.core.postprocess import PostprocessSettings
     from napari_unet.core.segment import segment
-    from napari_unet.core.train import Trainer
 
-    model, meta = load_model(path)
+    # the bands the training held out
+    model, meta, trainer, prepared, regions = bench_dsb.validation_bands(path, train)
     model.eval()
     stored = PostprocessSettings.from_metadata(meta)
     tta = bool((meta.get("postprocess") or {}).get("tta", True))
-    # the bands the training held out (bench_dsb.rechoose's set-up: the same split, tile and
-    # validation fraction give the same bands)
-    tr = meta.get("training") or {}
-    cfg = TrainConfig(steps=1, tile=tr.get("tile"), val_fraction=tr.get("val_fraction", 0.1),
-                      validate_every=1, w0=tr.get("w0", 10.0), sigma=tr.get("sigma", 5.0),
-                      **{k: v for k, v in meta["architecture"].items()
-                         if k in ("depth", "base_channels", "num_classes", "norm")})
-    trainer = Trainer([TrainingPair(img, lab, channel_axis=axis)
-                       for _, img, axis, lab, _ in train], cfg, init_model=str(path))
-    prepared, regions, _ = trainer._prepare()
     with V._in_eval(trainer.model):
         rows = V._predicted(trainer.model, prepared, regions, trainer.tile_shape, tta=tta,
                             context=V.CONTEXT)

@@ -224,15 +224,14 @@ def evaluate(model_path: Path, test, workdir: Path, tta: bool, extra=()):
     return {k: scores(v) for k, v in rows.items()}
 
 
-def rechoose(model_path: Path, pairs, out: Path) -> Path:
-    """A copy of ``model_path`` whose post-processing is chosen again, by this code, on the
-    validation bands its training held out (the same training images give the same bands):
-    what training would store today. The weights are unchanged."""
+def validation_bands(model_path: Path, pairs):
+    """(model, metadata, trainer, prepared images, regions): the validation bands that the
+    training of ``model_path`` held out (the same training images, tile and validation
+    fraction give the same bands), prepared by a Trainer that starts from its weights."""
     from napari_unet.core.config import TrainConfig
     from napari_unet.core.data import TrainingPair
-    from napari_unet.core.io import load_model, save_model
+    from napari_unet.core.io import load_model
     from napari_unet.core.train import Trainer
-    from napari_unet.core.validation import choose_postprocess
 
     model, meta = load_model(model_path)
     tr = meta.get("training") or {}
@@ -243,6 +242,17 @@ def rechoose(model_path: Path, pairs, out: Path) -> Path:
     trainer = Trainer([TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs],
                       cfg, init_model=str(model_path))
     prepared, regions, _ = trainer._prepare()
+    return model, meta, trainer, prepared, regions
+
+
+def rechoose(model_path: Path, pairs, out: Path) -> Path:
+    """A copy of ``model_path`` whose post-processing is chosen again, by this code, on the
+    validation bands its training held out (:func:`validation_bands`): what training would
+    store today. The weights are unchanged."""
+    from napari_unet.core.io import save_model
+    from napari_unet.core.validation import choose_postprocess
+
+    model, meta, trainer, prepared, regions = validation_bands(model_path, pairs)
     meta = {k: v for k, v in meta.items() if k not in ("architecture", "napari_unet_version")}
     meta["postprocess"] = choose_postprocess(trainer.model, prepared, regions,
                                              tile=trainer.tile_shape)

@@ -193,7 +193,7 @@ def test_choice_regions_fit_their_share(n, share, side):
     idx = [bands.index(r) for r in chosen]
 
     def grown(regs):
-        return sum(validation._area(validation.context_region(r.region, prep.shape))
+        return sum(validation.region_area(validation.context_region(r.region, prep.shape))
                    for r in regs)
 
     assert idx == sorted(set(idx))

@@ -72,6 +72,7 @@ from napari_unet.core.validation import (
     choice_cost,
     choice_regions,
     choose_postprocess,
+    region_area,
     validate,
 )
 
@@ -157,9 +158,7 @@ class Trainer:
         self.clock = time.perf_counter
         self._boundary = None  # RNG states at the start of the step under way
         self._start_clock()
-        self._step_s = self._val_s = 0.0  # the last step's and validation's seconds
-        self._val_timings: dict = {}
-        self._val_measured = False
+        self._reset_timings()
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -441,16 +440,13 @@ class Trainer:
         probabilities are several times slower to post-process); a run that ends without a
         validation times it again with the trained network before the choice, which then
         looks at as many regions as truly fit."""
-        def area(regs):
-            return sum(math.prod(s.stop - s.start for s in r.region) for r in regs)
-
         probe = next((r for r in regions if prepared[r.index].annotated[r.region].any()), None)
         if probe is None:
             return
         timings: dict = {}
         t0 = self.clock()
         validate(self.model, prepared, [probe], tile=self.tile_shape, timings=timings)
-        scale = area(regions) / max(area([probe]), 1)
+        scale = sum(region_area(r.region) for r in regions) / max(region_area(probe.region), 1)
         self._probe_s = max(self.clock() - t0, 0.0)  # what timing it again costs
         self._val_s = self._probe_s * scale
         self._val_timings = {k: v * scale for k, v in timings.items()}
@@ -560,10 +556,7 @@ class Trainer:
         prepared, regions, sampler = self._prepare()
         validating = self._validating = bool(regions) and self.is_main
         self._choice_cost = choice_cost(self.model, prepared, regions)
-        self._step_s = self._val_s = 0.0
-        self._val_timings: dict = {}
-        self._val_measured = False  # whether a validation of this run timed all regions
-        self._probe_s = 0.0
+        self._reset_timings()
         every_ckpt = cfg.checkpoint_every or cfg.validate_every or 0
         self._rate, self._last_loss = 0.0, None
         threads_before = torch.get_num_threads()
@@ -717,6 +710,13 @@ class Trainer:
         self._start_clock()
 
     # -- the wall-clock budget: everything in run() counts except pauses -------------------
+    def _reset_timings(self) -> None:
+        """Forget the step and validation timings the budget is planned with (a new run)."""
+        self._step_s = self._val_s = 0.0  # the last step's and validation's seconds
+        self._val_timings: dict = {}  # the last validation's prediction and scoring seconds
+        self._val_measured = False  # whether a validation of this run timed all regions
+        self._probe_s = 0.0  # what timing one region (_estimate_validation) costs
+
     def _start_clock(self) -> None:
         """(Re)start the budget's clock: at the start of a run and after a pause (the step
         and validation timings are kept)."""

@@ -30,7 +30,7 @@ from napari_unet.core.predict import _tta_transforms, iter_predict_region, retur
 from napari_unet.core.tiling import region_reader
 
 __all__ = ["CONTEXT", "choice_cost", "choice_regions", "choose_postprocess", "context_region",
-           "region_probabilities", "seed_level", "validate"]
+           "region_area", "region_probabilities", "seed_level", "validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -308,13 +308,18 @@ def choice_cost(model, prepared: Sequence[PreparedImage] = (),
     band = grown = 0
     for reg in regions:
         shape = prepared[reg.index].shape
-        band += _area(reg.region)
-        grown += _area(context_region(reg.region, shape))
+        band += region_area(reg.region)
+        grown += region_area(context_region(reg.region, shape))
     ratio = grown / band if band else 1.0
     return float(passes * ratio), float(trials * searches * ratio)
 
 
-def _area(region: Sequence[slice]) -> int:
+def region_area(region: Sequence[slice]) -> int:
+    """Pixels (voxels) of a box given as one slice per axis.
+
+    >>> region_area((slice(2, 5), slice(0, 10)))
+    30
+    """
     return math.prod(s.stop - s.start for s in region)
 
 
@@ -341,7 +346,7 @@ def choice_regions(prepared: Sequence[PreparedImage], regions: Sequence[Validati
     regions = list(regions)
     if share >= 1.0 or not regions:
         return regions
-    grown = np.array([_area(context_region(r.region, prepared[r.index].shape))
+    grown = np.array([region_area(context_region(r.region, prepared[r.index].shape))
                       for r in regions], dtype=np.float64)
     limit = share * grown.sum()
 
