@@ -71,3 +71,38 @@ def test_long_curves_are_thinned_keeping_their_extremes():
     tx, ty = _thin(x, y)
     assert len(tx) <= MAX_POINTS + 2 and 5.0 in ty.tolist()
     assert np.all(np.diff(tx) > 0)
+
+
+def test_a_new_picture_repaints_the_plot_and_never_asks_for_a_layout(qtbot):
+    """A ``QLabel`` given a new pixmap asked its parents for a new layout at every picture,
+    and napari's main window then laid out its docks and composed itself a second time."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+    parent = QWidget()
+    QVBoxLayout(parent).addWidget(plot := TrainingPlot(min_interval=0.0))
+    qtbot.addWidget(parent)
+    parent.resize(520, 300)
+    parent.show()
+    qtbot.waitExposed(parent)
+    plot.add_loss(1, 1.0)
+    qtbot.wait(20)
+
+    class LayoutRequests(QObject):
+        seen = 0
+
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.LayoutRequest:
+                LayoutRequests.seen += 1
+            return False
+
+    counter = LayoutRequests()
+    parent.installEventFilter(counter)
+    shown = plot.renders
+    for step in range(2, 40):
+        plot.add_loss(step, 1.0 / step)
+    qtbot.wait(50)
+    assert plot.renders == shown + 38 and LayoutRequests.seen == 0
+    # what the widget paints is the picture
+    assert plot.grab().toImage() == plot.pixmap().toImage()
+    assert _colour_pixels(plot, LOSS, left=True) > 50

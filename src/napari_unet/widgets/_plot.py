@@ -11,6 +11,11 @@ QPainter — axes, three ticks per axis, a legend — at most once per ``min_int
 With ``hold`` set (the Train widget, while training) new data only mark the plot stale: the
 widget's progress update draws it (:meth:`TrainingPlot.render_if_stale`) and shows it
 (:meth:`TrainingPlot.show_held`) in the same repaint as the rest of the progress.
+
+The widget paints its picture itself (:meth:`TrainingPlot.paintEvent`) instead of being a
+``QLabel`` given a pixmap: ``QLabel.setPixmap`` asks its parents for a new layout even when
+the size stays, and napari's main window then lays out its docks and repaints itself — a
+second window composition per picture (15 ms each in Xvfb's software OpenGL).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
-from qtpy.QtWidgets import QLabel, QSizePolicy
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 BACKGROUND = "#262930"
 AXES = "#888888"
@@ -77,7 +82,7 @@ def _thin(xs: list[float], ys: list[float]) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-class TrainingPlot(QLabel):
+class TrainingPlot(QWidget):
     """Training loss (left) and validation metrics (right) against the step.
 
     ``steps``/``losses`` and ``val_steps``/``metrics`` hold the data; :meth:`add_loss` and
@@ -89,8 +94,8 @@ class TrainingPlot(QLabel):
         self.setMinimumHeight(180)
         self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setStyleSheet(f"background-color: {BACKGROUND};")
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)  # paintEvent fills it all
+        self._picture = QPixmap()
         self._min_interval = min_interval
         self._last_draw = 0.0
         #: number of pictures shown (tests and benchmarks)
@@ -154,8 +159,8 @@ class TrainingPlot(QLabel):
             self._redraw()
 
     def sizeHint(self) -> QSize:
-        # constant: a new picture (a QLabel's size hint is its pixmap's) never re-lays out or
-        # resizes the window (a resized canvas is a costly repaint)
+        # constant: a new picture never re-lays out or resizes the window (a resized canvas
+        # is a costly repaint)
         return QSize(500, 260)
 
     def minimumSizeHint(self) -> QSize:
@@ -181,8 +186,24 @@ class TrainingPlot(QLabel):
             self._held = pixmap
             return
         self._held = None
-        self.setPixmap(pixmap)
+        self._picture = pixmap
+        self.update()  # a repaint of this widget only: no layout request (see the module)
         self.renders += 1
+
+    def pixmap(self) -> QPixmap:
+        """The picture shown (null before the first)."""
+        return self._picture
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        try:
+            painter.fillRect(self.rect(), QColor(BACKGROUND))
+            if not self._picture.isNull():
+                x = (self.width() - self._picture.width()) // 2
+                y = (self.height() - self._picture.height()) // 2
+                painter.drawPixmap(x, y, self._picture)
+        finally:
+            painter.end()
 
     def render(self, size: tuple[int, int]) -> QPixmap:
         """The two panels drawn at ``size`` (width, height) pixels."""
