@@ -131,6 +131,43 @@ def test_a_preview_is_shown_in_a_turn_of_its_own(make_napari_viewer, qtbot, tmp_
     train.proc = None
 
 
+def test_a_preview_is_read_when_it_arrives(make_napari_viewer, qtbot, tmp_path):
+    """The child's preview file is read in the poll's turn; the turn that shows it only
+    writes it into the layer (its canvas repaint follows at once)."""
+    viewer, train = _widget(make_napari_viewer)
+    train.proc = child = FakeChild()
+    train._preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    path = tmp_path / "preview.npy"
+    np.save(path, np.full((64, 64), 4, np.int32))
+    child.queue.append({"kind": "preview", "step": 3, "path": str(path)})
+    train.poll()
+    path.unlink()  # the child may write the next one there
+    qtbot.waitUntil(lambda: train.previews_shown == 1, timeout=10000)
+    assert (viewer.layers[PREVIEW_LAYER].data == 4).all()
+    train.proc = None
+
+
+def test_a_preview_in_place_redraws_the_canvas_not_the_layer_list(make_napari_viewer):
+    """napari's layer list repaints (a window composition of its own) at every change of a
+    layer that it hears of; a preview changes nothing it shows."""
+    from napari_unet.widgets import _live
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="cells")
+    geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    layer = _live.show_labels(viewer, np.zeros((32, 32), np.int32), geometry)
+    heard, drawn = [], []
+    viewer.layers.events.connect(lambda event: heard.append(event.type))
+    layer.events.set_data.connect(lambda event: drawn.append(event.type))
+    new = np.arange(32 * 32, dtype=np.int32).reshape(32, 32) % 5
+    assert _live.show_labels(viewer, new, geometry) is layer
+    assert np.array_equal(layer.data, new)
+    assert drawn == ["set_data"]  # the canvas's node is told
+    assert heard == []  # the layer list is not
+    layer.name = "renamed"  # and it hears of later changes again
+    assert "name" in heard
+
+
 def test_the_final_model_is_loaded_off_the_gui_thread(
     make_napari_viewer, qtbot, tmp_path, monkeypatch):
     import gc

@@ -32,8 +32,10 @@ logger = logging.getLogger(__name__)
 
 #: ms between two updates of what a training shows (progress bar and plot picture together in
 #: one repaint; a new live preview half-way between two, in a repaint of its own): the newest
-#: of each
-UI_MS = 1000
+#: of each. Every repaint composes napari's whole window (15-20 ms in Xvfb's software OpenGL,
+#: 30-40 ms with the canvas): one a second alone would hold the GUI thread in 1 % of a 10 ms
+#: timer's ticks (BENCHMARKS.md, twelfth session)
+UI_MS = 2000
 #: seconds between two pictures of the training curves while training (QPainter, GUI thread)
 PLOT_S = 2.0
 
@@ -310,10 +312,13 @@ class ChildClient:
         if not event.get("path"):
             logger.info("preview refused: %s", event.get("error"))
             return
-        self._preview_event = (event["path"], self._preview_geometry)
+        # read now, in the poll's turn: the turn that shows it (and repaints the canvas right
+        # after, 30-40 ms in software OpenGL) then only writes it into the layer
+        labels = _live.display_dtype(np.load(event["path"]))
+        self._preview_event = (labels, self._preview_geometry)
 
-    def _apply_preview(self, path, geometry):
-        _live.show_labels(self.viewer, np.load(path), geometry)  # in place: one layer refresh
+    def _apply_preview(self, labels, geometry):
+        _live.show_labels(self.viewer, labels, geometry)  # in place: one layer refresh
         self.previews_shown += 1
 
     # ------------------------------------------------------------------ files
