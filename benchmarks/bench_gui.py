@@ -17,8 +17,10 @@ already imported in napari before Start; ``torch.cuda.memory_allocated()`` in na
 machine (target: 0); the GUI-thread time of each of the widget's handlers, of the canvas's
 draws, of every Qt event that took 5 ms or more (a QApplication whose ``notify`` is timed:
 paints, the window's composition "UpdateRequest", resizes; ``--no-trace-qt`` turns it off) and
-of Python's garbage collections; and the attribution of the longest gaps to what ran during
-them ("unattributed": nothing traced covered a quarter of the gap: the GIL held by a worker
+of Python's garbage collections; the window compositions during the training (each Qt
+"UpdateRequest" of the main window: 15-20 ms in Xvfb's software OpenGL, 30-40 ms with the
+canvas) grouped by what they repainted; and the attribution of the longest gaps to what ran
+during them ("unattributed": nothing traced covered a quarter of the gap: the GIL held by a worker
 thread, another process on the core, or many small events). Targets: longest gap <= 50 ms,
 99th percentile <= 20 ms on a 2-core machine.
 """
@@ -146,6 +148,34 @@ def attribute(ticks: list[float], spans: list, *, top: int = 8, over_ms: float =
     return longest, by_cause
 
 
+#: (start, ms, names of the widget classes painted) of every UpdateRequest (a window's
+#: repaint and composition) while the tracing app runs
+COMPOSITIONS: list = []
+_painted: list = []
+
+
+def composition_table(t0: float, t1: float, *, top: int = 6) -> list[str]:
+    """Lines: the window compositions between ``t0`` and ``t1`` grouped by what they
+    repainted (the canvas, the training's widgets, the layer list, the main window alone)."""
+    groups: dict = {}
+    for t, ms, painted in COMPOSITIONS:
+        if t0 <= t <= t1:
+            if "CanvasBackendDesktop" in painted:
+                what = "the canvas"
+            elif painted & {"TrainWidget", "TrainingPlot"}:
+                what = "the progress bar / training curves"
+            elif "QtLayerList" in painted:
+                what = "the layer list"
+            elif painted <= {"_QtMainWindow"}:
+                what = "the main window alone (a dock re-laid out)"
+            else:
+                what = "other widgets"
+            n, total = groups.get(what, (0, 0.0))
+            groups[what] = (n + 1, total + ms)
+    return [f"{n} x {total / n:.1f} ms: {what}"
+            for what, (n, total) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]]
+
+
 def tracing_app(spans: list, costs: dict, *, min_ms: float = 5.0):
     """A QApplication whose ``notify`` records every Qt event that took ``min_ms`` or more
     (paints, layouts, timers...) as a span "Qt <event> <receiver class>"; made before napari
@@ -155,11 +185,18 @@ def tracing_app(spans: list, costs: dict, *, min_ms: float = 5.0):
     class TracingApp(QApplication):
         def notify(self, receiver, event):
             kind = event.type()
+            name = getattr(kind, "name", str(kind))
             t0 = time.perf_counter()
+            if name == "UpdateRequest":  # a window's repaint and composition
+                _painted.append(set())
             try:
                 return super().notify(receiver, event)
             finally:
                 t1 = time.perf_counter()
+                if name == "Paint" and _painted:
+                    _painted[-1].add(type(receiver).__name__)
+                elif name == "UpdateRequest" and _painted:
+                    COMPOSITIONS.append((t0, 1000 * (t1 - t0), frozenset(_painted.pop())))
                 if 1000 * (t1 - t0) >= min_ms:
                     label = f"Qt {getattr(kind, 'name', kind)} {type(receiver).__name__}"
                     spans.append((label, t0, t1))
@@ -314,6 +351,11 @@ def main() -> int:
         print(f"gaps > 20 ms {label} by what ran: " + "; ".join(
             f"{what}: {n} gaps, {ms:.0f} ms" for what, (n, ms) in sorted(
                 by_cause.items(), key=lambda kv: -kv[1][1])))
+    if busy and not args.no_trace_qt:
+        lines = composition_table(busy[0], busy[-1])
+        count = sum(int(line.split(" x ")[0]) for line in lines)
+        print(f"window compositions during training: {count} in {busy[-1] - busy[0]:.0f} s "
+              "(each holds the GUI thread; by what they repainted): " + "; ".join(lines))
     if busy:
         slow = [(t0 - busy[0], name, 1000 * (t1 - t0)) for name, t0, t1 in busy_spans
                 if t1 - t0 >= 0.05]
