@@ -1,6 +1,6 @@
 """GUI responsiveness and memory during a training from the Train widget (a child process).
 
-    xvfb-run -a python benchmarks/bench_gui.py [--steps 300] [--no-live] [--idle 30]
+    xvfb-run -a python benchmarks/bench_gui.py [--steps 300] [--no-live] [--idle 30] [--size 256]
                                               [--warmup 5] [--ui-ms 1000] [--no-trace-qt]
 
 Trains through the widget (the GUI defaults except the steps, live prediction preview on) and
@@ -237,6 +237,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--no-live", action="store_true", help="live prediction preview off")
+    parser.add_argument("--size", type=int, default=256,
+                        help="side of the synthetic image trained on (pixels; 1024 is a user's "
+                             "large image: the live preview then segments a 512 x 512 region)")
     parser.add_argument("--warmup", type=float, default=5.0,
                         help="seconds of event processing before the idle window")
     parser.add_argument("--idle", type=float, default=30.0,
@@ -269,7 +272,7 @@ def main() -> int:
         _train_client.UI_MS = args.ui_ms
 
     viewer = napari.Viewer(show=True)
-    image, labels = synthetic_cells((256, 256), seed=0)
+    image, labels = synthetic_cells((args.size, args.size), seed=0)
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels, name="truth")
     widget = TrainWidget(viewer)
