@@ -154,9 +154,10 @@ COMPOSITIONS: list = []
 _painted: list = []
 
 
-def composition_table(t0: float, t1: float, *, top: int = 6) -> list[str]:
-    """Lines: the window compositions between ``t0`` and ``t1`` grouped by what they
-    repainted (the canvas, the training's widgets, the layer list, the main window alone)."""
+def composition_table(t0: float, t1: float) -> list[tuple[int, float, str]]:
+    """(count, mean ms, what) of the window compositions between ``t0`` and ``t1``, grouped by
+    what they repainted (the canvas, the training's widgets, the layer list, the main window
+    alone), the most frequent first."""
     groups: dict = {}
     for t, ms, painted in COMPOSITIONS:
         if t0 <= t <= t1:
@@ -172,8 +173,8 @@ def composition_table(t0: float, t1: float, *, top: int = 6) -> list[str]:
                 what = "other widgets"
             n, total = groups.get(what, (0, 0.0))
             groups[what] = (n + 1, total + ms)
-    return [f"{n} x {total / n:.1f} ms: {what}"
-            for what, (n, total) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]]
+    return [(n, total / n, what)
+            for what, (n, total) in sorted(groups.items(), key=lambda kv: -kv[1][0])]
 
 
 def tracing_app(spans: list, costs: dict, *, min_ms: float = 5.0):
@@ -355,10 +356,10 @@ def main() -> int:
             f"{what}: {n} gaps, {ms:.0f} ms" for what, (n, ms) in sorted(
                 by_cause.items(), key=lambda kv: -kv[1][1])))
     if busy and not args.no_trace_qt:
-        lines = composition_table(busy[0], busy[-1])
-        count = sum(int(line.split(" x ")[0]) for line in lines)
-        print(f"window compositions during training: {count} in {busy[-1] - busy[0]:.0f} s "
-              "(each holds the GUI thread; by what they repainted): " + "; ".join(lines))
+        groups = composition_table(busy[0], busy[-1])
+        print(f"window compositions during training: {sum(n for n, _, _ in groups)} in "
+              f"{busy[-1] - busy[0]:.0f} s (each holds the GUI thread; by what they "
+              "repainted): " + "; ".join(f"{n} x {ms:.1f} ms: {what}" for n, ms, what in groups))
     if busy:
         slow = [(t0 - busy[0], name, 1000 * (t1 - t0)) for name, t0, t1 in busy_spans
                 if t1 - t0 >= 0.05]
