@@ -199,7 +199,7 @@ def tracing_app(spans: list, costs: dict, *, min_ms: float = 5.0):
                 elif name == "UpdateRequest" and _painted:
                     COMPOSITIONS.append((t0, 1000 * (t1 - t0), frozenset(_painted.pop())))
                 if 1000 * (t1 - t0) >= min_ms:
-                    label = f"Qt {getattr(kind, 'name', kind)} {type(receiver).__name__}"
+                    label = f"Qt {name} {type(receiver).__name__}"
                     spans.append((label, t0, t1))
                     add_cost(costs, label, 1000 * (t1 - t0))
 

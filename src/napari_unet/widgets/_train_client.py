@@ -314,8 +314,7 @@ class ChildClient:
             return
         # read now, in the poll's turn: the turn that shows it (and repaints the canvas right
         # after, 30-40 ms in software OpenGL) then only writes it into the layer
-        labels = _live.display_dtype(np.load(event["path"]))
-        self._preview_event = (labels, self._preview_geometry)
+        self._preview_event = (np.load(event["path"]), self._preview_geometry)
 
     def _apply_preview(self, labels, geometry):
         _live.show_labels(self.viewer, labels, geometry)  # in place: one layer refresh
