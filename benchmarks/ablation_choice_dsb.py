@@ -1,6 +1,7 @@
 """Ablation: how well the validation band predicts the held-out images when choosing the
-post-processing of trained DSB 2018 models (not in the library: measured, not adopted;
-BENCHMARKS.md, eleventh session).
+post-processing of trained DSB 2018 models (BENCHMARKS.md, eleventh session: the fixed
+settings, not adopted; thirteenth session: the library's choice before and after its
+threshold tolerance, adopted).
 
 For each model file (trained by ``bench_dsb.py`` on its training split), the same fixed
 post-processing settings are scored twice, both with the model's stored flips/rotations:
@@ -16,7 +17,14 @@ and held-out scores of every fixed setting, and then per setting the mean over t
 and how many of them reach 0.85; ``--json`` keeps it all. About 3 minutes per model on two
 cores.
 
+It also scores what this code's :func:`napari_unet.core.validation.choose_postprocess`
+search chooses on the same band probabilities (``library``): with ``--cache DIR`` the band
+and held-out probabilities are kept, so that two versions of the library can be compared on
+the very same probabilities (run it once from each, e.g. with ``PYTHONPATH`` pointing at a
+git worktree of the older one); ``--no-grid`` skips the fixed settings (seconds per model).
+
     python benchmarks/ablation_choice_dsb.py MODEL.safetensors [MODEL ...] [--json out.json]
+        [--cache DIR] [--no-grid]
 """
 
 from __future__ import annotations
@@ -43,23 +51,45 @@ def _key(setting) -> str:
     return "{},{},{},{}".format(*setting)
 
 
-def score_model(path: Path, train, test) -> dict:
-    """Band objective (with F1 and Rand error) and held-out mean F1 of every GRID setting and
-    of the stored one, for one model file."""
+def _probabilities(path: Path, train, test, cache: Path | None):
+    """(metadata, band rows, held-out probabilities) of one model, read from ``cache`` when
+    an earlier run kept them there."""
+    import pickle
+
     from napari_unet.core import validation as V
-    from napari_unet.core.metrics import instance_matching
-    from napari_unet.core.postprocess import PostprocessSettings
     from napari_unet.core.segment import segment
 
+    kept = None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        kept = cache / (str(path.resolve()).strip("/").replace("/", "_") + ".pkl")
+        if kept.is_file():
+            with open(kept, "rb") as f:
+                return pickle.load(f)
     # the bands the training held out
     model, meta, trainer, prepared, regions = bench_dsb.validation_bands(path, train)
     model.eval()
-    stored = PostprocessSettings.from_metadata(meta)
     tta = bool((meta.get("postprocess") or {}).get("tta", True))
     with V._in_eval(trainer.model):
         rows = V._predicted(trainer.model, prepared, regions, trainer.tile_shape, tta=tta,
                             context=V.CONTEXT)
     probs = [segment(model, img, metadata=meta, tta=tta)[0] for _, img, _, _, _ in test]
+    if kept is not None:
+        with open(kept, "wb") as f:
+            pickle.dump((meta, rows, probs), f)
+    return meta, rows, probs
+
+
+def score_model(path: Path, train, test, *, cache: Path | None = None,
+                grid: bool = True) -> dict:
+    """Band objective (with F1 and Rand error) and held-out mean F1 of every GRID setting
+    (unless not ``grid``), of the stored one and of this library's choice, for one model."""
+    from napari_unet.core import validation as V
+    from napari_unet.core.metrics import instance_matching
+    from napari_unet.core.postprocess import PostprocessSettings
+
+    meta, rows, probs = _probabilities(path, train, test, cache)
+    stored = PostprocessSettings.from_metadata(meta)
 
     def held_out(settings) -> float:
         return float(np.mean([instance_matching(settings.labels(p), lab, threshold=0.5)["f1"]
@@ -72,7 +102,9 @@ def score_model(path: Path, train, test) -> dict:
 
     out = {"stored": str(stored), "stored_band": band(stored),
            "stored_held_out": held_out(stored), "settings": {}}
-    for t, s, m, r in GRID:
+    chosen, _ = V._choose(rows)
+    out.update(library=str(chosen), library_band=band(chosen), library_held_out=held_out(chosen))
+    for t, s, m, r in GRID if grid else ():
         trial = stored.replace(threshold=t, seeds=s, min_size=m, regrow=r, watershed=False)
         out["settings"][_key((t, s, m, r))] = {"band": band(trial), "held_out": held_out(trial)}
     return out
@@ -83,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="+", type=Path, help="model files trained by bench_dsb.py")
     p.add_argument("--data", type=Path, default=bench_dsb.DEFAULT_DATA)
     p.add_argument("--json", type=Path, help="write every score here")
+    p.add_argument("--cache", type=Path, help="keep (or reuse) each model's probabilities here")
+    p.add_argument("--no-grid", action="store_true", help="skip the fixed settings")
     args = p.parse_args(argv)
     ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
     if not ids:
@@ -95,7 +129,15 @@ def main(argv=None) -> int:
     test = bench_dsb.load(args.data, test_ids, "gray")
     report = {}
     for path in args.models:
-        r = report[str(path)] = score_model(path, train, test)
+        r = report[str(path)] = score_model(path, train, test, cache=args.cache,
+                                            grid=not args.no_grid)
+        print(f"{path}: stored {r['stored']}: held-out F1 {r['stored_held_out']:.4f}; this "
+              f"library's choice {r['library']}: band {r['library_band']['objective']:.4f}, "
+              f"held-out {r['library_held_out']:.4f}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+        if args.no_grid:
+            continue
         best = max(r["settings"], key=lambda k: r["settings"][k]["band"]["objective"])
         a, b = r["settings"]["0.5,0.7,25,1"], r["settings"]["0.6,0.8,25,1"]
         print(f"{path}: stored {r['stored']}: held-out F1 {r['stored_held_out']:.4f}; band's "
@@ -110,6 +152,10 @@ def main(argv=None) -> int:
     stored = [r["stored_held_out"] for r in report.values()]
     print(f"\n{n} model(s); held-out mean F1, mean over the models (models >= 0.85):")
     print(f"  stored (chosen on the band)  {np.mean(stored):.4f} ({sum(f >= 0.85 for f in stored)})")
+    lib = [r["library_held_out"] for r in report.values()]
+    print(f"  this library's choice        {np.mean(lib):.4f} ({sum(f >= 0.85 for f in lib)})")
+    if args.no_grid:
+        return 0
     means = {k: [r["settings"][k]["held_out"] for r in report.values()] for k in map(_key, GRID)}
     for k in sorted(means, key=lambda k: -np.mean(means[k]))[:6]:
         f = means[k]

@@ -152,6 +152,7 @@ def speed(trainer, sampler, steps: int) -> dict:
 
 
 def train(args, pairs, log):
+    from napari_unet.core.augment import AugmentConfig
     from napari_unet.core.data import TrainingPair
     from napari_unet.core.train import TrainConfig, Trainer
 
@@ -167,6 +168,9 @@ def train(args, pairs, log):
         **({"batch_size": args.batch_size} if args.batch_size else {}),
         **({"lr": args.lr} if args.lr else {}),
         **({"dropout": args.dropout} if args.dropout is not None else {}),
+        **({"augment": AugmentConfig(elastic_sigma=args.elastic_sigma)}
+           if args.elastic_sigma is not None else {}),
+        **({"w0": args.w0} if args.w0 is not None else {}),
         **({"normalization": with_invert(None, args.invert)} if args.invert else {}),
     )
     if args.init:  # fine-tuning at the CLI's rate (napari-unet train --init): --lr wins
@@ -360,6 +364,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, help="patches per step (default: the CLI's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--dropout", type=float, help="drop-out (default: the CLI's)")
+    p.add_argument("--elastic-sigma", type=float,
+                   help="elastic displacement std in pixels (default: AugmentConfig's)")
+    p.add_argument("--w0", type=float, help="border weight w0 (default: TrainConfig's)")
     p.add_argument("--validate-every", type=int, default=100)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -16,18 +16,18 @@ H = W = 48
 
 def _prepared(labels: np.ndarray) -> PreparedImage:
     pad = 2
-    padded = (H + 2 * pad, W + 2 * pad)
+    padded = tuple(n + 2 * pad for n in labels.shape)
     return PreparedImage(np.zeros((1, *padded), np.float32), np.zeros(padded, np.uint8),
-                         np.ones(padded, np.float32), pad, (H, W), labels,
-                         np.ones((H, W), bool))
+                         np.ones(padded, np.float32), pad, labels.shape, labels,
+                         np.ones(labels.shape, bool))
 
 
 def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray,
-            tta_cell_prob: np.ndarray | None = None, region=(slice(0, H), slice(0, W)),
-            **kwargs) -> dict:
+            tta_cell_prob: np.ndarray | None = None, region=None, **kwargs) -> dict:
     """choose_postprocess on patched probabilities: ``cell_prob`` for one pass, and
     ``tta_cell_prob`` (default the same) for the flips/rotations averaged; ``region`` the
     validation band (default the whole image)."""
+    region = tuple(slice(0, n) for n in labels.shape) if region is None else region
     probs = {tta: np.stack([1.0 - p, p]).astype(np.float32) for tta, p in
              ((False, cell_prob), (True, cell_prob if tta_cell_prob is None else tta_cell_prob))}
     calls = []
@@ -75,6 +75,42 @@ def test_a_higher_threshold_that_separates_cells_is_chosen(monkeypatch):
     chosen = _choose(monkeypatch, labels, cell_prob)
     assert chosen["threshold"] >= 0.55
     assert chosen["seeds"] == validation.seed_level(chosen["threshold"])
+    assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("cells", [(9, 9), (5, 8)])
+def test_a_higher_threshold_needs_a_clear_gain(monkeypatch, cells):
+    """Square cells, certain (0.95), and one false blob whose core is at 0.72: the decision
+    boundary 0.5 (cores above 0.7) keeps the blob, 0.55 (cores above 0.75) drops it. Among
+    81 cells that one false cell costs 0.006 of F1, less than the tolerance, so 0.5 is kept;
+    among 40 it costs 0.012, and 0.55 is chosen."""
+    rows, cols = cells
+    labels = np.zeros((20 * rows + 20, 20 * cols), np.int32)
+    for i in range(rows):
+        for j in range(cols):
+            labels[20 * i + 4:20 * i + 16, 20 * j + 4:20 * j + 16] = 1 + i * cols + j
+    cell_prob = np.where(labels > 0, 0.95, 0.05)
+    cell_prob[-14:-6, 6:14] = 0.72  # the false blob, 64 pixels: no minimum size removes it
+    chosen = _choose(monkeypatch, labels, cell_prob)
+    f1 = 2 * rows * cols / (2 * rows * cols + 1)  # with the blob
+    assert (1.0 - f1 > validation.THRESHOLD_TOLERANCE) == (rows * cols < 50)
+    assert chosen["threshold"] == (0.55 if rows * cols < 50 else 0.5)
+    assert chosen["chosen_on"]["instance_f1"] == pytest.approx(
+        1.0 if rows * cols < 50 else f1, abs=1e-4)
+
+
+def test_the_lower_threshold_is_judged_with_the_chosen_minimum_size(monkeypatch):
+    """A 40-pixel blob whose core is at 0.72 and a certain 30-pixel one: at the starting
+    minimum size (10) only a threshold of 0.55 or more (cores above 0.75) drops the first,
+    so the threshold is 0.55 when the minimum size 50 is found to drop both. With that size
+    the decision boundary 0.5 scores as well, and is taken."""
+    labels = _two_cells()
+    cell_prob = np.where(labels > 0, 0.95, 0.05)
+    cell_prob[42:46, 30:40] = 0.72
+    cell_prob[42:45, 2:12] = 0.95
+    chosen = _choose(monkeypatch, labels, cell_prob)
+    assert chosen["min_size"] == 50 and chosen["threshold"] == 0.5
+    assert chosen["seeds"] == pytest.approx(0.7)
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
 
 
@@ -138,16 +174,17 @@ def test_a_merge_just_outside_the_band_is_seen(monkeypatch):
 def test_context_region_stays_in_the_image():
     grown = validation.context_region((slice(30, 40), slice(0, 48)), (48, 48), context=1.0)
     assert grown == (slice(20, 48), slice(0, 48))
-    assert validation.choice_cost(UNet(depth=1, base_channels=2)) == (8.0, 26.0)
+    assert validation.choice_cost(UNet(depth=1, base_channels=2)) == (8.0, 38.0)
 
 
 def test_choice_cost_counts_the_context_area():
-    """The Trainer's end-of-run reserve: 8 predictions (the flips/rotations) and 26 scorings
-    (13 settings, with and without cores) over the band grown to twice its area."""
+    """The Trainer's end-of-run reserve: 8 predictions (the flips/rotations) and at most 38
+    scorings (13 settings and the 6 lower thresholds, with and without cores) over the band
+    grown to twice its area."""
     band = ValidationRegion(0, (slice(32, 48), slice(0, W)), None)
     passes, scorings = validation.choice_cost(UNet(depth=1, base_channels=2),
                                               [_prepared(_two_cells())], [band])
-    assert passes == pytest.approx(16.0) and scorings == pytest.approx(52.0)
+    assert passes == pytest.approx(16.0) and scorings == pytest.approx(76.0)
 
 
 def test_the_reserve_covers_predictions_and_scorings():
