@@ -66,7 +66,7 @@ REGROW = (0, 1, 2)
 #: on an image it has never seen, and a higher threshold loses less there. Over 11 DSB 2018
 #: models of 15 minutes the bands scored 0.5 -> 0.6 from +0.007 to +0.056, while on their
 #: held-out images it changed F1 by -0.012 to +0.005 (BENCHMARKS.md, eleventh session). With
-#: this tolerance, on the same band probabilities of 15 such models, the held-out F1 went
+#: this tolerance, on the same band probabilities of 16 such models, the held-out F1 went
 #: from 0.849 to 0.851 on average (6 models changed: -0.011 to +0.020; thirteenth session).
 #: ISBI 2012's bands chose 0.5 in every run since the cores, which this cannot change.
 THRESHOLD_TOLERANCE = 0.01
@@ -401,15 +401,13 @@ def choose_postprocess(
     post-processing sees the cells around the band, as on the whole image), are predicted
     once; then threshold (from :data:`THRESHOLDS`: 0.5 and above, with the confident-core
     level :func:`seed_level` above it for 2D models, unless the cores cost more than
-    :data:`CORES_LOSS`),
-    watershed, minimum size and regrowth are chosen one after the other (each keeping the best
-    of the previous), maximising instance F1 minus Rand error; then the lowest threshold
-    within :data:`THRESHOLD_TOLERANCE` of the best is taken, the other choices kept. With
-    ``tta`` (default: for 2D
-    models) the regions are predicted with the 8 flips/rotations averaged, the search runs on
-    those probabilities and ``"tta"`` is True, so that prediction averages them too
-    (:func:`napari_unet.core.postprocess.stored_tta`); the band is not asked whether they
-    help (it cannot see the merges they prevent). Returns ``PostprocessSettings.to_dict()``
+    :data:`CORES_LOSS`), watershed, minimum size and regrowth are chosen one after the other
+    (each keeping the best of the previous), maximising instance F1 minus Rand error; then
+    the lowest threshold within :data:`THRESHOLD_TOLERANCE` of the best is taken, the other
+    choices kept. With ``tta`` (default: for 2D models) the regions are predicted with the 8
+    flips/rotations averaged, the search runs on those probabilities and ``"tta"`` is True,
+    so that prediction averages them too (:func:`napari_unet.core.postprocess.stored_tta`);
+    the band is not asked whether they help (it cannot see the merges they prevent). Returns ``PostprocessSettings.to_dict()``
     plus ``"tta"`` and ``"chosen_on"`` (the scores), or None without scorable regions.
     """
     tta = _is_2d(model) if tta is None else bool(tta)
