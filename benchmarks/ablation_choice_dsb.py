@@ -30,6 +30,7 @@ git worktree of the older one); ``--no-grid`` skips the fixed settings (seconds 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -91,19 +92,23 @@ def score_model(path: Path, train, test, *, cache: Path | None = None,
     meta, rows, probs = _probabilities(path, train, test, cache)
     stored = PostprocessSettings.from_metadata(meta)
 
+    @functools.cache  # the library's choice is often the stored one, or a grid setting
     def held_out(settings) -> float:
         return float(np.mean([instance_matching(settings.labels(p), lab, threshold=0.5)["f1"]
                               for p, (_, _, _, lab, _) in zip(probs, test, strict=True)]))
 
-    def band(settings) -> dict:
-        s = V._scores(rows, settings)
+    def parts(s: dict) -> dict:
         return {"objective": V._objective(s), "f1": s["instance_f1"],
                 "rand_error": s["rand_error"]}
 
+    def band(settings) -> dict:
+        return parts(V._scores(rows, settings))
+
     out = {"stored": str(stored), "stored_band": band(stored),
            "stored_held_out": held_out(stored), "settings": {}}
-    chosen, _ = V._choose(rows)
-    out.update(library=str(chosen), library_band=band(chosen), library_held_out=held_out(chosen))
+    chosen, chosen_scores = V._choose(rows)
+    out.update(library=str(chosen), library_band=parts(chosen_scores),
+               library_held_out=held_out(chosen))
     for t, s, m, r in GRID if grid else ():
         trial = stored.replace(threshold=t, seeds=s, min_size=m, regrow=r, watershed=False)
         out["settings"][_key((t, s, m, r))] = {"band": band(trial), "held_out": held_out(trial)}

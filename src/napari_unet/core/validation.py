@@ -407,8 +407,9 @@ def choose_postprocess(
     choices kept. With ``tta`` (default: for 2D models) the regions are predicted with the 8
     flips/rotations averaged, the search runs on those probabilities and ``"tta"`` is True,
     so that prediction averages them too (:func:`napari_unet.core.postprocess.stored_tta`);
-    the band is not asked whether they help (it cannot see the merges they prevent). Returns ``PostprocessSettings.to_dict()``
-    plus ``"tta"`` and ``"chosen_on"`` (the scores), or None without scorable regions.
+    the band is not asked whether they help (it cannot see the merges they prevent).
+    Returns ``PostprocessSettings.to_dict()`` plus ``"tta"`` and ``"chosen_on"`` (the
+    scores), or None without scorable regions.
     """
     tta = _is_2d(model) if tta is None else bool(tta)
     with _in_eval(model):
