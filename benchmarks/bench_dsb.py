@@ -156,6 +156,8 @@ def train(args, pairs, log):
     from napari_unet.core.data import TrainingPair
     from napari_unet.core.train import TrainConfig, Trainer
 
+    augment = {k: v for k, v in (("elastic_sigma", args.elastic_sigma),
+                                 ("scale", args.scale and tuple(args.scale))) if v is not None}
     cfg = TrainConfig.for_device(
         # the budget is the Trainer's own (wall clock, validation included), so that the
         # learning-rate schedule (warm-up, cosine decay) spans the run: a nominal huge limit
@@ -168,8 +170,7 @@ def train(args, pairs, log):
         **({"batch_size": args.batch_size} if args.batch_size else {}),
         **({"lr": args.lr} if args.lr else {}),
         **({"dropout": args.dropout} if args.dropout is not None else {}),
-        **({"augment": AugmentConfig(elastic_sigma=args.elastic_sigma)}
-           if args.elastic_sigma is not None else {}),
+        **({"augment": AugmentConfig(**augment)} if augment else {}),
         **({"w0": args.w0} if args.w0 is not None else {}),
         **({"normalization": with_invert(None, args.invert)} if args.invert else {}),
     )
@@ -186,11 +187,16 @@ def train(args, pairs, log):
     if args.time_limit <= 0:
         return trainer, result
     t0 = time.perf_counter()
+    last = 0.0
     for ev in trainer.run():
+        if ev.kind == "step":
+            last = time.perf_counter() - t0
         if ev.kind == "validation":
-            log(f"step {ev.step}: {ev.metrics}")
+            log(f"step {ev.step} at {time.perf_counter() - t0:.0f} s (validation "
+                f"{trainer._val_s:.1f} s): {ev.metrics}")
     wall = time.perf_counter() - t0
-    result.update(steps=trainer.step, wall_s=round(wall, 1),
+    log(f"last step at {last:.0f} s; the choice of the post-processing took the rest")
+    result.update(steps=trainer.step, wall_s=round(wall, 1), last_step_s=round(last, 1),
                   steps_per_min=round(60 * trainer.step / wall, 2))
     log(f"trained {trainer.step} steps in {wall:.0f} s")
     return trainer, result
@@ -366,6 +372,8 @@ def main(argv=None) -> int:
     p.add_argument("--dropout", type=float, help="drop-out (default: the CLI's)")
     p.add_argument("--elastic-sigma", type=float,
                    help="elastic displacement std in pixels (default: AugmentConfig's)")
+    p.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="zoom range of the augmentation (default: AugmentConfig's 0.9 1.1)")
     p.add_argument("--w0", type=float, help="border weight w0 (default: TrainConfig's)")
     p.add_argument("--validate-every", type=int, default=100)
     p.add_argument("--device", default="auto")

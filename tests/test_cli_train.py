@@ -181,6 +181,20 @@ def test_cpu_defaults_are_the_gui_cpu_recipe():
     assert (paper.depth, paper.tile, paper.dropout, paper.validate_every) == (4, None, 0.5, 100)
 
 
+@pytest.mark.parametrize(("argv", "lr"), [
+    ((), 2e-3),  # the default budget: 1000 steps
+    (("--time-limit", "900"), 1e-3),  # 15 minutes: the long-run rate (DSB 2018)
+    (("--steps", "9000"), 1e-3),
+    (("--time-limit", "900", "--steps", "2000"), 2e-3),  # 2000 steps end it first
+    (("--time-limit", "300", "--steps", "20000"), 2e-3),
+    (("--time-limit", "900", "--lr", "3e-3"), 3e-3),  # --lr wins
+])
+def test_the_cpu_recipe_rate_follows_the_length_of_the_run(argv, lr):
+    """The CPU recipe trains a long run (every budget >= 10 minutes / 8000 steps) at 1e-3, the
+    rate that learned more in 15 minutes on DSB 2018; a shorter one at the GUI's 2e-3."""
+    assert _config("--device", "cpu", *argv).lr == pytest.approx(lr)
+
+
 def test_cpu_recipe_continues_a_deeper_model_with_a_tile_that_fits(folders, tmp_path):
     """`--resume` / `--init` of a depth-2 model on a CPU: the recipe's tile (156, valid for its
     depth 3) gives way to the tile that fits the model's depth, so the run starts."""

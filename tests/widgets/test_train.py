@@ -109,6 +109,23 @@ def test_pause_resume_and_closing_stops_the_child_and_keeps_the_model(make_napar
     assert shared_models(viewer).metadata["training"]["step"] == train.terminal["step"]
 
 
+def test_the_cpu_recipe_rate_follows_the_budget_until_the_user_sets_one(make_napari_viewer):
+    """On a CPU the form's rate is the recipe's for the budget shown (2e-3 for the 2-minute
+    Start, 1e-3 once steps and minutes both make a long run); a rate the user typed stays."""
+    train = TrainWidget(make_napari_viewer())
+    form = train.form
+    assert form.lr.value() == pytest.approx(2e-3)
+    form.steps.setValue(20_000)  # the 2 minutes still end it first
+    assert form.lr.value() == pytest.approx(2e-3)
+    form.minutes.setValue(15)
+    assert form.lr.value() == pytest.approx(1e-3) and form.config().lr == pytest.approx(1e-3)
+    form.minutes.setValue(2)
+    assert form.lr.value() == pytest.approx(2e-3)
+    form.lr.setValue(5e-3)
+    form.minutes.setValue(15)
+    assert form.config().lr == pytest.approx(5e-3)
+
+
 def test_training_errors_become_notifications(make_napari_viewer, monkeypatch):
     from napari_unet.widgets import _common
 

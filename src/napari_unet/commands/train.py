@@ -75,10 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "excluded; no step or validation starts that would end past it")
     a("--preset", default="adamw", choices=("adamw", "paper"),
       help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1); with adamw on a "
-           "CPU the defaults are the GUI's CPU recipe: depth 3, tile 156, batch 2, lr 2e-3, "
-           "no drop-out")
+           "CPU the defaults are the GUI's CPU recipe: depth 3, tile 156, batch 2, lr 2e-3 "
+           "(1e-3 when every budget is long: --time-limit >= 600 and --steps >= 8000 or "
+           "unset), no drop-out")
     a("--lr", type=float,
-      help="base learning rate (default: the preset's, 2e-3 in the CPU recipe; with --init a "
+      help="base learning rate (default: the preset's; in the CPU recipe 2e-3, or 1e-3 for "
+           "a long run (--time-limit >= 600 and --steps >= 8000 or unset); with --init a "
            "quarter of it)")
     a("--batch-size", type=int,
       help="patches per step (default: the preset's, 2 in the CPU recipe); under torchrun the "
@@ -150,9 +152,10 @@ def build_config(args: argparse.Namespace):
 
         recipe = gui_defaults_3d(args.device, spacing=spacing)
     elif args.preset == "adamw" and _on_cpu(args.device):
-        # the GUI's CPU recipe (depth 3, tile 156, batch 2, AdamW 2e-3, no drop-out): on a
-        # CPU it learns more per minute than the paper's network (ISBI 2012, 15 minutes:
-        # BENCHMARKS.md); the options given on the command line override it
+        # the GUI's CPU recipe (depth 3, tile 156, batch 2, AdamW 2e-3 or, for a long run,
+        # 1e-3: cpu_recipe_lr; no drop-out): on a CPU it learns more per minute than the
+        # paper's network (ISBI 2012, 15 minutes: BENCHMARKS.md); the options given on the
+        # command line override it
         from napari_unet.core.config import gui_defaults
 
         recipe = cpu_recipe = gui_defaults(args.device)
@@ -187,6 +190,10 @@ def build_config(args: argparse.Namespace):
         for key in ("lr", "batch_size"):
             if changes[key] is None:
                 changes[key] = getattr(recipe, key)
+    if cpu_recipe is not None and args.lr is None:  # the recipe's rate for this run's length
+        from napari_unet.core.config import cpu_recipe_lr
+
+        changes["lr"] = cpu_recipe_lr(steps=steps, time_limit=args.time_limit)
     if args.base_channels is not None:
         changes["base_channels"] = args.base_channels
     if args.no_augment:

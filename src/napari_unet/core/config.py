@@ -20,7 +20,8 @@ from napari_unet.core.data import DEFAULT_NORMALIZATION
 from napari_unet.core.device import pick_device
 from napari_unet.core.presets import get_preset
 
-__all__ = ["FINE_TUNE_LR_FACTOR", "TrainConfig", "fine_tune", "gui_defaults",
+__all__ = ["FINE_TUNE_LR_FACTOR", "LONG_RUN", "TrainConfig", "cpu_recipe_lr", "fine_tune",
+           "gui_defaults",
            "gui_defaults_3d"]
 
 #: Fine-tuning (the Train widget's *Continue training* and "Fine-tune from…", ``napari-unet
@@ -29,6 +30,34 @@ __all__ = ["FINE_TUNE_LR_FACTOR", "TrainConfig", "fine_tune", "gui_defaults",
 #: unseen image, at a quarter of it (5e-4) rose 0.741 → 0.811. The preset's warm-up and cosine
 #: decay then run over the fine-tuning's own budget.
 FINE_TUNE_LR_FACTOR = 0.25
+
+#: (seconds, steps): a CPU-recipe run whose every budget reaches these is a *long* run, which
+#: :func:`cpu_recipe_lr` gives half the rate. AdamW 2e-3 learns most in the GUI's 2-minute runs
+#: (ISBI 2012, 3 minutes); in 15 minutes (10,000-14,500 steps) on DSB 2018, 1e-3 gave
+#: held-out F1 0.861 / 0.857 / 0.873 against 2e-3's 0.853 / 0.843 / 0.854 with the same three
+#: seeds (4e-3: 0.831 / 0.836; 5e-4: 0.850; BENCHMARKS.md, fourteenth session). Where between
+#: the two measured lengths the better rate changes is not measured: the bounds lie between them.
+LONG_RUN = (600.0, 8000)
+
+
+def cpu_recipe_lr(*, steps: int | None, time_limit: float | None) -> float:
+    """The CPU recipe's peak learning rate for a run with these budgets (the run ends at the
+    first it reaches): 1e-3 when every budget given is long (:data:`LONG_RUN`), else 2e-3.
+
+    Examples
+    --------
+    >>> cpu_recipe_lr(steps=1500, time_limit=120.0)  # the GUI's Start
+    0.002
+    >>> cpu_recipe_lr(steps=None, time_limit=900.0)  # napari-unet train --time-limit 900
+    0.001
+    >>> cpu_recipe_lr(steps=20000, time_limit=300.0)  # five minutes come first
+    0.002
+    """
+    seconds, n = LONG_RUN
+    if steps is None and time_limit is None:
+        return 1e-3
+    long = (time_limit is None or time_limit >= seconds) and (steps is None or steps >= n)
+    return 1e-3 if long else 2e-3
 
 
 @dataclasses.dataclass
@@ -150,16 +179,18 @@ class TrainConfig:
 def gui_defaults(device="auto"):
     """The training settings the GUI's Start uses untouched (and ``bench_fewcells.py``).
 
-    On a CPU: depth 3, the device's narrow width, tile 156, batch 2, AdamW 2e-3, no drop-out,
-    for at most 1500 steps or 2 minutes. On a GPU: the paper's network (depth 4, 64 base
+    On a CPU: depth 3, the device's narrow width, tile 156, batch 2, AdamW 2e-3 (the rate of
+    :func:`cpu_recipe_lr` for this budget), no drop-out, for at most 1500 steps or 2 minutes. On a GPU: the paper's network (depth 4, 64 base
     channels, drop-out 0.5) for 2000 steps or 5 minutes.
 
     >>> gui_defaults("cpu").tile
     156
     """
     if pick_device(device).type == "cpu":
-        return TrainConfig.for_device(device, depth=3, tile=156, batch_size=2, lr=2e-3,
-                                      dropout=0.0, steps=1500, time_limit=120.0)
+        steps, seconds = 1500, 120.0
+        return TrainConfig.for_device(device, depth=3, tile=156, batch_size=2,
+                                      lr=cpu_recipe_lr(steps=steps, time_limit=seconds),
+                                      dropout=0.0, steps=steps, time_limit=seconds)
     return TrainConfig.for_device(device, depth=4, steps=2000, time_limit=300.0)
 
 

@@ -92,7 +92,9 @@ class TrainForm(QWidget):
                              "Training ends at whichever budget comes first.")
         self.lr = _spin(QDoubleSpinBox, 1e-5, 1.0, defaults.lr or preset.lr,
                         why.format(defaults.lr or preset.lr)
-                        + "Peak learning rate (adamw: warm-up then cosine decay). "
+                        + "Peak learning rate (adamw: warm-up then cosine decay). On a CPU "
+                        "the default follows the budget: 1e-3 once steps >= 8000 and the time "
+                        "is 0 or >= 10 min. "
                         "Lower it if the loss jumps or becomes NaN. Continue training and "
                         "Fine-tune from… use a quarter of it.", 1e-3, decimals=5)
         self.batch = _spin(QSpinBox, 1, 64, defaults.batch_size or preset.batch_size,
@@ -190,6 +192,10 @@ class TrainForm(QWidget):
         form.addRow("elastic σ", self.elastic)
         self.augment.toggled.connect(self._on_augment_toggled)
         self.preset.currentTextChanged.connect(self._on_preset_changed)
+        #: the rate the form itself last showed; a budget change moves it while it is shown
+        self._auto_lr = float(self.lr.value())
+        self.steps.valueChanged.connect(self._on_budget_changed)
+        self.minutes.valueChanged.connect(self._on_budget_changed)
         row = QHBoxLayout()
         for w in (self.augment, self.rotate, self.flip, self.preview_aug):
             row.addWidget(w)
@@ -245,11 +251,11 @@ class TrainForm(QWidget):
         for box, value in ((self.depth, d.depth), (self.base, d.base_channels),
                            (self.steps, d.steps or self.steps.value()),
                            (self.minutes, (d.time_limit or 0) / 60),
-                           (self.lr, d.lr or get_preset(preset).lr),
                            (self.batch, d.batch_size or get_preset(preset).batch_size),
                            (self.tile, d.tile if isinstance(d.tile, int) else 0),
                            (self.dropout, d.dropout)):
             box.setValue(value)
+        self._show_lr(d.lr or get_preset(preset).lr)
 
     def nproc(self) -> int:
         """Training processes of the next Start (1 unless several GPUs are chosen)."""
@@ -259,7 +265,28 @@ class TrainForm(QWidget):
         from napari_unet.core.presets import get_preset
 
         same = name == self.defaults.preset and self.defaults.lr is not None
-        self.lr.setValue(self.defaults.lr if same else get_preset(name).lr)
+        self._show_lr(self.defaults.lr if same else get_preset(name).lr)
+        self._on_budget_changed()
+
+    def _show_lr(self, lr: float) -> None:
+        self._auto_lr = float(lr)
+        self.lr.setValue(lr)
+
+    def _on_budget_changed(self, *_) -> None:
+        """On a CPU, the 2D recipe's rate follows the run's length
+        (:func:`napari_unet.core.config.cpu_recipe_lr`: 2e-3, 1e-3 for a run of 10 minutes
+        and 8000 steps or more) while the rate shown is the form's own; a rate the user typed
+        stays."""
+        from napari_unet.core.config import cpu_recipe_lr
+
+        recipe = (self.kind == "2d" and self.preset.currentText() == "adamw"
+                  and self.preset.currentText() == self.defaults.preset
+                  and self.defaults.lr is not None)
+        if not recipe or abs(self.lr.value() - self._auto_lr) > 1e-9:
+            return
+        minutes = float(self.minutes.value())
+        self._show_lr(cpu_recipe_lr(steps=int(self.steps.value()),
+                                    time_limit=minutes * 60 if minutes > 0 else None))
 
     def _on_augment_toggled(self, on: bool) -> None:
         for w in (self.elastic, self.rotate, self.flip):
