@@ -76,11 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--preset", default="adamw", choices=("adamw", "paper"),
       help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1); with adamw on a "
            "CPU the defaults are the GUI's CPU recipe: depth 3, tile 156, batch 2, lr 2e-3 "
-           "(1e-3 when every budget is long: --time-limit >= 600 and --steps >= 8000 or "
-           "unset), no drop-out")
+           "(1e-3 for a long run: every budget given at least 600 s / 8000 steps), no "
+           "drop-out")
     a("--lr", type=float,
       help="base learning rate (default: the preset's; in the CPU recipe 2e-3, or 1e-3 for "
-           "a long run (--time-limit >= 600 and --steps >= 8000 or unset); with --init a "
+           "a long run: every budget given at least 600 s / 8000 steps; with --init a "
            "quarter of it)")
     a("--batch-size", type=int,
       help="patches per step (default: the preset's, 2 in the CPU recipe); under torchrun the "

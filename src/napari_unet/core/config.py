@@ -21,8 +21,7 @@ from napari_unet.core.device import pick_device
 from napari_unet.core.presets import get_preset
 
 __all__ = ["FINE_TUNE_LR_FACTOR", "LONG_RUN", "TrainConfig", "cpu_recipe_lr", "fine_tune",
-           "gui_defaults",
-           "gui_defaults_3d"]
+           "gui_defaults", "gui_defaults_3d"]
 
 #: Fine-tuning (the Train widget's *Continue training* and "Fine-tune from…", ``napari-unet
 #: train --init``) starts from trained weights: by default at this fraction of the base rate.
@@ -180,8 +179,9 @@ def gui_defaults(device="auto"):
     """The training settings the GUI's Start uses untouched (and ``bench_fewcells.py``).
 
     On a CPU: depth 3, the device's narrow width, tile 156, batch 2, AdamW 2e-3 (the rate of
-    :func:`cpu_recipe_lr` for this budget), no drop-out, for at most 1500 steps or 2 minutes. On a GPU: the paper's network (depth 4, 64 base
-    channels, drop-out 0.5) for 2000 steps or 5 minutes.
+    :func:`cpu_recipe_lr` for this budget), no drop-out, for at most 1500 steps or 2 minutes.
+    On a GPU: the paper's network (depth 4, 64 base channels, drop-out 0.5) for 2000 steps or
+    5 minutes.
 
     >>> gui_defaults("cpu").tile
     156
