@@ -191,9 +191,9 @@ def train(args, pairs, log):
     for ev in trainer.run():
         if ev.kind == "step":
             last = time.perf_counter() - t0
-        if ev.kind == "validation":
-            log(f"step {ev.step} at {time.perf_counter() - t0:.0f} s (validation "
-                f"{trainer._val_s:.1f} s): {ev.metrics}")
+        if ev.kind == "validation":  # it follows its step at once: the time since is its own
+            now = time.perf_counter() - t0
+            log(f"step {ev.step} at {now:.0f} s (validation {now - last:.1f} s): {ev.metrics}")
     wall = time.perf_counter() - t0
     log(f"last step at {last:.0f} s; the choice of the post-processing took the rest")
     result.update(steps=trainer.step, wall_s=round(wall, 1), last_step_s=round(last, 1),

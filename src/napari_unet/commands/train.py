@@ -186,14 +186,14 @@ def build_config(args: argparse.Namespace):
         changes.update(norm=recipe.norm, base_channels=recipe.base_channels,
                        pretrain_2d=recipe.pretrain_2d if getattr(args, "pretrain_2d", None)
                        is None else args.pretrain_2d)
+    if cpu_recipe is not None and changes["lr"] is None:  # the rate for this run's length
+        from napari_unet.core.config import cpu_recipe_lr
+
+        changes["lr"] = cpu_recipe_lr(steps=steps, time_limit=args.time_limit)
     if recipe is not None:
         for key in ("lr", "batch_size"):
             if changes[key] is None:
                 changes[key] = getattr(recipe, key)
-    if cpu_recipe is not None and args.lr is None:  # the recipe's rate for this run's length
-        from napari_unet.core.config import cpu_recipe_lr
-
-        changes["lr"] = cpu_recipe_lr(steps=steps, time_limit=args.time_limit)
     if args.base_channels is not None:
         changes["base_channels"] = args.base_channels
     if args.no_augment:

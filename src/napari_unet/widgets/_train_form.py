@@ -280,13 +280,15 @@ class TrainForm(QWidget):
         from napari_unet.core.config import cpu_recipe_lr
 
         recipe = (self.kind == "2d" and self.preset.currentText() == "adamw"
-                  and self.preset.currentText() == self.defaults.preset
-                  and self.defaults.lr is not None)
+                  and self.defaults.lr is not None)  # a GPU's defaults leave the rate unset
         if not recipe or abs(self.lr.value() - self._auto_lr) > 1e-9:
             return
+        self._show_lr(cpu_recipe_lr(steps=int(self.steps.value()), time_limit=self._time_limit()))
+
+    def _time_limit(self) -> float | None:
+        """The time budget in seconds (None: the minutes box at 0, no limit)."""
         minutes = float(self.minutes.value())
-        self._show_lr(cpu_recipe_lr(steps=int(self.steps.value()),
-                                    time_limit=minutes * 60 if minutes > 0 else None))
+        return minutes * 60 if minutes > 0 else None
 
     def _on_augment_toggled(self, on: bool) -> None:
         for w in (self.elastic, self.rotate, self.flip):
@@ -305,14 +307,13 @@ class TrainForm(QWidget):
             )
         else:
             aug = AugmentConfig.none()
-        minutes = float(self.minutes.value())
         volume = self.volume_spacing()  # 3D: the pooling comes from the spacing (Trainer)
         extra = {} if volume is None else dict(ndim=3, spacing=volume)
         return dataclasses.replace(
             self.kind_defaults(), preset=self.preset.currentText(), depth=int(self.depth.value()),
             base_channels=int(self.base.value()), steps=int(self.steps.value()),
-            time_limit=minutes * 60 if minutes > 0 else None,
-            lr=float(self.lr.value()), batch_size=int(self.batch.value()),
+            time_limit=self._time_limit(), lr=float(self.lr.value()),
+            batch_size=int(self.batch.value()),
             tile=int(self.tile.value()) or None, dropout=float(self.dropout.value()),
             device=self.device.currentText(), augment=aug, **extra,
         )
