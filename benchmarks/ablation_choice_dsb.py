@@ -1,7 +1,6 @@
 """Ablation: how well the validation band predicts the held-out images when choosing the
-post-processing of trained DSB 2018 models (BENCHMARKS.md, eleventh session: the fixed
-settings, not adopted; thirteenth session: the library's choice before and after its
-threshold tolerance, adopted).
+post-processing of trained DSB 2018 models (BENCHMARKS.md, DSB 2018: fixed settings were
+not adopted; the threshold tolerance of the library's choice was).
 
 For each model file (trained by ``bench_dsb.py`` on its training split), the same fixed
 post-processing settings are scored twice, both with the model's stored flips/rotations:
@@ -9,7 +8,7 @@ post-processing settings are scored twice, both with the model's stored flips/ro
 - on the validation bands of the training split, as the end of training scores them (each
   band predicted with its context, :func:`napari_unet.core.validation.choose_postprocess`'s
   objective: instance F1 at IoU 0.5 minus the Rand error; its parts are printed too);
-- on the 20 held-out images, the issue's figure (mean over the images of instance F1 at IoU
+- on the 80 validation images of the split (mean over the images of instance F1 at IoU
   0.5).
 
 It prints, per model, the held-out F1 of the stored (band-chosen) post-processing, the band
@@ -118,20 +117,17 @@ def score_model(path: Path, train, test, *, cache: Path | None = None,
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", type=Path, help="model files trained by bench_dsb.py")
-    p.add_argument("--data", type=Path, default=bench_dsb.DEFAULT_DATA)
     p.add_argument("--json", type=Path, help="write every score here")
     p.add_argument("--cache", type=Path, help="keep (or reuse) each model's probabilities here")
     p.add_argument("--no-grid", action="store_true", help="skip the fixed settings")
     args = p.parse_args(argv)
-    ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
-    if not ids:
-        p.error(f"--data: no images/*.png under {args.data}; give the DSB 2018 folder")
     missing = [str(m) for m in args.models if not m.is_file()]
     if missing:
         p.error(f"models: no such file(s): {', '.join(missing)}")
-    train_ids, test_ids = bench_dsb.split_ids(ids)
-    train = bench_dsb.load(args.data, train_ids, "gray")
-    test = bench_dsb.load(args.data, test_ids, "gray")
+    # models trained by bench_dsb.py on its default set, scored on the validation images
+    train_ids, test_ids, _ = bench_dsb.dsb_ids("dsb2018-train", "validation")
+    train = bench_dsb.load(train_ids, "gray")
+    test = bench_dsb.load(test_ids, "gray")
     report = {}
     for path in args.models:
         r = report[str(path)] = score_model(path, train, test, cache=args.cache,

@@ -1,6 +1,6 @@
 """Ablation: an exponential moving average (EMA) of the weights, paired with the raw weights of
-the same DSB 2018 training (not in the library: measured, not adopted; BENCHMARKS.md, tenth
-session).
+the same DSB 2018 training (not in the library: measured, not adopted; BENCHMARKS.md, DSB
+2018, tried and not adopted).
 
 One training of the CPU recipe on the DSB 2018 training split (``bench_dsb.py``'s ``train``, the
 same budget, seed and settings as its 15-minute command), with the average
@@ -29,7 +29,6 @@ import bench_dsb
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=bench_dsb.DEFAULT_DATA)
     p.add_argument("--out", type=Path, required=True, help="folder for the two model files")
     p.add_argument("--time-limit", type=float, default=900, help="wall-clock training seconds")
     p.add_argument("--decay", type=float, default=0.999)
@@ -61,11 +60,8 @@ def main(argv=None) -> int:
         device="auto", steps=None, time_limit=args.time_limit, classes=2, cpu_bf16="auto",
         seed=args.seed, validate_every=1000, depth=3, tile=156, base_channels=None,
         batch_size=2, lr=2e-3, dropout=0.0, invert=None, init=None, speed=0)
-    ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
-    if not ids:
-        p.error(f"--data: no images/*.png under {args.data}; give the DSB 2018 folder")
-    train_ids, _ = bench_dsb.split_ids(ids)
-    pairs = bench_dsb.load(args.data, train_ids, "gray")
+    train_ids, _, _ = bench_dsb.dsb_ids("dsb2018-train", "validation")
+    pairs = bench_dsb.load(train_ids, "gray")
     trainer, result = bench_dsb.train(recipe, pairs, lambda m: print(m, file=sys.stderr))
     print(result)
     args.out.mkdir(parents=True, exist_ok=True)

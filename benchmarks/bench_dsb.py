@@ -1,22 +1,26 @@
-"""DSB2018 nuclei: train on a fixed split, evaluate the rest through ``napari-unet predict``.
+"""DSB2018 nuclei: train on the split of ``benchmarks/splits.json``, evaluate through ``napari-unet predict``.
 
-The 100 images of ``../shared/data/dsb2018`` are split by id with a seeded permutation (default
-80 train / 20 test). Training runs the library's Trainer with the CLI's defaults (plus the
-options below) for a wall-clock budget; the model is then saved and the held-out images are
+Training runs the library's Trainer with the CLI's defaults (plus the options below) for a
+wall-clock budget (``--time-limit``) or a step budget (``--time-limit 0 --steps N``: the same
+figure on any machine and under any load); the model is then saved and the evaluation images are
 predicted by the command line (``napari-unet predict``, in-process), as a user would. Reported:
 instance F1 at IoU 0.5 and the AP@0.5 StarDist reports (its "accuracy", TP / (TP + FP + FN)),
-pooled over the images (StarDist's ``matching_dataset``) and as a per-image mean, for all test
-images and for the gray and the colour ones apart (colour: R, G, B not all equal).
+pooled over the images (StarDist's ``matching_dataset``) and as a per-image mean, for all
+evaluation images and for the gray and the colour ones apart (colour: R, G, B not all equal).
 
-    python benchmarks/bench_dsb.py --time-limit 900                     # the issue's recipe
+Which images (``benchmarks/dsb_split.py``): ``--train-set dsb2018-train`` (default: the 80
+images of ``shared/data/dsb2018`` in the training part), ``dsb2018`` (all 100 of that folder)
+or ``train`` (the 384 of the training part); ``--eval validation`` (default: 80 images, where
+every choice is made) or ``test`` (100 images, scored once per change, never used to choose).
+
+    python benchmarks/bench_dsb.py --time-limit 0 --steps 14000       # a recipe, on validation
+    python benchmarks/bench_dsb.py --colour hematoxylin ...             # colour images' gray
     python benchmarks/bench_dsb.py --classes 3 --time-limit 900         # 3-class target
     python benchmarks/bench_dsb.py --channels rgb --time-limit 900      # colour input (3 ch)
     python benchmarks/bench_dsb.py --cpu-bf16 off --time-limit 900      # float32 on the CPU
-    python benchmarks/bench_dsb.py --speed 10 --time-limit 0            # steps/min per mode
+    python benchmarks/bench_dsb.py --speed 10 --time-limit 0 --no-eval  # steps/min per mode
     python benchmarks/bench_dsb.py --model nuclei --time-limit 0        # a model, no training
-    python benchmarks/bench_dsb.py --model nuclei --invert auto         # ... inverting bright bg
-    python benchmarks/bench_dsb.py --time-limit 3600 --ship             # the shipped model
-    python benchmarks/bench_dsb.py --model nuclei --rechoose --also-no-seeds   # its post-processing
+    python benchmarks/bench_dsb.py --model nuclei --rechoose            # its post-processing
                                                                         # chosen by today's code
 
 ``--invert auto|off`` sets the input polarity rule (``normalization["invert"]``: "auto"
@@ -25,9 +29,9 @@ inverts bright-background images, brightfield / H&E) of the trained model, or of
 
 ``--speed N`` first times N training steps per mode, float32 contiguous, float32 channels-last
 and bfloat16 autocast alternating in two rounds on the same trainer, and reports steps per
-minute of each (same run). ``--ship``
-writes ``src/napari_unet/models/nuclei.safetensors`` (float16 weights) and its model card
-``nuclei.md`` with the figures measured here (``scripts/train_shipped_model.py``).
+minute of each (same run). ``--ship`` writes ``src/napari_unet/models/nuclei.safetensors``
+(float16 weights) and its model card ``nuclei.md`` with the figures measured here
+(``scripts/train_shipped_model.py``); the card reports the test images.
 """
 
 from __future__ import annotations
@@ -46,46 +50,35 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dsb2018"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dsb_split import EVAL_SETS, TRAIN_SETS, dsb_ids, image_path, label_path, scores  # noqa: E402
 
 
-def split_ids(ids, *, train_fraction=0.8, seed=0):
-    """(train, test) ids: a seeded permutation of the sorted ids."""
-    ids = sorted(ids)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n = round(train_fraction * len(ids))
-    return sorted(ids[i] for i in order[:n]), sorted(ids[i] for i in order[n:])
+def load(ids, channels: str = "gray", colour: str = "mean"):
+    """[(id, image, channel_axis, labels, is_colour)] with images as the bench trains on them.
 
-
-def load(data: Path, ids, channels: str):
-    """[(id, image, channel_axis, labels, is_colour)] with images as the bench trains on them."""
+    ``colour``: how a 1-channel model sees a colour image: "mean" (of R, G, B, what ``--gray``
+    does) or "hematoxylin" (the hematoxylin stain of :func:`skimage.color.rgb2hed`).
+    """
     from napari_unet.commands._files import read_image, read_labels
 
     out = []
     for i in ids:
-        image, axis = read_image(data / "images" / f"{i}.png", gray=channels == "gray")
-        colour = read_image(data / "images" / f"{i}.png")[1] is not None
+        path = image_path(i)
+        image, axis = read_image(path, gray=channels == "gray")
+        raw, raw_axis = read_image(path)
+        is_colour = raw_axis is not None
+        if is_colour and channels == "gray" and colour != "mean":
+            from skimage.color import rgb2hed
+
+            rgb = np.moveaxis(raw, raw_axis, -1)[..., :3].astype(np.float32) / 255.0
+            image = rgb2hed(rgb)[..., 0].astype(np.float32)
         if channels == "rgb" and axis is None:
             image, axis = np.repeat(image[..., None], 3, axis=-1), -1
-        labels = read_labels(data / "labels" / f"{i}.tif", shape=image.shape[:2])
-        out.append((i, image, axis, labels, colour))
+        labels = read_labels(label_path(i), shape=image.shape[:2])
+        out.append((i, image, axis, labels, is_colour))
     return out
-
-
-def scores(rows):
-    """Pooled (StarDist) and per-image F1 / AP@0.5 over rows of instance_matching dicts."""
-    if not rows:
-        return None
-    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
-    per_ap = [r["tp"] / max(r["tp"] + r["fp"] + r["fn"], 1) for r in rows]
-    return {
-        "images": len(rows),
-        "f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4),
-        "ap50": round(tp / max(tp + fp + fn, 1), 4),
-        "f1_mean_per_image": round(statistics.mean(r["f1"] for r in rows), 4),
-        "ap50_mean_per_image": round(statistics.mean(per_ap), 4),
-        "tp": tp, "fp": fp, "fn": fn,
-    }
 
 
 def _set_layout(trainer, channels_last: bool) -> None:
@@ -158,18 +151,21 @@ def train(args, pairs, log):
 
     augment = {k: v for k, v in (("elastic_sigma", args.elastic_sigma),
                                  ("scale", args.scale and tuple(args.scale))) if v is not None}
+    from napari_unet.core.config import cpu_recipe_lr
+
+    time_limit = args.time_limit if args.time_limit > 0 else None
     cfg = TrainConfig.for_device(
         # the budget is the Trainer's own (wall clock, validation included), so that the
         # learning-rate schedule (warm-up, cosine decay) spans the run: a nominal huge limit
         # stopped from outside kept the schedule at its first step (lr × 0.01) for the whole run
         args.device, steps=args.steps or (None if args.time_limit > 0 else 1),
-        time_limit=args.time_limit if args.time_limit > 0 else None,
+        time_limit=time_limit,
         num_classes=args.classes, cpu_bf16=args.cpu_bf16, seed=args.seed,
         validate_every=args.validate_every, depth=args.depth, tile=args.tile,
         **({"base_channels": args.base_channels} if args.base_channels else {}),
         **({"batch_size": args.batch_size} if args.batch_size else {}),
-        **({"lr": args.lr} if args.lr else {}),
-        **({"dropout": args.dropout} if args.dropout is not None else {}),
+        lr=args.lr or cpu_recipe_lr(steps=args.steps, time_limit=time_limit),
+        dropout=args.dropout,
         **({"augment": AugmentConfig(**augment)} if augment else {}),
         **({"w0": args.w0} if args.w0 is not None else {}),
         **({"normalization": with_invert(None, args.invert)} if args.invert else {}),
@@ -184,7 +180,7 @@ def train(args, pairs, log):
     if args.speed:
         result["speed"] = speed(trainer, trainer.make_sampler(), args.speed)
         log(f"speed: {result['speed']}")
-    if args.time_limit <= 0:
+    if args.time_limit <= 0 and not args.steps:
         return trainer, result
     t0 = time.perf_counter()
     last = 0.0
@@ -331,9 +327,9 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
         f"- outputs: {arch['num_classes']} class probabilities {meta.get('class_names')}; "
         "instance labels by napari-unet's post-processing",
         f"- architecture: {json.dumps(arch)}",
-        f"- training_data: DSB2018 stage1_train (BBBC038, CC0), {len(train_ids)} images of "
-        "../shared/data/dsb2018, split by id with a seeded permutation "
-        f"(seed {report['args']['split_seed']}); the other {len(test_ids)} are the test set",
+        f"- training_data: DSB2018 stage1_train (BBBC038, CC0), {len(train_ids)} images "
+        f"(the '{report['args']['train_set']}' images of benchmarks/splits.json); figures on "
+        f"its {len(test_ids)} {report['scored_on']} images, which no choice was made on",
         training,
         f"- command: {command}",
         f"- postprocess (chosen on the validation bands): {json.dumps(meta.get('postprocess'))}",
@@ -355,9 +351,13 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--train-fraction", type=float, default=0.8)
+    p.add_argument("--train-set", default="dsb2018-train", choices=TRAIN_SETS,
+                   help="training images (benchmarks/dsb_split.py)")
+    p.add_argument("--eval", default="validation", choices=EVAL_SETS,
+                   help="validation (every choice is made here) or test (scored once per "
+                        "change, never used to choose)")
+    p.add_argument("--colour", default="mean", choices=("mean", "hematoxylin"),
+                   help="a colour image's gray for a 1-channel model")
     p.add_argument("--classes", type=int, default=2, choices=(2, 3))
     p.add_argument("--channels", default="gray", choices=("gray", "rgb"),
                    help="gray: colour images averaged; rgb: 3 channels, gray ones replicated")
@@ -365,17 +365,21 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=900, help="wall-clock training seconds")
     p.add_argument("--steps", type=int, help="step budget instead of (or before) the time")
     p.add_argument("--base-channels", type=int)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--tile", type=int, help="network input side (default: the CLI's)")
-    p.add_argument("--batch-size", type=int, help="patches per step (default: the CLI's)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
-    p.add_argument("--dropout", type=float, help="drop-out (default: the CLI's)")
+    p.add_argument("--depth", type=int, default=3, help="default: the CLI's CPU recipe")
+    p.add_argument("--tile", type=int, default=156,
+                   help="network input side (default: the CLI's CPU recipe)")
+    p.add_argument("--batch-size", type=int, default=2,
+                   help="patches per step (default: the CLI's CPU recipe)")
+    p.add_argument("--lr", type=float,
+                   help="learning rate (default: the CLI's CPU recipe for the run's length)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="drop-out (default: the CLI's CPU recipe)")
     p.add_argument("--elastic-sigma", type=float,
                    help="elastic displacement std in pixels (default: AugmentConfig's)")
     p.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"),
                    help="zoom range of the augmentation (default: AugmentConfig's 0.9 1.1)")
     p.add_argument("--w0", type=float, help="border weight w0 (default: TrainConfig's)")
-    p.add_argument("--validate-every", type=int, default=100)
+    p.add_argument("--validate-every", type=int, default=1000)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed", type=int, default=0, help="time N steps per mode (fp32, fp32 channels-last, bf16)")
@@ -408,13 +412,12 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
-    train_ids, test_ids = split_ids(ids, train_fraction=args.train_fraction,
-                                    seed=args.split_seed)
+    train_ids, test_ids, _ = dsb_ids(args.train_set, args.eval)
     train_ids = train_ids[: args.max_train] if args.max_train else train_ids
     test_ids = test_ids[: args.max_test] if args.max_test else test_ids
     report = {"args": {k: str(v) for k, v in vars(args).items()},
-              "split": {"train": len(train_ids), "test": len(test_ids)},
+              "split": {"train": len(train_ids), args.eval: len(test_ids)},
+              "scored_on": args.eval,
               "machine": platform.processor() or platform.machine()}
     try:
         import os
@@ -432,7 +435,7 @@ def main(argv=None) -> int:
             in_ch = read_metadata(model_path)["architecture"]["in_channels"]
             args.channels = "rgb" if in_ch == 3 else "gray"
             if args.rechoose:
-                model_path = rechoose(model_path, load(args.data, train_ids, args.channels),
+                model_path = rechoose(model_path, load(train_ids, args.channels, args.colour),
                                       tmp / "model_rechosen.safetensors")
             if args.invert:  # a copy of the model with the rule asked for
                 from napari_unet.core.io import load_model, save_model
@@ -443,11 +446,11 @@ def main(argv=None) -> int:
                 meta["normalization"] = with_invert(meta.get("normalization"), args.invert)
                 model_path = save_model(model, tmp / "model_invert.safetensors", **meta)
         else:
-            pairs = load(args.data, train_ids, args.channels)
+            pairs = load(train_ids, args.channels, args.colour)
             trainer, report["training"] = train(args, pairs, log)
             model_path = args.save or tmp / "model.safetensors"
             trainer.save(model_path)
-        test = load(args.data, test_ids, args.channels)
+        test = load(test_ids, args.channels, args.colour)
         from napari_unet.core.io import read_metadata
         from napari_unet.core.postprocess import stored_tta
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_dsb import DEFAULT_DATA, load, split_ids
+from bench_dsb import dsb_ids, load
 
 DEFAULT_SETTINGS = ("3,156,2", "3,220,1", "3,252,1", "3,188,2", "4,252,1", "4,284,1")
 
@@ -41,7 +41,6 @@ def parse_setting(text: str) -> tuple[int, int, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--settings", nargs="+", type=parse_setting,
                    default=[parse_setting(s) for s in DEFAULT_SETTINGS],
                    help="depth,tile,batch per setting; the first is the reference")
@@ -57,12 +56,9 @@ def main(argv=None) -> int:
 
     recipe = gui_defaults("cpu")  # the CPU recipe of the GUI and the CLI; only its shape changes
 
-    ids = [f.stem for f in sorted((args.data / "images").glob("*.png"))]
-    if not ids:
-        p.error(f"--data: no images/*.png under {args.data}; give the DSB 2018 folder")
-    train_ids, _ = split_ids(ids)
+    train_ids, _, _ = dsb_ids("dsb2018-train", "validation")
     pairs = [TrainingPair(img, lab, channel_axis=axis)
-             for _, img, axis, lab, _ in load(args.data, train_ids, "gray")]
+             for _, img, axis, lab, _ in load(train_ids, "gray")]
     configure_cpu_threads(None)
     runs = {}
     for depth, tile, batch in args.settings:
