@@ -32,5 +32,11 @@ PYTHON="${PYTHON:-python3}"
 # TORCH_SPEC overrides it (e.g. TORCH_SPEC="torch --index-url .../cu124" on a GPU machine).
 .venv/bin/python -c "import torch" 2>/dev/null || \
   .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+# This project is napari-cell-unet. A distribution called napari-unet in .venv (another plugin, or
+# this project installed before it had a name of its own) ships the same import package, napari_unet.
+if .venv/bin/python -m pip show -q napari-unet >/dev/null 2>&1; then
+  echo "install.sh: removing napari-unet from .venv (it ships an import package napari_unet too)" >&2
+  .venv/bin/python -m pip uninstall -y -q napari-unet
+fi
 .venv/bin/python -m pip install -q -e ".[testing]"
 echo "install.sh: ready; activate with 'source .venv/bin/activate'"

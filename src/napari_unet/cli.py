@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from napari_unet import __version__
+from napari_unet import installation
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -51,6 +51,8 @@ def _available_commands() -> dict[str, object]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per available command."""
+    from napari_unet import __version__
+
     parser = argparse.ArgumentParser(
         prog="napari-unet",
         description=(
@@ -70,7 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-unet`` console script; returns the exit status."""
+    """Entry point of the ``napari-unet`` console script; returns the exit status.
+
+    First of all it checks that ``napari_unet`` is this project's (another project ships an
+    import package of that name, :mod:`napari_unet.installation`): if not, one line says what
+    is wrong and how to repair it, with exit status 2.
+    """
+    problem = installation.problem()
+    if problem is not None:
+        print(f"napari-unet: error: {problem}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

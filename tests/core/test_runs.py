@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
+import napari_unet
 from napari_unet.core import runs
 from napari_unet.core.data import TrainingPair
 from napari_unet.core.synthetic import synthetic_cells
@@ -39,6 +40,8 @@ def test_round_trip_keeps_arrays_settings_and_record(tmp_path):
     assert record["parent_model"] == str(parent.resolve())
     assert record["parent_sha256"] == runs.sha256_file(parent)
     assert record["versions"]["numpy"] == np.__version__ and "python" in record["versions"]
+    # this project's version under its own distribution name, never another napari-unet's
+    assert record["versions"]["napari-cell-unet"] == napari_unet.__version__
     assert [d["name"] for d in record["data"]] == ["cells", "rgb-cells"]
     assert record["data"][0]["image"] == "data/000_cells_image.tif"
     assert (run / "data" / "000_cells_annotated.tif").is_file()

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet import __distribution__
+
 __all__ = [
     "STATUSES",
     "RunInfo",
@@ -69,7 +71,7 @@ logger = logging.getLogger(__name__)
 
 STATUSES = ("running", "done", "stopped", "error")
 RUN_JSON, SETTINGS_JSON, METRICS = "run.json", "settings.json", "metrics.jsonl"
-_PACKAGES = ("napari-unet", "numpy", "torch", "scipy", "scikit-image", "safetensors", "tifffile",
+_PACKAGES = (__distribution__, "numpy", "torch", "scipy", "scikit-image", "safetensors", "tifffile",
              "napari")
 
 

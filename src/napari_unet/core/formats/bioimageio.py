@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet import __version__
+from napari_unet import __distribution__, __version__
 from napari_unet.core import model as model_module
 from napari_unet.core.data import (
     DEFAULT_NORMALIZATION,
@@ -155,7 +155,7 @@ def _readme(model: UNet, metadata: Mapping[str, Any], name: str, norm: dict | No
     return f"""# {name}
 
 A U-Net (Ronneberger, Fischer & Brox, 2015) trained with
-[napari-unet](https://github.com/napari-unet) {metadata.get("napari_unet_version", __version__)}.
+{__distribution__} {metadata.get("napari_unet_version", __version__)} (`pip install {__distribution__}`).
 
 - Architecture: {json.dumps(model.config)}
 - Input: {model.in_channels} channel(s), axes (batch, channel, {axes}), float32; normalisation:
@@ -347,12 +347,12 @@ def build_rdf(
         "description": description
         or (
             f"U-Net (Ronneberger et al. 2015) segmenting {', '.join(class_names)}; "
-            f"outputs soft-max probabilities, {margin_text} than the input. Made with napari-unet."
+            f"outputs soft-max probabilities, {margin_text} than the input. Made with {__distribution__}."
         ),
         "authors": [{"name": a} for a in (authors or ["napari-unet user"])],
         "cite": [dict(PAPER_CITATION)],
         "license": license,
-        "tags": ["unet", "segmentation", f"{model.ndim}d", "pytorch", "napari-unet",
+        "tags": ["unet", "segmentation", f"{model.ndim}d", "pytorch", __distribution__,
                  "instance-segmentation"],
         "documentation": _file(root, "README.md"),
         "covers": [_file(root, "cover.png")],
@@ -440,7 +440,7 @@ def export_bioimageio(
     except ImportError:
         raise ImportError(
             "exporting to bioimage.io needs the package 'bioimageio.spec': "
-            "pip install 'napari-unet[export]'"
+            f"pip install '{__distribution__}[export]'"
         ) from None
 
     out = Path(out)
