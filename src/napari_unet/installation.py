@@ -47,7 +47,8 @@ def _reinstall() -> str:
             f"pip ({sys.executable} -m pip)")
 
 
-def _conflicting_distribution() -> str | None:
+def _conflicting_distribution() -> tuple[str, str] | None:
+    """(name, "name version ('summary')") of an installed distribution of :data:`CONFLICTING`."""
     for name in CONFLICTING:
         try:
             dist = importlib.metadata.distribution(name)
@@ -59,7 +60,7 @@ def _conflicting_distribution() -> str | None:
             # setuptools left beside the package in a checkout built before the project's rename.
             continue
         summary = (dist.metadata.get("Summary") or "").strip()
-        return f"{name} {dist.version}" + (f" ({summary!r})" if summary else "")
+        return name, f"{name} {dist.version}" + (f" ({summary!r})" if summary else "")
     return None
 
 
@@ -67,8 +68,9 @@ def problem() -> str | None:
     """What is wrong with this environment's ``napari_unet``, with the fix; None when all is ours.
 
     Two signs, both cheap (no scan of every installed distribution): a distribution of
-    :data:`CONFLICTING` is installed (its metadata has a RECORD of the files put down), or ``napari_unet/__init__.py`` lacks this project's
-    ``__distribution__`` marker (the other project's, or none, replaced it).
+    :data:`CONFLICTING` is installed (its metadata has a RECORD of the files put down), or
+    ``napari_unet/__init__.py`` lacks this project's ``__distribution__`` marker (the other
+    project's, or none, replaced it).
 
     Returns
     -------
@@ -79,14 +81,15 @@ def problem() -> str | None:
     import napari_unet
 
     here = Path(next(iter(napari_unet.__path__), "?"))  # a folder, also when __init__.py is gone
-    other = _conflicting_distribution()
-    if other is not None:
+    conflicting = _conflicting_distribution()
+    if conflicting is not None:
+        name, described = conflicting
         return (
-            f"another project is installed in this environment ({sys.prefix}): {other}. It ships "
-            f"an import package called napari_unet too, so it and {DISTRIBUTION} (this project, "
-            f"imported from {here}) overwrite each other's files "
-            "and cannot live in one environment. Fix: pip uninstall napari-unet, then "
-            f"{_reinstall()}; or give either project a virtual environment of its own"
+            f"another project is installed in this environment ({sys.prefix}): {described}. It "
+            f"ships an import package called napari_unet too, so it and {DISTRIBUTION} (this "
+            f"project, imported from {here}) overwrite each other's files and cannot live in one "
+            f"environment. Fix: pip uninstall {name}, then {_reinstall()}; or give either "
+            "project a virtual environment of its own"
         )
     if getattr(napari_unet, "__distribution__", None) != DISTRIBUTION:
         return (
