@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -111,10 +112,12 @@ def _bench():
 
 def test_bench_split_is_fixed_and_disjoint():
     bench = _bench()
-    ids = [f"{i:04x}" for i in range(100)]
-    a, b = bench.split_ids(ids, seed=0)
-    assert (len(a), len(b)) == (80, 20) and not set(a) & set(b)
-    assert bench.split_ids(list(reversed(ids)), seed=0) == (a, b)
+    split = json.loads((Path(bench.__file__).parent / "splits.json").read_text())["dsb2018"]
+    parts = {k: set(split[k]) for k in ("train", "validation", "test")}
+    assert {k: len(v) for k, v in parts.items()} == {"train": 384, "validation": 80, "test": 100}
+    assert sum(len(v) for v in parts.values()) == len(set.union(*parts.values()))
+    colour = set(split["colour"])
+    assert all(len(v & colour) >= 10 for v in parts.values())  # colour / H&E in every part
     rows = [{"tp": 3, "fp": 1, "fn": 0, "f1": 6 / 7}, {"tp": 1, "fp": 0, "fn": 2, "f1": 0.5}]
     s = bench.scores(rows)
     assert s["ap50"] == round(4 / 7, 4) and s["f1"] == round(8 / 11, 4)
@@ -124,7 +127,8 @@ def test_bench_writes_shipped_file_and_card(registry, tmp_path):
     bench = _bench()
     src = save_model(UNet(depth=1, base_channels=4), tmp_path / "m.safetensors",
                      history=[{"step": 1, "loss": 0.5}], training={"steps": 1})
-    report = {"args": {"split_seed": "0", "time_limit": "1"}, "training": {"steps": 1}}
+    report = {"args": {"train_set": "train", "time_limit": "1"}, "scored_on": "test",
+              "training": {"steps": 1}}
     shipped = bench.write_shipped(src, report, ["a"], ["b"], name="nuclei")
     state = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(shipped))
     assert all(t.dtype == torch.float16 for t in state.values())
