@@ -6,7 +6,7 @@ For each model file (trained by ``bench_dsb.py`` on its training split), the sam
 post-processing settings are scored twice, both with the model's stored flips/rotations:
 
 - on the validation bands of the training split, as the end of training scores them (each
-  band predicted with its context, :func:`napari_unet.core.validation.choose_postprocess`'s
+  band predicted with its context, :func:`napari_unet.core.training.validation.choose_postprocess`'s
   objective: instance F1 at IoU 0.5 minus the Rand error; its parts are printed too);
 - on the 80 validation images of the split (mean over the images of instance F1 at IoU
   0.5).
@@ -16,7 +16,7 @@ and held-out scores of every fixed setting, and then per setting the mean over t
 and how many of them reach 0.85; ``--json`` keeps it all. About 3 minutes per model on two
 cores.
 
-It also scores what this code's :func:`napari_unet.core.validation.choose_postprocess`
+It also scores what this code's :func:`napari_unet.core.training.validation.choose_postprocess`
 search chooses on the same band probabilities (``library``): with ``--cache DIR`` the band
 and held-out probabilities are kept, so that two versions of the library can be compared on
 the very same probabilities (run it once from each, e.g. with ``PYTHONPATH`` pointing at a
@@ -56,8 +56,8 @@ def _probabilities(path: Path, train, test, cache: Path | None):
     an earlier run kept them there."""
     import pickle
 
-    from napari_unet.core import validation as V
-    from napari_unet.core.segment import segment
+    from napari_unet.core.predict import segment
+    from napari_unet.core.training import validation as V
 
     kept = None
     if cache is not None:
@@ -70,8 +70,8 @@ def _probabilities(path: Path, train, test, cache: Path | None):
     model, meta, trainer, prepared, regions = bench_dsb.validation_bands(path, train)
     model.eval()
     tta = bool((meta.get("postprocess") or {}).get("tta", True))
-    with V._in_eval(trainer.model):
-        rows = V._predicted(trainer.model, prepared, regions, trainer.tile_shape, tta=tta,
+    with V.in_eval(trainer.model):
+        rows = V.predicted_regions(trainer.model, prepared, regions, trainer.tile_shape, tta=tta,
                             context=V.CONTEXT)
     probs = [segment(model, img, metadata=meta, tta=tta)[0] for _, img, _, _, _ in test]
     if kept is not None:
@@ -84,9 +84,9 @@ def score_model(path: Path, train, test, *, cache: Path | None = None,
                 grid: bool = True) -> dict:
     """Band objective (with F1 and Rand error) and held-out mean F1 of every GRID setting
     (unless not ``grid``), of the stored one and of this library's choice, for one model."""
-    from napari_unet.core import validation as V
     from napari_unet.core.metrics import instance_matching
-    from napari_unet.core.postprocess import PostprocessSettings
+    from napari_unet.core.predict import PostprocessSettings
+    from napari_unet.core.training import validation as V
 
     meta, rows, probs = _probabilities(path, train, test, cache)
     stored = PostprocessSettings.from_metadata(meta)
@@ -97,15 +97,15 @@ def score_model(path: Path, train, test, *, cache: Path | None = None,
                               for p, (_, _, _, lab, _) in zip(probs, test, strict=True)]))
 
     def parts(s: dict) -> dict:
-        return {"objective": V._objective(s), "f1": s["instance_f1"],
+        return {"objective": V.objective(s), "f1": s["instance_f1"],
                 "rand_error": s["rand_error"]}
 
     def band(settings) -> dict:
-        return parts(V._scores(rows, settings))
+        return parts(V.region_scores(rows, settings))
 
     out = {"stored": str(stored), "stored_band": band(stored),
            "stored_held_out": held_out(stored), "settings": {}}
-    chosen, chosen_scores = V._choose(rows)
+    chosen, chosen_scores = V.choose_settings(rows)
     out.update(library=str(chosen), library_band=parts(chosen_scores),
                library_held_out=held_out(chosen))
     for t, s, m, r in GRID if grid else ():

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from napari_unet.core import train as train_mod
+    from napari_unet.core.training import trainer as train_mod
 
     plain_step = train_mod.Trainer.train_step
     ema: list = []

@@ -8,7 +8,7 @@ with the same wall-clock training budget each (``--time-limit``, default 900 s):
     outside the slices are erased, so nothing leaks);
 (a) **2D plane by plane**: the 2D U-Net trained on the same 3 slices (as 2D images), applied to
     every plane of the held-out volume and stitched into 3D objects
-    (:func:`napari_unet.core.postprocess.stitch_planes`: an object joins the best-overlapping one
+    (:func:`napari_unet.core.predict.postprocess.stitch_planes`: an object joins the best-overlapping one
     of the plane above at IoU ≥ 0.25, as cellpose stitches);
 (b) **dense 3D**: the 3D U-Net trained on the fully annotated training volume(s).
 
@@ -73,8 +73,8 @@ def annotated_planes(labels: np.ndarray, n: int = 3) -> list[int]:
 
 def training_pairs(mode: str, volumes, spacing, n_slices: int):
     """The TrainingPairs of one mode (s, a, b) from [(name, image, labels)]."""
-    from napari_unet.core.data import TrainingPair
-    from napari_unet.core.sparse import slices_mask
+    from napari_unet.core.targets import slices_mask
+    from napari_unet.core.training import TrainingPair
 
     pairs, described = [], []
     for name, image, labels in volumes:
@@ -99,7 +99,7 @@ def config(args, mode: str, spacing):
     the options given on the command line replace them."""
     import dataclasses
 
-    from napari_unet.core.config import gui_defaults, gui_defaults_3d
+    from napari_unet.core.training import gui_defaults, gui_defaults_3d
 
     three_d = mode in ("s", "b")
     base = gui_defaults_3d(args.device, spacing=spacing) if three_d else gui_defaults(args.device)
@@ -114,7 +114,7 @@ def config(args, mode: str, spacing):
 
 
 def train(args, mode: str, volumes, spacing, log):
-    from napari_unet.core.train import Trainer
+    from napari_unet.core.training import Trainer
 
     pairs, described = training_pairs(mode, volumes, spacing, args.slices)
     trainer = Trainer(pairs, config(args, mode, spacing))
@@ -136,8 +136,8 @@ def train(args, mode: str, volumes, spacing, log):
 def evaluate(model, metadata, tests, spacing):
     """Instance matching at IoU 0.5 pooled over the held-out volumes (3D objects)."""
     from napari_unet.core.metrics import instance_matching
-    from napari_unet.core.postprocess import stitch_planes
-    from napari_unet.core.segment import segment
+    from napari_unet.core.predict import segment
+    from napari_unet.core.predict.postprocess import stitch_planes
 
     tp = fp = fn = 0
     per = {}

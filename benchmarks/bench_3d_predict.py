@@ -46,8 +46,7 @@ def _model(base: int, depth: int, pool: str | None):
 def overhead(size: int, base: int, depth: int, pool: str | None, tile=None) -> dict:
     import torch
 
-    from napari_unet.core.predict import predict_tiled
-    from napari_unet.core.tiling import auto_tile_shape
+    from napari_unet.core.predict import auto_tile_shape, predict_tiled
 
     net = _model(base, depth, pool)
     vol = np.random.default_rng(0).random((size,) * 3, dtype=np.float32)
@@ -87,7 +86,7 @@ def _make_input(path: str, size: int, chunk: int = 64) -> None:
 def _scale_one(src: str, out: str, base: int, depth: int, pool: str | None, block: int) -> None:
     import tracemalloc
 
-    from napari_unet.core.bigdata import predict_to_zarr
+    from napari_unet.core.predict import predict_to_zarr
 
     net = _model(base, depth, pool)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

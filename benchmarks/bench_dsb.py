@@ -61,7 +61,7 @@ def load(ids, channels: str = "gray", colour: str = "mean"):
     ``colour``: how a 1-channel model sees a colour image: "mean" (of R, G, B, what ``--gray``
     does) or "hematoxylin" (the hematoxylin stain of :func:`skimage.color.rgb2hed`).
     """
-    from napari_unet.commands._files import read_image, read_labels
+    from napari_unet.commands.files import read_image, read_labels
 
     out = []
     for i in ids:
@@ -83,8 +83,8 @@ def load(ids, channels: str = "gray", colour: str = "mean"):
 
 def _set_layout(trainer, channels_last: bool) -> None:
     """The trainer's weights, optimiser moments and batches in one memory layout."""
-    from napari_unet.core.checkpoint import match_moment_layout
     from napari_unet.core.device import cpu_layout
+    from napari_unet.core.training.checkpoint import match_moment_layout
 
     cpu_layout(trainer.model, channels_last=channels_last)
     trainer.channels_last = channels_last
@@ -122,7 +122,7 @@ def speed(trainer, sampler, steps: int) -> dict:
     _set_layout(trainer, keep[1])
     med = {m: statistics.median(t) for m, t in times.items()}
     # the per-sample cost of deriving target + weight map from the warped labels
-    from napari_unet.core.data import targets_from_instances
+    from napari_unet.core.training.data import targets_from_instances
 
     _, inst, counted, cw = sampler.sample_instances(1)
     side = trainer.out_tile + 2 * min(math.ceil(5.26 * trainer.config.sigma) + 1,
@@ -146,12 +146,11 @@ def speed(trainer, sampler, steps: int) -> dict:
 
 def train(args, pairs, log):
     from napari_unet.core.augment import AugmentConfig
-    from napari_unet.core.data import TrainingPair
-    from napari_unet.core.train import TrainConfig, Trainer
+    from napari_unet.core.training import TrainConfig, Trainer, TrainingPair
 
     augment = {k: v for k, v in (("elastic_sigma", args.elastic_sigma),
                                  ("scale", args.scale and tuple(args.scale))) if v is not None}
-    from napari_unet.core.config import cpu_recipe_lr
+    from napari_unet.core.training import cpu_recipe_lr
 
     time_limit = args.time_limit if args.time_limit > 0 else None
     cfg = TrainConfig.for_device(
@@ -171,7 +170,7 @@ def train(args, pairs, log):
         **({"normalization": with_invert(None, args.invert)} if args.invert else {}),
     )
     if args.init:  # fine-tuning at the CLI's rate (napari-unet train --init): --lr wins
-        from napari_unet.core.config import fine_tune
+        from napari_unet.core.training import fine_tune
 
         cfg = fine_tune(cfg, lr=args.lr)
     tp = [TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs]
@@ -200,7 +199,7 @@ def train(args, pairs, log):
 
 def with_invert(normalization, invert: str) -> dict:
     """A normalisation dict with the polarity rule of ``--invert`` (auto / off)."""
-    from napari_unet.core.data import DEFAULT_NORMALIZATION
+    from napari_unet.core.normalize import DEFAULT_NORMALIZATION
 
     return {**(normalization or DEFAULT_NORMALIZATION), "invert": "auto" if invert == "auto"
             else False}
@@ -210,7 +209,7 @@ def evaluate(model_path: Path, test, workdir: Path, tta: bool, extra=()):
     """Predict the test images with the CLI (``extra``: more ``predict`` options) and score
     them."""
     from napari_unet.cli import main as cli
-    from napari_unet.commands._files import read_labels, write_image
+    from napari_unet.commands.files import read_labels, write_image
     from napari_unet.core.metrics import instance_matching
 
     inp, out = workdir / "images", workdir / "predicted"
@@ -234,10 +233,8 @@ def validation_bands(model_path: Path, pairs):
     """(model, metadata, trainer, prepared images, regions): the validation bands that the
     training of ``model_path`` held out (the same training images, tile and validation
     fraction give the same bands), prepared by a Trainer that starts from its weights."""
-    from napari_unet.core.config import TrainConfig
-    from napari_unet.core.data import TrainingPair
     from napari_unet.core.io import load_model
-    from napari_unet.core.train import Trainer
+    from napari_unet.core.training import TrainConfig, Trainer, TrainingPair
 
     model, meta = load_model(model_path)
     tr = meta.get("training") or {}
@@ -256,7 +253,7 @@ def rechoose(model_path: Path, pairs, out: Path) -> Path:
     validation bands its training held out (:func:`validation_bands`): what training would
     store today. The weights are unchanged."""
     from napari_unet.core.io import save_model
-    from napari_unet.core.validation import choose_postprocess
+    from napari_unet.core.training.validation import choose_postprocess
 
     model, meta, trainer, prepared, regions = validation_bands(model_path, pairs)
     meta = {k: v for k, v in meta.items() if k not in ("architecture", "napari_unet_version")}
@@ -452,7 +449,7 @@ def main(argv=None) -> int:
             trainer.save(model_path)
         test = load(test_ids, args.channels, args.colour)
         from napari_unet.core.io import read_metadata
-        from napari_unet.core.postprocess import stored_tta
+        from napari_unet.core.predict.postprocess import stored_tta
 
         meta = read_metadata(model_path)
         report["normalization"] = meta.get("normalization")

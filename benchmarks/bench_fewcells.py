@@ -50,7 +50,7 @@ def load(image_id: str, data: Path):
     import tifffile
 
     sys.path.insert(0, str(ROOT / "src"))
-    from napari_unet.commands._files import read_image
+    from napari_unet.commands.files import read_image
 
     image, _ = read_image(data / "images" / f"{image_id}.png", gray=True)
     labels = np.asarray(tifffile.imread(data / "labels" / f"{image_id}.tif")).astype(np.int32)
@@ -81,12 +81,11 @@ def scenario(labels: np.ndarray, mode: str, n: int = 8):
 
 
 def run_one(image, labels, mode, config, threads, also_tta=False):
-    from napari_unet.core.data import TrainingPair
     from napari_unet.core.metrics import instance_matching
-    from napari_unet.core.postprocess import PostprocessSettings
+    from napari_unet.core.predict import PostprocessSettings
     from napari_unet.core.targets import describe_annotation
-    from napari_unet.core.train import Trainer
-    from napari_unet.widgets._jobs import PredictionResult, iter_prediction
+    from napari_unet.core.training import Trainer, TrainingPair
+    from napari_unet.widgets.jobs import PredictionResult, iter_prediction
 
     painted, region = scenario(labels, mode)
     info = describe_annotation(painted, annotated=region, sparse=True)
@@ -155,11 +154,11 @@ def main(argv=None) -> int:
 
     import dataclasses
 
-    from napari_unet.core.config import gui_defaults
-    from napari_unet.widgets._jobs import background_threads
+    from napari_unet.core.training import gui_defaults
+    from napari_unet.widgets.jobs import background_threads
 
     if args.band_fraction is not None:
-        from napari_unet.core import sparse
+        from napari_unet.core.targets import sparse
 
         sparse.BAND_FRACTION = args.band_fraction
     threads = args.threads or background_threads()

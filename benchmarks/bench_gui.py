@@ -251,7 +251,7 @@ def main() -> int:
                         help="seconds between two plot renders (default: the widget's)")
     parser.add_argument("--ui-ms", type=int,
                         help="ms between two updates of the progress, preview and plot "
-                             "(default: the widget's, napari_unet.widgets._train_client.UI_MS)")
+                             "(default: the widget's, napari_unet.widgets.train_client.UI_MS)")
     args = parser.parse_args()
     import tempfile
 
@@ -266,11 +266,11 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.core.synthetic import synthetic_cells
-    from napari_unet.widgets import _train_client
+    from napari_unet.widgets import train_client
     from napari_unet.widgets.train import TrainWidget
 
     if args.ui_ms is not None:
-        _train_client.UI_MS = args.ui_ms
+        train_client.UI_MS = args.ui_ms
 
     viewer = napari.Viewer(show=True)
     image, labels = synthetic_cells((args.size, args.size), seed=0)
@@ -322,7 +322,7 @@ def main() -> int:
           f"{widget.plot.renders} plot pictures shown, {widget.steps_shown} progress updates, "
           f"{widget.previews_shown} previews; end: {(widget.terminal or {}).get('kind')}")
     print(f"load average (1 min) {load0:.1f} before, {load1:.1f} after; warm-up {args.warmup:g} s;"
-          f" updates every {_train_client.UI_MS} ms, plot renders every "
+          f" updates every {train_client.UI_MS} ms, plot renders every "
           f"{widget.plot._min_interval:g} s at most")
     rows = (("idle before Start", idle), (
         f"during {args.steps} steps (live preview {'off' if args.no_live else 'on'})", busy),

@@ -51,7 +51,7 @@ def scores_from_probability(cell_probs, labels) -> dict:
     that (one threshold for all validation slices, the one maximising the mean F-score).
     """
     from napari_unet.core.metrics import pixel_error, rand_error
-    from napari_unet.core.postprocess import labels_from_probabilities
+    from napari_unet.core.predict import labels_from_probabilities
 
     table = {}
     for t in THRESHOLDS:
@@ -87,7 +87,7 @@ def isbi_scores(model, meta, images, labels, device) -> dict:
 
 
 def train_isbi(preset: str, minutes: float, eval_every: float, data, args) -> dict:
-    from napari_unet.core.train import TrainConfig, Trainer
+    from napari_unet.core.training import TrainConfig, Trainer
 
     tr_img, tr_lab, va_img, va_lab = data
     cfg = TrainConfig(preset=preset, steps=None, time_limit=60 * minutes, validate_every=0,
@@ -134,7 +134,7 @@ def cli_route(minutes: float, data, *, workdir: Path, extra: tuple[str, ...] = (
 
     from napari_unet.cli import main as cli
     from napari_unet.core.io import read_metadata
-    from napari_unet.core.postprocess import stored_tta
+    from napari_unet.core.predict.postprocess import stored_tta
 
     folders = {}
     for part, images, labels in (("train", data[0], data[1]), ("test", data[2], data[3])):
@@ -234,10 +234,9 @@ def random_forest(data, *, samples: int, trees: int, threads: int) -> dict:
 
 
 def dsb(minutes: float, args) -> dict:
-    from napari_unet.commands._files import read_pairs
     from napari_unet.commands.evaluate import evaluate_pairs
-    from napari_unet.core.data import TrainingPair
-    from napari_unet.core.train import TrainConfig, Trainer
+    from napari_unet.commands.files import read_pairs
+    from napari_unet.core.training import TrainConfig, Trainer, TrainingPair
 
     rows = read_pairs([DATA / "dsb2018" / "images"], [DATA / "dsb2018" / "labels"], gray=True)
     order = np.random.default_rng(0).permutation(len(rows))

@@ -67,15 +67,15 @@ def load(data: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
 def gui_config(**changes):
     """The GUI's default training settings on the CPU (core.presets once issue 11a landed)."""
     try:
-        from napari_unet.core.config import gui_defaults
+        from napari_unet.core.training import gui_defaults
     except ImportError:  # before the GUI recipe moved to core
-        from napari_unet.widgets._train_form import gui_defaults
+        from napari_unet.widgets.train_form import gui_defaults
     return dataclasses.replace(gui_defaults("cpu"), **changes)
 
 
 def painted_pair(image, truth, n: int):
     """The n true cells nearest the image centre as the user's painted cells (no regions)."""
-    from napari_unet.core.data import TrainingPair
+    from napari_unet.core.training import TrainingPair
 
     ids = np.unique(truth)[1:]
     centre = np.array(truth.shape) / 2
@@ -120,14 +120,14 @@ def correct(pred: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarray, li
 def predict(model, metadata, image) -> np.ndarray:
     """Labels as the Predict widget makes them: the one segmentation path, with the
     post-processing stored in the model at the end of its training."""
-    from napari_unet.core.segment import segment
+    from napari_unet.core.predict import segment
 
     return segment(model, image, metadata=metadata, device="cpu")[1]
 
 
 def train_run(root: Path, pairs, names, config, parent):
     """One GUI training: write the run folder, train it as written; returns (model path, info)."""
-    from napari_unet.core import runs
+    from napari_unet.engine import runs
 
     run_dir = runs.new_run_dir(root, name=names[-1][:12])
     runs.write_run(run_dir, pairs, settings=config, seed=config.seed, parent_model=parent,
@@ -146,7 +146,7 @@ def fine_tune_config(**changes):
     (``core.config.fine_tune``, as ``write_gui_run`` applies it)."""
     config = gui_config(**changes)
     try:
-        from napari_unet.core.config import fine_tune
+        from napari_unet.core.training import fine_tune
     except ImportError:  # before issue 11's fine-tuning rate: Continue trained at Start's
         return config
     return fine_tune(config)
@@ -154,9 +154,9 @@ def fine_tune_config(**changes):
 
 def run_loop(args, data, root: Path, seed: int) -> list[dict]:
     """Start, then three rounds of predict → correct → Continue; the curve of one seed."""
-    from napari_unet.core.data import TrainingPair
     from napari_unet.core.io import load_model
     from napari_unet.core.metrics import instance_f1
+    from napari_unet.core.training import TrainingPair
 
     steps = {} if args.steps is None else {"steps": args.steps}
 

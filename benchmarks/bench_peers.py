@@ -7,7 +7,7 @@ scores (:func:`napari_unet.core.metrics.instance_matching`, IoU 0.5):
 - **napari-unet**: ``napari-unet train --images … --labels … --time-limit BUDGET`` with the
   command line's defaults (a child process: the budget covers its validation and the choice of
   the post-processing), then the evaluation images segmented by the library's one segmentation
-  path (:func:`napari_unet.core.segment.segment`, what ``napari-unet predict`` runs), each timed:
+  path (:func:`napari_unet.core.predict.segment`, what ``napari-unet predict`` runs), each timed:
   with the model's stored test-time augmentation (the default) and in one pass.
 - **StarDist** 0.9.2 in its own virtual environment (``--setup`` makes it), trained with its 2D
   notebook's recipe (``benchmarks/peers/stardist_peer.py``) for the same budget, its threshold
@@ -102,8 +102,8 @@ def predict_ours(model_path: str, ids, eval_dir: Path, out: Path) -> dict:
     from tifffile import imread, imwrite
 
     from napari_unet.core.io import load_model
-    from napari_unet.core.postprocess import stored_tta
-    from napari_unet.core.segment import segment
+    from napari_unet.core.predict import segment
+    from napari_unet.core.predict.postprocess import stored_tta
 
     model, meta = load_model(model_path)
     model.eval()

@@ -51,8 +51,7 @@ def _model(base: int, depth: int = 4):
 def overhead(size: int, base: int) -> dict:
     import torch
 
-    from napari_unet.core.predict import predict_tiled
-    from napari_unet.core.tiling import auto_tile_shape
+    from napari_unet.core.predict import auto_tile_shape, predict_tiled
 
     net = _model(base)
     image = np.random.default_rng(0).random((size, size), dtype=np.float32)
@@ -121,7 +120,7 @@ def _make_input(path: str, size: int, chunk: int = 1024) -> None:
 
 
 def _scale_one(src: str, out: str, base: int, block: int) -> None:
-    from napari_unet.core.bigdata import predict_to_zarr
+    from napari_unet.core.predict import predict_to_zarr
 
     net = _model(base)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

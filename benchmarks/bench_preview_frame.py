@@ -6,7 +6,7 @@ A napari viewer (shown) with a 520×696 image and a ``--side``² labels layer; e
 new labels into the layer in place, refreshes it as the Train widget's live preview does
 (``layer.refresh(extent=False, thumbnail=False, highlight=False)``) and forces the canvas to
 paint. Reported: the median and the longest frame (the first two left out) for int32 labels
-(the child's dtype, the reference), for the widget's :func:`napari_unet.widgets._live.display_dtype`
+(the child's dtype, the reference), for the widget's :func:`napari_unet.widgets.live.display_dtype`
 (uint16) and for a repaint with nothing new, and the ratio int32 / widget, in the same run.
 """
 
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.core.synthetic import synthetic_cells
-    from napari_unet.widgets._live import display_dtype
+    from napari_unet.widgets.live import display_dtype
 
     viewer = napari.Viewer(show=True)
     viewer.add_image(synthetic_cells((520, 696), seed=0)[0])

@@ -1,6 +1,6 @@
 """Training speed of the CPU recipe against other network/tile/batch settings, same run.
 
-One :class:`~napari_unet.core.train.Trainer` per setting on the DSB 2018 training split (80
+One :class:`~napari_unet.core.training.Trainer` per setting on the DSB 2018 training split (80
 images, gray, as ``bench_dsb.py`` trains), each with the layout and threads the trainer picks
 itself; the settings are timed in alternating blocks of ``--steps`` steps (``--rounds``
 rounds), so that a load change hits them alike. Reported per setting: the median step, steps
@@ -49,10 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="write the report here")
     args = p.parse_args(argv)
 
-    from napari_unet.core.config import gui_defaults
-    from napari_unet.core.data import TrainingPair
     from napari_unet.core.device import configure_cpu_threads
-    from napari_unet.core.train import Trainer
+    from napari_unet.core.training import Trainer, TrainingPair, gui_defaults
 
     recipe = gui_defaults("cpu")  # the CPU recipe of the GUI and the CLI; only its shape changes
 

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import tifffile
 
     from napari_unet.core.metrics import foreground_iou, instance_matching
-    from napari_unet.core.postprocess import labels_from_probabilities
+    from napari_unet.core.predict import labels_from_probabilities
     from napari_unet.core.targets import make_target
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

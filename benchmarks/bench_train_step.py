@@ -30,10 +30,9 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     args = p.parse_args()
 
-    from napari_unet.core.data import PatchSampler, prepare_pairs
-    from napari_unet.core.presets import make_optimizer
     from napari_unet.core.synthetic import synthetic_cells
-    from napari_unet.core.train import TrainConfig, Trainer
+    from napari_unet.core.training import PatchSampler, TrainConfig, Trainer, prepare_pairs
+    from napari_unet.core.training.presets import make_optimizer
 
     image, labels = synthetic_cells((768, 768), seed=0)
     cfg = TrainConfig.for_device(args.device, steps=10**9, tile=args.tile, depth=args.depth,

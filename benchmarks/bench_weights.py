@@ -33,10 +33,10 @@ import tracemalloc
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.core._two_nearest import HAVE_NUMBA
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.core.targets import make_target
 from napari_unet.core.weights import border_weight_map
+from napari_unet.core.weights.two_nearest import HAVE_NUMBA
 
 
 def brute_force(labels, *, w0=10.0, sigma=5.0):

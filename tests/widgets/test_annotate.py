@@ -5,8 +5,8 @@ import pytest
 import tifffile
 
 from napari_unet.core.synthetic import synthetic_cells
-from napari_unet.widgets._common import regions_mask
 from napari_unet.widgets.annotate import AnnotateWidget
+from napari_unet.widgets.common import regions_mask
 
 pytestmark = pytest.mark.gui
 
@@ -64,10 +64,10 @@ def test_save_refuses_existing_file_and_load_adds_new_layer(viewer_widget, tmp_p
 
 
 def test_errors_become_notifications(make_napari_viewer, monkeypatch):
-    from napari_unet.widgets import _common
+    from napari_unet.widgets import common
 
     seen = []
-    monkeypatch.setattr(_common, "show_error", seen.append)
+    monkeypatch.setattr(common, "show_error", seen.append)
     widget = AnnotateWidget(make_napari_viewer())
     widget._on_create()  # no image layer: must not raise
     assert seen and "image" in seen[0]

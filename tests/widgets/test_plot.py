@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_unet.widgets._plot import LOSS, MAX_POINTS, SERIES, TrainingPlot, _thin
+from napari_unet.widgets.plot import LOSS, MAX_POINTS, SERIES, TrainingPlot, thin
 
 pytestmark = pytest.mark.gui
 
@@ -68,7 +68,7 @@ def test_long_curves_are_thinned_keeping_their_extremes():
     x = list(range(20_000))
     y = [math.sin(i / 50.0) for i in x]
     y[12_345] = 5.0  # a spike must survive the thinning
-    tx, ty = _thin(x, y)
+    tx, ty = thin(x, y)
     assert len(tx) <= MAX_POINTS + 2 and 5.0 in ty.tolist()
     assert np.all(np.diff(tx) > 0)
 

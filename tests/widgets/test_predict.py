@@ -6,10 +6,9 @@ import pytest
 from napari_unet.core.io import save_model
 from napari_unet.core.metrics import compare_instances
 from napari_unet.core.model import UNet
-from napari_unet.core.postprocess import PostprocessSettings
-from napari_unet.core.predict import predict_image
+from napari_unet.core.predict import PostprocessSettings, predict_image
 from napari_unet.core.synthetic import synthetic_cells
-from napari_unet.widgets._common import shared_models
+from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.predict import TRAINED, PredictWidget
 
 pytestmark = pytest.mark.gui
@@ -27,10 +26,10 @@ def test_compare_instances_classes_each_cell():
 
 
 def test_no_model_is_a_notification(make_napari_viewer, monkeypatch):
-    from napari_unet.widgets import _common
+    from napari_unet.widgets import common
 
     seen = []
-    monkeypatch.setattr(_common, "show_error", seen.append)
+    monkeypatch.setattr(common, "show_error", seen.append)
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 32), np.float32))
     widget = PredictWidget(viewer)

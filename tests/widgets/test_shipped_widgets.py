@@ -39,10 +39,10 @@ def test_predict_widget_offers_shipped_model(make_napari_viewer, registry):
 
 
 def test_train_widget_offers_shipped_model(make_napari_viewer, registry, monkeypatch):
-    from napari_unet.widgets import _common
+    from napari_unet.widgets import common
 
     seen = []
-    monkeypatch.setattr(_common, "show_error", seen.append)
+    monkeypatch.setattr(common, "show_error", seen.append)
     widget = TrainWidget(make_napari_viewer())
     index = widget.form.shipped.findText("nuclei")
     assert index > 0

@@ -7,8 +7,8 @@ import pytest
 
 from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.synthetic import synthetic_cells
-from napari_unet.widgets._common import shared_models
 from napari_unet.widgets.annotate import AnnotateWidget
+from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.predict import PredictWidget
 from napari_unet.widgets.train import TrainWidget
 from napari_unet.widgets.weight_map import WEIGHT_LAYER, WeightMapWidget
@@ -127,10 +127,10 @@ def test_the_cpu_recipe_rate_follows_the_budget_until_the_user_sets_one(make_nap
 
 
 def test_training_errors_become_notifications(make_napari_viewer, monkeypatch):
-    from napari_unet.widgets import _common
+    from napari_unet.widgets import common
 
     seen = []
-    monkeypatch.setattr(_common, "show_error", seen.append)
+    monkeypatch.setattr(common, "show_error", seen.append)
     viewer, _, _ = _viewer_with_cells(make_napari_viewer, (32, 32))
     viewer.add_labels(np.zeros((32, 32), np.uint16), name="empty")
     train = TrainWidget(viewer)

@@ -9,7 +9,7 @@ import pytest
 
 from napari_unet.core.io import load_model
 from napari_unet.core.synthetic import synthetic_cells
-from napari_unet.widgets._common import shared_models
+from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.train import TrainWidget
 
 pytestmark = pytest.mark.gui
@@ -27,10 +27,10 @@ def _viewer(make_napari_viewer, seed=0):
 
 def test_sigkill_of_the_child_is_a_notification_and_the_checkpoint_loads(
     make_napari_viewer, qtbot, monkeypatch, tmp_path, tiny):
-    from napari_unet.widgets import _train_client
+    from napari_unet.widgets import train_client
 
     errors = []
-    monkeypatch.setattr(_train_client, "show_error", errors.append)
+    monkeypatch.setattr(train_client, "show_error", errors.append)
     viewer, image, truth = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
     tiny(train, 100_000)
@@ -74,10 +74,10 @@ def test_two_gloo_processes_from_the_widgets_launcher(make_napari_viewer, qtbot,
 
 
 def test_a_batch_that_does_not_split_over_the_gpus_is_refused(make_napari_viewer, monkeypatch, tiny):
-    from napari_unet.widgets import _common
+    from napari_unet.widgets import common
 
     errors = []
-    monkeypatch.setattr(_common, "show_error", errors.append)
+    monkeypatch.setattr(common, "show_error", errors.append)
     viewer, _, _ = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
     tiny(train, 4)
@@ -91,11 +91,11 @@ def test_a_batch_that_does_not_split_over_the_gpus_is_refused(make_napari_viewer
 
 def test_settings_the_device_cannot_hold_are_refused_before_start(
     make_napari_viewer, monkeypatch, _runs_in_tmp, tiny):
-    pytest.importorskip("napari_unet.core.memory")
-    from napari_unet.widgets import _common
+    pytest.importorskip("napari_unet.core.model.memory")
+    from napari_unet.widgets import common
 
     errors = []
-    monkeypatch.setattr(_common, "show_error", errors.append)
+    monkeypatch.setattr(common, "show_error", errors.append)
     viewer, _, _ = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
     tiny(train, 4)

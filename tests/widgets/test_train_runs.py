@@ -11,10 +11,10 @@ import tifffile
 import torch
 
 from napari_unet.core.io import load_model
-from napari_unet.core.runs import config_from_settings, read_run, run_model_path
 from napari_unet.core.synthetic import synthetic_cells
-from napari_unet.core.train import Trainer
-from napari_unet.widgets._common import shared_models
+from napari_unet.core.training import Trainer
+from napari_unet.engine.runs import config_from_settings, read_run, run_model_path
+from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.predict import TRAINED, PredictWidget
 from napari_unet.widgets.train import PREVIEW_LAYER, TrainWidget
 
@@ -170,9 +170,9 @@ def test_continue_and_fine_tune_runs_carry_the_lower_fine_tuning_rate(
     """Start trains at the form's rate; Continue training and Start from a "Fine-tune from…"
     model write a quarter of it into the run's settings (issue 11: the loop fell at the Start
     rate). Nothing is trained: the run folders are only written."""
-    from napari_unet.core.config import FINE_TUNE_LR_FACTOR
     from napari_unet.core.io import save_model
     from napari_unet.core.model import UNet
+    from napari_unet.core.training import FINE_TUNE_LR_FACTOR
 
     viewer = make_napari_viewer()
     image, truth = synthetic_cells((64, 64), radius=10, seed=0)

@@ -11,7 +11,7 @@ import pytest
 from napari_unet.core.io import save_model
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import synthetic_cells
-from napari_unet.widgets._common import shared_models
+from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.train import PREVIEW_LAYER, TrainWidget
 
 pytestmark = pytest.mark.gui
@@ -150,17 +150,17 @@ def test_a_preview_is_read_when_it_arrives(make_napari_viewer, qtbot, tmp_path):
 def test_a_preview_in_place_redraws_the_canvas_not_the_layer_list(make_napari_viewer):
     """napari's layer list repaints (a window composition of its own) at every change of a
     layer that it hears of; a preview changes nothing it shows."""
-    from napari_unet.widgets import _live
+    from napari_unet.widgets import live
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 32), np.float32), name="cells")
     geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
-    layer = _live.show_labels(viewer, np.zeros((32, 32), np.int32), geometry)
+    layer = live.show_labels(viewer, np.zeros((32, 32), np.int32), geometry)
     heard, drawn = [], []
     viewer.layers.events.connect(lambda event: heard.append(event.type))
     layer.events.set_data.connect(lambda event: drawn.append(event.type))
     new = np.arange(32 * 32, dtype=np.int32).reshape(32, 32) % 5
-    assert _live.show_labels(viewer, new, geometry) is layer
+    assert live.show_labels(viewer, new, geometry) is layer
     assert np.array_equal(layer.data, new)
     assert drawn == ["set_data"]  # the canvas's node is told
     assert heard == []  # the layer list is not
@@ -172,8 +172,8 @@ def test_the_final_model_is_loaded_off_the_gui_thread(
     make_napari_viewer, qtbot, tmp_path, monkeypatch):
     import gc
 
-    from napari_unet.core import io
-    from napari_unet.widgets import _child
+    from napari_unet.core.io import model_file as io
+    from napari_unet.engine import child as child_module
 
     threads = []
     real_load = io.load_model
@@ -189,7 +189,7 @@ def test_the_final_model_is_loaded_off_the_gui_thread(
     model_path = save_model(UNet(depth=1, base_channels=2), run_dir / "model.safetensors",
                             training={"step": 4})
     child = FakeChild()
-    monkeypatch.setattr(_child, "launch", lambda *a, **k: child)
+    monkeypatch.setattr(child_module, "launch", lambda *a, **k: child)
     train.form.live.setChecked(False)
     assert gc.get_freeze_count() == 0
     assert train.start_run(run_dir, nproc=1) is child

@@ -9,9 +9,9 @@ import pytest
 
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import synthetic_cells_3d
-from napari_unet.widgets import _volume
-from napari_unet.widgets._common import shared_models
+from napari_unet.widgets import volume
 from napari_unet.widgets.annotate import AnnotateWidget
+from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.predict import TRAINED, PredictWidget
 from napari_unet.widgets.train import TrainWidget
 from napari_unet.widgets.weight_map import WEIGHT_LAYER, WeightMapWidget
@@ -47,7 +47,7 @@ def test_mark_and_unmark_slices_in_their_own_layer(make_napari_viewer, monkeypat
     _mark(viewer, annotate, PLANES)
     slices = viewer.layers["vol annotated slices"]
     assert slices.data.shape == SHAPE and tuple(slices.scale) == SPACING
-    assert _volume.count_slices(slices.data != 0) == {"z": 3, "y": 0, "x": 0}
+    assert volume.count_slices(slices.data != 0) == {"z": 3, "y": 0, "x": 0}
     assert annotate.slices_label.text().startswith("3 annotated slices (3 xy)")
     viewer.dims.set_current_step(0, 6)
     annotate.mark_slice(False)
@@ -60,10 +60,10 @@ def test_mark_and_unmark_slices_in_their_own_layer(make_napari_viewer, monkeypat
     assert slices.data[:, 20].all() and "1 xz" in annotate.slices_label.text()
     np.testing.assert_array_equal(labels.data, before)
     # the 3D view has no single plane: a notification with the fix
-    from napari_unet.widgets import _common
+    from napari_unet.widgets import common
 
     seen = []
-    monkeypatch.setattr(_common, "show_error", seen.append)
+    monkeypatch.setattr(common, "show_error", seen.append)
     viewer.dims.ndisplay = 3
     annotate._on_mark()
     assert seen and "2D view" in seen[0]
@@ -79,7 +79,7 @@ def test_a_2d_image_has_no_slice_buttons(make_napari_viewer):
 
 
 def test_the_train_form_shows_the_3d_defaults_when_a_volume_is_chosen(make_napari_viewer):
-    from napari_unet.core.config import gui_defaults_3d
+    from napari_unet.core.training import gui_defaults_3d
 
     viewer = make_napari_viewer()
     train = TrainWidget(viewer)  # docked before any layer, as in napari
@@ -133,7 +133,7 @@ def test_predict_says_plane_by_plane_for_a_2d_model_on_a_stack(make_napari_viewe
     layer = viewer.layers["vol prediction"]
     assert layer.data.shape == (4, 40, 40) and tuple(layer.scale) == (2.0, 1.0, 1.0)
     # the planes' labels linked into 3D objects: the same as stitch_planes of the planes' labels
-    from napari_unet.core.postprocess import stitch_planes
+    from napari_unet.core.predict.postprocess import stitch_planes
 
     planes = np.asarray(layer.data).copy()
     assert widget.stitch.isEnabled()

@@ -39,10 +39,10 @@ def test_never_replaces_a_user_layer_of_the_same_name(make_napari_viewer, qtbot)
 
 
 def test_no_labels_is_a_notification(make_napari_viewer, monkeypatch):
-    from napari_unet.widgets import _common
+    from napari_unet.widgets import common
 
     seen = []
-    monkeypatch.setattr(_common, "show_error", seen.append)
+    monkeypatch.setattr(common, "show_error", seen.append)
     widget = WeightMapWidget(make_napari_viewer())
     widget._on_compute()
     assert seen and "labels" in seen[0]

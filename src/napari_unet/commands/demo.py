@@ -50,7 +50,7 @@ def _overlay(image, pred, true):
     import numpy as np
     from skimage.segmentation import find_boundaries
 
-    from napari_unet.core.data import normalize
+    from napari_unet.core.normalize import normalize
 
     g = (np.clip(normalize(image), 0, 1) * 255).astype(np.uint8)
     rgb = np.stack([g, g, g], axis=-1)
@@ -73,20 +73,23 @@ def _display_problem() -> str | None:
 
 
 def run_gui(args: argparse.Namespace) -> int:
-    """Open napari with the sample data and the four widgets docked; blocks until closed."""
+    """Open napari with the sample data and the four widgets docked; blocks until closed.
+
+    napari runs in a process of its own (``python -m napari_unet.widgets``): the command line
+    never imports Qt."""
+    import importlib.util
+    import subprocess
+
     from napari_unet.cli import CLIError
 
     problem = _display_problem()
     if problem:
         raise CLIError(problem)
-    try:
-        from napari_unet.widgets import launch_demo_viewer
-    except ImportError as exc:
-        raise CLIError(f"demo --gui: napari is not installed ({exc}); pip install "
-                       "'napari[pyqt6]'") from exc
+    if importlib.util.find_spec("napari") is None:
+        raise CLIError("demo --gui: napari is not installed; pip install 'napari[pyqt6]'")
     sample = {"synthetic": "touching_cells", "nuclei": "nuclei"}[args.data]
-    launch_demo_viewer(sample=sample, show=True, run=True)
-    return 0
+    return subprocess.run([sys.executable, "-m", "napari_unet.widgets", "--sample", sample],
+                          check=False).returncode
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
         return run_gui(args)
     import numpy as np
 
-    from napari_unet.commands._files import write_image
+    from napari_unet.commands.files import write_image
     from napari_unet.core.metrics import evaluate_segmentation
-    from napari_unet.core.segment import segment
-    from napari_unet.core.train import TrainConfig, Trainer
+    from napari_unet.core.predict.segment import segment
+    from napari_unet.core.training.config import TrainConfig
+    from napari_unet.core.training.trainer import Trainer
 
     t_start = time.perf_counter()
     image, labels, annotated, test_image, test_labels, region = _data(args.data, args.seed)

@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
-from napari_unet.commands._options import (
+from napari_unet.commands.options import (
     add_postprocess_arguments,
     add_tta_argument,
     postprocess_settings,
     tta_choice,
 )
-from napari_unet.commands._volume import add_volume_arguments, describe, read_volume, resolve_mode
+from napari_unet.commands.volume import add_volume_arguments, describe, read_volume, resolve_mode
 
 _KEYS = ("iou", "pixel_error", "rand_error", "instance_f1")
 
@@ -52,7 +52,7 @@ def evaluate_pairs(model, meta, rows, *, tta=None, settings=None, device=None,
     import numpy as np
 
     from napari_unet.core.metrics import evaluate_segmentation
-    from napari_unet.core.segment import segment
+    from napari_unet.core.predict.segment import segment
 
     per_image = []
     for row in rows:
@@ -70,9 +70,9 @@ def evaluate_pairs(model, meta, rows, *, tta=None, settings=None, device=None,
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_unet.commands._files import read_pairs
+    from napari_unet.commands.files import read_pairs
     from napari_unet.core.device import pick_device
-    from napari_unet.core.io import load_model
+    from napari_unet.core.io.model_file import load_model
 
     if not args.model.is_file():
         raise CLIError(f"--model: {str(args.model)!r} does not exist")
@@ -113,7 +113,7 @@ def _volume_pairs(args, model) -> list[dict]:
     import numpy as np
     import tifffile
 
-    from napari_unet.commands._files import expand_paths, pair_paths
+    from napari_unet.commands.files import expand_paths, pair_paths
 
     if args.gray:
         raise CLIError("--gray: only for 2D colour images; a 3D model reads gray or channel stacks")

@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from napari_unet.cli import CLIError
-    from napari_unet.core.formats import export_model
-    from napari_unet.core.io import load_model
+    from napari_unet.core.io.export import export_model
+    from napari_unet.core.io.model_file import load_model
 
     log = logging.getLogger("napari_unet.export")
     out: Path = args.out
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "bioimageio":
         options = {"name": args.name, "description": args.description, "authors": args.authors}
         if args.test_image is not None:
-            from napari_unet.commands._files import read_image
+            from napari_unet.commands.files import read_image
 
             image, axis = read_image(args.test_image)
             if axis is not None:

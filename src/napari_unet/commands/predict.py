@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.cli import CLIError
-from napari_unet.commands._options import (
+from napari_unet.commands.options import (
     add_postprocess_arguments,
     add_tta_argument,
+    model_file,
     postprocess_settings,
     tta_choice,
 )
-from napari_unet.commands._volume import add_volume_arguments, describe, read_volume, resolve_mode
+from napari_unet.commands.volume import add_volume_arguments, describe, read_volume, resolve_mode
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _progress(desc: str):
 
 def _read(path: Path, model, channel_axis: int | None = None):
     """(array, channel_axis, is_stack) for one file; stacks are (Z, Y, X) TIFFs."""
-    from napari_unet.commands._files import read_image
+    from napari_unet.commands.files import read_image
 
     try:
         image, axis = read_image(path, channel_axis=channel_axis)
@@ -116,9 +117,9 @@ def _read(path: Path, model, channel_axis: int | None = None):
 
 
 def _run_files(args, model, meta, tile, spacing=None) -> int:
-    from napari_unet.commands._files import expand_paths, write_image
-    from napari_unet.core.predict import normalizer
-    from napari_unet.core.segment import iter_segment
+    from napari_unet.commands.files import expand_paths, write_image
+    from napari_unet.core.predict.segment import iter_segment
+    from napari_unet.core.predict.tiled import normalizer
 
     paths = expand_paths(args.input, what="--input")
     targets = _targets(args, paths)
@@ -156,7 +157,7 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
 def _targets(args, paths: list[Path]) -> list[dict]:
     """The output files of every input, checked before any work: not the input folder, not
     replacing earlier results without --force."""
-    from napari_unet.commands._files import output_paths
+    from napari_unet.commands.files import output_paths
 
     if args.output.exists() and not args.output.is_dir():
         raise CLIError(f"--output: {str(args.output)!r} exists and is not a folder")
@@ -186,7 +187,7 @@ def _targets(args, paths: list[Path]) -> list[dict]:
 def _run_zarr(args, meta, tile, spacing=None) -> int:
     import zarr
 
-    from napari_unet.core.bigdata import iter_predict_to_zarr
+    from napari_unet.core.predict.blockwise import iter_predict_to_zarr
 
     try:
         zarr.open_array(str(args.input), mode="r")
@@ -217,7 +218,7 @@ def _run_zarr(args, meta, tile, spacing=None) -> int:
 
 
 def _check_tile_memory(model, tile, batch_size: int, device) -> None:
-    from napari_unet.core.memory import check_memory
+    from napari_unet.core.model.memory import check_memory
 
     try:
         check_memory(in_channels=model.in_channels, num_classes=model.num_classes,
@@ -230,15 +231,13 @@ def _check_tile_memory(model, tile, batch_size: int, device) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_unet.core.device import pick_device
-    from napari_unet.core.io import load_model
+    from napari_unet.core.io.model_file import load_model
 
     if args.block is not None and args.block < 1:
         raise CLIError(f"--block: expected a positive block side, got {args.block}")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    from napari_unet.commands.train import _shipped
-
-    args.model = _shipped(args.model, "--model")
+    args.model = model_file(args.model, "--model")
     if not args.model.is_file():
         raise CLIError(f"--model: {str(args.model)!r} is not a file")
     if not args.input.exists():

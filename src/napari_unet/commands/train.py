@@ -1,7 +1,7 @@
 """Train a U-Net on image/label files (TIFF/PNG) and save a ``.safetensors`` model.
 
 Images and labels are folders or lists of files, paired by name, never by position
-(:func:`napari_unet.commands._files.pair_paths`). Labels are instance ids or binary masks
+(:func:`napari_unet.commands.files.pair_paths`). Labels are instance ids or binary masks
 (e.g. 255 = cell); ``--annotated`` masks limit the loss to annotated pixels. ``--sparse`` reads
 the labels as a few painted cells, as the GUI does (:func:`napari_unet.core.targets.counted_area`),
 with optional ``--background`` masks. Checkpoints
@@ -23,7 +23,7 @@ complete on these planes (every cell on them labelled) and unknown everywhere el
 the same planes for every volume; per-volume masks of annotated voxels go in ``--annotated``
 (any planes, xz/yz too). Without ``--ndim 3`` a stack is refused, naming the option.
 
-``--run DIR`` trains from a run folder (:mod:`napari_unet.core.runs`, e.g. one written by the
+``--run DIR`` trains from a run folder (:mod:`napari_unet.engine.runs`, e.g. one written by the
 Train widget) as written: its data files, settings, seed and parent model; checkpoints, the
 metrics history (``metrics.jsonl``), the status and ``model.safetensors`` go into it.
 
@@ -45,8 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.cli import CLIError
-from napari_unet.commands import _run_folder
-from napari_unet.commands._session import TrainSession
+from napari_unet.commands import run_folder
+from napari_unet.commands.options import model_file
+from napari_unet.engine.session import TrainSession
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +141,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """TrainConfig from the parsed arguments."""
-    from napari_unet.core.augment import AugmentConfig
-    from napari_unet.core.train import TrainConfig
+    from napari_unet.core.augment.pipeline import AugmentConfig
+    from napari_unet.core.training.config import TrainConfig
 
     steps = args.steps if args.steps is not None else (None if args.time_limit else 1000)
     ndim = getattr(args, "ndim", 2) or 2
     tile, spacing = _tile_arg(args, ndim), _spacing_arg(args, ndim)
     recipe = cpu_recipe = None
     if ndim == 3:  # the small 3D recipe; every option given on the command line overrides it
-        from napari_unet.core.config import gui_defaults_3d
+        from napari_unet.core.training.config import gui_defaults_3d
 
         recipe = gui_defaults_3d(args.device, spacing=spacing)
     elif args.preset == "adamw" and _on_cpu(args.device):
@@ -156,7 +157,7 @@ def build_config(args: argparse.Namespace):
         # 1e-3: cpu_recipe_lr; no drop-out): on a CPU it learns more per minute than the
         # paper's network (ISBI 2012, 15 minutes: BENCHMARKS.md); the options given on the
         # command line override it
-        from napari_unet.core.config import gui_defaults
+        from napari_unet.core.training.config import gui_defaults
 
         recipe = cpu_recipe = gui_defaults(args.device)
     validate_every = args.validate_every
@@ -187,7 +188,7 @@ def build_config(args: argparse.Namespace):
                        pretrain_2d=recipe.pretrain_2d if getattr(args, "pretrain_2d", None)
                        is None else args.pretrain_2d)
     if cpu_recipe is not None and changes["lr"] is None:  # the rate for this run's length
-        from napari_unet.core.config import cpu_recipe_lr
+        from napari_unet.core.training.config import cpu_recipe_lr
 
         changes["lr"] = cpu_recipe_lr(steps=steps, time_limit=args.time_limit)
     if recipe is not None:
@@ -208,7 +209,7 @@ def build_config(args: argparse.Namespace):
         raise CLIError(f"{flag}: {rest}") from None
     if getattr(args, "init", None) is not None and getattr(args, "resume", None) is None:
         # fine-tuning: a lower rate unless --lr
-        from napari_unet.core.config import fine_tune
+        from napari_unet.core.training.config import fine_tune
 
         config = fine_tune(config, lr=args.lr)
     return config
@@ -225,7 +226,7 @@ def _source_architecture(args: argparse.Namespace) -> dict | None:
     path = path / "last.safetensors" if path.is_dir() else path
     if path.suffix != ".safetensors" or not path.is_file():
         return None
-    from napari_unet.core.io import read_metadata
+    from napari_unet.core.io.model_file import read_metadata
 
     arch = read_metadata(path).get("architecture")
     return arch if isinstance(arch, dict) else None
@@ -284,7 +285,7 @@ def parse_slices(specs, shape) -> np.ndarray:
     >>> int(m.sum()), bool(m[1].all()), bool(m[2, :, 0].all()), bool(m[2, 1, 1])
     (70, True, True, False)
     """
-    from napari_unet.core.sparse import slices_mask
+    from napari_unet.core.targets.sparse import slices_mask
 
     axes: dict[str, list[int]] = {"z": [], "y": [], "x": []}
     for spec in specs:
@@ -324,7 +325,7 @@ def _default_checkpoint_dir(args: argparse.Namespace) -> Path:
 
 
 def _check_global_batch(args: argparse.Namespace, world: int) -> None:
-    from napari_unet.core.presets import get_preset
+    from napari_unet.core.training.presets import get_preset
 
     batch = args.batch_size if args.batch_size is not None else get_preset(args.preset).batch_size
     given = args.batch_size is not None
@@ -345,7 +346,7 @@ def _check_global_batch(args: argparse.Namespace, world: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_unet.core import distributed as ddp
+    from napari_unet.core.training import distributed as ddp
 
     env = ddp.dist_env()
     if env.is_distributed and env.rank != 0:  # only rank 0 reports
@@ -364,13 +365,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
-    from napari_unet.core import distributed as ddp
+    from napari_unet.core.training import distributed as ddp
 
     _check_paths(args)
     args.tile = _tile_arg(args, getattr(args, "ndim", 2) or 2)  # one side: an int, as in 2D
     session.fallback_settings(args)
     if args.run is not None:
-        trainer = _run_folder.make_trainer(args)
+        from napari_unet.engine.runs import trainer_from_run
+
+        # the run's settings as written; a --device other than auto overrides its device
+        trainer = trainer_from_run(args.run, **({} if args.device == "auto" else
+                                                {"device": args.device}))
     else:
         config = build_config(args)
         _check_resume_architecture(args)
@@ -441,7 +446,7 @@ def _check_outputs(args: argparse.Namespace, config) -> None:
 
     With --resume, the model that the resumed run wrote (its metadata names the same
     checkpoint folder) and that folder itself are the run's own files and are updated."""
-    from napari_unet.core.io import read_metadata
+    from napari_unet.core.io.model_file import read_metadata
 
     if args.force:
         return
@@ -492,7 +497,7 @@ def _check_resume_architecture(args: argparse.Namespace) -> None:
 def _check_paths(args: argparse.Namespace) -> None:
     """One-line errors for --run, --out, --resume and --init before anything is read."""
     if args.run is not None:
-        _run_folder.check_args(args)
+        run_folder.check_args(args)
     elif args.images is None or args.labels is None or args.out is None:
         raise CLIError("--images, --labels and --out are required (or give --run DIR)")
     if args.out.suffix != ".safetensors":
@@ -500,17 +505,17 @@ def _check_paths(args: argparse.Namespace) -> None:
     if args.resume is not None and not args.resume.exists():
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
     if args.init is not None:
-        args.init = _shipped(args.init, "--init")
+        args.init = model_file(args.init, "--init")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init: {str(args.init)!r} does not exist")
 
 
 def _make_trainer(args: argparse.Namespace, config, *, main: bool = True):
     """Read the image/label (and background) files and build the Trainer."""
-    from napari_unet.commands._files import read_pairs
+    from napari_unet.commands.files import read_pairs
     from napari_unet.core.checks import check_training_pairs
-    from napari_unet.core.data import TrainingPair
-    from napari_unet.core.train import Trainer
+    from napari_unet.core.training.data import TrainingPair
+    from napari_unet.core.training.trainer import Trainer
 
     ndim = config.ndim
     slices = getattr(args, "annotated_slices", None)
@@ -530,7 +535,7 @@ def _make_trainer(args: argparse.Namespace, config, *, main: bool = True):
                           spacing=config.spacing) for r in rows]
     check_training_pairs(pairs, names=[str(r["path"]) for r in rows])  # names the files
     if main and args.sparse:
-        from napari_unet.core.targets import describe_annotation
+        from napari_unet.core.targets.sparse import describe_annotation
 
         for r in rows:
             info = describe_annotation(r["labels"], annotated=r["annotated"],
@@ -571,7 +576,9 @@ def _drive(trainer, config, session, *, main: bool, run_dir=None) -> tuple[str, 
     status = "done"
     events = session.drive(trainer)
     if run_dir is not None and main:
-        events = _run_folder.recorded(run_dir, events)
+        from napari_unet.engine.runs import record_events
+
+        events = record_events(run_dir, events)  # each to metrics.jsonl, the status at the end
     try:
         for event in events:
             if event.kind == "step":
@@ -602,13 +609,3 @@ def _report(trainer, config, status: str, last_val: dict | None, path) -> None:
     print(msg)
     if config.checkpoint_dir is not None:
         print(f"checkpoints: {config.checkpoint_dir} (continue with --resume)")
-
-
-def _shipped(value: Path, option: str) -> Path:
-    """A model file from a path or a shipped model's name (napari_unet.models)."""
-    from napari_unet.models import resolve_model
-
-    try:
-        return resolve_model(value)
-    except (KeyError, FileNotFoundError) as err:
-        raise CLIError(f"{option}: {err.args[0]}") from None

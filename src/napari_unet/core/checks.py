@@ -1,7 +1,7 @@
 """Checks of user data shared by training, prediction, evaluation and the GUI.
 
 One rule per kind of bad input, applied wherever the data enters (the command line's readers,
-:class:`~napari_unet.core.train.Trainer`, :func:`~napari_unet.core.data.normalize`, hence
+:class:`~napari_unet.core.training.Trainer`, :func:`~napari_unet.core.normalize.normalize`, hence
 every prediction path), so the same input gets the same answer everywhere:
 
 - **NaN / inf pixels are refused**, with their count and the position of the first. A single NaN
@@ -10,6 +10,8 @@ every prediction path), so the same input gets the same answer everywhere:
   (``numpy.nan_to_num(image, nan=0.0)``, or the image's median) or crop them away.
 - **Empty images are refused** (a side of 0 pixels); for training, images with a side below
   :data:`MIN_TRAIN_SIDE` pixels are refused (too small to hold a cell and its border).
+- **A pixel (voxel) spacing is one positive, finite size per axis** (a number: the same for
+  every axis; None: 1 for every axis).
 - **Training needs at least one labelled cell** across all pairs; a pair without any cell is
   allowed (it teaches background) but logged as a warning.
 
@@ -31,7 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MIN_TRAIN_SIDE", "check_finite", "check_not_empty", "check_training_pairs"]
+__all__ = ["MIN_TRAIN_SIDE", "check_finite", "check_not_empty", "check_spacing",
+           "check_training_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def check_training_pairs(pairs, *, names: Sequence[str] | None = None) -> None:
 
     Examples
     --------
-    >>> from napari_unet.core.data import TrainingPair
+    >>> from napari_unet.core.training.data import TrainingPair
     >>> check_training_pairs([TrainingPair(np.zeros((16, 16)), np.zeros((16, 16), int))])
     Traceback (most recent call last):
     ...
@@ -107,3 +110,24 @@ def check_training_pairs(pairs, *, names: Sequence[str] | None = None) -> None:
             f"labels: no labelled cell in any of the {len(pairs)} image(s) (all labels are 0), "
             "so there is nothing to learn; paint at least one cell"
         )
+
+
+def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
+    """The pixel (voxel) size per axis as ``ndim`` floats: one number for every axis, None for
+    ones; ValueError naming the argument otherwise.
+
+    >>> check_spacing((4, 1, 1), 3), check_spacing(None, 2), check_spacing(2, 2)
+    ((4.0, 1.0, 1.0), (1.0, 1.0), (2.0, 2.0))
+    """
+    try:
+        values = np.asarray(1.0 if spacing is None else spacing, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.ndim == 0:
+        values = np.full(ndim, float(values))
+    if values.shape != (ndim,) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(
+            f"spacing: expected one positive pixel size per axis ({ndim} values), got "
+            f"{spacing!r}; e.g. spacing=(2.0, 1.0, 1.0) for a z step twice the xy pixel"
+        )
+    return tuple(float(v) for v in values)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_unet.core.checks import check_spacing
+
 __all__ = ["synthetic_cells", "synthetic_cells_3d"]
 
 
@@ -72,7 +74,7 @@ def synthetic_cells(
         )
     if radius <= 1:
         raise ValueError(f"radius: expected a cell radius > 1 pixel, got {radius!r}")
-    step = _check_spacing(spacing, ndim)
+    step = check_spacing(spacing, ndim)
     sampling = None if spacing is None else step
     rng = np.random.default_rng(seed)
     extent = [n * d for n, d in zip(shape, step, strict=True)]  # physical size per axis
@@ -133,21 +135,6 @@ def synthetic_cells_3d(
     if len(tuple(shape)) != 3:
         raise ValueError(f"shape: expected (D, H, W), got {shape!r}")
     return synthetic_cells(tuple(shape), spacing=spacing, **options)
-
-
-def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    try:
-        values = np.asarray(1.0 if spacing is None else spacing, dtype=float)
-    except (TypeError, ValueError):
-        values = np.zeros(0)
-    if values.ndim == 0:
-        values = np.full(ndim, float(values))
-    if values.shape != (ndim,) or not np.all(np.isfinite(values) & (values > 0)):
-        raise ValueError(
-            f"spacing: expected one positive pixel size per axis ({ndim} values), got "
-            f"{spacing!r}; e.g. spacing=(4.0, 1.0, 1.0) for a z step four times the xy pixel"
-        )
-    return tuple(float(v) for v in values)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:

@@ -1,6 +1,15 @@
-"""napari dock widgets: thin Qt front ends over :mod:`napari_unet.core`.
+"""napari dock widgets: thin Qt front ends over :mod:`napari_unet.core` and
+:mod:`napari_unet.engine`.
 
-Importing this package imports no Qt; :func:`launch_demo_viewer` does, when called.
+One module per dock widget (the manifest's ``python_name``): :mod:`.annotate`,
+:mod:`.weight_map`, :mod:`.train`, :mod:`.predict`. Their parts: :mod:`.common` (layer
+choosers, notifications, the shared model registry), :mod:`.volume` (3D layers and annotated
+slices), :mod:`.jobs` (work off the GUI thread), :mod:`.settings_form` (controls built from a
+settings dataclass), :mod:`.train_form`, :mod:`.train_client` (the Train widget's side of the
+training child), :mod:`.plot`, :mod:`.live` and :mod:`.runs_panel`.
+
+Importing this package imports no Qt; :func:`launch_demo_viewer` does, when called
+(``python -m napari_unet.widgets`` runs it).
 """
 
 from __future__ import annotations

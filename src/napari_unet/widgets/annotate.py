@@ -16,8 +16,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.metrics import count_labels
-from napari_unet.widgets import _volume
-from napari_unet.widgets._common import (
+from napari_unet.widgets import volume
+from napari_unet.widgets.common import (
     BACKGROUND_SUFFIX,
     REGIONS_LAYER,
     LayerCombo,
@@ -215,14 +215,14 @@ class AnnotateWidget(QWidget):
         user layer): training a volume counts the marked planes only.
         """
         image = self.image_combo.layer()
-        if not _volume.is_volume(image):
+        if not volume.is_volume(image):
             raise ValueError(
                 "image: annotated slices are for volumes (a Z, Y, X image layer); on a 2D "
                 "image draw 'annotated regions' instead"
             )
-        axis, index = _volume.slicing_axis(image, self.viewer)
-        layer = _volume.slices_layer(self.viewer, image)
-        _volume.set_slice(layer, axis, index, annotated)
+        axis, index = volume.slicing_axis(image, self.viewer)
+        layer = volume.slices_layer(self.viewer, image)
+        volume.set_slice(layer, axis, index, annotated)
         self.update_slices()
         labels = self.labels_layer()
         if labels is not None and labels in self.viewer.layers:
@@ -231,14 +231,14 @@ class AnnotateWidget(QWidget):
 
     def update_slices(self, *_):
         image = self.image_combo.layer()
-        volume = _volume.is_volume(image)
+        is_3d = volume.is_volume(image)
         for w in (self.mark_button, self.unmark_button, self.slices_label):
-            w.setVisible(volume)
-        if volume:
-            mask = _volume.slices_mask(self.viewer, image)
-            n = sum(_volume.count_slices(mask).values())
+            w.setVisible(is_3d)
+        if is_3d:
+            mask = volume.slices_mask(self.viewer, image)
+            n = sum(volume.count_slices(mask).values())
             self.slices_label.setText(
-                f"{n} annotated slice{'s' * (n != 1)} ({_volume.describe_slices(mask)})")
+                f"{n} annotated slice{'s' * (n != 1)} ({volume.describe_slices(mask)})")
 
     # ------------------------------------------------------------------ count
     def _watch_labels(self, *_):

@@ -18,9 +18,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.postprocess import PostprocessSettings, stored_tta
-from napari_unet.widgets import _jobs, _volume
-from napari_unet.widgets._common import (
+from napari_unet.core.predict.postprocess import PostprocessSettings, stored_tta
+from napari_unet.widgets import jobs, volume
+from napari_unet.widgets.common import (
     LayerCombo,
     current_plane,
     error_message,
@@ -30,7 +30,7 @@ from napari_unet.widgets._common import (
     show_info,
     upsert_layer,
 )
-from napari_unet.widgets._settings_form import SettingsForm
+from napari_unet.widgets.settings_form import SettingsForm
 
 TRAINED = "model just trained (Train U-Net)"
 #: layer metadata key set when the user edits a layer this widget wrote (it is then never rewritten)
@@ -141,7 +141,7 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------ model
     def load_model(self, path):
         """Load a model file; it becomes the selected model. Files are told apart by full path."""
-        from napari_unet.core.io import load_model
+        from napari_unet.core.io.model_file import load_model
 
         path = Path(path).expanduser().resolve()
         model, metadata = load_model(path)
@@ -166,7 +166,7 @@ class PredictWidget(QWidget):
                 )
             return self.registry.model, self.registry.metadata
         if key.startswith(SHIPPED_KEY) and key not in self._loaded:
-            from napari_unet.core.io import load_model
+            from napari_unet.core.io.model_file import load_model
             from napari_unet.models import model_path
 
             try:
@@ -197,17 +197,17 @@ class PredictWidget(QWidget):
 
     def mode(self) -> str:
         """How Predict segments the chosen image with the chosen model: see
-        :func:`napari_unet.widgets._volume.predict_mode` (a ValueError if it cannot)."""
-        return _volume.predict_mode(self.model()[0], self.image_combo.layer(),
+        :func:`napari_unet.widgets.volume.predict_mode` (a ValueError if it cannot)."""
+        return volume.predict_mode(self.model()[0], self.image_combo.layer(),
                                     whole_stack=self.whole_stack.isChecked())
 
     def _describe_mode(self, *_):
         try:
             mode = self.mode()
             self.stitch.setEnabled(mode == "stack")
-            text = _volume.PREDICT_MODES[mode]
+            text = volume.PREDICT_MODES[mode]
             if mode == "volume":
-                spacing = _volume.predict_spacing(self.image_combo.layer())
+                spacing = volume.predict_spacing(self.image_combo.layer())
                 text += (f", voxel spacing {spacing} from the layer scale" if spacing else
                          ", the voxel spacing stored with the model (the layer has no scale)")
             self.mode_label.setText(text)
@@ -235,10 +235,10 @@ class PredictWidget(QWidget):
         self._target = (layer, index, stack)
         truth = self._truth(data.shape[:-1] if layer.rgb else data.shape, index)
         worker = create_worker(
-            _jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
+            jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
             stitch=stack and self.stitch.isChecked(),
             channel_axis=channel_axis, settings=self.postprocess.value(), truth=truth,
-            spacing=_volume.predict_spacing(layer) if mode == "volume" else None,
+            spacing=volume.predict_spacing(layer) if mode == "volume" else None,
             _start_thread=False,
         )
         worker.yielded.connect(self._on_progress)
@@ -257,7 +257,7 @@ class PredictWidget(QWidget):
             show_info("Prediction cancelled.")
 
     def _on_progress(self, event):
-        if isinstance(event, _jobs.PredictionResult):
+        if isinstance(event, jobs.PredictionResult):
             self._show(event)
             return
         total = max(int(event.total) * int(getattr(event, "planes", 1) or 1), 1)

@@ -1,6 +1,6 @@
 """The "Train U-Net" dock widget: settings, Start/Pause/Stop of a training child process.
 
-Every training is a run folder (:mod:`napari_unet.core.runs`): Start writes the pairs and
+Every training is a run folder (:mod:`napari_unet.engine.runs`): Start writes the pairs and
 settings there, then :meth:`TrainWidget.start_run` trains that folder in a child process,
 ``napari-unet train --run DIR --events - --control -`` (the command line's engine; under
 ``torchrun`` for several GPUs). A QTimer reads its JSON-line events without blocking; Pause,
@@ -29,8 +29,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.widgets import _child, _jobs, _live, _train_client
-from napari_unet.widgets._common import (
+from napari_unet.engine import child
+from napari_unet.widgets import jobs, live, train_client
+from napari_unet.widgets.common import (
     error_message,
     guarded,
     shared_models,
@@ -38,14 +39,14 @@ from napari_unet.widgets._common import (
     show_info,
     upsert_layer,
 )
-from napari_unet.widgets._plot import TrainingPlot
-from napari_unet.widgets._runs_panel import RunsPanel, reload_run, write_gui_run
-from napari_unet.widgets._train_client import ChildClient
-from napari_unet.widgets._train_form import TrainForm
+from napari_unet.widgets.plot import TrainingPlot
+from napari_unet.widgets.runs_panel import RunsPanel, reload_run, write_gui_run
+from napari_unet.widgets.train_client import ChildClient
+from napari_unet.widgets.train_form import TrainForm
 
 logger = logging.getLogger(__name__)
 
-PREVIEW_LAYER = _live.PREVIEW_LAYER
+PREVIEW_LAYER = live.PREVIEW_LAYER
 AUGMENT_LAYER = "augmentation preview"
 #: steps between "last" checkpoints of a GUI training (a crash keeps the model)
 CHECKPOINT_EVERY = 50
@@ -74,7 +75,7 @@ class TrainWidget(ChildClient, QWidget):
         self.progress.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
-        self.plot = TrainingPlot(min_interval=_train_client.PLOT_S)
+        self.plot = TrainingPlot(min_interval=train_client.PLOT_S)
         self.runs = RunsPanel()
         self.registry = shared_models(napari_viewer)
 
@@ -93,7 +94,7 @@ class TrainWidget(ChildClient, QWidget):
         layout.addWidget(self.runs)
         layout.addStretch(1)
 
-        #: the training child (:class:`~napari_unet.training_process.TrainingProcess`) or None
+        #: the training child (:class:`~napari_unet.engine.process.TrainingProcess`) or None
         self.proc = None
         self.run_dir = None
         #: the terminal event of the last training (done, stopped or error)
@@ -209,24 +210,24 @@ class TrainWidget(ChildClient, QWidget):
                              f"use {fix}")
         config = dataclasses.replace(
             config, checkpoint_every=config.checkpoint_every or CHECKPOINT_EVERY,
-            threads=config.threads or _jobs.background_threads())
-        _child.check_memory(config, self.form.training_pairs(), nproc=nproc)
+            threads=config.threads or jobs.background_threads())
+        child.check_memory(config, self.form.training_pairs(), nproc=nproc)
         run_dir = write_gui_run(self.form, self.registry, config,
                                 continue_training=continue_training)
         return self.start_run(run_dir, nproc=nproc)
 
     def start_run(self, run_dir, *, nproc: int | None = None):
         """Train the run folder as written in a child process; returns the process."""
-        from napari_unet.core.runs import set_status
+        from napari_unet.engine.runs import set_status
 
         run_dir = Path(run_dir)
         nproc = self.form.nproc() if nproc is None else nproc
         self.update_rule()
-        frozen = _train_client.freeze_gc()
+        frozen = train_client.freeze_gc()
         try:
-            proc = _child.launch(run_dir, device=self.form.device.currentText(), nproc=nproc)
+            proc = child.launch(run_dir, device=self.form.device.currentText(), nproc=nproc)
         except Exception:
-            _train_client.unfreeze_gc(frozen)
+            train_client.unfreeze_gc(frozen)
             set_status(run_dir, "error")
             raise
         self.proc, self.run_dir, self.terminal = proc, run_dir, None
@@ -257,7 +258,7 @@ class TrainWidget(ChildClient, QWidget):
         return path
 
     def _show_runs(self):
-        from napari_unet.core.runs import list_runs
+        from napari_unet.engine.runs import list_runs
 
         self.runs.show_runs(list_runs(paths=self.registry.runs))
 
@@ -283,7 +284,7 @@ class TrainWidget(ChildClient, QWidget):
             raise ValueError("Preview augmentation: shows 2D samples; tick 'train a 2D model on "
                              "the shown plane' to preview a plane of the volume")
         image = pair.image if pair.channel_axis is None else np.mean(pair.image, axis=-1)
-        worker = create_worker(_jobs.augmentation_samples, image, pair.labels,
+        worker = create_worker(jobs.augmentation_samples, image, pair.labels,
                                self.form.config(preview=True).augment, _start_thread=False)
 
         worker.returned.connect(self._show_augmentation)
@@ -321,7 +322,7 @@ class TrainWidget(ChildClient, QWidget):
     def _on_finetune(self, *_):
         path, _ = QFileDialog.getOpenFileName(self, "Model to fine-tune", "", "Model (*.safetensors)")
         if path:
-            from napari_unet.core.io import read_metadata
+            from napari_unet.core.io.model_file import read_metadata
 
             read_metadata(path)  # a clear error now rather than at Start
             self.form.init_model = path

@@ -14,8 +14,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.widgets import _volume
-from napari_unet.widgets._common import (
+from napari_unet.widgets import volume
+from napari_unet.widgets.common import (
     LayerCombo,
     background_mask,
     current_plane,
@@ -43,8 +43,10 @@ def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotat
     (:func:`napari_unet.core.targets.counted_area`, the GUI's sparse rule); a volume's
     distances are in the units of ``spacing`` (Z, Y, X), as ``sigma``.
     """
-    from napari_unet.core.targets import counted_area, separation_borders, to_instances
-    from napari_unet.core.weights import border_weight_map
+    from napari_unet.core.targets.instances import to_instances
+    from napari_unet.core.targets.sparse import counted_area
+    from napari_unet.core.targets.target import separation_borders
+    from napari_unet.core.weights.border import border_weight_map
 
     inst = to_instances(labels)
     counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
@@ -213,7 +215,7 @@ class WeightMapWidget(QWidget):
             return None
         name = image_name_of(layer)
         image = self.viewer.layers[name] if name in self.viewer.layers else layer
-        return _volume.slices_mask(self.viewer, image)
+        return volume.slices_mask(self.viewer, image)
 
     def _volume_inputs(self, layer):
         """The whole volume, its annotated slices (or everything: complete) and spacing."""

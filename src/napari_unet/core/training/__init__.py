@@ -1,0 +1,51 @@
+"""Training: the settings, the data, the loop, validation and checkpoints.
+
+- :mod:`.config` — :class:`TrainConfig` (every option of a run, checked when made) and the
+  recipes: :func:`gui_defaults` (2D), :func:`gui_defaults_3d` (volumes), the learning rate by
+  run length (:func:`cpu_recipe_lr`) and the fine-tuning rate (:func:`fine_tune`).
+- :mod:`.presets` — the optimisers (``adamw``, ``paper``) and their learning-rate schedules.
+- :mod:`.data` — :class:`TrainingPair` and what is computed once per pair (normalised padded
+  image, target, weight map).
+- :mod:`.patches` — patch sampling and the validation band held out of each image.
+- :mod:`.loss` — the weighted soft-max cross-entropy.
+- :mod:`.trainer` — :class:`Trainer`: the loop, a generator of :class:`TrainEvent`.
+- :mod:`.validation` — validation through the prediction users get, and the choice of the
+  post-processing at the end of a run.
+- :mod:`.checkpoint` — the trainer's state beside a checkpoint's model file (bit-exact resume).
+- :mod:`.distributed` — several processes under ``torchrun`` (DDP).
+"""
+
+from napari_unet.core.training.config import (
+    FINE_TUNE_LR_FACTOR,
+    LONG_RUN,
+    TrainConfig,
+    cpu_recipe_lr,
+    fine_tune,
+    gui_defaults,
+    gui_defaults_3d,
+)
+from napari_unet.core.training.data import PreparedImage, TrainingPair, prepare_pairs
+from napari_unet.core.training.patches import PatchSampler, ValidationRegion, split_validation
+from napari_unet.core.training.presets import PRESETS, Preset, get_preset
+from napari_unet.core.training.trainer import Trainer, TrainEvent
+
+__all__ = [
+    "FINE_TUNE_LR_FACTOR",
+    "LONG_RUN",
+    "PRESETS",
+    "PatchSampler",
+    "PreparedImage",
+    "Preset",
+    "TrainConfig",
+    "TrainEvent",
+    "Trainer",
+    "TrainingPair",
+    "ValidationRegion",
+    "cpu_recipe_lr",
+    "fine_tune",
+    "get_preset",
+    "gui_defaults",
+    "gui_defaults_3d",
+    "prepare_pairs",
+    "split_validation",
+]

@@ -1,0 +1,219 @@
+"""Bad input never gives a silent wrong result: one table of cases against the command line.
+
+Each row runs one command on prepared files and asserts its exit status, the one-line error
+(``napari-unet <command>: error: ...``) and that no file that existed before changed (sha256
+before and after): a refused command writes nothing over earlier results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet.cli import main
+from napari_unet.core.io import save_model
+from napari_unet.core.model import UNet, valid_input_shape
+from napari_unet.core.synthetic import synthetic_cells
+
+TINY = ["--depth", "1", "--base-channels", "4", "--device", "cpu"]
+
+
+def _write_crafted_model(path: Path) -> None:
+    """A tiny safetensors file that declares depth 12 / base 4096 (the issue's 816-byte file)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    arch = {"in_channels": 1, "num_classes": 2, "depth": 12, "base_channels": 4096,
+            "padding": "valid", "dropout": 0.5}
+    save_file({"head.weight": torch.zeros(2, 4, 1, 1)}, str(path),
+              metadata={"architecture": json.dumps(arch)})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """Files every case starts from (copied per case): images, labels, a model, earlier
+    results, an earlier trained model with its checkpoints, and files of each bad kind."""
+    root = tmp_path_factory.mktemp("world")
+    for d in ("img", "lab", "nan", "zero_lab", "tiny_img", "tiny_lab", "stack3", "stack4",
+              "ambig_lab", "results"):
+        (root / d).mkdir()
+    for i in range(2):
+        image, labels = synthetic_cells((48, 48), radius=9, seed=i)
+        tifffile.imwrite(root / "img" / f"{i}.tif", (image * 1000).astype(np.uint16))
+        tifffile.imwrite(root / "lab" / f"{i}.tif", labels)
+        tifffile.imwrite(root / "zero_lab" / f"{i}.tif", np.zeros_like(labels))
+        nan = image.astype(np.float32)
+        if i == 1:
+            nan[3, 4] = np.nan
+        tifffile.imwrite(root / "nan" / f"{i}.tif", nan)
+        tifffile.imwrite(root / "tiny_img" / f"{i}.tif", np.ones((1, 1), np.uint16))
+        tifffile.imwrite(root / "tiny_lab" / f"{i}.tif", np.ones((1, 1), np.int32))
+        planes = (np.stack([image, image / 2, image / 4]) * 200).astype(np.uint8)  # (3, H, W)
+        tifffile.imwrite(root / "stack3" / f"{i}.tif", planes)
+        tifffile.imwrite(root / "stack4" / f"{i}.tif", np.concatenate([planes, planes[:1]]))
+        tifffile.imwrite(root / "ambig_lab" / f"{i}.tif", labels)
+    tifffile.imwrite(root / "ambig_lab" / "0.png.tif", np.zeros((48, 48), np.int32))
+    tifffile.imwrite(root / "empty.tif", np.zeros((0, 0), np.uint8))
+    torch.manual_seed(0)
+    save_model(UNet(depth=1, base_channels=4).eval(), root / "model.safetensors")
+    save_model(UNet(depth=2, base_channels=4).eval(), root / "old.safetensors")
+    (root / "old.checkpoints").mkdir()
+    save_model(UNet(depth=2, base_channels=4).eval(), root / "old.checkpoints" / "last.safetensors")
+    tifffile.imwrite(root / "results" / "0_labels.tif", np.ones((48, 48), np.int32))
+    _write_crafted_model(root / "crafted.safetensors")
+    return root
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _train(images="img", labels="lab", *extra, out="new.safetensors"):
+    return ["train", "--images", images, "--labels", labels, "--out", out, "--steps", "1",
+            *TINY, *extra]
+
+
+def _predict(inp="img", out="pred", *extra, model="model.safetensors"):
+    return ["predict", "--model", model, "--input", inp, "--output", out, "--device", "cpu",
+            *extra]
+
+
+_BIG_TILE = str(valid_input_shape(100_000, 1)[0])
+
+#: (case, argv with paths relative to the case folder, exit status, text in the error line)
+CASES = [
+    # NaN / inf pixels: refused with the count and the first position, everywhere
+    ("nan-train", _train("nan"), 2, "1 NaN/inf pixel(s) (the first at (3, 4))"),
+    ("nan-predict", _predict("nan"), 2, "1 NaN/inf pixel(s) (the first at (3, 4))"),
+    ("nan-evaluate", ["evaluate", "--model", "model.safetensors", "--images", "nan",
+                      "--labels", "lab", "--device", "cpu"], 2, "NaN/inf pixel(s)"),
+    # pairing by name: a missing partner or two candidates are errors, never by position
+    ("pair-missing", _train("img", "lab/0.tif"), 2, "no file named like image '1.tif'"),
+    ("pair-ambiguous", _train("img", "ambig_lab"), 2, "ambiguous pairing"),
+    # never overwrite without --force
+    ("predict-into-results", _predict("img", "results"), 2,
+     "exists (1 of the outputs do); earlier results are not replaced"),
+    ("output-is-input", _predict("img", "img"), 2, "is the input folder"),
+    ("train-out-exists", _train(out="old.safetensors"), 2, "exists and would be replaced"),
+    ("train-checkpoints-exist", _train("img", "lab", "--checkpoint-dir", "old.checkpoints"), 2,
+     "holds the checkpoints of an earlier run"),
+    # bounds: memory estimated before anything is allocated
+    ("train-depth-12", ["train", "--images", "img", "--labels", "lab", "--out", "n.safetensors",
+                        "--depth", "12", "--device", "cpu", "--steps", "1"], 2,
+     "memory: training a U-Net of depth 12"),
+    ("train-tile-100000", _train("img", "lab", "--tile", _BIG_TILE), 2, "use a tile of"),
+    ("predict-tile-100000", _predict("img", "pred", "--tile", _BIG_TILE), 2,
+     "--tile, --batch-size: predicting with a U-Net"),
+    ("crafted-model", _predict(model="crafted.safetensors"), 2,
+     "the weights do not match the declared architecture"),
+    ("crafted-model-init", ["train", "--images", "img", "--labels", "lab", "--out",
+                            "n.safetensors", "--init", "crafted.safetensors", "--steps", "1"], 2,
+     "the weights do not match the declared architecture"),
+    # resume with another architecture is refused
+    ("resume-other-depth", _train("img", "lab", "--resume", "old.checkpoints",
+                                  out="old.safetensors"), 2,
+     "--depth: --resume 'old.checkpoints' has depth 2, got 1"),
+    # degenerate data and arguments
+    ("all-zero-labels", _train("img", "zero_lab"), 2, "no labelled cell in any of the 2 image"),
+    ("steps-0", _train("img", "lab", "--steps", "0"), 2, "--steps: expected at least 1 step"),
+    ("image-1x1", _train("tiny_img", "tiny_lab"), 2, "is too small; expected at least 8"),
+    ("validate-every-neg", _train("img", "lab", "--validate-every", "-1"), 2,
+     "--validate-every: expected an integer >= 0, got -1"),
+    ("lr-negative", _train("img", "lab", "--lr", "-1"), 2, "--lr: expected a number > 0"),
+    ("dropout-1.5", _train("img", "lab", "--dropout", "1.5"), 2, "--dropout: expected a number"),
+    ("batch-0", _train("img", "lab", "--batch-size", "0"), 2, "--batch-size: expected an integer"),
+    ("val-fraction", _train("img", "lab", "--val-fraction", "0.7"), 2, "--val-fraction"),
+    ("time-limit-0", _train("img", "lab", "--time-limit", "0"), 2, "--time-limit: expected"),
+    ("seed-negative", _train("img", "lab", "--seed", "-3"), 2, "--seed: expected an integer"),
+    ("channel-axis-2d", _predict("img/0.tif", "pred", "--channel-axis", "5"), 2,
+     "--channel-axis: img/0.tif has shape (48, 48), so axis 5 is not a channel axis"),
+    ("image-0x0", _predict("empty.tif"), 2, "got an empty image of shape (0, 0)"),
+    ("threshold-2", _predict("img", "pred", "--threshold", "2"), 2, "--threshold: expected"),
+    ("min-size-neg", _predict("img", "pred", "--min-size", "-1"), 2, "--min-size: expected"),
+    # stacks of 3 or 4 planes are never colour
+    ("stack3-train", _train("stack3", "lab"), 2, "a stack of planes"),
+    ("stack4-train", _train("stack4", "lab"), 2, "a stack of planes"),
+    ("stack3-predict", _predict("stack3/0.tif", "pred", "--channel-axis", "0"), 2,
+     "the image has 3 channel(s) but the model expects 1"),
+]
+
+
+@pytest.mark.parametrize(("argv", "status", "message"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input(world, tmp_path, monkeypatch, capsys, argv, status, message):
+    case = tmp_path / "case"
+    shutil.copytree(world, case)
+    monkeypatch.chdir(case)
+    before = _hashes(case)
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    line = err[-1]
+    assert line.startswith(f"napari-unet {argv[0]}: error: "), line
+    assert message in line, line
+    after = _hashes(case)
+    assert {k: after.get(k) for k in before} == before
+
+
+def test_pairing_by_name_not_position(tmp_path, monkeypatch):
+    """img1, img2, img10 ↔ lab01, lab02, lab10: each image trains on its own labels."""
+    from napari_unet.commands.files import read_pairs
+
+    (tmp_path / "i").mkdir()
+    (tmp_path / "l").mkdir()
+    for n in (1, 2, 10):
+        tifffile.imwrite(tmp_path / "i" / f"img{n}.tif", np.full((8, 8), n, np.uint16))
+        tifffile.imwrite(tmp_path / "l" / f"lab{n:02d}.tif", np.full((8, 8), n, np.int32))
+    rows = read_pairs([tmp_path / "i"], [tmp_path / "l"])
+    assert len(rows) == 3
+    for row in rows:
+        assert int(row["image"][0, 0]) == int(row["labels"][0, 0]), row["path"]
+
+
+def test_unique_output_names(world, tmp_path):
+    """cell.1.tif / cell.2.tif and img.png / img.tif give one output each; none is lost."""
+    import imageio.v3 as iio
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    image = tifffile.imread(world / "img" / "0.tif")
+    for name in ("cell.1.tif", "cell.2.tif", "img.tif"):
+        tifffile.imwrite(inp / name, image)
+    iio.imwrite(inp / "img.png", (image // 8).astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(world / "model.safetensors"), "--input", str(inp),
+                 "--output", str(out), "--device", "cpu"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["cell.1_labels.tif", "cell.2_labels.tif", "img_png_labels.tif",
+                     "img_tif_labels.tif"]
+    # and --force replaces them
+    assert main(["predict", "--model", str(world / "model.safetensors"), "--input", str(inp),
+                 "--output", str(out), "--device", "cpu", "--force"]) == 0
+
+
+def test_rgb_tiff_is_colour_but_planes_are_a_stack(tmp_path):
+    from napari_unet.cli import CLIError
+    from napari_unet.commands.files import read_image
+
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[..., 1] = 5
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    image, axis = read_image(tmp_path / "rgb.tif")
+    assert image.shape == (10, 12, 3) and axis == -1
+    tifffile.imwrite(tmp_path / "planes.tif", np.moveaxis(rgb, -1, 0), photometric="minisblack")
+    with pytest.raises(CLIError, match="stack of planes"):
+        read_image(tmp_path / "planes.tif")
+    image, axis = read_image(tmp_path / "planes.tif", channel_axis=0)
+    assert image.shape == (10, 12, 3) and axis == -1
+    four = np.zeros((10, 12, 4), np.uint16)
+    four[..., 3] = 7  # a 4th channel, not marked as alpha: kept
+    tifffile.imwrite(tmp_path / "four.tif", four, photometric="rgb", extrasamples=["unspecified"])
+    assert read_image(tmp_path / "four.tif")[0].shape == (10, 12, 4)
