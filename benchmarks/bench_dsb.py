@@ -146,14 +146,14 @@ def speed(trainer, sampler, steps: int) -> dict:
 
 def train(args, pairs, log):
     from napari_unet.core.augment import AugmentConfig
-    from napari_unet.core.training import TrainConfig, Trainer, TrainingPair
+    from napari_unet.core.training import Trainer, TrainingPair, config_for_device
 
     augment = {k: v for k, v in (("elastic_sigma", args.elastic_sigma),
                                  ("scale", args.scale and tuple(args.scale))) if v is not None}
     from napari_unet.core.training import cpu_recipe_lr
 
     time_limit = args.time_limit if args.time_limit > 0 else None
-    cfg = TrainConfig.for_device(
+    cfg = config_for_device(
         # the budget is the Trainer's own (wall clock, validation included), so that the
         # learning-rate schedule (warm-up, cosine decay) spans the run: a nominal huge limit
         # stopped from outside kept the schedule at its first step (lr × 0.01) for the whole run

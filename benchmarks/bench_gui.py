@@ -278,8 +278,8 @@ def main() -> int:
     viewer.add_labels(labels, name="truth")
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train U-Net")
-    widget.form.steps.setValue(args.steps)
-    widget.form.minutes.setValue(0)
+    widget.form.controls["steps"].setValue(args.steps)
+    widget.form.controls["time_limit"].setValue(0)
     widget.form.live.setChecked(not args.no_live)
     if args.plot_interval is not None:
         widget.plot._min_interval = args.plot_interval

@@ -31,13 +31,13 @@ def main() -> None:
     args = p.parse_args()
 
     from napari_unet.core.synthetic import synthetic_cells
-    from napari_unet.core.training import PatchSampler, TrainConfig, Trainer, prepare_pairs
+    from napari_unet.core.training import PatchSampler, Trainer, config_for_device, prepare_pairs
     from napari_unet.core.training.presets import make_optimizer
 
     image, labels = synthetic_cells((768, 768), seed=0)
-    cfg = TrainConfig.for_device(args.device, steps=10**9, tile=args.tile, depth=args.depth,
-                                 base_channels=args.base_channels, validate_every=0,
-                                 val_fraction=0.0, dropout=0.0)
+    cfg = config_for_device(args.device, steps=10**9, tile=args.tile, depth=args.depth,
+                          base_channels=args.base_channels, validate_every=0,
+                          val_fraction=0.0, dropout=0.0)
     trainer = Trainer([(image, labels)], cfg)
     dev = trainer.device
     prepared = prepare_pairs(trainer.pairs, pad=trainer.tile // 2 + 1, cover=trainer.tile)

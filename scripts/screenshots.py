@@ -114,7 +114,7 @@ def main() -> int:
     train = widgets["Train U-Net"]
     train.form.image_combo.set_layer(image)
     train.form.labels_combo.set_layer(labels)
-    train.form.steps.setValue(args.steps)
+    train.form.controls["steps"].setValue(args.steps)
     train.update_rule()
     train.start_training()
     _wait(app, lambda: train.progress.value() >= 0.8 * train.progress.maximum() > 0
@@ -143,7 +143,7 @@ def main() -> int:
             viewer.layers[name].visible = False
     corrected.visible = True
     train.form.labels_combo.set_layer(corrected)
-    train.form.steps.setValue(max(args.steps // 2, 1))
+    train.form.controls["steps"].setValue(max(args.steps // 2, 1))
     train.continue_training()
     _wait(app, lambda: not train.is_training())
     viewer.window.dock_widgets["Train U-Net"].parent().raise_()
@@ -202,9 +202,9 @@ def volume_shot(args) -> None:
         train.form.image_combo.set_layer(vol)
         train.form.labels_combo.set_layer(labels)
         if args.volume == "synthetic":  # a small network: minutes on a CPU
-            train.form.depth.setValue(2)
-        train.form.steps.setValue(args.steps_3d)
-        train.form.minutes.setValue(0)
+            train.form.controls["depth"].setValue(2)
+        train.form.controls["steps"].setValue(args.steps_3d)
+        train.form.controls["time_limit"].setValue(0)
         train.update_rule()
         train.start_training()
         _wait(app, lambda: not train.is_training(), 3600)

@@ -12,16 +12,16 @@ def _runs_in_tmp(tmp_path, monkeypatch):
 def tiny_settings(widget, steps):
     """A tiny network that learns the easy synthetic cells in a few dozen steps."""
     form = widget.form
-    form.depth.setValue(2)
-    form.base.setValue(8)
-    form.steps.setValue(steps)
-    form.minutes.setValue(0)
-    form.lr.setValue(5e-3)
-    form.batch.setValue(2)
-    form.tile.setValue(0)  # auto: covers the whole small image
-    form.dropout.setValue(0.0)
+    form.controls["depth"].setValue(2)
+    form.controls["base_channels"].setValue(8)
+    form.controls["steps"].setValue(steps)
+    form.controls["time_limit"].setValue(0)
+    form.controls["lr"].setValue(5e-3)
+    form.controls["batch_size"].setValue(2)
+    form.controls["tile"].setValue(0)  # auto: covers the whole small image
+    form.controls["dropout"].setValue(0.0)
     form.augment.setChecked(False)
-    form.device.setCurrentText("cpu")
+    form.controls["device"].setCurrentText("cpu")
     form.live.setChecked(False)
 
 

@@ -114,15 +114,15 @@ def test_the_cpu_recipe_rate_follows_the_budget_until_the_user_sets_one(make_nap
     Start, 1e-3 once steps and minutes both make a long run); a rate the user typed stays."""
     train = TrainWidget(make_napari_viewer())
     form = train.form
-    assert form.lr.value() == pytest.approx(2e-3)
-    form.steps.setValue(20_000)  # the 2 minutes still end it first
-    assert form.lr.value() == pytest.approx(2e-3)
-    form.minutes.setValue(15)
-    assert form.lr.value() == pytest.approx(1e-3) and form.config().lr == pytest.approx(1e-3)
-    form.minutes.setValue(2)
-    assert form.lr.value() == pytest.approx(2e-3)
-    form.lr.setValue(5e-3)
-    form.minutes.setValue(15)
+    assert form.controls["lr"].value() == pytest.approx(2e-3)
+    form.controls["steps"].setValue(20_000)  # the 2 minutes still end it first
+    assert form.controls["lr"].value() == pytest.approx(2e-3)
+    form.controls["time_limit"].setValue(15)
+    assert form.controls["lr"].value() == pytest.approx(1e-3) and form.config().lr == pytest.approx(1e-3)
+    form.controls["time_limit"].setValue(2)
+    assert form.controls["lr"].value() == pytest.approx(2e-3)
+    form.controls["lr"].setValue(5e-3)
+    form.controls["time_limit"].setValue(15)
     assert form.config().lr == pytest.approx(5e-3)
 
 

@@ -83,15 +83,16 @@ def test_a_batch_that_does_not_split_over_the_gpus_is_refused(make_napari_viewer
     tiny(train, 4)
     train.form.set_gpu_limit(2)
     train.form.gpus.setValue(2)
-    train.form.batch.setValue(3)
+    train.form.controls["batch_size"].setValue(3)
     train._on_start()
-    assert errors and "multiple of 2" in errors[-1] and "use 4" in errors[-1]
+    assert errors and "batch: the global batch must be a multiple of the 2 processes" in \
+        errors[-1] and "a batch of 4" in errors[-1]
     assert not train.is_training()
 
 
 def test_settings_the_device_cannot_hold_are_refused_before_start(
     make_napari_viewer, monkeypatch, _runs_in_tmp, tiny):
-    pytest.importorskip("napari_unet.core.model.memory")
+    from napari_unet.core.model import valid_input_shape
     from napari_unet.widgets import common
 
     errors = []
@@ -99,10 +100,10 @@ def test_settings_the_device_cannot_hold_are_refused_before_start(
     viewer, _, _ = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
     tiny(train, 4)
-    train.form.depth.setValue(6)
-    train.form.base.setValue(128)
-    train.form.tile.setValue(2048)
-    train.form.batch.setValue(64)
+    train.form.controls["depth"].setValue(6)
+    train.form.controls["base_channels"].setValue(128)
+    train.form.controls["tile"].setValue(valid_input_shape(1980, depth=6)[0])
+    train.form.controls["batch_size"].setValue(64)
     train._on_start()
     assert errors and "memory" in errors[-1].lower()
     assert not train.is_training() and not _runs_in_tmp.exists()  # nothing written

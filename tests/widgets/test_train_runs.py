@@ -56,7 +56,7 @@ def test_every_training_is_a_run_folder_and_runs_can_be_reloaded(
     root = _runs_in_tmp.parent / "elsewhere"
     train.form.runs_root.setText(str(root))  # the location is changeable
     tiny(train, 3)
-    train.form.steps.setValue(3)
+    train.form.controls["steps"].setValue(3)
     second = _train(train, qtbot)
     assert second.parent == root
     assert train.runs.list.count() == 2  # this viewer's runs, with their steps
@@ -121,7 +121,7 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
 
     train.form.image_combo.set_layer(viewer.layers["two"])
     train.form.labels_combo.set_layer(annotation)
-    train.form.steps.setValue(1)
+    train.form.controls["steps"].setValue(1)
     second = _train(train, qtbot, cont=True)
     record = json.loads((second / "run.json").read_text())
     assert record["parent_model"] == str(first / "model.safetensors")

@@ -84,15 +84,15 @@ def test_the_train_form_shows_the_3d_defaults_when_a_volume_is_chosen(make_napar
     viewer = make_napari_viewer()
     train = TrainWidget(viewer)  # docked before any layer, as in napari
     flat = viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
-    tile_2d = train.form.tile.value()
+    tile_2d = train.form.controls["tile"].value()
     image, _ = synthetic_cells_3d(SHAPE, radius=7, spacing=SPACING, seed=0)
     vol = viewer.add_image(image, name="vol", scale=SPACING)
     train.form.image_combo.set_layer(vol)  # no labels layer yet
-    want = gui_defaults_3d(train.form.device.currentText(), spacing=SPACING)
-    assert train.form.base.value() == want.base_channels and train.form.tile.value() == 0
+    want = gui_defaults_3d(train.form.controls["device"].currentText(), spacing=SPACING)
+    assert train.form.controls["base_channels"].value() == want.base_channels and train.form.controls["tile"].value() == 0
     assert train.form.config().norm == "batch"
     train.form.image_combo.set_layer(flat)
-    assert train.form.tile.value() == tile_2d
+    assert train.form.controls["tile"].value() == tile_2d
 
 
 def test_train_form_on_a_volume_counts_the_marked_slices_only(make_napari_viewer):

@@ -100,14 +100,14 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.commands.files import write_image
     from napari_unet.core.metrics import evaluate_segmentation
     from napari_unet.core.predict.segment import segment
-    from napari_unet.core.training.config import TrainConfig
+    from napari_unet.core.training.plan import config_for_device
     from napari_unet.core.training.trainer import Trainer
 
     t_start = time.perf_counter()
     image, labels, annotated, test_image, test_labels, region = _data(args.data, args.seed)
-    cfg = TrainConfig.for_device(args.device, steps=args.steps, time_limit=args.seconds,
-                                 depth=3, lr=2e-3, batch_size=2, tile=156, dropout=0.0,
-                                 validate_every=0, val_fraction=0.0, seed=args.seed)
+    cfg = config_for_device(args.device, steps=args.steps, time_limit=args.seconds,
+                          depth=3, lr=2e-3, batch_size=2, tile=156, dropout=0.0,
+                          validate_every=0, val_fraction=0.0, seed=args.seed)
     trainer = Trainer([(image, labels, annotated)], cfg)
     print(f"training a U-Net (depth {cfg.depth}, {cfg.base_channels} base channels) on "
           f"{trainer.device} for at most {args.seconds:g} s / {args.steps} steps "

@@ -1,7 +1,13 @@
-"""Options shared by the sub-commands: the post-processing options, built from
-:class:`~napari_unet.core.predict.PostprocessSettings` (every field becomes ``--name``,
-booleans ``--name`` / ``--no-name``, with the field's help; the default is None, i.e. "what the
-model file stores", ``metadata["postprocess"]``), ``--tta`` and model-file arguments.
+"""Options built from the settings' one declaration, and options shared by the sub-commands.
+
+- the training options of ``napari-unet train``, from
+  :class:`~napari_unet.core.training.TrainConfig`'s fields with a ``flag``
+  (:func:`add_config_arguments`); an option not given is left to the planner
+  (:func:`napari_unet.core.training.plan`), which :func:`config_choices` feeds;
+- the post-processing options, from :class:`~napari_unet.core.predict.PostprocessSettings`
+  (every field becomes ``--name``, booleans ``--name`` / ``--no-name``, with the field's help;
+  the default is None, i.e. "what the model file stores", ``metadata["postprocess"]``);
+- ``--tta`` and model-file arguments.
 """
 
 from __future__ import annotations
@@ -11,6 +17,88 @@ from dataclasses import fields
 from pathlib import Path
 
 from napari_unet.core.predict.postprocess import PostprocessSettings
+
+
+def _option_type(field):
+    kind = str(field.type)
+    if "Path" in kind:
+        return Path
+    if kind.startswith("int") or kind.startswith("tuple[int"):
+        return int
+    if kind.startswith("float") or kind.startswith("tuple[float"):
+        return float
+    return str
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per training setting with a ``flag`` (default None: the plan decides)."""
+    from napari_unet.core.training.config import setting_fields
+
+    group = parser.add_argument_group("training settings (default: as planned, see each)")
+    for f in setting_fields(where="cli"):
+        meta = f.metadata
+        default = meta.get("default_help", repr(f.default))
+        kwargs = {"type": _option_type(f), "default": None, "dest": f.name,
+                  "help": f"{meta['help']} (default: {default})"}
+        for key in ("choices", "nargs", "metavar"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        group.add_argument(meta["flag"], **kwargs)
+    group.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+
+
+def flag_of(name: str) -> str | None:
+    """The option of a training setting (``batch_size`` → ``--batch-size``), or None."""
+    from napari_unet.core.training.config import setting_fields
+
+    flags = {f.name: f.metadata["flag"] for f in setting_fields(where="cli")}
+    if name == "steps, time_limit":
+        return "--steps, --time-limit"
+    return flags.get(name)
+
+
+def cli_error(err: ValueError) -> Exception:
+    """A settings error (``"field: ..."``) as a one-line command-line error naming the option
+    (``"--flag: ..."``); other errors unchanged."""
+    from napari_unet.cli import CLIError
+
+    field, sep, rest = str(err).partition(": ")
+    flag = flag_of(field) if sep else None
+    return CLIError(f"{flag}: {rest}") if flag else err
+
+
+def config_choices(args: argparse.Namespace) -> dict:
+    """The training settings given on the command line (the others are left to the plan):
+    ``--tile`` one side or one per axis, ``--spacing`` one size per axis, ``--no-augment``."""
+    from napari_unet.cli import CLIError
+    from napari_unet.core.training.config import setting_fields
+
+    ndim = getattr(args, "ndim", None) or 2
+    given = {f.name: getattr(args, f.name, None) for f in setting_fields(where="cli")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "tile" in given:
+        tile = list(given["tile"]) if isinstance(given["tile"], list | tuple) else [given["tile"]]
+        if len(tile) not in (1, ndim):
+            raise CLIError(f"--tile: expected one side or {ndim} (one per axis with --ndim "
+                           f"{ndim}), got {len(tile)} values {tile}")
+        given["tile"] = tile[0] if len(tile) == 1 else tuple(tile)
+    if "spacing" in given:
+        spacing = list(given["spacing"])
+        if len(spacing) != ndim or any(not (v > 0) for v in spacing):
+            example = "--spacing 4 1 1 (Z Y X)" if ndim == 3 else "--spacing 1 1 (Y X)"
+            more = "" if ndim == 3 or len(spacing) != 3 else "; for volumes add --ndim 3"
+            raise CLIError(f"--spacing: expected {ndim} positive pixel sizes (one per axis "
+                           f"with --ndim {ndim}), got {spacing}; e.g. {example}{more}")
+        given["spacing"] = tuple(spacing)
+    if ndim == 2 and given.get("pretrain_2d"):
+        raise CLIError("--pretrain-2d: pre-training in 2D starts a 3D U-Net; give --ndim 3 "
+                       "(2D training needs no pre-training)")
+    if getattr(args, "no_augment", False):
+        from napari_unet.core.augment.pipeline import AugmentConfig
+
+        given["augment"] = AugmentConfig.none()
+    given["ndim"] = ndim
+    return given
 
 
 def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:

@@ -46,7 +46,12 @@ import numpy as np
 
 from napari_unet.cli import CLIError
 from napari_unet.commands import run_folder
-from napari_unet.commands.options import model_file
+from napari_unet.commands.options import (
+    add_config_arguments,
+    cli_error,
+    config_choices,
+    model_file,
+)
 from napari_unet.engine.session import TrainSession
 
 logger = logging.getLogger(__name__)
@@ -69,156 +74,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # --run-folder: the same option under torchrun, whose parser takes "--run" for its --run-path
     a("--run", "--run-folder", type=Path,
       help="train from this run folder as written (data, settings, parent)")
-    a("--steps", type=int, help="step budget (default 1000 unless --time-limit is given)")
-    a("--time-limit", type=float,
-      help="the run's wall-clock budget in seconds, validation, checkpoints and the final "
-           "choice of the post-processing (at most a quarter of it) included, pauses "
-           "excluded; no step or validation starts that would end past it")
-    a("--preset", default="adamw", choices=("adamw", "paper"),
-      help="adamw (default, faster) or paper (SGD, momentum 0.99, batch 1); with adamw on a "
-           "CPU the defaults are the GUI's CPU recipe: depth 3, tile 156, batch 2, lr 2e-3 "
-           "(1e-3 for a long run: every budget given at least 600 s / 8000 steps), no "
-           "drop-out")
-    a("--lr", type=float,
-      help="base learning rate (default: the preset's; in the CPU recipe 2e-3, or 1e-3 for "
-           "a long run: every budget given at least 600 s / 8000 steps; with --init a "
-           "quarter of it)")
-    a("--batch-size", type=int,
-      help="patches per step (default: the preset's, 2 in the CPU recipe); under torchrun the "
-           "global batch, a "
-           "multiple of the number of processes")
-    a("--tile", type=int, nargs="+", metavar="N",
-      help="network input side (default: 156 in the CPU recipe, else fits the images, at most "
-           "572); with --ndim 3 one "
-           "side for a cube or three (Z Y X)")
-    a("--ndim", type=int, choices=(2, 3), default=2,
-      help="2 (default): 2D images and a 2D U-Net; 3: 3D TIFF stacks (Z, Y, X) and the 3D "
-           "U-Net (defaults for volumes: depth 3, 8 base channels on a CPU, batch norm)")
-    a("--spacing", type=float, nargs="+", metavar="S",
-      help="pixel size per axis, e.g. --spacing 4 1 1 for a z step 4x the xy pixel: border "
-           "weights in these units and, with --ndim 3, pooling 1x2x2 along a coarse z")
     a("--annotated-slices", nargs="+", metavar="AXIS=I,J",
       help="with --ndim 3: the planes whose labels are complete, e.g. z=5,20,35 (xy slices; "
            "y=... xz, x=... yz; a bare index is z); every other voxel is ignored (weight 0). "
            "The same planes for every volume; use --annotated masks for per-volume planes")
-    a("--pretrain-2d", type=float, metavar="SHARE",
-      help="with --ndim 3: the share of the budget spent first training the same network in 2D "
-           "on the annotated xy-planes, whose weights then start the 3D U-Net (default: the "
-           "volume recipe's; 0: none)")
-    a("--base-channels", type=int, help="channels of the first level (default 16 CPU, 64 GPU)")
-    a("--depth", type=int,
-      help="number of poolings (default 3 in the CPU recipe, else 4, the paper's)")
-    a("--dropout", type=float,
-      help="drop-out at the end of the contracting path (default 0.5, the paper's; 0 in the "
-           "CPU recipe and, with --ndim 3, the volume recipe, as the 3D U-Net paper)")
-    a("--classes", type=int, choices=(2, 3), help="2 (default): bg/cell, 3: bg/interior/border")
-    a("--w0", type=float, default=10.0, help="border weight (paper: 10)")
-    a("--sigma", type=float, default=5.0, help="border width in pixels (paper: 5)")
-    a("--no-augment", action="store_true", help="switch augmentation off")
-    a("--validate-every", type=int,
-      help="steps between validations (0: none; default 100, 1000 with the CPU recipe)")
-    a("--val-fraction", type=float, default=0.1, help="band of each image held out")
-    a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    a("--seed", type=int, default=0, help="random seed")
     a("--gray", action="store_true", help="convert colour images to gray")
     a("--channel-axis", type=int,
       help="axis of the colour channels in 3D image files; without it a TIFF of 3 or 4 planes "
            "is a stack and refused, not taken as colour (RGB/RGBA TIFF and PNG files say so)")
     a("--force", action="store_true",
       help="replace an existing --out model and its checkpoint folder")
-    a("--checkpoint-dir", type=Path, help="folder for last/best checkpoints")
     a("--resume", type=Path, help="checkpoint (file or folder) of a run to continue")
     a("--init", type=Path,
       help="model file to fine-tune from, or a shipped model's name (e.g. nuclei)")
-    a("--cpu-bf16", default="auto", choices=("auto", "on", "off"),
-      help="bfloat16 autocast on the CPU: auto (where AVX-512 BF16/AMX), on, off")
     a("--events", metavar="-|FILE",
       help="write one JSON object per line per training event to stdout (-) or FILE; the "
            "last line is always done, stopped or error (docs/training-events.md)")
     a("--control", metavar="-", choices=("-",),
       help="read pause, resume, stop, checkpoint lines from stdin; end of input stops")
+    add_config_arguments(parser)
 
 
-def build_config(args: argparse.Namespace):
-    """TrainConfig from the parsed arguments."""
-    from napari_unet.core.augment.pipeline import AugmentConfig
-    from napari_unet.core.training.config import TrainConfig
+def plan_run(args: argparse.Namespace, pairs=None, *, processes: int = 1):
+    """The plan of the options given (:func:`napari_unet.core.training.plan`: the recipe for
+    the device and data, the rate by run length, fine-tuning, the batch rule and, with
+    ``pairs``, the automatic tile and the memory check); a one-line error naming the option."""
+    from napari_unet.core.training.plan import DataSummary, plan
 
-    steps = args.steps if args.steps is not None else (None if args.time_limit else 1000)
-    ndim = getattr(args, "ndim", 2) or 2
-    tile, spacing = _tile_arg(args, ndim), _spacing_arg(args, ndim)
-    recipe = cpu_recipe = None
-    if ndim == 3:  # the small 3D recipe; every option given on the command line overrides it
-        from napari_unet.core.training.config import gui_defaults_3d
-
-        recipe = gui_defaults_3d(args.device, spacing=spacing)
-    elif args.preset == "adamw" and _on_cpu(args.device):
-        # the GUI's CPU recipe (depth 3, tile 156, batch 2, AdamW 2e-3 or, for a long run,
-        # 1e-3: cpu_recipe_lr; no drop-out): on a CPU it learns more per minute than the
-        # paper's network (ISBI 2012, 15 minutes: BENCHMARKS.md); the options given on the
-        # command line override it
-        from napari_unet.core.training.config import gui_defaults
-
-        recipe = cpu_recipe = gui_defaults(args.device)
-    validate_every = args.validate_every
-    if validate_every is None:  # about as often in seconds: the CPU recipe's steps are short
-        validate_every = 1000 if cpu_recipe is not None else 100
-    changes = dict(
-        preset=args.preset, steps=steps, time_limit=args.time_limit,
-        depth=(4 if recipe is None else recipe.depth) if args.depth is None else args.depth,
-        num_classes=2 if args.classes is None else args.classes,
-        dropout=args.dropout if args.dropout is not None else
-        (0.5 if recipe is None else recipe.dropout),
-        lr=args.lr, batch_size=args.batch_size,
-        # the recipe's tile is valid for its depth; another depth (--depth, or that of the
-        # --resume / --init model) gets the tile that fits
-        tile=cpu_recipe.tile if tile is None and cpu_recipe is not None and (
-            args.depth if args.depth is not None else _source_depth(args)
-        ) in (None, cpu_recipe.depth) else tile,
-        w0=args.w0, sigma=args.sigma, validate_every=validate_every,
-        val_fraction=args.val_fraction, seed=args.seed, cpu_bf16=args.cpu_bf16,
-        checkpoint_dir=args.checkpoint_dir or _default_checkpoint_dir(args),
-        ndim=ndim, spacing=spacing,
-    )
-    if ndim == 2 and getattr(args, "pretrain_2d", None):
-        raise CLIError("--pretrain-2d: pre-training in 2D starts a 3D U-Net; give --ndim 3 "
-                       "(2D training needs no pre-training)")
-    if ndim == 3:
-        changes.update(norm=recipe.norm, base_channels=recipe.base_channels,
-                       pretrain_2d=recipe.pretrain_2d if getattr(args, "pretrain_2d", None)
-                       is None else args.pretrain_2d)
-    if cpu_recipe is not None and changes["lr"] is None:  # the rate for this run's length
-        from napari_unet.core.training.config import cpu_recipe_lr
-
-        changes["lr"] = cpu_recipe_lr(steps=steps, time_limit=args.time_limit)
-    if recipe is not None:
-        for key in ("lr", "batch_size"):
-            if changes[key] is None:
-                changes[key] = getattr(recipe, key)
-    if args.base_channels is not None:
-        changes["base_channels"] = args.base_channels
-    if args.no_augment:
-        changes["augment"] = AugmentConfig.none()
+    choices = config_choices(args)
+    choices.setdefault("checkpoint_dir", _default_checkpoint_dir(args))
     try:
-        config = TrainConfig.for_device(args.device, **changes)
+        return plan(choices, None if pairs is None else DataSummary.of(pairs),
+                    device=args.device or "auto", processes=processes,
+                    architecture=_source_architecture(args),
+                    # --lr with --init is the fine-tuning rate itself
+                    fine_tuning=args.init is not None and args.resume is None
+                    and args.lr is None)
     except ValueError as err:  # "field: ..." → "--flag: ..."
-        field, sep, rest = str(err).partition(": ")
-        flag = _FLAGS.get(field)
-        if not sep or flag is None:
-            raise
-        raise CLIError(f"{flag}: {rest}") from None
-    if getattr(args, "init", None) is not None and getattr(args, "resume", None) is None:
-        # fine-tuning: a lower rate unless --lr
-        from napari_unet.core.training.config import fine_tune
+        raise cli_error(err) from None
 
-        config = fine_tune(config, lr=args.lr)
-    return config
+
+def build_config(args: argparse.Namespace, pairs=None, *, processes: int = 1):
+    """The planned TrainConfig of the options given (:func:`plan_run`)."""
+    return plan_run(args, pairs, processes=processes).config
 
 
 def _source_architecture(args: argparse.Namespace) -> dict | None:
     """The ``architecture`` metadata of the --resume checkpoint (its ``last`` file in a folder)
-    or the --init model file; None without one, or for a file that is not ours (a plain
-    PyTorch state dict: the Trainer reads it)."""
+    or the --init model file; None without one, or for a file that is not ours or that cannot
+    be read (a plain PyTorch state dict: the Trainer reads it and says what is wrong)."""
     source = getattr(args, "resume", None) or getattr(args, "init", None)
     if source is None:
         return None
@@ -228,51 +132,11 @@ def _source_architecture(args: argparse.Namespace) -> dict | None:
         return None
     from napari_unet.core.io.model_file import read_metadata
 
-    arch = read_metadata(path).get("architecture")
-    return arch if isinstance(arch, dict) else None
-
-
-def _source_depth(args: argparse.Namespace) -> int | None:
-    """The depth of the --resume / --init model, or None (none, or unreadable: the Trainer
-    says what is wrong)."""
     try:
-        return int((_source_architecture(args) or {})["depth"])
-    except Exception:  # any unreadable source: the Trainer says what is wrong
+        arch = read_metadata(path).get("architecture")
+    except (ValueError, OSError):
         return None
-
-
-def _on_cpu(device) -> bool:
-    from napari_unet.core.device import pick_device
-
-    try:
-        return pick_device(device).type == "cpu"
-    except (ValueError, RuntimeError):  # an unknown device is reported by TrainConfig
-        return False
-
-
-def _tile_arg(args, ndim: int):
-    tile = getattr(args, "tile", None)
-    if tile is None:
-        return None
-    tile = [tile] if isinstance(tile, int) else list(tile)
-    if len(tile) == 1:
-        return tile[0]
-    if len(tile) != ndim:
-        raise CLIError(f"--tile: expected one side or {ndim} (one per axis with --ndim "
-                       f"{ndim}), got {len(tile)} values {tile}")
-    return tuple(tile)
-
-
-def _spacing_arg(args, ndim: int):
-    spacing = getattr(args, "spacing", None)
-    if spacing is None:
-        return None
-    if len(spacing) != ndim or any(not (v > 0) for v in spacing):
-        example = "--spacing 4 1 1 (Z Y X)" if ndim == 3 else "--spacing 1 1 (Y X)"
-        more = "" if ndim == 3 or len(spacing) != 3 else "; for volumes add --ndim 3"
-        raise CLIError(f"--spacing: expected {ndim} positive pixel sizes (one per axis with "
-                       f"--ndim {ndim}), got {spacing}; e.g. {example}{more}")
-    return tuple(float(v) for v in spacing)
+    return arch if isinstance(arch, dict) and "depth" in arch else None
 
 
 def parse_slices(specs, shape) -> np.ndarray:
@@ -307,42 +171,29 @@ def parse_slices(specs, shape) -> np.ndarray:
         raise CLIError(f"--annotated-slices: {err}") from None
 
 
-#: TrainConfig fields → the options that set them (for one-line errors)
-_FLAGS = {
-    "steps": "--steps", "time_limit": "--time-limit", "depth": "--depth",
-    "num_classes": "--classes", "dropout": "--dropout", "lr": "--lr",
-    "batch_size": "--batch-size", "tile": "--tile", "w0": "--w0", "sigma": "--sigma",
-    "validate_every": "--validate-every", "val_fraction": "--val-fraction", "seed": "--seed",
-    "base_channels": "--base-channels", "steps, time_limit": "--steps, --time-limit",
-    "ndim": "--ndim", "spacing": "--spacing", "pretrain_2d": "--pretrain-2d",
-}
-
-
 def _default_checkpoint_dir(args: argparse.Namespace) -> Path:
     if args.resume is not None:  # keep writing where the resumed run was
         return args.resume if args.resume.is_dir() else args.resume.parent
     return args.out.with_name(args.out.stem + ".checkpoints")
 
 
-def _check_global_batch(args: argparse.Namespace, world: int) -> None:
-    from napari_unet.core.training.presets import get_preset
+def _check_processes(args: argparse.Namespace, world: int) -> None:
+    """The batch rule before any file is read (under torchrun a refusal is an error event)."""
+    from napari_unet.core.training.plan import plan
 
-    batch = args.batch_size if args.batch_size is not None else get_preset(args.preset).batch_size
-    given = args.batch_size is not None
     if args.run is not None and (args.run / "settings.json").is_file():  # the run's own batch
         import json
 
+        from napari_unet.engine.runs import config_from_settings
+
         settings = json.loads((args.run / "settings.json").read_text(encoding="utf-8"))
-        batch = settings.get("batch_size") or get_preset(settings.get("preset", "adamw")).batch_size
-        given = True
-    if batch % world:
-        fix = -(-batch // world) * world
-        raise CLIError(
-            f"--batch-size: the global batch must be a multiple of the {world} processes "
-            f"(each trains on batch / {world} patches), got {batch}"
-            + ("" if given else f" (the {args.preset} preset's)")
-            + f"; use --batch-size {fix}"
-        )
+        config = config_from_settings(settings)
+        try:
+            plan(config, processes=world, check_memory=False)
+        except ValueError as err:
+            raise cli_error(err) from None
+    else:
+        build_config(args, processes=world)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -354,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     session = TrainSession.from_args(args, active=env.rank == 0)
     try:
         if env.is_distributed:  # a refusal here is an error event too
-            _check_global_batch(args, env.world_size)
+            _check_processes(args, env.world_size)
         return _run(args, main=env.rank == 0, session=session)
     except BaseException as err:
         session.fail(err)
@@ -368,16 +219,15 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from napari_unet.core.training import distributed as ddp
 
     _check_paths(args)
-    args.tile = _tile_arg(args, getattr(args, "ndim", 2) or 2)  # one side: an int, as in 2D
     session.fallback_settings(args)
     if args.run is not None:
         from napari_unet.engine.runs import trainer_from_run
 
         # the run's settings as written; a --device other than auto overrides its device
-        trainer = trainer_from_run(args.run, **({} if args.device == "auto" else
+        trainer = trainer_from_run(args.run, **({} if args.device in (None, "auto") else
                                                 {"device": args.device}))
     else:
-        config = build_config(args)
+        config = build_config(args, processes=ddp.get_world_size())  # before any file is read
         _check_resume_architecture(args)
         if main:
             _check_outputs(args, config)
@@ -485,7 +335,7 @@ def _check_resume_architecture(args: argparse.Namespace) -> None:
     flag = "--resume" if args.resume is not None else "--init"
     for option, key, given in (("--depth", "depth", args.depth),
                                ("--base-channels", "base_channels", args.base_channels),
-                               ("--classes", "num_classes", args.classes)):
+                               ("--classes", "num_classes", args.num_classes)):
         if given is not None and arch.get(key) != given:
             raise CLIError(
                 f"{option}: {flag} {str(source)!r} has {key} {arch.get(key)}, got {given}; "

@@ -5,8 +5,7 @@ Start writes a run folder; :func:`launch` trains it with
 :class:`napari_unet.engine.process.TrainingProcess` (under ``torchrun`` for several GPUs), at a
 lower CPU priority so that the GUI thread always finds a core. :func:`shutdown` ends a child
 without leaving an orphan: stdin closed (it stops at the next step and writes its model), then
-SIGTERM, then SIGKILL. :func:`check_memory` refuses settings the device cannot hold before
-anything is written.
+SIGTERM, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -66,21 +65,3 @@ def shutdown(proc: TrainingProcess, *, timeout: float = 60.0) -> int | None:
         proc.kill()
         code = proc.wait(10.0)
     return code
-
-
-def check_memory(config, pairs, *, nproc: int = 1) -> None:
-    """Refuse (ValueError with smaller settings) a run the device cannot hold, before Start.
-
-    Uses :func:`napari_unet.core.model.check_memory`; an automatic tile is estimated at the
-    largest one the trainer could choose.
-    """
-    from napari_unet.core.device import pick_device
-    from napari_unet.core.model.memory import check_memory as _check
-
-    in_channels = int(pairs[0].channels)
-    biggest = max(max(p.labels.shape[-2:]) for p in pairs)
-    tile = int(config.tile or min(biggest + 184, 572))
-    batch = max(int(config.batch_size or 1) // max(nproc, 1), 1)
-    _check(in_channels=in_channels, num_classes=int(config.num_classes), depth=int(config.depth),
-           base_channels=int(config.base_channels), tile=tile, batch_size=batch,
-           device=pick_device(config.device))

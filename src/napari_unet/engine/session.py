@@ -279,7 +279,10 @@ class TrainSession:
     def fallback_settings(self, args) -> None:
         """Settings for an error's fix before the trainer exists (from the arguments)."""
         if not self.settings:
-            self.settings = {"tile": getattr(args, "tile", None),
+            tile = getattr(args, "tile", None)
+            if isinstance(tile, list | tuple) and len(tile) == 1:
+                tile = tile[0]  # one side: an int, as in 2D
+            self.settings = {"tile": tile,
                              "batch_size": getattr(args, "batch_size", None),
                              "base_channels": getattr(args, "base_channels", None),
                              "depth": getattr(args, "depth", None)}

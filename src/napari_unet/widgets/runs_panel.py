@@ -81,11 +81,10 @@ def write_gui_run(form, registry, config, *, continue_training: bool = False) ->
     ``continue_training`` fine-tunes the current model (``registry``) on all pairs so far: the
     pairs of this viewer's earlier runs, updated by the form's (same layers and plane: the newer
     annotation wins). The pairs and the run are remembered on ``registry`` (per viewer).
-    Fine-tuning (Continue, or Start from a "Fine-tune from…" model) trains at
-    :func:`napari_unet.core.training.fine_tune`'s lower rate: a quarter of the form's.
+    ``config`` is the plan of the run (fine-tuning's lower rate included, see
+    :meth:`napari_unet.widgets.train.TrainWidget.start_training`).
     """
     from napari_unet.core.io.model_file import save_model
-    from napari_unet.core.training.config import fine_tune
     from napari_unet.engine.runs import new_run_dir, write_run
 
     entries = form_entries(form, form.viewer)
@@ -97,8 +96,6 @@ def write_gui_run(form, registry, config, *, continue_training: bool = False) ->
             )
         entries = {**registry.pairs, **entries}
         parent = registry.path
-    if continue_training or parent is not None:
-        config = fine_tune(config)
     run_dir = new_run_dir(form.runs_root.text() or None, name=next(iter(entries.values()))[0])
     if continue_training and parent is None:  # a model that is on no disk yet
         parent = save_model(registry.model, run_dir / "parent.safetensors", **registry.metadata)

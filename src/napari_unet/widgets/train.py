@@ -91,6 +91,7 @@ class TrainWidget(ChildClient, QWidget):
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.form.advanced)  # the network and optimiser, folded
         layout.addWidget(self.runs)
         layout.addStretch(1)
 
@@ -195,26 +196,36 @@ class TrainWidget(ChildClient, QWidget):
 
         ``continue_training``: fine-tune the current model on all pairs so far (this viewer's
         earlier runs' pairs, updated by the pairs of the form); otherwise the form's pairs from
-        scratch (or from the "Fine-tune from…" model). Settings the device cannot hold are
-        refused before anything is written (ValueError naming smaller ones).
+        scratch (or from the "Fine-tune from…" model). The form's plan decides the settings
+        (fine-tuning at a lower rate, with the parent's architecture); settings the device
+        cannot hold, or a batch the GPUs cannot share, are refused before anything is written
+        (ValueError naming the fix).
         """
         if self.is_training():
             show_info("Training is already running: Pause, Stop, or wait for it to finish.")
             return None
-        config = self.form.config()
-        nproc = self.form.nproc()
-        if nproc > 1 and (config.batch_size or 1) % nproc:
-            fix = -(-(config.batch_size or 1) // nproc) * nproc
-            raise ValueError(f"batch: with {nproc} GPUs the batch must be a multiple of "
-                             f"{nproc} (each trains batch / {nproc}), got {config.batch_size}; "
-                             f"use {fix}")
+        parent = self._parent_architecture(continue_training)
+        config = self.form.config(fine_tuning=continue_training or self.form.init_model
+                                  is not None, architecture=parent)
         config = dataclasses.replace(
             config, checkpoint_every=config.checkpoint_every or CHECKPOINT_EVERY,
             threads=config.threads or jobs.background_threads())
-        child.check_memory(config, self.form.training_pairs(), nproc=nproc)
         run_dir = write_gui_run(self.form, self.registry, config,
                                 continue_training=continue_training)
-        return self.start_run(run_dir, nproc=nproc)
+        return self.start_run(run_dir, nproc=self.form.nproc())
+
+    def _parent_architecture(self, continue_training: bool) -> dict | None:
+        """The architecture of the model the run continues (None: a new network, or a plain
+        PyTorch file, which the training reads)."""
+        if continue_training:
+            return None if self.registry.model is None else dict(self.registry.model.config)
+        path = self.form.init_model
+        if path is None or not str(path).endswith(".safetensors"):
+            return None
+        from napari_unet.core.io.model_file import read_metadata
+
+        arch = read_metadata(path).get("architecture")
+        return arch if isinstance(arch, dict) else None
 
     def start_run(self, run_dir, *, nproc: int | None = None):
         """Train the run folder as written in a child process; returns the process."""
@@ -225,7 +236,7 @@ class TrainWidget(ChildClient, QWidget):
         self.update_rule()
         frozen = train_client.freeze_gc()
         try:
-            proc = child.launch(run_dir, device=self.form.device.currentText(), nproc=nproc)
+            proc = child.launch(run_dir, device=self.form.controls["device"].currentText(), nproc=nproc)
         except Exception:
             train_client.unfreeze_gc(frozen)
             set_status(run_dir, "error")

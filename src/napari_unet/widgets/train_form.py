@@ -1,6 +1,13 @@
-"""The settings form of the "Train U-Net" widget: layer pairs, network, budget, device, augmentation.
+"""The settings form of the "Train U-Net" widget, generated from the settings' one declaration.
 
-Defaults come from :func:`gui_defaults` for the device found and are explained in tooltips.
+First what a biologist changes: the (image, labels) pairs, the budget (steps, minutes), the
+device, the model to start from; the network and optimiser settings fold under *Advanced*
+(:attr:`TrainForm.advanced`, which the widget places below Start). The controls are those of
+:class:`napari_unet.core.training.TrainConfig`'s ``basic`` and ``advanced`` fields
+(:mod:`napari_unet.widgets.settings_form`). Every value the user has not set is the plan's
+(:func:`napari_unet.core.training.plan`, what ``napari-unet train`` and the Trainer resolve
+too), recomputed when the pairs, the budget or the device change, and the reasons line says why
+("tile 156: the CPU recipe").
 """
 
 from __future__ import annotations
@@ -19,31 +26,22 @@ from qtpy.QtWidgets import (
     QListWidget,
     QPushButton,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
 from napari_unet.widgets import volume
-from napari_unet.widgets.common import LayerCombo, background_mask, current_plane, regions_mask
+from napari_unet.widgets.common import (
+    LayerCombo,
+    background_mask,
+    current_plane,
+    regions_mask,
+    spatial_shape,
+)
+from napari_unet.widgets.settings_form import label_of, make_control, read_value, show_value
 
-
-def _spin(cls, lo, hi, value, tip, step=1, decimals=None):
-    box = cls(minimum=lo, maximum=hi, singleStep=step)
-    if decimals is not None:
-        box.setDecimals(decimals)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
-
-
-def gui_defaults(device="auto"):
-    """The settings that Start uses untouched: :func:`napari_unet.core.training.gui_defaults`.
-
-    >>> gui_defaults("cpu").tile
-    156
-    """
-    from napari_unet.core.training.config import gui_defaults as core_defaults
-
-    return core_defaults(device)
+#: the augmentation settings the form shows (AugmentConfig's fields)
+AUGMENT_FIELDS = ("elastic_sigma", "rotate", "flip")
 
 
 def _cuda_devices() -> int:
@@ -53,104 +51,58 @@ def _cuda_devices() -> int:
 
 
 class TrainForm(QWidget):
-    """Every training setting; :meth:`config` and :meth:`training_pairs` read them."""
+    """Every training setting; :meth:`config` plans them, :meth:`training_pairs` reads the data.
+
+    ``controls[name]`` is the control of a :class:`TrainConfig` field; ``chosen`` the fields the
+    user set (the others show the plan's values).
+    """
 
     def __init__(self, napari_viewer, parent=None):
         from napari.layers import Image, Labels
 
-        from napari_unet.core.device import describe_devices, pick_device
-        from napari_unet.core.training.presets import get_preset
+        from napari_unet.core.training.config import setting_fields
 
         super().__init__(parent)
         self.viewer = napari_viewer
-        defaults = gui_defaults("auto")
-        self.defaults = defaults
-        why = f"Default chosen for the device found ({pick_device('auto')}): {{}}. "
-        preset = get_preset(defaults.preset)
+        self.fields = {f.name: f for w in ("basic", "advanced") for f in setting_fields(where=w)}
+        self.controls: dict[str, QWidget] = {}
+        self.chosen: set[str] = set()
+        self._updating = True  # no plan until every control exists
+        self.init_model = None
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self._build_data_rows()
+        basic = QFormLayout()
+        basic.addRow("image", self.image_combo)
+        basic.addRow("labels", self.labels_combo)
+        basic.addRow(self._pair_buttons)
+        basic.addRow("more pairs", self.pairs)
+        basic.addRow(self.complete)
+        basic.addRow(self.planes)
+        self._add_controls(basic, "basic")
+        self._build_device_rows(basic)
+        self._build_start_from(basic)
+        self.reasons = QLabel("")
+        self.reasons.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(basic)
+        layout.addWidget(self.reasons)
+        self.advanced = self._build_advanced()
+        self._updating = False
+        self.replan()
+
+    # ------------------------------------------------------------------ building
+    def _build_data_rows(self) -> None:
         self.pairs = QListWidget()
         self.pairs.setMaximumHeight(70)
         self.pairs.setToolTip("Extra (image, labels) pairs; with none, the pair above is used.")
         add, remove = QPushButton("Add pair"), QPushButton("Remove")
         add.clicked.connect(self._on_add_pair)
         remove.clicked.connect(lambda: self.pairs.takeItem(self.pairs.currentRow()))
-        self.preset = QComboBox()
-        self.preset.addItems(["adamw", "paper"])
-        self.preset.setCurrentText(defaults.preset)
-        self.preset.setToolTip("adamw: fast convergence (default); paper: SGD, momentum 0.99.")
-        self.depth = _spin(QSpinBox, 1, 6, defaults.depth, why.format(defaults.depth)
-                           + "The paper: 4 poolings.")
-        self.base = _spin(QSpinBox, 2, 128, defaults.base_channels,
-                          why.format(defaults.base_channels)
-                          + "Narrow on a CPU (fast), the paper's 64 on a GPU.")
-        self.steps = _spin(QSpinBox, 1, 1_000_000, defaults.steps, why.format(defaults.steps)
-                           + "Training steps (one batch each).", 100)
-        self.minutes = _spin(QDoubleSpinBox, 0.0, 10_000.0, (defaults.time_limit or 0) / 60,
-                             why.format(f"{(defaults.time_limit or 0) / 60:g} min")
-                             + "Time budget in minutes; 0 = no limit (the steps decide). "
-                             "Training ends at whichever budget comes first.")
-        self.lr = _spin(QDoubleSpinBox, 1e-5, 1.0, defaults.lr or preset.lr,
-                        why.format(defaults.lr or preset.lr)
-                        + "Peak learning rate (adamw: warm-up then cosine decay). On a CPU "
-                        "the default follows the budget: 1e-3 once steps >= 8000 and the time "
-                        "is 0 or >= 10 min. "
-                        "Lower it if the loss jumps or becomes NaN. Continue training and "
-                        "Fine-tune from… use a quarter of it.", 1e-3, decimals=5)
-        self.batch = _spin(QSpinBox, 1, 64, defaults.batch_size or preset.batch_size,
-                           why.format(defaults.batch_size or preset.batch_size)
-                           + "Tiles per step.")
-        self.tile = _spin(QSpinBox, 0, 2048, defaults.tile or 0,
-                          why.format(defaults.tile or "auto")
-                          + "Network input side in pixels (0 = auto: the smallest valid tile "
-                          "covering the image, at most 572). Invalid sides are refused with the "
-                          "nearest valid one.", 4)
-        self.dropout = _spin(QDoubleSpinBox, 0.0, 0.9, defaults.dropout,
-                             why.format(defaults.dropout)
-                             + "Drop-out at the end of the contracting path (paper: 0.5); "
-                             "0 converges faster in short runs.", 0.1, decimals=2)
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
-        self.device.setToolTip(describe_devices())
-        self.devices_label = QLabel(describe_devices().splitlines()[0])
-        self.gpus = _spin(QSpinBox, 1, 1, 1, "Train on this many GPUs at once (one process "
-                          "each, torchrun); the batch is split between them.")
-        self.gpus_label = QLabel("GPUs")
-        aug = defaults.augment
-        self.augment = QCheckBox("augmentation")
-        self.augment.setChecked(True)
-        self.augment.setToolTip(
-            "Random elastic deformation, rotation, flips, shifts and gray-value changes of every "
-            "sample (the paper's recipe; needed for few annotations). Off: faster convergence "
-            "on easy data, worse generalisation.")
-        self.elastic = _spin(QDoubleSpinBox, 0.0, 50.0, aug.elastic_sigma,
-                             "Elastic deformation: std (px) of the 3×3 grid displacements "
-                             "(paper: 10); 0 = off.")
-        self.rotate = QCheckBox("rotate")
-        self.rotate.setChecked(aug.rotate)
-        self.flip = QCheckBox("flip")
-        self.flip.setChecked(aug.flip)
-        self.preview_aug = QPushButton("Preview augmentation")
-        self.live = QCheckBox("live prediction preview")
-        self.live.setChecked(True)
-        self.live.setToolTip("Every few seconds, predict the visible part of the image.")
-        self.finetune = QPushButton("Fine-tune from…")
-        from napari_unet.models import model_names
-
-        self.shipped = QComboBox()  # the shipped starting models (napari_unet.models)
-        self.shipped.addItems(["shipped model…", *model_names()])
-        self.shipped.setToolTip("Fine-tune a model shipped with napari-unet (no download).")
-        self.init_label = QLabel("from scratch")
-        self.init_model = None
-        from napari_unet.engine.runs import default_runs_root
-
-        self.runs_root = QLineEdit(str(default_runs_root()))
-        self.runs_root.setToolTip(
-            "Every training writes a run folder here: the annotations used, settings, "
-            "checkpoints (last/best), metrics and the final model. Default: $NAPARI_UNET_RUNS "
-            "or ~/.napari-unet/runs."
-        )
-        # sparse-annotation rule (issue 11): what counts in the loss
+        self._pair_buttons = QHBoxLayout()
+        self._pair_buttons.addWidget(add)
+        self._pair_buttons.addWidget(remove)
         self.complete = QCheckBox("labels are complete (every unpainted pixel is background)")
         self.complete.setToolTip(
             "Off (default): only the painted cells, a band around them (or the 'annotated "
@@ -162,61 +114,183 @@ class TrainForm(QWidget):
             "the slices marked in Annotate cells count, the voxel spacing is the layer's scale "
             "(coarse z: anisotropic pooling). On: the plane shown now trains a 2D U-Net, as for "
             "a 2D image; Predict then segments stacks plane by plane.")
-        form = QFormLayout(self)
-        form.addRow("image", self.image_combo)
-        form.addRow("labels", self.labels_combo)
-        row = QHBoxLayout()
-        row.addWidget(add)
-        row.addWidget(remove)
-        form.addRow(row)
-        form.addRow("more pairs", self.pairs)
-        form.addRow("preset", self.preset)
-        form.addRow("depth", self.depth)
-        form.addRow("base channels", self.base)
-        form.addRow("steps", self.steps)
-        form.addRow("time (min)", self.minutes)
-        row = QHBoxLayout()
-        for label, w in (("lr", self.lr), ("batch", self.batch)):
-            row.addWidget(QLabel(label))
-            row.addWidget(w, 1)
-        form.addRow("optimiser", row)
-        row = QHBoxLayout()
-        for label, w in (("tile", self.tile), ("drop-out", self.dropout)):
-            row.addWidget(QLabel(label))
-            row.addWidget(w, 1)
-        form.addRow("network", row)
-        form.addRow("device", self.device)
+        for box in (self.image_combo, self.labels_combo):
+            box.currentIndexChanged.connect(self.replan)
+        self.pairs.model().rowsInserted.connect(self.replan)
+        self.pairs.model().rowsRemoved.connect(self.replan)
+        self.planes.toggled.connect(self.replan)
+
+    def _add_controls(self, form: QFormLayout, section: str) -> None:
+        """The generated controls of a section; a user's edit makes the field chosen."""
+        from napari_unet.core.training.config import setting_fields
+
+        for f in setting_fields(where=section):
+            control = self.controls[f.name] = make_control(f)
+            form.addRow(label_of(f), control)
+            signal = control.currentTextChanged if isinstance(control, QComboBox) \
+                else control.valueChanged
+            signal.connect(lambda *_, name=f.name: self._on_edit(name))
+
+    def _build_device_rows(self, form: QFormLayout) -> None:
+        from napari_unet.core.device import describe_devices
+
+        self.controls["device"].setToolTip(describe_devices())
+        self.devices_label = QLabel(describe_devices().splitlines()[0])
         form.addRow("", self.devices_label)
+        self.gpus = QSpinBox(minimum=1, maximum=1)
+        self.gpus.setToolTip("Train on this many GPUs at once (one process each, torchrun); "
+                             "the batch is split between them.")
+        self.gpus_label = QLabel("GPUs")
+        self.gpus.valueChanged.connect(self.replan)
         form.addRow(self.gpus_label, self.gpus)
         self.set_gpu_limit(_cuda_devices())
-        form.addRow("elastic σ", self.elastic)
-        self.augment.toggled.connect(self._on_augment_toggled)
-        self.preset.currentTextChanged.connect(self._on_preset_changed)
-        #: the rate the form itself last showed; a budget change moves it while it is shown
-        self._auto_lr = float(self.lr.value())
-        self.steps.valueChanged.connect(self._on_budget_changed)
-        self.minutes.valueChanged.connect(self._on_budget_changed)
+
+    def _build_start_from(self, form: QFormLayout) -> None:
+        from napari_unet.models import model_names
+
+        self.finetune = QPushButton("Fine-tune from…")
+        self.shipped = QComboBox()  # the shipped starting models (napari_unet.models)
+        self.shipped.addItems(["shipped model…", *model_names()])
+        self.shipped.setToolTip("Fine-tune a model shipped with napari-unet (no download).")
+        self.init_label = QLabel("from scratch")
+        row = QHBoxLayout()
+        for w in (self.finetune, self.shipped, self.init_label):
+            row.addWidget(w)
+        form.addRow("start from", row)
+
+    def _build_advanced(self) -> QWidget:
+        from superqt import QCollapsible
+
+        from napari_unet.engine.runs import default_runs_root
+
+        inner = QWidget()
+        form = QFormLayout(inner)
+        self._add_controls(form, "advanced")
+        self.augment = QCheckBox("augmentation")
+        self.augment.setChecked(True)
+        self.augment.setToolTip(
+            "Random elastic deformation, rotation, flips, shifts and gray-value changes of every "
+            "sample (the paper's recipe; needed for few annotations). Off: faster convergence "
+            "on easy data, worse generalisation.")
+        self.elastic = QDoubleSpinBox(minimum=0.0, maximum=50.0, value=10.0)
+        self.elastic.setToolTip("Elastic deformation: std (px) of the 3×3 grid displacements "
+                                "(paper: 10); 0 = off.")
+        self.rotate, self.flip = QCheckBox("rotate"), QCheckBox("flip")
+        self.preview_aug = QPushButton("Preview augmentation")
         row = QHBoxLayout()
         for w in (self.augment, self.rotate, self.flip, self.preview_aug):
             row.addWidget(w)
         form.addRow("augment", row)
-        row = QHBoxLayout()
-        row.addWidget(self.finetune)
-        row.addWidget(self.shipped)
-        row.addWidget(self.init_label)
-        form.addRow(row)
+        form.addRow("elastic σ", self.elastic)
+        for box in (self.rotate, self.flip):
+            box.setChecked(True)
+        self.augment.toggled.connect(self._on_augment_toggled)
+        for signal in (self.augment.toggled, self.rotate.toggled, self.flip.toggled,
+                       self.elastic.valueChanged):
+            signal.connect(lambda *_: self._on_edit("augment"))
+        self.live = QCheckBox("live prediction preview")
+        self.live.setChecked(True)
+        self.live.setToolTip("Every few seconds, predict the visible part of the image.")
         form.addRow(self.live)
+        self.runs_root = QLineEdit(str(default_runs_root()))
+        self.runs_root.setToolTip(
+            "Every training writes a run folder here: the annotations used, settings, "
+            "checkpoints (last/best), metrics and the final model. Default: $NAPARI_UNET_RUNS "
+            "or ~/.napari-unet/runs.")
         form.addRow("runs folder", self.runs_root)
-        form.addRow(self.complete)
-        form.addRow(self.planes)
-        #: "2d" or "3d": the kind of training the spin boxes show the defaults of
-        self.kind = "2d"
-        for box in (self.image_combo, self.labels_combo):
-            box.currentIndexChanged.connect(self.sync_defaults)
-        self.pairs.model().rowsInserted.connect(self.sync_defaults)
-        self.pairs.model().rowsRemoved.connect(self.sync_defaults)
-        self.planes.toggled.connect(self.sync_defaults)
-        self.sync_defaults()
+        box = QCollapsible("Advanced")
+        box.addWidget(inner)
+        return box
+
+    # ------------------------------------------------------------------ the plan
+    def _on_edit(self, name: str) -> None:
+        if not self._updating:
+            self.chosen.add(name)
+            self.replan()
+
+    def choices(self) -> dict:
+        """What the user chose: the fields set, the budget, the device and the kind of data."""
+        names = (self.chosen & set(self.controls)) | {"steps", "time_limit", "device"}
+        out = {name: read_value(self.controls[name], self.fields[name]) for name in names}
+        spacing = self.volume_spacing()
+        out.update(ndim=2 if spacing is None else 3, spacing=spacing)
+        if "augment" in self.chosen:
+            out["augment"] = self.augment_config()
+        return out
+
+    def data_summary(self):
+        """The shapes, channels and spacing of the pairs (None when none is chosen yet)."""
+        from napari_unet.core.training.plan import DataSummary
+
+        try:
+            pairs = self.layer_pairs()
+        except ValueError:
+            return None
+        spacing = self.volume_spacing()
+        keep = 3 if spacing is not None else 2
+        image = pairs[0][0]
+        channels = int(image.data.shape[-1]) if image.rgb else 1
+        return DataSummary(tuple(spatial_shape(lab)[-keep:] for _, lab in pairs), channels,
+                           spacing)
+
+    def plan(self, *, fine_tuning: bool = False, architecture=None):
+        """The plan of the form's choices for its pairs, device and processes."""
+        from napari_unet.core.training.plan import plan
+
+        return plan(self.choices(), self.data_summary(), processes=self.nproc(),
+                    fine_tuning=fine_tuning, architecture=architecture)
+
+    def replan(self, *_) -> None:
+        """Show the plan's values in the controls the user did not set, and its reasons."""
+        from napari_unet.core.training.plan import interactive_budget
+
+        if self._updating:
+            return
+        self._updating = True
+        try:
+            spacing = self.volume_spacing()
+            steps, seconds = interactive_budget(self.controls["device"].currentText(),
+                                                2 if spacing is None else 3)
+            for name, value in (("steps", steps), ("time_limit", seconds)):
+                if name not in self.chosen:
+                    show_value(self.controls[name], self.fields[name], value)
+            planned = self.plan()
+            for name, control in self.controls.items():
+                if name not in self.chosen:
+                    show_value(control, self.fields[name], getattr(planned.config, name))
+            shown = [n for n in planned.reasons if n not in self.chosen]
+            self.reasons.setText("Plan: " + planned.describe(shown))
+        except (ValueError, RuntimeError) as exc:
+            self.reasons.setText(f"Cannot start: {self.in_words(exc)}")
+        finally:
+            self._updating = False
+
+    def in_words(self, exc: Exception) -> str:
+        """A settings error with the form's label for the field (``batch_size`` → batch)."""
+        field, sep, rest = str(exc).partition(": ")
+        if sep and field in self.fields:
+            return f"{label_of(self.fields[field])}: {rest}"
+        return str(exc)
+
+    def config(self, *, preview: bool = False, fine_tuning: bool = False, architecture=None):
+        """The planned TrainConfig of the form (ValueError naming the control when refused:
+        the batch rule, the memory check); ``preview`` keeps the augmentation on (for its
+        preview)."""
+        try:
+            config = self.plan(fine_tuning=fine_tuning, architecture=architecture).config
+        except ValueError as exc:
+            raise ValueError(self.in_words(exc)) from None
+        if preview:
+            config = dataclasses.replace(config, augment=self.augment_config(preview=True))
+        return config
+
+    def augment_config(self, *, preview: bool = False):
+        from napari_unet.core.augment.pipeline import AugmentConfig
+
+        if not (self.augment.isChecked() or preview):
+            return AugmentConfig.none()
+        return AugmentConfig(elastic_sigma=float(self.elastic.value()),
+                             rotate=self.rotate.isChecked(), flip=self.flip.isChecked())
 
     # ------------------------------------------------------------------ settings and data
     def set_gpu_limit(self, n: int) -> None:
@@ -226,97 +300,13 @@ class TrainForm(QWidget):
         for w in (self.gpus, self.gpus_label):
             w.setVisible(n > 1)
 
-    def kind_defaults(self):
-        """The defaults of the training the pairs make: 2D (:func:`gui_defaults`) or, for a
-        volume, :func:`napari_unet.core.training.gui_defaults_3d` with the layer's spacing."""
-        spacing = self.volume_spacing()
-        if spacing is None:
-            return self.defaults
-        from napari_unet.core.training.config import gui_defaults_3d
-
-        return gui_defaults_3d(self.device.currentText(), spacing=spacing)
-
-    def sync_defaults(self, *_) -> None:
-        """Show the 3D defaults when the pairs become a volume (and the 2D ones back): a 3D
-        U-Net on a CPU is narrower and its tile is chosen per axis. The user's values stay
-        while the kind of training stays."""
-        kind = "2d" if self.volume_spacing() is None else "3d"
-        if kind == self.kind:
-            return
-        self.kind = kind
-        d = self.kind_defaults()
-        preset = self.preset.currentText()
-        from napari_unet.core.training.presets import get_preset
-
-        for box, value in ((self.depth, d.depth), (self.base, d.base_channels),
-                           (self.steps, d.steps or self.steps.value()),
-                           (self.minutes, (d.time_limit or 0) / 60),
-                           (self.batch, d.batch_size or get_preset(preset).batch_size),
-                           (self.tile, d.tile if isinstance(d.tile, int) else 0),
-                           (self.dropout, d.dropout)):
-            box.setValue(value)
-        self._show_lr(d.lr or get_preset(preset).lr)
-
     def nproc(self) -> int:
         """Training processes of the next Start (1 unless several GPUs are chosen)."""
         return int(self.gpus.value()) if self.gpus.maximum() > 1 else 1
 
-    def _on_preset_changed(self, name: str) -> None:
-        from napari_unet.core.training.presets import get_preset
-
-        same = name == self.defaults.preset and self.defaults.lr is not None
-        self._show_lr(self.defaults.lr if same else get_preset(name).lr)
-        self._on_budget_changed()
-
-    def _show_lr(self, lr: float) -> None:
-        self._auto_lr = float(lr)
-        self.lr.setValue(lr)
-
-    def _on_budget_changed(self, *_) -> None:
-        """On a CPU, the 2D recipe's rate follows the run's length
-        (:func:`napari_unet.core.training.cpu_recipe_lr`: 2e-3, 1e-3 for a run of 10 minutes
-        and 8000 steps or more) while the rate shown is the form's own; a rate the user typed
-        stays."""
-        from napari_unet.core.training.config import cpu_recipe_lr
-
-        recipe = (self.kind == "2d" and self.preset.currentText() == "adamw"
-                  and self.defaults.lr is not None)  # a GPU's defaults leave the rate unset
-        if not recipe or abs(self.lr.value() - self._auto_lr) > 1e-9:
-            return
-        self._show_lr(cpu_recipe_lr(steps=int(self.steps.value()), time_limit=self._time_limit()))
-
-    def _time_limit(self) -> float | None:
-        """The time budget in seconds (None: the minutes box at 0, no limit)."""
-        minutes = float(self.minutes.value())
-        return minutes * 60 if minutes > 0 else None
-
     def _on_augment_toggled(self, on: bool) -> None:
         for w in (self.elastic, self.rotate, self.flip):
             w.setEnabled(on)
-
-    def config(self, *, preview: bool = False):
-        """The TrainConfig of the form; ``preview`` keeps the augmentation on (for its preview)."""
-        from napari_unet.core.augment.pipeline import AugmentConfig
-
-        if self.augment.isChecked() or preview:
-            aug = dataclasses.replace(
-                self.defaults.augment if isinstance(self.defaults.augment, AugmentConfig)
-                else AugmentConfig(),
-                elastic_sigma=float(self.elastic.value()), rotate=self.rotate.isChecked(),
-                flip=self.flip.isChecked(),
-            )
-        else:
-            aug = AugmentConfig.none()
-        spacing = self.volume_spacing()  # 3D: the pooling comes from the spacing (Trainer)
-        extra = {} if spacing is None else dict(ndim=3, spacing=spacing)
-        return dataclasses.replace(
-            self.kind_defaults(), preset=self.preset.currentText(), depth=int(self.depth.value()),
-            base_channels=int(self.base.value()), steps=int(self.steps.value()),
-            time_limit=self._time_limit(), lr=float(self.lr.value()),
-            batch_size=int(self.batch.value()),
-            tile=int(self.tile.value()) or None, dropout=float(self.dropout.value()),
-            device=self.device.currentText(), augment=aug, **extra,
-        )
 
     def _on_add_pair(self):
         image, labels = self.image_combo.layer(), self.labels_combo.layer()
@@ -356,7 +346,7 @@ class TrainForm(QWidget):
         """Core TrainingPair objects: whole volumes (3D) or the shown plane of every pair."""
         if self.volume_spacing() is not None:
             return volume.volume_pairs(self.viewer, self.layer_pairs(),
-                                        complete=self.complete.isChecked())
+                                       complete=self.complete.isChecked())
         from napari_unet.core.training.data import TrainingPair
 
         out = []
@@ -385,7 +375,7 @@ class TrainForm(QWidget):
             from napari_unet.core.model.unet import anisotropic_pool
 
             spacing = self.volume_spacing()
-            pool = anisotropic_pool(spacing, int(self.depth.value()))
+            pool = anisotropic_pool(spacing, int(self.controls["depth"].value()))
             extra = f" (all {len(lines)} volumes)" if len(lines) > 1 else ""
             return (f"What counts: {lines[0]}{extra}; voxel spacing (z, y, x) "
                     f"{tuple(round(s, 4) for s in spacing)} from the layer scale, pooling "

@@ -17,6 +17,7 @@ from napari_unet.core.training import (
     TrainConfig,
     Trainer,
     TrainingPair,
+    config_for_device,
     prepare_pairs,
     split_validation,
 )
@@ -291,7 +292,7 @@ def test_config_errors(two_cells):
         TrainConfig(steps=None)
     with pytest.raises(ValueError, match="channel"):
         Trainer([(np.zeros((2, 32, 32)), np.zeros((32, 32), int))], tiny())
-    assert TrainConfig.for_device("cpu").base_channels == 16
+    assert config_for_device("cpu").base_channels == 16
 
 
 def test_interrupt_inside_a_step_resumes_bit_identically(two_cells, tmp_path, monkeypatch):

@@ -104,9 +104,9 @@ def test_global_batch_must_divide_among_processes(data, tmp_path, monkeypatch, c
     assert main([*args, "--batch-size", "3"]) == 2
     err = capsys.readouterr().err
     assert "--batch-size" in err and "multiple of the 2 processes" in err and "got 3" in err
-    assert "use --batch-size 4" in err
-    assert main(args) == 2  # the preset's batch of 1
-    assert "use --batch-size 2" in capsys.readouterr().err
+    assert "use a batch of 4" in err
+    assert main([*args, "--preset", "paper"]) == 2  # the paper preset's batch of 1
+    assert "use a batch of 2" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
 
 

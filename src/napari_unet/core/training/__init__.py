@@ -1,8 +1,11 @@
 """Training: the settings, the data, the loop, validation and checkpoints.
 
-- :mod:`.config` — :class:`TrainConfig` (every option of a run, checked when made) and the
-  recipes: :func:`gui_defaults` (2D), :func:`gui_defaults_3d` (volumes), the learning rate by
-  run length (:func:`cpu_recipe_lr`) and the fine-tuning rate (:func:`fine_tune`).
+- :mod:`.config` — :class:`TrainConfig`: every setting of a run declared once (help text,
+  bounds, command-line option, place in the Train widget's form), checked when made.
+- :mod:`.plan` — :func:`plan`: every default resolved in one place with its reason (the device
+  and volume recipes, the rate by run length, the fine-tuning rate, the automatic tile, the
+  batch rule, the memory check); :func:`gui_defaults` / :func:`gui_defaults_3d` are the plans
+  of the Train widget's starting budget.
 - :mod:`.presets` — the optimisers (``adamw``, ``paper``) and their learning-rate schedules.
 - :mod:`.data` — :class:`TrainingPair` and what is computed once per pair (normalised padded
   image, target, weight map).
@@ -15,17 +18,22 @@
 - :mod:`.distributed` — several processes under ``torchrun`` (DDP).
 """
 
-from napari_unet.core.training.config import (
+from napari_unet.core.training.config import TrainConfig
+from napari_unet.core.training.data import PreparedImage, TrainingPair, prepare_pairs
+from napari_unet.core.training.patches import PatchSampler, ValidationRegion, split_validation
+from napari_unet.core.training.plan import (
     FINE_TUNE_LR_FACTOR,
     LONG_RUN,
-    TrainConfig,
+    DataSummary,
+    Plan,
+    config_for_device,
     cpu_recipe_lr,
     fine_tune,
     gui_defaults,
     gui_defaults_3d,
+    interactive_budget,
+    plan,
 )
-from napari_unet.core.training.data import PreparedImage, TrainingPair, prepare_pairs
-from napari_unet.core.training.patches import PatchSampler, ValidationRegion, split_validation
 from napari_unet.core.training.presets import PRESETS, Preset, get_preset
 from napari_unet.core.training.trainer import Trainer, TrainEvent
 
@@ -33,7 +41,9 @@ __all__ = [
     "FINE_TUNE_LR_FACTOR",
     "LONG_RUN",
     "PRESETS",
+    "DataSummary",
     "PatchSampler",
+    "Plan",
     "PreparedImage",
     "Preset",
     "TrainConfig",
@@ -41,11 +51,14 @@ __all__ = [
     "Trainer",
     "TrainingPair",
     "ValidationRegion",
+    "config_for_device",
     "cpu_recipe_lr",
     "fine_tune",
     "get_preset",
     "gui_defaults",
     "gui_defaults_3d",
+    "interactive_budget",
+    "plan",
     "prepare_pairs",
     "split_validation",
 ]

@@ -47,19 +47,16 @@ from napari_unet.core.checks import check_training_pairs
 from napari_unet.core.device import configure_cpu_threads, pick_device, use_cpu_bf16
 from napari_unet.core.io.model_file import default_class_names, save_model
 from napari_unet.core.io.pretrained import load_pretrained
-from napari_unet.core.model.memory import check_memory
 from napari_unet.core.model.unet import (
     UNet,
     anisotropic_pool,
-    pool_levels,
-    valid_input_shape,
-    valid_output_shape,
 )
 from napari_unet.core.normalize import normalized_median, polarity_cut
 from napari_unet.core.training.config import TrainConfig
 from napari_unet.core.training.data import as_training_pairs, prepare_pairs, targets_from_instances
 from napari_unet.core.training.loss import weighted_cross_entropy
-from napari_unet.core.training.patches import PatchSampler, split_validation, tile_per_axis
+from napari_unet.core.training.patches import PatchSampler, split_validation
+from napari_unet.core.training.plan import DataSummary, plan
 from napari_unet.core.training.presets import get_preset, lr_factor, make_optimizer
 from napari_unet.core.training.validation import (
     choice_cost,
@@ -128,7 +125,7 @@ class Trainer:
         self._check_ndim()
         check_training_pairs(self.pairs)
         self._setup_processes()
-        self._setup_sizes()
+        self.preset = get_preset(config.preset)
         torch.manual_seed(config.seed)
         self.normalization = dict(config.normalization)
         self.history: list[dict] = []
@@ -183,19 +180,6 @@ class Trainer:
         #: rank 0 (or the only process): validates, writes checkpoints, reports progress
         self.is_main = self.rank == 0
 
-    def _setup_sizes(self) -> None:
-        """Preset, learning rate and the global batch (a multiple of the processes)."""
-        config = self.config
-        self.preset = get_preset(config.preset)
-        self.lr = float(config.lr if config.lr is not None else self.preset.lr)
-        self.batch_size = int(config.batch_size or self.preset.batch_size)
-        if self.batch_size % self.world_size:
-            raise ValueError(
-                f"batch_size: the global batch must be a multiple of the {self.world_size} "
-                f"processes (each trains on batch_size / {self.world_size} patches), got "
-                f"{self.batch_size}; use batch_size={_round_up(self.batch_size, self.world_size)}"
-            )
-
     def _build_model(self, init_model, resume):
         """``self.model``: new, fine-tuned from ``init_model`` or resumed; returns the resumed
         run's state (to restore once the optimiser exists) or None."""
@@ -212,8 +196,7 @@ class Trainer:
             else:
                 model, meta = init_model
             self._adopt_architecture(model, "resume" if resume is not None else "init_model")
-            self._choose_tile(model.depth, model.padding, model.pool_factors)
-            self._check_memory(model.config, model.pool_factors)
+            self._plan(model.config)  # tile, rate, batch, memory: before the copy
             self.model = copy.deepcopy(model)
             self.normalization = dict(meta.get("normalization") or self.normalization)
             if resume is not None:
@@ -228,9 +211,7 @@ class Trainer:
                 arch.update(ndim=3, pool=pool)
             if cfg.norm is not None:
                 arch["norm"] = cfg.norm
-            factors = _pool_factors(pool, cfg.depth, self.ndim)
-            self._choose_tile(cfg.depth, "valid", factors)
-            self._check_memory(arch, factors)  # before a single weight is allocated
+            self._plan(None)  # tile, rate, batch, memory: before a single weight is allocated
             self.model = UNet(**arch)
             if arch["in_channels"] == 1 and "invert" not in self.normalization:
                 # bright-background images (brightfield, H&E in gray) inverted, in training
@@ -265,13 +246,18 @@ class Trainer:
                 f"{k} {v} instead of {c}" for k, (c, v) in differ.items()))
             self.config = dataclasses.replace(self.config, **fields)
 
-    def _check_memory(self, arch: dict, pool) -> None:
-        check_memory(in_channels=arch["in_channels"], num_classes=arch["num_classes"],
-                     depth=arch["depth"], base_channels=arch["base_channels"],
-                     tile=self.tile if self.ndim == 2 else self.tile_shape,
-                     batch_size=max(self.batch_size // self.world_size, 1), ndim=self.ndim,
-                     padding=arch.get("padding", "valid"), device=self.device,
-                     pool=pool if self.ndim == 3 else None)
+    def _plan(self, architecture) -> None:
+        """The planned rate, batch and tile (:func:`napari_unet.core.training.plan.plan`: the
+        batch rule and the memory check included) of this config, data, device and processes."""
+        data = DataSummary(tuple(p.shape for p in self.pairs), self.pairs[0].channels,
+                           self.spacing)
+        planned = plan(self.config, data, device=self.device, processes=self.world_size,
+                       architecture=architecture)
+        self.lr, self.batch_size = float(planned.config.lr), int(planned.config.batch_size)
+        #: the network's input tile, one side per axis
+        self.tile_shape = planned.tile_shape
+        #: the tile as stored since the first release: an int for a 2D square, else the shape
+        self.tile = planned.tile
 
     def _setup_optimizer(self) -> None:
         """Move the model to the device; DDP wrapper, optimiser and AMP scaler."""
@@ -305,37 +291,6 @@ class Trainer:
         self._running.set()
 
     # -- state ---------------------------------------------------------------------------------
-    def _choose_tile(self, depth: int, padding: str, pool) -> None:
-        """:attr:`tile_shape` (the network's input shape, one side per axis) and :attr:`tile`
-        (an int in 2D, as stored since the first release; the shape in 3D), from the
-        architecture alone (nothing allocated)."""
-        nd = self.ndim
-        pool = None if nd == 2 else pool
-        if self.config.tile is not None:
-            shape = tile_per_axis(self.config.tile, nd)
-            try:
-                valid_output_shape(shape, depth, padding=padding, pool=pool)
-            except ValueError as err:  # which setting, and the valid sizes
-                raise ValueError(f"tile: {shape} is not a valid input; {err}") from None
-        elif nd == 2:
-            biggest = max(max(p.shape) for p in self.pairs)
-            margin = 0
-            if padding == "valid":
-                smallest = valid_input_shape(1, depth)[0]
-                margin = (smallest - valid_output_shape((smallest,), depth)[0]) // 2
-            side = valid_input_shape(min(biggest, 388) + 2 * margin, depth, padding=padding)[0]
-            shape = (side, side)
-        else:  # per axis: the output covers the volume, at most 64 voxels (CPU-sized)
-            ones = (1,) * nd
-            smallest = valid_input_shape(ones, depth, padding=padding, pool=pool)
-            out = valid_output_shape(smallest, depth, padding=padding, pool=pool)
-            margins = [(a - b) // 2 for a, b in zip(smallest, out, strict=True)]
-            want = [min(max(p.shape[a] for p in self.pairs), 64) + 2 * margins[a]
-                    for a in range(nd)]
-            shape = tuple(valid_input_shape(want, depth, padding=padding, pool=pool))
-        self.tile_shape = tuple(int(s) for s in shape)
-        self.tile = self.tile_shape[0] if nd == 2 and len(set(shape)) == 1 else self.tile_shape
-
     def metadata(self) -> dict[str, Any]:
         training = self.config.to_dict()
         training.update(lr=self.lr, batch_size=self.batch_size,
@@ -767,12 +722,3 @@ class Trainer:
         if path is not None:
             return f"saved {path}"
         return "no checkpoint_dir: nothing written" if self.is_main else "rank 0 writes checkpoints"
-
-
-def _pool_factors(pool, depth: int, ndim: int) -> tuple[tuple[int, ...], ...]:
-    """Pooling factors per level and axis (``pool`` as :class:`UNet` takes it)."""
-    return tuple(f * ndim if len(f) == 1 else tuple(f) for f in pool_levels(pool, depth))
-
-
-def _round_up(n: int, k: int) -> int:
-    return -(-n // k) * k
