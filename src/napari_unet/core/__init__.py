@@ -11,6 +11,7 @@ Where things live (each package's ``__init__`` is its public face; import from t
                    checkpoints, several processes (torchrun)
       predict/     overlap-tile prediction, post-processing, segmentation of raw images,
                    block-wise zarr/dask prediction
+      measure/     per-cell tables (regionprops_table), CSV, napari features, per-cell matching
       io/          model files (safetensors + metadata), plain PyTorch weights,
                    TorchScript / ONNX / bioimage.io export
       normalize.py intensity normalisation stored with every model
