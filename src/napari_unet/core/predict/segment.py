@@ -25,7 +25,26 @@ from napari_unet.core.predict.tiled import (
     return_value,
 )
 
-__all__ = ["iter_segment", "segment", "stored_spacing"]
+__all__ = ["iter_segment", "number_over_planes", "segment", "stored_spacing"]
+
+
+def number_over_planes(labels: np.ndarray) -> np.ndarray:
+    """Per-plane labels of a (Z, Y, X) stack with each plane's ids continuing after the plane
+    before: one id per object of the stack (as block-wise prediction numbers them), so that a
+    cell's id names it, and its row in a table, on any plane.
+
+    Examples
+    --------
+    >>> number_over_planes(np.array([[[1, 0, 2]], [[0, 1, 1]]])).tolist()
+    [[[1, 0, 2]], [[0, 3, 3]]]
+    """
+    out = np.array(labels, dtype=np.int32)
+    offset = 0
+    for plane in out:
+        top = int(plane.max(initial=0))
+        plane[plane > 0] += offset
+        offset += top
+    return out
 
 
 def stored_spacing(metadata: dict | None, ndim: int = 3) -> tuple[float, ...] | None:
@@ -88,14 +107,17 @@ def iter_segment(
         As :func:`napari_unet.core.predict.predict_tiled`.
     stitch : bool
         With ``stack=True``: link the planes' labels into 3D objects
-        (:func:`napari_unet.core.predict.postprocess.stitch_planes`) instead of numbering each plane
-        on its own.
+        (:func:`napari_unet.core.predict.postprocess.stitch_planes`) instead of one object per
+        cell and plane (ids unique over the stack, :func:`number_over_planes`).
 
     Yields
     ------
     PredictProgress
         Per tile batch; the last event has ``result`` (float32 probabilities, (K, H, W) or
-        (Z, K, H, W)) and ``labels`` (int32, (H, W) or (Z, H, W)) set. Returns (prob, labels).
+        (Z, K, H, W)) and ``labels`` (int32, (H, W) or (Z, H, W)) set, and with ``tta``
+        ``flip_std`` (how much the flips disagree, per pixel; see
+        :func:`~napari_unet.core.predict.iter_predict_tiled`), from the same forward passes.
+        Returns (prob, labels).
 
     Examples
     --------
@@ -121,7 +143,7 @@ def iter_segment(
     if tta is None:
         tta = stored_tta(metadata)
     options = dict(metadata=metadata, channel_axis=channel_axis, tta=tta, device=device,
-                   tile_shape=tile_shape, batch_size=batch_size)
+                   tile_shape=tile_shape, batch_size=batch_size, flip_std=True)
     events = (iter_predict_stack if stack else iter_predict_image)(model, image, **options)
     prob = last = None
     for event in events:
@@ -135,10 +157,12 @@ def iter_segment(
             from napari_unet.core.predict.postprocess import stitch_planes
 
             labels = stitch_planes(labels)
+        else:
+            labels = number_over_planes(labels)
     else:
         labels = settings.labels(prob, spacing=spacing if ndim == 3 else plane_spacing)
     yield PredictProgress(last.done, last.total, plane=last.plane, planes=last.planes,
-                          result=prob, labels=labels, message="done")
+                          result=prob, labels=labels, message="done", flip_std=last.flip_std)
     return prob, labels
 
 

@@ -73,6 +73,9 @@ class PredictProgress:
     result: np.ndarray | None = None
     message: str = ""
     labels: np.ndarray | None = None
+    #: with test-time augmentation and ``flip_std=True``, on the last event: per pixel, the
+    #: standard deviation over the flips/rotations of the foreground probability (1 − P(0))
+    flip_std: np.ndarray | None = None
 
 
 class _TileTooLarge(Exception):
@@ -107,11 +110,13 @@ def _prepare(model: UNet, device) -> tuple[torch.device, torch.dtype]:
     return param.device, param.dtype
 
 
-def _forward(model: UNet, x: torch.Tensor, tta: bool) -> np.ndarray:
-    """Softmax probabilities of a batch (averaged over the xy-plane flips/rotations if ``tta``)."""
+def _forward(model: UNet, x: torch.Tensor, tta: bool, spread: bool = False) -> np.ndarray:
+    """Softmax probabilities of a batch (averaged over the xy-plane flips/rotations if ``tta``);
+    with ``spread`` one more channel: the standard deviation over the flips of the foreground
+    probability 1 − P(0) (zeros without ``tta``)."""
     use_amp = x.device.type == "cuda" and x.dtype == torch.float32
     amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-    total = None
+    total = squares = None
     ks = tta_transforms(model) if tta else (0,)
     for k in ks:
         with amp:
@@ -119,13 +124,20 @@ def _forward(model: UNet, x: torch.Tensor, tta: bool) -> np.ndarray:
         prob = torch.softmax(logits.float(), dim=1)
         prob = dihedral(prob, k, inverse=True)
         total = prob if total is None else total + prob
-    return (total / len(ks)).cpu().numpy().astype(np.float32, copy=False)
+        if spread:
+            fg2 = (1.0 - prob[:, :1]) ** 2
+            squares = fg2 if squares is None else squares + fg2
+    mean = total / len(ks)
+    if spread:  # E[fg²] − E[fg]², clipped at 0 against rounding
+        var = (squares / len(ks) - (1.0 - mean[:, :1]) ** 2).clamp_min(0.0)
+        mean = torch.cat([mean, var.sqrt()], dim=1)
+    return mean.cpu().numpy().astype(np.float32, copy=False)
 
 
 def _forward_safe(model: UNet, x: torch.Tensor, tta: bool, state: dict) -> np.ndarray:
     """Forward with out-of-memory recovery: halve the batch (remembered in ``state``)."""
     try:
-        return _forward(model, x, tta)
+        return _forward(model, x, tta, state.get("spread", False))
     except torch.OutOfMemoryError:
         if x.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -186,6 +198,7 @@ def iter_predict_region(
     tile_shape: Sequence[int],
     batch_size: int = 1,
     tta: bool = False,
+    flip_std: bool = False,
 ) -> Generator[PredictProgress, None, np.ndarray]:
     """Predict the output pixels (voxels) ``region`` of an image (volume) read through ``read``.
 
@@ -193,7 +206,8 @@ def iter_predict_region(
     x1)``, or ``(z0, z1, y0, y1, x0, x1)`` for a 3D model. ``read(*bounds)`` (same form)
     returns the (mirrored) input ``(C, *sizes)``, e.g. :func:`napari_unet.core.predict.tiling.region_reader`.
     ``tile_shape`` has one input side per spatial axis. Yields a progress event per tile batch;
-    returns float32 ``(num_classes, *sizes)``. For valid models the region starts must be
+    returns float32 ``(num_classes, *sizes)`` (with ``flip_std``, one more channel last: the
+    spread of the flips, see :func:`iter_predict_tiled`). For valid models the region starts must be
     multiples of :func:`~napari_unet.core.predict.tiling.tile_alignment` for results that are
     independent of the region (and identical to one whole-image pass).
 
@@ -216,8 +230,8 @@ def iter_predict_region(
             f"tile_shape: expected {model.ndim} sides (one per spatial axis of the model), "
             f"got {tile_shape!r}"
         )
-    state = {"batch_size": max(1, int(batch_size))}
-    k = model.num_classes
+    state = {"batch_size": max(1, int(batch_size)), "spread": bool(flip_std)}
+    k = model.num_classes + bool(flip_std)
     while True:
         same = model.padding == "same"
         context = tuple(t // 8 if same else 0 for t in tile)
@@ -312,11 +326,15 @@ def iter_predict_tiled(
     batch_size: int = 1,
     device=None,
     tta: bool = False,
+    flip_std: bool = False,
 ) -> Generator[PredictProgress, None, np.ndarray]:
     """Like :func:`predict_tiled`, yielding a :class:`PredictProgress` per batch of tiles.
 
     The last event has ``result`` set (also the generator's return value). Stop iterating to
-    cancel; the model's training mode is restored when the generator ends or is closed.
+    cancel; the model's training mode is restored when the generator ends or is closed. With
+    ``tta`` and ``flip_std`` the last event also has ``flip_std``: per pixel, the standard
+    deviation over the flips/rotations of the foreground probability 1 − P(0), from the same
+    forward passes (how much the flips disagree; 0 where they agree).
 
     Examples
     --------
@@ -345,7 +363,7 @@ def iter_predict_tiled(
             region = tuple(v for n in spatial for v in (0, int(n)))
             gen = iter_predict_region(
                 model, region_reader(image), region,
-                tile_shape=tile_shape, batch_size=batch_size, tta=tta,
+                tile_shape=tile_shape, batch_size=batch_size, tta=tta, flip_std=tta and flip_std,
             )  # fmt: skip
             last = PredictProgress(0, 1)
             while True:
@@ -357,7 +375,10 @@ def iter_predict_tiled(
                 yield last
     finally:
         model.train(was_training)
-    yield PredictProgress(last.done, last.total, result=result, message="done")
+    spread = None
+    if tta and flip_std:
+        result, spread = result[:-1], result[-1]
+    yield PredictProgress(last.done, last.total, result=result, message="done", flip_std=spread)
     return result
 
 
@@ -467,9 +488,10 @@ def iter_predict_image(
     device=None,
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
+    flip_std: bool = False,
 ) -> Generator[PredictProgress, None, np.ndarray]:
     """:func:`predict_image` as a generator of progress events (for the GUI): the last event's
-    ``result`` holds the probabilities.
+    ``result`` holds the probabilities (and ``flip_std``, see :func:`iter_predict_tiled`).
 
     Examples
     --------
@@ -480,7 +502,8 @@ def iter_predict_image(
     chw = normalizer(metadata, channel_axis=0)(_raw_to_chw(model, image, channel_axis))
     return (
         yield from iter_predict_tiled(
-            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta,
+            flip_std=flip_std,
         )
     )
 
@@ -527,12 +550,13 @@ def iter_predict_stack(
     device=None,
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
+    flip_std: bool = False,
 ) -> Generator[PredictProgress, None, np.ndarray]:
     """Predict a (Z or T, Y, X) stack plane by plane with the 2D model, normalising each plane.
 
     ``channel_axis`` counts in the full array (e.g. 1 for (Z, C, Y, X)). Yields progress per tile
     batch with ``plane``/``planes`` set; the last event (and return value) has ``result`` of shape
-    (Z, num_classes, Y, X).
+    (Z, num_classes, Y, X) (and with ``tta`` and ``flip_std``, ``flip_std`` (Z, Y, X)).
 
     Examples
     --------
@@ -552,21 +576,27 @@ def iter_predict_stack(
     if stack.ndim not in (3, 4):
         raise ValueError(f"stack: expected (Z, Y, X) or (Z, C, Y, X), got shape {stack.shape}")
     norm = normalizer(metadata, channel_axis=0)
-    out = None
+    out = spread = None
     for z, plane in enumerate(stack):
         chw = norm(as_chw(model, plane, name=f"stack plane {z}"))
-        prob = None
+        last = None
         for ev in iter_predict_tiled(
-            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta
+            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta,
+            flip_std=flip_std,
         ):
             if ev.result is not None:
-                prob = ev.result
+                last = ev
             else:
                 yield PredictProgress(ev.done, ev.total, plane=z, planes=len(stack))
         if out is None:
-            out = np.empty((len(stack), *prob.shape), np.float32)
-        out[z] = prob
-    yield PredictProgress(1, 1, plane=len(stack) - 1, planes=len(stack), result=out)
+            out = np.empty((len(stack), *last.result.shape), np.float32)
+            if last.flip_std is not None:
+                spread = np.empty((len(stack), *last.flip_std.shape), np.float32)
+        out[z] = last.result
+        if spread is not None:
+            spread[z] = last.flip_std
+    yield PredictProgress(1, 1, plane=len(stack) - 1, planes=len(stack), result=out,
+                          flip_std=spread)
     return out
 
 
