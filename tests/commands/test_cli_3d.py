@@ -125,3 +125,19 @@ def test_stitch_links_the_planes_of_a_2d_model_into_3d_objects(tmp_path, models,
     code = main(["predict", "--model", str(path3), "--input", str(tmp_path / "in"),
                  "--output", str(tmp_path / "o3"), "--stitch"])
     assert code != 0 and "--stitch: a 3D model labels a volume in 3D already" in error_line()
+
+
+def test_measure_a_volume_gives_one_3d_table(tmp_path, models, volume):
+    import pandas as pd
+
+    path3, *_ = models
+    code = main(["predict", "--model", str(path3), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "out"), "--device", "cpu", "--threshold", "0.0",
+                 "--measure", "--pixel-size", "2", "0.5", "0.5"])
+    assert code == 0
+    labels = tifffile.imread(tmp_path / "out" / "vol_labels.tif")
+    table = pd.read_csv(tmp_path / "out" / "vol_cells.csv")
+    assert {"volume [µm³]", "centroid_z [µm]", "bbox_z1 [px]", "sphericity"} <= set(table.columns)
+    assert "plane" not in table.columns and "area [µm²]" not in table.columns
+    sizes = np.bincount(labels.ravel())[1:]
+    np.testing.assert_allclose(table["volume [µm³]"], 0.5 * sizes[sizes > 0])

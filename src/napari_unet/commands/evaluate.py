@@ -3,7 +3,10 @@
 For each image: predict (overlap-tile), turn probabilities into labels, then the foreground IoU,
 the pixel error, the ISBI 2012 Rand error (foreground-restricted) and the instance F1 at IoU ≥ 0.5
 against the labels (binary masks become 4-connected components). Prints one line per image and
-the mean, or JSON with ``--json``.
+the mean, or JSON with ``--json``. ``--per-cell FILE.csv`` also writes one row per true cell of
+every image: ``image``, ``true_label``, ``status`` (matched at IoU ≥ 0.5; merged: one predicted
+cell covers at least half of it and of another true cell; missed), ``iou`` (with its best
+predicted cell), ``pred_label`` and ``merged_with``.
 
 A 3D model evaluates (Z, Y, X) TIFF stacks as volumes: the volume is predicted as a whole and
 the metrics are those of the whole volume (instance F1@0.5 over 3D instances, 6-connected for
@@ -22,6 +25,7 @@ from napari_unet.cli import CLIError
 from napari_unet.commands.options import (
     add_postprocess_arguments,
     add_tta_argument,
+    model_file,
     postprocess_settings,
     tta_choice,
 )
@@ -32,7 +36,8 @@ _KEYS = ("iou", "pixel_error", "rand_error", "instance_f1")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--model", type=Path, required=True, help="model file (.safetensors)")
+    a("--model", type=Path, required=True,
+      help="model file (.safetensors) or a shipped model's name (e.g. nuclei)")
     a("--images", nargs="+", required=True, help="image files or folders (TIFF/PNG)")
     a("--labels", nargs="+", required=True, help="ground-truth label files or folders")
     a("--json", action="store_true", help="print the metrics as JSON")
@@ -40,31 +45,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--gray", action="store_true", help="convert colour images to gray")
     a("--channel-axis", type=int, help="axis of the colour channels in 3D image files")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    a("--per-cell", type=Path, metavar="CSV",
+      help="also write CSV: one row per true cell of every image, matched (IoU >= 0.5), "
+           "merged (one predicted cell covers it and another) or missed, with its IoU")
+    a("--force", action="store_true", help="replace an existing --per-cell file")
     add_volume_arguments(parser)
     add_postprocess_arguments(parser)
 
 
 def evaluate_pairs(model, meta, rows, *, tta=None, settings=None, device=None,
-                   progress=None, spacing=None) -> dict:
-    """Metrics per image and their mean for rows from ``_files.read_pairs``
+                   progress=None, spacing=None, per_cell: bool = False) -> dict:
+    """Metrics per image and their mean for rows from ``files.read_pairs``
     (``settings``: post-processing, ``tta``: test-time augmentation, default both the
-    model's stored ones)."""
+    model's stored ones); with ``per_cell`` also ``"cells"``, the table of every true cell
+    (:func:`napari_unet.core.measure.match_cells`, an ``image`` column first)."""
     import numpy as np
+    import pandas as pd
 
+    from napari_unet.core.measure import match_cells
     from napari_unet.core.metrics import evaluate_segmentation
     from napari_unet.core.predict.segment import segment
 
-    per_image = []
+    per_image, cells = [], []
     for row in rows:
         _prob, pred = segment(model, row["image"], metadata=meta, settings=settings,
                               channel_axis=row["channel_axis"], tta=tta, device=device,
                               spacing=spacing)
         m = evaluate_segmentation(pred, row["labels"])
         per_image.append({"image": str(row["path"]), **m})
+        if per_cell:
+            table = match_cells(pred, row["labels"])
+            table.insert(0, "image", str(row["path"]))
+            cells.append(table)
         if progress is not None:
             progress()
     mean = {k: float(np.mean([r[k] for r in per_image])) for k in _KEYS}
-    return {"images": per_image, "mean": mean}
+    out = {"images": per_image, "mean": mean}
+    if per_cell:
+        out["cells"] = pd.concat(cells, ignore_index=True)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,8 +93,12 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.core.device import pick_device
     from napari_unet.core.io.model_file import load_model
 
+    args.model = model_file(args.model, "--model")
     if not args.model.is_file():
         raise CLIError(f"--model: {str(args.model)!r} does not exist")
+    if args.per_cell is not None and args.per_cell.exists() and not args.force:
+        raise CLIError(f"--per-cell: {str(args.per_cell)!r} exists; earlier results are not "
+                       "replaced: choose another file, or add --force")
     device = pick_device(args.device)
     model, meta = load_model(args.model, device=device)
     ndim, spacing = resolve_mode(args, model, meta)
@@ -93,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(rows), unit="image", file=sys.stderr, disable=None) as bar:
         result = evaluate_pairs(model, meta, rows, tta=tta_choice(args, meta),
                                 settings=postprocess_settings(args, meta),
-                                device=device, progress=lambda: bar.update(1), spacing=spacing)
+                                device=device, progress=lambda: bar.update(1), spacing=spacing,
+                                per_cell=args.per_cell is not None)
+    if args.per_cell is not None:
+        _write_per_cell(result.pop("cells"), args.per_cell)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -106,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'mean of ' + str(len(result['images'])) + ' image(s)':40s} {m['iou']:7.4f} "
           f"{m['pixel_error']:8.4f} {m['rand_error']:9.4f} {m['instance_f1']:7.4f}")
     return 0
+
+
+def _write_per_cell(cells, path: Path) -> None:
+    from napari_unet.core.measure import write_csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(cells, path, overwrite=True)
+    counts = cells["status"].value_counts()
+    print(f"per cell: {', '.join(f'{counts.get(s, 0)} {s}' for s in ('matched', 'merged', 'missed'))}"
+          f" of {len(cells)} true cells -> {path}", file=sys.stderr)
 
 
 def _volume_pairs(args, model) -> list[dict]:

@@ -7,6 +7,12 @@ Files (TIFF/PNG; a (Z, Y, X) TIFF is predicted as a volume by a 3D model, plane 
 optionally ``probabilities``, written block by block (memory independent of the image size);
 ``--scheduler tcp://HOST:8786`` runs the blocks on a dask distributed cluster.
 
+``--measure`` adds ``OUTPUT/<name>_cells.csv`` beside each label image (one row per cell: label,
+size, centroid, bounding box, shape, intensity, border flag and the model's confidence; a stack
+of planes has a ``plane`` column; units in the header, physical with ``--pixel-size``) and
+``OUTPUT/summary.csv`` (cells and mean cell size per image): the same table as the Predict
+widget's.
+
 Output names are unique per input file (``cell.1.tif`` → ``cell.1_labels.tif``; ``img.png`` and
 ``img.tif`` → ``img_png_labels.tif``, ``img_tif_labels.tif``); existing outputs are never
 replaced without ``--force``, and ``--output`` may not be the input folder. A 3D TIFF of planes,
@@ -20,8 +26,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from napari_unet.cli import CLIError
 from napari_unet.commands.options import (
     add_postprocess_arguments,
@@ -30,7 +34,7 @@ from napari_unet.commands.options import (
     postprocess_settings,
     tta_choice,
 )
-from napari_unet.commands.volume import add_volume_arguments, describe, read_volume, resolve_mode
+from napari_unet.commands.volume import add_volume_arguments, describe, resolve_mode
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="axis of the channels in the input (default: colour only for (H, W, 3|4) RGB(A) "
              "files; planes first are a stack)")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--measure", action="store_true",
+        help="also write OUTPUT/<name>_cells.csv (one row per cell: size, centroid, bounding "
+             "box, shape, intensity, border flag, the model's confidence; units in the "
+             "header) and OUTPUT/summary.csv (cells and mean size per image)")
+    parser.add_argument(
+        "--pixel-size", type=float, nargs="+", metavar="SIZE",
+        help="with --measure: the pixel size, one value or one per axis (Y X, or Z Y X for "
+             "volumes), so that areas and lengths are physical (default: pixels)")
+    parser.add_argument("--unit", default="µm",
+                        help="with --pixel-size: its unit, written in the header (default µm)")
     parser.add_argument("--stitch", action="store_true",
                         help="a 2D model on a (Z, Y, X) stack: link the planes' labels into 3D "
-                             "objects (IoU >= 0.25 with the plane above) instead of numbering "
-                             "each plane on its own")
+                             "objects (IoU >= 0.25 with the plane above) instead of one object "
+                             "per cell and plane")
     add_volume_arguments(parser)
     add_postprocess_arguments(parser)
 
@@ -90,98 +105,50 @@ def _progress(desc: str):
     return tqdm(desc=desc, unit="batch", file=sys.stderr, disable=None, leave=False)
 
 
-def _read(path: Path, model, channel_axis: int | None = None):
-    """(array, channel_axis, is_stack) for one file; stacks are (Z, Y, X) TIFFs."""
-    from napari_unet.commands.files import read_image
-
-    try:
-        image, axis = read_image(path, channel_axis=channel_axis)
-    except CLIError as err:
-        if path.suffix.lower() not in (".tif", ".tiff") or "expected a 2D image" not in str(err):
-            raise
-        import tifffile
-
-        stack = np.squeeze(tifffile.imread(path))  # read_image read it: a readable TIFF
-        if stack.ndim == 3 and model.in_channels == 1 and channel_axis is None:
-            return stack, None, True
-        raise
-    channels = 1 if axis is None else image.shape[axis]
-    if channels == 1 and model.in_channels == 3:  # a gray image for an RGB model: R = G = B
-        image, axis, channels = np.repeat(image[..., None], 3, axis=-1), -1, 3
-    if channels != model.in_channels:
-        raise CLIError(
-            f"{path}: the image has {channels} channel(s) but the model expects "
-            f"{model.in_channels}; convert the image or use a model trained on {channels} channel(s)"
-        )
-    return image, axis, False
-
-
 def _run_files(args, model, meta, tile, spacing=None) -> int:
-    from napari_unet.commands.files import expand_paths, write_image
-    from napari_unet.core.predict.segment import iter_segment
+    from napari_unet.commands.files import expand_paths
+    from napari_unet.commands.predict_files import (
+        FileDone,
+        iter_predict_files,
+        measure_spacing,
+        plan_outputs,
+    )
     from napari_unet.core.predict.tiled import normalizer
 
     paths = expand_paths(args.input, what="--input")
-    targets = _targets(args, paths)
+    targets = plan_outputs(paths, args.output, probabilities=args.probabilities,
+                           measure=args.measure, force=args.force)
+    if args.pixel_size is not None:
+        measure_spacing(args.pixel_size, model.ndim)  # a bad size fails before any work
     args.output.mkdir(parents=True, exist_ok=True)
     settings, tta = postprocess_settings(args, meta), tta_choice(args, meta)
     normalizer(meta)  # an unknown normalisation fails before any work
-    volume = model.ndim == 3
     print(f"predicting {len(paths)} file(s) {describe(model.ndim, spacing)}")
-    for path, target in zip(paths, targets, strict=True):
-        if volume:
-            image, caxis = read_volume(path, model, args.channel_axis)
-            stack, is_stack = image, True
-        else:
-            image, axis, is_stack = _read(path, model, args.channel_axis)
-            stack = image if is_stack else image[None]
-            caxis = None if axis is None else (axis % image.ndim) + 1
-        bar = _progress(path.name)
-        for ev in iter_segment(
-            model, stack, metadata=meta, settings=settings, stack=not volume,
-            channel_axis=caxis, spacing=spacing, tta=tta, tile_shape=tile,
-            batch_size=args.batch_size, stitch=args.stitch and is_stack and not volume,
-        ):  # fmt: skip
-            prob, labels = ev.result, ev.labels
-            bar.total = ev.total * ev.planes
-            bar.n = ev.plane * ev.total + ev.done
-            bar.refresh()
-        bar.close()
-        write_image(target["_labels.tif"], labels if is_stack else labels[0])
-        if args.probabilities:  # classes first: (K, [Z,] Y, X); a 2D stack (Z, K, Y, X)
-            write_image(target["_probabilities.tif"], prob if is_stack else prob[0])
-        logger.info("%s: %d cells -> %s", path.name, int(labels.max()), args.output)
+    events = iter_predict_files(
+        model, meta, paths, targets, settings=settings, tta=tta, spacing=spacing,
+        tile_shape=tile, batch_size=args.batch_size, channel_axis=args.channel_axis,
+        stitch=args.stitch, pixel_size=args.pixel_size, unit=args.unit)
+    bar = None
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            summary = stop.value
+            break
+        if isinstance(ev, FileDone):
+            bar.close()
+            bar = None
+            logger.info("%s: %d cells -> %s", ev.path.name, ev.cells, args.output)
+            continue
+        bar = bar or _progress(ev.path.name)
+        bar.total = ev.event.total * ev.event.planes
+        bar.n = ev.event.plane * ev.event.total + ev.event.done
+        bar.refresh()
+    if summary is not None:
+        from napari_unet.core.measure import with_units
+
+        print(with_units(summary).to_string(index=False))
     return 0
-
-
-def _targets(args, paths: list[Path]) -> list[dict]:
-    """The output files of every input, checked before any work: not the input folder, not
-    replacing earlier results without --force."""
-    from napari_unet.commands.files import output_paths
-
-    if args.output.exists() and not args.output.is_dir():
-        raise CLIError(f"--output: {str(args.output)!r} exists and is not a folder")
-    inputs = {p.resolve() for p in paths}
-    source = args.input if args.input.is_dir() else args.input.parent
-    if args.output.resolve() == source.resolve():
-        raise CLIError(
-            f"--output: {str(args.output)!r} is the input folder; the results would be read as "
-            "images by the next run: choose another folder, e.g. "
-            f"{str(source.with_name(source.name + '_labels'))!r}"
-        )
-    suffixes = ["_labels.tif"] + (["_probabilities.tif"] if args.probabilities else [])
-    targets = output_paths(paths, args.output, suffixes)
-    for target in targets:
-        for out in target.values():
-            if out.resolve() in inputs:
-                raise CLIError(f"--output: {str(out)!r} is one of the input files")
-            if out.exists() and not args.force:
-                n = sum(o.exists() for t in targets for o in t.values())
-                raise CLIError(
-                    f"--output: {str(out)!r} exists ({n} of the outputs do); earlier results "
-                    "are not replaced: choose another --output folder, or add --force"
-                )
-    return targets
 
 
 def _run_zarr(args, meta, tile, spacing=None) -> int:
@@ -256,6 +223,11 @@ def run(args: argparse.Namespace) -> int:
     if args.stitch and _is_zarr(args.input):
         raise CLIError("--stitch: not for zarr input (blocks are labelled in 2D or 3D by the "
                        "model); predict a TIFF stack, or use a 3D model")
+    if args.pixel_size is not None and not args.measure:
+        raise CLIError("--pixel-size: sizes the --measure tables; add --measure or drop it")
+    if args.measure and _is_zarr(args.input):
+        raise CLIError("--measure: for image files (a zarr array is written block by block); "
+                       "predict TIFF files, or drop --measure")
     if _is_zarr(args.input):
         print(f"predicting {args.input} block by block {describe(ndim, spacing)}")
         return _run_zarr(args, meta, tile, spacing)
