@@ -42,6 +42,10 @@ def show_info(message: str) -> None:
 
 def error_message(exc: BaseException) -> str:
     """One line for the user: our errors already say what to do; others get a generic fix."""
+    from napari_unet.cli import CLIError
+
+    if isinstance(exc, CLIError):  # the shared file rules of the command line: one line
+        return str(exc)
     if isinstance(exc, (ValueError, TypeError, OSError, LookupError, RuntimeError)):
         return f"{type(exc).__name__}: {exc}"
     return (

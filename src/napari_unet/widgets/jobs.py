@@ -46,34 +46,42 @@ def augmentation_samples(image, labels, config, *, n: int = 8, seed: int = 0, si
 
 
 def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_axis=None,
-                    settings=None, truth=None, spacing=None, stitch: bool = False):
+                    settings=None, truth=None, spacing=None, stitch: bool = False,
+                    geometry=None):
     """Yield core prediction progress, then one :class:`PredictionResult` (all in the worker).
 
     :func:`napari_unet.core.predict.iter_segment` does the work (``settings``: the widget's
-    post-processing); with ``truth`` the comparison and scores are computed here too, so that
-    the GUI thread only shows layers. ``spacing``: a 3D model's voxel size for the
-    post-processing (None: the one stored with the model); ``stitch``: link a stack's planes
-    into 3D objects.
+    post-processing); the cells' table (:func:`napari_unet.core.measure.measure_cells` with
+    the model's confidence, ``geometry``: the layer's spacing, origin and unit) and, with
+    ``truth``, the comparison and scores are computed here too, so that the GUI thread only
+    shows layers. ``spacing``: a 3D model's voxel size for the post-processing (None: the one
+    stored with the model); ``stitch``: link a stack's planes into 3D objects.
     """
+    from napari_unet.core.measure import confidence_maps, measure_cells
     from napari_unet.core.metrics import compare_instances
     from napari_unet.core.predict.segment import iter_segment
 
-    prob = labels = None
+    event = None
     extra = {} if spacing is None else {"spacing": spacing}
     for event in iter_segment(model, image, metadata=metadata, settings=settings, stack=stack,
                               channel_axis=channel_axis, tta=tta, stitch=stitch, **extra):
-        prob, labels = event.result, event.labels
         yield event
-    if labels is None:
+    if event is None or event.labels is None:
         return
+    prob, labels = event.result, event.labels
+    maps = confidence_maps(prob, flip_std=event.flip_std, stacked=stack)
+    table = measure_cells(labels, image, maps=maps, planes=stack and not stitch,
+                          channel_axis=channel_axis, **(geometry or {}))
     comparison = scores = None
     if truth is not None:
         comparison, scores = compare_instances(labels, truth)
-    yield PredictionResult(prob, labels, comparison, scores)
+    yield PredictionResult(prob, labels, comparison, scores, table=table, maps=maps)
 
 
 class PredictionResult:
-    """What the Predict worker hands to the GUI: probabilities, labels, comparison, scores."""
+    """What the Predict worker hands to the GUI: probabilities, labels, comparison, scores,
+    the cells' table and the confidence maps it was measured with."""
 
-    def __init__(self, prob, labels, comparison=None, scores=None):
+    def __init__(self, prob, labels, comparison=None, scores=None, *, table=None, maps=None):
         self.prob, self.labels, self.comparison, self.scores = prob, labels, comparison, scores
+        self.table, self.maps = table, maps

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.predict.postprocess import PostprocessSettings, stored_tta
 from napari_unet.widgets import jobs, volume
+from napari_unet.widgets.cells_panel import PLANES, CellsPanel, layer_geometry
 from napari_unet.widgets.common import (
     LayerCombo,
     current_plane,
@@ -30,15 +31,19 @@ from napari_unet.widgets.common import (
     show_info,
     upsert_layer,
 )
+from napari_unet.widgets.prediction_layers import (
+    EditTracker,
+    copy_as_annotation,
+    show_comparison,
+    truth_plane,
+    unedited_name,
+)
 from napari_unet.widgets.settings_form import SettingsForm
 
 TRAINED = "model just trained (Train U-Net)"
-#: layer metadata key set when the user edits a layer this widget wrote (it is then never rewritten)
-EDITED = "napari_unet_edited"
 SHIPPED = " (shipped)"
 #: data key prefix of the shipped models' entries in the source list
 SHIPPED_KEY = "shipped:"
-COMPARE_COLORS = {0: "transparent", 1: "#30c030", 2: "#ff3030", 3: "#3080ff", None: "transparent"}
 
 
 class PredictWidget(QWidget):
@@ -96,6 +101,13 @@ class PredictWidget(QWidget):
             "Copy the last prediction into a new labels layer to correct with napari's tools "
             "and train on (Train U-Net > Continue training); the prediction layer stays as is."
         )
+        self.folder_button = QPushButton("Predict a folder…")
+        self.folder_button.setToolTip(
+            "Segment every image of a folder with this model into another folder: label images "
+            "and cells' tables, as `napari-unet predict --measure` writes them")
+        #: the cells' table of a labels layer: every prediction's, or on demand
+        self.cells = CellsPanel(napari_viewer)
+        self.edits = EditTracker()
         self.progress = QProgressBar()
         self.scores = QLabel("")
         self.scores.setWordWrap(True)
@@ -121,13 +133,17 @@ class PredictWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.scores)
+        layout.addWidget(self.cells)
+        layout.addWidget(self.folder_button)
         layout.addStretch(1)
 
         self.worker = None
         self.labels_layer = None
+        self.folder_panel = None
         self._loaded: dict = {}
         self.load_button.clicked.connect(self._on_load)
         self.annotate_button.clicked.connect(self._on_annotate)
+        self.folder_button.clicked.connect(self._on_folder)
         self.run_button.clicked.connect(self._on_run)
         self.cancel_button.clicked.connect(self.cancel)
         self.contours.toggled.connect(self._apply_contours)
@@ -219,7 +235,7 @@ class PredictWidget(QWidget):
         """Start predicting the chosen image in a worker; returns the worker."""
         from napari.qt.threading import create_worker
 
-        if self.worker is not None:
+        if self.worker is not None or getattr(self.folder_panel, "worker", None) is not None:
             show_info("A prediction is already running: wait, or press Cancel.")
             return None
         model, metadata = self.model()
@@ -233,13 +249,15 @@ class PredictWidget(QWidget):
             data, index = current_plane(layer, self.viewer)
         self._describe_mode()
         self._target = (layer, index, stack)
-        truth = self._truth(data.shape[:-1] if layer.rgb else data.shape, index)
+        truth = truth_plane(self.compare_combo.layer(),
+                            data.shape[:-1] if layer.rgb else data.shape, index)
+        ndim = 3 if mode in ("stack", "volume") else 2
         worker = create_worker(
             jobs.iter_prediction, model, metadata, data, tta=self.tta.isChecked(), stack=stack,
             stitch=stack and self.stitch.isChecked(),
             channel_axis=channel_axis, settings=self.postprocess.value(), truth=truth,
             spacing=volume.predict_spacing(layer) if mode == "volume" else None,
-            _start_thread=False,
+            geometry=layer_geometry(layer, ndim), _start_thread=False,
         )
         worker.yielded.connect(self._on_progress)
         worker.errored.connect(lambda exc: show_error(error_message(exc)))
@@ -271,20 +289,26 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _show(self, result):
-        """Show a finished prediction (labels, probabilities, comparison) as layers."""
+        """Show a finished prediction (labels with their cells' table, probabilities,
+        comparison) as layers."""
         layer, _, stack = self._target
         prob, labels = result.prob, result.labels
         ndim = labels.ndim
         geometry = dict(scale=layer.scale[-ndim:], translate=layer.translate[-ndim:])
-        name = self._unedited_name(f"{layer.name} prediction")
-        self._writing = True  # our own data change is no edit
+        if getattr(layer, "units", None) is not None:
+            geometry["units"] = tuple(layer.units)[-ndim:]
+        name = unedited_name(self.viewer, f"{layer.name} prediction")
+        self.edits.writing = True  # our own data change is no edit
         try:
             self.labels_layer = upsert_layer(
                 self.viewer, labels, name, "labels", opacity=0.6, **geometry
             )
         finally:
-            self._writing = False
-        self._track_edits(self.labels_layer)
+            self.edits.writing = False
+        self.edits.track(self.labels_layer)
+        self.labels_layer.metadata[PLANES] = "plane" in result.table.columns
+        self.cells.show_table(self.labels_layer, result.table, maps=result.maps)
+        self.cells.image_combo.set_layer(layer)
         self._apply_contours()
         if self.probabilities.isChecked():
             cell = prob[:, 1] if stack else prob[1]
@@ -293,82 +317,33 @@ class PredictWidget(QWidget):
                          blending="additive", opacity=0.6, **geometry)
         self._show_comparison(result.comparison, result.scores, geometry)
 
-    # ------------------------------------------------------------------ edits and annotations
-    def _unedited_name(self, base: str) -> str:
-        """``base``, or ``base (2)``, … : the first name whose layer the user has not edited."""
-        name, n = base, 1
-        while name in self.viewer.layers and self.viewer.layers[name].metadata.get(EDITED):
-            n += 1
-            name = f"{base} ({n})"
-        return name
-
-    def _track_edits(self, layer) -> None:
-        if getattr(layer, "_napari_unet_tracked", False):
-            return
-        layer._napari_unet_tracked = True
-        layer.events.paint.connect(self._on_layer_edit)
-        layer.events.data.connect(self._on_layer_edit)
-
-    def _on_layer_edit(self, event):
-        if not getattr(self, "_writing", False):
-            event.source.metadata[EDITED] = True
-
+    # ------------------------------------------------------------------ annotations, comparison
     def use_as_annotation(self):
-        """Copy the last prediction into a new labels layer (an annotation of that image).
-
-        The copy is a new layer (``<image> annotation``, numbered if taken): neither the
-        prediction layer nor an existing annotation is ever overwritten. Returns the layer.
-        """
+        """Copy the last prediction into a new labels layer (an annotation of that image); see
+        :func:`napari_unet.widgets.prediction_layers.copy_as_annotation`. Returns the layer."""
         pred = self.labels_layer
         if pred is None or pred not in self.viewer.layers:
             raise ValueError("Use as annotation: no prediction yet; press Predict first")
-        image = self._target[0].name
-        base = name = f"{image} annotation"
-        n = 1
-        while name in self.viewer.layers:
-            n += 1
-            name = f"{base} ({n})"
-        layer = self.viewer.add_labels(
-            np.array(pred.data, copy=True), name=name, scale=pred.scale, translate=pred.translate,
-            metadata={"napari_unet_annotation_of": image},
-        )
-        show_info(f"'{name}': correct it with the labels tools, then Train U-Net > Continue "
-                  "training")
-        return layer
+        return copy_as_annotation(self.viewer, pred, self._target[0].name)
 
     def _apply_contours(self, *_):
         if self.labels_layer is not None:
             self.labels_layer.contour = 2 if self.contours.isChecked() else 0
 
-    def _truth(self, shape, index=()):
-        """The annotated cells chosen in 'compare with' at the predicted plane(s), or None."""
-        truth_layer = self.compare_combo.layer()
-        if truth_layer is None:
-            return None
-        truth = np.asarray(truth_layer.data)
-        if index and truth.ndim > len(shape):
-            truth = truth[index]
-        if truth.shape != tuple(shape):
-            raise ValueError(
-                f"compare with: '{truth_layer.name}' has shape {truth.shape}, the prediction "
-                f"{tuple(shape)}; choose the annotations of the predicted image or '(none)'"
-            )
-        return truth
-
     def _show_comparison(self, comparison, scores, geometry):
-        if comparison is None:
-            self.scores.setText("")
-            return None
-        upsert_layer(
-            self.viewer, comparison, "comparison (matched/missed/extra)", "labels",
-            colormap=COMPARE_COLORS, opacity=0.7, **geometry,
-        )
-        self.last_scores = scores
-        self.scores.setText(
-            f"IoU {scores['iou']:.3f} · F1@0.5 {scores['f1']:.3f} — matched {scores['tp']} "
-            f"(green), missed {scores['fn']} (red), extra {scores['fp']} (blue)"
-        )
-        return scores
+        self.scores.setText(show_comparison(self.viewer, comparison, scores, geometry))
+        if comparison is not None:
+            self.last_scores = scores
+
+    def open_folder_panel(self):
+        """Dock the *Predict a folder* panel (once); returns it."""
+        from napari_unet.widgets.predict_folder import FolderPanel
+
+        if self.folder_panel is None:
+            self.folder_panel = FolderPanel(self)
+            self.viewer.window.add_dock_widget(self.folder_panel, name="Predict a folder")
+        self.folder_panel.show()
+        return self.folder_panel
 
     # ------------------------------------------------------------------ slots
     @guarded
@@ -378,6 +353,10 @@ class PredictWidget(QWidget):
     @guarded
     def _on_annotate(self, *_):
         self.use_as_annotation()
+
+    @guarded
+    def _on_folder(self, *_):
+        self.open_folder_panel()
 
     @guarded
     def _on_load(self, *_):
