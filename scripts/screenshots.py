@@ -8,6 +8,10 @@ user does: paints the 8 nuclei nearest the centre and a background stroke, looks
 compares with all true nuclei, then uses the prediction as an annotation and continues training.
 Saves the whole window to <out>/{annotate,weight_map,train,predict,loop}.png.
 
+``--only cells`` (or ``all``) adds <out>/cells_table.png: the shipped ``nuclei`` model on the
+nuclei sample, the prediction layer's cells' table in napari's features table widget and the
+row of the cell under the mouse in the status bar.
+
 ``--only 3d`` (or the default ``--only all``) adds <out>/3d.png: a volume with 3 painted and
 marked xy-slices, a 3D U-Net trained on them in the Train widget (``--steps-3d``) or loaded
 (``--model-3d``), and Predict's 3D Labels layer of a held-out volume in napari's 3D view.
@@ -35,7 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--only", default="all", choices=("all", "2d", "3d"))
+    parser.add_argument("--only", default="all", choices=("all", "2d", "3d", "cells"))
     parser.add_argument("--steps-3d", type=int, default=150)
     parser.add_argument("--model-3d", type=Path, help="a 3D model file instead of training")
     parser.add_argument("--volume", default="synthetic", choices=("synthetic", "gonuclear"))
@@ -43,7 +47,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only in ("all", "3d"):
         volume_shot(args)
-    if args.only == "3d":
+    if args.only in ("all", "cells"):
+        cells_shot(args)
+    if args.only in ("3d", "cells"):
         return 0
 
     import napari
@@ -150,6 +156,46 @@ def main() -> int:
     shot("loop", "Train U-Net")
     viewer.close()
     return 0
+
+
+def cells_shot(args) -> None:
+    """<out>/cells_table.png: a prediction's per-cell table in napari's features table widget."""
+    import napari
+    import numpy as np
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    from napari_unet.sample_data import nuclei
+    from napari_unet.widgets.predict import SHIPPED, PredictWidget
+
+    viewer = napari.Viewer(show=True, title="napari U-Net: the cells' table")
+    viewer.window.resize(1600, 1050)
+    app = QApplication.instance()
+    for data, meta, kind in nuclei():
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    image = viewer.layers["nuclei (DSB2018)"]
+    viewer.layers["nuclei (DSB2018) labels"].visible = False
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict", area="right")
+    predict.source.setCurrentText("nuclei" + SHIPPED)
+    predict.image_combo.set_layer(image)
+    predict.contours.setChecked(True)
+    predict.predict()
+    _wait(app, lambda: predict.worker is None)
+    layer = viewer.layers[f"{image.name} prediction"]
+    viewer.layers.selection.active = layer
+    dock, _table = viewer.window.add_plugin_dock_widget("napari", "Features table widget")
+    window = dock.parent()  # the main window: the table goes below the canvas, full width
+    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+    dock.setMinimumHeight(330)
+    viewer.reset_view()
+    row = layer.features.iloc[len(layer.features) // 2]  # the mouse over a nucleus
+    viewer.cursor.position = (row["centroid_y [px]"], row["centroid_x [px]"])
+    viewer.status = layer.get_status(np.asarray(viewer.cursor.position), world=True)
+    _wait(app, lambda: False, 2.0)
+    viewer.screenshot(path=str(args.out / "cells_table.png"), canvas_only=False, flash=False)
+    print(args.out / "cells_table.png")
+    viewer.close()
 
 
 def _volumes(kind: str):
