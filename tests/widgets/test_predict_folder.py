@@ -39,7 +39,7 @@ def _panel(viewer, model):
 
 def test_a_folder_gives_the_command_lines_files_and_a_summary(make_napari_viewer, qtbot, folder):
     root, model = folder
-    widget, panel = _panel(make_napari_viewer(), model)
+    _widget, panel = _panel(make_napari_viewer(), model)
     assert panel.start(root / "in", root / "gui") is not None
     qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)
     assert main(["predict", "--model", str(model), "--input", str(root / "in"), "--output",
@@ -65,7 +65,7 @@ def test_a_folder_gives_the_command_lines_files_and_a_summary(make_napari_viewer
 def test_existing_results_are_replaced_only_when_the_user_says_so(make_napari_viewer, qtbot,
                                                                   folder):
     root, model = folder
-    widget, panel = _panel(make_napari_viewer(), model)
+    _widget, panel = _panel(make_napari_viewer(), model)
     panel.start(root / "in", root / "out")
     qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)
     files = sorted((root / "out").iterdir())
@@ -88,7 +88,7 @@ def test_the_input_folder_is_refused_and_cancel_stops(make_napari_viewer, qtbot,
     seen = []
     monkeypatch.setattr(common, "show_error", seen.append)
     root, model = folder
-    widget, panel = _panel(make_napari_viewer(), model)
+    _widget, panel = _panel(make_napari_viewer(), model)
     panel.input_edit.setText(str(root / "in"))
     panel.output_edit.setText(str(root / "in"))
     panel._on_start()

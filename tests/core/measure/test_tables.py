@@ -38,7 +38,7 @@ def test_csv_has_the_units_in_its_header_and_is_never_replaced_silently(tmp_path
     assert header.startswith("label,area [µm²],centroid_y [µm]")
     read = pd.read_csv(path)
     assert read["area [µm²]"].tolist() == [2.25, 3.75]
-    with pytest.raises(FileExistsError, match="cells.csv: exists"):
+    with pytest.raises(FileExistsError, match=r"cells\.csv: exists"):
         write_csv(with_units(_table()), path)
     write_csv(with_units(_table()).iloc[:1], path, overwrite=True)
     assert len(pd.read_csv(path)) == 1
