@@ -66,7 +66,7 @@ def load(ids, channels: str = "gray", colour: str = "mean"):
     out = []
     for i in ids:
         path = image_path(i)
-        image, axis = read_image(path, gray=channels == "gray")
+        image, axis = read_image(path, gray="mean" if channels == "gray" else None)
         raw, raw_axis = read_image(path)
         is_colour = raw_axis is not None
         if is_colour and channels == "gray" and colour != "mean":

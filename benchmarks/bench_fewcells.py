@@ -52,7 +52,7 @@ def load(image_id: str, data: Path):
     sys.path.insert(0, str(ROOT / "src"))
     from napari_unet.commands.files import read_image
 
-    image, _ = read_image(data / "images" / f"{image_id}.png", gray=True)
+    image, _ = read_image(data / "images" / f"{image_id}.png", gray="mean")
     labels = np.asarray(tifffile.imread(data / "labels" / f"{image_id}.tif")).astype(np.int32)
     return image, labels
 

@@ -238,7 +238,7 @@ def dsb(minutes: float, args) -> dict:
     from napari_unet.commands.files import read_pairs
     from napari_unet.core.training import TrainConfig, Trainer, TrainingPair
 
-    rows = read_pairs([DATA / "dsb2018" / "images"], [DATA / "dsb2018" / "labels"], gray=True)
+    rows = read_pairs([DATA / "dsb2018" / "images"], [DATA / "dsb2018" / "labels"], gray="mean")
     order = np.random.default_rng(0).permutation(len(rows))
     train = [rows[i] for i in order[:80]]
     val = [rows[i] for i in order[80:]]

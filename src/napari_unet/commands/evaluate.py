@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--labels", nargs="+", required=True, help="ground-truth label files or folders")
     a("--json", action="store_true", help="print the metrics as JSON")
     add_tta_argument(parser)
-    a("--gray", action="store_true", help="convert colour images to gray")
+    a("--gray", action="store_true",
+      help="accepted for older scripts: colour images are turned gray by the model's own rule "
+           "whenever the model takes one channel")
     a("--channel-axis", type=int, help="axis of the colour channels in 3D image files")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--per-cell", type=Path, metavar="CSV",
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.commands.files import read_pairs
     from napari_unet.core.device import pick_device
     from napari_unet.core.io.model_file import load_model
+    from napari_unet.core.normalize import stored_colour_rule
 
     args.model = model_file(args.model, "--model")
     if not args.model.is_file():
@@ -106,12 +109,15 @@ def run(args: argparse.Namespace) -> int:
     if ndim == 3:
         rows = _volume_pairs(args, model)
     else:
-        rows = read_pairs(args.images, args.labels, gray=args.gray, channel_axis=args.channel_axis)
+        # a one-channel model turns colour images gray by its stored rule (also mixed folders)
+        gray = stored_colour_rule(meta) if model.in_channels == 1 else None
+        rows = read_pairs(args.images, args.labels, gray=gray, channel_axis=args.channel_axis)
     n_ch = 1 if rows[0]["channel_axis"] is None else rows[0]["image"].shape[rows[0]["channel_axis"]]
     if n_ch != model.in_channels:
         raise CLIError(
             f"--images: the images have {n_ch} channel(s) but the model takes "
-            f"{model.in_channels}" + ("; try --gray" if model.in_channels == 1 else "")
+            f"{model.in_channels}; use images with {model.in_channels} channel(s) or a model "
+            f"trained on {n_ch}"
         )
     with tqdm(total=len(rows), unit="image", file=sys.stderr, disable=None) as bar:
         result = evaluate_pairs(model, meta, rows, tta=tta_choice(args, meta),

@@ -262,14 +262,16 @@ def _finite(path: Path, a: np.ndarray) -> None:
 
 
 def read_image(
-    path: str | os.PathLike, *, gray: bool = False, channel_axis: int | None = None,
+    path: str | os.PathLike, *, gray: str | None = None, channel_axis: int | None = None,
     ndim: int = 2,
 ) -> tuple[np.ndarray, int | None]:
     """Read a 2D image (gray or with channels), or with ``ndim=3`` a 3D stack ``(Z, Y, X)``
     (or with channels along ``channel_axis``); returns ``(array, channel_axis)``.
 
     See the module docstring for the channel rule; ``channel_axis`` names the axis of the
-    channels in the file's array. ``gray=True`` averages colour channels into one (float32).
+    channels in the file's array. ``gray`` turns colour into one channel (float32) by that
+    rule of :func:`napari_unet.core.normalize.to_gray` ("auto", "mean" or "stain"); a colour
+    stack (``ndim=3``) by the channel mean.
 
     Examples
     --------
@@ -313,7 +315,9 @@ def read_image(
                                    range(1, a.shape[-1])):
             return a[..., 0], None
         if gray:
-            return a.astype(np.float32).mean(axis=-1), None
+            from napari_unet.core.normalize import to_gray
+
+            return to_gray(a, rule=gray), None
         return a, -1
     raise CLIError(
         f"{path}: expected a 2D image (H, W) or colour (H, W, 3|4), got shape {a.shape}, a "
@@ -322,7 +326,7 @@ def read_image(
     )
 
 
-def _read_volume(path: Path, a: np.ndarray, *, gray: bool, channel_axis: int | None):
+def _read_volume(path: Path, a: np.ndarray, *, gray: str | None, channel_axis: int | None):
     """A 3D stack ``(Z, Y, X)`` (``channel_axis`` None) or ``(Z, Y, X, C)`` (``-1``)."""
     if channel_axis is not None:
         if a.ndim < 4 or not -a.ndim <= channel_axis < a.ndim:
@@ -390,7 +394,7 @@ def read_pairs(
     labels: Sequence[str | os.PathLike],
     annotated: Sequence[str | os.PathLike] | None = None,
     *,
-    gray: bool = False,
+    gray: str | None = None,
     background: Sequence[str | os.PathLike] | None = None,
     channel_axis: int | None = None,
     ndim: int = 2,
@@ -401,7 +405,7 @@ def read_pairs(
     Returns a list of dicts with keys ``image``, ``labels``, ``annotated`` (bool array or None),
     ``background`` (bool array or None; masks paired with the images by name like the labels),
     ``channel_axis`` and ``path`` (the image's path). All images must have the same channels;
-    ``gray=True`` converts colour images to gray.
+    ``gray`` converts colour images to gray by that rule (:func:`read_image`).
     """
     img_paths = expand_paths(images, what="--images")
     lab_paths = [b for _, b in pair_paths(img_paths, expand_paths(labels, what="--labels"))]

@@ -119,6 +119,8 @@ def read_input(path: Path, model, channel_axis: int | None = None):
     channels = 1 if axis is None else image.shape[axis]
     if channels == 1 and model.in_channels == 3:  # a gray image for an RGB model: R = G = B
         image, axis, channels = np.repeat(image[..., None], 3, axis=-1), -1, 3
+    if channels in (3, 4) and model.in_channels == 1:  # gray by the model's stored rule
+        return image, axis, False
     if channels != model.in_channels:
         raise CLIError(
             f"{path}: the image has {channels} channel(s) but the model expects "

@@ -52,6 +52,7 @@ from napari_unet.commands.options import (
     config_choices,
     model_file,
 )
+from napari_unet.core.normalize import COLOUR_RULES, DEFAULT_COLOUR_RULE
 from napari_unet.engine.session import TrainSession
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="with --ndim 3: the planes whose labels are complete, e.g. z=5,20,35 (xy slices; "
            "y=... xz, x=... yz; a bare index is z); every other voxel is ignored (weight 0). "
            "The same planes for every volume; use --annotated masks for per-volume planes")
-    a("--gray", action="store_true", help="convert colour images to gray")
+    a("--gray", nargs="?", const=DEFAULT_COLOUR_RULE, choices=COLOUR_RULES, metavar="RULE",
+      help="train a one-channel model on colour images, turned gray by RULE (stored with the "
+           "model, which predict applies to colour input): mean (default): the mean of the "
+           "channels; stain: the hematoxylin stain of a colour deconvolution; auto: stain for a "
+           "brightfield image (H&E, IHC), the mean otherwise")
     a("--channel-axis", type=int,
       help="axis of the colour channels in 3D image files; without it a TIFF of 3 or 4 planes "
            "is a stack and refused, not taken as colour (RGB/RGBA TIFF and PNG files say so)")
@@ -377,6 +382,8 @@ def _make_trainer(args: argparse.Namespace, config, *, main: bool = True):
                        "volumes, or one mask of annotated voxels per volume)")
     rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray,
                       channel_axis=args.channel_axis, background=args.background, ndim=ndim)
+    if args.gray:  # the model turns colour input gray the way its training images were
+        config.normalization = {**config.normalization, "colour": args.gray}
     if slices:
         for r in rows:
             r["annotated"] = parse_slices(slices, r["labels"].shape)

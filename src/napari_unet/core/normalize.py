@@ -10,6 +10,10 @@ converted to gray: dark nuclei) — into bright objects on a dark background, li
 their training images, as far as possible from all of them (so that images like the training
 ones never flip one way or the other by chance); ``"auto"`` (earlier models) is the cut 0.5;
 metadata without the key (older models) never inverts.
+
+A colour image given to a one-channel model is first turned into one channel by the rule the
+model stores (``normalization["colour"]``, :func:`to_gray`): the channel mean, or the
+hematoxylin stain of a brightfield image (H&E, IHC), where nuclei are the stained objects.
 """
 
 from __future__ import annotations
@@ -19,16 +23,33 @@ import numpy as np
 from napari_unet.core.checks import check_finite
 
 __all__ = [
+    "BRIGHTFIELD_CUT",
+    "COLOUR_RULES",
+    "DEFAULT_COLOUR_RULE",
     "DEFAULT_NORMALIZATION",
+    "as_model_channels",
     "inverted_channels",
     "normalize",
     "normalized_median",
     "polarity_cut",
+    "stored_colour_rule",
     "stored_normalization",
+    "to_gray",
 ]
 
 #: Normalisation stored with every model unless the user chooses otherwise.
 DEFAULT_NORMALIZATION: dict = {"method": "percentile", "low": 1.0, "high": 99.8}
+
+#: How a one-channel model sees a colour image (:func:`to_gray`): "mean" of the colour
+#: channels; "stain", the hematoxylin optical density of a colour deconvolution (Ruifrok &
+#: Johnston 2001); "auto", "stain" for a brightfield image (bright background) and "mean"
+#: otherwise (e.g. a fluorescence composite).
+COLOUR_RULES = ("auto", "mean", "stain")
+#: The default is the mean: a 14,000-step DSB model trained and applied with "stain" on its
+#: colour images scored F1@0.5 0.593 on 63 colour images none had seen (one pass; 0.603 with
+#: the flips), the same model with "mean" 0.597 (0.638): the stain separates nucleus pixels
+#: better, yet the network does not split packed H&E nuclei any better with it.
+DEFAULT_COLOUR_RULE = "mean"
 
 
 def stored_normalization(metadata: dict | None) -> dict | None:
@@ -194,3 +215,104 @@ def normalize(
     flip = inverted_channels(median, lo, hi, invert)
     return np.where(flip, (hi - x) / (hi - lo + eps), (x - lo) / (hi - lo + eps)).astype(
         np.float32)
+
+
+def stored_colour_rule(metadata: dict | None) -> str:
+    """The rule a one-channel model turns colour images into gray by
+    (``metadata["normalization"]["colour"]``); "mean" for models that store none (what the
+    command line's ``--gray`` did before models stored a rule).
+
+    >>> stored_colour_rule(None), stored_colour_rule({"normalization": {"colour": "auto"}})
+    ('mean', 'auto')
+    """
+    rule = ((metadata or {}).get("normalization") or {}).get("colour", "mean")
+    if rule not in COLOUR_RULES:
+        raise ValueError(
+            f"metadata['normalization']['colour']: expected one of {', '.join(COLOUR_RULES)}, "
+            f"got {rule!r} (was the model file written by another tool?)"
+        )
+    return rule
+
+
+#: A colour image is brightfield (H&E, IHC: stained objects on a white background) for the
+#: "auto" rule when the median of its channel mean exceeds this fraction of the value range
+#: (the dtype's maximum, or 1 / the brightest value for floats). Over DSB 2018's 564 images:
+#: at least 0.52 for every colour (brightfield) image, gray brightfield 0.89, at most 0.17
+#: for fluorescence; the cut lies between.
+BRIGHTFIELD_CUT = 0.35
+
+
+def _value_range(a: np.ndarray) -> float:
+    if np.issubdtype(a.dtype, np.integer):
+        return float(np.iinfo(a.dtype).max)
+    return max(1.0, float(np.max(a)))  # floats: [0, 1], or up to the brightest value
+
+
+def to_gray(image: np.ndarray, *, channel_axis: int = -1, rule: str = DEFAULT_COLOUR_RULE
+            ) -> np.ndarray:
+    """One channel from a colour image (RGB, or RGBA whose alpha is dropped), as a one-channel
+    model sees it.
+
+    Parameters
+    ----------
+    image : ndarray
+        Colour image with 3 or 4 channels along ``channel_axis``; any real dtype.
+    channel_axis : int
+        Axis of the colour channels.
+    rule : {"auto", "mean", "stain"}
+        "mean": the mean of R, G and B. "stain": the hematoxylin optical density of
+        :func:`skimage.color.rgb2hed` (nuclei bright on a dark background, as in
+        fluorescence), for brightfield H&E or IHC. "auto": "stain" for a brightfield image
+        (the median of its channel mean above :data:`BRIGHTFIELD_CUT` of the value range),
+        else "mean". On the H&E images of DSB 2018's training part, the
+        hematoxylin channel separates nucleus pixels from the rest with a per-image ROC AUC of
+        at least 0.94, the channel mean down to 0.62 (pink cytoplasm is as dark as the nuclei
+        in gray).
+
+    Returns
+    -------
+    float32 ndarray without the channel axis.
+
+    Examples
+    --------
+    >>> rgb = np.full((4, 4, 3), 230, np.uint8); rgb[1, 1] = (80, 40, 150)  # a purple nucleus
+    >>> gray = to_gray(rgb, rule="stain")
+    >>> gray.dtype, gray.shape, bool(gray[1, 1] > gray[0, 0])
+    (dtype('float32'), (4, 4), True)
+    >>> float(to_gray(rgb, rule="mean")[0, 0])
+    230.0
+    """
+    if rule not in COLOUR_RULES:
+        raise ValueError(f"rule: expected one of {', '.join(COLOUR_RULES)}, got {rule!r}")
+    a = np.moveaxis(np.asarray(image), channel_axis, -1)
+    if a.ndim < 3 or a.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"image: expected 3 or 4 colour channels along axis {channel_axis}, got shape "
+            f"{np.asarray(image).shape}; give the axis of the colour channels as channel_axis"
+        )
+    rgb = a[..., :3]
+    mean = rgb.astype(np.float32).mean(axis=-1)
+    scale = _value_range(rgb)
+    if rule == "mean" or (rule == "auto" and np.median(mean) <= BRIGHTFIELD_CUT * scale):
+        return mean
+    from skimage.color import rgb2hed
+
+    return rgb2hed(rgb.astype(np.float32) / scale)[..., 0].astype(np.float32)
+
+
+def as_model_channels(image: np.ndarray, *, channel_axis: int | None, in_channels: int,
+                      metadata: dict | None = None) -> tuple[np.ndarray, int | None]:
+    """``(image, channel_axis)`` as a model with ``in_channels`` inputs takes it: a colour
+    image (3 or 4 channels) for a one-channel model becomes gray by the model's stored rule
+    (:func:`stored_colour_rule`, :func:`to_gray`); anything else is returned as it is.
+
+    >>> rgb = np.zeros((4, 5, 3), np.uint8)
+    >>> gray, axis = as_model_channels(rgb, channel_axis=-1, in_channels=1)
+    >>> gray.shape, axis
+    ((4, 5), None)
+    """
+    if channel_axis is None or in_channels != 1:
+        return image, channel_axis
+    if np.asarray(image).shape[channel_axis] not in (3, 4):
+        return image, channel_axis
+    return to_gray(image, channel_axis=channel_axis, rule=stored_colour_rule(metadata)), None

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.model.unet import UNet
-from napari_unet.core.normalize import normalize, stored_normalization
+from napari_unet.core.normalize import as_model_channels, normalize, stored_normalization
 from napari_unet.core.predict.tiling import (
     auto_tile_shape,
     axis_input,
@@ -499,6 +499,8 @@ def iter_predict_image(
     >>> list(iter_predict_image(net, np.ones((20, 30))))[-1].result.shape
     (2, 20, 30)
     """
+    image, channel_axis = as_model_channels(image, channel_axis=channel_axis,
+                                            in_channels=model.in_channels, metadata=metadata)
     chw = normalizer(metadata, channel_axis=0)(_raw_to_chw(model, image, channel_axis))
     return (
         yield from iter_predict_tiled(
@@ -578,6 +580,9 @@ def iter_predict_stack(
     norm = normalizer(metadata, channel_axis=0)
     out = spread = None
     for z, plane in enumerate(stack):
+        if plane.ndim == 3:  # (C, Y, X): a colour plane becomes gray for a one-channel model
+            plane, _ = as_model_channels(plane, channel_axis=0, in_channels=model.in_channels,
+                                         metadata=metadata)
         chw = norm(as_chw(model, plane, name=f"stack plane {z}"))
         last = None
         for ev in iter_predict_tiled(
