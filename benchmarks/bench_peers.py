@@ -13,7 +13,12 @@ scores (:func:`napari_unet.core.metrics.instance_matching`, IoU 0.5):
   notebook's recipe (``benchmarks/peers/stardist_peer.py``) for the same budget, its threshold
   optimisation inside the budget; ``predict_instances`` per image, timed.
 
-Input: gray images (the mean of R, G and B, as float32) for both tools. Reported per tool:
+Input: each tool's own way with the mixed gray / colour (H&E) images. napari-unet gets the
+original files and ``--gray`` (a one-channel model; colour turned gray by the library's rule,
+stored in the model and applied by ``predict``: :func:`napari_unet.core.normalize.to_gray`).
+StarDist's notebook trains one channel: it gets the mean of R, G and B (``--stardist-gray
+stain``: the same hematoxylin conversion as ours, to tell the input apart from the model).
+Reported per tool:
 F1@0.5 as a mean per image and pooled, AP@0.5 as StarDist reports it (TP / (TP + FP + FN)),
 for all, gray and colour images apart; the training steps; prediction seconds per megapixel
 (median over the images, after one warm-up). StarDist's own ``matching_dataset`` on its
@@ -61,15 +66,23 @@ def setup_stardist() -> Path:
     return python
 
 
-def write_set(ids, folder: Path) -> None:
-    """``folder/images/<id>.tif`` (float32 gray) and ``folder/labels/<id>.tif``."""
+def write_set(ids, folder: Path, *, gray: str = "mean") -> None:
+    """``folder/images/<id>.tif`` (float32 gray by the rule ``gray`` of
+    :func:`napari_unet.core.normalize.to_gray`), ``folder/png/<id>.png`` (the original file)
+    and ``folder/labels/<id>.tif``."""
+    import shutil
+
     from tifffile import imread, imwrite
 
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    from napari_unet.commands.files import read_image
+
+    for sub in ("images", "labels", "png"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     for i in ids:
         if not (folder / "labels" / f"{i}.tif").exists():
-            imwrite(folder / "images" / f"{i}.tif", read_gray(image_path(i)))
+            imwrite(folder / "images" / f"{i}.tif", read_image(image_path(i), gray=gray)[0]
+                    .astype("float32"))
+            shutil.copyfile(image_path(i), folder / "png" / f"{i}.png")
             imwrite(folder / "labels" / f"{i}.tif", imread(label_path(i)))
 
 
@@ -86,9 +99,9 @@ def run_logged(cmd, log: Path, env=None) -> float:
 def train_ours(data: Path, out: Path, budget: float, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model = out / "model.safetensors"
-    cmd = [sys.executable, "-m", "napari_unet", "train", "--images", str(data / "images"),
-           "--labels", str(data / "labels"), "--time-limit", str(budget), "--out", str(model),
-           "--seed", str(seed), "--force"]
+    cmd = [sys.executable, "-m", "napari_unet", "train", "--images", str(data / "png"),
+           "--labels", str(data / "labels"), "--gray", "--time-limit", str(budget), "--out",
+           str(model), "--seed", str(seed), "--force"]
     wall = run_logged(cmd, out / "train.log")
     from napari_unet.core.io import read_metadata
 
@@ -99,26 +112,27 @@ def train_ours(data: Path, out: Path, budget: float, seed: int) -> dict:
 
 def predict_ours(model_path: str, ids, eval_dir: Path, out: Path) -> dict:
     """Labels and seconds per image, with the stored flips (default) and in one pass."""
-    from tifffile import imread, imwrite
+    from tifffile import imwrite
 
+    from napari_unet.commands.files import read_image
     from napari_unet.core.io import load_model
     from napari_unet.core.predict import segment
     from napari_unet.core.predict.postprocess import stored_tta
 
     model, meta = load_model(model_path)
     model.eval()
-    images = [imread(eval_dir / "images" / f"{i}.tif") for i in ids]
+    images = [read_image(eval_dir / "png" / f"{i}.png") for i in ids]  # (image, channel axis)
     result = {"stored_tta": stored_tta(meta), "postprocess": meta.get("postprocess")}
     for name, tta in (("default", None), ("one_pass", False), ("flips", True)):
         if name == "flips" and stored_tta(meta):
             continue  # the default already is the flips
         folder = out / f"predicted_{name}"
         folder.mkdir(parents=True, exist_ok=True)
-        segment(model, images[0], metadata=meta, tta=tta)  # warm-up
+        segment(model, images[0][0], metadata=meta, tta=tta, channel_axis=images[0][1])
         seconds = []
-        for i, img in zip(ids, images, strict=True):
+        for i, (img, axis) in zip(ids, images, strict=True):
             t0 = time.perf_counter()
-            _, labels = segment(model, img, metadata=meta, tta=tta)
+            _, labels = segment(model, img, metadata=meta, tta=tta, channel_axis=axis)
             seconds.append(time.perf_counter() - t0)
             imwrite(folder / f"{i}.tif", labels.astype(np.int32), compression="zlib")
         result[name] = {"folder": str(folder), "predict_s": seconds}
@@ -169,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-eval", type=int, help="only the first N evaluation images")
     p.add_argument("--out", type=Path, help="default benchmarks/out/peers_<budget>")
+    p.add_argument("--stardist-gray", default="mean", choices=("mean", "stain"),
+                   help="how StarDist's one channel is made from a colour image")
     p.add_argument("--setup", action="store_true", help="make StarDist's venv and stop")
     args = p.parse_args(argv)
     if args.setup:
@@ -177,8 +193,9 @@ def main(argv=None) -> int:
     out = args.out or HERE / "out" / f"peers_{int(args.budget)}"
     train_ids, eval_ids, colour = dsb_ids(args.train_set, args.eval)
     eval_ids = eval_ids[: args.max_eval] if args.max_eval else eval_ids
-    write_set(train_ids, out / "data" / "train")
-    write_set(eval_ids, out / "data" / "eval")
+    data = out / f"data_{args.stardist_gray}"
+    write_set(train_ids, data / "train", gray=args.stardist_gray)
+    write_set(eval_ids, data / "eval", gray=args.stardist_gray)
     megapixels = [read_gray(image_path(i)).size / 1e6 for i in eval_ids]
     report = {"args": {k: str(v) for k, v in vars(args).items()},
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -190,7 +207,7 @@ def main(argv=None) -> int:
         python = setup_stardist()
         sd_out = out / "stardist"
         cmd = [str(python), str(HERE / "peers" / "stardist_peer.py"), "--train",
-               str(out / "data" / "train"), "--eval", str(out / "data" / "eval"), "--out",
+               str(data / "train"), "--eval", str(data / "eval"), "--out",
                str(sd_out), "--budget", str(args.budget)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         wall = run_logged(cmd, out / "stardist.log", env=env)
@@ -203,8 +220,8 @@ def main(argv=None) -> int:
             "speed": speed(sd["predict_s"], megapixels),
             "stardist_matching_dataset": sd["stardist_matching_dataset"]}
     if "ours" in tools:
-        ours = train_ours(out / "data" / "train", out / "ours", args.budget, args.seed)
-        pred = predict_ours(ours["model"], eval_ids, out / "data" / "eval", out / "ours")
+        ours = train_ours(data / "train", out / "ours", args.budget, args.seed)
+        pred = predict_ours(ours["model"], eval_ids, data / "eval", out / "ours")
         for name in ("default", "one_pass", "flips"):
             if name in pred:
                 label = {"default": "napari-unet (default)", "one_pass": "napari-unet (one pass)",
