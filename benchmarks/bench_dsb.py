@@ -335,7 +335,7 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
         "|---|---|---|---|---|",
         row("all", shipped["all"]), row("gray", shipped["gray"]),
         row("colour", shipped["colour"]), "",
-        *(["With `--tta` (the 8 flips/rotations of the plane averaged):", "",
+        *(["With `--tta` (the image as it is and turned by 180°, averaged):", "",
            "| images | n | F1@0.5 (pooled) | AP@0.5 (StarDist) | F1@0.5 (mean per image) |",
            "|---|---|---|---|---|",
            row("all", tta["all"]), row("gray", tta["gray"]), row("colour", tta["colour"]), ""]
@@ -388,7 +388,7 @@ def main(argv=None) -> int:
                    help="input polarity rule of the model trained / evaluated (default: the "
                         "library's for new models, the --model's own)")
     p.add_argument("--tta", action="store_true",
-                   help="predict with the 8 flips/rotations (default: one pass, whatever the "
+                   help="predict with test-time augmentation (default: one pass, whatever the "
                         "model stores; 'stored_tta' in the report says what predict would do)")
     p.add_argument("--also-tta", action="store_true",
                    help="score the test images both without and with --tta (report 'test_tta')")
@@ -470,7 +470,7 @@ def main(argv=None) -> int:
             shipped = write_shipped(model_path, report, train_ids, test_ids, name="nuclei")
             report["shipped"] = {"path": str(shipped),
                                  "test": evaluate(shipped, test, tmp / "eval_shipped", args.tta)}
-            if not args.tta:  # the card gives both: plain and with the 8 flips/rotations
+            if not args.tta:  # the card gives both: one pass and test-time augmentation
                 report["shipped"]["test_tta"] = evaluate(shipped, test, tmp / "eval_shipped_tta",
                                                          True)
             write_card(shipped, report, train_ids, test_ids, name="nuclei")

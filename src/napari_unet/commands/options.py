@@ -131,9 +131,9 @@ def add_tta_argument(parser: argparse.ArgumentParser) -> None:
     """``--tta`` / ``--no-tta`` (default: what the model stores, see :func:`tta_choice`)."""
     parser.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=None,
-        help="average the 8 flips/rotations (8 predictions per tile; default: as stored with "
-             "the model: on for 2D models trained by napari-unet, whose post-processing was "
-             "chosen with them)")
+        help="test-time augmentation: average the image as it is and turned by 180° (2 "
+             "predictions per tile; default: as stored with the model: on for 2D models "
+             "trained by napari-unet, whose post-processing was chosen with it)")
 
 
 def tta_choice(args: argparse.Namespace, metadata: dict | None) -> bool:

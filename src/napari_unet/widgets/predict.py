@@ -84,7 +84,7 @@ class PredictWidget(QWidget):
         #: how the image will be segmented: "2D image", "3D volume", "plane by plane", …
         self.mode_label = QLabel("")
         self.mode_label.setWordWrap(True)
-        self.tta = QCheckBox("test-time augmentation (8 flips/rotations, slower)")
+        self.tta = QCheckBox("test-time augmentation (2 passes: as is and turned 180°)")
         self.probabilities = QCheckBox("add probability map")
         self.contours = QCheckBox("show labels as contours")
         #: post-processing, from the same settings as the command line; reset to what the

@@ -9,7 +9,7 @@ import torch
 
 from napari_unet.core.model import UNet
 from napari_unet.core.predict import iter_predict_tiled, iter_segment, predict_tiled
-from napari_unet.core.predict.tiled import dihedral, tta_transforms
+from napari_unet.core.predict.tiled import TTA_TRANSFORMS, dihedral
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_flip_std_is_the_spread_of_the_flipped_predictions(net):
     image = np.random.default_rng(0).random((28, 28)).astype(np.float32)
     last = list(iter_predict_tiled(net, image, tta=True, flip_std=True))[-1]
     fg = []
-    for k in tta_transforms(net):  # each flip predicted on its own, then flipped back
+    for k in TTA_TRANSFORMS:  # each flip predicted on its own, then flipped back
         flipped = dihedral(torch.from_numpy(image), k).numpy()
         prob = predict_tiled(net, np.ascontiguousarray(flipped))
         fg.append(1 - dihedral(torch.from_numpy(prob), k, inverse=True).numpy()[0])

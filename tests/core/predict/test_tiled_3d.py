@@ -16,7 +16,12 @@ from napari_unet.core.predict import (
     predict_tiled,
     tiling,
 )
-from napari_unet.core.predict.tiled import dihedral, iter_predict_region, return_value
+from napari_unet.core.predict.tiled import (
+    TTA_TRANSFORMS,
+    dihedral,
+    iter_predict_region,
+    return_value,
+)
 from napari_unet.core.predict.tiling import region_reader, tile_alignment
 
 
@@ -122,7 +127,7 @@ def test_3d_tta_averages_the_xy_plane_transforms_only():
         dihedral(torch.from_numpy(predict_tiled(
             ISO, dihedral(torch.from_numpy(image), k).numpy().copy(), tile_shape=tile
         )), k, inverse=True).numpy()
-        for k in range(8)
+        for k in TTA_TRANSFORMS
     ]  # fmt: skip
     np.testing.assert_allclose(tta, np.mean(plain, axis=0), atol=1e-5)
     # z is never flipped: averaging with z flips would give something else

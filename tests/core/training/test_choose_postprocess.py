@@ -173,17 +173,17 @@ def test_a_merge_just_outside_the_band_is_seen(monkeypatch):
 def test_context_region_stays_in_the_image():
     grown = validation.context_region((slice(30, 40), slice(0, 48)), (48, 48), context=1.0)
     assert grown == (slice(20, 48), slice(0, 48))
-    assert validation.choice_cost(UNet(depth=1, base_channels=2)) == (8.0, 38.0)
+    assert validation.choice_cost(UNet(depth=1, base_channels=2)) == (2.0, 38.0)
 
 
 def test_choice_cost_counts_the_context_area():
-    """The Trainer's end-of-run reserve: 8 predictions (the flips/rotations) and at most 38
+    """The Trainer's end-of-run reserve: 2 predictions (test-time augmentation's passes) and at most 38
     scorings (13 settings and the 6 lower thresholds, with and without cores) over the band
     grown to twice its area."""
     band = ValidationRegion(0, (slice(32, 48), slice(0, W)), None)
     passes, scorings = validation.choice_cost(UNet(depth=1, base_channels=2),
                                               [_prepared(_two_cells())], [band])
-    assert passes == pytest.approx(16.0) and scorings == pytest.approx(76.0)
+    assert passes == pytest.approx(4.0) and scorings == pytest.approx(76.0)
 
 
 def test_the_reserve_covers_predictions_and_scorings():

@@ -79,8 +79,8 @@ def confidence_maps(prob: np.ndarray, *, flip_std: np.ndarray | None = None,
 
     ``mean_probability``: the foreground probability, 1 − P(background) (for a three-class
     model the interior and the border together). ``mean_flip_std``, where test-time
-    augmentation ran: the standard deviation of that probability over the flips/rotations
-    (0 where they all agree). ``prob`` is (K, *spatial), or (Z, K, Y, X) with ``stacked``.
+    augmentation ran: the standard deviation of that probability over its passes
+    (0 where they agree). ``prob`` is (K, *spatial), or (Z, K, Y, X) with ``stacked``.
 
     Examples
     --------

@@ -318,7 +318,7 @@ def iter_predict_to_zarr(
         default 1024 for a 2D model, 128 for a 3D one. Peak memory follows the block, not the
         image.
     tta : bool, optional
-        Average the 8 flips/rotations; default the model's stored choice
+        Test-time augmentation (the image as it is and turned by 180°, averaged); default the model's stored choice
         (:func:`napari_unet.core.predict.postprocess.stored_tta`).
     settings : PostprocessSettings, optional
         Default: the model's stored settings (``metadata["postprocess"]``) with ``**postprocess``

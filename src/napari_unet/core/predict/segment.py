@@ -100,7 +100,7 @@ def iter_segment(
         default :func:`stored_spacing` of ``metadata``. Planes of a stack are post-processed
         in 2D (the last two entries, if given).
     tta : bool, optional
-        Average the 8 flips/rotations (:func:`napari_unet.core.predict.predict_tiled`);
+        Test-time augmentation: the image as it is and turned by 180°, averaged (:func:`napari_unet.core.predict.predict_tiled`);
         default :func:`~napari_unet.core.predict.postprocess.stored_tta` of ``metadata`` (what
         training chose on validation).
     device, tile_shape, batch_size
