@@ -27,6 +27,8 @@ predictions is reported beside ours as a check of the scorer.
     python benchmarks/bench_peers.py --setup                        # StarDist's venv, once
     python benchmarks/bench_peers.py --budget 900                   # 15 minutes each
     python benchmarks/bench_peers.py --budget 3600 --train-set train --out benchmarks/out/peers_3600
+    python benchmarks/bench_peers.py --tools ours --ours-steps 5600   # a slower CPU's 15 minutes
+    python benchmarks/bench_peers.py --tools ours --ours-model M.safetensors  # score a model
 
 ``--train-set dsb2018`` (default): the 100 images of ``shared/data/dsb2018`` (none is a test
 image); ``train``: the split's 384 training images. ``--eval test`` (default) or
@@ -96,18 +98,34 @@ def run_logged(cmd, log: Path, env=None) -> float:
     return time.perf_counter() - t0
 
 
-def train_ours(data: Path, out: Path, budget: float, seed: int) -> dict:
+def train_ours(data: Path, out: Path, budget: float, seed: int, steps: int | None = None
+               ) -> dict:
+    """``napari-unet train`` for ``budget`` seconds; with ``steps``, for that many steps at the
+    learning rate and validation interval the planner gives the time budget (what a slower CPU
+    makes of the same budget)."""
+    from napari_unet.core.training.plan import cpu_recipe_lr
+
     out.mkdir(parents=True, exist_ok=True)
     model = out / "model.safetensors"
     cmd = [sys.executable, "-m", "napari_unet", "train", "--images", str(data / "png"),
-           "--labels", str(data / "labels"), "--gray", "--time-limit", str(budget), "--out",
-           str(model), "--seed", str(seed), "--force"]
+           "--labels", str(data / "labels"), "--gray", "--out", str(model), "--seed", str(seed),
+           "--force"]
+    if steps:
+        cmd += ["--steps", str(steps), "--lr", str(cpu_recipe_lr(steps=None, time_limit=budget)),
+                "--validate-every", "1000"]
+    else:
+        cmd += ["--time-limit", str(budget)]
     wall = run_logged(cmd, out / "train.log")
+    return {**model_record(model), "wall_s": round(wall, 1), "command": " ".join(cmd[1:])}
+
+
+def model_record(model: Path) -> dict:
+    """The model file and what its metadata says of its training."""
     from napari_unet.core.io import read_metadata
 
     tr = read_metadata(model).get("training") or {}
-    return {"model": str(model), "wall_s": round(wall, 1), "steps": tr.get("step"),
-            "lr": tr.get("lr"), "tile": tr.get("tile"), "command": " ".join(cmd[1:])}
+    return {"model": str(model), "steps": tr.get("step"), "lr": tr.get("lr"),
+            "tile": tr.get("tile"), "wall_s": None, "command": None}
 
 
 def predict_ours(model_path: str, ids, eval_dir: Path, out: Path) -> dict:
@@ -186,6 +204,11 @@ def main(argv=None) -> int:
     p.add_argument("--stardist-gray", default="mean", choices=("mean", "stain"),
                    help="how StarDist's one channel is made from a colour image")
     p.add_argument("--setup", action="store_true", help="make StarDist's venv and stop")
+    p.add_argument("--ours-steps", type=int,
+                   help="train napari-unet for this many steps at the budget's rate (a slower "
+                        "CPU's share of the budget) instead of for the budget")
+    p.add_argument("--ours-model", type=Path,
+                   help="score this napari-unet model file instead of training one")
     args = p.parse_args(argv)
     if args.setup:
         print(setup_stardist())
@@ -220,12 +243,13 @@ def main(argv=None) -> int:
             "speed": speed(sd["predict_s"], megapixels),
             "stardist_matching_dataset": sd["stardist_matching_dataset"]}
     if "ours" in tools:
-        ours = train_ours(data / "train", out / "ours", args.budget, args.seed)
+        ours = (model_record(args.ours_model) if args.ours_model else
+                train_ours(data / "train", out / "ours", args.budget, args.seed, args.ours_steps))
         pred = predict_ours(ours["model"], eval_ids, data / "eval", out / "ours")
         for name in ("default", "one_pass", "flips"):
             if name in pred:
                 label = {"default": "napari-unet (default)", "one_pass": "napari-unet (one pass)",
-                         "flips": "napari-unet (8 flips)"}[name]
+                         "flips": "napari-unet (test-time augmentation)"}[name]
                 report["tools"][label] = {
                     **{k: ours[k] for k in ("steps", "wall_s", "lr", "tile", "command")},
                     "stored_tta": pred["stored_tta"], "postprocess": pred["postprocess"],
