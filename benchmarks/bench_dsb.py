@@ -294,7 +294,10 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
     training = (f"- training: {json.dumps(report.get('training'))}; settings: preset "
                 f"{tr.get('preset')}, lr {tr.get('lr')}, batch {tr.get('batch_size')}, tile "
                 f"{tr.get('tile')}, steps {tr.get('step')}, device {tr.get('device')}")
-    if report["args"].get("rechoose") == "True" and card.is_file():  # the weights' own lines
+    if report["args"].get("trained_by") not in (None, "None"):  # a model file trained apart
+        command = (f"{report['args']['trained_by']}; figures: "
+                   + command.replace(f" --trained-by {report['args']['trained_by']}", ""))
+    elif report["args"].get("rechoose") == "True" and card.is_file():  # the weights' own lines
         old = {line.split(":")[0]: line for line in card.read_text(encoding="utf-8").splitlines()
                if line.startswith(("- command: ", "- training: "))}
         training = old.get("- training", training)
@@ -402,6 +405,8 @@ def main(argv=None) -> int:
     p.add_argument("--save", type=Path, help="write the trained model here")
     p.add_argument("--ship", action="store_true",
                    help="write the shipped model (fp16) and its card into napari_unet/models")
+    p.add_argument("--trained-by", help="with --model and --ship: the command that trained the "
+                   "model file, written on the card")
     p.add_argument("--json", type=Path, help="write the report here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -466,7 +471,7 @@ def main(argv=None) -> int:
                 if args.also_tta and not args.tta:
                     report["test_tta_no_seeds"] = evaluate(model_path, test, tmp / "e_tns",
                                                            True, off)
-        if args.ship and (not args.model or args.rechoose):
+        if args.ship:
             shipped = write_shipped(model_path, report, train_ids, test_ids, name="nuclei")
             report["shipped"] = {"path": str(shipped),
                                  "test": evaluate(shipped, test, tmp / "eval_shipped", args.tta)}

@@ -42,7 +42,7 @@ def world(tmp_path_factory) -> Path:
     results, an earlier trained model with its checkpoints, and files of each bad kind."""
     root = tmp_path_factory.mktemp("world")
     for d in ("img", "lab", "nan", "zero_lab", "tiny_img", "tiny_lab", "stack3", "stack4",
-              "ambig_lab", "results"):
+              "stack5", "ambig_lab", "results"):
         (root / d).mkdir()
     for i in range(2):
         image, labels = synthetic_cells((48, 48), radius=9, seed=i)
@@ -58,6 +58,7 @@ def world(tmp_path_factory) -> Path:
         planes = (np.stack([image, image / 2, image / 4]) * 200).astype(np.uint8)  # (3, H, W)
         tifffile.imwrite(root / "stack3" / f"{i}.tif", planes)
         tifffile.imwrite(root / "stack4" / f"{i}.tif", np.concatenate([planes, planes[:1]]))
+        tifffile.imwrite(root / "stack5" / f"{i}.tif", np.concatenate([planes, planes[:2]]))
         tifffile.imwrite(root / "ambig_lab" / f"{i}.tif", labels)
     tifffile.imwrite(root / "ambig_lab" / "0.png.tif", np.zeros((48, 48), np.int32))
     tifffile.imwrite(root / "empty.tif", np.zeros((0, 0), np.uint8))
@@ -141,8 +142,10 @@ CASES = [
     # stacks of 3 or 4 planes are never colour
     ("stack3-train", _train("stack3", "lab"), 2, "a stack of planes"),
     ("stack4-train", _train("stack4", "lab"), 2, "a stack of planes"),
-    ("stack3-predict", _predict("stack3/0.tif", "pred", "--channel-axis", "0"), 2,
-     "the image has 3 channel(s) but the model expects 1"),
+    # 3 or 4 channels named by --channel-axis are colour, which a gray model turns gray by its
+    # stored rule; other counts are refused
+    ("stack5-predict", _predict("stack5/0.tif", "pred", "--channel-axis", "0"), 2,
+     "the image has 5 channel(s) but the model expects 1"),
 ]
 
 
