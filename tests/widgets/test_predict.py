@@ -181,3 +181,26 @@ def test_tta_box_follows_the_model(make_napari_viewer, tmp_path):
     assert widget.tta.isChecked()
     widget.load_model(save_model(net, tmp_path / "plain.safetensors"))
     assert not widget.tta.isChecked()
+
+
+def test_a_colour_layer_is_predicted_gray_by_the_models_rule(make_napari_viewer, qtbot):
+    """An RGB layer and a one-channel model: the image is turned gray by the rule the model
+    stores (here the hematoxylin stain), as the command line does, instead of refused."""
+    from napari_unet.core.normalize import to_gray
+
+    rgb = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
+    viewer = make_napari_viewer()
+    viewer.add_image(rgb, name="he", rgb=True)
+    viewer.add_image(to_gray(rgb, rule="stain"), name="gray")
+    widget = PredictWidget(viewer)
+    widget.probabilities.setChecked(True)
+    norm = {"method": "percentile", "low": 1.0, "high": 99.8, "colour": "stain"}
+    shared_models(viewer).publish(UNet(depth=1, base_channels=4, padding="same"),
+                                  {"normalization": norm}, "test")
+    probs = {}
+    for name in ("he", "gray"):
+        widget.image_combo.setCurrentText(name)
+        _predict(widget, qtbot)
+        probs[name] = np.asarray(viewer.layers[f"{name} probability"].data)
+    assert probs["he"].shape == probs["gray"].shape
+    np.testing.assert_allclose(probs["he"], probs["gray"], atol=1e-6)
