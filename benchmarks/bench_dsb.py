@@ -271,6 +271,8 @@ def write_shipped(model_path: Path, report, train_ids, test_ids, *, name: str) -
     model, meta = load_model(model_path)
     meta = {k: v for k, v in meta.items()
             if k not in ("architecture", "napari_unet_version", "history")}
+    if meta.get("training", {}).get("checkpoint_dir"):  # a folder of the machine it trained on
+        meta["training"] = {**meta["training"], "checkpoint_dir": None}
     meta["shipped"] = {"name": name, "train_ids": train_ids, "test_ids": test_ids,
                        "card": REGISTRY[name].card}
     return save_model(model.half(), REGISTRY[name].path, **meta)
