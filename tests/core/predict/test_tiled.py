@@ -206,8 +206,9 @@ def test_predict_image_normalises_as_stored_and_checks_channels():
     assert len(events) > 2 and events[-1].done == events[-1].total
     np.testing.assert_allclose(events[-1].result, prob, atol=1e-5)
     rgb = np.zeros((40, 50, 3), np.uint8)
+    assert predict_image(net, rgb, channel_axis=-1).shape == (2, 40, 50)  # gray by the rule
     with pytest.raises(ValueError, match="C = 1"):
-        predict_image(net, rgb, channel_axis=-1)
+        predict_image(net, np.zeros((40, 50, 2), np.float32), channel_axis=-1)
     with pytest.raises(ValueError, match="predict_stack"):
         predict_image(net, np.zeros((3, 40, 50)))
     net2 = _net(in_channels=3, double=False)
