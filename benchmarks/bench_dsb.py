@@ -244,7 +244,7 @@ def validation_bands(model_path: Path, pairs):
                          if k in ("depth", "base_channels", "num_classes", "norm")})
     trainer = Trainer([TrainingPair(img, lab, channel_axis=axis) for _, img, axis, lab, _ in pairs],
                       cfg, init_model=str(model_path))
-    prepared, regions, _ = trainer._prepare()
+    prepared, regions, _ = trainer.prepare()
     return model, meta, trainer, prepared, regions
 
 

@@ -190,16 +190,19 @@ def test_the_reserve_covers_predictions_and_scorings():
     """Validation timings of 2 s predicting and 0.5 s scoring, a cost of (18, 104): the
     Trainer keeps 2 * 18 + 0.5 * 104 = 88 s for the choice, at most a quarter of a time
     budget."""
-    from napari_unet.core.training import TrainConfig, Trainer
+    from napari_unet.core.training.budget import BudgetClock
+    from napari_unet.core.training.schedule import ValidationSchedule
 
-    trainer = Trainer.__new__(Trainer)
-    trainer._validating, trainer._choice_cost = True, (18.0, 104.0)
-    trainer._val_timings, trainer._val_s = {"predict_s": 2.0, "score_s": 0.5}, 2.5
-    trainer.config = TrainConfig(steps=10)
-    assert trainer._reserve() == pytest.approx(88.0)
+    def schedule(time_limit):
+        s = ValidationSchedule.__new__(ValidationSchedule)
+        s.enabled, s.cost = True, (18.0, 104.0)
+        s.timings, s.seconds = {"predict_s": 2.0, "score_s": 0.5}, 2.5
+        s.budget = BudgetClock(steps=10, time_limit=time_limit)
+        return s
+
+    assert schedule(None).reserve() == pytest.approx(88.0)
     # with a time budget, at most a quarter of it (the choice then looks at fewer regions)
-    trainer.config = TrainConfig(time_limit=200.0)
-    assert trainer._reserve() == pytest.approx(50.0)
+    assert schedule(200.0).reserve() == pytest.approx(50.0)
 
 
 def test_cores_are_not_kept_where_they_drop_the_cells(monkeypatch):

@@ -146,11 +146,11 @@ def _fake_clock_run(monkeypatch, pairs, *, untrained: float = 1.0, **config):
     and the scorings are counted in their own tests), less on a subset. Returns (event
     kinds, trainer, the regions the choice looked at, the seconds of each validation call);
     the trainer's elapsed time is checked to be the whole run's."""
-    import napari_unet.core.training.trainer as train_mod
+    import napari_unet.core.training.schedule as schedule
 
     now, chosen, validations = [0.0], [], []
-    real_step, real_validate = Trainer.train_step, train_mod.validate
-    real_choose = train_mod.choose_postprocess
+    real_step, real_validate = Trainer.train_step, schedule.validate
+    real_choose = schedule.choose_postprocess
     everywhere = []
 
     def step(self, sampler):
@@ -176,9 +176,9 @@ def _fake_clock_run(monkeypatch, pairs, *, untrained: float = 1.0, **config):
         return real_choose(model, prepared, regions, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_step", step)
-    monkeypatch.setattr(train_mod, "validate", validate)
-    monkeypatch.setattr(train_mod, "choose_postprocess", choose)
-    monkeypatch.setattr(train_mod, "choice_cost", lambda *args: (9.0, 0.0))
+    monkeypatch.setattr(schedule, "validate", validate)
+    monkeypatch.setattr(schedule, "choose_postprocess", choose)
+    monkeypatch.setattr(schedule, "choice_cost", lambda *args: (9.0, 0.0))
     trainer = Trainer(pairs, tiny(steps=None, **config))
     trainer.clock = lambda: now[0]
     kinds = [e.kind for e in trainer.run()]
@@ -209,14 +209,14 @@ def test_a_short_budget_holds_without_any_validation(two_cells, monkeypatch):
     Timed again with the trained network, the choice takes 45 s over the 6 regions, so the
     14.3 s left hold 1 of them (with the first estimate, none would have fitted). Without any
     estimate the run took 60 + 5 + 45 = 110 s."""
-    import napari_unet.core.training.trainer as train_mod
+    import napari_unet.core.training.schedule as schedule
 
     pairs = [two_cells] * 6
     kinds, trainer, chosen, validations = _fake_clock_run(
         monkeypatch, pairs, untrained=3.0, time_limit=60.0, validate_every=1000,
         val_fraction=0.3)
     assert kinds[-1] == "done" and trainer.elapsed <= 60.0
-    assert train_mod.CHOICE_SHARE == 0.25
+    assert schedule.CHOICE_SHARE == 0.25
     assert "validation" not in kinds and validations == [5.0 / 6] * 2
     assert chosen == [1] and trainer.postprocess is not None
     # every step that fitted beside the reserve ran: 60 - 5/6 - 15 = 44.2 s of steps
@@ -240,13 +240,15 @@ def test_a_pause_keeps_the_timings(two_cells):
                                         val_fraction=0.3))
     gen = trainer.run()
     assert [next(gen).kind for _ in range(3)] == ["step", "step", "validation"]
-    before = (trainer._step_s, trainer._val_s, dict(trainer._val_timings))
+    before = (trainer.budget.step_s, trainer.validation.seconds,
+              dict(trainer.validation.timings))
     assert before[1] > 0 and before[2]
     trainer.request_pause()
     assert next(gen).kind == "paused"
     threading.Timer(0.05, trainer.request_resume).start()
     assert next(gen).kind == "step"
-    assert trainer._val_s == before[1] and trainer._val_timings == before[2]
+    assert trainer.validation.seconds == before[1]
+    assert trainer.validation.timings == before[2]
     gen.close()
 
 
@@ -298,7 +300,7 @@ def test_config_errors(two_cells):
 def test_interrupt_inside_a_step_resumes_bit_identically(two_cells, tmp_path, monkeypatch):
     """A KeyboardInterrupt inside step 4 (a second Ctrl-C) leaves a checkpoint of the step
     boundary (RNG states drawn in the aborted step are not saved): resume == uninterrupted."""
-    import napari_unet.core.training.trainer as train_mod
+    import napari_unet.core.training.batch as train_mod
 
     cfg = dict(steps=6, batch_size=2, augment=AugmentConfig())
     straight = Trainer([two_cells], tiny(**cfg, checkpoint_dir=tmp_path / "a"))

@@ -236,7 +236,7 @@ def test_3d_training_validates_and_chooses_postprocess_on_annotated_slices(volum
                               time_limit=time_limit))
     run = trainer.run()
     events = [next(run)]
-    assert events[0].kind == "step" and bool(trainer._val_timings) == (time_limit is not None)
+    assert events[0].kind == "step" and bool(trainer.validation.timings) == (time_limit is not None)
     events += list(run)
     (val,) = [e for e in events if e.kind == "validation"]
     assert set(val.metrics) == {"loss", "iou", "pixel_error", "rand_error", "instance_f1"}
@@ -256,20 +256,20 @@ def test_metrics_of_binary_volumes_are_face_connected():
 
 
 def test_pretraining_in_2d_on_the_annotated_slices_starts_the_3d_unet(volume, monkeypatch):
-    import napari_unet.core.model.unet as model_module
+    import napari_unet.core.training.pretrain as pretrain
 
     vol, lab = volume
     mask = slices_mask(lab.shape, z=[4, 11])
     pair = TrainingPair(vol, np.where(mask, lab, 0), annotated=mask, ndim=3, spacing=SPACING)
     seen = {}
-    real = model_module.inflate_to_3d
+    real = pretrain.inflate_to_3d
 
     def spy(model2d, **kw):
         seen["model2d"] = model2d
-        seen["planes"] = trainer._pretrain_planes
+        seen["planes"] = trainer.pretrain_planes
         return real(model2d, **kw)
 
-    monkeypatch.setattr(model_module, "inflate_to_3d", spy)
+    monkeypatch.setattr(pretrain, "inflate_to_3d", spy)
     trainer = Trainer([pair], _config(steps=4, pretrain_2d=0.5))
     events = []
     for ev in trainer.run():

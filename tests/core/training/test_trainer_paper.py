@@ -11,7 +11,7 @@ from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.model import UNet
 from napari_unet.core.predict import segment
 from napari_unet.core.training import TrainConfig, Trainer, TrainingPair, prepare_pairs
-from napari_unet.core.training import trainer as train_module
+from napari_unet.core.training import batch as train_module
 
 
 def _touching_discs():

@@ -118,8 +118,8 @@ def save_trainer_state(trainer, model_path: str | os.PathLike) -> Path:
     """Write the state file of ``trainer`` (a :class:`~napari_unet.core.training.Trainer`) beside
     its checkpoint's model file: optimiser, RNG states, step, elapsed time, best score.
 
-    Mid-step (``trainer._boundary`` set) the RNG states of the step's start are written."""
-    boundary = getattr(trainer, "_boundary", None)
+    Mid-step (``trainer.boundary`` set) the RNG states of the step's start are written."""
+    boundary = getattr(trainer, "boundary", None)
     tensors, numpy_state = boundary if boundary is not None else rng_states(trainer)
     info = {"step": trainer.step, "elapsed_s": trainer.elapsed, "best": trainer.best,
             "numpy_rng": numpy_state,
