@@ -35,8 +35,10 @@ import sys
 import time
 
 #: the widget's GUI-thread handlers that are timed
-HANDLERS = ("poll", "flush_ui", "_show_step", "_apply_preview", "_show_preview",
-            "refresh_preview", "_on_finished", "_loading_done")
+#: (part of the Train widget, method) timed: the client's event handling, the view's showing
+HANDLERS = (("client", "poll"), ("view", "flush_ui"), ("view", "show_step"),
+            ("view", "flush_preview"), ("client", "_on_preview"), ("view", "refresh_preview"),
+            ("client", "_on_finished"), ("client", "loading_done"))
 
 
 def rss_mb() -> float:
@@ -251,7 +253,7 @@ def main() -> int:
                         help="seconds between two plot renders (default: the widget's)")
     parser.add_argument("--ui-ms", type=int,
                         help="ms between two updates of the progress, preview and plot "
-                             "(default: the widget's, napari_unet.widgets.train_client.UI_MS)")
+                             "(default: the widget's, napari_unet.widgets.train_view.UI_MS)")
     args = parser.parse_args()
     import tempfile
 
@@ -266,7 +268,7 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.core.synthetic import synthetic_cells
-    from napari_unet.widgets import train_client
+    from napari_unet.widgets import train_view as train_client
     from napari_unet.widgets.train import TrainWidget
 
     if args.ui_ms is not None:
@@ -282,14 +284,15 @@ def main() -> int:
     widget.form.controls["time_limit"].setValue(0)
     widget.form.live.setChecked(not args.no_live)
     if args.plot_interval is not None:
-        widget.plot._min_interval = args.plot_interval
-    for name in HANDLERS:
-        if hasattr(widget, name):
-            timed(widget, name, costs, spans)
-    timed(widget.plot, "_show", costs, spans, "plot picture")  # rendered in a worker thread
+        widget.view.plot._min_interval = args.plot_interval
+    for part, name in HANDLERS:
+        if hasattr(getattr(widget, part), name):
+            timed(getattr(widget, part), name, costs, spans)
+    timed(widget.view.plot, "_show", costs, spans, "plot picture")  # rendered in a worker thread
     canvas_timed = time_canvas_draws(viewer, costs, spans)
-    for timer, slot in ((widget._poll_timer, widget.poll), (widget._flush_timer, widget.flush_ui),
-                        (widget._preview_timer, widget.refresh_preview)):
+    view = widget.view
+    for timer, slot in ((view.poll_timer, widget.client.poll), (view.flush_timer, view.flush_ui),
+                        (view.preview_timer, view.refresh_preview)):
         timer.timeout.disconnect()
         timer.timeout.connect(slot)
     app = QApplication.instance()
@@ -319,11 +322,11 @@ def main() -> int:
     print(f"GUI defaults except steps: depth {s.get('depth')}, base {s.get('base_channels')}, "
           f"tile {s.get('tile')}, batch {s.get('batch_size')}, device {s.get('device')}; torch "
           f"threads in the child {s.get('threads')} of {os.cpu_count()} cores; "
-          f"{widget.plot.renders} plot pictures shown, {widget.steps_shown} progress updates, "
-          f"{widget.previews_shown} previews; end: {(widget.terminal or {}).get('kind')}")
+          f"{widget.view.plot.renders} plot pictures shown, {widget.view.steps_shown} progress updates, "
+          f"{widget.view.previews_shown} previews; end: {(widget.client.terminal or {}).get('kind')}")
     print(f"load average (1 min) {load0:.1f} before, {load1:.1f} after; warm-up {args.warmup:g} s;"
           f" updates every {train_client.UI_MS} ms, plot renders every "
-          f"{widget.plot._min_interval:g} s at most")
+          f"{widget.view.plot._min_interval:g} s at most")
     rows = (("idle before Start", idle), (
         f"during {args.steps} steps (live preview {'off' if args.no_live else 'on'})", busy),
         ("idle after the end", after))

@@ -123,8 +123,8 @@ def main() -> int:
     train.form.controls["steps"].setValue(args.steps)
     train.update_rule()
     train.start_training()
-    _wait(app, lambda: train.progress.value() >= 0.8 * train.progress.maximum() > 0
-          and train.previews_shown > 0)
+    _wait(app, lambda: train.view.progress.value() >= 0.8 * train.view.progress.maximum() > 0
+          and train.view.previews_shown > 0)
     shot("train", "Train U-Net")
     _wait(app, lambda: not train.is_training())
     if "live prediction" in viewer.layers:

@@ -44,12 +44,12 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot, ti
     tiny(train, 60)
     assert train.form.config().augment.elastic_sigma == 0 and train.form.config().lr == 5e-3
     train.form.live.setChecked(True)
-    train._preview_timer.setInterval(500)
+    train.view.preview_timer.setInterval(500)
     proc = train.start_training()
     assert proc is not None
     qtbot.waitUntil(lambda: not train.is_training(), timeout=120000)
-    assert train.plot.losses and train.plot.losses[-1] < train.plot.losses[0]
-    assert train.plot.metrics["iou"]  # the final validation reached the plot
+    assert train.view.plot.losses and train.view.plot.losses[-1] < train.view.plot.losses[0]
+    assert train.view.plot.metrics["iou"]  # the final validation reached the plot
     assert shared_models(viewer).model is not None
 
     predict = PredictWidget(viewer)
@@ -60,8 +60,8 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot, ti
     pred = viewer.layers["cells prediction"].data
     assert foreground_iou(pred > 0, truth > 0) > 0.8
     assert predict.last_scores["iou"] > 0.8
-    qtbot.waitUntil(lambda: not train.plot.is_rendering(), timeout=30000)
-    assert train.plot.renders > 0 and train.plot.pixmap() is not None
+    qtbot.waitUntil(lambda: not train.view.plot.is_rendering(), timeout=30000)
+    assert train.view.plot.renders > 0 and train.view.plot.pixmap() is not None
 
 
 def test_training_runs_in_a_child_process_and_second_start_is_refused(
@@ -79,10 +79,10 @@ def test_training_runs_in_a_child_process_and_second_start_is_refused(
     assert first is not None and first.pid != os.getpid()
     qtbot.waitUntil(lambda: not train.is_training(), timeout=120000)
     assert first.started["pid"] == first.pid  # the steps ran in the child
-    assert first.returncode == 0 and train.terminal["kind"] == "done"
-    assert train.progress.value() == train.progress.maximum() == 20
-    assert len(train.plot.losses) == 20 and train.plot.steps == list(range(1, 21))
-    assert "done at step 20" in train.status.text()
+    assert first.returncode == 0 and train.client.terminal["kind"] == "done"
+    assert train.view.progress.value() == train.view.progress.maximum() == 20
+    assert len(train.view.plot.losses) == 20 and train.view.plot.steps == list(range(1, 21))
+    assert "done at step 20" in train.view.status.text()
     assert shared_models(viewer).model is not None
 
 
@@ -93,20 +93,20 @@ def test_pause_resume_and_closing_stops_the_child_and_keeps_the_model(make_napar
     viewer.window.add_dock_widget(train, name="Train U-Net")
     tiny(train, 100_000)
     proc = train.start_training()
-    qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=120000)
+    qtbot.waitUntil(lambda: len(train.view.plot.losses) >= 2, timeout=120000)
     train.toggle_pause()
     assert train.pause.text() == "Resume"
-    qtbot.waitUntil(lambda: "paused at step" in train.status.text(), timeout=60000)
-    n = len(train.plot.losses)
+    qtbot.waitUntil(lambda: "paused at step" in train.view.status.text(), timeout=60000)
+    n = len(train.view.plot.losses)
     qtbot.wait(1500)  # a running child makes several steps in that time
-    assert len(train.plot.losses) == n, "steps went on during the pause"
+    assert len(train.view.plot.losses) == n, "steps went on during the pause"
     train.toggle_pause()
-    qtbot.waitUntil(lambda: len(train.plot.losses) > n, timeout=60000)
+    qtbot.waitUntil(lambda: len(train.view.plot.losses) > n, timeout=60000)
     viewer.window.remove_dock_widget(train)  # closing the widget
     assert proc.returncode is not None and not train.is_training()  # no orphan
-    assert train.terminal["kind"] == "stopped"
+    assert train.client.terminal["kind"] == "stopped"
     assert shared_models(viewer).model is not None  # the model is kept
-    assert shared_models(viewer).metadata["training"]["step"] == train.terminal["step"]
+    assert shared_models(viewer).metadata["training"]["step"] == train.client.terminal["step"]
 
 
 def test_the_cpu_recipe_rate_follows_the_budget_until_the_user_sets_one(make_napari_viewer):

@@ -27,15 +27,15 @@ def _viewer(make_napari_viewer, seed=0):
 
 def test_sigkill_of_the_child_is_a_notification_and_the_checkpoint_loads(
     make_napari_viewer, qtbot, monkeypatch, tmp_path, tiny):
-    from napari_unet.widgets import train_client
+    from napari_unet.widgets import common
 
     errors = []
-    monkeypatch.setattr(train_client, "show_error", errors.append)
+    monkeypatch.setattr(common, "show_error", errors.append)
     viewer, image, truth = _viewer(make_napari_viewer)
     train = TrainWidget(viewer)
     tiny(train, 100_000)
     proc = train.start_training()
-    qtbot.waitUntil(lambda: len(train.plot.losses) >= 2, timeout=120000)
+    qtbot.waitUntil(lambda: len(train.view.plot.losses) >= 2, timeout=120000)
     saved = train.save_model(tmp_path / "before.safetensors")  # a checkpoint in the run
     qtbot.waitUntil(saved.is_file, timeout=60000)
     proc.kill()  # what the kernel's out-of-memory killer does
@@ -47,10 +47,10 @@ def test_sigkill_of_the_child_is_a_notification_and_the_checkpoint_loads(
     np.testing.assert_array_equal(viewer.layers["truth"].data, truth)
     np.testing.assert_array_equal(viewer.layers["cells"].data, image)
     # the run is listed as failed and its last checkpoint is what Reload run loads
-    record = json.loads((train.run_dir / "run.json").read_text())
+    record = json.loads((train.client.run_dir / "run.json").read_text())
     assert record["status"] == "error"
     assert "error" in train.runs.list.item(train.runs.list.count() - 1).text()
-    path = train.reload_run(train.run_dir)
+    path = train.reload_run(train.client.run_dir)
     assert path.name == "last.safetensors"
     assert shared_models(viewer).metadata["training"]["step"] >= 2
     load_model(path)
@@ -67,9 +67,9 @@ def test_two_gloo_processes_from_the_widgets_launcher(make_napari_viewer, qtbot,
     proc = train.start_training()
     assert proc.nproc == 2 and "--nproc_per_node=2" in proc.command
     qtbot.waitUntil(lambda: not train.is_training(), timeout=240000)
-    assert train.terminal["kind"] == "done", proc.stderr_tail[-3000:]
+    assert train.client.terminal["kind"] == "done", proc.stderr_tail[-3000:]
     assert proc.started["world_size"] == 2
-    assert train.plot.steps == [1, 2, 3, 4]  # rank 0 alone reports
+    assert train.view.plot.steps == [1, 2, 3, 4]  # rank 0 alone reports
     assert shared_models(viewer).metadata["training"]["step"] == 4
 
 

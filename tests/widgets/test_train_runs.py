@@ -27,7 +27,7 @@ def _train(widget, qtbot, *, cont=False):
     proc = widget.continue_training() if cont else widget.start_training()
     assert proc is not None
     qtbot.waitUntil(lambda: not widget.is_training(), timeout=120000)
-    return widget.run_dir
+    return widget.client.run_dir
 
 
 def _first_param(model) -> torch.Tensor:
@@ -79,8 +79,8 @@ def test_closing_the_viewer_mid_training_leaves_a_loadable_model(make_napari_vie
     viewer.window.add_dock_widget(train, name="Train U-Net")
     tiny(train, 100_000)
     proc = train.start_training()
-    qtbot.waitUntil(lambda: len(train.plot.losses) >= 3, timeout=120000)
-    run_dir = train.run_dir
+    qtbot.waitUntil(lambda: len(train.view.plot.losses) >= 3, timeout=120000)
+    run_dir = train.client.run_dir
     viewer.window._qt_window.close()  # the user closes napari
     assert proc.returncode == 0 and not train.is_training()  # stopped, no orphan
     with pytest.raises(ProcessLookupError):
@@ -146,14 +146,14 @@ def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_pat
     train = TrainWidget(viewer)
     tiny(train, 100_000)
     train.form.live.setChecked(True)
-    train._preview_timer.setInterval(200)
+    train.view.preview_timer.setInterval(200)
     train.start_training()
     layer = viewer.layers[PREVIEW_LAYER]  # made at Start, filled by the child's previews
     assert layer.data.ndim == 2 and layer.data.dtype == np.uint16 and layer.data.shape[0] <= 64
-    qtbot.waitUntil(lambda: train.previews_shown >= 1, timeout=120000)
-    preview = train.run_dir / "preview.npy"  # the child wrote it into the run folder
+    qtbot.waitUntil(lambda: train.view.previews_shown >= 1, timeout=120000)
+    preview = train.client.run_dir / "preview.npy"  # the child wrote it into the run folder
     assert preview.is_file()
-    qtbot.waitUntil(lambda: train.previews_shown >= 2, timeout=60000)
+    qtbot.waitUntil(lambda: train.view.previews_shown >= 2, timeout=60000)
     assert viewer.layers[PREVIEW_LAYER] is layer  # updated in place, not a new layer
     assert [lay.name for lay in viewer.layers].count(PREVIEW_LAYER) == 1
     saved = train.save_model(tmp_path / "saved.safetensors")

@@ -73,78 +73,78 @@ def test_many_step_events_are_shown_once_the_newest(make_napari_viewer, qtbot):
     _viewer, train = _widget(make_napari_viewer)
     calls = []
     for name in ("setValue", "setFormat"):
-        _count_calls(train.progress, name, calls)
-    _count_calls(train.status, "setText", calls)
-    train.proc = child = FakeChild()
+        _count_calls(train.view.progress, name, calls)
+    _count_calls(train.view.status, "setText", calls)
+    train.client.proc = child = FakeChild()
     for step in range(1, 201):  # 200 polls of one event each, no Qt event processed between
         child.queue.append(_step(step))
-        train.poll()
-    assert len(train.plot.losses) == 200  # every step reached the curve's data
+        train.client.poll()
+    assert len(train.view.plot.losses) == 200  # every step reached the curve's data
     assert not calls  # nothing shown yet: the widget waits for its timer
-    qtbot.waitUntil(lambda: train.progress.value() == 200, timeout=10000)
+    qtbot.waitUntil(lambda: train.view.progress.value() == 200, timeout=10000)
     assert [c for c in calls if c[0] == "setValue"] == [("setValue", 200)]  # one update
     assert len([c for c in calls if c[0] == "setFormat"]) == 1
-    assert "step 200/200" in train.progress.format()
+    assert "step 200/200" in train.view.progress.format()
     assert not [c for c in calls if c[0] == "setText"]  # the status line is not re-laid out
-    train.proc = None
+    train.client.proc = None
 
 
 def test_many_previews_update_the_one_layer_once(make_napari_viewer, qtbot, tmp_path):
     viewer, train = _widget(make_napari_viewer)
-    train.proc = child = FakeChild()
-    train._preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    train.client.proc = child = FakeChild()
+    train.view.preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
     for i in range(1, 6):
         path = tmp_path / f"preview{i}.npy"
         np.save(path, np.full((64, 64), i, np.int32))
         child.queue.append({"kind": "preview", "step": i, "path": str(path)})
-        train.poll()
-    assert train.previews_shown == 0
-    qtbot.waitUntil(lambda: train.previews_shown == 1, timeout=10000)
+        train.client.poll()
+    assert train.view.previews_shown == 0
+    qtbot.waitUntil(lambda: train.view.previews_shown == 1, timeout=10000)
     layer = viewer.layers[PREVIEW_LAYER]
     assert (layer.data == 5).all()  # the newest preview
     # the next preview is written into the same layer, not a new one
     path = tmp_path / "preview6.npy"
     np.save(path, np.full((64, 64), 6, np.int32))
     child.queue.append({"kind": "preview", "step": 6, "path": str(path)})
-    train.poll()
-    qtbot.waitUntil(lambda: train.previews_shown == 2, timeout=10000)
+    train.client.poll()
+    qtbot.waitUntil(lambda: train.view.previews_shown == 2, timeout=10000)
     assert viewer.layers[PREVIEW_LAYER] is layer and (layer.data == 6).all()
-    train.proc = None
+    train.client.proc = None
 
 
 def test_a_preview_is_shown_in_a_turn_of_its_own(make_napari_viewer, qtbot, tmp_path):
     """The progress bar and the preview's canvas repaint never fall in the same turn of the
     event loop (their costs would add up into one stall)."""
     viewer, train = _widget(make_napari_viewer)
-    train.proc = child = FakeChild()
-    train._preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    train.client.proc = child = FakeChild()
+    train.view.preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
     path = tmp_path / "preview.npy"
     np.save(path, np.full((64, 64), 3, np.int32))
     child.queue.append({"kind": "step", "step": 7, "total_steps": 10, "loss": 0.5})
     child.queue.append({"kind": "preview", "step": 7, "path": str(path)})
-    train.poll()
-    train.flush_ui()  # what the flush timer does
-    assert "step 7/10" in train.progress.format()
-    assert train.previews_shown == 0  # not in the progress bar's turn
-    qtbot.waitUntil(lambda: train.previews_shown == 1, timeout=10000)
+    train.client.poll()
+    train.view.flush_ui()  # what the flush timer does
+    assert "step 7/10" in train.view.progress.format()
+    assert train.view.previews_shown == 0  # not in the progress bar's turn
+    qtbot.waitUntil(lambda: train.view.previews_shown == 1, timeout=10000)
     assert (viewer.layers[PREVIEW_LAYER].data == 3).all()
-    train.proc = None
+    train.client.proc = None
 
 
 def test_a_preview_is_read_when_it_arrives(make_napari_viewer, qtbot, tmp_path):
     """The child's preview file is read in the poll's turn; the turn that shows it only
     writes it into the layer (its canvas repaint follows at once)."""
     viewer, train = _widget(make_napari_viewer)
-    train.proc = child = FakeChild()
-    train._preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    train.client.proc = child = FakeChild()
+    train.view.preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
     path = tmp_path / "preview.npy"
     np.save(path, np.full((64, 64), 4, np.int32))
     child.queue.append({"kind": "preview", "step": 3, "path": str(path)})
-    train.poll()
+    train.client.poll()
     path.unlink()  # the child may write the next one there
-    qtbot.waitUntil(lambda: train.previews_shown == 1, timeout=10000)
+    qtbot.waitUntil(lambda: train.view.previews_shown == 1, timeout=10000)
     assert (viewer.layers[PREVIEW_LAYER].data == 4).all()
-    train.proc = None
+    train.client.proc = None
 
 
 def test_a_preview_in_place_redraws_the_canvas_not_the_layer_list(make_napari_viewer):
@@ -198,9 +198,9 @@ def test_the_final_model_is_loaded_off_the_gui_thread(
     child.queue.append(_step(4, total=4))
     child.queue.append({"kind": "done", "step": 4, "model": str(model_path)})
     child.finished = True
-    train.poll()
+    train.client.poll()
     # the child has ended; until the loader thread has the model, the training is not over
-    assert train.proc is None and train.is_training()
+    assert train.client.proc is None and train.is_training()
     assert not train.pause.isEnabled() and not train.stop.isEnabled()
     qtbot.waitUntil(lambda: not train.is_training(), timeout=30000)
     assert threads and all(t is not threading.main_thread() for t in threads)
@@ -208,8 +208,8 @@ def test_the_final_model_is_loaded_off_the_gui_thread(
     assert registry.model is not None and registry.path == model_path
     assert registry.metadata["training"]["step"] == 4
     assert str(model_path) in train.runs.current.text()
-    assert "done at step 4" in train.status.text() and train.progress.value() == 4
-    assert not train._poll_timer.isActive()
+    assert "done at step 4" in train.view.status.text() and train.view.progress.value() == 4
+    assert not train.view.poll_timer.isActive()
     assert gc.get_freeze_count() == 0  # the collector as it was
 
 
@@ -217,13 +217,13 @@ def test_previews_are_shown_as_16_bit_labels(make_napari_viewer, qtbot, tmp_path
     """The child's int32 preview is shown as uint16 (napari maps 32-bit labels on the GUI
     thread at every refresh); the values are kept."""
     viewer, train = _widget(make_napari_viewer)
-    train.proc = child = FakeChild()
-    train._preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
+    train.client.proc = child = FakeChild()
+    train.view.preview_geometry = {"translate": np.zeros(2), "scale": np.ones(2)}
     preview = np.arange(64 * 64, dtype=np.int32).reshape(64, 64) % 300
     np.save(tmp_path / "p.npy", preview)
     child.queue.append({"kind": "preview", "step": 1, "path": str(tmp_path / "p.npy")})
-    train.poll()
-    qtbot.waitUntil(lambda: train.previews_shown == 1, timeout=10000)
+    train.client.poll()
+    qtbot.waitUntil(lambda: train.view.previews_shown == 1, timeout=10000)
     layer = viewer.layers[PREVIEW_LAYER]
     assert layer.data.dtype == np.uint16 and np.array_equal(layer.data, preview)
-    train.proc = None
+    train.client.proc = None

@@ -185,8 +185,8 @@ def test_a_tiny_3d_model_trains_on_annotated_slices_and_predicts_a_3d_labels_lay
     assert train.update_rule().startswith("What counts: 3D: 3 annotated slices")
     train.start_training()
     qtbot.waitUntil(lambda: not train.is_training(), timeout=600000)
-    assert train.terminal["kind"] == "done", train.proc and train.proc.stderr_tail[-3000:]
-    settings = json.loads((train.run_dir / "settings.json").read_text())
+    assert train.client.terminal["kind"] == "done", train.client.proc and train.client.proc.stderr_tail[-3000:]
+    settings = json.loads((train.client.run_dir / "settings.json").read_text())
     assert settings["ndim"] == 3 and settings["spacing"] == list(SPACING)
     model = shared_models(viewer).model
     assert model.ndim == 3

@@ -3,11 +3,12 @@
 Every training is a run folder (:mod:`napari_unet.engine.runs`): Start writes the pairs and
 settings there, then :meth:`TrainWidget.start_run` trains that folder in a child process,
 ``napari-unet train --run DIR --events - --control -`` (the command line's engine; under
-``torchrun`` for several GPUs). A QTimer reads its JSON-line events without blocking; Pause,
-Resume, Stop, Save and the live preview are control lines to the child, which writes the
-checkpoints, the preview labels and the model into the run folder. Nothing in napari copies a
-model while it trains, and the child's memory (GPU included) goes when it ends; a crash of the
-child is a notification, never a crash of napari.
+``torchrun`` for several GPUs), through the Qt-free :class:`~napari_unet.engine.client.
+TrainingClient`; :class:`~napari_unet.widgets.train_view.TrainingView` renders what it reports.
+Pause, Resume, Stop, Save and the live preview are control lines to the child, which writes
+the checkpoints, the preview labels and the model into the run folder. Nothing in napari copies
+a model while it trains, and the child's memory (GPU included) goes when it ends; a crash of
+the child is a notification, never a crash of napari.
 """
 
 from __future__ import annotations
@@ -17,20 +18,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtWidgets import (
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSizePolicy,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from napari_unet.engine import child
-from napari_unet.widgets import jobs, live, train_client
+from napari_unet.engine.client import TrainingClient
+from napari_unet.widgets import jobs, live
 from napari_unet.widgets.common import (
     error_message,
     guarded,
@@ -39,10 +31,10 @@ from napari_unet.widgets.common import (
     show_info,
     upsert_layer,
 )
-from napari_unet.widgets.plot import TrainingPlot
+from napari_unet.widgets.rule_line import RuleLine
 from napari_unet.widgets.runs_panel import RunsPanel, reload_run, write_gui_run
-from napari_unet.widgets.train_client import ChildClient
 from napari_unet.widgets.train_form import TrainForm
+from napari_unet.widgets.train_view import TrainingView
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +42,12 @@ PREVIEW_LAYER = live.PREVIEW_LAYER
 AUGMENT_LAYER = "augmentation preview"
 #: steps between "last" checkpoints of a GUI training (a crash keeps the model)
 CHECKPOINT_EVERY = 50
-#: ms between two reads of the child's events
-POLL_MS = 50
 
 
-class TrainWidget(ChildClient, QWidget):
+class TrainWidget(QWidget):
     """Train a U-Net on (image, labels) layer pairs in a child process.
+
+    ``client`` talks to the child (no Qt), ``view`` shows its progress.
 
     Parameters
     ----------
@@ -65,23 +57,14 @@ class TrainWidget(ChildClient, QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.registry = shared_models(napari_viewer)
         self.form = TrainForm(napari_viewer)
+        self.view = TrainingView(self)
+        self.client = TrainingClient(self.view)
         self.start, self.pause, self.stop = (QPushButton(t) for t in ("Start", "Pause", "Stop"))
         self.save_button = QPushButton("Save model…")
-        self.progress = QProgressBar()
-        self.progress.setTextVisible(True)
-        self.progress.setFormat("")
-        # a size that no text changes: updating it repaints the bar, never re-lays out the dock
-        self.progress.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.status = QLabel("ready")
-        self.status.setWordWrap(True)
-        self.plot = TrainingPlot(min_interval=train_client.PLOT_S)
         self.runs = RunsPanel()
-        self.registry = shared_models(napari_viewer)
-
-        self.rule = QLabel("")  # the sparse-annotation rule and what takes part (issue 11)
-        self.rule.setWordWrap(True)
-
+        self.rule = RuleLine(napari_viewer, self.form, busy=self.is_training)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form)
         layout.addWidget(self.rule)
@@ -89,42 +72,20 @@ class TrainWidget(ChildClient, QWidget):
         for w in (self.start, self.pause, self.stop, self.save_button):
             row.addWidget(w)
         layout.addLayout(row)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        layout.addWidget(self.view.progress)
+        layout.addWidget(self.view.status)
         layout.addWidget(self.form.advanced)  # the network and optimiser, folded
         layout.addWidget(self.runs)
         layout.addStretch(1)
+        self._connect()
+        self.show_runs()
+        window = getattr(napari_viewer, "window", None)
+        self._main_window = getattr(window, "_qt_window", None)
+        if self._main_window is not None:
+            self._main_window.installEventFilter(self)
+        self.update_buttons()
 
-        #: the training child (:class:`~napari_unet.engine.process.TrainingProcess`) or None
-        self.proc = None
-        self.run_dir = None
-        #: the terminal event of the last training (done, stopped or error)
-        self.terminal: dict | None = None
-        self._pending_saves: list[Path] = []
-        self._preview_pending = False
-        self._preview_pair = 0
-        #: the newest step and preview events not shown yet (flush_ui shows them)
-        self._last_step = self._preview_event = None
-        self._flushed_at = 0.0
-        #: the final model file being read by the loader thread (a Future), and its path
-        self._loading = self._loading_path = None
-        self._gc_frozen = False  # napari's objects hidden from the collector while training
-        #: previews of the child shown in the live prediction layer, progress updates shown
-        #: (tests, benchmarks)
-        self.previews_shown = self.steps_shown = 0
-        self._preview_region = self._preview_geometry = None
-        self._poll_timer = QTimer(self)
-        self._poll_timer.setInterval(POLL_MS)
-        self._poll_timer.timeout.connect(self.poll)
-        self._preview_timer = QTimer(self)
-        self._preview_timer.setInterval(3000)
-        self._preview_timer.timeout.connect(self.refresh_preview)
-        self._flush_timer = QTimer(self)  # single shot: started when something waits to be shown
-        self._flush_timer.setSingleShot(True)
-        self._flush_timer.timeout.connect(self.flush_ui)
-        self._preview_apply_timer = QTimer(self)  # a preview: half-way between two flushes
-        self._preview_apply_timer.setSingleShot(True)
-        self._preview_apply_timer.timeout.connect(self.flush_preview)
+    def _connect(self) -> None:
         self.start.clicked.connect(self._on_start)
         self.pause.clicked.connect(self._on_pause)
         self.stop.clicked.connect(self._on_stop)
@@ -134,61 +95,15 @@ class TrainWidget(ChildClient, QWidget):
         self.form.preview_aug.clicked.connect(self._on_preview_aug)
         self.runs.reload_button.clicked.connect(self._on_reload)
         self.runs.continue_button.clicked.connect(self._on_continue)
-        self._show_runs()
-        window = getattr(napari_viewer, "window", None)
-        self._main_window = getattr(window, "_qt_window", None)
-        if self._main_window is not None:
-            self._main_window.installEventFilter(self)
-        self._update_buttons()
-        # the rule line follows edits (of any layer, the pairs, the plane) while nothing trains
-        self._rule_dirty = False
-        self._rule_timer = QTimer(self)
-        self._rule_timer.setInterval(1000)
-        self._rule_timer.timeout.connect(self._refresh_rule)
-        self._rule_timer.start()
-        napari_viewer.layers.events.inserted.connect(self._watch_layer)
-        napari_viewer.layers.events.removed.connect(self._mark_rule)
-        napari_viewer.dims.events.current_step.connect(self._mark_rule)
-        for layer in napari_viewer.layers:
-            self._watch_layer(layer=layer)
-        for box in (self.form.image_combo, self.form.labels_combo):
-            box.currentIndexChanged.connect(self._mark_rule)
-        self.form.complete.toggled.connect(self._mark_rule)
-        self.form.planes.toggled.connect(self._mark_rule)
-        self.update_rule()
 
-    # ------------------------------------------------------------------ annotation rule
     def update_rule(self) -> str:
-        """Show which pixels count in training (the rule, cells, pixels) for the chosen pairs."""
-        try:
-            text = self.form.annotation_summary()
-        except (ValueError, TypeError, LookupError) as exc:
-            text = f"annotation: {exc}"
-        self.rule.setText(text)
-        return text
-
-    def _watch_layer(self, event=None, layer=None):
-        layer = layer if layer is not None else getattr(event, "value", None)
-        for name in ("data", "paint", "set_data"):
-            if layer is not None and hasattr(layer.events, name):
-                getattr(layer.events, name).connect(self._mark_rule)
-        self._mark_rule()
-
-    def _mark_rule(self, *_):
-        self._rule_dirty = True
-
-    def _refresh_rule(self):
-        if self._rule_dirty and not self.is_training() and self.isVisible():
-            self._rule_dirty = False
-            try:
-                self.update_rule()
-            except Exception as exc:  # from a timer: never raise into Qt
-                self.rule.setText(f"annotation: {error_message(exc)}")
+        """Show which pixels count in training for the chosen pairs (:class:`RuleLine`)."""
+        return self.rule.update_rule()
 
     # ------------------------------------------------------------------ run control
     def is_training(self) -> bool:
         """True from Start until the child has ended and its model is published."""
-        return self.proc is not None or self._loading is not None
+        return self.client.is_training()
 
     def start_training(self, *, continue_training: bool = False):
         """Write a run folder and train it in a child process; returns the process (None if
@@ -229,36 +144,26 @@ class TrainWidget(ChildClient, QWidget):
 
     def start_run(self, run_dir, *, nproc: int | None = None):
         """Train the run folder as written in a child process; returns the process."""
-        from napari_unet.engine.runs import set_status
-
-        run_dir = Path(run_dir)
         nproc = self.form.nproc() if nproc is None else nproc
         self.update_rule()
-        frozen = train_client.freeze_gc()
-        try:
-            proc = child.launch(run_dir, device=self.form.controls["device"].currentText(), nproc=nproc)
-        except Exception:
-            train_client.unfreeze_gc(frozen)
-            set_status(run_dir, "error")
-            raise
-        self.proc, self.run_dir, self.terminal = proc, run_dir, None
-        self._gc_frozen = frozen
-        self._pending_saves, self._preview_pending = [], False
-        self._last_step = self._preview_event = None
-        self._start_preview(run_dir)
-        self.plot.clear()
-        self.plot.hold = True  # its pictures are shown by flush_ui, with the progress
-        self.progress.setFormat("starting…")
-        self._dock_plot()
-        self.status.setText(f"starting… (run folder {run_dir})")
-        self._poll_timer.start()
-        self._show_runs()
-        self._update_buttons()
+        proc = self.client.start(run_dir, device=self.form.controls["device"].currentText(),
+                                 nproc=nproc)
+        self.view.started(Path(run_dir))
+        self.show_runs()
+        self.update_buttons()
         return proc
 
     def continue_training(self):
         """Fine-tune the current model on all pairs so far; returns the child process."""
         return self.start_training(continue_training=True)
+
+    def toggle_pause(self) -> None:
+        self.pause.setText("Resume" if self.client.toggle_pause() else "Pause")
+
+    def stop_training(self, *, wait: bool = False, timeout: float = 60.0) -> None:
+        """Ask the child to stop at the next step (it writes its model); with ``wait``, block
+        until it has ended (never an orphan) and its model is published."""
+        self.client.stop(wait=wait, timeout=timeout)
 
     def reload_run(self, run_dir=None):
         """Make a run's model (model, else best, else last) the current one: roll back."""
@@ -268,23 +173,18 @@ class TrainWidget(ChildClient, QWidget):
         self.runs.current.setText(f"current model: {path}")
         return path
 
-    def _show_runs(self):
+    def show_runs(self) -> None:
         from napari_unet.engine.runs import list_runs
 
         self.runs.show_runs(list_runs(paths=self.registry.runs))
 
-    def _update_buttons(self):
-        running = self.is_training()
+    def update_buttons(self) -> None:
+        running, proc = self.is_training(), self.client.proc
         self.start.setEnabled(True)  # a second Start is refused with a message, not greyed out
-        self.pause.setEnabled(self.proc is not None)
-        self.stop.setEnabled(self.proc is not None)
+        self.pause.setEnabled(proc is not None)
+        self.stop.setEnabled(proc is not None)
         self.save_button.setEnabled(running or self.registry.model is not None)
         self.runs.reload_button.setEnabled(not running)
-
-    def _dock_plot(self):
-        window = getattr(self.viewer, "window", None)
-        if window is not None and self.plot.parent() is None:
-            window.add_dock_widget(self.plot, name="Training curves", area="right")
 
     def preview_augmentation(self):
         """Add 8 augmented samples of the first pair as image + labels stack layers (a worker)."""
@@ -297,9 +197,8 @@ class TrainWidget(ChildClient, QWidget):
         image = pair.image if pair.channel_axis is None else np.mean(pair.image, axis=-1)
         worker = create_worker(jobs.augmentation_samples, image, pair.labels,
                                self.form.config(preview=True).augment, _start_thread=False)
-
         worker.returned.connect(self._show_augmentation)
-        worker.errored.connect(_report)
+        worker.errored.connect(lambda exc: show_error(error_message(exc)))
         worker.start()
         return worker
 
@@ -307,6 +206,22 @@ class TrainWidget(ChildClient, QWidget):
         images, labels = result
         upsert_layer(self.viewer, images, AUGMENT_LAYER, "image")
         upsert_layer(self.viewer, labels, AUGMENT_LAYER + " labels", "labels", opacity=0.4)
+
+    # ------------------------------------------------------------------ files
+    def save_model(self, path) -> Path:
+        """Save the current model to ``path``. During training the child writes a checkpoint
+        at the next step boundary and the file is copied when it names it (a notification
+        says so); otherwise the published model (the last training's, or a reloaded run's)."""
+        from napari_unet.core.io.model_file import save_model
+
+        self._check_trained()
+        if self.client.proc is not None:
+            return self.client.save(path)
+        return Path(save_model(self.registry.model, path, **self.registry.metadata))
+
+    def _check_trained(self) -> None:
+        if not self.is_training() and self.registry.model is None:
+            raise ValueError("Save model: nothing trained yet; press Start first")
 
     # ------------------------------------------------------------------ slots and closing
     @guarded
@@ -376,8 +291,3 @@ class TrainWidget(ChildClient, QWidget):
     def closeEvent(self, event):
         self.stop_training(wait=True)
         super().closeEvent(event)
-
-
-def _report(exc: BaseException) -> None:
-    """A worker's exception as a napari error notification."""
-    show_error(error_message(exc))
