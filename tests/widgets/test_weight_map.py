@@ -46,3 +46,23 @@ def test_no_labels_is_a_notification(make_napari_viewer, monkeypatch):
     widget = WeightMapWidget(make_napari_viewer())
     widget._on_compute()
     assert seen and "labels" in seen[0]
+
+
+def test_the_widget_shows_the_weights_training_uses():
+    """A labelled cell outside the annotated region, near a counted one: training drops it
+    before the border distances (it is unknown there), and so does the widget's map."""
+    from napari_unet.core.training.data import TrainingPair, prepare_pairs
+    from napari_unet.widgets.weight_map import compute_weight_map
+
+    labels = np.zeros((40, 60), np.uint16)
+    labels[10:30, 10:27] = 1
+    labels[10:30, 33:50] = 2  # outside the region, 3 pixels beyond its edge
+    region = np.zeros(labels.shape, bool)
+    region[:, :30] = True  # the annotation is complete here only
+    pair = TrainingPair(np.zeros(labels.shape, np.float32), labels, annotated=region)
+    (prep,) = prepare_pairs([pair], pad=0)
+    weights, _, ignored = compute_weight_map(
+        labels, w0=10.0, sigma=5.0, class_balance=True, num_classes=2, annotated=region,
+        sparse=False)
+    np.testing.assert_array_equal(weights, prep.weights)
+    assert np.array_equal(ignored, ~prep.counted)

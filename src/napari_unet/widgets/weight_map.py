@@ -37,25 +37,18 @@ IGNORED_LAYER = "not counted (weight 0)"
 def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotated,
                        background=None, sparse=True, spacing=None):
     """Weight map, separation borders and the not-counted mask of a plane or a volume (in a
-    worker).
-
-    The weights are those training uses: 0 outside the counted area
-    (:func:`napari_unet.core.targets.counted_area`, the GUI's sparse rule); a volume's
-    distances are in the units of ``spacing`` (Z, Y, X), as ``sigma``.
+    worker): those training uses (:func:`napari_unet.core.training.data.training_target`:
+    the counted area of the GUI's sparse rule; labels outside it shape neither the borders nor
+    the weights); a volume's distances are in the units of ``spacing`` (Z, Y, X), as ``sigma``.
     """
-    from napari_unet.core.targets.instances import to_instances
-    from napari_unet.core.targets.sparse import counted_area
     from napari_unet.core.targets.target import separation_borders
-    from napari_unet.core.weights.border import border_weight_map
+    from napari_unet.core.training.data import training_target
 
-    inst = to_instances(labels)
-    counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
-    weights = border_weight_map(
-        inst, w0=w0, sigma=sigma, class_balance=class_balance, annotated=counted,
-        num_classes=num_classes, spacing=spacing,
-    )
-    borders = separation_borders(inst).astype(np.uint8)
-    return weights, borders, ~counted
+    taught = training_target(labels, annotated=annotated, background=background, sparse=sparse,
+                             num_classes=num_classes, w0=w0, sigma=sigma, spacing=spacing,
+                             class_balance=class_balance)
+    borders = separation_borders(taught.instances).astype(np.uint8)
+    return taught.weights, borders, ~taught.counted
 
 
 class WeightMapWidget(QWidget):

@@ -17,10 +17,12 @@ from napari_unet.core.normalize import DEFAULT_NORMALIZATION, normalize
 __all__ = [
     "PreparedImage",
     "TrainingPair",
+    "TrainingTarget",
     "as_training_pairs",
     "prepare_pairs",
     "targets_from_instances",
     "to_channels_first",
+    "training_target",
 ]
 
 
@@ -228,6 +230,55 @@ class PreparedImage:
             self.counted[box] = False
 
 
+@dataclasses.dataclass
+class TrainingTarget:
+    """What training learns from one image's labels (:func:`training_target`): the instance
+    ids that count (0 elsewhere), the counted area, the per-pixel target, its mask and the
+    weight map (0 where nothing counts)."""
+
+    instances: np.ndarray
+    counted: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+    weights: np.ndarray
+
+
+def training_target(labels, *, annotated=None, background=None, sparse: bool = False,
+                    num_classes: int = 2, w0: float = 10.0, sigma: float = 5.0,
+                    spacing: Sequence[float] | None = None,
+                    class_balance: bool = True) -> TrainingTarget:
+    """The target and weight map training uses for one image's (or volume's) labels; what
+    :func:`prepare_pairs` computes and the Weight map widget shows.
+
+    What counts is :func:`napari_unet.core.targets.counted_area` (the painted cells and a band
+    around them, or the annotated regions, and the background strokes; with ``sparse=False``
+    the labels are complete inside ``annotated``). Labels outside the counted area are unknown:
+    they shape neither the separation borders nor the border distances (a volume labelled
+    densely but annotated on a few slices trains exactly as one labelled on those slices only).
+
+    Examples
+    --------
+    >>> labels = np.zeros((8, 12), int); labels[2:6, 1:5] = 1; labels[2:6, 7:11] = 2
+    >>> ann = np.zeros((8, 12), bool); ann[:, :6] = True  # only the left cell counts
+    >>> t = training_target(labels, annotated=ann)
+    >>> int(t.instances.max()), bool(t.weights[:, 6:].any())
+    (1, False)
+    """
+    from napari_unet.core.targets.instances import to_instances
+    from napari_unet.core.targets.sparse import counted_area
+    from napari_unet.core.targets.target import make_target
+    from napari_unet.core.weights.border import border_weight_map
+
+    inst = to_instances(labels)
+    counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
+    inst = np.where(counted, inst, 0).astype(inst.dtype, copy=False)
+    target, mask = make_target(inst, annotated=counted, num_classes=num_classes)
+    weights = border_weight_map(inst, w0=w0, sigma=sigma, class_balance=class_balance,
+                                annotated=counted, num_classes=num_classes, spacing=spacing)
+    weights = (weights * mask).astype(np.float32)
+    return TrainingTarget(inst, counted, target, mask, weights)
+
+
 def prepare_pairs(
     pairs: Sequence[TrainingPair],
     *,
@@ -256,10 +307,7 @@ def prepare_pairs(
     >>> prep.image.shape, prep.weights.shape, prep.spacing
     ((1, 14, 30, 30), (14, 30, 30), (2.0, 1.0, 1.0))
     """
-    from napari_unet.core.targets.instances import to_instances
-    from napari_unet.core.targets.sparse import counted_area
-    from napari_unet.core.targets.target import make_target
-    from napari_unet.core.weights.border import border_weight_map, class_weight_vector
+    from napari_unet.core.weights.border import class_weight_vector
 
     norm = dict(DEFAULT_NORMALIZATION if normalization is None else normalization)
     out = []
@@ -273,18 +321,10 @@ def prepare_pairs(
         img = to_channels_first(pair.image, pair.channel_axis)
         img = normalize(img, low=norm["low"], high=norm["high"], channel_axis=0,
                         invert=norm.get("invert", False))
-        inst = to_instances(pair.labels)
-        counted = counted_area(inst, annotated=pair.annotated, background=pair.background,
-                               sparse=pair.sparse)
-        # labels outside the counted area are unknown: they shape neither the separation
-        # borders nor the border distances (a volume labelled densely but annotated on a few
-        # slices trains exactly as one labelled on those slices only)
-        inst = np.where(counted, inst, 0).astype(inst.dtype, copy=False)
-        target, mask = make_target(inst, annotated=counted, num_classes=num_classes)
-        weights = border_weight_map(
-            inst, w0=w0, sigma=sigma, annotated=counted, num_classes=num_classes, spacing=space
-        )
-        weights = (weights * mask).astype(np.float32)
+        taught = training_target(pair.labels, annotated=pair.annotated,
+                                 background=pair.background, sparse=pair.sparse,
+                                 num_classes=num_classes, w0=w0, sigma=sigma, spacing=space)
+        inst, target, mask, weights = taught.instances, taught.target, taught.mask, taught.weights
         mode = "reflect" if min(pair.shape) > 1 else "edge"
         covers = np.broadcast_to(np.asarray(cover, dtype=np.int64), (nd,))
         p = max(int(pad), *(int(c) - s for c, s in zip(covers, pair.shape, strict=True)))
