@@ -27,7 +27,9 @@ __all__ = [
     "COLOUR_RULES",
     "DEFAULT_COLOUR_RULE",
     "DEFAULT_NORMALIZATION",
+    "apply_range",
     "as_model_channels",
+    "channel_range",
     "inverted_channels",
     "normalize",
     "normalized_median",
@@ -203,16 +205,42 @@ def normalize(
     if not 0 <= low < high <= 100:
         raise ValueError(f"low, high: expected 0 <= low < high <= 100, got {low!r}, {high!r}")
     check_finite(image, what="image")  # the NaN rule of napari_unet.core.checks, everywhere
-    invert = _check_invert(invert)
     x = image.astype(np.float32, copy=False)
+    lo, hi, flip = channel_range(x, low=low, high=high, channel_axis=channel_axis, invert=invert)
+    return apply_range(x, lo, hi, flip, eps=eps)
+
+
+def channel_range(x: np.ndarray, *, low: float = 1.0, high: float = 99.8,
+                  channel_axis: int | None = None, invert: bool | str = False):
+    """``(lo, hi, flip)`` that :func:`normalize` maps ``x`` with: the ``low``/``high``
+    percentiles per channel (kept dimensions, so they broadcast against ``x``) and which
+    channels are inverted (None: none). Block-wise prediction computes them once on a
+    subsample and applies them block by block (:func:`apply_range`).
+
+    >>> lo, hi, flip = channel_range(np.arange(11.0), low=0, high=100)
+    >>> float(lo), float(hi), flip
+    (0.0, 10.0, None)
+    """
+    invert = _check_invert(invert)
     other = None if channel_axis is None else tuple(
         a for a in range(x.ndim) if a != channel_axis % x.ndim)
     lo, hi = np.percentile(x, [low, high], axis=other, keepdims=other is not None)
     if not invert:
-        return ((x - lo) / (hi - lo + eps)).astype(np.float32)
+        return lo, hi, None
     median = np.median(x, axis=other, keepdims=other is not None) if _cut(invert) is not None \
         else lo
-    flip = inverted_channels(median, lo, hi, invert)
+    return lo, hi, inverted_channels(median, lo, hi, invert)
+
+
+def apply_range(x: np.ndarray, lo, hi, flip=None, *, eps: float = 1e-6) -> np.ndarray:
+    """``(x - lo) / (hi - lo + eps)``, or ``(hi - x) / (hi - lo + eps)`` for the channels
+    ``flip`` inverts, as float32: the mapping of :func:`normalize`.
+
+    >>> apply_range(np.array([0.0, 5.0, 10.0]), 0.0, 10.0, eps=0.0).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    if flip is None:
+        return ((x - lo) / (hi - lo + eps)).astype(np.float32)
     return np.where(flip, (hi - x) / (hi - lo + eps), (x - lo) / (hi - lo + eps)).astype(
         np.float32)
 

@@ -51,7 +51,7 @@ def test_blocks_equal_whole_image_prediction(tmp_path):
     ref = predict_image(net, image, tile_shape=(60, 60))
     np.testing.assert_allclose(prob, ref, atol=1e-4)
     assert group["labels"].chunks == (32, 32) and group["labels"].dtype == np.int32
-    whole = labels_from_probabilities(ref, min_size=3, fill_holes=False, regrow=0)
+    whole = labels_from_probabilities(ref, min_size=3, fill_holes=False)  # regrow 1, as blocks
     assert _same_partition(group["labels"][:], whole)
 
 
@@ -69,7 +69,8 @@ def test_labels_merge_exactly_across_blocks(tmp_path, monkeypatch, classes):
     _fake_prediction(monkeypatch, prob)
     net = _net(num_classes=classes)
     out = predict_to_zarr(net, np.zeros((96, 112), np.float32), tmp_path / "l.zarr", block=16,
-                          min_size=4, probabilities=False, fill_holes=False)  # fmt: skip
+                          min_size=4, probabilities=False, fill_holes=False,
+                          regrow=0)  # fmt: skip
     labels = zarr.open_group(str(out), mode="r")["labels"][:]
     assert "probabilities" not in zarr.open_group(str(out), mode="r")
     if classes == 2:
@@ -84,22 +85,55 @@ def test_labels_merge_exactly_across_blocks(tmp_path, monkeypatch, classes):
     assert np.array_equal(np.unique(labels), np.arange(int(labels.max()) + 1))
 
 
-def test_blocks_drop_cells_without_a_confident_core(tmp_path, monkeypatch):
-    """With ``seeds``: a cell whose core (above 0.8) is cut by a block edge, 6 + 6 pixels on
-    either side, is kept (its core counted over both blocks); a blob at 0.6 everywhere is
-    dropped, as the in-memory post-processing does."""
-    p1 = np.zeros((32, 32), np.float32)
-    p1[2:12, 10:22] = 0.6
-    p1[6:8, 13:19] = 0.95  # the core, across the block edge at x = 16
-    p1[20:28, 4:12] = 0.6  # no core
+@pytest.mark.parametrize("regrow", [1, 2])
+def test_the_regrowth_runs_across_blocks_as_on_the_whole_image(tmp_path, monkeypatch, regrow):
+    """Touching cells separated by the network's gaps, the gaps across block edges: the
+    block-wise labels regrow into them exactly as the whole image's do."""
+    _, true = synthetic_cells((96, 112), radius=9, seed=4)
+    gap = ndi.grey_dilation(true, size=3) != true
+    p1 = ((true > 0) & ~gap).astype(np.float32)
     prob = np.stack([1 - p1, p1])
     _fake_prediction(monkeypatch, prob)
-    out = predict_to_zarr(_net(), np.zeros((32, 32), np.float32), tmp_path / "c.zarr", block=16,
-                          min_size=10, seeds=0.8, probabilities=False, regrow=0)  # fmt: skip
-    labels = zarr.open_group(str(out), mode="r")["labels"][:]
-    assert labels.max() == 1 and labels[4, 11] == labels[10, 20] == 1 and not labels[24, 8]
-    whole = labels_from_probabilities(prob, min_size=10, seeds=0.8, regrow=0)
-    assert _same_partition(labels, whole)
+    out = predict_to_zarr(_net(), np.zeros((96, 112), np.float32), tmp_path / "r.zarr",
+                          block=16, min_size=4, fill_holes=False, regrow=regrow,
+                          probabilities=False)
+    group = zarr.open_group(str(out), mode="r")
+    whole = labels_from_probabilities(prob, min_size=4, fill_holes=False, regrow=regrow)
+    assert (whole > 0).sum() > (p1 > 0).sum()  # the regrowth gave pixels back
+    assert _same_partition(group["labels"][:], whole)
+    assert "labels_merged" not in group
+
+
+@pytest.mark.parametrize("refused", [{"watershed": True}, {"seeds": 0.8}])
+def test_what_blocks_cannot_apply_is_refused(tmp_path, refused):
+    """The watershed split and the split at confident cores need each cell whole: refused,
+    naming the options that switch them off, not silently skipped."""
+    with pytest.raises(ValueError, match=r"block-wise .* cannot apply .*--seeds 0"):
+        predict_to_zarr(_net(), np.zeros((32, 32), np.float32), tmp_path / "x.zarr",
+                        block=16, **refused)
+
+
+def test_blocks_normalise_as_the_whole_image(tmp_path, monkeypatch):
+    """The blocks' input is :func:`normalize`'s mapping of the whole image, bit for bit, also
+    for an inverted (bright-background) image."""
+    from napari_unet.core.normalize import normalize
+
+    image = np.full((40, 56), 200.0, np.float32)
+    image[8:20, 10:30] = 20.0  # a dark object on a bright background: inverted
+    image += np.random.default_rng(1).random(image.shape).astype(np.float32)
+
+    def echo(model, read, region, **kw):  # the normalised input as "probabilities"
+        x = read(*region)[0]
+        yield None
+        return np.stack([x, x])
+
+    monkeypatch.setattr(bigdata, "iter_predict_region", echo)
+    meta = {"normalization": {"method": "percentile", "low": 1.0, "high": 99.8,
+                              "invert": 0.5}}
+    out = predict_to_zarr(_net(), image, tmp_path / "n.zarr", metadata=meta, block=16,
+                          regrow=0, min_size=0)
+    seen = zarr.open_group(str(out), mode="r")["probabilities"][1]
+    np.testing.assert_array_equal(seen, normalize(image, invert=0.5))
 
 
 def test_zarr_dask_and_stack_inputs(tmp_path):

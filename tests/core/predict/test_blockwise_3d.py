@@ -33,7 +33,7 @@ def test_3d_blocks_equal_the_in_memory_volume(tmp_path):
     assert group["probabilities"].shape == (2, 13, 22, 19)
     prob, _ = segment(net, vol, metadata=META, tile_shape=(18, 22, 22))
     np.testing.assert_allclose(group["probabilities"][:], prob, atol=1e-5)
-    whole = labels_from_probabilities(prob, min_size=2, fill_holes=False, regrow=0)
+    whole = labels_from_probabilities(prob, min_size=2, fill_holes=False)  # regrow 1
     assert whole.max() > 3  # the random net gives several objects, some across blocks
     assert _same_partition(group["labels"][:], whole)
 
@@ -55,7 +55,7 @@ def test_3d_labels_merge_across_block_faces(tmp_path, monkeypatch):
     out = predict_to_zarr(net, np.zeros(true.shape, np.float32), tmp_path / "m.zarr", block=8,
                           probabilities=False, min_size=4, fill_holes=False)  # fmt: skip
     labels = zarr.open_group(str(out), mode="r")["labels"][:]
-    expected = labels_from_probabilities(prob, min_size=4, fill_holes=False, regrow=0)
+    expected = labels_from_probabilities(prob, min_size=4, fill_holes=False)  # regrow 1
     assert expected.max() == 4
     assert _same_partition(labels, expected)
     assert np.array_equal(np.unique(labels), np.arange(5))

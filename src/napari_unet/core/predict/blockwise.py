@@ -11,19 +11,23 @@ With a dask distributed ``scheduler`` address the blocks run as tasks on its wor
 loads the model once from the model *file* (the input must then be a zarr array on storage the
 workers see, and the output path too).
 
+Normalisation is :func:`~napari_unet.core.normalize.normalize`'s mapping (the same functions),
+its percentiles taken once per plane (or volume) on the whole image up to 4 M pixels, on a
+strided subsample of that many beyond.
+
 Instance labels across block borders: each block labels its cells locally with
-:func:`napari_unet.core.predict.postprocess.cell_components` (threshold, 4-connected components, holes
-filled inside the block; 3-class models grow interior seeds into the border class within the
-block) and returns the labels on its faces (four edges in 2D, six faces in 3D). A merge pass
-joins labels that touch across a block face with both pixels in the cell (interior) class, as a graph's
-connected components, drops objects smaller than ``min_size`` (sizes summed over blocks) and
-renumbers 1..N; a last pass rewrites each block through its lookup table. Connected components
-are therefore exact across blocks; holes that straddle a block edge are not filled, a 3-class
-border pixel whose seed lies in the neighbouring block stays background, and the optional
-watershed split, the split between confident cores (``seeds``) and the regrowth into separation
-gaps of :func:`~napari_unet.core.predict.labels_from_probabilities` are not applied
-block-wise. With ``seeds``, an object is dropped when fewer than ``min_size`` of its pixels,
-summed over blocks, lie above that level (in memory: when no single core is that large).
+:func:`napari_unet.core.predict.postprocess.cell_components` (threshold, 4-connected components,
+holes filled inside the block; 3-class models grow interior seeds into the border class within
+the block) and returns the labels on its faces (four edges in 2D, six faces in 3D). A merge pass
+joins labels that touch across a block face with both pixels in the cell (interior) class, as a
+graph's connected components, drops objects smaller than ``min_size`` (sizes summed over blocks)
+and renumbers 1..N; a last pass rewrites each block through its lookup table, then the
+regrowth into separation gaps runs block by block on the merged labels, reading the
+regrowth's reach around each block, as on the whole image. Connected components are therefore
+exact across blocks; holes that straddle a block edge are not filled and a 3-class border pixel
+whose seed lies in the neighbouring block stays background. The watershed split and the split
+between confident cores (``seeds``) need each cell whole: block-wise prediction refuses them
+(a ValueError naming the options that switch them off).
 """
 
 from __future__ import annotations
@@ -40,14 +44,22 @@ import numpy as np
 import torch
 
 from napari_unet.core.model.unet import UNet
-from napari_unet.core.normalize import inverted_channels, stored_normalization
-from napari_unet.core.predict.postprocess import PostprocessSettings, cell_components
+from napari_unet.core.normalize import apply_range, channel_range, stored_normalization
+from napari_unet.core.predict.postprocess import (
+    PostprocessSettings,
+    cell_components,
+    regrow_into_gaps,
+    regrow_reach,
+)
 from napari_unet.core.predict.tiled import PredictProgress, iter_predict_region, return_value
 from napari_unet.core.predict.tiling import auto_tile_shape, region_reader, tile_alignment
 
 __all__ = ["BlockSpec", "iter_predict_to_zarr", "plane_layout", "predict_to_zarr"]
 
 logger = logging.getLogger(__name__)
+
+#: the temporary array of the merged labels that the regrowth reads
+MERGED = "labels_merged"
 
 
 def plane_layout(shape: tuple[int, ...], in_channels: int, channel_axis: int | None) -> str:
@@ -112,8 +124,9 @@ class BlockSpec:
     batch_size: int
     tta: bool
     block: tuple[int, ...]  # one side per spatial axis
-    lo: np.ndarray  # (Z, C) normalisation lows (Z = 1 for a volume)
-    hi: np.ndarray
+    #: per plane (one for a volume) the (lo, hi, flip) of normalize's mapping
+    #: (:func:`napari_unet.core.normalize.channel_range`), or None: no normalisation
+    ranges: list | None
     settings: PostprocessSettings
     probabilities: bool
     num_classes: int
@@ -167,10 +180,7 @@ def _run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
     starts = _spatial_key(spec, key)
     stops = [min(a + b, n) for a, b, n in zip(starts, spec.block, view.shape[1:], strict=True)]
     nsp = len(starts)
-    i = 0 if spec.volume else z
-    lo = spec.lo[i].reshape(-1, *[1] * nsp)
-    hi = spec.hi[i].reshape(-1, *[1] * nsp)
-    read = region_reader(view, transform=lambda b: (b.astype(np.float32) - lo) / (hi - lo + 1e-6))
+    read = region_reader(view, transform=_normalizer(spec, 0 if spec.volume else z, nsp))
     region = tuple(v for a, b in zip(starts, stops, strict=True) for v in (a, b))
     with torch.inference_mode():
         gen = iter_predict_region(
@@ -193,16 +203,12 @@ def _run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
         "counts": np.bincount(labels.ravel(), minlength=n + 1),
         "faces": _faces(labels, cell),
     }
-    if s.seeds > s.threshold:  # each cell's pixels above the confident-core level
-        out["cores"] = np.bincount(labels.ravel(), weights=(prob[1] > s.seeds).ravel(),
-                                   minlength=n + 1)
     return out
 
 
 def _merge(results: dict, block: tuple[int, ...], min_size: int, volume: bool = False) -> dict:
     """Lookup tables (block key → local id → final id) joining labels across block faces;
-    objects of fewer than ``min_size`` pixels are dropped, and so are objects with fewer than
-    ``min_size`` pixels above the confident-core level where the blocks counted them."""
+    objects of fewer than ``min_size`` pixels are dropped."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -233,10 +239,6 @@ def _merge(results: dict, block: tuple[int, ...], min_size: int, volume: bool = 
         sizes[offset[k] : offset[k] + results[k]["n"]] = results[k]["counts"][1:]
     comp_size = np.bincount(comp, weights=sizes)
     keep = comp_size >= max(1, min_size)
-    if all("cores" in results[k] for k in keys) and keys:
-        for k in keys:
-            sizes[offset[k] : offset[k] + results[k]["n"]] = results[k]["cores"][1:]
-        keep &= np.bincount(comp, weights=sizes, minlength=len(keep)) >= max(1, min_size)
     keep[comp[0]] = False  # node 0 is the background
     final = np.zeros(len(comp_size), np.int32)
     final[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
@@ -244,32 +246,78 @@ def _merge(results: dict, block: tuple[int, ...], min_size: int, volume: bool = 
             for k in keys}  # fmt: skip
 
 
-def _relabel_block(spec: BlockSpec, key, lut: np.ndarray, shape) -> None:
+def _relabel_block(spec: BlockSpec, key, lut: np.ndarray, shape, *, target="labels") -> None:
+    """Rewrite a block's local labels as the merged ones (into ``target``)."""
     import zarr
 
-    arr = zarr.open_group(spec.output, mode="r+")["labels"]
+    group = zarr.open_group(spec.output, mode="r+")
     starts = _spatial_key(spec, key)
     stops = [min(a + b, n) for a, b, n in zip(starts, spec.block, shape, strict=True)]
     index = _out_index(spec, key, stops)
-    arr[index] = lut[np.asarray(arr[index])]
+    group[target][index] = lut[np.asarray(group["labels"][index])]
 
 
-def _percentiles(view: _PlaneView, low: float, high: float, max_pixels: int = 2**22,
-                 invert=False):
-    """Per-channel percentiles of a plane (or volume) from a strided subsample of at most
-    ``max_pixels``, read slab by slab along the first spatial axis (memory stays small);
-    swapped for the channels ``invert`` inverts (:func:`~napari_unet.core.normalize.inverted_channels`
-    on the subsample's median), so that ``(x - lo) / (hi - lo)`` maps them like ``normalize``."""
+def _regrow_block(spec: BlockSpec, key, shape, distance: int, spacing) -> None:
+    """Regrow a block's cells into their separation gaps as
+    :func:`~napari_unet.core.predict.postprocess.regrow_into_gaps` does on the whole image: the
+    merged labels are read with the regrowth's reach around the block (clipped at the image
+    border, as the whole image is), the block written into ``labels``."""
+    import zarr
+
+    group = zarr.open_group(spec.output, mode="r+")
+    starts = _spatial_key(spec, key)
+    stops = [min(a + b, n) for a, b, n in zip(starts, spec.block, shape, strict=True)]
+    reach = regrow_reach(distance, spacing, len(starts))
+    lo = [max(a - r, 0) for a, r in zip(starts, reach, strict=True)]
+    hi = [min(b + r, n) for b, r, n in zip(stops, reach, shape, strict=True)]
+    where = (key[0],) if spec.stacked and not spec.volume else ()
+    around = np.asarray(group[MERGED][(*where, *(slice(a, b) for a, b in zip(lo, hi,
+                                                                            strict=True)))])
+    grown = regrow_into_gaps(around, distance, spacing=spacing)
+    inner = tuple(slice(a - q, b - q) for a, b, q in zip(starts, stops, lo, strict=True))
+    group["labels"][_out_index(spec, key, stops)] = grown[inner]
+
+
+def _check_blockwise(settings: PostprocessSettings) -> None:
+    """Refuse the post-processing that block-wise prediction cannot apply as
+    :func:`~napari_unet.core.predict.labels_from_probabilities` does on a whole image: the
+    watershed split and the split at confident cores need each cell whole."""
+    cannot = [name for name, on in (("watershed=True", settings.watershed),
+                                    (f"seeds={settings.seeds:g} (the split at confident cores)",
+                                     settings.seeds > settings.threshold)) if on]
+    if cannot:
+        raise ValueError(
+            f"postprocess: block-wise (zarr) prediction cannot apply {' and '.join(cannot)}, "
+            "which need each cell whole; predict without them (napari-unet predict "
+            "--no-watershed --seeds 0, or watershed=False, seeds=0), or predict an image "
+            "that fits in memory")
+
+
+def _sample_range(view: _PlaneView, norm: dict, max_pixels: int = 2**22):
+    """``normalize``'s (lo, hi, flip) of a plane (or volume), from a strided subsample of at
+    most ``max_pixels`` read slab by slab along the first spatial axis (memory stays small);
+    an image of at most ``max_pixels`` is read whole, so its mapping is exactly that of
+    :func:`~napari_unet.core.normalize.normalize` on the whole image."""
     sizes = view.shape[1:]
     step = max(1, math.ceil((math.prod(sizes) / max_pixels) ** (1 / len(sizes))))
     rest = (slice(None, None, step),) * (len(sizes) - 1)
     slabs = [np.asarray(view[(Ellipsis, slice(a, min(a + 64 * step, sizes[0]), step), *rest)],
                         np.float32) for a in range(0, sizes[0], 64 * step)]  # fmt: skip
     sample = np.concatenate(slabs, axis=1)
-    lo, med, hi = np.percentile(sample.reshape(sample.shape[0], -1), [low, 50, high], axis=1)
-    flip = inverted_channels(med, lo, hi, invert)
-    lo, hi = np.where(flip, hi, lo), np.where(flip, lo, hi)
-    return lo.astype(np.float32), hi.astype(np.float32)
+    if step > 1:
+        logger.info("normalisation percentiles from a 1/%d subsample per axis (%d pixels)",
+                    step, sample[0].size)
+    return channel_range(sample, low=norm["low"], high=norm["high"], channel_axis=0,
+                         invert=norm.get("invert", False))
+
+
+def _normalizer(spec: BlockSpec, plane: int, nsp: int):
+    """The block transform: ``normalize``'s mapping of the plane, per channel."""
+    if spec.ranges is None:
+        return lambda b: np.asarray(b, dtype=np.float32)
+    shape = (-1, *[1] * nsp)
+    lo, hi, flip = (None if v is None else np.reshape(v, shape) for v in spec.ranges[plane])
+    return lambda b: apply_range(b.astype(np.float32), lo, hi, flip)
 
 
 def _create(group, name, shape, chunks, dtype):
@@ -322,10 +370,11 @@ def iter_predict_to_zarr(
         (:func:`napari_unet.core.predict.postprocess.stored_tta`).
     settings : PostprocessSettings, optional
         Default: the model's stored settings (``metadata["postprocess"]``) with ``**postprocess``
-        (e.g. ``min_size=3``) on top. Watershed and regrowth are not applied block-wise.
+        (e.g. ``min_size=3``) on top. The watershed and the split at confident cores are
+        refused (ValueError): give ``watershed=False, seeds=0``.
     spacing : sequence of float, optional
-        Voxel size, recorded in the output's attributes (the block-wise components do not
-        depend on it: watershed and regrowth are not applied block-wise).
+        Voxel size: the regrowth's distances (as on the whole image), recorded in the output's
+        attributes.
     scheduler : str or distributed.Client, optional
         A dask distributed scheduler address (``tcp://host:8786``) or client.
 
@@ -356,9 +405,7 @@ def iter_predict_to_zarr(
         from napari_unet.core.predict.postprocess import stored_tta
 
         tta = stored_tta(metadata)
-    if settings.watershed or settings.regrow or settings.seeds > settings.threshold:
-        logger.info("zarr output: watershed, regrowth and the split at confident cores are not "
-                    "applied block-wise (cells without a confident core are dropped)")
+    _check_blockwise(settings)
     if device is not None and scheduler is None:
         from napari_unet.core.device import pick_device
 
@@ -377,13 +424,9 @@ def iter_predict_to_zarr(
     side = int(block) if block is not None else (128 if volume else 1024)
     blocks = tuple(max(a, math.ceil(side / a) * a) for a in align)
     norm = stored_normalization(metadata)
-    lo_hi = [
-        _percentiles(_PlaneView(source, layout, None if volume else z), norm["low"],
-                     norm["high"], invert=norm.get("invert", False))
-        if norm is not None
-        else (np.zeros(model.in_channels, np.float32), np.ones(model.in_channels, np.float32) - 1e-6)
-        for z in range(planes)
-    ]
+    ranges = None if norm is None else [
+        _sample_range(_PlaneView(source, layout, None if volume else z), norm)
+        for z in range(planes)]
     view = _PlaneView(source, layout, None if volume else 0)
     spatial = view.shape[1:]
     if tile_shape is None:
@@ -402,7 +445,7 @@ def iter_predict_to_zarr(
         model=model_path if scheduler is not None else model,
         device=None if device is None else str(device), tile_shape=tuple(tile_shape),
         batch_size=batch_size, tta=tta, block=blocks,
-        lo=np.stack([a for a, _ in lo_hi]), hi=np.stack([b for _, b in lo_hi]),
+        ranges=ranges,
         settings=settings, probabilities=probabilities,
         num_classes=k, stacked=stacked, volume=volume,
     )  # fmt: skip
@@ -432,8 +475,15 @@ def iter_predict_to_zarr(
             if client is not scheduler:
                 client.close()
     luts = _merge(results, blocks, settings.min_size, volume)
+    if settings.regrow:  # from the merged labels (a temporary array) into "labels"
+        _create(group, MERGED, (*z_shape, *spatial), (*z_chunk, *blocks), "i4")
     for key in keys:
-        _relabel_block(spec, key, luts[key], spatial)
+        _relabel_block(spec, key, luts[key], spatial,
+                       target=MERGED if settings.regrow else "labels")
+    if settings.regrow:
+        for key in keys:
+            _regrow_block(spec, key, spatial, settings.regrow, spacing)
+        del group[MERGED]
     yield PredictProgress(len(keys) + 1, len(keys) + 1, planes=planes, message="done")
     return Path(output)
 

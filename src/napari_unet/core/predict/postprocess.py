@@ -37,6 +37,7 @@ __all__ = [
     "fill_label_holes",
     "labels_from_probabilities",
     "regrow_into_gaps",
+    "regrow_reach",
     "relative_spacing",
     "remove_small_labels",
     "stitch_planes",
@@ -156,6 +157,16 @@ def relative_spacing(spacing, ndim: int) -> np.ndarray:
 def _window(distance: float, rel: np.ndarray) -> tuple[int, ...]:
     """Box sides covering ``distance`` finest-axis pixels along every axis."""
     return tuple(2 * int(np.floor(distance / r + 1e-9)) + 1 for r in rel)
+
+
+def regrow_reach(distance: int, spacing, ndim: int) -> tuple[int, ...]:
+    """Per axis, how far (pixels) :func:`regrow_into_gaps` looks from a pixel: labels beyond
+    it never change the pixel's regrowth (block-wise prediction reads this much around a block).
+
+    >>> regrow_reach(1, (5.0, 1.0, 1.0), 3)
+    (1, 3, 3)
+    """
+    return tuple(w // 2 + 1 for w in _window(2 * int(distance), relative_spacing(spacing, ndim)))
 
 
 def fill_label_holes(labels: np.ndarray) -> np.ndarray:
