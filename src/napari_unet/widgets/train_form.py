@@ -372,7 +372,7 @@ class TrainForm(QWidget):
         if self.volume_spacing() is not None:
             lines = [volume.describe_volume(p.labels, p.annotated)
                      for p in self.training_pairs()]
-            from napari_unet.core.model.unet import anisotropic_pool
+            from napari_unet.core.model.shapes import anisotropic_pool
 
             spacing = self.volume_spacing()
             pool = anisotropic_pool(spacing, int(self.controls["depth"].value()))

@@ -21,9 +21,6 @@ the network (no post-processing), with ``padding="valid"`` smaller than the inpu
 from __future__ import annotations
 
 import copy
-import hashlib
-import inspect
-import json
 import logging
 import os
 import tempfile
@@ -32,20 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from napari_unet import __distribution__, __version__
+from napari_unet.core.io.bioimageio_files import (
+    file_entry,
+    spatial_axes,
+    write_test_files,
+    write_weights,
+)
 from napari_unet.core.io.model_file import default_class_names
 from napari_unet.core.io.tensors import (
-    ONNX_OPSET,
-    UNetProbabilities,
-    export_onnx,
-    export_torchscript,
-    make_test_input,
     normalized_test_input,
-    reference_output,
 )
-from napari_unet.core.model import unet as model_module
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import (
     DEFAULT_NORMALIZATION,
@@ -75,21 +70,6 @@ PAPER_CITATION = {
     "doi": "10.1007/978-3-319-24574-4_28",
 }
 
-_ARCH_FILE = "unet_model.py"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _file(root: Path, name: str) -> dict[str, str]:
-    return {"source": name, "sha256": _sha256(root / name)}
-
-
 def _format_version() -> str:
     """The newest model format version the installed bioimageio.spec implements (0.5.x)."""
     try:
@@ -97,87 +77,6 @@ def _format_version() -> str:
     except ImportError:
         return "0.5.4"
     return str(ModelDescr.implemented_format_version)
-
-
-def _architecture_source() -> str:
-    """A self-contained Python file: napari-unet's model.py plus UNetProbabilities."""
-    return (
-        inspect.getsource(model_module)
-        + "\n\n# --- added by napari-unet's bioimage.io export: the exported module ---\n\n"
-        + inspect.getsource(UNetProbabilities)
-    )
-
-
-def _cover(raw: np.ndarray, prob: np.ndarray, margin: int = 0) -> np.ndarray:
-    """uint8 image: the input (cropped to the output's field) beside the foreground probability
-    (the middle slice of a volume)."""
-    img = raw[0, 0]
-    if img.ndim == 3:
-        img, prob = img[img.shape[0] // 2], prob[:, :, prob.shape[2] // 2]
-    h, w = prob.shape[-2:]
-    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    img = img[top : top + h, left : left + w]
-    lo, hi = np.percentile(img, [1, 99.8])
-    img = np.clip((img - lo) / (hi - lo + 1e-6), 0, 1)
-    fg = prob[0, 1] if prob.shape[1] == 2 else 1.0 - prob[0, 0]
-    pair = np.concatenate([img, np.clip(fg, 0, 1)], axis=1)
-    zoom = max(1, int(np.ceil(256 / h)))
-    pair = np.repeat(np.repeat(pair, zoom, axis=0), zoom, axis=1)
-    return (pair * 255).round().astype(np.uint8)
-
-
-def _spatial(model: UNet) -> tuple[str, ...]:
-    return tuple("zyx"[-model.ndim :])
-
-
-def _readme(model: UNet, metadata: Mapping[str, Any], name: str, norm: dict | None) -> str:
-    from napari_unet.core.predict.tiling import tile_alignment
-
-    axes = ", ".join(_spatial(model))
-    sizes = "; ".join(f"{a}: {s} + n * {t}" for a, s, t in
-                      zip(_spatial(model), model.valid_input_shape(1), tile_alignment(model),
-                          strict=True))  # fmt: skip
-    shrink = ", ".join(f"{a}: {2 * m}" for a, m in zip(_spatial(model), model.margins,
-                                                         strict=True))
-    history = [h for h in metadata.get("history") or [] if isinstance(h, dict)]
-    metrics = [h for h in history if h.get("metrics")]
-    if metrics:
-        last = metrics[-1]
-        validation = (
-            f"Metrics on the held-out validation tiles at step {last.get('step', '?')} of training "
-            f"(napari-unet):\n\n```\n{json.dumps(last['metrics'], indent=2, default=str)}\n```\n"
-        )
-    else:
-        validation = (
-            "No held-out metrics are stored with this model. Validate it on annotated images of "
-            "your own with `napari-unet evaluate --model MODEL --images ... --labels ...`.\n"
-        )
-    norm_text = (
-        f"each channel's {norm['low']} and {norm['high']} percentiles mapped to 0 and 1 "
-        "(`scale_range`, per sample)"
-        if norm
-        else "none (the model takes the raw values)"
-    )
-    return f"""# {name}
-
-A U-Net (Ronneberger, Fischer & Brox, 2015) trained with
-{__distribution__} {metadata.get("napari_unet_version", __version__)} (`pip install {__distribution__}`).
-
-- Architecture: {json.dumps(model.config)}
-- Input: {model.in_channels} channel(s), axes (batch, channel, {axes}), float32; normalisation:
-  {norm_text}.
-- Valid spatial input sizes: {sizes} pixels.
-- Output: per-class probabilities (soft-max inside the network) for the classes
-  {", ".join(metadata.get("class_names") or default_class_names(model.num_classes))};
-  {"smaller than the input by (" + shrink + ") pixels (unpadded convolutions)"
-   if model.padding == "valid" else "same size as the input"}.
-  For images larger than one tile use the overlap-tile strategy of the paper: tile the mirrored
-  image so that the output tiles abut.
-
-## Validation
-
-{validation}
-"""
 
 
 def _check_formats(weight_formats: Sequence[str]) -> None:
@@ -189,63 +88,12 @@ def _check_formats(weight_formats: Sequence[str]) -> None:
         )
 
 
-def _write_test_files(model: UNet, root: Path, metadata: dict, image, name: str, norm) -> np.ndarray:
-    """Test/sample tensors, cover and README; returns the raw test input."""
-    import imageio.v3 as iio
-    import tifffile
-
-    raw = make_test_input(model, image=image)
-    prob = reference_output(model, raw, metadata)
-    np.save(root / "test_input.npy", raw)
-    np.save(root / "test_output.npy", prob)
-    tifffile.imwrite(root / "sample_input.tif", raw[0], photometric="minisblack")
-    tifffile.imwrite(root / "sample_output.tif", prob[0], photometric="minisblack")
-    iio.imwrite(root / "cover.png", _cover(raw, prob))
-    (root / "README.md").write_text(_readme(model, metadata, name, norm), encoding="utf-8")
-    return raw
-
-
-def _write_weights(model: UNet, root: Path, example: np.ndarray,
-                   weight_formats: Sequence[str]) -> dict[str, Any]:
-    """The weight files of each format and their ``weights`` entries."""
-    (root / _ARCH_FILE).write_text(_architecture_source(), encoding="utf-8")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, root / "weights.pt")
-    torch_version = torch.__version__.split("+")[0]
-    weights: dict[str, Any] = {
-        "pytorch_state_dict": {
-            **_file(root, "weights.pt"),
-            "architecture": {
-                **_file(root, _ARCH_FILE),
-                "callable": UNetProbabilities.__name__,
-                "kwargs": dict(model.config),
-            },
-            "pytorch_version": torch_version,
-        }
-    }
-    if "torchscript" in weight_formats:
-        export_torchscript(model, root / "weights_torchscript.pt", example=example)
-        weights["torchscript"] = {
-            **_file(root, "weights_torchscript.pt"),
-            "parent": "pytorch_state_dict",
-            "pytorch_version": torch_version,
-        }
-    if "onnx" in weight_formats:
-        export_onnx(model, root / "weights.onnx", example=example)
-        weights["onnx"] = {
-            **_file(root, "weights.onnx"),
-            "parent": "pytorch_state_dict",
-            "opset_version": ONNX_OPSET,
-        }
-    return weights
-
-
 def _axes(model: UNet, class_names: list[str]) -> tuple[list, list]:
     """Input axes (sizes ``min + n * step`` per axis, the step the axis's pooling grid) and
     output axes (input size − 2·margin of that axis); spatial axes y, x or z, y, x."""
     from napari_unet.core.predict.tiling import tile_alignment
 
-    spatial = list(zip(_spatial(model), model.valid_input_shape(1), tile_alignment(model),
+    spatial = list(zip(spatial_axes(model), model.valid_input_shape(1), tile_alignment(model),
                        model.margins, strict=True))  # fmt: skip
     in_axes: list[dict[str, Any]] = [
         {"type": "batch"},
@@ -348,52 +196,58 @@ def build_rdf(
     if len(class_names) != model.num_classes:
         class_names = default_class_names(model.num_classes)
     name = name or f"napari-unet U-Net depth {model.depth} base {model.base_channels}"
-    raw = _write_test_files(model, root, metadata, image, name, norm)
-    weights = _write_weights(model, root, normalized_test_input(raw, metadata), weight_formats)
-    in_axes, out_axes = _axes(model, class_names)
-    margins = set(model.margins)
-    margin_text = ("same size" if margins == {0} else f"{2 * margins.pop()} px smaller"
-                   if len(margins) == 1 else f"{tuple(2 * m for m in model.margins)} px smaller")
+    raw = write_test_files(model, root, metadata, image, name, norm)
+    weights = write_weights(model, root, normalized_test_input(raw, metadata), weight_formats)
+    inputs, outputs = _tensors(model, root, norm, raw, class_names)
     return {
         "format_version": _format_version(),
         "type": "model",
         "name": name,
-        "description": description
-        or (
-            f"U-Net (Ronneberger et al. 2015) segmenting {', '.join(class_names)}; "
-            f"outputs soft-max probabilities, {margin_text} than the input. Made with {__distribution__}."
-        ),
+        "description": description or _description(model, class_names),
         "authors": [{"name": a} for a in (authors or ["napari-unet user"])],
         "cite": [dict(PAPER_CITATION)],
         "license": license,
         "tags": ["unet", "segmentation", f"{model.ndim}d", "pytorch", __distribution__,
                  "instance-segmentation"],
-        "documentation": _file(root, "README.md"),
-        "covers": [_file(root, "cover.png")],
-        "inputs": [
-            {
-                "id": "raw",
-                "description": "image; normalised by the pre-processing",
-                "axes": in_axes,
-                "test_tensor": _file(root, "test_input.npy"),
-                "sample_tensor": _file(root, "sample_input.tif"),
-                "data": {"type": "float32"},
-                "preprocessing": preprocessing(norm, raw, _spatial(model)),
-            }
-        ],
-        "outputs": [
-            {
-                "id": "probabilities",
-                "description": "soft-max probability of each class",
-                "axes": out_axes,
-                "test_tensor": _file(root, "test_output.npy"),
-                "sample_tensor": _file(root, "sample_output.tif"),
-                "data": {"type": "float32", "range": [0.0, 1.0]},
-            }
-        ],
+        "documentation": file_entry(root, "README.md"),
+        "covers": [file_entry(root, "cover.png")],
+        "inputs": inputs,
+        "outputs": outputs,
         "weights": weights,
         "config": _config(model, metadata, class_names),
     }
+
+
+def _description(model: UNet, class_names: list[str]) -> str:
+    margins = set(model.margins)
+    margin_text = ("same size" if margins == {0} else f"{2 * margins.pop()} px smaller"
+                   if len(margins) == 1 else f"{tuple(2 * m for m in model.margins)} px smaller")
+    return (f"U-Net (Ronneberger et al. 2015) segmenting {', '.join(class_names)}; "
+            f"outputs soft-max probabilities, {margin_text} than the input. Made with "
+            f"{__distribution__}.")
+
+
+def _tensors(model: UNet, root: Path, norm, raw, class_names) -> tuple[list, list]:
+    """The ``inputs`` and ``outputs`` of the description: axes, test and sample tensors."""
+    in_axes, out_axes = _axes(model, class_names)
+    inputs = [{
+        "id": "raw",
+        "description": "image; normalised by the pre-processing",
+        "axes": in_axes,
+        "test_tensor": file_entry(root, "test_input.npy"),
+        "sample_tensor": file_entry(root, "sample_input.tif"),
+        "data": {"type": "float32"},
+        "preprocessing": preprocessing(norm, raw, spatial_axes(model)),
+    }]
+    outputs = [{
+        "id": "probabilities",
+        "description": "soft-max probability of each class",
+        "axes": out_axes,
+        "test_tensor": file_entry(root, "test_output.npy"),
+        "sample_tensor": file_entry(root, "sample_output.tif"),
+        "data": {"type": "float32", "range": [0.0, 1.0]},
+    }]
+    return inputs, outputs
 
 
 def export_bioimageio(

@@ -1,12 +1,15 @@
 """The network: the U-Net (2D) and the 3D U-Net, their shape arithmetic and their memory.
 
-- :mod:`.unet` — :class:`UNet`, He's initialisation, the valid input/output sizes, the
-  anisotropic pooling of a coarse z, the inflation of a 2D network into a 3D one. The file is
-  self-contained (torch only): bioimage.io packages ship it as the architecture's source.
+- :mod:`.unet` — :class:`UNet` (2D and 3D) and He's initialisation.
+- :mod:`.shapes` — the valid input and output sizes, the pooling factors per level and the
+  anisotropic pooling of a coarse z. With :mod:`.unet` the architecture's source in
+  bioimage.io packages (torch and the standard library only).
+- :mod:`.inflate` — a 3D U-Net started from a trained 2D one.
 - :mod:`.memory` — what training or prediction with a network of this size needs, and the
   check that refuses settings a device cannot hold before anything is allocated.
 """
 
+from napari_unet.core.model.inflate import inflate_to_3d
 from napari_unet.core.model.memory import (
     available_bytes,
     check_memory,
@@ -15,16 +18,14 @@ from napari_unet.core.model.memory import (
     estimate_training_bytes,
     format_bytes,
 )
-from napari_unet.core.model.unet import (
-    UNet,
+from napari_unet.core.model.shapes import (
     anisotropic_pool,
-    he_init_,
-    inflate_to_3d,
     nearest_valid_sizes,
     pool_levels,
     valid_input_shape,
     valid_output_shape,
 )
+from napari_unet.core.model.unet import UNet, he_init_
 
 __all__ = [
     "UNet",

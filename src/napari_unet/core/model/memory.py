@@ -98,7 +98,7 @@ def _feature_maps(depth: int, base_channels: int, tile: tuple[int, ...], num_cla
 
 def _tile_and_pool(tile, ndim: int, depth: int, pool):
     """(sides per axis, factors per level and axis) from an int or per-axis ``tile``."""
-    from napari_unet.core.model.unet import pool_levels
+    from napari_unet.core.model.shapes import pool_levels
 
     if isinstance(tile, bool) or not isinstance(tile, int):
         sides = tuple(tile)
@@ -317,7 +317,7 @@ def check_memory(
 
 
 def _hints(estimate, arch: dict, *, tile: int, batch_size: int, budget: int) -> str:
-    from napari_unet.core.model.unet import nearest_valid_sizes, valid_input_shape
+    from napari_unet.core.model.shapes import nearest_valid_sizes, valid_input_shape
 
     depth, padding = arch["depth"], arch["padding"]
     if not isinstance(tile, int) or arch["ndim"] > 2:
@@ -355,7 +355,7 @@ def _hints(estimate, arch: dict, *, tile: int, batch_size: int, budget: int) -> 
 def _hints_nd(estimate, arch: dict, *, tile, batch_size: int, budget: int) -> str:
     """Smaller settings for a 3D (or per-axis) tile: a batch, a tile scaled down along every
     axis (valid for the pooling), or fewer channels / levels."""
-    from napari_unet.core.model.unet import valid_input_shape
+    from napari_unet.core.model.shapes import valid_input_shape
 
     nd, depth, padding, pool = arch["ndim"], arch["depth"], arch["padding"], arch["pool"]
     sides = tuple(tile) if not isinstance(tile, int) else (tile,) * nd

@@ -13,11 +13,8 @@ up-convolutions, optionally anisotropic pooling (``pool`` or ``spacing``, see
 paper's channel plan (``scheme="3d-unet"``: 32/64, 64/128, ... and up-convolutions that keep the
 channels).
 
-Shape arithmetic (valid padding), per axis: with pooling factors ``f_0 .. f_{d-1}`` along the
-axis, ``P = f_0·…·f_{d-1}`` and ``offset = 4·(1 + f_0 + f_0 f_1 + … + f_0…f_{d-2})``, an input
-side ``s`` is valid when ``s = P·m + offset`` for an integer ``m`` (the side entering the bottom
-block) with an output side ``P·(m - 4) - offset >= 1``. For ``f = 2`` and ``d = 4`` that is
-``s = 16 m + 60``, ``m >= 8``: 188, 204, …, 572, …; the output is ``16 m - 124``.
+The shapes (valid sizes, pooling factors) are :mod:`napari_unet.core.model.shapes`; together the
+two files are the architecture's source in bioimage.io packages.
 """
 
 from __future__ import annotations
@@ -28,252 +25,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = [
-    "UNet",
-    "anisotropic_pool",
-    "he_init_",
-    "inflate_to_3d",
-    "nearest_valid_sizes",
-    "pool_levels",
-    "valid_input_shape",
-    "valid_output_shape",
-]
+from napari_unet.core.model.shapes import (
+    anisotropic_pool,
+    check_depth,
+    check_padding,
+    is_count,
+    pool_levels,
+    valid_input_shape,
+    valid_output_shape,
+)
 
-_PADDINGS = ("valid", "same")
+__all__ = ["UNet", "he_init_"]
+
 _NORMS = (None, "batch")
 _SCHEMES = ("unet", "3d-unet")
 _LAYERS = {
     2: (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.BatchNorm2d, nn.Dropout2d),
     3: (nn.Conv3d, nn.ConvTranspose3d, nn.MaxPool3d, nn.BatchNorm3d, nn.Dropout3d),
 }
-
-
-def _check_depth(depth: int) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ValueError(
-            f"depth: expected a non-negative integer (the paper uses 4), got {depth!r}"
-        )
-    return depth
-
-
-def _check_padding(padding: str) -> str:
-    if padding not in _PADDINGS:
-        raise ValueError(f"padding: expected one of {_PADDINGS}, got {padding!r}")
-    return padding
-
-
-def _is_count(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
-
-
-def pool_levels(pool, depth: int) -> tuple[tuple[int, ...], ...]:
-    """``pool`` → one tuple of factors per level (one factor per axis, or one for all axes)."""
-    pool = 2 if pool is None else pool
-    try:
-        levels = [(f,) if _is_count(f) else tuple(f)
-                  for f in ([pool] * depth if _is_count(pool) else pool)]
-        ok = len(levels) == depth and all(f and all(map(_is_count, f)) for f in levels)
-    except TypeError:
-        ok = False
-    if not ok or len({len(f) for f in levels if len(f) > 1}) > 1:
-        raise ValueError(
-            f"pool: expected None, a positive integer or one factor (or one tuple of factors per "
-            f"axis) per level for depth {depth}, got {pool!r}; e.g. pool=((1, 2, 2), (2, 2, 2))"
-        )
-    return tuple(levels)
-
-
-def _per_axis(pool, depth: int, n_axes: int) -> list[tuple[int, ...]]:
-    """Pooling factors along each of the last ``n_axes`` axes (aligned right, like numpy)."""
-    levels = pool_levels(pool, depth)
-    width = max((len(f) for f in levels), default=1)
-    if width > 1 and n_axes > width:
-        raise ValueError(f"input_shape: {n_axes} sizes, but pool has factors for {width} axes")
-    if width == 1:
-        return [tuple(f[0] for f in levels)] * n_axes
-    return [tuple(f[width - n_axes + a] for f in levels) for a in range(n_axes)]
-
-
-def anisotropic_pool(spacing: Sequence[float], depth: int = 4) -> tuple[tuple[int, ...], ...]:
-    """Pooling factors per level for voxels of size ``spacing``: coarse axes are pooled later.
-
-    The rule (that of nnU-Net): at each level an axis is pooled by 2 when its current voxel size
-    (``spacing`` times the pooling so far) is at most twice the finest current voxel size;
-    otherwise it keeps its resolution (factor 1) until the finer axes have caught up. Isotropic
-    spacing, or a z step at most twice the xy pixel, gives 2×2×2 pooling everywhere.
-
-    Examples
-    --------
-    >>> anisotropic_pool((5.0, 1.0, 1.0), depth=4)  # z step 5 × the xy pixel
-    ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2))
-    >>> anisotropic_pool((1.0, 1.0), depth=2)
-    ((2, 2), (2, 2))
-    """
-    _check_depth(depth)
-    try:
-        size = [float(s) for s in spacing]
-    except (TypeError, ValueError):
-        size = []
-    if not size or not all(math.isfinite(s) and s > 0 for s in size):
-        raise ValueError(
-            f"spacing: expected one positive voxel size per spatial axis, got {spacing!r}; e.g. "
-            "spacing=(5.0, 1.0, 1.0) for a z step five times the xy pixel"
-        )
-    levels = []
-    for _ in range(depth):
-        finest = min(size)
-        factors = tuple(2 if s <= 2.0 * finest * (1 + 1e-9) else 1 for s in size)
-        size = [s * f for s, f in zip(size, factors, strict=True)]
-        levels.append(factors)
-    return tuple(levels)
-
-
-def _step_offset(factors: Sequence[int]) -> tuple[int, int]:
-    """``P = Π f`` and ``offset = 4·(1 + f_0 + f_0 f_1 + …)``: valid sides are ``P·m + offset``."""
-    return math.prod(factors), 4 * sum(math.prod(factors[:i]) for i in range(len(factors)))
-
-
-def _side_out(side: int, factors: Sequence[int], padding: str) -> int:
-    """Output side for one input side, or -1 when the side is invalid."""
-    if padding == "same":
-        return side if side >= 1 and side % math.prod(factors) == 0 else -1
-    s = side
-    for f in factors:
-        s -= 4
-        if s < f or s % f:
-            return -1
-        s //= f
-    s -= 4
-    for f in reversed(factors):
-        if s < 1:
-            return -1
-        s = f * s - 4
-    return s
-
-
-def _valid_sides_around(side: int, factors: Sequence[int], padding: str) -> tuple[int, int | None]:
-    """Nearest valid input sides at or above ``side`` and strictly below it (None if none)."""
-    step, offset = _step_offset(factors)
-    if padding == "same":
-        up = max(step, math.ceil(side / step) * step)
-        down = up - step if up - step >= step else None
-        if up == side:
-            down = side - step if side - step >= step else None
-        return up, down
-    m_min = 4 + math.ceil((1 + offset) / step)  # smallest m with output >= 1
-    m_up = max(m_min, math.ceil((side - offset) / step))
-    up = step * m_up + offset
-    m_down = m_up - 1 if up >= side else m_up
-    down = step * m_down + offset if m_down >= m_min else None
-    if down is not None and down >= side:
-        down = None
-    return up, down
-
-
-def nearest_valid_sizes(
-    side: int, *, depth: int = 4, padding: str = "valid", pool=None
-) -> list[int]:
-    """Valid input sides closest to ``side`` (the one below, if any, and the one at or above).
-
-    ``pool``: the pooling factors along this axis, one per level (default 2 everywhere).
-
-    Examples
-    --------
-    >>> nearest_valid_sizes(570)
-    [556, 572]
-    >>> nearest_valid_sizes(30, depth=2, pool=(1, 2))  # an axis pooled only at the 2nd level
-    [28, 30]
-    """
-    (factors,) = _per_axis(pool, _check_depth(depth), 1)
-    up, down = _valid_sides_around(int(side), factors, _check_padding(padding))
-    return [s for s in (down, up) if s is not None]
-
-
-def _shape_tuple(shape, name: str) -> tuple[int, ...]:
-    values = (shape,) if isinstance(shape, int) else tuple(shape)
-    if not values or any(isinstance(s, bool) or int(s) != s or int(s) < 1 for s in values):
-        raise ValueError(f"{name}: expected positive integer sizes, got {shape!r}")
-    return tuple(int(s) for s in values)
-
-
-def valid_input_shape(
-    min_shape: int | Sequence[int], depth: int = 4, *, padding: str = "valid", pool=None
-) -> tuple[int, ...]:
-    """Smallest valid network input that is at least ``min_shape`` along every axis.
-
-    Parameters
-    ----------
-    min_shape : int or sequence of int
-        Minimum spatial input size, e.g. ``(512, 512)`` or ``(D, H, W)``; an int means one side
-        (or every axis of a per-axis ``pool``).
-    depth : int
-        Number of poolings of the network.
-    padding : {"valid", "same"}
-        Convolution padding of the network.
-    pool : None, int or sequence
-        Pooling factors per level: an int per level for every axis, or a tuple per level with one
-        factor per axis (e.g. ``((1, 2, 2), (2, 2, 2))``; axes aligned to the right). Default 2.
-
-    Returns
-    -------
-    tuple of int
-
-    Examples
-    --------
-    >>> valid_input_shape((570, 572))
-    (572, 572)
-    >>> valid_input_shape(100, depth=2)
-    (100,)
-    >>> valid_input_shape((20, 100, 100), depth=3, pool=((1, 2, 2), (2, 2, 2), (2, 2, 2)))
-    (52, 100, 100)
-    """
-    depth = _check_depth(depth)
-    _check_padding(padding)
-    shape = _shape_tuple(min_shape, "min_shape")
-    width = max(len(f) for f in pool_levels(pool, depth) or [()])
-    if isinstance(min_shape, int) and width > 1:
-        shape = shape * width
-    per_axis = _per_axis(pool, depth, len(shape))
-    return tuple(_valid_sides_around(s, f, padding)[0] for s, f in zip(shape, per_axis, strict=True))
-
-
-def valid_output_shape(
-    input_shape: Sequence[int], depth: int = 4, *, padding: str = "valid", pool=None
-) -> tuple[int, ...]:
-    """Output size of a U-Net for a spatial ``input_shape``; ValueError names valid sizes.
-
-    Examples
-    --------
-    >>> valid_output_shape((572, 572))
-    (388, 388)
-    >>> valid_output_shape((132, 132, 116), depth=3)  # the 3D U-Net paper's tile
-    (44, 44, 28)
-    """
-    depth = _check_depth(depth)
-    _check_padding(padding)
-    shape = _shape_tuple(input_shape, "input_shape")
-    per_axis = _per_axis(pool, depth, len(shape))
-    out, problems = [], []
-    for axis, (side, factors) in enumerate(zip(shape, per_axis, strict=True)):
-        o = _side_out(side, factors, padding)
-        if o < 1:
-            step, offset = _step_offset(factors)
-            near = [s for s in _valid_sides_around(side, factors, padding)[::-1] if s is not None]
-            smallest = _valid_sides_around(1, factors, padding)[0]
-            rule = f"a multiple of {step}" if padding == "same" else f"{step}·m + {offset}"
-            rule += f", at least {smallest}"
-            problems.append(
-                f"input size {side} along spatial axis {axis} is not valid (expected {rule}); "
-                f"nearest valid sizes: {' or '.join(map(str, near))}"
-            )
-        out.append(o)
-    if problems:
-        pool_arg = "" if pool is None else f", pool={pool!r}"
-        raise ValueError(
-            f"{'; '.join(problems)} — for a U-Net of depth {depth} with {padding!r} padding. Pad "
-            f"or crop the input, or use valid_input_shape({shape}, depth={depth}{pool_arg})."
-        )
-    return tuple(out)
 
 
 def he_init_(module: nn.Module) -> None:
@@ -336,6 +105,42 @@ def _channel_plan(scheme: str, in_channels: int, base: int, depth: int):
     ups = [(c[i + 2], c[i + 2]) for i in reversed(range(depth))]
     blocks = [(c[i + 2] + c[i + 1], c[i + 1], c[i + 1]) for i in reversed(range(depth))]
     return down, bottom, ups, blocks, c[1]
+
+
+def _checked_factors(in_channels, num_classes, depth, base_channels, padding, dropout, *, ndim,
+                     pool, spacing, norm, scheme) -> list[tuple[int, ...]]:
+    """The pooling factors per level and axis of a :class:`UNet`'s arguments, each checked
+    (ValueError naming the argument)."""
+    for name, value in (
+        ("in_channels", in_channels),
+        ("num_classes", num_classes),
+        ("base_channels", base_channels),
+    ):
+        if not is_count(value):
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    check_depth(depth)
+    check_padding(padding)
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+    if ndim not in _LAYERS or isinstance(ndim, bool):
+        raise ValueError(f"ndim: expected 2 (images) or 3 (volumes), got {ndim!r}")
+    if norm not in _NORMS:
+        raise ValueError(f"norm: expected None or 'batch', got {norm!r}")
+    if scheme not in _SCHEMES:
+        raise ValueError(f"scheme: expected one of {_SCHEMES}, got {scheme!r}")
+    if spacing is not None:
+        if pool is not None:
+            raise ValueError("pool, spacing: give one of them (spacing derives pool), not both")
+        if len(tuple(spacing)) != ndim:
+            raise ValueError(
+                f"spacing: expected {ndim} voxel sizes for ndim={ndim}, got {spacing!r}"
+            )
+        pool = anisotropic_pool(spacing, depth)
+    levels = pool_levels(pool, depth)
+    if any(len(f) not in (1, ndim) for f in levels):
+        raise ValueError(f"pool: expected 1 or {ndim} factors per level, got {pool!r}")
+    factors = [f * ndim if len(f) == 1 else f for f in levels]  # depth × ndim
+    return factors
 
 
 class UNet(nn.Module):
@@ -408,35 +213,9 @@ class UNet(nn.Module):
         scheme: str = "unet",
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-            ("base_channels", base_channels),
-        ):
-            if not _is_count(value):
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        _check_depth(depth)
-        _check_padding(padding)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
-        if ndim not in _LAYERS or isinstance(ndim, bool):
-            raise ValueError(f"ndim: expected 2 (images) or 3 (volumes), got {ndim!r}")
-        if norm not in _NORMS:
-            raise ValueError(f"norm: expected None or 'batch', got {norm!r}")
-        if scheme not in _SCHEMES:
-            raise ValueError(f"scheme: expected one of {_SCHEMES}, got {scheme!r}")
-        if spacing is not None:
-            if pool is not None:
-                raise ValueError("pool, spacing: give one of them (spacing derives pool), not both")
-            if len(tuple(spacing)) != ndim:
-                raise ValueError(
-                    f"spacing: expected {ndim} voxel sizes for ndim={ndim}, got {spacing!r}"
-                )
-            pool = anisotropic_pool(spacing, depth)
-        levels = pool_levels(pool, depth)
-        if any(len(f) not in (1, ndim) for f in levels):
-            raise ValueError(f"pool: expected 1 or {ndim} factors per level, got {pool!r}")
-        factors = [f * ndim if len(f) == 1 else f for f in levels]  # depth × ndim
+        factors = _checked_factors(in_channels, num_classes, depth, base_channels, padding,
+                                   dropout, ndim=ndim, pool=pool, spacing=spacing, norm=norm,
+                                   scheme=scheme)
         stored = None if all(f == (2,) * ndim for f in factors) else [list(f) for f in factors]
         self.config = {
             "in_channels": in_channels,
@@ -550,53 +329,3 @@ class UNet(nn.Module):
             x = upconv(x)
             x = block(torch.cat([_center_crop(skip, x.shape[2:]), x], dim=1))
         return self.head(x)
-
-
-def inflate_to_3d(model2d: UNet, *, pool=None, spacing: Sequence[float] | None = None) -> UNet:
-    """A 3D U-Net that computes, plane by plane, what the 2D ``model2d`` computes.
-
-    The 2D network's weights are "inflated" (Carreira & Zisserman 2017): every 3×3 kernel
-    becomes a 3×3×3 one with the 2D kernel as its middle plane and zeros above and below; every
-    2×2 up-convolution is repeated along z for the level's z factor; biases and batch-norm
-    statistics are copied. With 1 as the z pooling factor at every level the 3D network's
-    output plane ``k`` equals the 2D network's output for input plane ``k + margins[0]``
-    exactly; with z pooling 2 the max pooling also takes the neighbouring plane, so the result
-    is close. Training then learns the z context from there: a 3D U-Net trained on a few
-    annotated slices starts from the 2D network those slices train in seconds
-    (:class:`napari_unet.core.training.Trainer`, ``pretrain_2d``).
-
-    Examples
-    --------
-    >>> import torch
-    >>> net2d = UNet(depth=1, base_channels=2, dropout=0.0).eval()
-    >>> net3d = inflate_to_3d(net2d, pool=((1, 2, 2),)).eval()
-    >>> x = torch.rand(1, 1, 16, 20, 20)
-    >>> out = net3d(x)
-    >>> bool(torch.allclose(out[:, :, 0], net2d(x[:, :, net3d.margins[0]]), atol=1e-5))
-    True
-    """
-    if not isinstance(model2d, UNet) or model2d.ndim != 2:
-        raise ValueError(f"model2d: expected a 2D UNet, got {type(model2d).__name__}"
-                         f"{'' if not isinstance(model2d, UNet) else f' with ndim={model2d.ndim}'}")
-    if model2d.config.get("pool") is not None:
-        raise ValueError("model2d: expected the 2D U-Net's 2×2 pooling at every level, got "
-                         f"pool={model2d.config['pool']}")
-    cfg = {k: v for k, v in model2d.config.items() if k not in ("ndim", "pool")}
-    net = UNet(**cfg, ndim=3, pool=pool, spacing=spacing)
-    if any(tuple(f[1:]) != (2, 2) for f in net.pool_factors):
-        raise ValueError(f"pool: expected xy factors 2 at every level (the 2D network's), got "
-                         f"{[list(f) for f in net.pool_factors]}")
-    src = model2d.state_dict()
-    out = {}
-    for name, w3 in net.state_dict().items():
-        w2 = src[name]
-        if w3.ndim == w2.ndim:  # biases, batch-norm parameters and statistics
-            out[name] = w2.clone()
-        elif name.startswith("upconvs."):  # (C_in, C_out, fz, 2, 2): the same kernel per z
-            out[name] = w2.unsqueeze(2).expand_as(w3).clone()
-        else:  # (C_out, C_in, k, k, k): the 2D kernel in the middle plane
-            w = torch.zeros_like(w3)
-            w[:, :, w3.shape[2] // 2] = w2
-            out[name] = w
-    net.load_state_dict(out)
-    return net

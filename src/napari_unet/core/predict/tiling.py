@@ -134,7 +134,7 @@ def axis_pool(model, axis: int) -> tuple[tuple[int], ...]:
 
 def axis_input(model, axis: int, side: int) -> int:
     """The smallest valid input side ≥ ``side`` along spatial axis ``axis``."""
-    from napari_unet.core.model.unet import valid_input_shape
+    from napari_unet.core.model.shapes import valid_input_shape
 
     return valid_input_shape((int(side),), model.depth, padding=model.padding,
                              pool=axis_pool(model, axis))[0]
@@ -142,7 +142,7 @@ def axis_input(model, axis: int, side: int) -> int:
 
 def axis_output(model, axis: int, side: int) -> int:
     """The output side of a valid input side ``side`` along spatial axis ``axis``."""
-    from napari_unet.core.model.unet import valid_output_shape
+    from napari_unet.core.model.shapes import valid_output_shape
 
     return valid_output_shape((int(side),), model.depth, padding=model.padding,
                               pool=axis_pool(model, axis))[0]

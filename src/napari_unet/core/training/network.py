@@ -15,7 +15,8 @@ from pathlib import Path
 
 import napari_unet.core.training.checkpoint as ckpt
 from napari_unet.core.io.pretrained import load_pretrained
-from napari_unet.core.model.unet import UNet, anisotropic_pool
+from napari_unet.core.model.shapes import anisotropic_pool
+from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import normalized_median, polarity_cut
 from napari_unet.core.training.config import TrainConfig
 

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from napari_unet.core.device import pick_device
-from napari_unet.core.model.unet import (
+from napari_unet.core.model.shapes import (
     anisotropic_pool,
     pool_levels,
     valid_input_shape,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from napari_unet.core.model.unet import inflate_to_3d
+from napari_unet.core.model.inflate import inflate_to_3d
 from napari_unet.core.training.data import TrainingPair, to_channels_first
 
 __all__ = ["annotated_planes", "pretrain_2d", "pretrain_due"]
