@@ -94,7 +94,7 @@ def config_choices(args: argparse.Namespace) -> dict:
         raise CLIError("--pretrain-2d: pre-training in 2D starts a 3D U-Net; give --ndim 3 "
                        "(2D training needs no pre-training)")
     if getattr(args, "no_augment", False):
-        from napari_unet.core.augment.pipeline import AugmentConfig
+        from napari_unet.core.augment.config import AugmentConfig
 
         given["augment"] = AugmentConfig.none()
     given["ndim"] = ndim

@@ -407,7 +407,7 @@ def list_runs(root: str | os.PathLike | None = None,
 # ----------------------------------------------------------------------------- training (torch)
 def config_from_settings(settings: dict, **changes):
     """A TrainConfig from a ``settings.json`` dict (unknown keys are ignored)."""
-    from napari_unet.core.augment.pipeline import AugmentConfig
+    from napari_unet.core.augment.config import AugmentConfig
     from napari_unet.core.training.config import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}

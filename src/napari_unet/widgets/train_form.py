@@ -285,7 +285,7 @@ class TrainForm(QWidget):
         return config
 
     def augment_config(self, *, preview: bool = False):
-        from napari_unet.core.augment.pipeline import AugmentConfig
+        from napari_unet.core.augment.config import AugmentConfig
 
         if not (self.augment.isChecked() or preview):
             return AugmentConfig.none()

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from napari_unet.core.augment.pipeline import AugmentConfig
+from napari_unet.core.augment.config import AugmentConfig
 from napari_unet.core.normalize import DEFAULT_NORMALIZATION
 from napari_unet.core.training.presets import PRESETS, get_preset
 
