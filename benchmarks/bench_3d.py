@@ -8,7 +8,7 @@ with the same wall-clock training budget each (``--time-limit``, default 900 s):
     outside the slices are erased, so nothing leaks);
 (a) **2D plane by plane**: the 2D U-Net trained on the same 3 slices (as 2D images), applied to
     every plane of the held-out volume and stitched into 3D objects
-    (:func:`napari_unet.core.predict.postprocess.stitch_planes`: an object joins the best-overlapping one
+    (:func:`napari_unet.core.predict.stitch.stitch_planes`: an object joins the best-overlapping one
     of the plane above at IoU ≥ 0.25, as cellpose stitches);
 (b) **dense 3D**: the 3D U-Net trained on the fully annotated training volume(s).
 
@@ -137,7 +137,7 @@ def evaluate(model, metadata, tests, spacing):
     """Instance matching at IoU 0.5 pooled over the held-out volumes (3D objects)."""
     from napari_unet.core.metrics import instance_matching
     from napari_unet.core.predict import segment
-    from napari_unet.core.predict.postprocess import stitch_planes
+    from napari_unet.core.predict.stitch import stitch_planes
 
     tp = fp = fn = 0
     per = {}

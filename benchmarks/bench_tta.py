@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     from napari_unet.core.metrics import instance_matching
     from napari_unet.core.predict import predict_image
     from napari_unet.core.predict.postprocess import PostprocessSettings
-    from napari_unet.core.predict.tiled import dihedral
+    from napari_unet.core.predict.passes import dihedral
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, required=True)

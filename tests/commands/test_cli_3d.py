@@ -108,7 +108,7 @@ def test_evaluate_reports_3d_instance_f1(tmp_path, models, capsys):
 def test_stitch_links_the_planes_of_a_2d_model_into_3d_objects(tmp_path, models, volume,
                                                                 capsys, error_line):
     from napari_unet.core.io import load_model
-    from napari_unet.core.predict.postprocess import stitch_planes
+    from napari_unet.core.predict.stitch import stitch_planes
 
     path3, *_, path2 = models
     net2, meta2 = load_model(path2)

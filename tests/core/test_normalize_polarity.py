@@ -1,4 +1,4 @@
-"""Input polarity (issue 13): ``normalization["invert"]`` (a cut chosen from the training
+"""Input polarity: ``normalization["invert"]`` (a cut chosen from the training
 images; ``"auto"``: 0.5) turns bright-background images (brightfield, H&E converted to gray: dark nuclei) into bright nuclei on a dark
 background, as in fluorescence; stored by new gray models, applied wherever the metadata is
 (training, predict, block-wise zarr, bioimage.io export); older metadata never inverts."""
@@ -20,7 +20,7 @@ from napari_unet.core.normalize import (
     stored_normalization,
 )
 from napari_unet.core.predict import predict_image, predict_to_zarr
-from napari_unet.core.predict.tiled import normalizer
+from napari_unet.core.predict.images import normalizer
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.core.training import TrainConfig, Trainer, TrainingPair, prepare_pairs
 

@@ -1,4 +1,4 @@
-"""GUI tests of volumes (issue 15): annotated slices, the 3D rule line, 3D training in the child,
+"""GUI tests of volumes: annotated slices, the 3D rule line, 3D training in the child,
 a 3D Labels prediction, the weight map of a slice and of the volume. Tiny networks and volumes;
 generous waits, no timing assertions."""
 
@@ -133,7 +133,7 @@ def test_predict_says_plane_by_plane_for_a_2d_model_on_a_stack(make_napari_viewe
     layer = viewer.layers["vol prediction"]
     assert layer.data.shape == (4, 40, 40) and tuple(layer.scale) == (2.0, 1.0, 1.0)
     # the planes' labels linked into 3D objects: the same as stitch_planes of the planes' labels
-    from napari_unet.core.predict.postprocess import stitch_planes
+    from napari_unet.core.predict.stitch import stitch_planes
 
     planes = np.asarray(layer.data).copy()
     assert widget.stitch.isEnabled()

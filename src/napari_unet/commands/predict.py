@@ -113,7 +113,7 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
         measure_spacing,
         plan_outputs,
     )
-    from napari_unet.core.predict.tiled import normalizer
+    from napari_unet.core.predict.images import normalizer
 
     paths = expand_paths(args.input, what="--input")
     targets = plan_outputs(paths, args.output, probabilities=args.probabilities,

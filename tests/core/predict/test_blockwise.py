@@ -11,8 +11,13 @@ from scipy import ndimage as ndi
 
 from napari_unet.core.io import save_model
 from napari_unet.core.model import UNet
+from napari_unet.core.predict import (
+    blocks,
+    labels_from_probabilities,
+    predict_image,
+    predict_to_zarr,
+)
 from napari_unet.core.predict import blockwise as bigdata
-from napari_unet.core.predict import labels_from_probabilities, predict_image, predict_to_zarr
 from napari_unet.core.predict.blockwise import plane_layout
 from napari_unet.core.synthetic import synthetic_cells
 
@@ -38,7 +43,7 @@ def _fake_prediction(monkeypatch, prob: np.ndarray):
         yield None
         return prob[:, y0:y1, x0:x1].astype(np.float32)
 
-    monkeypatch.setattr(bigdata, "iter_predict_region", fake)
+    monkeypatch.setattr(blocks, "iter_predict_region", fake)
 
 
 def test_blocks_equal_whole_image_prediction(tmp_path):
@@ -127,7 +132,7 @@ def test_blocks_normalise_as_the_whole_image(tmp_path, monkeypatch):
         yield None
         return np.stack([x, x])
 
-    monkeypatch.setattr(bigdata, "iter_predict_region", echo)
+    monkeypatch.setattr(blocks, "iter_predict_region", echo)
     meta = {"normalization": {"method": "percentile", "low": 1.0, "high": 99.8,
                               "invert": 0.5}}
     out = predict_to_zarr(_net(), image, tmp_path / "n.zarr", metadata=meta, block=16,

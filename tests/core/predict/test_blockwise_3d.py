@@ -9,8 +9,7 @@ import zarr
 from scipy import ndimage as ndi
 
 from napari_unet.core.model import UNet
-from napari_unet.core.predict import blockwise as bigdata
-from napari_unet.core.predict import labels_from_probabilities, predict_to_zarr, segment
+from napari_unet.core.predict import blocks, labels_from_probabilities, predict_to_zarr, segment
 
 META = {"normalization": {"method": "percentile", "low": 1.0, "high": 99.8}}
 
@@ -50,7 +49,7 @@ def test_3d_labels_merge_across_block_faces(tmp_path, monkeypatch):
         yield None
         return prob[(slice(None), *(slice(a, b) for a, b in zip(region[::2], region[1::2], strict=True)))]
 
-    monkeypatch.setattr(bigdata, "iter_predict_region", fake)
+    monkeypatch.setattr(blocks, "iter_predict_region", fake)
     net = UNet(depth=1, base_channels=2, ndim=3)
     out = predict_to_zarr(net, np.zeros(true.shape, np.float32), tmp_path / "m.zarr", block=8,
                           probabilities=False, min_size=4, fill_holes=False)  # fmt: skip

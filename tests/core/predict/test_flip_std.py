@@ -9,7 +9,7 @@ import torch
 
 from napari_unet.core.model import UNet
 from napari_unet.core.predict import iter_predict_tiled, iter_segment, predict_tiled
-from napari_unet.core.predict.tiled import TTA_TRANSFORMS, dihedral
+from napari_unet.core.predict.passes import TTA_TRANSFORMS, dihedral
 
 
 @pytest.fixture(scope="module")

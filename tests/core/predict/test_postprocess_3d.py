@@ -93,7 +93,7 @@ def test_settings_labels_take_spacing_and_segment_a_volume_with_a_3d_model():
 
 def test_stitch_planes_links_per_plane_labels_into_the_3d_objects():
     """Two 3D cells whose per-plane ids are shuffled plane by plane come back as two objects."""
-    from napari_unet.core.predict.postprocess import stitch_planes
+    from napari_unet.core.predict.stitch import stitch_planes
 
     rng = np.random.default_rng(0)
     truth = np.zeros((6, 10, 12), np.int32)

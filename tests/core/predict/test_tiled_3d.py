@@ -16,12 +16,8 @@ from napari_unet.core.predict import (
     predict_tiled,
     tiling,
 )
-from napari_unet.core.predict.tiled import (
-    TTA_TRANSFORMS,
-    dihedral,
-    iter_predict_region,
-    return_value,
-)
+from napari_unet.core.predict.passes import TTA_TRANSFORMS, dihedral
+from napari_unet.core.predict.tiled import iter_predict_region, return_value
 from napari_unet.core.predict.tiling import region_reader, tile_alignment
 
 

@@ -17,13 +17,9 @@ from collections.abc import Generator, Sequence
 
 import numpy as np
 
+from napari_unet.core.predict.images import iter_predict_image, iter_predict_stack
 from napari_unet.core.predict.postprocess import PostprocessSettings, stored_tta
-from napari_unet.core.predict.tiled import (
-    PredictProgress,
-    iter_predict_image,
-    iter_predict_stack,
-    return_value,
-)
+from napari_unet.core.predict.tiled import PredictProgress, return_value
 
 __all__ = ["iter_segment", "number_over_planes", "segment", "stored_spacing"]
 
@@ -107,7 +103,7 @@ def iter_segment(
         As :func:`napari_unet.core.predict.predict_tiled`.
     stitch : bool
         With ``stack=True``: link the planes' labels into 3D objects
-        (:func:`napari_unet.core.predict.postprocess.stitch_planes`) instead of one object per
+        (:func:`napari_unet.core.predict.stitch.stitch_planes`) instead of one object per
         cell and plane (ids unique over the stack, :func:`number_over_planes`).
 
     Yields
@@ -154,7 +150,7 @@ def iter_segment(
     if stack:
         labels = np.stack([settings.labels(p, spacing=plane_spacing) for p in prob])
         if stitch:
-            from napari_unet.core.predict.postprocess import stitch_planes
+            from napari_unet.core.predict.stitch import stitch_planes
 
             labels = stitch_planes(labels)
         else:

@@ -14,7 +14,6 @@ The tiling itself is described in :mod:`napari_unet.core.predict.tiling`; the la
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.model.unet import UNet
-from napari_unet.core.normalize import as_model_channels, normalize, stored_normalization
+from napari_unet.core.predict.passes import TileTooLarge, forward_safe, prepare_model
 from napari_unet.core.predict.tiling import (
     auto_tile_shape,
     axis_input,
@@ -38,16 +37,10 @@ from napari_unet.core.predict.tiling import (
 )
 
 __all__ = [
-    "TTA_TRANSFORMS",
     "PredictProgress",
     "as_chw",
-    "dihedral",
-    "iter_predict_image",
-    "iter_predict_stack",
+    "iter_predict_region",
     "iter_predict_tiled",
-    "normalizer",
-    "predict_image",
-    "predict_stack",
     "predict_tiled",
     "return_value",
     "run_to_end",
@@ -74,82 +67,9 @@ class PredictProgress:
     message: str = ""
     labels: np.ndarray | None = None
     #: with test-time augmentation and ``flip_std=True``, on the last event: per pixel, the
-    #: standard deviation over the test-time augmentation's passes of the foreground probability (1 − P(0))
+    #: standard deviation over the test-time augmentation's passes of the foreground
+    #: probability (1 − P(0))
     flip_std: np.ndarray | None = None
-
-
-class _TileTooLarge(Exception):
-    """Out of memory with a batch of one tile: retry with smaller tiles."""
-
-
-#: Test-time augmentation: the indices (:func:`dihedral`) of the plane as it is and turned by
-#: 180°, whose probabilities are averaged. A half-turn keeps y and x in place, so any pooling
-#: takes it. On the 80 DSB validation images (a 14,000-step model) F1@0.5 mean per image: one
-#: pass 0.835, as is + half-turn 0.843, + a flip 0.837, + the transpose 0.839, the 4 turns
-#: 0.847, all 8 flips and turns 0.847: most of the gain for twice, not 8 times, the cost of a
-#: pass.
-TTA_TRANSFORMS: tuple[int, ...] = (0, 2)
-
-
-def dihedral(x: torch.Tensor, k: int, *, inverse: bool = False) -> torch.Tensor:
-    """The k-th of the 8 flips/rotations of the last two axes (or its inverse): the xy plane
-    only, also in 3D (z is never flipped into y or x)."""
-    rot, flip = k % 4, k >= 4
-    if not inverse:
-        x = torch.flip(x, dims=(-1,)) if flip else x
-        return torch.rot90(x, rot, dims=(-2, -1))
-    x = torch.rot90(x, -rot, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if flip else x
-
-
-def _prepare(model: UNet, device) -> tuple[torch.device, torch.dtype]:
-    if device is not None:
-        from napari_unet.core.device import pick_device
-
-        model.to(pick_device(device))
-    param = next(model.parameters())
-    return param.device, param.dtype
-
-
-def _forward(model: UNet, x: torch.Tensor, tta: bool, spread: bool = False) -> np.ndarray:
-    """Softmax probabilities of a batch (averaged over :data:`TTA_TRANSFORMS` of the xy plane if ``tta``);
-    with ``spread`` one more channel: the standard deviation over the flips of the foreground
-    probability 1 − P(0) (zeros without ``tta``)."""
-    use_amp = x.device.type == "cuda" and x.dtype == torch.float32
-    amp = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-    total = squares = None
-    ks = TTA_TRANSFORMS if tta else (0,)
-    for k in ks:
-        with amp:
-            logits = model(dihedral(x, k))
-        prob = torch.softmax(logits.float(), dim=1)
-        prob = dihedral(prob, k, inverse=True)
-        total = prob if total is None else total + prob
-        if spread:
-            fg2 = (1.0 - prob[:, :1]) ** 2
-            squares = fg2 if squares is None else squares + fg2
-    mean = total / len(ks)
-    if spread:  # E[fg²] − E[fg]², clipped at 0 against rounding
-        var = (squares / len(ks) - (1.0 - mean[:, :1]) ** 2).clamp_min(0.0)
-        mean = torch.cat([mean, var.sqrt()], dim=1)
-    return mean.cpu().numpy().astype(np.float32, copy=False)
-
-
-def _forward_safe(model: UNet, x: torch.Tensor, tta: bool, state: dict) -> np.ndarray:
-    """Forward with out-of-memory recovery: halve the batch (remembered in ``state``)."""
-    try:
-        return _forward(model, x, tta, state.get("spread", False))
-    except torch.OutOfMemoryError:
-        if x.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if x.shape[0] == 1:
-            raise _TileTooLarge from None
-        half = max(1, x.shape[0] // 2)
-        state["batch_size"] = min(state["batch_size"], half)
-        logger.warning("out of memory with a batch of %d tiles; retrying with %d", x.shape[0], half)
-        return np.concatenate(
-            [_forward_safe(model, x[i : i + half], tta, state) for i in range(0, len(x), half)]
-        )
 
 
 def _pairs(region: Sequence[int], ndim: int, name: str = "region") -> list[tuple[int, int]]:
@@ -222,9 +142,7 @@ def iter_predict_region(
     >>> prob.shape
     (2, 12, 12, 16)
     """
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     pairs = _pairs(region, model.ndim)
-    sizes = tuple(b - a for a, b in pairs)
     tile = tuple(int(t) for t in tile_shape)
     if len(tile) != model.ndim:
         raise ValueError(
@@ -232,48 +150,13 @@ def iter_predict_region(
             f"got {tile_shape!r}"
         )
     state = {"batch_size": max(1, int(batch_size)), "spread": bool(flip_std)}
-    k = model.num_classes + bool(flip_std)
     while True:
-        same = model.padding == "same"
-        context = tuple(t // 8 if same else 0 for t in tile)
+        context = tuple(t // 8 if model.padding == "same" else 0 for t in tile)
         starts, tin, tout = _plan(model, pairs, tile, context)
-        jobs = list(itertools.product(*starts))
-        margins = model.margins
-        if not same:
-            acc = np.empty((k, *sizes), np.float32)
-            window = wsum = None
-            origin = tuple(a for a, _b in pairs)
-        else:
-            origin = tuple(a - c for (a, _b), c in zip(pairs, context, strict=True))
-            shape = tuple(max(n + 2 * c, t) for n, c, t in zip(sizes, context, tin, strict=True))
-            acc, wsum = np.zeros((k, *shape), np.float32), np.zeros(shape, np.float32)
-            window = blend_window(tout)
-        done, total = 0, math.ceil(len(jobs) / state["batch_size"])
         try:
-            i = 0
-            while i < len(jobs):
-                batch = jobs[i : i + state["batch_size"]]
-                x = np.stack([
-                    read(*itertools.chain.from_iterable((a, a + t) for a, t in zip(job, tin, strict=True)))
-                    for job in batch
-                ])  # fmt: skip
-                prob = _forward_safe(model, torch.from_numpy(x).to(device, dtype), tta, state)
-                for job, p in zip(batch, prob, strict=True):
-                    # output tile start in acc coordinates, and how much of it lies inside acc
-                    t0 = [a + m - o for a, m, o in zip(job, margins, origin, strict=True)]
-                    if window is None:
-                        keep = [min(to, n - t) for to, n, t in zip(tout, sizes, t0, strict=True)]
-                        dst = tuple(slice(t, t + h) for t, h in zip(t0, keep, strict=True))
-                        acc[(slice(None), *dst)] = p[(slice(None), *(slice(0, h) for h in keep))]
-                    else:
-                        dst = tuple(slice(t, t + h) for t, h in zip(t0, tout, strict=True))
-                        acc[(slice(None), *dst)] += p * window
-                        wsum[dst] += window
-                i += len(batch)
-                done += 1
-                total = done + math.ceil((len(jobs) - i) / state["batch_size"])
-                yield PredictProgress(done, total)
-        except _TileTooLarge:
+            return (yield from _predict_tiles(model, read, pairs, context, starts, tin, tout,
+                                              state, tta))
+        except TileTooLarge:
             smaller = _smaller_tile(model, tile)
             smallest = model.valid_input_shape(tile_alignment(model))
             if smaller == tin or all(t <= s for t, s in zip(tin, smallest, strict=True)):
@@ -283,11 +166,58 @@ def iter_predict_region(
                 ) from None
             logger.warning("out of memory with tiles of %s; retrying with %s", tin, smaller)
             tile = smaller
-            continue
-        if wsum is not None:
-            crop = tuple(slice(c, c + n) for c, n in zip(context, sizes, strict=True))
-            acc = acc[(slice(None), *crop)] / wsum[crop]
-        return acc
+
+
+def _predict_tiles(model: UNet, read: Reader, pairs, context, starts, tin, tout, state: dict,
+                   tta: bool) -> Generator[PredictProgress, None, np.ndarray]:
+    """Predict every tile of the plan in batches and paste the outputs (valid: side by side;
+    same: blended); yields a progress event per batch, returns the probabilities."""
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    sizes = tuple(b - a for a, b in pairs)
+    jobs = list(itertools.product(*starts))
+    acc, wsum, window, origin = _accumulator(model, pairs, context, tin, tout,
+                                             channels=model.num_classes + state["spread"])
+    done, total = 0, math.ceil(len(jobs) / state["batch_size"])
+    i = 0
+    while i < len(jobs):
+        batch = jobs[i : i + state["batch_size"]]
+        x = np.stack([
+            read(*itertools.chain.from_iterable((a, a + t) for a, t in zip(job, tin, strict=True)))
+            for job in batch
+        ])  # fmt: skip
+        prob = forward_safe(model, torch.from_numpy(x).to(device, dtype), tta, state)
+        for job, p in zip(batch, prob, strict=True):
+            # output tile start in acc coordinates, and how much of it lies inside acc
+            t0 = [a + m - o for a, m, o in zip(job, model.margins, origin, strict=True)]
+            if window is None:
+                keep = [min(to, n - t) for to, n, t in zip(tout, sizes, t0, strict=True)]
+                dst = tuple(slice(t, t + h) for t, h in zip(t0, keep, strict=True))
+                acc[(slice(None), *dst)] = p[(slice(None), *(slice(0, h) for h in keep))]
+            else:
+                dst = tuple(slice(t, t + h) for t, h in zip(t0, tout, strict=True))
+                acc[(slice(None), *dst)] += p * window
+                wsum[dst] += window
+        i += len(batch)
+        done += 1
+        total = done + math.ceil((len(jobs) - i) / state["batch_size"])
+        yield PredictProgress(done, total)
+    if wsum is not None:
+        crop = tuple(slice(c, c + n) for c, n in zip(context, sizes, strict=True))
+        acc = acc[(slice(None), *crop)] / wsum[crop]
+    return acc
+
+
+def _accumulator(model: UNet, pairs, context, tin, tout, *, channels: int):
+    """(probabilities, weight sum, blending window, origin) the tiles are pasted into, with
+    ``channels`` channels: the region itself for a valid model; for a same-padded one the region
+    with its context and the window that blends overlapping tiles."""
+    k, sizes = channels, tuple(b - a for a, b in pairs)
+    if model.padding != "same":
+        return np.empty((k, *sizes), np.float32), None, None, tuple(a for a, _b in pairs)
+    origin = tuple(a - c for (a, _b), c in zip(pairs, context, strict=True))
+    shape = tuple(max(n + 2 * c, t) for n, c, t in zip(sizes, context, tin, strict=True))
+    return (np.zeros((k, *shape), np.float32), np.zeros(shape, np.float32), blend_window(tout),
+            origin)
 
 
 def as_chw(model: UNet, image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -345,7 +275,7 @@ def iter_predict_tiled(
     ((2, 30, 30), True)
     """
     image = as_chw(model, image)
-    _prepare(model, device)
+    prepare_model(model, device)
     spatial = image.shape[1:]
     if tile_shape is None:
         tile_shape = auto_tile_shape(model, spatial, next(model.parameters()).device)
@@ -408,8 +338,9 @@ def predict_tiled(
     device : str or torch.device, optional
         Moves the model there; default: where the model is.
     tta : bool
-        Average the xy plane as it is and turned by 180° (:data:`TTA_TRANSFORMS`; also in 3D), each
-        turned back before averaging.
+        Average the xy plane as it is and turned by 180°
+        (:data:`~napari_unet.core.predict.passes.TTA_TRANSFORMS`; also in 3D), each turned back
+        before averaging.
 
     Returns
     -------
@@ -458,154 +389,3 @@ def run_to_end(events: Iterator[PredictProgress]) -> np.ndarray:
     return result
 
 
-def normalizer(metadata: dict | None, *, channel_axis: int | None = 0):
-    """The normalisation stored with a model, as a function ``image -> float32 image``."""
-    norm = stored_normalization(metadata)
-    if norm is None:
-        return lambda a: np.asarray(a, dtype=np.float32)
-    return lambda a: normalize(a, low=norm["low"], high=norm["high"], channel_axis=channel_axis,
-                               invert=norm.get("invert", False))
-
-
-def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.ndarray:
-    image = np.asarray(image)
-    if channel_axis is not None:
-        image = np.moveaxis(image, channel_axis, 0)
-    elif image.ndim == 3 and model.in_channels == 1 and model.ndim == 2:
-        raise ValueError(
-            f"image: got a 3D array {image.shape} for a model with 1 input channel; give "
-            "channel_axis for a multi-channel image or use predict_stack for (Z, Y, X) stacks"
-        )
-    return as_chw(model, image)
-
-
-def iter_predict_image(
-    model: UNet,
-    image: np.ndarray,
-    *,
-    metadata: dict | None = None,
-    channel_axis: int | None = None,
-    tta: bool = False,
-    device=None,
-    tile_shape: Sequence[int] | None = None,
-    batch_size: int = 1,
-    flip_std: bool = False,
-) -> Generator[PredictProgress, None, np.ndarray]:
-    """:func:`predict_image` as a generator of progress events (for the GUI): the last event's
-    ``result`` holds the probabilities (and ``flip_std``, see :func:`iter_predict_tiled`).
-
-    Examples
-    --------
-    >>> net = UNet(depth=1, base_channels=2)
-    >>> list(iter_predict_image(net, np.ones((20, 30))))[-1].result.shape
-    (2, 20, 30)
-    """
-    image, channel_axis = as_model_channels(image, channel_axis=channel_axis,
-                                            in_channels=model.in_channels, metadata=metadata)
-    chw = normalizer(metadata, channel_axis=0)(_raw_to_chw(model, image, channel_axis))
-    return (
-        yield from iter_predict_tiled(
-            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta,
-            flip_std=flip_std,
-        )
-    )
-
-
-def predict_image(
-    model: UNet,
-    image: np.ndarray,
-    *,
-    metadata: dict | None = None,
-    channel_axis: int | None = None,
-    tta: bool = False,
-    device=None,
-    tile_shape: Sequence[int] | None = None,
-    batch_size: int = 1,
-) -> np.ndarray:
-    """Normalise a raw image as the model was trained (``metadata["normalization"]``), then
-    :func:`predict_tiled`. Returns float32 (num_classes, *spatial).
-
-    ``image`` matches ``model.ndim``: (H, W) for a 2D model, a (Z, Y, X) volume for a 3D one
-    (or either with channels at ``channel_axis``); the percentiles are those of the whole image
-    (volume), per channel.
-
-    Examples
-    --------
-    >>> net = UNet(depth=1, base_channels=2)
-    >>> predict_image(net, np.arange(600, dtype=np.uint16).reshape(20, 30)).shape
-    (2, 20, 30)
-    """
-    return run_to_end(
-        iter_predict_image(
-            model, image, metadata=metadata, channel_axis=channel_axis, tta=tta, device=device,
-            tile_shape=tile_shape, batch_size=batch_size,
-        )
-    )
-
-
-def iter_predict_stack(
-    model: UNet,
-    stack: np.ndarray,
-    *,
-    metadata: dict | None = None,
-    channel_axis: int | None = None,
-    tta: bool = False,
-    device=None,
-    tile_shape: Sequence[int] | None = None,
-    batch_size: int = 1,
-    flip_std: bool = False,
-) -> Generator[PredictProgress, None, np.ndarray]:
-    """Predict a (Z or T, Y, X) stack plane by plane with the 2D model, normalising each plane.
-
-    ``channel_axis`` counts in the full array (e.g. 1 for (Z, C, Y, X)). Yields progress per tile
-    batch with ``plane``/``planes`` set; the last event (and return value) has ``result`` of shape
-    (Z, num_classes, Y, X) (and with ``tta`` and ``flip_std``, ``flip_std`` (Z, Y, X)).
-
-    Examples
-    --------
-    >>> net = UNet(depth=1, base_channels=2)
-    >>> ev = list(iter_predict_stack(net, np.random.rand(3, 20, 20)))
-    >>> ev[-1].result.shape, ev[-1].planes
-    ((3, 2, 20, 20), 3)
-    """
-    if model.ndim != 2:
-        raise ValueError(
-            f"model: a {model.ndim}D model predicts a volume as a whole; use predict_image for "
-            "(Z, Y, X) volumes (plane by plane is for 2D models)"
-        )
-    stack = np.asarray(stack)
-    if channel_axis is not None:
-        stack = np.moveaxis(stack, channel_axis, 1)
-    if stack.ndim not in (3, 4):
-        raise ValueError(f"stack: expected (Z, Y, X) or (Z, C, Y, X), got shape {stack.shape}")
-    norm = normalizer(metadata, channel_axis=0)
-    out = spread = None
-    for z, plane in enumerate(stack):
-        if plane.ndim == 3:  # (C, Y, X): a colour plane becomes gray for a one-channel model
-            plane, _ = as_model_channels(plane, channel_axis=0, in_channels=model.in_channels,
-                                         metadata=metadata)
-        chw = norm(as_chw(model, plane, name=f"stack plane {z}"))
-        last = None
-        for ev in iter_predict_tiled(
-            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta,
-            flip_std=flip_std,
-        ):
-            if ev.result is not None:
-                last = ev
-            else:
-                yield PredictProgress(ev.done, ev.total, plane=z, planes=len(stack))
-        if out is None:
-            out = np.empty((len(stack), *last.result.shape), np.float32)
-            if last.flip_std is not None:
-                spread = np.empty((len(stack), *last.flip_std.shape), np.float32)
-        out[z] = last.result
-        if spread is not None:
-            spread[z] = last.flip_std
-    yield PredictProgress(1, 1, plane=len(stack) - 1, planes=len(stack), result=out,
-                          flip_std=spread)
-    return out
-
-
-def predict_stack(model: UNet, stack: np.ndarray, **options) -> np.ndarray:
-    """Run :func:`iter_predict_stack` to the end; returns float32 (Z, num_classes, Y, X)."""
-    return run_to_end(iter_predict_stack(model, stack, **options))

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from napari_unet.core.metrics import foreground_iou, instance_f1, pixel_error, rand_error
+from napari_unet.core.predict.passes import TTA_TRANSFORMS
 from napari_unet.core.predict.postprocess import PostprocessSettings
-from napari_unet.core.predict.tiled import TTA_TRANSFORMS, iter_predict_region, return_value
+from napari_unet.core.predict.tiled import iter_predict_region, return_value
 from napari_unet.core.predict.tiling import region_reader
 from napari_unet.core.training.data import PreparedImage
 from napari_unet.core.training.loss import weighted_cross_entropy
