@@ -6,7 +6,7 @@ For each model file (trained by ``bench_dsb.py`` on its training split), the sam
 post-processing settings are scored twice, both with the model's stored flips/rotations:
 
 - on the validation bands of the training split, as the end of training scores them (each
-  band predicted with its context, :func:`napari_unet.core.training.validation.choose_postprocess`'s
+  band predicted with its context, :func:`napari_unet.core.training.choice.choose_postprocess`'s
   objective: instance F1 at IoU 0.5 minus the Rand error; its parts are printed too);
 - on the 80 validation images of the split (mean over the images of instance F1 at IoU
   0.5).
@@ -16,7 +16,7 @@ and held-out scores of every fixed setting, and then per setting the mean over t
 and how many of them reach 0.85; ``--json`` keeps it all. About 3 minutes per model on two
 cores.
 
-It also scores what this code's :func:`napari_unet.core.training.validation.choose_postprocess`
+It also scores what this code's :func:`napari_unet.core.training.choice.choose_postprocess`
 search chooses on the same band probabilities (``library``): with ``--cache DIR`` the band
 and held-out probabilities are kept, so that two versions of the library can be compared on
 the very same probabilities (run it once from each, e.g. with ``PYTHONPATH`` pointing at a
@@ -86,6 +86,7 @@ def score_model(path: Path, train, test, *, cache: Path | None = None,
     (unless not ``grid``), of the stored one and of this library's choice, for one model."""
     from napari_unet.core.metrics import instance_matching
     from napari_unet.core.predict import PostprocessSettings
+    from napari_unet.core.training import choice
     from napari_unet.core.training import validation as V
 
     meta, rows, probs = _probabilities(path, train, test, cache)
@@ -105,7 +106,7 @@ def score_model(path: Path, train, test, *, cache: Path | None = None,
 
     out = {"stored": str(stored), "stored_band": band(stored),
            "stored_held_out": held_out(stored), "settings": {}}
-    chosen, chosen_scores = V.choose_settings(rows)
+    chosen, chosen_scores = choice.choose_settings(rows)
     out.update(library=str(chosen), library_band=parts(chosen_scores),
                library_held_out=held_out(chosen))
     for t, s, m, r in GRID if grid else ():

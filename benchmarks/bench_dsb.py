@@ -253,7 +253,7 @@ def rechoose(model_path: Path, pairs, out: Path) -> Path:
     validation bands its training held out (:func:`validation_bands`): what training would
     store today. The weights are unchanged."""
     from napari_unet.core.io import save_model
-    from napari_unet.core.training.validation import choose_postprocess
+    from napari_unet.core.training.choice import choose_postprocess
 
     model, meta, trainer, prepared, regions = validation_bands(model_path, pairs)
     meta = {k: v for k, v in meta.items() if k not in ("architecture", "napari_unet_version")}

@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     from napari_unet.core.io import load_model
     from napari_unet.core.metrics import instance_matching
     from napari_unet.core.predict import predict_image
-    from napari_unet.core.predict.postprocess import PostprocessSettings
     from napari_unet.core.predict.passes import dihedral
+    from napari_unet.core.predict.postprocess import PostprocessSettings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, required=True)

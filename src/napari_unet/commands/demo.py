@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_unet.commands.files import write_image
     from napari_unet.core.metrics import evaluate_segmentation
     from napari_unet.core.predict.segment import segment
-    from napari_unet.core.training.plan import config_for_device
+    from napari_unet.core.training.recipes import config_for_device
     from napari_unet.core.training.trainer import Trainer
 
     t_start = time.perf_counter()

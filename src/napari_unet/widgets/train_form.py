@@ -242,7 +242,7 @@ class TrainForm(QWidget):
 
     def replan(self, *_) -> None:
         """Show the plan's values in the controls the user did not set, and its reasons."""
-        from napari_unet.core.training.plan import interactive_budget
+        from napari_unet.core.training.recipes import interactive_budget
 
         if self._updating:
             return

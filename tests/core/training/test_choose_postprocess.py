@@ -1,4 +1,4 @@
-"""The post-processing chosen on the validation regions (core.validation.choose_postprocess)."""
+"""The post-processing chosen on the validation regions (core.choice.choose_postprocess)."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import napari_unet.core.training.choice as choice
 import napari_unet.core.training.validation as validation
 from napari_unet.core.model import UNet
 from napari_unet.core.training import PreparedImage, ValidationRegion
@@ -37,7 +38,7 @@ def _choose(monkeypatch, labels: np.ndarray, cell_prob: np.ndarray,
 
     monkeypatch.setattr(validation, "region_probabilities", region_probabilities)
     sizes = tuple(s.stop - s.start for s in region)
-    chosen = validation.choose_postprocess(  # the model's probabilities are patched above
+    chosen = choice.choose_postprocess(  # the model's probabilities are patched above
         torch.nn.Identity(), [_prepared(labels)],
         [ValidationRegion(0, region, np.ones(sizes, np.float32))], tile=44, **kwargs,
     )
@@ -73,7 +74,7 @@ def test_a_higher_threshold_that_separates_cells_is_chosen(monkeypatch):
     cell_prob[20:28, 22:26] = 0.72  # the bridge across the gap
     chosen = _choose(monkeypatch, labels, cell_prob)
     assert chosen["threshold"] >= 0.55
-    assert chosen["seeds"] == validation.seed_level(chosen["threshold"])
+    assert chosen["seeds"] == choice.seed_level(chosen["threshold"])
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
 
 
@@ -92,7 +93,7 @@ def test_a_higher_threshold_needs_a_clear_gain(monkeypatch, cells):
     cell_prob[-14:-6, 6:14] = 0.72  # the false blob, 64 pixels: no minimum size removes it
     chosen = _choose(monkeypatch, labels, cell_prob)
     f1 = 2 * rows * cols / (2 * rows * cols + 1)  # with the blob
-    assert (1.0 - f1 > validation.THRESHOLD_TOLERANCE) == (rows * cols < 50)
+    assert (1.0 - f1 > choice.THRESHOLD_TOLERANCE) == (rows * cols < 50)
     assert chosen["threshold"] == (0.55 if rows * cols < 50 else 0.5)
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(
         1.0 if rows * cols < 50 else f1, abs=1e-4)
@@ -124,7 +125,7 @@ def test_confident_cores_split_a_faint_bridge_at_the_decision_boundary(monkeypat
     chosen = _choose(monkeypatch, labels, cell_prob)
     assert chosen["threshold"] == 0.5 and chosen["seeds"] == pytest.approx(0.7)
     assert chosen["chosen_on"]["instance_f1"] == pytest.approx(1.0)
-    settings = validation.PostprocessSettings.from_metadata({"postprocess": chosen})
+    settings = choice.PostprocessSettings.from_metadata({"postprocess": chosen})
     prob = np.stack([1.0 - cell_prob, cell_prob])
     cells = settings.labels(prob)
     assert cells[20, 10] != cells[20, 30] and not cells[44, 6]  # apart; the blob dropped
@@ -173,7 +174,7 @@ def test_a_merge_just_outside_the_band_is_seen(monkeypatch):
 def test_context_region_stays_in_the_image():
     grown = validation.context_region((slice(30, 40), slice(0, 48)), (48, 48), context=1.0)
     assert grown == (slice(20, 48), slice(0, 48))
-    assert validation.choice_cost(UNet(depth=1, base_channels=2)) == (2.0, 38.0)
+    assert choice.choice_cost(UNet(depth=1, base_channels=2)) == (2.0, 38.0)
 
 
 def test_choice_cost_counts_the_context_area():
@@ -181,7 +182,7 @@ def test_choice_cost_counts_the_context_area():
     scorings (13 settings and the 6 lower thresholds, with and without cores) over the band
     grown to twice its area."""
     band = ValidationRegion(0, (slice(32, 48), slice(0, W)), None)
-    passes, scorings = validation.choice_cost(UNet(depth=1, base_channels=2),
+    passes, scorings = choice.choice_cost(UNet(depth=1, base_channels=2),
                                               [_prepared(_two_cells())], [band])
     assert passes == pytest.approx(4.0) and scorings == pytest.approx(76.0)
 
@@ -228,11 +229,11 @@ def test_choice_regions_fit_their_share(n, share, side):
                          np.ones(shape, bool))
     bands = [ValidationRegion(0, (slice(0, side), slice(6 * i, 6 * i + 6)), None)
              for i in range(n)]
-    chosen = validation.choice_regions([prep], bands, share=share)
+    chosen = choice.choice_regions([prep], bands, share=share)
     idx = [bands.index(r) for r in chosen]
 
     def grown(regs):
-        return sum(validation.region_area(validation.context_region(r.region, prep.shape))
+        return sum(choice.region_area(validation.context_region(r.region, prep.shape))
                    for r in regs)
 
     assert idx == sorted(set(idx))

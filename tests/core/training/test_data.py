@@ -110,7 +110,7 @@ def test_validation_band_lies_inside_the_annotation():
     _ys, xs = reg.region
     assert xs.stop <= 48 and prep[0].annotated[reg.region].all()
     assert (prep[0].labels[reg.region] > 0).any() and (prep[0].labels[reg.region] == 0).any()
-    m = validate(model, prep, [reg], tile=tile, device=torch.device("cpu"))
+    m = validate(model, prep, [reg], tile=tile)
     # an untrained network cannot match the cells: the band is scored, not trivially perfect
     assert m["iou"] < 0.9 and m["pixel_error"] > 0.05
     # nothing annotated: nothing held out

@@ -1,4 +1,4 @@
-"""Training targets and weights are derived from the WARPED instance labels (issue 13).
+"""Training targets and weights are derived from the WARPED instance labels.
 
 Deriving the separation borders before the elastic/affine warp and resampling the target by
 nearest neighbour lets warped cells touch: the network is then taught to merge cells exactly

@@ -21,8 +21,9 @@ from napari_unet.core.training import (
     prepare_pairs,
     split_validation,
 )
+from napari_unet.core.training.choice import THRESHOLDS
 from napari_unet.core.training.loss import weighted_cross_entropy
-from napari_unet.core.training.validation import THRESHOLDS, region_probabilities
+from napari_unet.core.training.validation import region_probabilities
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""3D training from (sparse) annotated slices on the one training engine (issue 15)."""
+"""3D training from (sparse) annotated slices on the one training engine."""
 
 from __future__ import annotations
 
@@ -208,13 +208,8 @@ def test_3d_recipe_and_config():
 def test_validation_region_probabilities_3d(volume):
     """3D validation through the tiler's N-D ``iter_predict_region`` (engineer 15p)."""
     from napari_unet.core.model import UNet
-    from napari_unet.core.predict import tiling
     from napari_unet.core.training.validation import region_probabilities
 
-    try:
-        tiling.region_reader(np.zeros((1, 4, 4, 4), np.float32))(0, 2, 0, 2, 0, 2)
-    except TypeError:
-        pytest.skip("the tiler is not N-D yet (issue 15, 15p)")
     vol, lab = volume
     (prep,) = prepare_pairs([TrainingPair(vol, lab, ndim=3)], pad=11)
     model = UNet(1, 2, depth=1, base_channels=2, ndim=3, pool=((1, 2, 2),)).eval()

@@ -122,7 +122,7 @@ class PostprocessSettings:
 def stored_tta(metadata: dict | None) -> bool:
     """Whether the model's metadata asks for test-time augmentation: ``"tta"`` in its
     ``"postprocess"``, which training sets for 2D models, whose post-processing it chooses on
-    test-time augmentation (:func:`napari_unet.core.training.validation.choose_postprocess`);
+    test-time augmentation (:func:`napari_unet.core.training.choice.choose_postprocess`);
     False for models that do not say.
 
     Examples

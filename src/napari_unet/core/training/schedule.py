@@ -3,7 +3,7 @@
 A validation predicts the held-out regions through the prediction users get
 (:func:`napari_unet.core.training.validation.validate`) every ``validate_every`` steps, when it
 ends within the time budget; at the end of the run the post-processing is chosen on the same
-regions (:func:`~napari_unet.core.training.validation.choose_postprocess`). That choice is
+regions (:func:`~napari_unet.core.training.choice.choose_postprocess`). That choice is
 reserved in the budget from the first step on, so the run, the choice included, ends within its
 time limit: from the last validation's timings, or before the first from a validation of one
 region (:meth:`ValidationSchedule.estimate`).
@@ -15,13 +15,13 @@ import logging
 from collections.abc import Sequence
 
 from napari_unet.core.training.budget import BudgetClock
-from napari_unet.core.training.validation import (
+from napari_unet.core.training.choice import (
     choice_cost,
     choice_regions,
     choose_postprocess,
     region_area,
-    validate,
 )
+from napari_unet.core.training.validation import validate
 
 __all__ = ["CHOICE_SHARE", "ValidationSchedule"]
 
