@@ -128,13 +128,14 @@ def predict(model, metadata, image) -> np.ndarray:
 def train_run(root: Path, pairs, names, config, parent):
     """One GUI training: write the run folder, train it as written; returns (model path, info)."""
     from napari_unet.engine import runs
+    from napari_unet.engine import training as run_training
 
     run_dir = runs.new_run_dir(root, name=names[-1][:12])
     runs.write_run(run_dir, pairs, settings=config, seed=config.seed, parent_model=parent,
                    sparse=any(getattr(p, "sparse", False) for p in pairs), names=names)
-    trainer = runs.trainer_from_run(run_dir)
+    trainer = run_training.trainer_from_run(run_dir)
     t0 = time.perf_counter()
-    for _ in runs.record_events(run_dir, trainer.run()):
+    for _ in run_training.record_events(run_dir, trainer.run()):
         pass
     path = trainer.save(run_dir / "model.safetensors")
     return path, {"run": str(run_dir), "steps": trainer.step,

@@ -133,7 +133,7 @@ def test_sparse_and_background_follow_the_gui_rule(folders, tmp_path, capsys, mo
 
 def test_init_fine_tunes_at_a_lower_rate_unless_lr_is_given(folders, tmp_path):
     """``train --init`` starts from trained weights: a quarter of the preset's rate by default
-    (issue 11: Continue at the Start rate lost what it had learned); ``--lr`` still wins."""
+    (Continue at the Start rate lost what it had learned); ``--lr`` still wins."""
     from napari_unet.core.training import FINE_TUNE_LR_FACTOR, gui_defaults
 
     img, lab = folders

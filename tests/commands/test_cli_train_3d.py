@@ -12,6 +12,7 @@ from napari_unet.core.synthetic import synthetic_cells, synthetic_cells_3d
 from napari_unet.core.targets import slices_mask
 from napari_unet.core.training import TrainConfig, TrainingPair
 from napari_unet.engine import runs
+from napari_unet.engine import training as run_training
 
 TINY3D = ["--ndim", "3", "--spacing", "4", "1", "1", "--depth", "1", "--base-channels", "2",
           "--tile", "14", "20", "20", "--validate-every", "0", "--val-fraction", "0",
@@ -91,5 +92,5 @@ def test_run_folder_round_trip_in_3d(tmp_path):
     assert back.ndim == 3 and back.shape == (10, 16, 16) and back.spacing == (3.0, 1.0, 1.0)
     np.testing.assert_array_equal(back.labels, labels)
     np.testing.assert_array_equal(back.annotated, ann)
-    cfg = runs.config_from_settings(settings)
+    cfg = run_training.config_from_settings(settings)
     assert (cfg.ndim, cfg.spacing, cfg.tile) == (3, (3.0, 1.0, 1.0), (14, 20, 20))

@@ -13,7 +13,8 @@ import torch
 from napari_unet.core.io import load_model
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.core.training import Trainer
-from napari_unet.engine.runs import config_from_settings, read_run, run_model_path
+from napari_unet.engine.runs import read_run, run_model_path
+from napari_unet.engine.training import config_from_settings
 from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.predict import TRAINED, PredictWidget
 from napari_unet.widgets.train import PREVIEW_LAYER, TrainWidget
@@ -168,8 +169,8 @@ def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_pat
 def test_continue_and_fine_tune_runs_carry_the_lower_fine_tuning_rate(
     make_napari_viewer, tmp_path, monkeypatch, tiny):
     """Start trains at the form's rate; Continue training and Start from a "Fine-tune from…"
-    model write a quarter of it into the run's settings (issue 11: the loop fell at the Start
-    rate). Nothing is trained: the run folders are only written."""
+    model write a quarter of it into the run's settings (at the Start rate the loop
+    fell). Nothing is trained: the run folders are only written."""
     from napari_unet.core.io import save_model
     from napari_unet.core.model import UNet
     from napari_unet.core.training import FINE_TUNE_LR_FACTOR

@@ -155,7 +155,7 @@ def _volume_pairs(args, model) -> list[dict]:
     import numpy as np
     import tifffile
 
-    from napari_unet.commands.files import expand_paths, pair_paths
+    from napari_unet.commands.pairing import expand_paths, pair_paths
 
     if args.gray:
         raise CLIError("--gray: only for 2D colour images; a 3D model reads gray or channel stacks")

@@ -106,7 +106,7 @@ def _progress(desc: str):
 
 
 def _run_files(args, model, meta, tile, spacing=None) -> int:
-    from napari_unet.commands.files import expand_paths
+    from napari_unet.commands.pairing import expand_paths
     from napari_unet.commands.predict_files import (
         FileDone,
         iter_predict_files,

@@ -60,7 +60,7 @@ def plan_outputs(paths: Sequence[Path], output: Path, *, probabilities: bool = F
     :data:`SUMMARY` in the first), checked before any work: ``output`` is a folder that is not
     the inputs' folder, no output is an input, and none exists unless ``force``.
     ``what`` names the output folder in the errors (a CLIError)."""
-    from napari_unet.commands.files import output_paths
+    from napari_unet.commands.pairing import output_paths
 
     paths = [Path(p) for p in paths]
     output = Path(output)

@@ -1,7 +1,7 @@
 """Train a U-Net on image/label files (TIFF/PNG) and save a ``.safetensors`` model.
 
 Images and labels are folders or lists of files, paired by name, never by position
-(:func:`napari_unet.commands.files.pair_paths`). Labels are instance ids or binary masks
+(:func:`napari_unet.commands.pairing.pair_paths`). Labels are instance ids or binary masks
 (e.g. 255 = cell); ``--annotated`` masks limit the loss to annotated pixels. ``--sparse`` reads
 the labels as a few painted cells, as the GUI does (:func:`napari_unet.core.targets.counted_area`),
 with optional ``--background`` masks. Checkpoints
@@ -42,15 +42,18 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from napari_unet.cli import CLIError
-from napari_unet.commands import run_folder
 from napari_unet.commands.options import (
     add_config_arguments,
     cli_error,
     config_choices,
-    model_file,
+)
+from napari_unet.commands.train_data import (
+    check_outputs,
+    check_paths,
+    check_resume_architecture,
+    default_checkpoint_dir,
+    read_training_pairs,
+    source_architecture,
 )
 from napari_unet.core.normalize import COLOUR_RULES, DEFAULT_COLOUR_RULE
 from napari_unet.engine.session import TrainSession
@@ -107,11 +110,11 @@ def plan_run(args: argparse.Namespace, pairs=None, *, processes: int = 1):
     from napari_unet.core.training.plan import DataSummary, plan
 
     choices = config_choices(args)
-    choices.setdefault("checkpoint_dir", _default_checkpoint_dir(args))
+    choices.setdefault("checkpoint_dir", default_checkpoint_dir(args))
     try:
         return plan(choices, None if pairs is None else DataSummary.of(pairs),
                     device=args.device or "auto", processes=processes,
-                    architecture=_source_architecture(args),
+                    architecture=source_architecture(args),
                     # --lr with --init is the fine-tuning rate itself
                     fine_tuning=args.init is not None and args.resume is None
                     and args.lr is None)
@@ -124,64 +127,6 @@ def build_config(args: argparse.Namespace, pairs=None, *, processes: int = 1):
     return plan_run(args, pairs, processes=processes).config
 
 
-def _source_architecture(args: argparse.Namespace) -> dict | None:
-    """The ``architecture`` metadata of the --resume checkpoint (its ``last`` file in a folder)
-    or the --init model file; None without one, or for a file that is not ours or that cannot
-    be read (a plain PyTorch state dict: the Trainer reads it and says what is wrong)."""
-    source = getattr(args, "resume", None) or getattr(args, "init", None)
-    if source is None:
-        return None
-    path = Path(source)
-    path = path / "last.safetensors" if path.is_dir() else path
-    if path.suffix != ".safetensors" or not path.is_file():
-        return None
-    from napari_unet.core.io.model_file import read_metadata
-
-    try:
-        arch = read_metadata(path).get("architecture")
-    except (ValueError, OSError):
-        return None
-    return arch if isinstance(arch, dict) and "depth" in arch else None
-
-
-def parse_slices(specs, shape) -> np.ndarray:
-    """``--annotated-slices`` specs (``z=5,20``, ``y=3``, ``x=..``, a bare index is z) → the
-    bool mask of the annotated planes of a volume of ``shape``.
-
-    Examples
-    --------
-    >>> m = parse_slices(["z=1,3", "x=0"], (4, 5, 6))
-    >>> int(m.sum()), bool(m[1].all()), bool(m[2, :, 0].all()), bool(m[2, 1, 1])
-    (70, True, True, False)
-    """
-    from napari_unet.core.targets.sparse import slices_mask
-
-    axes: dict[str, list[int]] = {"z": [], "y": [], "x": []}
-    for spec in specs:
-        axis, sep, rest = str(spec).partition("=")
-        if not sep:
-            axis, rest = "z", spec
-        axis = axis.strip().lower()
-        try:
-            values = [int(v) for v in rest.split(",") if v.strip()]
-        except ValueError:
-            values = None
-        if axis not in axes or not values:
-            raise CLIError(f"--annotated-slices: expected AXIS=I[,J...] with AXIS z, y or x (a "
-                           f"bare index is z), e.g. z=5,20,35; got {spec!r}")
-        axes[axis] += values
-    try:
-        return slices_mask(shape, **axes)
-    except ValueError as err:
-        raise CLIError(f"--annotated-slices: {err}") from None
-
-
-def _default_checkpoint_dir(args: argparse.Namespace) -> Path:
-    if args.resume is not None:  # keep writing where the resumed run was
-        return args.resume if args.resume.is_dir() else args.resume.parent
-    return args.out.with_name(args.out.stem + ".checkpoints")
-
-
 def _check_processes(args: argparse.Namespace, world: int) -> None:
     """The batch rule before any file is read (under torchrun a refusal is an error event)."""
     from napari_unet.core.training.plan import plan
@@ -189,7 +134,7 @@ def _check_processes(args: argparse.Namespace, world: int) -> None:
     if args.run is not None and (args.run / "settings.json").is_file():  # the run's own batch
         import json
 
-        from napari_unet.engine.runs import config_from_settings
+        from napari_unet.engine.training import config_from_settings
 
         settings = json.loads((args.run / "settings.json").read_text(encoding="utf-8"))
         config = config_from_settings(settings)
@@ -223,20 +168,23 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
     from napari_unet.core.training import distributed as ddp
 
-    _check_paths(args)
+    check_paths(args)
     session.fallback_settings(args)
     if args.run is not None:
-        from napari_unet.engine.runs import trainer_from_run
+        from napari_unet.engine.training import trainer_from_run
 
         # the run's settings as written; a --device other than auto overrides its device
         trainer = trainer_from_run(args.run, **({} if args.device in (None, "auto") else
                                                 {"device": args.device}))
     else:
         config = build_config(args, processes=ddp.get_world_size())  # before any file is read
-        _check_resume_architecture(args)
+        check_resume_architecture(args)
         if main:
-            _check_outputs(args, config)
-        trainer = _make_trainer(args, config, main=main)
+            check_outputs(args, config)
+        from napari_unet.core.training.trainer import Trainer
+
+        pairs = read_training_pairs(args, config, main=main)
+        trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
     config = trainer.config  # a resumed or fine-tuned model's architecture
     session.started(trainer, model=args.out)
     if main:
@@ -296,116 +244,6 @@ class _StopOnSignals:
             signal.signal(sig, old)
 
 
-def _check_outputs(args: argparse.Namespace, config) -> None:
-    """Refuse to replace an earlier model or checkpoints without --force.
-
-    With --resume, the model that the resumed run wrote (its metadata names the same
-    checkpoint folder) and that folder itself are the run's own files and are updated."""
-    from napari_unet.core.io.model_file import read_metadata
-
-    if args.force:
-        return
-    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
-    resumed = None
-    if args.resume is not None:
-        resumed = args.resume if args.resume.is_dir() else args.resume.parent
-    if args.out.exists():
-        own = False
-        if resumed is not None:
-            try:
-                written = read_metadata(args.out).get("training", {}).get("checkpoint_dir")
-                own = written is not None and Path(written).resolve() == resumed.resolve()
-            except (ValueError, OSError, AttributeError):
-                own = False
-        if not own:
-            raise CLIError(
-                f"--out: {str(args.out)!r} exists and would be replaced; choose another file "
-                "name, or add --force to replace it"
-            )
-    if ckpt_dir is not None and (ckpt_dir / "last.safetensors").exists():
-        if resumed is None or ckpt_dir.resolve() != resumed.resolve():
-            raise CLIError(
-                f"--checkpoint-dir: {str(ckpt_dir)!r} holds the checkpoints of an earlier run; "
-                "continue it with --resume, choose another --out/--checkpoint-dir, or add --force"
-            )
-
-
-def _check_resume_architecture(args: argparse.Namespace) -> None:
-    """--resume/--init with a --depth, --base-channels or --classes that differs from the
-    checkpoint's is refused: the checkpoint's weights fix the architecture."""
-    arch = _source_architecture(args)
-    if arch is None:
-        return
-    source = args.resume if args.resume is not None else args.init
-    flag = "--resume" if args.resume is not None else "--init"
-    for option, key, given in (("--depth", "depth", args.depth),
-                               ("--base-channels", "base_channels", args.base_channels),
-                               ("--classes", "num_classes", args.num_classes)):
-        if given is not None and arch.get(key) != given:
-            raise CLIError(
-                f"{option}: {flag} {str(source)!r} has {key} {arch.get(key)}, got {given}; "
-                f"a run continues with its own architecture: drop {option}, or train a new "
-                "model without " + flag
-            )
-
-
-def _check_paths(args: argparse.Namespace) -> None:
-    """One-line errors for --run, --out, --resume and --init before anything is read."""
-    if args.run is not None:
-        run_folder.check_args(args)
-    elif args.images is None or args.labels is None or args.out is None:
-        raise CLIError("--images, --labels and --out are required (or give --run DIR)")
-    if args.out.suffix != ".safetensors":
-        raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
-    if args.resume is not None and not args.resume.exists():
-        raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
-    if args.init is not None:
-        args.init = model_file(args.init, "--init")
-    if args.init is not None and not args.init.is_file():
-        raise CLIError(f"--init: {str(args.init)!r} does not exist")
-
-
-def _make_trainer(args: argparse.Namespace, config, *, main: bool = True):
-    """Read the image/label (and background) files and build the Trainer."""
-    from napari_unet.commands.files import read_pairs
-    from napari_unet.core.checks import check_training_pairs
-    from napari_unet.core.training.data import TrainingPair
-    from napari_unet.core.training.trainer import Trainer
-
-    ndim = config.ndim
-    slices = getattr(args, "annotated_slices", None)
-    if slices and ndim != 3:
-        raise CLIError("--annotated-slices: marks planes of volumes; add --ndim 3 (with 3D "
-                       "TIFF stacks), or give 2D --annotated masks")
-    if slices and args.annotated:
-        raise CLIError("--annotated-slices, --annotated: give one of them (the planes for all "
-                       "volumes, or one mask of annotated voxels per volume)")
-    rows = read_pairs(args.images, args.labels, args.annotated, gray=args.gray,
-                      channel_axis=args.channel_axis, background=args.background, ndim=ndim)
-    if args.gray:  # the model turns colour input gray the way its training images were
-        config.normalization = {**config.normalization, "colour": args.gray}
-    if slices:
-        for r in rows:
-            r["annotated"] = parse_slices(slices, r["labels"].shape)
-    pairs = [TrainingPair(r["image"], r["labels"], r["annotated"], r["channel_axis"],
-                          background=r["background"], sparse=args.sparse, ndim=ndim,
-                          spacing=config.spacing) for r in rows]
-    check_training_pairs(pairs, names=[str(r["path"]) for r in rows])  # names the files
-    if main and args.sparse:
-        from napari_unet.core.targets.sparse import describe_annotation
-
-        for r in rows:
-            info = describe_annotation(r["labels"], annotated=r["annotated"],
-                                       background=r["background"], sparse=True)
-            print(f"{Path(r['path']).name}: {info['text']}", file=sys.stderr)
-    elif main and slices:
-        for r in rows:
-            n, total = int(r["annotated"].sum()), r["annotated"].size
-            print(f"{Path(r['path']).name}: labels complete on the planes {' '.join(slices)}; "
-                  f"{n} of {total} voxels count, the rest is ignored", file=sys.stderr)
-    return Trainer(pairs, config, init_model=args.init, resume=args.resume)
-
-
 def _describe(trainer, config) -> str:
     """The one line printed before training: device, data, network, budget."""
     world = trainer.world_size
@@ -433,7 +271,7 @@ def _drive(trainer, config, session, *, main: bool, run_dir=None) -> tuple[str, 
     status = "done"
     events = session.drive(trainer)
     if run_dir is not None and main:
-        from napari_unet.engine.runs import record_events
+        from napari_unet.engine.training import record_events
 
         events = record_events(run_dir, events)  # each to metrics.jsonl, the status at the end
     try:

@@ -17,6 +17,7 @@ from napari_unet.cli import CLIError
 
 
 def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options for Z-stacks (``--ndim`` and the voxel size) to a parser."""
     parser.add_argument(
         "--ndim", type=int, choices=(2, 3), default=None,
         help="3: predict (Z, Y, X) stacks as volumes (a 3D model); 2: plane by plane (a 2D "

@@ -108,7 +108,7 @@ class FolderPanel(QWidget):
         worker; returns it, or None when nothing starts (refused, or not replacing)."""
         from napari.qt.threading import create_worker
 
-        from napari_unet.commands.files import expand_paths
+        from napari_unet.commands.pairing import expand_paths
         from napari_unet.commands.predict_files import (
             existing_outputs,
             iter_predict_files,
