@@ -44,6 +44,16 @@ class AnnotateWidget(QWidget):
 
         super().__init__(parent)
         self.viewer = napari_viewer
+        self._build_controls(Image, Labels)
+        self._build_layout()
+        self._count_timer = debounce_timer(self, self.update_count, 200)
+        self._watched = None
+        self._connect()
+        self._watch_labels()
+        self.update_slices()
+
+    def _build_controls(self, Image, Labels) -> None:
+        napari_viewer = self.viewer
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.image_combo.setToolTip("The image you annotate.")
         self.labels_combo = LayerCombo(napari_viewer, Labels, none_text="(create new)")
@@ -78,6 +88,7 @@ class AnnotateWidget(QWidget):
         self.load_button = QPushButton("Load annotations…")
         self.count_label = QLabel("no labels layer")
 
+    def _build_layout(self) -> None:
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("labels", self.labels_combo)
@@ -99,8 +110,8 @@ class AnnotateWidget(QWidget):
         layout.addLayout(row)
         layout.addStretch(1)
 
-        self._count_timer = debounce_timer(self, self.update_count, 200)
-        self._watched = None
+    def _connect(self) -> None:
+        napari_viewer = self.viewer
         self.create_button.clicked.connect(self._on_create)
         self.new_cell_button.clicked.connect(self._on_new_cell)
         self.regions_button.clicked.connect(self._on_regions)
@@ -113,8 +124,6 @@ class AnnotateWidget(QWidget):
         self.load_button.clicked.connect(self._on_load)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
         napari_viewer.dims.events.current_step.connect(self._schedule_count)
-        self._watch_labels()
-        self.update_slices()
 
     # ------------------------------------------------------------------ labels layer
     def labels_layer(self):

@@ -1,10 +1,10 @@
 """Live training curves, drawn with QPainter on the GUI thread in about a millisecond.
 
-The curves used to be a matplotlib figure rendered in a worker thread (0.1-0.5 s of CPU per
-picture). A thread does not help there: matplotlib holds Python's GIL while it draws, so every
-Python call of the GUI thread during a render (napari's paint handlers, the event filters)
-waited for it, and napari's window stalled for 50-65 ms at each repaint while a training ran.
-A plot of a few hundred points needs none of that: :meth:`TrainingPlot.render` draws the two
+Not matplotlib: a matplotlib figure costs 0.1-0.5 s of CPU per picture, and a worker thread
+does not help, since matplotlib holds Python's GIL while it draws, so every Python call of the
+GUI thread during a render (napari's paint handlers, the event filters) waits for it: napari's
+window stalled for 50-65 ms at each repaint while a training ran. A plot of a few hundred
+points needs none of that: :meth:`TrainingPlot.render` draws the two
 panels (training loss, log scale when positive; validation metrics) into a pixmap with
 QPainter — axes, three ticks per axis, a legend — at most once per ``min_interval`` seconds.
 
@@ -277,36 +277,47 @@ class TrainingPlot(QWidget):
         painter.drawText(QRectF(plot.left(), plot.bottom() + th + 2, plot.width(), th),
                          Qt.AlignmentFlag.AlignHCenter, "step")
         painter.setClipRect(plot)
-        for _name, colour, xs, ys, markers in series:
-            x, y = thin(list(xs), list(ys))
-            ok = np.isfinite(y) & ((y > 0) if log else True)
-            path, started = QPainterPath(), False
-            dots = []
-            for xv, yv, good in zip(x, y, ok, strict=True):
-                if not good:
-                    started = False
-                    continue
-                p = to_px(float(xv), float(yv))
-                if started:
-                    path.lineTo(p)
-                else:
-                    path.moveTo(p)
-                    started = True
-                dots.append(p)
-            painter.setPen(QPen(QColor(colour), 1.2))
-            painter.drawPath(path)
-            if markers:
-                painter.setBrush(QColor(colour))
-                for p in dots[-200:]:
-                    painter.drawEllipse(p, 2.0, 2.0)
-                painter.setBrush(Qt.BrushStyle.NoBrush)
+        _draw_curves(painter, series, to_px, log)
         painter.setClipping(False)
         if legend:
-            for i, (name, colour, *_rest) in enumerate(series):
-                y = plot.top() + 3 + i * th
-                painter.setPen(QPen(QColor(colour), 2))
-                painter.drawLine(QPointF(plot.left() + 4, y + th / 2),
-                                 QPointF(plot.left() + 16, y + th / 2))
-                painter.setPen(QColor(TEXT))
-                painter.drawText(QRectF(plot.left() + 19, y, plot.width() - 20, th),
-                                 Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)
+            _draw_legend(painter, plot, series, th)
+
+
+def _draw_curves(painter: QPainter, series, to_px, log: bool) -> None:
+    """Each series as a polyline (gaps at non-finite values; on a log axis, at values <= 0),
+    with dots at the last 200 points of the series that want markers."""
+    for _name, colour, xs, ys, markers in series:
+        x, y = thin(list(xs), list(ys))
+        ok = np.isfinite(y) & ((y > 0) if log else True)
+        path, started = QPainterPath(), False
+        dots = []
+        for xv, yv, good in zip(x, y, ok, strict=True):
+            if not good:
+                started = False
+                continue
+            p = to_px(float(xv), float(yv))
+            if started:
+                path.lineTo(p)
+            else:
+                path.moveTo(p)
+                started = True
+            dots.append(p)
+        painter.setPen(QPen(QColor(colour), 1.2))
+        painter.drawPath(path)
+        if markers:
+            painter.setBrush(QColor(colour))
+            for p in dots[-200:]:
+                painter.drawEllipse(p, 2.0, 2.0)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+
+
+def _draw_legend(painter: QPainter, plot: QRectF, series, th: float) -> None:
+    """A line of each series' colour and its name, top left inside the plot."""
+    for i, (name, colour, *_rest) in enumerate(series):
+        y = plot.top() + 3 + i * th
+        painter.setPen(QPen(QColor(colour), 2))
+        painter.drawLine(QPointF(plot.left() + 4, y + th / 2),
+                         QPointF(plot.left() + 16, y + th / 2))
+        painter.setPen(QColor(TEXT))
+        painter.drawText(QRectF(plot.left() + 19, y, plot.width() - 20, th),
+                         Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)

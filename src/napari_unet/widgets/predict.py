@@ -60,6 +60,19 @@ class PredictWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.registry = shared_models(napari_viewer)
+        self._build_controls(Image, Labels)
+        self._build_layout()
+        self.worker = None
+        self.labels_layer = None
+        self.folder_panel = None
+        self._loaded: dict = {}
+        self._connect()
+        self._describe_model()
+        self.cancel_button.setEnabled(False)
+
+    def _build_controls(self, Image, Labels) -> None:
+        """The controls, in the order the layout shows them."""
+        napari_viewer = self.viewer
         self.source = QComboBox()
         self.source.addItem(TRAINED)
         from napari_unet.models import model_names
@@ -112,6 +125,7 @@ class PredictWidget(QWidget):
         self.scores = QLabel("")
         self.scores.setWordWrap(True)
 
+    def _build_layout(self) -> None:
         form = QFormLayout()
         row = QHBoxLayout()
         row.addWidget(self.source, 1)
@@ -137,10 +151,7 @@ class PredictWidget(QWidget):
         layout.addWidget(self.folder_button)
         layout.addStretch(1)
 
-        self.worker = None
-        self.labels_layer = None
-        self.folder_panel = None
-        self._loaded: dict = {}
+    def _connect(self) -> None:
         self.load_button.clicked.connect(self._on_load)
         self.annotate_button.clicked.connect(self._on_annotate)
         self.folder_button.clicked.connect(self._on_folder)
@@ -151,8 +162,6 @@ class PredictWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._describe_mode)
         self.whole_stack.toggled.connect(self._describe_mode)
         self.registry.changed.connect(self._on_new_model)
-        self._describe_model()
-        self.cancel_button.setEnabled(False)
 
     # ------------------------------------------------------------------ model
     def load_model(self, path):

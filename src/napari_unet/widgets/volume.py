@@ -92,6 +92,7 @@ def predict_mode(model, layer, *, whole_stack: bool) -> str:
 
 
 def slices_layer_name(image_name: str) -> str:
+    """The name of the Shapes layer that marks an image's annotated slices."""
     return image_name + SLICES_SUFFIX
 
 

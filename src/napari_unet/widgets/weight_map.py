@@ -90,7 +90,18 @@ class WeightMapWidget(QWidget):
         self.compute_button = QPushButton("Compute weight map")
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self._build_layout()
+        self._timer = debounce_timer(self, self._start, 300)
+        self._worker = None
+        self._dirty = False
+        self._watched = None
+        self.weight_layer = None
+        self.border_layer = None
+        self.ignored_layer = None
+        self._connect()
+        self._watch_labels()
 
+    def _build_layout(self) -> None:
         form = QFormLayout()
         form.addRow("labels", self.labels_combo)
         form.addRow("w0", self.w0)
@@ -106,13 +117,7 @@ class WeightMapWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self._timer = debounce_timer(self, self._start, 300)
-        self._worker = None
-        self._dirty = False
-        self._watched = None
-        self.weight_layer = None
-        self.border_layer = None
-        self.ignored_layer = None
+    def _connect(self) -> None:
         self.compute_button.clicked.connect(self._on_compute)
         for box in (self.w0, self.sigma):
             box.valueChanged.connect(self._changed)
@@ -121,8 +126,7 @@ class WeightMapWidget(QWidget):
         self.volume.toggled.connect(self._changed)
         self.classes.currentIndexChanged.connect(self._changed)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
-        napari_viewer.dims.events.current_step.connect(self._plane_changed)
-        self._watch_labels()
+        self.viewer.dims.events.current_step.connect(self._plane_changed)
 
     # ------------------------------------------------------------------ triggers
     def _watch_labels(self, *_):
