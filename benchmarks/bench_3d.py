@@ -1,4 +1,4 @@
-"""Volumes: the 3D U-Net from 3 annotated xy-slices vs 2D plane by plane vs dense 3D (issue 15).
+"""Volumes: the 3D U-Net from 3 annotated xy-slices vs 2D plane by plane vs dense 3D.
 
 On the real nuclei volumes of ``../shared/data/volumes3d`` (see its SOURCE.md), in one run and
 with the same wall-clock training budget each (``--time-limit``, default 900 s):
@@ -12,7 +12,7 @@ with the same wall-clock training budget each (``--time-limit``, default 900 s):
     of the plane above at IoU ≥ 0.25, as cellpose stitches);
 (b) **dense 3D**: the 3D U-Net trained on the fully annotated training volume(s).
 
-Each model trains with the GUI's defaults for its kind (``core.config.gui_defaults`` /
+Each model trains with the GUI's defaults for its kind (``core.training.gui_defaults`` /
 ``gui_defaults_3d``: on a CPU a 3D U-Net of depth 3, 8 base channels, batch normalisation,
 pooling from the spacing), unless options replace them. Scored: instance F1 at IoU 0.5 over the whole held-out volume(s) (3D objects, pooled over the
 volumes). Everything goes through the library's one path: ``core.train.Trainer`` to train,
@@ -25,7 +25,7 @@ acquisition (Vijayan et al. 2024), voxel 0.28 × 0.127 × 0.127 µm, i.e. spacin
 xy pixels. ``--set qcanet``: train on the 8-cell, evaluate on the 16-cell QCANet embryo (Tokuoka
 et al. 2020; give ``--spacing``, SOURCE.md does not state it).
 
-    python benchmarks/bench_3d.py                      # the issue's figure, 15 min per model
+    python benchmarks/bench_3d.py                      # the 3D figure of BENCHMARKS.md, 15 min per model
     python benchmarks/bench_3d.py --time-limit 30      # a quick check that it runs
     python benchmarks/bench_3d.py --only s,b --json out.json
 """

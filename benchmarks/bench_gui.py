@@ -268,11 +268,11 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.core.synthetic import synthetic_cells
-    from napari_unet.widgets import train_view as train_client
+    from napari_unet.widgets import train_view
     from napari_unet.widgets.train import TrainWidget
 
     if args.ui_ms is not None:
-        train_client.UI_MS = args.ui_ms
+        train_view.UI_MS = args.ui_ms
 
     viewer = napari.Viewer(show=True)
     image, labels = synthetic_cells((args.size, args.size), seed=0)
@@ -325,7 +325,7 @@ def main() -> int:
           f"{widget.view.plot.renders} plot pictures shown, {widget.view.steps_shown} progress updates, "
           f"{widget.view.previews_shown} previews; end: {(widget.client.terminal or {}).get('kind')}")
     print(f"load average (1 min) {load0:.1f} before, {load1:.1f} after; warm-up {args.warmup:g} s;"
-          f" updates every {train_client.UI_MS} ms, plot renders every "
+          f" updates every {train_view.UI_MS} ms, plot renders every "
           f"{widget.view.plot._min_interval:g} s at most")
     rows = (("idle before Start", idle), (
         f"during {args.steps} steps (live preview {'off' if args.no_live else 'on'})", busy),

@@ -14,7 +14,7 @@ Predict widget's prediction: ``core.predict.predict_image`` → ``labels_from_pr
    that is never trained on, and the mean over it and ``--unseen`` more unseen images (one
    cell moves one image's F1 by about 0.01: the mean over several is the steadier curve).
 
-Each Continue trains at the Train widget's fine-tuning rate (``core.config.fine_tune``: a
+Each Continue trains at the Train widget's fine-tuning rate (``core.training.fine_tune``: a
 quarter of Start's), as the widget does; ``--continue-lr`` overrides it.
 
     python benchmarks/bench_loop.py                            # GUI budgets (1500 steps / 2 min)
@@ -65,11 +65,10 @@ def load(data: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gui_config(**changes):
-    """The GUI's default training settings on the CPU (core.presets once issue 11a landed)."""
-    try:
-        from napari_unet.core.training import gui_defaults
-    except ImportError:  # before the GUI recipe moved to core
-        from napari_unet.widgets.train_form import gui_defaults
+    """The Train widget's starting settings on the CPU (:func:`napari_unet.core.training.
+    gui_defaults`) with ``changes``."""
+    from napari_unet.core.training import gui_defaults
+
     return dataclasses.replace(gui_defaults("cpu"), **changes)
 
 
@@ -82,14 +81,7 @@ def painted_pair(image, truth, n: int):
     dist = [np.linalg.norm(np.argwhere(truth == i).mean(0) - centre) for i in ids]
     keep = ids[np.argsort(dist)[:n]]
     labels = np.where(np.isin(truth, keep), truth, 0).astype(np.uint16)
-    fields = {f.name for f in dataclasses.fields(TrainingPair)}
-    if "sparse" in fields:  # the sparse rule (issue 11a): painted cells + band
-        return TrainingPair(image, labels, sparse=True)
-    from scipy import ndimage as ndi  # before it: a band of a cell diameter around the cells
-
-    radius = int(np.sqrt(np.mean([np.sum(truth == i) for i in keep]) / np.pi))
-    band = ndi.binary_dilation(labels > 0, iterations=max(2 * radius, 4))
-    return TrainingPair(image, labels, annotated=band)
+    return TrainingPair(image, labels, sparse=True)  # the GUI's rule: painted cells + a band
 
 
 def correct(pred: np.ndarray, truth: np.ndarray, n: int) -> tuple[np.ndarray, list[float]]:
@@ -144,13 +136,10 @@ def train_run(root: Path, pairs, names, config, parent):
 
 def fine_tune_config(**changes):
     """The settings of each Continue: the GUI's, at the Train widget's fine-tuning rate
-    (``core.config.fine_tune``, as ``write_gui_run`` applies it)."""
-    config = gui_config(**changes)
-    try:
-        from napari_unet.core.training import fine_tune
-    except ImportError:  # before issue 11's fine-tuning rate: Continue trained at Start's
-        return config
-    return fine_tune(config)
+    (:func:`napari_unet.core.training.fine_tune`, as ``write_gui_run`` applies it)."""
+    from napari_unet.core.training import fine_tune
+
+    return fine_tune(gui_config(**changes))
 
 
 def run_loop(args, data, root: Path, seed: int) -> list[dict]:
@@ -228,7 +217,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="step cap of every training (default: the GUI's)")
     p.add_argument("--continue-lr", type=float,
                    help="learning rate of each Continue (default: the Train widget's "
-                        "fine-tuning rate, core.config.fine_tune)")
+                        "fine-tuning rate, core.training.fine_tune)")
     p.add_argument("--seeds", type=int, default=1,
                    help="run the whole loop this many times (training seeds 0..N-1) and print "
                         "the mean curve and its spread")

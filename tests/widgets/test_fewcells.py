@@ -69,8 +69,8 @@ def test_a_few_painted_cells_find_most_unpainted_cells(make_napari_viewer, qtbot
     # a cell is found when the prediction covers most of it as foreground
     covered = ndi.mean(pred > 0, unpainted, ids)
     found = float(np.mean(covered > 0.5))
-    # most of the ~85 cells nobody painted are found (main before issue 11 taught them as
-    # background: almost none)
+    # most of the ~85 cells nobody painted are found (taught as background, almost none
+    # would be)
     assert found > 0.75, (found, instance_matching(pred, truth))
 
 

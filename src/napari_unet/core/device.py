@@ -154,9 +154,9 @@ def cpu_layout(model: torch.nn.Module, *, channels_last: bool = True) -> torch.n
 
     Every activation of a convolution with channels-last weights is channels-last too, which
     made a float32 prediction of the CPU recipe (depth 3, base 16) 1.6-2.0x faster and a
-    training step 1.15-1.2x (``BENCHMARKS.md``, ninth session). ``channels_last=False`` restores the contiguous
-    layout (e.g. for bfloat16 autocast, where it was the faster one). 3D networks, other
-    devices and other dtypes are left as they are. Returns ``model``.
+    training step 1.15-1.2x. ``channels_last=False`` restores the contiguous layout (e.g. for
+    bfloat16 autocast, where it was the faster one). 3D networks, other devices and other
+    dtypes are left as they are. Returns ``model``.
 
     Examples
     --------

@@ -40,7 +40,7 @@ def display_dtype(labels: np.ndarray) -> np.ndarray:
     """``labels`` as uint16 where they fit (a preview never holds 65,535 cells): napari shows
     8- and 16-bit labels through the texture directly, while 32-bit ones are mapped to
     texture values on the GUI thread first (measured under Xvfb: 28 ms against 39 ms a
-    refreshed frame of a 512 × 512 preview, BENCHMARKS.md, eighth session).
+    refreshed frame of a 512 × 512 preview).
 
     Examples
     --------

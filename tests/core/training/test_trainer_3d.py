@@ -206,7 +206,7 @@ def test_3d_recipe_and_config():
 
 
 def test_validation_region_probabilities_3d(volume):
-    """3D validation through the tiler's N-D ``iter_predict_region`` (engineer 15p)."""
+    """3D validation through the tiler's N-D ``iter_predict_region``."""
     from napari_unet.core.model import UNet
     from napari_unet.core.training.validation import region_probabilities
 

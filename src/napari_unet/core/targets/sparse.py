@@ -11,8 +11,7 @@ quarter of their median equivalent diameter by default, chosen by measurement. A
 teaches more of the *unpainted* touching neighbours as background: on DSB2018 nuclei (8 painted
 cells nearest the centre of six 520x696 images) a band of 0.25 diameters covers 0–3.4 % pixels of
 unpainted nuclei, 0.5 diameters 0–5 %, 1 diameter 1–10 %; on the most crowded image (199 nuclei)
-the few-cells instance F1@0.5 after 300 steps was 0.82 / 0.74 / 0.61 for 0.25 / 0.5 / 1.0
-(BENCHMARKS.md).
+the few-cells instance F1@0.5 after 300 steps was 0.82 / 0.74 / 0.61 for 0.25 / 0.5 / 1.0.
 
 The names are re-exported by :mod:`napari_unet.core.targets`.
 """

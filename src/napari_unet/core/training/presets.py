@@ -31,7 +31,7 @@ class Preset:
 #: Ronneberger et al. (2015); the loss here is a weighted *mean* (not Caffe's sum), and lr 1e-3
 #: was measured to train on ISBI 2012 where 1e-2 collapsed to one class. "adamw": AdamW with
 #: warm-up and cosine decay, the default: lower ISBI validation Rand error within the same CPU
-#: time (BENCHMARKS.md).
+#: time (ISBI 2012, 15 minutes on a CPU).
 PRESETS: dict[str, Preset] = {
     "adamw": Preset("adamw", lr=1e-3, batch_size=1, weight_decay=1e-4, warmup=0.03,
                     schedule="cosine"),
