@@ -10,11 +10,9 @@ import time
 
 import numpy as np
 import pytest
-import tifffile
 from safetensors.numpy import load_file
 
 from napari_unet.core.io import read_metadata
-from napari_unet.core.synthetic import synthetic_cells
 
 STEPS = 60
 
@@ -27,13 +25,8 @@ def _train(tmp_path, out, *extra):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigterm_checkpoint_resumes_bit_identically(tmp_path):
-    (tmp_path / "img").mkdir()
-    (tmp_path / "lab").mkdir()
-    for i in range(2):
-        image, labels = synthetic_cells((48, 48), radius=9, seed=i)
-        tifffile.imwrite(tmp_path / "img" / f"{i}.tif", (image * 1000).astype(np.uint16))
-        tifffile.imwrite(tmp_path / "lab" / f"{i}.tif", labels)
+def test_sigterm_checkpoint_resumes_bit_identically(tmp_path, write_cell_folders):
+    write_cell_folders(tmp_path)
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     import os
 

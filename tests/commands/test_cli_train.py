@@ -10,21 +10,13 @@ import tifffile
 
 from napari_unet.cli import main
 from napari_unet.core.io import read_metadata
-from napari_unet.core.synthetic import synthetic_cells
 
 TINY = ["--depth", "1", "--base-channels", "4", "--device", "cpu"]
 
 
 @pytest.fixture
-def folders(tmp_path):
-    img, lab = tmp_path / "img", tmp_path / "lab"
-    img.mkdir()
-    lab.mkdir()
-    for i in range(2):
-        image, labels = synthetic_cells((48, 48), radius=9, seed=i)
-        tifffile.imwrite(img / f"{i}.tif", (image * 1000).astype(np.uint16))
-        tifffile.imwrite(lab / f"{i}.tif", labels)
-    return img, lab
+def folders(tmp_path, write_cell_folders):
+    return write_cell_folders(tmp_path)
 
 
 def test_train_evaluate_resume(folders, tmp_path, capsys):

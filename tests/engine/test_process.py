@@ -11,10 +11,8 @@ import time
 
 import numpy as np
 import pytest
-import tifffile
 
 from napari_unet.core.io import load_model
-from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.engine.process import TrainingProcess
 
 TINY = ["--depth", "2", "--base-channels", "4", "--tile", "60", "--dropout", "0",
@@ -24,14 +22,9 @@ WAIT = 180.0
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, write_cell_folders):
     root = tmp_path_factory.mktemp("child")
-    (root / "img").mkdir()
-    (root / "lab").mkdir()
-    for i in range(2):
-        image, labels = synthetic_cells((48, 48), radius=9, seed=i)
-        tifffile.imwrite(root / "img" / f"{i}.tif", (image * 1000).astype(np.uint16))
-        tifffile.imwrite(root / "lab" / f"{i}.tif", labels)
+    write_cell_folders(root)
     return root
 
 

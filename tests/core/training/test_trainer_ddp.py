@@ -9,13 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 
 from napari_unet.cli import main
 from napari_unet.core.io import load_model, read_metadata
 from napari_unet.core.model import UNet
-from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.core.training.loss import weighted_cross_entropy
 
 # tiny network, drop-out off (its draws differ per rank), augmentation on (shared generators)
@@ -26,14 +24,9 @@ DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADD
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, write_cell_folders):
     root = tmp_path_factory.mktemp("ddp")
-    (root / "img").mkdir()
-    (root / "lab").mkdir()
-    for i in range(2):
-        image, labels = synthetic_cells((48, 48), radius=9, seed=i)
-        tifffile.imwrite(root / "img" / f"{i}.tif", (image * 1000).astype(np.uint16))
-        tifffile.imwrite(root / "lab" / f"{i}.tif", labels)
+    write_cell_folders(root)
     return root
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["as_annotated", "to_instances"]
+__all__ = ["as_annotated", "check_mask_shape", "to_instances"]
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -94,6 +94,25 @@ def _components(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_mask_shape(mask, shape: tuple[int, ...], *, name: str,
+                     fix: str = "crop or pad the mask to the labels") -> np.ndarray:
+    """``mask`` as an array of the labels' ``shape``; else a ValueError naming ``name`` and
+    the ``fix`` (the one shape rule of every mask: annotated regions, background strokes).
+
+    Examples
+    --------
+    >>> check_mask_shape([[0, 2]], (1, 2), name="background").tolist()
+    [[0, 2]]
+    """
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise ValueError(
+            f"{name}: expected a mask of the labels' shape {tuple(shape)}, got {mask.shape}; "
+            f"{fix}"
+        )
+    return mask
+
+
 def as_annotated(
     annotated: np.ndarray | None, shape: tuple[int, ...], *, name: str = "annotated"
 ) -> np.ndarray | None:
@@ -108,12 +127,7 @@ def as_annotated(
     """
     if annotated is None:
         return None
-    ann = np.asarray(annotated)
-    if ann.shape != tuple(shape):
-        raise ValueError(
-            f"{name}: expected a mask of the labels' shape {tuple(shape)}, got {ann.shape}; "
-            "crop or pad the mask to the labels"
-        )
+    ann = check_mask_shape(annotated, shape, name=name)
     if ann.dtype == bool:
         return ann
     if not np.issubdtype(ann.dtype, np.number) or not np.all((ann == 0) | (ann == 1)):

@@ -115,14 +115,13 @@ def slices_mask(shape, *, z=(), y=(), x=()) -> np.ndarray:
 
 
 def _background_mask(background, shape) -> np.ndarray | None:
+    """Background strokes (any non-zero value counts) as a bool mask, or None."""
+    from napari_unet.core.targets.instances import check_mask_shape
+
     if background is None:
         return None
-    bg = np.asarray(background)
-    if bg.shape != tuple(shape):
-        raise ValueError(
-            f"background: expected a mask of the labels' shape {tuple(shape)}, got {bg.shape}; "
-            "paint the background on a layer of the image's shape"
-        )
+    bg = check_mask_shape(background, shape, name="background",
+                          fix="paint the background on a layer of the image's shape")
     if not (np.issubdtype(bg.dtype, np.number) or bg.dtype == bool):
         raise TypeError(f"background: expected a numeric or boolean mask, got dtype {bg.dtype}")
     return bg != 0
