@@ -15,8 +15,8 @@ with the same wall-clock training budget each (``--time-limit``, default 900 s):
 Each model trains with the GUI's defaults for its kind (``core.training.gui_defaults`` /
 ``gui_defaults_3d``: on a CPU a 3D U-Net of depth 3, 8 base channels, batch normalisation,
 pooling from the spacing), unless options replace them. Scored: instance F1 at IoU 0.5 over the whole held-out volume(s) (3D objects, pooled over the
-volumes). Everything goes through the library's one path: ``core.train.Trainer`` to train,
-``core.segment.segment`` to predict (normalise, overlap-tile, post-process with the model's
+volumes). Everything goes through the library's one path: ``core.training.Trainer`` to train,
+``core.predict.segment`` to predict (normalise, overlap-tile, post-process with the model's
 stored settings).
 
 Default split (``--set gonuclear``): train on ``gonuclear_ovule_nuclei_1135`` (54 nuclei),

@@ -1,7 +1,7 @@
 """The correct-and-retrain loop on DSB 2018 nuclei: F1 on an unseen image after each round.
 
 What a user does in the GUI, with the same core calls (run folders written and trained as the
-Train widget does: ``core.runs.write_run`` → ``trainer_from_run`` → ``record_events``; the
+Train widget does: ``engine.runs.write_run`` → ``engine.training.trainer_from_run`` → ``record_events``; the
 Predict widget's prediction: ``core.predict.predict_image`` → ``labels_from_probabilities``):
 
 0. Start: paint the 8 cells nearest the centre of the first image, train with the GUI defaults.

@@ -2,7 +2,7 @@
 for subsets of the 8 flips and turns of the plane, each averaged before the model's stored
 post-processing.
 
-Every image is predicted once per transform (:func:`napari_unet.core.predict.tiled.dihedral`,
+Every image is predicted once per transform (:func:`napari_unet.core.predict.passes.dihedral`,
 the prediction turned back), and each subset averages its members' probabilities, so all
 subsets are scored on the same forward passes. Validation images only (never the test split):
 ``--images validation`` (the split's 80) or ``colour`` (every colour image that a

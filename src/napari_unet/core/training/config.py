@@ -42,7 +42,7 @@ class TrainConfig:
     from the start of :meth:`Trainer.run`, pauses excluded: preparing the targets, the steps,
     the validations, the checkpoints and the end-of-run choice of the post-processing all
     count (that choice gets at most a quarter of it:
-    :data:`napari_unet.core.training.trainer.CHOICE_SHARE`), and a step or validation that
+    :data:`napari_unet.core.training.schedule.CHOICE_SHARE`), and a step or validation that
     would end past it is not started. ``lr`` and ``batch_size`` None: the preset's. ``tile`` is
     the network's input side (None: the smallest valid tile whose output covers the largest
     image, at most 572, the paper's; for volumes at most 64 output voxels per axis,
