@@ -273,6 +273,7 @@ def test_errors_name_the_argument():
         dataclasses.replace(AugmentConfig(), elastic_sigma=-1.0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     x, y, w = torch.rand(2, 1, 40, 36), torch.randint(0, 9, (2, 40, 36)), torch.rand(2, 40, 36)
