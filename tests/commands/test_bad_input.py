@@ -24,6 +24,53 @@ from napari_unet.core.synthetic import synthetic_cells
 TINY = ["--depth", "1", "--base-channels", "4", "--device", "cpu"]
 
 
+def _model_variant(src: Path, dst: Path, tensors=None, metadata=None) -> None:
+    """A copy of the model file ``src`` with its tensors and/or metadata strings changed."""
+    import json
+    import struct
+
+    from safetensors.torch import load_file, save_file
+
+    with open(src, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        meta = json.loads(fh.read(n))["__metadata__"]
+    state = load_file(str(src))
+    save_file(tensors(state) if tensors else state, str(dst),
+              metadata=metadata(dict(meta)) if metadata else meta)
+
+
+def _broken_models(root: Path) -> None:
+    """Model files with the right architecture that compute garbage, and broken metadata."""
+    import json
+
+    from safetensors.torch import load_file
+
+    good = root / "model.safetensors"
+
+    def nan(state):
+        state["head.weight"][0, 0, 0, 0] = float("nan")
+        return state
+
+    def inf(state):
+        state["down.0.0.weight"][0, 0, 0, 0] = float("inf")
+        return state
+
+    _model_variant(good, root / "nan.safetensors", nan)
+    torch.save(nan(load_file(str(good))), root / "nan.pt")  # plain PyTorch weights
+    _model_variant(good, root / "inf.safetensors", inf)
+    _model_variant(good, root / "huge.safetensors", lambda st: {k: v * 1e30 for k, v in st.items()})
+    _model_variant(good, root / "int.safetensors", lambda st: {k: v.to(torch.int64) for k, v in
+                                                               st.items()})
+    _model_variant(good, root / "zeros.safetensors", lambda st: {k: torch.zeros_like(v) for k, v
+                                                                 in st.items()})
+    _model_variant(good, root / "badjson.safetensors",
+                   metadata=lambda m: {**m, "architecture": m["architecture"][:-3]})
+    _model_variant(good, root / "badnorm.safetensors",
+                   metadata=lambda m: {**m, "normalization": json.dumps([1, 2])})
+    _model_variant(good, root / "badthreshold.safetensors",
+                   metadata=lambda m: {**m, "postprocess": json.dumps({"threshold": 2})})
+
+
 def _write_crafted_model(path: Path) -> None:
     """A tiny safetensors file (816 bytes) that declares depth 12 / base 4096: a network no
     machine can hold."""
@@ -70,6 +117,7 @@ def world(tmp_path_factory) -> Path:
     save_model(UNet(depth=2, base_channels=4).eval(), root / "old.checkpoints" / "last.safetensors")
     tifffile.imwrite(root / "results" / "0_labels.tif", np.ones((48, 48), np.int32))
     _write_crafted_model(root / "crafted.safetensors")
+    _broken_models(root)
     return root
 
 
@@ -147,6 +195,30 @@ CASES = [
     # stored rule; other counts are refused
     ("stack5-predict", _predict("stack5/0.tif", "pred", "--channel-axis", "0"), 2,
      "the image has 5 channel(s) but the model expects 1"),
+    # a model that computes garbage is refused as broken, wherever it is loaded
+    ("model-nan-predict", _predict(model="nan.safetensors"), 2,
+     "nan.safetensors: 1 weight(s) of head.weight are NaN or infinite; the file is broken"),
+    ("model-inf-evaluate", ["evaluate", "--model", "inf.safetensors", "--images", "img",
+                            "--labels", "lab", "--device", "cpu"], 2,
+     "inf.safetensors: 1 weight(s) of down.0.0.weight are NaN or infinite"),
+    ("model-huge-export", ["export", "--model", "huge.safetensors", "--format", "bioimageio",
+                           "--out", "huge.zip"], 2,
+     "huge.safetensors: a forward pass on a small test image gives NaN or infinite output"),
+    ("model-int-predict", _predict(model="int.safetensors"), 2,
+     "holds I64 values where the network has floating-point ones; the file is broken"),
+    ("model-zeros-predict", _predict(model="zeros.safetensors"), 2,
+     "it gives the same output for every pixel of a test image"),
+    ("model-nan-init", _train("img", "lab", "--init", "nan.safetensors"), 2,
+     "nan.safetensors: 1 weight(s) of head.weight are NaN or infinite"),
+    ("model-nan-pt-init", _train("img", "lab", "--init", "nan.pt"), 2,
+     "nan.pt: 1 weight(s) of head.weight are NaN or infinite"),
+    # a model file's metadata that cannot be used names the file as broken
+    ("meta-invalid-json", _predict(model="badjson.safetensors"), 2,
+     "badjson.safetensors: its metadata 'architecture' is not valid JSON"),
+    ("meta-bad-normalization", _predict(model="badnorm.safetensors"), 2,
+     "badnorm.safetensors: the stored normalization is [1, 2], not a mapping"),
+    ("meta-threshold-out-of-range", _predict(model="badthreshold.safetensors"), 2,
+     "badthreshold.safetensors: the stored post-processing is invalid (threshold"),
 ]
 
 

@@ -204,3 +204,28 @@ def test_a_colour_layer_is_predicted_gray_by_the_models_rule(make_napari_viewer,
         probs[name] = np.asarray(viewer.layers[f"{name} probability"].data)
     assert probs["he"].shape == probs["gray"].shape
     np.testing.assert_allclose(probs["he"], probs["gray"], atol=1e-6)
+
+
+def test_a_model_file_that_computes_garbage_is_a_notification(make_napari_viewer, tmp_path,
+                                                              monkeypatch):
+    """Load model… on a file with NaN weights: a notification saying the file is broken, and
+    the model it would have replaced stays selected."""
+    import torch
+
+    from napari_unet.widgets import common, predict
+
+    net = UNet(depth=1, base_channels=2)
+    with torch.no_grad():
+        net.head.bias.fill_(float("nan"))
+    path = save_model(net, tmp_path / "nan.safetensors")
+    seen = []
+    monkeypatch.setattr(common, "show_error", seen.append)
+    monkeypatch.setattr(predict.QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *a, **k: (str(path), "")))
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    before = (widget.source.count(), widget.source.currentIndex())
+    widget._on_load()
+    assert len(seen) == 1 and "nan.safetensors: 2 weight(s) of head.bias are NaN" in seen[0]
+    assert "the file is broken" in seen[0]
+    assert (widget.source.count(), widget.source.currentIndex()) == before

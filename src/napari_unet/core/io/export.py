@@ -50,6 +50,12 @@ def export_model(
     -------
     Path of what was written.
 
+    Raises
+    ------
+    ValueError
+        A model whose weights or output are not finite (:mod:`napari_unet.core.io.health`):
+        nothing is written.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -62,8 +68,12 @@ def export_model(
     if not isinstance(model, UNet):
         from napari_unet.core.io.model_file import load_model
 
-        model, file_meta = load_model(model)
+        model, file_meta = load_model(model)  # checked as it loads
         metadata = file_meta if metadata is None else metadata
+    else:  # never publish a model that computes garbage
+        from napari_unet.core.io.health import check_model
+
+        check_model(model)
     if format != "bioimageio" and options:
         raise TypeError(f"options {sorted(options)} are only understood by format 'bioimageio'")
     if format == "torchscript":

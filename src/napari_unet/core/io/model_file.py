@@ -10,7 +10,10 @@ A model file holds the U-Net's ``state_dict`` as safetensors tensors and, in the
 - ``"napari_unet_version"``; and any extra keyword given to :func:`save_model`.
 
 :func:`load_model` parses the header itself first (8-byte little-endian length + JSON), so a file
-that is not a safetensors file, or is truncated or corrupted, gives a ``ValueError`` that says so.
+that is not a safetensors file, or is truncated or corrupted, gives a ``ValueError`` that says so;
+then it checks the metadata, the tensors' shapes and dtypes against the declared architecture
+before allocating, and the loaded model with one small forward pass
+(:mod:`napari_unet.core.io.health`): a file whose model computes garbage is refused as broken.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 from napari_unet import __version__
 from napari_unet.core.device import cpu_layout
+from napari_unet.core.io.health import broken, check_metadata, check_model
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import DEFAULT_NORMALIZATION
 
@@ -126,22 +130,23 @@ def read_header(path: Path) -> dict:
         head = fh.read(8)
         if len(head) < 8:
             raise ValueError(
-                f"{path}: not a safetensors model file (only {size} bytes); "
-                "expected a file written by napari-unet (save_model)"
+                f"{path}: not a safetensors model file (only {size} bytes); give a model file "
+                "written by napari-unet (.safetensors), or copy this one again if it was one"
             )
         (n,) = struct.unpack("<Q", head)
         if n == 0 or n > _MAX_HEADER or 8 + n > size:
             raise ValueError(
                 f"{path}: not a safetensors model file or truncated (header length {n}, file "
-                f"size {size} bytes); expected a .safetensors file written by save_model"
+                f"size {size} bytes); give a model file written by napari-unet (.safetensors), "
+                "or copy this one again if it was one"
             )
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{path}: corrupted safetensors header (not valid JSON)") from None
+        raise broken(path, "corrupted safetensors header (not valid JSON)") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path}: corrupted safetensors header (not a JSON object)")
+        raise broken(path, "corrupted safetensors header (not a JSON object)")
     end = 0
     for name, info in header.items():
         if name == "__metadata__":
@@ -149,12 +154,9 @@ def read_header(path: Path) -> dict:
         try:
             end = max(end, int(info["data_offsets"][1]))
         except (TypeError, KeyError, IndexError, ValueError):
-            raise ValueError(f"{path}: corrupted safetensors header (tensor {name!r})") from None
+            raise broken(path, f"corrupted safetensors header (tensor {name!r})") from None
     if 8 + n + end > size:
-        raise ValueError(
-            f"{path}: truncated model file ({size} bytes, the header announces "
-            f"{8 + n + end}); copy or download it again"
-        )
+        raise broken(path, f"truncated ({size} bytes, the header announces {8 + n + end})")
     return header
 
 
@@ -170,15 +172,21 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     raw = read_header(path).get("__metadata__") or {}
+    if not isinstance(raw, dict):
+        raise broken(path, "corrupted safetensors header (its metadata is not a mapping)")
+    ours = "napari_unet_version" in raw  # save_model JSON-encodes every value
     meta: dict[str, Any] = {}
     for key, value in raw.items():
         try:
             meta[key] = json.loads(value)
-        except (TypeError, json.JSONDecodeError):
+        except (TypeError, json.JSONDecodeError) as err:
+            if ours or key == "architecture":
+                raise broken(path, f"its metadata {key!r} is not valid JSON ({err})") from None
             meta[key] = value  # a plain string written by another tool
     return meta
 
 
+_FLOATS = ("F64", "F32", "F16", "BF16")
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                 "I8": 1, "U8": 1, "BOOL": 1}
 
@@ -216,16 +224,15 @@ def _check_declared(path: Path, arch: dict) -> None:
         except (TypeError, ValueError, OverflowError):
             count = None
     if count is not None and count != declared:
-        raise ValueError(
-            f"{path}: the weights do not match the declared architecture {arch!r}: it has "
-            f"{count:,} weights, the file holds {declared:,}; refused before loading: the file is corrupted or was not "
-            "written by napari-unet"
-        )
+        raise broken(path, f"the weights do not match the declared architecture {arch!r}: it "
+                     f"has {count:,} weights, the file holds {declared:,} (refused before "
+                     "loading)")
     try:
         with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in _Shapes(**arch).state_dict().items()}
+            expected = {k: (tuple(v.shape), v.is_floating_point())
+                        for k, v in _Shapes(**arch).state_dict().items()}
     except (TypeError, ValueError, OverflowError, RuntimeError) as err:
-        raise ValueError(f"{path}: unusable architecture {arch!r} ({err})") from None
+        raise broken(path, f"unusable architecture {arch!r} ({err})") from None
     stored = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -233,27 +240,27 @@ def _check_declared(path: Path, arch: dict) -> None:
         try:
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(x) for x in info["data_offsets"])
-            itemsize = _DTYPE_BYTES[str(info["dtype"])]
+            dtype = str(info["dtype"])
+            itemsize = _DTYPE_BYTES[dtype]
         except (TypeError, KeyError, ValueError):
-            raise ValueError(f"{path}: corrupted safetensors header (tensor {name!r})") from None
+            raise broken(path, f"corrupted safetensors header (tensor {name!r})") from None
         if end - begin != itemsize * math.prod(shape):
-            raise ValueError(
-                f"{path}: corrupted safetensors header (tensor {name!r} of shape {shape} "
-                f"declares {end - begin} bytes)"
-            )
+            raise broken(path, f"corrupted safetensors header (tensor {name!r} of shape "
+                         f"{shape} declares {end - begin} bytes)")
+        if name in expected and expected[name][1] != (dtype in _FLOATS):
+            want = "floating-point" if expected[name][1] else "integer"
+            raise broken(path, f"tensor {name!r} holds {dtype} values where the network has "
+                         f"{want} ones")
         stored[name] = shape
     missing = sorted(set(expected) - set(stored))
-    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k][0] != stored[k])
     if missing or wrong or len(stored) != len(expected):
-        count = sum(math.prod(s) for s in expected.values())
+        count = sum(math.prod(s) for s, _ in expected.values())
         detail = (f"missing {missing[:3]}" if missing else
-                  f"{wrong[0]} is {stored[wrong[0]]}, not {expected[wrong[0]]}" if wrong else
+                  f"{wrong[0]} is {stored[wrong[0]]}, not {expected[wrong[0]][0]}" if wrong else
                   f"{len(stored)} tensors instead of {len(expected)}")
-        raise ValueError(
-            f"{path}: the weights do not match the declared architecture {arch!r} "
-            f"({count:,} weights): {detail}; refused before loading: the file is corrupted "
-            "or was not written by napari-unet"
-        )
+        raise broken(path, f"the weights do not match the declared architecture {arch!r} "
+                     f"({count:,} weights): {detail} (refused before loading)")
 
 
 def load_model(
@@ -275,8 +282,9 @@ def load_model(
     Raises
     ------
     ValueError
-        The file is not a safetensors file, is truncated or corrupted, lacks the architecture, or
-        its weights do not fit the architecture.
+        The file is not a safetensors file, is truncated or corrupted, lacks the architecture,
+        its metadata or weights do not fit the architecture, or the model computes garbage
+        (non-finite weights or output: :func:`napari_unet.core.io.health.check_model`).
 
     Examples
     --------
@@ -294,26 +302,27 @@ def load_model(
     arch = meta.get("architecture")
     if not isinstance(arch, dict):
         raise ValueError(
-            f"{path}: no 'architecture' in the file's metadata; expected a model file written by "
-            "napari-unet (save_model)"
+            f"{path}: no 'architecture' in the file's metadata, so it is not a napari-unet "
+            "model; give a model file written by napari-unet (.safetensors), or load plain "
+            "PyTorch weights with --init (napari_unet.core.io.load_pretrained)"
         )
+    check_metadata(meta, source=path)
     _check_declared(path, arch)  # before a single weight is allocated
     try:
         model = UNet(**arch)
-    except TypeError as err:
-        raise ValueError(f"{path}: unusable architecture {arch!r} ({err})") from None
+    except (TypeError, ValueError) as err:
+        raise broken(path, f"unusable architecture {arch!r} ({err})") from None
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, RuntimeError) as err:
-        raise ValueError(f"{path}: corrupted safetensors file ({err})") from None
+        raise broken(path, f"corrupted safetensors file ({err})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
-        raise ValueError(
-            f"{path}: the weights do not match the stored architecture "
-            f"({first[1].strip() if len(first) > 1 else first[0]})"
-        ) from None
+        raise broken(path, "the weights do not match the stored architecture "
+                     f"({first[1].strip() if len(first) > 1 else first[0]})") from None
     model.to(device).eval()
     cpu_layout(model)  # a 2D float32 network on the CPU predicts 1.6-2.0x faster
+    check_model(model, source=path)  # a model that computes garbage is not a model
     return model, meta

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from napari_unet.core.io.health import check_model
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import DEFAULT_NORMALIZATION
 
@@ -270,6 +271,12 @@ def load_pretrained(
         For napari-unet files the stored metadata; otherwise ``architecture``,
         ``normalization`` (the default) and ``source``.
 
+    Raises
+    ------
+    ValueError
+        An unreadable file, weights that fit no U-Net, or a model that computes garbage
+        (:func:`napari_unet.core.io.health.check_model`).
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -295,4 +302,6 @@ def load_pretrained(
     )
     meta.update({"architecture": dict(model.config), "source": str(path)})
     logger.info("loaded %s as a U-Net %s", path, model.config)
-    return model.to(device).eval(), meta
+    model = model.to(device).eval()
+    check_model(model, source=path)  # NaN weights or an overflowing network: a broken file
+    return model, meta
