@@ -3,7 +3,10 @@
 Each sub-command lives in :mod:`napari_unet.commands` as a module with ``add_arguments(parser)``
 and ``run(args) -> int``; heavy imports (torch) happen inside ``run`` so ``--help`` is instant.
 User errors raise :class:`CLIError` (or ValueError / OSError from core) and are printed as one
-line ``napari-unet <command>: error: ...`` with exit status 2, never as a traceback.
+line ``napari-unet <command>: error: ...`` (:func:`napari_unet.errors.format_error`, which
+also puts the option the user typed in place of an internal name) with exit status 2; anything
+else is a bug: one line ``... internal error: ...`` with exit status 1 (``-v`` shows the
+traceback). Never a traceback by default.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from napari_unet import installation
+from napari_unet.errors import format_error, is_user_error, option_names
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -67,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = COMMANDS[name][1]
         p = sub.add_parser(name, help=help_text, description=module.__doc__ or help_text)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        names = option_names(p)
+        if "images" in names and "labels" in names:  # core names the training data "pairs"
+            names.setdefault("pairs", "--images, --labels")
+        p.set_defaults(_run=module.run, _names=names)
     return parser
 
 
@@ -96,11 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, OSError) as err:
+    except Exception as err:
         if args.verbose:
             raise
-        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        user = is_user_error(err)
+        logging.getLogger(__name__).debug("%s", args.command, exc_info=True)
+        print(f"napari-unet {args.command}: {'error' if user else 'internal error'}: "
+              f"{format_error(err, names=args._names)}", file=sys.stderr)
+        return 2 if user else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ before and after): a refused command writes nothing over earlier results.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,21 @@ def _broken_models(root: Path) -> None:
                    metadata=lambda m: {**m, "postprocess": json.dumps({"threshold": 2})})
 
 
+def _run_folders(root: Path) -> None:
+    """A run folder whose settings.json is broken, and one whose data file changed."""
+    from napari_unet.core.training.data import TrainingPair
+    from napari_unet.engine.runs import write_run
+
+    image, labels = synthetic_cells((48, 48), radius=9, seed=0)
+    pairs = [TrainingPair(image, labels)]
+    settings = {"steps": 1, "depth": 1, "base_channels": 4, "device": "cpu"}
+    write_run(root / "run_badsettings", pairs, settings=settings, seed=0)
+    (root / "run_badsettings" / "settings.json").write_text('{"steps": 1, "depth": ')
+    write_run(root / "run_changed", pairs, settings=settings, seed=0)
+    changed = next((root / "run_changed" / "data").glob("*_labels.tif"))
+    tifffile.imwrite(changed, np.zeros((48, 48), np.int32))
+
+
 def _write_crafted_model(path: Path) -> None:
     """A tiny safetensors file (816 bytes) that declares depth 12 / base 4096: a network no
     machine can hold."""
@@ -118,6 +134,8 @@ def world(tmp_path_factory) -> Path:
     tifffile.imwrite(root / "results" / "0_labels.tif", np.ones((48, 48), np.int32))
     _write_crafted_model(root / "crafted.safetensors")
     _broken_models(root)
+    _run_folders(root)
+    (root / "text.png").write_text("not an image\n")
     return root
 
 
@@ -138,7 +156,8 @@ def _predict(inp="img", out="pred", *extra, model="model.safetensors"):
 
 _BIG_TILE = str(valid_input_shape(100_000, 1)[0])
 
-#: (case, argv with paths relative to the case folder, exit status, text in the error line)
+#: (case, argv with paths relative to the case folder, exit status, text in the error line
+#: [, environment variables])
 CASES = [
     # NaN / inf pixels: refused with the count and the first position, everywhere
     ("nan-train", _train("nan"), 2, "1 NaN/inf pixel(s) (the first at (3, 4))"),
@@ -219,15 +238,31 @@ CASES = [
      "badnorm.safetensors: the stored normalization is [1, 2], not a mapping"),
     ("meta-threshold-out-of-range", _predict(model="badthreshold.safetensors"), 2,
      "badthreshold.safetensors: the stored post-processing is invalid (threshold"),
+    # messages that name the option or file, what came, and the fix
+    ("seed-2**70", _train("img", "lab", "--seed", str(2**70)), 2,
+     "--seed: expected an integer from 0 to 2**63 - 1"),
+    ("run-settings-broken", ["train", "--run", "run_badsettings", "--device", "cpu"], 2,
+     "run_badsettings/settings.json: not valid JSON"),
+    ("run-data-changed", ["train", "--run", "run_changed", "--device", "cpu"], 2,
+     "_labels.tif: does not match the sha256 recorded in run.json"),
+    ("text-as-png", _predict("text.png"), 2, "text.png: cannot read it as a PNG image"),
+    ("tile-invalid-names-option", _predict("img", "pred", "--tile", "101"), 2,
+     "--tile: input size 101 along spatial axis 0 is not valid"),
+    ("memory-suggests-a-tile-that-fits", _train("img", "lab", "--tile", "2004",
+                                                "--batch-size", "4"), 2,
+     "use a tile of 676 px (--tile 676)", {"NAPARI_UNET_MEMORY_LIMIT": "600M"}),
 ]
 
 
-@pytest.mark.parametrize(("argv", "status", "message"), [c[1:] for c in CASES],
+@pytest.mark.parametrize(("argv", "status", "message", "env"),
+                         [(*c[1:4], c[4] if len(c) > 4 else {}) for c in CASES],
                          ids=[c[0] for c in CASES])
-def test_bad_input(world, tmp_path, monkeypatch, capsys, argv, status, message):
+def test_bad_input(world, tmp_path, monkeypatch, capsys, argv, status, message, env):
     case = tmp_path / "case"
     shutil.copytree(world, case)
     monkeypatch.chdir(case)
+    for key, value in env.items():  # e.g. a memory limit: the same answer on every machine
+        monkeypatch.setenv(key, value)
     before = _hashes(case)
     assert main(argv) == status
     err = capsys.readouterr().err.strip().splitlines()
@@ -235,8 +270,30 @@ def test_bad_input(world, tmp_path, monkeypatch, capsys, argv, status, message):
     line = err[-1]
     assert line.startswith(f"napari-unet {argv[0]}: error: "), line
     assert message in line, line
+    assert_names_and_fix(line, argv)
     after = _hashes(case)
     assert {k: after.get(k) for k in before} == before
+
+
+#: the verbs a fix starts with ("use --tile 92", "add --force", "convert the image", ...)
+FIX_VERBS = ("use", "add", "give", "choose", "drop", "remove", "convert", "replace", "copy",
+             "crop", "pad", "free", "train", "retrain", "save", "re-save", "install", "run",
+             "continue", "rename", "delete", "check", "restore", "edit", "pass", "set", "lower",
+             "raise", "export", "download", "pick", "name", "write", "start", "read", "keep",
+             "mark", "predict", "split", "resume", "evaluate", "paint")
+_FIX = re.compile(r"(?:^|[;:,(—]|\bor\b|\band\b|\bthen\b)\s*(?:e\.g\.\s*)?(?:" +
+                  "|".join(FIX_VERBS) + r")\b", re.IGNORECASE)
+
+
+def assert_names_and_fix(line: str, argv: list[str]) -> None:
+    """The house rule for every error, checked on every row: the line names an option the user
+    typed or a file (one of the paths on the command line, or a file inside one) and contains
+    a fix (a clause that starts with one of :data:`FIX_VERBS`)."""
+    text = line.partition(": error: ")[2]
+    paths = [a for a in argv if not a.startswith("-") and Path(a).exists()]
+    names_file = any(p.rstrip("/").split("/")[0] in text for p in paths)
+    assert re.search(r"--[a-z]", text) or names_file, f"names no option or file: {line}"
+    assert _FIX.search(text), f"gives no fix: {line}"
 
 
 def test_pairing_by_name_not_position(tmp_path, monkeypatch):

@@ -48,7 +48,13 @@ def _imread(path: Path) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     except Exception as err:  # any reader failure becomes one line naming the file
-        raise CLIError(f"cannot read {str(path)!r}: {type(err).__name__}: {err}") from None
+        from napari_unet.errors import format_error
+
+        kind = path.suffix.lower().lstrip(".").upper() or "image"
+        raise CLIError(
+            f"{path}: cannot read it as a {kind} image ({format_error(err)}); give a TIFF or "
+            "PNG image, or remove the file from the folder"
+        ) from None
 
 
 def _colour_layout(path: Path, a: np.ndarray) -> tuple[bool, bool]:
@@ -104,7 +110,8 @@ def read_image(
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
         raise CLIError(f"{path}: expected a real-valued image, got dtype {a.dtype}")
     if a.size == 0:
-        raise CLIError(f"{path}: got an empty image of shape {a.shape}; expected H, W >= 1")
+        raise CLIError(f"{path}: got an empty image of shape {a.shape}; expected H, W >= 1; "
+                       "remove or replace the empty file")
     if ndim == 3:
         return _read_volume(path, a, gray=gray, channel_axis=channel_axis)
     alpha = False

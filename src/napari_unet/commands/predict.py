@@ -214,7 +214,10 @@ def run(args: argparse.Namespace) -> int:
     ndim, spacing = resolve_mode(args, model, meta)
     tile = _tile(args.tile, ndim)
     if tile is not None:
-        model.output_shape(tile)  # a one-line error naming the nearest valid sizes
+        try:
+            model.output_shape(tile)  # a one-line error naming the nearest valid sizes
+        except ValueError as err:
+            raise CLIError(f"--tile: {err}") from None
         _check_tile_memory(model, tile, args.batch_size, device)
     postprocess_settings(args, meta)  # a bad option fails before any work
     if args.stitch and model.ndim == 3:

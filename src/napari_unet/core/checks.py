@@ -69,12 +69,13 @@ def check_not_empty(shape: Sequence[int], *, what: str = "image", minimum: int =
     >>> check_not_empty((0, 5))
     Traceback (most recent call last):
     ...
-    ValueError: image: got an empty image of shape (0, 5); expected at least 1 pixel per side
+    ValueError: image: got an empty image of shape (0, 5); expected at least 1 pixel per side; remove or replace the empty image
     """
     shape = tuple(int(s) for s in shape)
     if any(s < 1 for s in shape):
         raise ValueError(
-            f"{what}: got an empty image of shape {shape}; expected at least 1 pixel per side"
+            f"{what}: got an empty image of shape {shape}; expected at least 1 pixel per "
+            "side; remove or replace the empty image"
         )
     if min(shape, default=0) < minimum:
         raise ValueError(

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+from napari_unet.errors import format_error, is_user_error
+
 __all__ = [
     "KINDS",
     "PROTOCOL",
@@ -196,7 +198,8 @@ def error_event(exc: BaseException, *, settings: Mapping[str, Any] | None = None
     ('error', 'out_of_memory', 7, True)
     """
     kind, fix = classify_error(exc, settings=settings)
-    message = str(exc) or type(exc).__name__
+    # the user's errors in the one line of every interface; a bug's own text, "fix" says bug
+    message = format_error(exc) if is_user_error(exc) else str(exc) or type(exc).__name__
     return make_event("error", error=kind, message=message, fix=fix,
                       exception=type(exc).__name__, **fields)
 

@@ -156,13 +156,13 @@ def _versions() -> dict[str, str]:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"run_dir: {str(path.parent)!r} is not a run folder (no {path.name}); expected a "
-            "folder written by write_run (the Train widget or napari-unet train --run)"
-        )
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.parent}: no {path.name}; give a run folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); the run folder's record is broken: "
+                         "restore the file, or start a new run") from None
 
 
 def write_run(
@@ -266,8 +266,8 @@ def read_run(run_dir: str | os.PathLike, *, verify: bool = True) -> tuple[list, 
             path = run_dir / rel
             if verify and sha256_file(path) != item["sha256"][key]:
                 raise ValueError(
-                    f"run_dir: {path} does not match the sha256 recorded in {RUN_JSON}; the "
-                    "file was changed after the run was written (restore it or write a new run)"
+                    f"{path}: does not match the sha256 recorded in {RUN_JSON}; the file was "
+                    "changed after the run was written: restore it, or start a new run"
                 )
             arrays[key] = tifffile.imread(path)
         kwargs = {"annotated": arrays.get("annotated"), "channel_axis": item.get("channel_axis")}

@@ -11,7 +11,14 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from napari_unet.engine.runs import RUN_JSON, append_metrics, event_record, read_run, set_status
+from napari_unet.engine.runs import (
+    RUN_JSON,
+    SETTINGS_JSON,
+    append_metrics,
+    event_record,
+    read_run,
+    set_status,
+)
 
 __all__ = ["config_from_settings", "record_events", "trainer_from_run"]
 
@@ -49,12 +56,16 @@ def trainer_from_run(run_dir: str | os.PathLike, **changes):
     parent = record.get("parent_model")
     if parent is not None and not Path(parent).is_file():
         raise FileNotFoundError(
-            f"run_dir: the parent model {parent!r} of {run_dir} is missing; restore it or edit "
+            f"{run_dir / RUN_JSON}: the parent model {parent!r} is missing; restore it, or edit "
             f"'parent_model' in {RUN_JSON}"
         )
-    changes = {"seed": int(record.get("seed", settings.get("seed", 0))),
-               "checkpoint_dir": str(run_dir), **changes}
-    config = config_from_settings(settings, **changes)
+    try:
+        changes = {"seed": int(record.get("seed", settings.get("seed", 0))),
+                   "checkpoint_dir": str(run_dir), **changes}
+        config = config_from_settings(settings, **changes)
+    except (TypeError, ValueError) as err:  # a setting the file holds, not one the user typed
+        raise ValueError(f"{run_dir / SETTINGS_JSON}: {err}; edit the file, or start a new "
+                         "run") from None
     return Trainer(pairs, config, init_model=parent)
 
 

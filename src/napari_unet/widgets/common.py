@@ -41,17 +41,11 @@ def show_info(message: str) -> None:
 
 
 def error_message(exc: BaseException) -> str:
-    """One line for the user: our errors already say what to do; others get a generic fix."""
-    from napari_unet.cli import CLIError
+    """One line for the user, by the one formatter of every error
+    (:func:`napari_unet.errors.format_error`): ours say what to do; a bug says so."""
+    from napari_unet.errors import format_error
 
-    if isinstance(exc, CLIError):  # the shared file rules of the command line: one line
-        return str(exc)
-    if isinstance(exc, (ValueError, TypeError, OSError, LookupError, RuntimeError)):
-        return f"{type(exc).__name__}: {exc}"
-    return (
-        f"Unexpected {type(exc).__name__}: {exc}. Check the inputs and try again; "
-        "if it persists, report it with the log (napari > Help > Show log)."
-    )
+    return format_error(exc)
 
 
 def guarded(func):

@@ -306,7 +306,10 @@ def check_memory(
     if need <= budget:
         return
     what = "training" if training else "predicting with"
-    hints = _hints(estimate, arch, tile=tile, batch_size=batch_size, budget=budget)
+    from napari_unet.core.model.fits import smaller_settings
+
+    hints = smaller_settings(estimate, arch, tile=tile, batch_size=batch_size,
+                             budget=budget)
     shown = f"{tile} px" if isinstance(tile, int) else "x".join(map(str, tile)) + " voxels"
     kind = f"{ndim}D U-Net" if ndim > 2 else "U-Net"
     raise ValueError(
@@ -314,78 +317,3 @@ def check_memory(
         f"{shown}, batch {batch_size} needs about {format_bytes(need)}, but {device} has "
         f"{format_bytes(have)} available; {hints}"
     )
-
-
-def _hints(estimate, arch: dict, *, tile: int, batch_size: int, budget: int) -> str:
-    from napari_unet.core.model.shapes import nearest_valid_sizes, valid_input_shape
-
-    depth, padding = arch["depth"], arch["padding"]
-    if not isinstance(tile, int) or arch["ndim"] > 2:
-        return _hints_nd(estimate, arch, tile=tile, batch_size=batch_size, budget=budget)
-    out = []
-    if batch_size > 1 and estimate(tile=tile, batch_size=1, **arch) <= budget:
-        per = estimate(tile=tile, batch_size=1, **arch)
-        fit = max(1, min(batch_size - 1, int(budget // max(per, 1))))
-        out.append(f"use a batch of {fit}")
-    smallest = valid_input_shape(1, depth, padding=padding)[0]
-    if estimate(tile=smallest, batch_size=1, **arch) <= budget:
-        lo, hi = smallest, max(tile, smallest)
-        while hi - lo > 1:  # the largest side that fits, then the valid one below it
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if estimate(tile=mid, batch_size=1, **arch) <= budget else (lo, mid)
-        sizes = [s for s in nearest_valid_sizes(lo, depth=depth, padding=padding) if s <= lo]
-        out.append(f"use a tile of {sizes[-1] if sizes else smallest} px")
-    else:
-        base = arch["base_channels"]
-        while base > 1 and estimate(tile=smallest, batch_size=1, **{**arch, "base_channels": base}) > budget:
-            base //= 2
-        fits = estimate(tile=smallest, batch_size=1, **{**arch, "base_channels": base}) <= budget
-        if fits and base < arch["base_channels"]:
-            out.append(f"use base channels {base} or a smaller depth")
-        else:
-            d = depth
-            while d > 0 and estimate(tile=valid_input_shape(1, d, padding=padding)[0],
-                                     batch_size=1, **{**arch, "depth": d}) > budget:
-                d -= 1
-            out.append(f"use a depth of at most {d} (the paper uses 4)")
-    return "; or ".join(out) if out else "free memory or use a smaller network"
-
-
-
-def _hints_nd(estimate, arch: dict, *, tile, batch_size: int, budget: int) -> str:
-    """Smaller settings for a 3D (or per-axis) tile: a batch, a tile scaled down along every
-    axis (valid for the pooling), or fewer channels / levels."""
-    from napari_unet.core.model.shapes import valid_input_shape
-
-    nd, depth, padding, pool = arch["ndim"], arch["depth"], arch["padding"], arch["pool"]
-    sides = tuple(tile) if not isinstance(tile, int) else (tile,) * nd
-    out = []
-    if batch_size > 1 and estimate(tile=sides, batch_size=1, **arch) <= budget:
-        per = estimate(tile=sides, batch_size=1, **arch)
-        out.append(f"use a batch of {max(1, min(batch_size - 1, int(budget // max(per, 1))))}")
-    smallest = tuple(valid_input_shape((1,) * nd, depth, padding=padding, pool=pool))
-
-    def scaled(k: float) -> tuple[int, ...]:
-        want = [max(1, int(s * k)) for s in sides]
-        return tuple(int(v) for v in valid_input_shape(want, depth, padding=padding, pool=pool))
-
-    if estimate(tile=smallest, batch_size=1, **arch) <= budget:
-        lo, hi = 0.0, 1.0
-        for _ in range(20):  # the largest scale of the tile that fits
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if estimate(tile=scaled(mid), batch_size=1, **arch) <= budget \
-                else (lo, mid)
-        fit = scaled(lo) if estimate(tile=scaled(lo), batch_size=1, **arch) <= budget else smallest
-        if fit != sides:
-            out.append("use a tile of " + " x ".join(map(str, fit)) + " voxels (--tile "
-                       + " ".join(map(str, fit)) + ")")
-    else:
-        base = arch["base_channels"]
-        while base > 1 and estimate(tile=smallest, batch_size=1,
-                                    **{**arch, "base_channels": base}) > budget:
-            base //= 2
-        if base < arch["base_channels"]:
-            out.append(f"use base channels {base} or a smaller depth")
-        else:
-            out.append("use a smaller depth")
-    return "; or ".join(out) if out else "free memory or use a smaller network"

@@ -252,9 +252,8 @@ def valid_output_shape(
             )
         out.append(o)
     if problems:
-        pool_arg = "" if pool is None else f", pool={pool!r}"
         raise ValueError(
-            f"{'; '.join(problems)} — for a U-Net of depth {depth} with {padding!r} padding. Pad "
-            f"or crop the input, or use valid_input_shape({shape}, depth={depth}{pool_arg})."
+            f"{'; '.join(problems)} — for a U-Net of depth {depth} with {padding!r} padding: use "
+            "one of the nearest valid sizes, or pad or crop the input to one"
         )
     return tuple(out)

@@ -86,12 +86,14 @@ class PostprocessSettings:
         for name in ("threshold", "seeds"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name}: expected a probability in [0, 1], got "
-                                 f"{getattr(self, name)!r}")
+                                 f"{getattr(self, name)!r}; use a value from 0 to 1")
         for name in ("min_size", "regrow"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected an integer ≥ 0, got {getattr(self, name)!r}")
+                raise ValueError(f"{name}: expected an integer ≥ 0, got "
+                                 f"{getattr(self, name)!r}; use 0 or more")
         if int(self.min_distance) < 1:
-            raise ValueError(f"min_distance: expected an integer ≥ 1, got {self.min_distance!r}")
+            raise ValueError(f"min_distance: expected an integer ≥ 1, got "
+                             f"{self.min_distance!r}; use 1 or more")
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None, **overrides) -> PostprocessSettings:

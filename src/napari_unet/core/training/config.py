@@ -63,7 +63,7 @@ class TrainConfig:
     >>> TrainConfig(steps=0)
     Traceback (most recent call last):
     ...
-    ValueError: steps: expected at least 1 step, got 0 (nothing would be trained)
+    ValueError: steps: expected at least 1 step, got 0 (nothing would be trained); use 1 or more
     """
 
     preset: str = _setting(
@@ -156,11 +156,13 @@ class TrainConfig:
         if self.steps is None and self.time_limit is None:
             raise ValueError("steps, time_limit: give a step budget, a time limit, or both")
         if self.steps is not None and self.steps == 0:
-            raise ValueError("steps: expected at least 1 step, got 0 (nothing would be trained)")
+            raise ValueError("steps: expected at least 1 step, got 0 (nothing would be "
+                             "trained); use 1 or more")
         if self.time_limit is not None and not (
             math.isfinite(self.time_limit) and self.time_limit > 0
         ):
-            raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}")
+            raise ValueError(f"time_limit: expected seconds > 0, got {self.time_limit!r}; "
+                             "use a positive number of seconds")
         if self.num_classes not in (2, 3):
             raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
         if self.cpu_bf16 not in ("auto", "on", "off"):
@@ -182,6 +184,9 @@ class TrainConfig:
                           ("history_every", 1), ("checkpoint_every", 0), ("threads", 1)):
             if not (name == "tile" and isinstance(self.tile, tuple)):
                 _check_int(name, getattr(self, name), low)
+        if self.seed is not None and self.seed >= 2**63:  # torch and numpy take 64-bit seeds
+            raise ValueError(f"seed: expected an integer from 0 to 2**63 - 1, got "
+                             f"{self.seed!r}; use a smaller seed")
         for name, value, ok, want in (
             ("lr", self.lr, lambda v: v > 0, "> 0"),
             ("dropout", self.dropout, lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -191,7 +196,8 @@ class TrainConfig:
             ("pretrain_2d", self.pretrain_2d, lambda v: 0 <= v < 1, "in [0, 1)"),
         ):
             if value is not None and not (math.isfinite(value) and ok(value)):
-                raise ValueError(f"{name}: expected a number {want}, got {value!r}")
+                raise ValueError(f"{name}: expected a number {want}, got {value!r}; use a "
+                                 f"number {want}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -215,4 +221,5 @@ def _check_int(name: str, value, low: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}; use {low} "
+                         "or more")
