@@ -136,6 +136,8 @@ def world(tmp_path_factory) -> Path:
     _broken_models(root)
     _run_folders(root)
     (root / "text.png").write_text("not an image\n")
+    big = synthetic_cells((1200, 1200), radius=9, seed=0)[0]
+    tifffile.imwrite(root / "big.tif", (big * 1000).astype(np.uint16))
     return root
 
 
@@ -251,6 +253,14 @@ CASES = [
     ("memory-suggests-a-tile-that-fits", _train("img", "lab", "--tile", "2004",
                                                 "--batch-size", "4"), 2,
      "use a tile of 676 px (--tile 676)", {"NAPARI_UNET_MEMORY_LIMIT": "600M"}),
+    # an image too large to segment at once: refused before it is read, with the fix
+    ("huge-image-predict", _predict("big.tif"), 2,
+     "big.tif: segmenting a 1200 x 1200 image at once needs about",
+     {"NAPARI_UNET_MEMORY_LIMIT": "60M"}),
+    ("huge-image-evaluate", ["evaluate", "--model", "model.safetensors", "--images", "big.tif",
+                             "--labels", "lab", "--device", "cpu"], 2,
+     "big.tif: segmenting a 1200 x 1200 image at once needs about",
+     {"NAPARI_UNET_MEMORY_LIMIT": "60M"}),
 ]
 
 

@@ -5,7 +5,13 @@ Files (TIFF/PNG; a (Z, Y, X) TIFF is predicted as a volume by a 3D model, plane 
 (int32 instance labels) and, with ``--probabilities``, ``OUTPUT/<name>_probabilities.tif``
 (float32, classes first). A zarr array input gives a zarr group at OUTPUT with ``labels`` and
 optionally ``probabilities``, written block by block (memory independent of the image size);
-``--scheduler tcp://HOST:8786`` runs the blocks on a dask distributed cluster.
+``--scheduler tcp://HOST:8786`` runs the blocks on a dask distributed cluster. A TIFF file with
+``--output NAME.zarr`` is predicted block by block the same way, read tile by tile.
+
+Before a file is read, the memory of segmenting it at once is estimated from its header; an
+image that would not fit is refused with that route as the fix
+(:mod:`napari_unet.commands.big_images`). Progress is shown per tile batch: a bar on a
+terminal, a line every 10 s otherwise.
 
 ``--measure`` adds ``OUTPUT/<name>_cells.csv`` beside each label image (one row per cell: label,
 size, centroid, bounding box, shape, intensity, border flag and the model's confidence; a stack
@@ -27,6 +33,7 @@ import sys
 from pathlib import Path
 
 from napari_unet.cli import CLIError
+from napari_unet.commands.big_images import is_tiff, open_tiff_lazily
 from napari_unet.commands.options import (
     add_postprocess_arguments,
     add_tta_argument,
@@ -99,10 +106,42 @@ def _is_zarr(path: Path) -> bool:
     return path.suffix == ".zarr" or (path / ".zarray").exists() or (path / "zarr.json").exists()
 
 
-def _progress(desc: str):
-    from tqdm import tqdm
+def _blockwise(args) -> bool:
+    """A zarr array, or a TIFF file written to a zarr store: predicted block by block."""
+    return _is_zarr(args.input) or (args.output.suffix == ".zarr" and args.input.is_file()
+                                    and is_tiff(args.input))
 
-    return tqdm(desc=desc, unit="batch", file=sys.stderr, disable=None, leave=False)
+
+#: seconds between two progress lines when stderr is not a terminal
+PROGRESS_EVERY_S = 10.0
+
+
+class _Progress:
+    """Progress per tile batch: a tqdm bar on a terminal; elsewhere (a log file, a pipe) one
+    line every :data:`PROGRESS_EVERY_S` seconds, so that a long prediction is never silent."""
+
+    def __init__(self, desc: str) -> None:
+        import time
+
+        from tqdm import tqdm
+
+        self.desc, self.clock = desc, time.monotonic
+        self.last = self.clock()
+        self.bar = tqdm(desc=desc, unit="batch", file=sys.stderr, leave=False) \
+            if sys.stderr.isatty() else None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total, self.bar.n = total, done
+            self.bar.refresh()
+        elif self.clock() - self.last >= PROGRESS_EVERY_S and total:
+            self.last = self.clock()
+            logger.info("%s: %d of %d tile batches (%.0f%%)", self.desc, done, total,
+                        100 * done / total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _run_files(args, model, meta, tile, spacing=None) -> int:
@@ -120,7 +159,6 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
                            measure=args.measure, force=args.force)
     if args.pixel_size is not None:
         measure_spacing(args.pixel_size, model.ndim)  # a bad size fails before any work
-    args.output.mkdir(parents=True, exist_ok=True)
     settings, tta = postprocess_settings(args, meta), tta_choice(args, meta)
     normalizer(meta)  # an unknown normalisation fails before any work
     print(f"predicting {len(paths)} file(s) {describe(model.ndim, spacing)}")
@@ -140,10 +178,9 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
             bar = None
             logger.info("%s: %d cells -> %s", ev.path.name, ev.cells, args.output)
             continue
-        bar = bar or _progress(ev.path.name)
-        bar.total = ev.event.total * ev.event.planes
-        bar.n = ev.event.plane * ev.event.total + ev.event.done
-        bar.refresh()
+        bar = bar or _Progress(ev.path.name)
+        bar.update(ev.event.plane * ev.event.total + ev.event.done,
+                   ev.event.total * ev.event.planes)
     if summary is not None:
         from napari_unet.core.measure import with_units
 
@@ -156,8 +193,15 @@ def _run_zarr(args, meta, tile, spacing=None) -> int:
 
     from napari_unet.core.predict.blockwise import iter_predict_to_zarr
 
+    source = str(args.input)
+    if not _is_zarr(args.input):  # a TIFF file into a zarr store: read tile by tile
+        if args.scheduler:
+            raise CLIError("--scheduler: the workers read a zarr array; convert the TIFF to "
+                           "zarr first, or drop --scheduler to predict it in this process")
+        source = open_tiff_lazily(args.input)
     try:
-        zarr.open_array(str(args.input), mode="r")
+        if isinstance(source, str):
+            zarr.open_array(source, mode="r")
     except Exception as err:  # zarr raises various types for a missing/odd store
         raise CLIError(
             f"--input: cannot open {str(args.input)!r} as a zarr array ({type(err).__name__}: "
@@ -169,16 +213,15 @@ def _run_zarr(args, meta, tile, spacing=None) -> int:
             "another --output, or add --force"
         )
     settings, tta = postprocess_settings(args, meta), tta_choice(args, meta)
-    bar = _progress(args.input.name)
+    bar = _Progress(args.input.name)
     for ev in iter_predict_to_zarr(
-        args.model, str(args.input), args.output, metadata=meta,
+        args.model, source, args.output, metadata=meta,
         channel_axis=args.channel_axis, block=args.block, tile_shape=tile,
         batch_size=args.batch_size, device=args.device, tta=tta,
         probabilities=args.probabilities, settings=settings, scheduler=args.scheduler,
         spacing=spacing,
     ):  # fmt: skip
-        bar.total, bar.n = ev.total, ev.done
-        bar.refresh()
+        bar.update(ev.done, ev.total)
     bar.close()
     logger.info("%s -> %s", args.input, args.output)
     return 0
@@ -223,15 +266,16 @@ def run(args: argparse.Namespace) -> int:
     if args.stitch and model.ndim == 3:
         raise CLIError("--stitch: a 3D model labels a volume in 3D already; drop --stitch "
                        "(it links the planes a 2D model labels one by one)")
-    if args.stitch and _is_zarr(args.input):
-        raise CLIError("--stitch: not for zarr input (blocks are labelled in 2D or 3D by the "
-                       "model); predict a TIFF stack, or use a 3D model")
+    if args.stitch and _blockwise(args):
+        raise CLIError("--stitch: not for block-wise prediction into zarr (blocks are "
+                       "labelled in 2D or 3D by the model); predict a TIFF stack into a "
+                       "folder, or use a 3D model")
     if args.pixel_size is not None and not args.measure:
         raise CLIError("--pixel-size: sizes the --measure tables; add --measure or drop it")
-    if args.measure and _is_zarr(args.input):
-        raise CLIError("--measure: for image files (a zarr array is written block by block); "
-                       "predict TIFF files, or drop --measure")
-    if _is_zarr(args.input):
+    if args.measure and _blockwise(args):
+        raise CLIError("--measure: for results written as files (a zarr store is written "
+                       "block by block); predict TIFF files into a folder, or drop --measure")
+    if _blockwise(args):
         print(f"predicting {args.input} block by block {describe(ndim, spacing)}")
         return _run_zarr(args, meta, tile, spacing)
     if args.scheduler:

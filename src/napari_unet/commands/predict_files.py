@@ -13,6 +13,7 @@ file; a consumer cancels by no longer iterating (the files finished so far stay)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ __all__ = ["CELLS", "LABELS", "PROBABILITIES", "SUMMARY", "FileDone", "FileProgr
            "plan_outputs", "read_input"]
 
 LABELS, PROBABILITIES, CELLS = "_labels.tif", "_probabilities.tif", "_cells.csv"
+logger = logging.getLogger(__name__)
+
 #: the folder's summary, written with ``measure``
 SUMMARY = "summary.csv"
 
@@ -175,15 +178,26 @@ def iter_predict_files(
     :func:`napari_unet.core.predict.iter_segment`; ``stitch`` links a 2D model's planes of a
     stack into 3D objects. ``pixel_size`` (one value, or one per axis) and ``unit`` make the
     tables physical (default: pixels). Yields :class:`FileProgress` and :class:`FileDone`;
-    returns the summary table (``measure``) or None.
+    returns the summary table (``measure``) or None. Before any file is read, each one's
+    header says whether segmenting it at once fits in memory: a CLIError names the one that
+    does not, with the block-wise route
+    (:func:`napari_unet.commands.big_images.check_whole_image`).
     """
+    from napari_unet.commands.big_images import LARGE, check_whole_image
     from napari_unet.commands.files import write_image
     from napari_unet.core.measure import summarize, with_units, write_csv
     from napari_unet.core.metrics import count_labels
     from napari_unet.core.predict.segment import iter_segment
 
+    # an image too large to segment at once: refused before any work
+    pixels = [check_whole_image(path, model, tile=tile_shape, batch_size=batch_size,
+                                device=device, watershed=bool(getattr(settings, "watershed",
+                                                                      False)))
+              for path in paths]
     tables, names = [], []
     for index, (path, target) in enumerate(zip(paths, targets, strict=True)):
+        if pixels[index] > LARGE:  # seconds before the first tile: say what happens
+            logger.info("%s: reading and normalising %d pixels", path.name, pixels[index])
         image, axis, is_stack = read_input(path, model, channel_axis)
         volume = model.ndim == 3
         stack = image if is_stack else image[None]

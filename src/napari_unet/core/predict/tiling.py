@@ -19,9 +19,7 @@ smooth (Hann) window with a floor; the sum is normalised by the summed window.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -211,10 +209,11 @@ def _budget(device: torch.device) -> tuple[float, bool]:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return 0.4 * free, True
-    budget = 2.0**31
-    with contextlib.suppress(AttributeError, ValueError, OSError):
-        budget = min(budget, os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4)
-    return budget, False
+    from napari_unet.core.model.memory import available_bytes
+
+    # a quarter of what the run may use (cgroup and NAPARI_UNET_MEMORY_LIMIT included): the
+    # rest holds the image, its probabilities and labels (core.predict.footprint)
+    return min(2.0**31, available_bytes("cpu") / 4), False
 
 
 def _cube_side(model, budget: float, half: bool) -> int:
@@ -241,7 +240,8 @@ def auto_tile_shape(
     memory (never much larger than the image needs).
 
     ``image_shape``'s last ``model.ndim`` sizes are the spatial ones. Budget: on CPU up to 2 GiB
-    (a quarter of the available memory at most), on CUDA 40 % of the free memory
+    (a quarter of :func:`napari_unet.core.model.available_bytes` at most: cgroup limits and
+    ``NAPARI_UNET_MEMORY_LIMIT`` included), on CUDA 40 % of the free memory
     (``torch.cuda.mem_get_info``), half the bytes with autocast. 2D: about
     32·``base_channels`` bytes per input pixel (measured: 450 B/px at base 16), the side at
     most 2048 + context (larger tiles gain little over the margin overhead). 3D: the largest

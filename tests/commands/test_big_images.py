@@ -1,0 +1,87 @@
+"""``napari-unet predict`` on an image too large to segment at once: refused before it is read,
+with the block-wise route as the fix, which then works; progress is never silent."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from napari_unet.cli import main
+from napari_unet.commands import big_images, predict
+from napari_unet.core.io import save_model
+from napari_unet.core.model import UNet
+from napari_unet.core.predict.footprint import segment_bytes
+from napari_unet.core.synthetic import synthetic_cells
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("big")
+    torch.manual_seed(0)
+    model = save_model(UNet(depth=1, base_channels=4).eval(), root / "m.safetensors")
+    image = (synthetic_cells((1100, 1000), radius=9, seed=0)[0] * 1000).astype(np.uint16)
+    tifffile.imwrite(root / "big.tif", image, tile=(256, 256))
+    return root, model, image
+
+
+def test_header_shape_reads_no_pixel(tmp_path):
+    """A TIFF that declares 20000 x 20000 pixels (a few KB compressed): its shape comes from
+    the header, and the estimate says what segmenting it at once would need."""
+    path = tmp_path / "huge.tif"
+    with tifffile.TiffWriter(path) as tif:  # tiles of zeros, written one by one
+        tif.write((np.zeros((256, 256), np.uint16) for _ in range(79 * 79)),
+                  shape=(20000, 20000), dtype=np.uint16, tile=(256, 256), compression="zlib")
+    assert path.stat().st_size < 5_000_000
+    shape, dtype = big_images.header_shape(path)
+    assert shape == (20000, 20000) and dtype == np.uint16
+    need = segment_bytes(UNet(depth=1, base_channels=4), shape, itemsize=2)
+    assert need > 10 * 2**30  # over 10 GB: the image, its float copy, probabilities, labels
+
+
+def test_huge_tiff_is_refused_before_reading(tmp_path, files, monkeypatch, capsys):
+    root, model, _ = files
+    monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", "50M")
+    read = []
+    monkeypatch.setattr(tifffile, "imread", lambda *a, **k: read.append(a) or 1 / 0)
+    code = main(["predict", "--model", str(model), "--input", str(root / "big.tif"),
+                 "--output", str(tmp_path / "out"), "--device", "cpu"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and read == []
+    assert "segmenting a 1100 x 1000 image at once needs about" in line
+    assert "--output big_labels.zarr" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_fix_works_block_by_block(tmp_path, files, monkeypatch):
+    """The suggested route under the same limit: the labels of the zarr store are those of a
+    whole-image prediction (same cells), with the memory of a block."""
+    root, model, image = files
+    whole = tmp_path / "whole"
+    assert main(["predict", "--model", str(model), "--input", str(root / "big.tif"),
+                 "--output", str(whole), "--device", "cpu", "--no-tta"]) == 0
+    monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", "50M")
+    out = tmp_path / "big_labels.zarr"
+    assert main(["predict", "--model", str(model), "--input", str(root / "big.tif"),
+                 "--output", str(out), "--device", "cpu", "--block", "256", "--no-tta"]) == 0
+    blocks = np.asarray(zarr.open_group(str(out), mode="r")["labels"])
+    reference = tifffile.imread(whole / "big_labels.tif")
+    assert blocks.shape == image.shape
+    agree = np.mean((blocks > 0) == (reference > 0))
+    assert agree > 0.99, agree
+
+
+def test_progress_is_reported_without_a_terminal(tmp_path, files, monkeypatch, caplog):
+    """stderr is not a terminal under pytest: lines, not a bar, report the tile batches."""
+    root, model, _ = files
+    monkeypatch.setattr(predict, "PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="napari_unet.commands.predict"):
+        assert main(["predict", "--model", str(model), "--input", str(root / "big.tif"),
+                     "--output", str(tmp_path / "o"), "--device", "cpu", "--tile", "124",
+                     "--no-tta"]) == 0
+    lines = [r.getMessage() for r in caplog.records if "tile batches" in r.getMessage()]
+    assert len(lines) > 5 and lines[-1].startswith("big.tif: ")
