@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_dsb import load  # noqa: E402
-from dsb_split import dsb_ids, split  # noqa: E402
+from dsb_split import dsb_ids, scores, split  # noqa: E402
 
 #: index sets of :func:`dihedral` (k % 4 quarter turns, k >= 4 a flip of x first)
 SUBSETS = {"one pass": (0,), "+ flip": (0, 4), "+ half-turn": (0, 2), "+ transpose": (0, 5),
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     model.eval()
     settings = PostprocessSettings.from_metadata(meta)
     ids = image_ids(args.images)[: args.max_images]
-    rows = {name: [] for name in SUBSETS}
+    rows = {name: {"all": [], "gray": [], "colour": []} for name in SUBSETS}
     seconds = []
     for _, image, _, labels, is_colour in load(ids, "gray", args.colour):
         probs = []
@@ -77,15 +77,15 @@ def main(argv=None) -> int:
             probs.append(dihedral(torch.from_numpy(prob), k, inverse=True).numpy())
         for name, ks in SUBSETS.items():
             labels_pred = settings.labels(np.mean([probs[k] for k in ks], axis=0))
-            rows[name].append((instance_matching(labels_pred, labels)["f1"], is_colour))
+            m = instance_matching(labels_pred, labels)
+            rows[name]["all"].append(m)
+            rows[name]["colour" if is_colour else "gray"].append(m)
     report = {"model": str(args.model), "images": args.images, "n": len(ids),
               "s_per_mpixel_one_pass_median": round(statistics.median(seconds), 3)}
-    for name, r in rows.items():
+    for name, parts in rows.items():  # the same scorer as bench_dsb and bench_peers
         report[name] = {"passes": len(SUBSETS[name]),
-                        "all": round(statistics.mean(f for f, _ in r), 4),
-                        **{part: round(statistics.mean(v), 4) if (v := [
-                            f for f, c in r if c == (part == "colour")]) else None
-                           for part in ("gray", "colour")}}
+                        **{part: scores(r)["f1_mean_per_image"] if r else None
+                           for part, r in parts.items()}}
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:
