@@ -278,6 +278,21 @@ def write_shipped(model_path: Path, report, train_ids, test_ids, *, name: str) -
     return save_model(model.half(), REGISTRY[name].path, **meta)
 
 
+PEER_HEADING = "## Against StarDist"
+
+
+def peer_section(card: Path) -> list[str]:
+    """The card's "Against StarDist" section, kept as it is when the card is written again: the
+    peer's figures come from ``bench_peers.py`` on the same test images, not from this run."""
+    if not card.is_file():
+        return []
+    text = card.read_text(encoding="utf-8")
+    if PEER_HEADING not in text:
+        return []
+    section = text[text.index(PEER_HEADING):].split("\nTest ids:")[0].rstrip("\n")
+    return [*section.split("\n"), ""]
+
+
 def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
     """A Markdown model card with the bioimage.io model fields, from this run's figures."""
     from napari_unet import __version__
@@ -345,6 +360,7 @@ def write_card(path: Path, report, train_ids, test_ids, *, name: str) -> Path:
            "|---|---|---|---|---|",
            row("all", tta["all"]), row("gray", tta["gray"]), row("colour", tta["colour"]), ""]
           if tta else []),
+        *peer_section(card),
         f"Test ids: {', '.join(test_ids)}", "",
     ]
     card.write_text("\n".join(lines), encoding="utf-8")

@@ -140,3 +140,9 @@ def test_bench_writes_shipped_file_and_card(registry, tmp_path):
     for field in ("description", "authors", "cite", "license", "training_data", "inputs",
                   "outputs", "F1@0.5", "0.500"):
         assert field in card
+    # the peer's section of the card (bench_peers.py's figures) survives the card's rewrite
+    path = models.REGISTRY["nuclei"].card_path
+    path.write_text(card.replace("Test ids:", "## Against StarDist (an hour)\n\n0.844\n\nTest ids:"))
+    again = bench.write_card(shipped, report, ["a"], ["b"], name="nuclei").read_text()
+    assert "## Against StarDist (an hour)\n\n0.844\n\nTest ids:" in again
+    assert again.count("## Against StarDist") == 1
