@@ -138,7 +138,25 @@ def world(tmp_path_factory) -> Path:
     (root / "text.png").write_text("not an image\n")
     big = synthetic_cells((1200, 1200), radius=9, seed=0)[0]
     tifffile.imwrite(root / "big.tif", (big * 1000).astype(np.uint16))
+    _checkpoints(root)
     return root
+
+
+def _checkpoints(root: Path) -> None:
+    """A run of 2 steps with its checkpoints (run1), another image (img_b), a checkpoint with
+    a changed byte (bad) and a checkpoint folder with weights but no state (orphan)."""
+    main(["train", "--images", str(root / "img"), "--labels", str(root / "lab"), "--out",
+          str(root / "run1.safetensors"), "--steps", "2", *TINY])
+    (root / "img_b").mkdir()
+    for i, path in enumerate(sorted((root / "img").iterdir())):
+        tifffile.imwrite(root / "img_b" / path.name, np.flip(tifffile.imread(path), i))
+    shutil.copytree(root / "run1.checkpoints", root / "bad.checkpoints")
+    state = root / "bad.checkpoints" / "last.state.safetensors"
+    raw = bytearray(state.read_bytes())
+    raw[-3] ^= 0xFF  # a flipped byte in the weights
+    state.write_bytes(bytes(raw))
+    (root / "orphan.checkpoints").mkdir()
+    shutil.copy(root / "run1.checkpoints" / "last.safetensors", root / "orphan.checkpoints")
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -257,6 +275,28 @@ CASES = [
     ("huge-image-predict", _predict("big.tif"), 2,
      "big.tif: segmenting a 1200 x 1200 image at once needs about",
      {"NAPARI_UNET_MEMORY_LIMIT": "60M"}),
+    # a resume continues the same run, from a checkpoint that is complete or refused
+    ("resume-other-data", _train("img_b", "lab", "--resume", "run1.checkpoints", "--steps", "2",
+                                 out="run1.safetensors"), 2,
+     "--resume: run1.checkpoints/last.state.safetensors belongs to another run (training pair "
+     "1, 2 of 2 (other pixels or labels)"),
+    ("resume-other-settings", _train("img", "lab", "--resume", "run1.checkpoints", "--steps",
+                                     "2", "--dropout", "0.3",
+                                     out="run1.safetensors"), 2,
+     "belongs to another run (dropout 0.0 -> 0.3)"),
+    ("resume-corrupt-checkpoint", _train("img", "lab", "--resume", "bad.checkpoints", "--steps",
+                                         "2", out="bad.safetensors"),
+     2, "bad.checkpoints/last.state.safetensors: its contents do not match the sha256"),
+    ("resume-weights-without-state", _train("img", "lab", "--resume", "orphan.checkpoints",
+                                            out="orphan.safetensors"), 2,
+     "no training state there, so orphan.checkpoints holds no complete checkpoint"),
+    ("resume-a-model-file", _train("img", "lab", "--resume", "run1.safetensors",
+                                   out="run1.safetensors"), 2,
+     "--resume: 'run1.safetensors' is a model, not a checkpoint; continue its run with --resume "
+     "run1.checkpoints, or fine-tune it with --init run1.safetensors"),
+    # a full disk: one line with what was needed, the model written, no partial file
+    ("disk-full-checkpoint", _train("img", "lab", "--validate-every", "0", out="full.safetensors"),
+     2, "no space left on 'full.checkpoints' (needed ~", {"_full_disk": ".state.safetensors"}),
     ("huge-image-evaluate", ["evaluate", "--model", "model.safetensors", "--images", "big.tif",
                              "--labels", "lab", "--device", "cpu"], 2,
      "big.tif: segmenting a 1200 x 1200 image at once needs about",
@@ -272,7 +312,10 @@ def test_bad_input(world, tmp_path, monkeypatch, capsys, argv, status, message, 
     shutil.copytree(world, case)
     monkeypatch.chdir(case)
     for key, value in env.items():  # e.g. a memory limit: the same answer on every machine
-        monkeypatch.setenv(key, value)
+        if key == "_full_disk":
+            _full_disk(monkeypatch, value)
+        else:
+            monkeypatch.setenv(key, value)
     before = _hashes(case)
     assert main(argv) == status
     err = capsys.readouterr().err.strip().splitlines()
@@ -283,6 +326,24 @@ def test_bad_input(world, tmp_path, monkeypatch, capsys, argv, status, message, 
     assert_names_and_fix(line, argv)
     after = _hashes(case)
     assert {k: after.get(k) for k in before} == before
+    assert not list(case.rglob("*.tmp")), "a partial file was left"
+
+
+def _full_disk(monkeypatch, suffix: str) -> None:
+    """Writes of files ending with ``suffix`` find a full disk (their partial file is made,
+    then ENOSPC), as a real full volume or ``ulimit -f`` does."""
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    def full_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(suffix + ".tmp"):
+            real_open(path, mode).close()
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_open)
 
 
 #: the verbs a fix starts with ("use --tile 92", "add --force", "convert the image", ...)

@@ -38,6 +38,7 @@ writes the model, the checkpoints and the progress bar, the other ranks stay sil
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -57,6 +58,7 @@ from napari_unet.commands.train_data import (
 )
 from napari_unet.core.normalize import COLOUR_RULES, DEFAULT_COLOUR_RULE
 from napari_unet.engine.session import TrainSession
+from napari_unet.errors import format_error, is_no_space
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ def plan_run(args: argparse.Namespace, pairs=None, *, processes: int = 1):
     from napari_unet.core.training.plan import DataSummary, plan
 
     choices = config_choices(args)
+    if args.resume is not None:  # the run's own settings where none is given: the same run
+        _keep_run_settings(choices, args.resume)
     choices.setdefault("checkpoint_dir", default_checkpoint_dir(args))
     try:
         return plan(choices, None if pairs is None else DataSummary.of(pairs),
@@ -120,6 +124,23 @@ def plan_run(args: argparse.Namespace, pairs=None, *, processes: int = 1):
                     and args.lr is None)
     except ValueError as err:  # "field: ..." → "--flag: ..."
         raise cli_error(err) from None
+
+
+def _keep_run_settings(choices: dict, resume) -> None:
+    """Fill ``choices`` with the settings of the run that the checkpoint ``resume`` continues,
+    where none is given (as :class:`~napari_unet.core.training.TrainConfig` holds them)."""
+    from napari_unet.core.training.checkpoint import stored_settings
+    from napari_unet.engine.training import config_from_settings
+
+    stored = stored_settings(resume)
+    try:
+        config = config_from_settings(stored)
+    except (TypeError, ValueError):
+        return  # the checkpoint's own checks say what is wrong with it
+    for key in stored:
+        value = getattr(config, key, None)
+        if value is not None:
+            choices.setdefault(key, value)
 
 
 def build_config(args: argparse.Namespace, pairs=None, *, processes: int = 1):
@@ -184,25 +205,55 @@ def _run(args: argparse.Namespace, *, main: bool, session: TrainSession) -> int:
         from napari_unet.core.training.trainer import Trainer
 
         pairs = read_training_pairs(args, config, main=main)
-        trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume)
+        trainer = Trainer(pairs, config, init_model=args.init, resume=args.resume,
+                          force_resume=args.force)
     config = trainer.config  # a resumed or fine-tuned model's architecture
     session.started(trainer, model=args.out)
     if main:
         print(_describe(trainer, config), file=sys.stderr)
     with _StopOnSignals(session) as signals:
-        status, last_val = _drive(trainer, config, session, main=main, run_dir=args.run)
+        try:
+            status, last_val = _drive(trainer, config, session, main=main, run_dir=args.run)
+        except OSError as err:
+            if not (main and is_no_space(err)):
+                raise
+            raise _no_space_left(err, trainer, args) from None
     code = 130 if status == "interrupted" else signals.exit_status
     if not main:  # rank 0 writes the model and reports
         if status != "interrupted":
             ddp.barrier()
         return code
-    path = trainer.save(args.out)
+    try:
+        path = trainer.save(args.out)
+    except OSError as err:
+        if not is_no_space(err):
+            raise
+        raise _no_space_left(err, trainer, args, model_failed=True) from None
     if status != "interrupted":
         ddp.barrier()
     _report(trainer, config, f"stopped by {signals.received}" if signals.received else status,
             last_val, path)
     session.finish(status, model=path, metrics=last_val)
     return code
+
+
+def _no_space_left(err: OSError, trainer, args, *, model_failed: bool = False) -> OSError:
+    """The one line of a run that a full disk stopped: what had no room, whether the model
+    could still be written (it is smaller than a checkpoint) and how to go on."""
+    from napari_unet.core.training.checkpoint import state_path
+
+    done = "the model could not be written"
+    if not model_failed:
+        try:
+            done = f"the model of step {trainer.step} is written to {trainer.save(args.out)}"
+        except OSError:
+            done += " either"
+    ckpt_dir = trainer.config.checkpoint_dir
+    if ckpt_dir is not None and state_path(Path(ckpt_dir) / "last.safetensors").is_file():
+        then = f"then continue with --resume {ckpt_dir}"
+    else:
+        then = "then run again (add --force to replace the model)"
+    return OSError(errno.ENOSPC, f"{format_error(err)}; {done}; {then}", err.filename)
 
 
 class _StopOnSignals:

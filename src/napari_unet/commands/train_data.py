@@ -5,6 +5,7 @@ pairs and their annotated slices."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def check_outputs(args: argparse.Namespace, config) -> None:
     With --resume, the model that the resumed run wrote (its metadata names the same
     checkpoint folder) and that folder itself are the run's own files and are updated."""
     from napari_unet.core.io.model_file import read_metadata
+    from napari_unet.core.training.checkpoint import checkpoint_dir_of
 
     if args.force:
         return
@@ -101,17 +103,17 @@ def check_outputs(args: argparse.Namespace, config) -> None:
     if args.out.exists():
         own = False
         if resumed is not None:
-            try:
-                written = read_metadata(args.out).get("training", {}).get("checkpoint_dir")
-                own = written is not None and Path(written).resolve() == resumed.resolve()
-            except (ValueError, OSError, AttributeError):
+            try:  # stored relative to the model file: the run folder may have moved
+                own = resumed.resolve() in checkpoint_dir_of(read_metadata(args.out), args.out)
+            except (ValueError, OSError):
                 own = False
         if not own:
             raise CLIError(
                 f"--out: {str(args.out)!r} exists and would be replaced; choose another file "
                 "name, or add --force to replace it"
             )
-    if ckpt_dir is not None and (ckpt_dir / "last.safetensors").exists():
+    if ckpt_dir is not None and any((ckpt_dir / name).exists() for name in (
+            "last.safetensors", "last.state.safetensors")):
         if resumed is None or ckpt_dir.resolve() != resumed.resolve():
             raise CLIError(
                 f"--checkpoint-dir: {str(ckpt_dir)!r} holds the checkpoints of an earlier run; "
@@ -138,6 +140,24 @@ def check_resume_architecture(args: argparse.Namespace) -> None:
             )
 
 
+def _check_resume_is_a_checkpoint(resume: Path) -> None:
+    """--resume given a model file whose checkpoint lies elsewhere (the final model of a run):
+    the run's checkpoint folder is the fix."""
+    from napari_unet.core.io.model_file import read_metadata
+    from napari_unet.core.training.checkpoint import checkpoint_dir_of, checkpoint_files
+
+    if resume.is_dir() or checkpoint_files(resume)[1].is_file():
+        return
+    try:
+        folders = [d for d in checkpoint_dir_of(read_metadata(resume), resume) if d.is_dir()]
+    except (ValueError, OSError):
+        return  # not a model file: the resume says what it is missing
+    if folders and folders[0] != resume.resolve().parent:
+        where = os.path.relpath(folders[0])
+        raise CLIError(f"--resume: {str(resume)!r} is a model, not a checkpoint; continue its "
+                       f"run with --resume {where}, or fine-tune it with --init {resume}")
+
+
 def check_paths(args: argparse.Namespace) -> None:
     """One-line errors for --run, --out, --resume and --init before anything is read."""
     if args.run is not None:
@@ -148,6 +168,8 @@ def check_paths(args: argparse.Namespace) -> None:
         raise CLIError(f"--out: expected a .safetensors file name, got {str(args.out)!r}")
     if args.resume is not None and not args.resume.exists():
         raise CLIError(f"--resume: {str(args.resume)!r} does not exist")
+    if args.resume is not None:
+        _check_resume_is_a_checkpoint(args.resume)
     if args.init is not None:
         args.init = model_file(args.init, "--init")
     if args.init is not None and not args.init.is_file():

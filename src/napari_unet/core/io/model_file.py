@@ -33,13 +33,16 @@ from napari_unet.core.device import cpu_layout
 from napari_unet.core.io.health import broken, check_metadata, check_model
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import DEFAULT_NORMALIZATION
+from napari_unet.errors import is_no_space, no_space
 
 __all__ = [
     "default_class_names",
     "load_model",
+    "model_metadata",
     "read_header",
     "read_metadata",
     "save_model",
+    "write_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,11 +92,35 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     >>> meta["note"], meta["architecture"]["base_channels"]
     ('hi', 2)
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    path = Path(path)
+    header: dict[str, str] = {}
+    for key, value in model_metadata(model, **metadata).items():
+        try:
+            header[str(key)] = json.dumps(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"metadata {key!r}: expected a JSON-serialisable value, got "
+                f"{type(value).__name__} ({err})"
+            ) from None
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    write_atomic(path, save(tensors, metadata=header))
+    logger.debug("saved model to %s", path)
+    return path
+
+
+def model_metadata(model: UNet, **metadata: Any) -> dict[str, Any]:
+    """The metadata :func:`save_model` writes for ``model``: the defaults
+    (``normalization``, ``class_names``, ``training``, ``history``), ``metadata``, the
+    ``architecture`` (``model.config``) and the version.
+
+    >>> meta = model_metadata(UNet(depth=1, base_channels=2), note="hi")
+    >>> meta["note"], meta["architecture"]["depth"], meta["class_names"]
+    ('hi', 1, ['background', 'cell'])
+    """
     if not isinstance(model, UNet):
         raise TypeError(f"model: expected a napari_unet UNet, got {type(model).__name__}")
-    path = Path(path)
     meta: dict[str, Any] = {
         "normalization": dict(DEFAULT_NORMALIZATION),
         "class_names": default_class_names(model.num_classes),
@@ -103,21 +130,36 @@ def save_model(model: UNet, path: str | os.PathLike, **metadata: Any) -> Path:
     meta.update(metadata)
     meta["architecture"] = dict(model.config)
     meta["napari_unet_version"] = __version__
-    header: dict[str, str] = {}
-    for key, value in meta.items():
-        try:
-            header[str(key)] = json.dumps(value)
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"metadata {key!r}: expected a JSON-serialisable value, got "
-                f"{type(value).__name__} ({err})"
-            ) from None
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return meta
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` completely or not at all: to ``<path>.tmp``, then renamed.
+
+    A crash leaves the earlier file (or none); a write that finds no room (a full disk, a
+    file-size limit) removes its partial file and raises the one-line error
+    :func:`napari_unet.errors.no_space` (an ``OSError``, ``errno.ENOSPC``) that says how much
+    was needed. Parent folders are created.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = write_atomic(pathlib.Path(tempfile.mkdtemp()) / "a" / "x.bin", b"abc")
+    >>> p.read_bytes(), sorted(q.name for q in p.parent.iterdir())
+    (b'abc', ['x.bin'])
+    """
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written model file
-    logger.debug("saved model to %s", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if is_no_space(err):
+            raise no_space(path, len(data)) from None
+        raise
     return path
 
 

@@ -20,7 +20,9 @@
   :mod:`.control` (stop, pause, resume).
 - :mod:`.validation` — validation through the prediction users get; :mod:`.choice` — the
   post-processing chosen on the validation band at the end of a run.
-- :mod:`.checkpoint` — the trainer's state beside a checkpoint's model file (bit-exact resume).
+- :mod:`.checkpoint` — a checkpoint: one complete file (weights, optimiser, random states,
+  step) written atomically, and its model file (bit-exact resume); :mod:`.identity` — what
+  makes a run this run (a resume on other data or settings is refused).
 - :mod:`.distributed` — several processes under ``torchrun`` (DDP).
 """
 

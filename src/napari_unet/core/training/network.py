@@ -27,22 +27,18 @@ logger = logging.getLogger(__name__)
 
 def load_source(init_model=None, resume=None):
     """``(model, metadata, resume_state)`` of the model a run continues: ``resume`` (a
-    checkpoint file or its folder; its trainer state comes too) or ``init_model`` (a file,
-    read safely, or a ``(UNet, metadata)`` pair); ``(None, None, None)`` for a new network."""
-    resume_state = None
+    checkpoint file or its folder, :func:`napari_unet.core.training.checkpoint.load_checkpoint`:
+    its weights and trainer state, complete or refused) or ``init_model`` (a file, read safely,
+    or a ``(UNet, metadata)`` pair); ``(None, None, None)`` for a new network."""
     if resume is not None:
-        resume = Path(resume)
-        if resume.is_dir():
-            resume = resume / "last.safetensors"
-        init_model = resume
-        resume_state = ckpt.load_state(ckpt.state_path(resume))
+        return ckpt.load_checkpoint(resume)
     if init_model is None:
         return None, None, None
     if isinstance(init_model, str | Path):
         model, meta = load_pretrained(init_model)  # checks the file's architecture
     else:
         model, meta = init_model
-    return model, meta, resume_state
+    return model, meta, None
 
 
 def adopt_architecture(config: TrainConfig, model: UNet, *, ndim: int, source: str

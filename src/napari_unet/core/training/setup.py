@@ -21,6 +21,7 @@ from napari_unet.core.training.budget import BudgetClock
 from napari_unet.core.training.config import TrainConfig
 from napari_unet.core.training.control import RunControl
 from napari_unet.core.training.data import as_training_pairs
+from napari_unet.core.training.identity import check_same_run
 from napari_unet.core.training.network import (
     adopt_architecture,
     load_source,
@@ -37,7 +38,8 @@ class TrainerSetup:
     """The set-up part of :class:`~napari_unet.core.training.trainer.Trainer` (see there for
     the parameters)."""
 
-    def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None):
+    def __init__(self, pairs, config: TrainConfig | None = None, *, init_model=None, resume=None,
+                 force_resume: bool = False):
         self.config = config = TrainConfig() if config is None else config
         self.pairs = as_training_pairs(pairs)
         self._check_ndim()
@@ -64,6 +66,8 @@ class TrainerSetup:
         self.rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         if resume_state is not None:
+            if not force_resume:  # the same data and settings, or a deliberate choice
+                check_same_run(self, resume_state[2])
             ckpt.restore_trainer(self, *resume_state)
         self.boundary = None  # RNG states at the start of the step under way
         self.last_loss: float | None = None

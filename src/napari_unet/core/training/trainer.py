@@ -52,6 +52,7 @@ from napari_unet.core.training.presets import lr_factor
 from napari_unet.core.training.pretrain import pretrain_2d, pretrain_due
 from napari_unet.core.training.schedule import ValidationSchedule
 from napari_unet.core.training.setup import TrainerSetup
+from napari_unet.errors import is_no_space
 
 __all__ = ["TrainEvent", "Trainer"]
 
@@ -89,7 +90,10 @@ class Trainer(TrainerSetup):
     resume : path, optional
         A checkpoint's model file (``last.safetensors``) or its folder: continues that run
         (weights, optimiser, step, elapsed time, RNG states of the step boundary, history), bit
-        for bit as if it had not stopped.
+        for bit as if it had not stopped. A checkpoint of a run on other pairs or settings is
+        refused, naming what differs (:func:`~napari_unet.core.training.identity.check_same_run`).
+    force_resume : bool
+        Resume such a checkpoint anyway (a deliberate continuation on other data).
 
     A resumed or fine-tuned model keeps its architecture (:mod:`.network`). Before anything is
     allocated the pairs are checked (:mod:`napari_unet.core.checks`) and the plan's memory check
@@ -133,7 +137,7 @@ class Trainer(TrainerSetup):
     def save(self, path) -> Path:
         """Write the current model as a model file (for prediction)."""
         model, meta = self.snapshot()
-        return save_model(model, path, **meta)
+        return save_model(model, path, **ckpt.relative_paths(meta, path))
 
     def save_checkpoint(self, name: str = "last") -> Path | None:
         """Write ``<checkpoint_dir>/<name>.safetensors`` and its state file; None without a
@@ -141,9 +145,7 @@ class Trainer(TrainerSetup):
         if self.config.checkpoint_dir is None or not self.is_main:
             return None
         path = Path(self.config.checkpoint_dir) / f"{name}.safetensors"
-        self.save(path)
-        ckpt.save_trainer_state(self, path)
-        return path
+        return ckpt.save_checkpoint(self, path)  # complete or absent, then its model file
 
     # -- the steps ---------------------------------------------------------------------------
     def prepare(self):
@@ -228,8 +230,9 @@ class Trainer(TrainerSetup):
         except GeneratorExit:
             self.save_checkpoint()
             raise
-        except BaseException:
-            path = self.save_checkpoint()
+        except BaseException as err:
+            # a full disk refused the last write: another checkpoint would not fit either
+            path = None if is_no_space(err) else self.save_checkpoint()
             logger.error("training failed at step %d; %s", self.step, self._saved(path))
             raise
         finally:
@@ -335,4 +338,6 @@ class Trainer(TrainerSetup):
     def _saved(self, path) -> str:
         if path is not None:
             return f"saved {path}"
+        if self.config.checkpoint_dir is not None and self.is_main:
+            return "no checkpoint written (no space left for it)"
         return "no checkpoint_dir: nothing written" if self.is_main else "rank 0 writes checkpoints"
