@@ -271,13 +271,23 @@ class TrainingClient:
         self._end()
 
     def loading_done(self, *, timeout: float | None = None) -> None:
-        """Publish the model the loader thread read (or report why it could not)."""
-        future, path, self.loading = self.loading, self.loading_path, None
+        """Publish the model the loader thread read (or report why it could not). Past
+        ``timeout`` seconds it is still loading: a later :meth:`poll` publishes it."""
+        future, path = self.loading, self.loading_path
+        if future is None:  # published already (a call made while it was being published)
+            return
+        concurrent.futures.wait([future], timeout)
+        if not future.done():
+            logger.info("still loading the trained model %s", path)
+            return
         try:
-            model, metadata = future.result(timeout)
-            self.view.publish(model, metadata, path)
+            model, metadata = future.result()
         except Exception as exc:
+            self.loading = None
             self.view.show_error(f"{type(exc).__name__}: {exc}")
+        else:
+            self.loading = None
+            self.view.publish(model, metadata, path)
         self._end()
 
     def _end(self) -> None:

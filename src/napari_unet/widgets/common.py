@@ -269,11 +269,27 @@ class SharedModels:
         self.runs: list = []
         #: training pairs used by this viewer's runs: key (image, labels, plane) -> (name, pair)
         self.pairs: dict = {}
+        #: while a finished training's model is being loaded: a call that waits for it and
+        #: publishes it (:meth:`wait_for_model`), else None
+        self.loading = None
 
     def publish(self, model, metadata: dict, source: str, *, path=None) -> None:
         self.model, self.metadata, self.source = model, dict(metadata), source
         self.path = path
         self.changed.emit(source)
+
+    def wait_for_model(self) -> None:
+        """A training that just ended publishes its model a moment later (it is loaded in a
+        worker thread): whoever uses the trained model waits for it here, so that it never
+        gets "nothing trained yet", or the model before, in that moment. Returns at once
+        when nothing is loading; a ValueError if it is still loading after the wait."""
+        if self.loading is None:
+            return
+        logger.info("loading the trained model…")
+        self.loading()  # publishes the model, and the end of the training clears self.loading
+        if self.loading is not None:
+            raise ValueError("model: still loading the trained model…; press the button again "
+                             "in a moment")
 
 
 def shared_models(viewer) -> SharedModels:

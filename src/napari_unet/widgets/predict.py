@@ -184,6 +184,7 @@ class PredictWidget(QWidget):
         """(model, metadata) of the selected source; a ValueError with the fix if there is none."""
         key = self.source.currentData()
         if key is None:  # the model of the Train widget (or a reloaded run): the newest
+            self.registry.wait_for_model()  # a training that just ended: its model, not none
             if self.registry.model is None:
                 raise ValueError(
                     "model: nothing trained yet in this viewer; train with 'Train U-Net' or "
@@ -329,7 +330,13 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------ annotations, comparison
     def use_as_annotation(self):
         """Copy the last prediction into a new labels layer (an annotation of that image); see
-        :func:`napari_unet.widgets.prediction_layers.copy_as_annotation`. Returns the layer."""
+        :func:`napari_unet.widgets.prediction_layers.copy_as_annotation`. Returns the layer;
+        None while a prediction runs: its labels are copied when it is there."""
+        if self.worker is not None:
+            show_info("Use as annotation: the prediction is running; its labels become an "
+                      "annotation when it ends")
+            self.worker.finished.connect(guarded(lambda *_: self.use_as_annotation()))
+            return None
         pred = self.labels_layer
         if pred is None or pred not in self.viewer.layers:
             raise ValueError("Use as annotation: no prediction yet; press Predict first")

@@ -214,6 +214,7 @@ class TrainWidget(QWidget):
         says so); otherwise the published model (the last training's, or a reloaded run's)."""
         from napari_unet.core.io.model_file import save_model
 
+        self.registry.wait_for_model()  # a training that just ended: its model, not the one before
         self._check_trained()
         if self.client.proc is not None:
             return self.client.save(path)

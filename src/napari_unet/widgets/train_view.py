@@ -37,6 +37,9 @@ PLOT_S = 2.0
 POLL_MS = 50
 #: ms between two live preview requests
 PREVIEW_MS = 3000
+#: seconds Predict or Save wait for the model of a training that just ended (a model file is
+#: read and checked in well under a second; a slow network drive may take longer)
+LOAD_TIMEOUT_S = 120.0
 
 
 def set_text(widget, text: str) -> None:
@@ -115,6 +118,9 @@ class TrainingView:
             self.flush_timer.start(int(max(0.0, UI_MS - since)))
 
     def finished(self) -> None:
+        client = self.widget.client
+        if client.loading is not None:  # Predict and Save wait for it, not for the next poll
+            self.widget.registry.loading = lambda: client.loading_done(timeout=LOAD_TIMEOUT_S)
         self.preview_timer.stop()
         self.flush_ui()
         self.widget.pause.setText("Pause")
@@ -122,9 +128,11 @@ class TrainingView:
 
     def publish(self, model, metadata: dict, path) -> None:
         self.widget.runs.current.setText(f"current model: {path}")
+        self.widget.registry.loading = None  # loaded: whoever the publication calls uses it
         self.widget.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
 
     def ended(self) -> None:
+        self.widget.registry.loading = None
         self.poll_timer.stop()
         self.preview_apply_timer.stop()
         self.plot.hold = False
