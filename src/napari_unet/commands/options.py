@@ -47,26 +47,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-augment", action="store_true", help="switch augmentation off")
 
 
-def flag_of(name: str) -> str | None:
-    """The option of a training setting (``batch_size`` → ``--batch-size``), or None."""
-    from napari_unet.core.training.config import setting_fields
-
-    flags = {f.name: f.metadata["flag"] for f in setting_fields(where="cli")}
-    if name == "steps, time_limit":
-        return "--steps, --time-limit"
-    return flags.get(name)
-
-
-def cli_error(err: ValueError) -> Exception:
-    """A settings error (``"field: ..."``) as a one-line command-line error naming the option
-    (``"--flag: ..."``); other errors unchanged."""
-    from napari_unet.cli import CLIError
-
-    field, sep, rest = str(err).partition(": ")
-    flag = flag_of(field) if sep else None
-    return CLIError(f"{flag}: {rest}") if flag else err
-
-
 def config_choices(args: argparse.Namespace) -> dict:
     """The training settings given on the command line (the others are left to the plan):
     ``--tile`` one side or one per axis, ``--spacing`` one size per axis, ``--no-augment``."""

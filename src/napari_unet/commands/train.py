@@ -45,7 +45,6 @@ from pathlib import Path
 
 from napari_unet.commands.options import (
     add_config_arguments,
-    cli_error,
     config_choices,
 )
 from napari_unet.commands.train_data import (
@@ -108,22 +107,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def plan_run(args: argparse.Namespace, pairs=None, *, processes: int = 1):
     """The plan of the options given (:func:`napari_unet.core.training.plan`: the recipe for
     the device and data, the rate by run length, fine-tuning, the batch rule and, with
-    ``pairs``, the automatic tile and the memory check); a one-line error naming the option."""
+    ``pairs``, the automatic tile and the memory check). A refusal names the setting (``tile:
+    ...``), which the error formatter turns into the option (:func:`napari_unet.errors.
+    format_error`)."""
     from napari_unet.core.training.plan import DataSummary, plan
 
     choices = config_choices(args)
     if args.resume is not None:  # the run's own settings where none is given: the same run
         _keep_run_settings(choices, args.resume)
     choices.setdefault("checkpoint_dir", default_checkpoint_dir(args))
-    try:
-        return plan(choices, None if pairs is None else DataSummary.of(pairs),
-                    device=args.device or "auto", processes=processes,
-                    architecture=source_architecture(args),
-                    # --lr with --init is the fine-tuning rate itself
-                    fine_tuning=args.init is not None and args.resume is None
-                    and args.lr is None)
-    except ValueError as err:  # "field: ..." → "--flag: ..."
-        raise cli_error(err) from None
+    return plan(choices, None if pairs is None else DataSummary.of(pairs),
+                device=args.device or "auto", processes=processes,
+                architecture=source_architecture(args),
+                # --lr with --init is the fine-tuning rate itself
+                fine_tuning=args.init is not None and args.resume is None and args.lr is None)
 
 
 def _keep_run_settings(choices: dict, resume) -> None:
@@ -159,10 +156,7 @@ def _check_processes(args: argparse.Namespace, world: int) -> None:
 
         settings = json.loads((args.run / "settings.json").read_text(encoding="utf-8"))
         config = config_from_settings(settings)
-        try:
-            plan(config, processes=world, check_memory=False)
-        except ValueError as err:
-            raise cli_error(err) from None
+        plan(config, processes=world, check_memory=False)
     else:
         build_config(args, processes=world)
 
