@@ -8,7 +8,8 @@ child sends it as the ``message`` of its ``error`` event. It
 - keeps one line (a reader's multi-line advice, e.g. imageio's plugin list, is cut);
 - puts the name the user typed in place of an internal one at the start of the message
   (``tile: ...`` → ``--tile: ...`` on the command line) and in a suggested setting
-  (``use a tile of 252 px (tile=252)`` → ``(--tile 252)``);
+  (``use a tile of 252 px (tile=252)`` → ``(--tile 252)``, a shape ``tile=16x64x64`` →
+  ``--tile 16 64 64``);
 - words a bare operating-system error (no space left, permission denied, a missing file) with
   the file and the fix;
 - marks anything else (a bug, not bad input) as such, with what to do.
@@ -152,8 +153,18 @@ def format_error(exc: BaseException, *, names: Mapping[str, str] | None = None) 
         subject = [names.get(part, part) for part in match.group(1).split(", ")]
         text = ", ".join(dict.fromkeys(subject)) + text[match.end(1):]
     if names:  # a setting written name=value becomes the option and its value
-        text = _SETTING.sub(lambda m: f"{names[m[1]]} {m[2]}" if m[1] in names else m[0], text)
+        text = _SETTING.sub(lambda m: f"{names[m[1]]} {_value(m[2])}" if m[1] in names else m[0],
+                            text)
     return text
+
+
+def _value(value: str) -> str:
+    """A setting's value as typed after its option: a shape ``16x64x64`` is ``16 64 64``.
+
+    >>> _value("16x64x64"), _value("252"), _value("0.5")
+    ('16 64 64', '252', '0.5')
+    """
+    return value.replace("x", " ") if re.fullmatch(r"\d+(?:x\d+)+", value) else value
 
 
 def option_names(parser) -> dict[str, str]:

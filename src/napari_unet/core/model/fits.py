@@ -70,43 +70,60 @@ def _largest_tile(estimate, arch: dict, tile: int, batch_size: int, budget: int)
 
 
 def _hints_nd(estimate, arch: dict, *, tile, batch_size: int, budget: int) -> str:
-    """Smaller settings for a 3D (or per-axis) tile: a batch, a tile scaled down along every
-    axis (valid for the pooling), or fewer channels / levels."""
+    """Smaller settings for a 3D (or per-axis) tile, each checked as written with the rest
+    unchanged: a smaller batch; a tile scaled down along every axis (valid for the pooling) at
+    this batch, else at a batch of 1; else fewer base channels, or fewer levels, with the
+    smallest tile and a batch of 1. A tile is written ``tile=DxHxW``."""
     from napari_unet.core.model.shapes import valid_input_shape
 
     nd, depth, padding, pool = arch["ndim"], arch["depth"], arch["padding"], arch["pool"]
     sides = tuple(tile) if not isinstance(tile, int) else (tile,) * nd
+
+    def fits(shape, batch, **changes) -> bool:
+        return estimate(tile=shape, batch_size=batch, **{**arch, **changes}) <= budget
+
+    def smallest_of(d, p=pool) -> tuple[int, ...]:
+        return tuple(int(v) for v in valid_input_shape((1,) * nd, d, padding=padding, pool=p))
+
+    def shown(shape) -> str:
+        return "x".join(map(str, shape))
+
     out = []
-    if batch_size > 1 and estimate(tile=sides, batch_size=1, **arch) <= budget:
+    if batch_size > 1 and fits(sides, 1):
         per = estimate(tile=sides, batch_size=1, **arch)
-        out.append(f"use a batch of {max(1, min(batch_size - 1, int(budget // max(per, 1))))}")
-    smallest = tuple(valid_input_shape((1,) * nd, depth, padding=padding, pool=pool))
+        fit = max(1, min(batch_size - 1, int(budget // max(per, 1))))
+        while fit > 1 and not fits(sides, fit):
+            fit -= 1
+        out.append(f"use a batch of {fit} (batch_size={fit})")
+    smallest = smallest_of(depth)
 
     def scaled(k: float) -> tuple[int, ...]:
         want = [max(1, int(s * k)) for s in sides]
         return tuple(int(v) for v in valid_input_shape(want, depth, padding=padding, pool=pool))
 
-    # a tile at this batch, else at a batch of 1: every suggestion fits as it is written
-    batch = batch_size if estimate(tile=smallest, batch_size=batch_size, **arch) <= budget else 1
-    if estimate(tile=smallest, batch_size=batch, **arch) <= budget:
+    batch = batch_size if fits(smallest, batch_size) else 1
+    if fits(smallest, batch):
         lo, hi = 0.0, 1.0
         for _ in range(20):  # the largest scale of the tile that fits
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if estimate(tile=scaled(mid), batch_size=batch, **arch) <= budget \
-                else (lo, mid)
-        fit = scaled(lo) if estimate(tile=scaled(lo), batch_size=batch, **arch) <= budget \
-            else smallest
+            lo, hi = (mid, hi) if fits(scaled(mid), batch) else (lo, mid)
+        fit = scaled(lo) if fits(scaled(lo), batch) else smallest
         if fit != sides:
-            out.append(("use a batch of 1 and " if batch != batch_size else "use ")
-                       + "a tile of " + " x ".join(map(str, fit)) + " voxels (--tile "
-                       + " ".join(map(str, fit)) + ")")
-    else:
-        base = arch["base_channels"]
-        while base > 1 and estimate(tile=smallest, batch_size=1,
-                                    **{**arch, "base_channels": base}) > budget:
-            base //= 2
-        if base < arch["base_channels"]:
-            out.append(f"use base channels {base} or a smaller depth")
-        else:
-            out.append("use a smaller depth")
+            out.append(f"use a batch of 1 and a tile of {shown(fit)} voxels (batch_size=1, "
+                       f"tile={shown(fit)})" if batch != batch_size else
+                       f"use a tile of {shown(fit)} voxels (tile={shown(fit)})")
+        return "; or ".join(out) if out else "free memory or use a smaller network"
+    base = arch["base_channels"]
+    while base > 1 and not fits(smallest, 1, base_channels=base):
+        base //= 2
+    if base < arch["base_channels"] and fits(smallest, 1, base_channels=base):
+        out.append(f"use {base} base channels, a batch of 1 and a tile of {shown(smallest)} "
+                   f"voxels (base_channels={base}, batch_size=1, tile={shown(smallest)})")
+    for d in range(depth - 1, 0, -1):  # the most levels that fit
+        p = pool if pool is None or isinstance(pool, int) else tuple(pool)[:d]
+        if fits(smallest_of(d, p), 1, depth=d, pool=p):
+            out.append(f"use a depth of {d}, a batch of 1 and a tile of "
+                       f"{shown(smallest_of(d, p))} voxels (depth={d}, batch_size=1, "
+                       f"tile={shown(smallest_of(d, p))})")
+            break
     return "; or ".join(out) if out else "free memory or use a smaller network"
