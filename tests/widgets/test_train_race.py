@@ -17,6 +17,7 @@ from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.engine import child as child_module
 from napari_unet.engine import client as client_module
 from napari_unet.widgets import common, train_view
+from napari_unet.widgets import train as train_module
 from napari_unet.widgets.common import shared_models
 from napari_unet.widgets.predict import PredictWidget
 from napari_unet.widgets.train import TrainWidget
@@ -127,3 +128,21 @@ def test_predict_while_the_model_still_loads_says_so(make_napari_viewer, monkeyp
     qtbot.waitUntil(lambda: predict.worker is None, timeout=30000)
     assert len(errors) == 1 and "cells prediction" in viewer.layers
     assert shared_models(viewer).path == path
+
+
+def test_continue_training_in_the_turn_the_training_ends_continues_its_model(
+        make_napari_viewer, monkeypatch, tmp_path):
+    """Continue training pressed as the training ends: from the trained model, not "already
+    running" and not the model before."""
+    _viewer, train, _predict, path, errors = _ended(make_napari_viewer, monkeypatch, tmp_path)
+    parents = []
+
+    def write_run(form, registry, config, *, continue_training):
+        parents.append(registry.path)
+        raise ValueError("stop here: the run folder is not needed")
+
+    monkeypatch.setattr(train_module, "write_gui_run", write_run)
+    train.client.poll()
+    with pytest.raises(ValueError, match="stop here"):
+        train.start_training(continue_training=True)
+    assert parents == [path] and errors == []

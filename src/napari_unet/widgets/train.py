@@ -116,6 +116,7 @@ class TrainWidget(QWidget):
         cannot hold, or a batch the GPUs cannot share, are refused before anything is written
         (ValueError naming the fix).
         """
+        self.registry.wait_for_model()  # a training that just ended: continue from its model
         if self.is_training():
             show_info("Training is already running: Pause, Stop, or wait for it to finish.")
             return None
