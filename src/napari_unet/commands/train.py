@@ -302,6 +302,7 @@ def _describe(trainer, config) -> str:
         + f", {config.preset} preset, lr {trainer.lr:g}, "
         + " / ".join(([f"{config.steps} steps"] if config.steps else [])
                      + ([f"{config.time_limit:g} s"] if config.time_limit else []))
+        + f"; target {trainer.target} ({trainer.target_reason})"
     )
 
 

@@ -131,5 +131,7 @@ def test_the_trainer_trains_what_was_planned():
     trainer = Trainer([(np.random.default_rng(0).random((64, 64)), np.eye(64, dtype=int))], p.config)
     assert (trainer.lr, trainer.batch_size, trainer.tile_shape) == (
         p.config.lr, p.config.batch_size, p.tile_shape)
-    assert dataclasses.asdict(trainer.config) == dataclasses.asdict(p.config)
+    # everything as planned; the kind of target is the labels' (recognised from them)
+    assert dataclasses.asdict(trainer.config) == {**dataclasses.asdict(p.config),
+                                                  "target": "objects"}
     assert trainer.device == torch.device("cpu")

@@ -179,7 +179,7 @@ def _fake_clock_run(monkeypatch, pairs, *, untrained: float = 1.0, **config):
     monkeypatch.setattr(Trainer, "train_step", step)
     monkeypatch.setattr(schedule, "validate", validate)
     monkeypatch.setattr(schedule, "choose_postprocess", choose)
-    monkeypatch.setattr(schedule, "choice_cost", lambda *args: (9.0, 0.0))
+    monkeypatch.setattr(schedule, "choice_cost", lambda *args, **kwargs: (9.0, 0.0))
     trainer = Trainer(pairs, tiny(steps=None, **config))
     trainer.clock = lambda: now[0]
     kinds = [e.kind for e in trainer.run()]

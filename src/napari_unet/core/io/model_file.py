@@ -51,15 +51,18 @@ logger = logging.getLogger(__name__)
 _MAX_HEADER = 100_000_000
 
 
-def default_class_names(num_classes: int) -> list[str]:
-    """Names of the output classes used when none are given.
+def default_class_names(num_classes: int, *, target: str = "objects") -> list[str]:
+    """Names of the output classes used when none are given; a ``"tissue"`` target's third
+    class is the wall between cells (:mod:`napari_unet.core.targets.tissue`).
 
     Examples
     --------
     >>> default_class_names(3)
     ['background', 'cell', 'border']
+    >>> default_class_names(3, target="tissue")
+    ['background', 'cell', 'wall']
     """
-    names = ["background", "cell", "border"]
+    names = ["background", "cell", "wall" if target == "tissue" else "border"]
     if num_classes <= len(names):
         return names[:num_classes]
     return names + [f"class_{i}" for i in range(len(names), num_classes)]

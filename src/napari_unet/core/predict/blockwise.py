@@ -88,16 +88,19 @@ def plane_layout(shape: tuple[int, ...], in_channels: int, channel_axis: int | N
 def check_blockwise(settings: PostprocessSettings) -> None:
     """Refuse the post-processing that block-wise prediction cannot apply as
     :func:`~napari_unet.core.predict.labels_from_probabilities` does on a whole image: the
-    watershed split and the split at confident cores need each cell whole."""
-    cannot = [name for name, on in (("watershed=True", settings.watershed),
-                                    (f"seeds={settings.seeds:g} (the split at confident cores)",
-                                     settings.seeds > settings.threshold)) if on]
+    watershed split, the split at confident cores and the tissue's seeded watershed need each
+    cell whole."""
+    cannot = [name for name, on in (
+        ("watershed=True", settings.watershed),
+        (f"seeds={settings.seeds:g} (the split at confident cores)",
+         settings.seeds > settings.threshold and not settings.tissue),
+        ("tissue=True (the tissue's seeded watershed)", settings.tissue)) if on]
     if cannot:
         raise ValueError(
             f"postprocess: block-wise (zarr) prediction cannot apply {' and '.join(cannot)}, "
             "which need each cell whole; predict without them (napari-unet predict "
-            "--no-watershed --seeds 0, or watershed=False, seeds=0), or predict an image "
-            "that fits in memory")
+            "--no-watershed --seeds 0 --no-tissue, or watershed=False, seeds=0, tissue=False), "
+            "or predict an image that fits in memory")
 
 
 def _create(group, name, shape, chunks, dtype):

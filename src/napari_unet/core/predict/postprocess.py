@@ -10,6 +10,9 @@ blob the network is unsure of everywhere (no core of ``min_size`` pixels) is dro
 models (background, interior, border) use the interior components as seeds that a watershed grows
 into interior ∪ border. ``regrow`` then gives the separation gap back to the cells on either side
 (each cell was taught to stop short of its neighbour), so cells touch again as they do in truth.
+``tissue=True`` is for cells that fill the space (a model trained on the tissue target): a seeded
+watershed gives every tissue pixel to a cell (:mod:`napari_unet.core.predict.tissue`); the
+watershed split and the regrowth do not apply there.
 
 All the options live in one :class:`PostprocessSettings`: the command line, the Predict widget
 and the model metadata key ``"postprocess"`` are built from its fields.
@@ -63,6 +66,8 @@ class PostprocessSettings:
     >>> s = PostprocessSettings.from_metadata({"postprocess": {"threshold": 0.4}}, min_size=3)
     >>> s.threshold, s.min_size, s.watershed
     (0.4, 3, False)
+    >>> PostprocessSettings.from_metadata({"target": "tissue"}).tissue
+    True
     """
 
     threshold: float = _option(0.5, "cell probability threshold", low=0.0, high=1.0, step=0.05)
@@ -81,6 +86,9 @@ class PostprocessSettings:
                                 high=1000, step=1)
     fill_holes: bool = _option(True, "fill background holes inside each cell")
     argmax: bool = _option(False, "most probable class instead of the threshold")
+    tissue: bool = _option(
+        False, "cells fill the space: every tissue pixel goes to a cell grown from a confident "
+        "interior (default: on for models trained on a tissue)")
 
     def __post_init__(self) -> None:
         for name in ("threshold", "seeds"):
@@ -98,8 +106,11 @@ class PostprocessSettings:
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None, **overrides) -> PostprocessSettings:
         """The settings stored with a model (``metadata["postprocess"]``), then ``overrides``
-        (``None`` values do not override). Unknown stored keys are ignored."""
+        (``None`` values do not override). Unknown stored keys are ignored; a model trained on
+        a tissue (``metadata["target"]``) that stores no ``tissue`` gets ``tissue=True``."""
         stored = dict((metadata or {}).get("postprocess") or {})
+        if "tissue" not in stored and (metadata or {}).get("target") == "tissue":
+            stored["tissue"] = True
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in stored.items() if k in names}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -326,7 +337,8 @@ def labels_from_probabilities(prob: np.ndarray, *, spacing=None, **options) -> n
         the watershed split and the regrowth (see the module docstring). Default: isotropic.
     **options
         The fields of :class:`PostprocessSettings` (``threshold=0.5``, ``seeds=0``, ``watershed=False``,
-        ``min_size=10``, ``regrow=1``, ``min_distance=5``, ``fill_holes=True``, ``argmax=False``).
+        ``min_size=10``, ``regrow=1``, ``min_distance=5``, ``fill_holes=True``, ``argmax=False``,
+        ``tissue=False``).
 
     Returns
     -------
@@ -350,6 +362,13 @@ def labels_from_probabilities(prob: np.ndarray, *, spacing=None, **options) -> n
             f"classes, got shape {prob.shape}"
         )
     relative_spacing(spacing, prob.ndim - 1)  # a bad spacing fails before any work
+    if s.tissue:
+        from napari_unet.core.predict.tissue import tissue_labels
+
+        labels = tissue_labels(prob, threshold=s.threshold, seeds=s.seeds,
+                               min_size=s.min_size, argmax=s.argmax)
+        labels = fill_label_holes(labels) if s.fill_holes else labels
+        return remove_small_labels(labels, s.min_size)
     cores = {"seeds": s.seeds, "min_core": s.min_size}
     if prob.shape[0] == 2 and s.watershed:
         cc, _, _ = cell_components(prob, threshold=s.threshold, argmax=s.argmax,

@@ -5,7 +5,9 @@ background borders in the target, so the network never learns to merge two cells
 one instance that has a *different* instance in its full neighbourhood (8 pixels in 2D, 26 in 3D)
 becomes background in the two-class target. An optional three-class target keeps the borders as a
 class of their own: 0 background, 1 cell interior, 2 cell border (a cell pixel touching background
-or another cell).
+or another cell). The tissue target (``tissue=True``, for cells that fill the space:
+:mod:`napari_unet.core.targets.tissue`) has three classes too: 0 background, 1 cell, 2 wall (a
+cell pixel with another cell among its neighbours); every cell pixel stays a cell pixel.
 
 Labels come in two flavours, told apart by their values:
 
@@ -84,6 +86,7 @@ def make_target(
     *,
     annotated: np.ndarray | None = None,
     num_classes: int = 2,
+    tissue: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training target with separation borders, and the mask of pixels that count in the loss.
 
@@ -98,6 +101,11 @@ def make_target(
         2: 0 background (including separation borders), 1 cell — the paper's target.
         3: 0 background, 1 cell interior, 2 cell border (a cell pixel with background or another
         cell among its 8 / 26 neighbours; image edges do not count as background).
+    tissue : bool
+        The tissue target (3 classes): 0 background, 1 cell, 2 wall — the cell pixels with
+        another cell among their 8 / 26 neighbours (:func:`separation_borders`); a cell pixel
+        next to background or an unannotated pixel is a cell pixel, so annotated planes of a
+        volume keep their cells whole.
 
     Returns
     -------
@@ -120,6 +128,10 @@ def make_target(
     array([[1, 1, 2, 2, 2, 0],
            [1, 1, 2, 2, 2, 0],
            [1, 1, 2, 2, 2, 0]], dtype=uint8)
+    >>> make_target(labels, num_classes=3, tissue=True)[0]
+    array([[1, 1, 2, 2, 1, 0],
+           [1, 1, 2, 2, 1, 0],
+           [1, 1, 2, 2, 1, 0]], dtype=uint8)
     >>> mask.dtype, float(mask.min())
     (dtype('float32'), 1.0)
     """
@@ -128,11 +140,19 @@ def make_target(
             f"num_classes: expected 2 (background, cell) or 3 (background, interior, border), "
             f"got {num_classes!r}"
         )
+    if tissue and num_classes != 3:
+        raise ValueError(
+            f"num_classes: the tissue target has 3 classes (background, cell, wall), got "
+            f"{num_classes!r}; pass num_classes=3"
+        )
     inst = to_instances(labels)
     ann = as_annotated(annotated, inst.shape)
     cell = inst > 0
     borders = separation_borders(inst)
-    if num_classes == 2:
+    if tissue:
+        target = cell.astype(np.uint8)
+        target[borders] = 2
+    elif num_classes == 2:
         target = (cell & ~borders).astype(np.uint8)
     else:
         touches_bg = cell & (ndi.minimum_filter(inst, size=3, mode="nearest") == 0)

@@ -50,7 +50,8 @@ def training_batch(trainer, sampler: PatchSampler):
     for i in range(len(inst)):
         t, w = targets_from_instances(inst[i], counted[i], class_weight=cw[i],
                                       num_classes=trainer.model.num_classes, w0=cfg.w0,
-                                      sigma=cfg.sigma, spacing=trainer.spacing)
+                                      sigma=cfg.sigma, spacing=trainer.spacing,
+                                      tissue=trainer.target == "tissue")
         tgt.append(t)
         wts.append(w)
     tgt = torch.from_numpy(np.stack(tgt)[crop].astype(np.int64)).to(dev, non_blocking=nb)

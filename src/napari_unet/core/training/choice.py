@@ -1,8 +1,10 @@
 """The post-processing chosen on the validation band at the end of training: the threshold,
 watershed, minimum size and regrowth that score best there (instance F1 minus Rand error),
-whether to split at confident cores, and whether averaging the image as it is and turned by
-180° (test-time augmentation) is worth its cost. The Trainer stores the choice in the model's metadata
-(``"postprocess"``), which prediction, the GUI and exports use by default."""
+whether to split at confident cores, for a model trained on a tissue whether its cells fill the
+space (the tissue's seeded watershed, at which seed level), and whether averaging the image as
+it is and turned by 180° (test-time augmentation) is worth its cost. The Trainer stores the
+choice in the model's metadata (``"postprocess"``), which prediction, the GUI and exports use
+by default."""
 
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ from napari_unet.core.training.validation import (
 )
 
 __all__ = ["CORES_LOSS", "MIN_SIZES", "REGROW", "SEEDS_MAX", "SEED_MARGIN", "THRESHOLDS",
-           "THRESHOLD_TOLERANCE", "choice_cost", "choice_regions", "choose_postprocess",
-           "choose_settings", "region_area", "seed_level"]
+           "THRESHOLD_TOLERANCE", "TISSUE_SEEDS", "choice_cost", "choice_regions",
+           "choose_postprocess", "choose_settings", "region_area", "seed_level"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,11 @@ SEEDS_MAX = 0.9
 CORES_LOSS = 0.1
 MIN_SIZES = (0, 10, 25, 50)
 REGROW = (0, 1, 2)
+#: the seed levels (``PostprocessSettings.seeds``) tried for a model trained on a tissue, whose
+#: cells fill the space (``tissue=True``): the confident interiors that start its cells. A low
+#: level joins two cells through a faint wall, a high one loses the cells whose interior is
+#: never confident (their space goes to the neighbours).
+TISSUE_SEEDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 #: a threshold above another is kept only where the validation regions score it higher by
 #: more than this (instance F1 minus Rand error). A band is held out of the loss, but the
 #: network has trained on the rest of its image, so its probabilities there are crisper than
@@ -130,10 +137,47 @@ def _search(rows, *, cores: bool = True) -> tuple[PostprocessSettings, dict[str,
     return best, scored[best]
 
 
-def choose_settings(rows, *, cores: bool = True) -> tuple[PostprocessSettings, dict[str, float]]:
+def _tissue_search(rows) -> tuple[PostprocessSettings, dict[str, float]]:
+    """The tissue's seeded watershed (``tissue=True``): the seed level (from
+    :data:`TISSUE_SEEDS`), the threshold of the tissue (from :data:`THRESHOLDS`) and the
+    minimum size, one after the other, maximising :func:`objective`."""
+    scored: dict[PostprocessSettings, dict[str, float]] = {}
+
+    def score_of(settings: PostprocessSettings) -> float:
+        if settings not in scored:
+            scored[settings] = region_scores(rows, settings)
+        return objective(scored[settings])
+
+    best = PostprocessSettings(tissue=True, threshold=THRESHOLDS[0], seeds=TISSUE_SEEDS[0])
+    for name, values in (("seeds", TISSUE_SEEDS), ("threshold", THRESHOLDS),
+                         ("min_size", MIN_SIZES)):
+        for value in values:
+            trial = best.replace(**{name: value})
+            if trial != best and score_of(trial) > score_of(best) + 1e-9:
+                best = trial
+    score_of(best)
+    return best, scored[best]
+
+
+def choose_settings(rows, *, cores: bool = True, tissue: bool = False
+                    ) -> tuple[PostprocessSettings, dict[str, float]]:
     """:func:`_search` with the confident cores (where ``cores``), unless without them it
     scores higher by more than :data:`CORES_LOSS` (a model unsure of its cells everywhere,
-    whose cores would drop them)."""
+    whose cores would drop them); with ``tissue`` (a model trained on a tissue) the tissue's
+    seeded watershed (:func:`_tissue_search`) unless those score higher."""
+    best, score = _objects_choice(rows, cores=cores)
+    if not tissue:
+        return best, score
+    filled, score_filled = _tissue_search(rows)
+    logger.info("validation objective (F1 - Rand error): %.4f with the cells filling the "
+                "tissue, %.4f without", objective(score_filled), objective(score))
+    if objective(score_filled) >= objective(score) - 1e-9:
+        return filled, score_filled
+    return best, score
+
+
+def _objects_choice(rows, *, cores: bool) -> tuple[PostprocessSettings, dict[str, float]]:
+    """The search with and without the confident cores (:func:`choose_settings`)."""
     off, score_off = _search(rows, cores=False)
     if not cores:
         return off, score_off
@@ -153,11 +197,13 @@ def _is_2d(model) -> bool:
 
 
 def choice_cost(model, prepared: Sequence[PreparedImage] = (),
-                regions: Sequence[ValidationRegion] = ()) -> tuple[float, float]:
+                regions: Sequence[ValidationRegion] = (), *, tissue: bool = False
+                ) -> tuple[float, float]:
     """What :func:`choose_postprocess` does by default, in units of one validation: (its
     predictions, its post-processings and scorings). Predictions: one per flip/rotation for
     a 2D model, one pass for a 3D one; scorings: at most one per candidate setting of a
-    search, for a 2D model a search with and one without the confident cores. Both over
+    search, for a 2D model a search with and one without the confident cores, and with
+    ``tissue`` the search of the tissue's seeded watershed. Both over
     the regions grown by their :data:`CONTEXT` (by the ratio of the areas where
     ``prepared`` and ``regions`` are given). The Trainer keeps that much time for it at the
     end of a run.
@@ -173,13 +219,14 @@ def choice_cost(model, prepared: Sequence[PreparedImage] = (),
     # at most: each candidate (each start skipped), then the thresholds below the chosen one
     trials = 1 + len(THRESHOLDS) + 2 + len(MIN_SIZES) + len(REGROW) - 4 + len(THRESHOLDS) - 1
     searches = 2 if two_d else 1  # with and without the confident cores
+    filled = len(TISSUE_SEEDS) + len(THRESHOLDS) + len(MIN_SIZES) - 2 if tissue else 0
     band = grown = 0
     for reg in regions:
         shape = prepared[reg.index].shape
         band += region_area(reg.region)
         grown += region_area(context_region(reg.region, shape))
     ratio = grown / band if band else 1.0
-    return float(passes * ratio), float(trials * searches * ratio)
+    return float(passes * ratio), float((trials * searches + filled) * ratio)
 
 
 def region_area(region: Sequence[slice]) -> int:
@@ -235,7 +282,7 @@ def choice_regions(prepared: Sequence[PreparedImage], regions: Sequence[Validati
 
 def choose_postprocess(
     model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile,
-    tta: bool | None = None, context: float = CONTEXT,
+    tta: bool | None = None, context: float = CONTEXT, tissue: bool = False,
 ) -> dict | None:
     """The post-processing that scores best on the validation regions, as a metadata dict.
 
@@ -246,20 +293,22 @@ def choose_postprocess(
     :data:`CORES_LOSS`), watershed, minimum size and regrowth are chosen one after the other
     (each keeping the best of the previous), maximising instance F1 minus Rand error; then
     the lowest threshold within :data:`THRESHOLD_TOLERANCE` of the best is taken, the other
-    choices kept. With ``tta`` (default: for 2D models) the regions are predicted with the
-    test-time augmentation's passes averaged, the search runs on those probabilities and
-    ``"tta"`` is True,
-    so that prediction averages them too (:func:`napari_unet.core.predict.postprocess.stored_tta`);
-    the band is not asked whether they help (it cannot see the merges they prevent).
-    Returns ``PostprocessSettings.to_dict()`` plus ``"tta"`` and ``"chosen_on"`` (the
-    scores), or None without scorable regions.
+    choices kept. With ``tissue`` (a model trained on a tissue) the tissue's seeded watershed
+    is searched too (:data:`TISSUE_SEEDS`, thresholds, minimum size) and kept unless the
+    other settings score higher. With ``tta`` (default: for 2D models) the regions are
+    predicted with the test-time augmentation's passes averaged, the search runs on those
+    probabilities and ``"tta"`` is True, so that prediction averages them too
+    (:func:`napari_unet.core.predict.postprocess.stored_tta`); the band is not asked whether
+    they help (it cannot see the merges they prevent). Returns
+    ``PostprocessSettings.to_dict()`` plus ``"tta"`` and ``"chosen_on"`` (the scores), or
+    None without scorable regions.
     """
     tta = _is_2d(model) if tta is None else bool(tta)
     with in_eval(model):
         rows = predicted_regions(model, prepared, regions, tile, tta=tta, context=context)
     if not rows:
         return None
-    best, best_score = choose_settings(rows, cores=_is_2d(model))
+    best, best_score = choose_settings(rows, cores=_is_2d(model), tissue=tissue)
     logger.info("post-processing chosen on validation: %s, tta=%s (F1 %.3f, Rand error %.4f)",
                 best, tta, best_score["instance_f1"], best_score["rand_error"])
     return {**best.to_dict(), "tta": tta,

@@ -23,6 +23,8 @@ __all__ = ["TrainConfig", "setting_fields"]
 
 #: the Train widget's device choices (the command line also takes cuda:N)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: the kinds of training target (:data:`napari_unet.core.targets.TARGETS`) and "auto"
+TARGET_CHOICES = ("auto", "objects", "tissue")
 
 
 def _setting(default=None, help: str = "", *, default_factory=None, **meta) -> Any:
@@ -89,6 +91,13 @@ class TrainConfig:
     num_classes: int = _setting(
         2, "2: background / cell, 3: background / interior / border", flag="--classes",
         choices=(2, 3), default_help="2")
+    target: str = _setting(
+        "auto", "what the cells are: objects (on a background, touching ones separated by a "
+        "background border: the paper's target), tissue (cells that fill the space: every "
+        "cell pixel a cell, the walls between cells a class of their own, 3 classes) or auto "
+        "(tissue where at least half of the painted cells' outline touches another cell)",
+        flag="--target", choices=TARGET_CHOICES, section="advanced",
+        default_help="auto; a continued model keeps its own")
     dropout: float = _setting(
         0.5, "drop-out at the end of the contracting path (the paper: 0.5; 0 converges faster "
         "in short runs)", flag="--dropout", low=0.0, high=0.9, step=0.1, decimals=2,
@@ -165,6 +174,9 @@ class TrainConfig:
                              "use a positive number of seconds")
         if self.num_classes not in (2, 3):
             raise ValueError(f"num_classes: expected 2 or 3, got {self.num_classes!r}")
+        if self.target not in TARGET_CHOICES:
+            raise ValueError(f"target: expected one of {', '.join(TARGET_CHOICES)}, got "
+                             f"{self.target!r}")
         if self.cpu_bf16 not in ("auto", "on", "off"):
             raise ValueError(f"cpu_bf16: expected 'auto', 'on' or 'off', got {self.cpu_bf16!r}")
         if self.norm not in (None, "batch"):

@@ -246,7 +246,7 @@ class TrainingTarget:
 def training_target(labels, *, annotated=None, background=None, sparse: bool = False,
                     num_classes: int = 2, w0: float = 10.0, sigma: float = 5.0,
                     spacing: Sequence[float] | None = None,
-                    class_balance: bool = True) -> TrainingTarget:
+                    class_balance: bool = True, tissue: bool = False) -> TrainingTarget:
     """The target and weight map training uses for one image's (or volume's) labels; what
     :func:`prepare_pairs` computes and the Weight map widget shows.
 
@@ -255,6 +255,8 @@ def training_target(labels, *, annotated=None, background=None, sparse: bool = F
     the labels are complete inside ``annotated``). Labels outside the counted area are unknown:
     they shape neither the separation borders nor the border distances (a volume labelled
     densely but annotated on a few slices trains exactly as one labelled on those slices only).
+    ``tissue``: the tissue target (background, cell, wall: ``make_target(..., tissue=True)``,
+    ``num_classes=3``), for cells that fill the space.
 
     Examples
     --------
@@ -272,9 +274,10 @@ def training_target(labels, *, annotated=None, background=None, sparse: bool = F
     inst = to_instances(labels)
     counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
     inst = np.where(counted, inst, 0).astype(inst.dtype, copy=False)
-    target, mask = make_target(inst, annotated=counted, num_classes=num_classes)
+    target, mask = make_target(inst, annotated=counted, num_classes=num_classes, tissue=tissue)
     weights = border_weight_map(inst, w0=w0, sigma=sigma, class_balance=class_balance,
-                                annotated=counted, num_classes=num_classes, spacing=spacing)
+                                annotated=counted, num_classes=num_classes, spacing=spacing,
+                                tissue=tissue)
     weights = (weights * mask).astype(np.float32)
     return TrainingTarget(inst, counted, target, mask, weights)
 
@@ -289,6 +292,7 @@ def prepare_pairs(
     w0: float = 10.0,
     sigma: float = 5.0,
     spacing: Sequence[float] | None = None,
+    tissue: bool = False,
 ) -> list[PreparedImage]:
     """Normalise each image and compute its target and weight map once (not per step).
 
@@ -297,7 +301,8 @@ def prepare_pairs(
     image origin to fit; target and weights are zero-padded, so padded pixels never count in the
     loss. Labels outside the pixels that count (``TrainingPair.counted``) are dropped first, so
     they never reach the target or the weights. ``spacing`` (one size per axis) makes the
-    border weights anisotropic; a pair's own ``spacing`` takes precedence.
+    border weights anisotropic; a pair's own ``spacing`` takes precedence. ``tissue``: the
+    tissue target (:func:`training_target`).
 
     Examples
     --------
@@ -323,7 +328,8 @@ def prepare_pairs(
                         invert=norm.get("invert", False))
         taught = training_target(pair.labels, annotated=pair.annotated,
                                  background=pair.background, sparse=pair.sparse,
-                                 num_classes=num_classes, w0=w0, sigma=sigma, spacing=space)
+                                 num_classes=num_classes, w0=w0, sigma=sigma, spacing=space,
+                                 tissue=tissue)
         inst, target, mask, weights = taught.instances, taught.target, taught.mask, taught.weights
         mode = "reflect" if min(pair.shape) > 1 else "edge"
         covers = np.broadcast_to(np.asarray(cover, dtype=np.int64), (nd,))
@@ -357,6 +363,7 @@ def targets_from_instances(
     w0: float = 10.0,
     sigma: float = 5.0,
     spacing: Sequence[float] | None = None,
+    tissue: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Target and weight map of one (augmented) patch, 2D or 3D, from its instance ids.
 
@@ -364,7 +371,7 @@ def targets_from_instances(
     (after the warp), so no warped cell can touch another one in the target; ``counted`` (the
     warped annotated area) sets the weight to 0 elsewhere, and ``class_weight`` is the image's
     class balance (:func:`napari_unet.core.weights.class_weight_vector`); ``spacing`` (one size
-    per axis) makes the border term anisotropic.
+    per axis) makes the border term anisotropic; ``tissue``: the tissue target.
 
     Returns
     -------
@@ -380,8 +387,8 @@ def targets_from_instances(
     from napari_unet.core.targets.target import make_target
     from napari_unet.core.weights.border import border_weight_map
 
-    target, _ = make_target(instances, num_classes=num_classes)
+    target, _ = make_target(instances, num_classes=num_classes, tissue=tissue)
     weights = border_weight_map(instances, w0=w0, sigma=sigma, annotated=counted,
                                 num_classes=num_classes, class_weight=class_weight,
-                                spacing=spacing)
+                                spacing=spacing, tissue=tissue)
     return target, weights

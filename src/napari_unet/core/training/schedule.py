@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from napari_unet.core.predict.postprocess import PostprocessSettings
 from napari_unet.core.training.budget import BudgetClock
 from napari_unet.core.training.choice import (
     choice_cost,
@@ -51,16 +52,22 @@ class ValidationSchedule:
     budget : BudgetClock
     enabled : bool
         False on ranks other than 0 (rank 0 alone validates).
+    tissue : bool
+        The model learns the tissue target: validations segment with the tissue
+        post-processing, and the end-of-run choice tries it
+        (:func:`~napari_unet.core.training.choice.choose_postprocess`).
     """
 
     def __init__(self, model, prepared: Sequence, regions: Sequence, *, tile, every: int,
-                 budget: BudgetClock, enabled: bool = True):
+                 budget: BudgetClock, enabled: bool = True, tissue: bool = False):
         self.model, self.prepared, self.regions, self.tile = model, prepared, regions, tile
-        self.every, self.budget = every, budget
+        self.every, self.budget, self.tissue = every, budget, bool(tissue)
+        #: the post-processing of the validations
+        self.settings = PostprocessSettings(tissue=self.tissue)
         #: whether this process validates (regions held out, rank 0)
         self.enabled = bool(regions) and bool(every) and enabled
         #: (prediction passes, scorings) of the end-of-run choice
-        self.cost = choice_cost(model, prepared, regions)
+        self.cost = choice_cost(model, prepared, regions, tissue=self.tissue)
         self.seconds = 0.0  #: the last validation's seconds (or the estimate)
         self.timings: dict = {}  #: the last validation's prediction and scoring seconds
         self.measured = False  #: whether a validation of this run timed all regions
@@ -99,7 +106,7 @@ class ValidationSchedule:
         t0 = clock()
         self.timings = {}
         metrics = validate(self.model, self.prepared, self.regions, tile=self.tile,
-                           timings=self.timings)
+                           settings=self.settings, timings=self.timings)
         self.seconds = max(clock() - t0, 0.0)
         self.measured = True
         return metrics
@@ -119,7 +126,8 @@ class ValidationSchedule:
         timings: dict = {}
         clock = self.budget.clock
         t0 = clock()
-        validate(self.model, prepared, [probe], tile=self.tile, timings=timings)
+        validate(self.model, prepared, [probe], tile=self.tile, settings=self.settings,
+                 timings=timings)
         scale = sum(region_area(r.region) for r in regions) / max(region_area(probe.region), 1)
         self.probe_s = max(clock() - t0, 0.0)  # what timing it again costs
         self.seconds = self.probe_s * scale
@@ -155,4 +163,5 @@ class ValidationSchedule:
                            "validation band; the model keeps the defaults (give a larger "
                            "--time-limit)")
             return None
-        return choose_postprocess(self.model, self.prepared, chosen, tile=self.tile)
+        return choose_postprocess(self.model, self.prepared, chosen, tile=self.tile,
+                                  tissue=self.tissue)

@@ -7,6 +7,8 @@ optimiser, the budget's clock and the stop / pause control; everything before th
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
 
 import numpy as np
@@ -32,6 +34,8 @@ from napari_unet.core.training.plan import DataSummary, plan
 from napari_unet.core.training.presets import get_preset, make_optimizer
 
 __all__ = ["TrainerSetup"]
+
+logger = logging.getLogger(__name__)
 
 
 class TrainerSetup:
@@ -128,6 +132,7 @@ class TrainerSetup:
         """``self.model``: new, fine-tuned from ``init_model`` or resumed; returns the resumed
         run's state (to restore once the optimiser exists) or None."""
         model, meta, resume_state = load_source(init_model, resume)
+        self._resolve_target(model, meta)
         if model is not None:
             self.config = adopt_architecture(self.config, model, ndim=self.ndim,
                                              source="resume" if resume is not None
@@ -150,6 +155,33 @@ class TrainerSetup:
                 f"takes {self.model.in_channels}"
             )
         return resume_state
+
+    def _resolve_target(self, model, meta) -> None:
+        """``self.target``, the run's kind of target ("objects" or "tissue"), set in the config
+        too: as chosen, a continued model's own, or recognised from the annotations
+        (:func:`napari_unet.core.targets.recognise_target`); the tissue target has 3 classes."""
+        from napari_unet.core.targets.tissue import TISSUE_CONTACT, recognise_target
+
+        cfg, kind = self.config, self.config.target
+        #: why the run trains its kind of target (one phrase, for the user)
+        self.target_reason = "chosen"
+        if kind == "auto" and model is not None:
+            kind = (meta or {}).get("target", "objects")
+            self.target_reason = "the continued model's"
+        elif kind == "auto":
+            kind, share = recognise_target((p.labels, p.counted()) for p in self.pairs)
+            self.target_reason = (f"{100 * share:.0f} % of the annotated cells' outline touches "
+                                  f"another cell; tissue from {100 * TISSUE_CONTACT:.0f} %")
+            logger.info("target %s: %s", kind, self.target_reason)
+        classes = 3 if kind == "tissue" else cfg.num_classes
+        if kind == "tissue" and model is not None and model.num_classes != 3:
+            raise ValueError(
+                f"target: the tissue target needs a model of 3 classes (background, cell, "
+                f"wall), the model continued has {model.num_classes}; train a new model, or "
+                "give target objects")
+        #: the kind of target the run trains: "objects" (the paper's) or "tissue"
+        self.target = kind
+        self.config = dataclasses.replace(cfg, target=kind, num_classes=classes)
 
     def _plan(self, architecture) -> None:
         """The planned rate, batch and tile (:func:`napari_unet.core.training.plan.plan`: the

@@ -123,7 +123,8 @@ class Trainer(TrainerSetup):
                         bf16=self.bf16)
         return {
             "normalization": self.normalization,
-            "class_names": default_class_names(self.model.num_classes),
+            "class_names": default_class_names(self.model.num_classes, target=self.target),
+            "target": self.target,
             "training": training,
             "history": self.history,
             **({"postprocess": self.postprocess} if getattr(self, "postprocess", None) else {}),
@@ -155,6 +156,7 @@ class Trainer(TrainerSetup):
             self.pairs, pad=max(self.tile_shape) // 2 + 1, cover=self.tile_shape,
             normalization=self.normalization, num_classes=self.model.num_classes,
             w0=cfg.w0, sigma=cfg.sigma, spacing=self.spacing,
+            tissue=self.target == "tissue",
         )
         regions = split_validation(prepared, fraction=cfg.val_fraction) if cfg.validate_every else []
         sampler = PatchSampler(prepared, tile=self.tile_shape, rng=self.rng)
@@ -213,7 +215,8 @@ class Trainer(TrainerSetup):
         prepared, regions, sampler = self.prepare()
         self.validation = ValidationSchedule(
             self.model, prepared, regions, tile=self.tile_shape,
-            every=self.config.validate_every, budget=self.budget, enabled=self.is_main)
+            every=self.config.validate_every, budget=self.budget, enabled=self.is_main,
+            tissue=self.target == "tissue")
         self.budget.step_s = 0.0  # a new run plans with its own steps' times
         self._rate, self.last_loss = 0.0, None
         threads_before = torch.get_num_threads()

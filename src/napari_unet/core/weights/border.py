@@ -125,6 +125,7 @@ def border_weight_map(
     num_classes: int = 2,
     method: str = "auto",
     class_weight: Sequence[float] | None = None,
+    tissue: bool = False,
 ) -> np.ndarray:
     """The paper's weight map ``w = w_c + w0·exp(-(d1 + d2)² / (2σ²))``.
 
@@ -154,6 +155,10 @@ def border_weight_map(
     class_weight : sequence of float, optional
         Fixed ``w_c`` per class (``num_classes`` values, e.g. :func:`class_weight_vector` of
         the whole image) instead of balancing over these pixels; overrides ``class_balance``.
+    tissue : bool
+        ``w_c`` balances the classes of the tissue target (background, cell, wall;
+        ``make_target(..., tissue=True)``, 3 classes); the border term is the same, so the
+        walls between cells weigh as the paper's gaps between touching cells.
 
     Returns
     -------
@@ -194,12 +199,14 @@ def border_weight_map(
         if per_class.shape != (num_classes,):
             raise ValueError(f"class_weight: expected {num_classes} values (one per class), "
                              f"got shape {per_class.shape}")
-        target = target2 if num_classes == 2 else make_target(inst, num_classes=num_classes)[0]
+        target = target2 if num_classes == 2 and not tissue else make_target(
+            inst, num_classes=num_classes, tissue=tissue)[0]
         weights = np.take(per_class, target)
         if ann is not None:
             weights *= ann
     elif class_balance:
-        target = target2 if num_classes == 2 else make_target(inst, num_classes=num_classes)[0]
+        target = target2 if num_classes == 2 and not tissue else make_target(
+            inst, num_classes=num_classes, tissue=tissue)[0]
         weights = class_weights(target, annotated=ann, num_classes=num_classes)
     else:
         weights = np.ones(inst.shape, dtype=np.float32) if ann is None else ann.astype(np.float32)
