@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gui
 COLUMNS = ["index", "area [px²]", "centroid_y [px]", "centroid_x [px]", "bbox_y0 [px]",
            "bbox_x0 [px]", "bbox_y1 [px]", "bbox_x1 [px]", "equivalent_diameter [px]",
            "eccentricity", "solidity", "mean_intensity", "min_intensity", "max_intensity",
-           "integrated_intensity", "touches_border", "mean_probability"]
+           "integrated_intensity", "touches_border", "mean_probability", "confidence"]
 
 
 def _wait(qtbot, holder):

@@ -7,6 +7,8 @@
 - :mod:`.tables` — units in the column names (:func:`with_units`), CSV files
   (:func:`write_csv`), napari's layer ``features`` (:func:`to_features`,
   :func:`from_features`), the summary of a folder (:func:`summarize`).
+- :mod:`.confidence` — the model's confidence in each cell (:func:`add_confidence`, the
+  ``confidence`` column that every table measured with probabilities carries).
 - :mod:`.matching` — :func:`match_cells`: which true cells were matched, missed or merged.
 
 One table for every entry point: the Predict widget (the layer's ``features``, *Export CSV…*,
@@ -14,6 +16,7 @@ One table for every entry point: the Predict widget (the layer's ``features``, *
 """
 
 from napari_unet.core.measure.cells import confidence_maps, measure_cells, sphericity
+from napari_unet.core.measure.confidence import CONFIDENCE, add_confidence, border_contrast
 from napari_unet.core.measure.matching import match_cells
 from napari_unet.core.measure.tables import (
     FEATURES_KEY,
@@ -25,7 +28,10 @@ from napari_unet.core.measure.tables import (
 )
 
 __all__ = [
+    "CONFIDENCE",
     "FEATURES_KEY",
+    "add_confidence",
+    "border_contrast",
     "confidence_maps",
     "from_features",
     "match_cells",

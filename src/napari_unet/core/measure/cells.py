@@ -22,6 +22,8 @@ Columns, in order (``_c`` suffixes only for images with several channels):
 ``integrated_intensity``  sum of the image's pixel values inside the cell
 ``touches_border``     the cell reaches the image edge (in y/x for planes), so it may be cut
 one per map          the map's mean inside the cell (e.g. ``mean_probability``)
+``confidence``         with the ``mean_probability`` map: the model's confidence in the cell,
+                       in [0, 1] (:mod:`~napari_unet.core.measure.confidence`)
 =====================  =====================================================================
 
 The units of every column are in ``table.attrs["units"]``; :func:`napari_unet.core.measure.
@@ -37,6 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from skimage.measure import marching_cubes, mesh_surface_area, regionprops_table
+
+from napari_unet.core.measure.confidence import PROBABILITY, add_confidence
 
 __all__ = ["confidence_maps", "measure_cells", "sphericity"]
 
@@ -89,7 +93,7 @@ def confidence_maps(prob: np.ndarray, *, flip_std: np.ndarray | None = None,
     [[0.75, 0.25]]
     """
     background = prob[:, 0] if stacked else prob[0]
-    maps = {"mean_probability": (1.0 - background).astype(np.float32)}
+    maps = {PROBABILITY: (1.0 - background).astype(np.float32)}
     if flip_std is not None:
         maps["mean_flip_std"] = np.asarray(flip_std, np.float32)
     return maps
@@ -258,6 +262,8 @@ def measure_cells(
             parts.append(pd.DataFrame({"plane": np.full(len(part["label"]), z), **part}))
         table = pd.concat(parts, ignore_index=True)
         table.insert(0, "label", table.pop("label"))
+    if PROBABILITY in maps:  # the model's confidence, from the same probabilities
+        add_confidence(table)
     table.attrs["units"] = {k: v for k, v in _units(2 if planes else labels.ndim, unit).items()
                             if k in table.columns}
     return table
