@@ -17,7 +17,9 @@ terminal, a line every 10 s otherwise.
 size, centroid, bounding box, shape, intensity, border flag and the model's confidence; a stack
 of planes has a ``plane`` column; units in the header, physical with ``--pixel-size``) and
 ``OUTPUT/summary.csv`` (cells and mean cell size per image): the same table as the Predict
-widget's.
+widget's. ``--confidence`` adds ``OUTPUT/<name>_confidence.csv``: the predicted cells and the
+likely misses (blobs of probability without a cell), least certain first, with the model's
+confidence and the reason (the Predict widget's *Check these next* list).
 
 Output names are unique per input file (``cell.1.tif`` → ``cell.1_labels.tif``; ``img.png`` and
 ``img.tif`` → ``img_png_labels.tif``, ``img_tif_labels.tif``); existing outputs are never
@@ -74,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write OUTPUT/<name>_cells.csv (one row per cell: size, centroid, bounding "
              "box, shape, intensity, border flag, the model's confidence; units in the "
              "header) and OUTPUT/summary.csv (cells and mean size per image)")
+    parser.add_argument(
+        "--confidence", action="store_true",
+        help="also write OUTPUT/<name>_confidence.csv: every predicted cell and likely miss "
+             "(probability without a cell), least certain first, with the model's confidence "
+             "(0-1) and the reason; the cells to check first")
     parser.add_argument(
         "--pixel-size", type=float, nargs="+", metavar="SIZE",
         help="with --measure: the pixel size, one value or one per axis (Y X, or Z Y X for "
@@ -156,7 +163,8 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
 
     paths = expand_paths(args.input, what="--input")
     targets = plan_outputs(paths, args.output, probabilities=args.probabilities,
-                           measure=args.measure, force=args.force)
+                           measure=args.measure, force=args.force,
+                           confidence=args.confidence)
     if args.pixel_size is not None:
         measure_spacing(args.pixel_size, model.ndim)  # a bad size fails before any work
     settings, tta = postprocess_settings(args, meta), tta_choice(args, meta)
@@ -275,6 +283,10 @@ def run(args: argparse.Namespace) -> int:
     if args.measure and _blockwise(args):
         raise CLIError("--measure: for results written as files (a zarr store is written "
                        "block by block); predict TIFF files into a folder, or drop --measure")
+    if args.confidence and _blockwise(args):
+        raise CLIError("--confidence: for results written as files (a zarr store is written "
+                       "block by block); predict TIFF files into a folder, or drop "
+                       "--confidence")
     if _blockwise(args):
         print(f"predicting {args.input} block by block {describe(ndim, spacing)}")
         return _run_zarr(args, meta, tile, spacing)

@@ -5,7 +5,9 @@ For each input ``<name>.tif`` (or .png) it writes ``<name>_labels.tif`` (int32 i
 labels), with ``probabilities`` ``<name>_probabilities.tif`` (float32, classes first), and with
 ``measure`` ``<name>_cells.csv`` (one row per cell, :func:`napari_unet.core.measure.
 measure_cells`, units in the header) and, once all are done, ``summary.csv`` (cells and mean
-cell size per image). :func:`plan_outputs` names every output and refuses, before any work,
+cell size per image); with ``confidence`` ``<name>_confidence.csv`` (the cells and the likely
+misses, least certain first: :func:`napari_unet.core.review.review_table`, the Predict
+widget's *Check these next* list). :func:`plan_outputs` names every output and refuses, before any work,
 to replace what exists (unless ``force``), to write into the input folder or over an input.
 :func:`iter_predict_files` is a generator: progress per tile batch, one :class:`FileDone` per
 file; a consumer cancels by no longer iterating (the files finished so far stay).
@@ -22,13 +24,15 @@ import numpy as np
 
 from napari_unet.cli import CLIError
 
-__all__ = ["CELLS", "LABELS", "PROBABILITIES", "SUMMARY", "FileDone", "FileProgress",
+__all__ = ["CELLS", "CONFIDENCE", "LABELS", "PROBABILITIES", "SUMMARY", "FileDone", "FileProgress",
            "existing_outputs", "iter_predict_files", "measure_file", "measure_spacing",
            "plan_outputs", "read_input"]
 
 LABELS, PROBABILITIES, CELLS = "_labels.tif", "_probabilities.tif", "_cells.csv"
 logger = logging.getLogger(__name__)
 
+#: the per-cell confidence, least certain first (``confidence``)
+CONFIDENCE = "_confidence.csv"
 #: the folder's summary, written with ``measure``
 SUMMARY = "summary.csv"
 
@@ -57,7 +61,7 @@ class FileDone:
 
 
 def plan_outputs(paths: Sequence[Path], output: Path, *, probabilities: bool = False,
-                 measure: bool = False, force: bool = False,
+                 measure: bool = False, force: bool = False, confidence: bool = False,
                  what: str = "--output") -> list[dict]:
     """The output files of every input (suffix → path; the folder's ``summary.csv`` under
     :data:`SUMMARY` in the first), checked before any work: ``output`` is a folder that is not
@@ -76,7 +80,8 @@ def plan_outputs(paths: Sequence[Path], output: Path, *, probabilities: bool = F
                 f"{what}: {str(output)!r} is the input folder; the results would be read as "
                 "images by the next run: choose another folder, e.g. "
                 f"{str(source.with_name(source.name + '_labels'))!r}")
-    suffixes = [LABELS] + [PROBABILITIES] * probabilities + [CELLS] * measure
+    suffixes = ([LABELS] + [PROBABILITIES] * probabilities + [CELLS] * measure
+                + [CONFIDENCE] * confidence)
     targets = output_paths(paths, output, suffixes)
     if measure and targets:
         targets[0][SUMMARY] = output / SUMMARY
@@ -188,6 +193,7 @@ def iter_predict_files(
     from napari_unet.core.measure import summarize, with_units, write_csv
     from napari_unet.core.metrics import count_labels
     from napari_unet.core.predict.segment import iter_segment
+    from napari_unet.core.review import review_table
 
     # an image too large to segment at once: refused before any work
     pixels = [check_whole_image(path, model, tile=tile_shape, batch_size=batch_size,
@@ -217,12 +223,18 @@ def iter_predict_files(
         if PROBABILITIES in target:  # classes first: (K, [Z,] Y, X); a 2D stack (Z, K, Y, X)
             write_image(target[PROBABILITIES], prob)
         table = None
-        if CELLS in target:
-            table = measure_file(labels, prob, image, axis, planes=is_stack and not volume,
+        planes = is_stack and not volume
+        if CELLS in target or CONFIDENCE in target:
+            table = measure_file(labels, prob, image, axis, planes=planes,
                                  flip_std=flip_std, pixel_size=pixel_size, unit=unit)
+        if CELLS in target:
             write_csv(with_units(table), target[CELLS], overwrite=True)
             tables.append(table)
             names.append(path.name)
+        if CONFIDENCE in target:
+            background = prob[:, 0] if planes else prob[0]
+            write_csv(review_table(table, labels, 1.0 - background, planes=planes),
+                      target[CONFIDENCE], overwrite=True)
         yield FileDone(index, len(paths), path, dict(target), count_labels(labels), table)
     if not tables or SUMMARY not in targets[0]:
         return None
