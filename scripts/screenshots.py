@@ -12,6 +12,10 @@ Saves the whole window to <out>/{annotate,weight_map,train,predict,loop}.png.
 nuclei sample, the prediction layer's cells' table in napari's features table widget and the
 row of the cell under the mouse in the status bar.
 
+``--only review`` (or ``all``) adds <out>/review.png: the shipped ``nuclei`` model on the nuclei
+sample, *Check these next* (the least certain cells ranked and marked), the view on the first
+one, and two cells accepted with one click each into the annotation layer.
+
 ``--only 3d`` (or the default ``--only all``) adds <out>/3d.png: a volume with 3 painted and
 marked xy-slices, a 3D U-Net trained on them in the Train widget (``--steps-3d``) or loaded
 (``--model-3d``), and Predict's 3D Labels layer of a held-out volume in napari's 3D view.
@@ -39,7 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--only", default="all", choices=("all", "2d", "3d", "cells"))
+    parser.add_argument("--only", default="all", choices=("all", "2d", "3d", "cells", "review"))
     parser.add_argument("--steps-3d", type=int, default=150)
     parser.add_argument("--model-3d", type=Path, help="a 3D model file instead of training")
     parser.add_argument("--volume", default="synthetic", choices=("synthetic", "gonuclear"))
@@ -49,7 +53,9 @@ def main() -> int:
         volume_shot(args)
     if args.only in ("all", "cells"):
         cells_shot(args)
-    if args.only in ("3d", "cells"):
+    if args.only in ("all", "review"):
+        review_shot(args)
+    if args.only in ("3d", "cells", "review"):
         return 0
 
     import napari
@@ -195,6 +201,44 @@ def cells_shot(args) -> None:
     _wait(app, lambda: False, 2.0)
     viewer.screenshot(path=str(args.out / "cells_table.png"), canvas_only=False, flash=False)
     print(args.out / "cells_table.png")
+    viewer.close()
+
+
+def review_shot(args) -> None:
+    """<out>/review.png: Check these next and the one-click cell actions."""
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from napari_unet.sample_data import nuclei
+    from napari_unet.widgets.predict import SHIPPED, PredictWidget
+
+    viewer = napari.Viewer(show=True, title="napari U-Net: check these next")
+    viewer.window.resize(1600, 1050)
+    app = QApplication.instance()
+    for data, meta, kind in nuclei():
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    image = viewer.layers["nuclei (DSB2018)"]
+    viewer.layers["nuclei (DSB2018) labels"].visible = False
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict", area="right")
+    predict.source.setCurrentText("nuclei" + SHIPPED)
+    predict.image_combo.set_layer(image)
+    predict.contours.setChecked(True)
+    predict.predict()
+    _wait(app, lambda: predict.worker is None)
+    review = predict.review
+    pred = predict.labels_layer
+    review.actions.buttons["accept"].setChecked(True)
+    cells = review.review[review.review["kind"] == "cell"]
+    for label in cells["label"].iloc[1:3]:  # two listed cells accepted with one click each
+        yx = np.argwhere(np.asarray(pred.data) == int(label)).mean(0)
+        review.actions.click(tuple(pred.data_to_world(yx)))
+    review.next()  # the view on the least certain cell
+    viewer.scene.camera.zoom = viewer.scene.camera.zoom / 2  # its neighbours in view too
+    _wait(app, lambda: False, 2.0)
+    viewer.screenshot(path=str(args.out / "review.png"), canvas_only=False, flash=False)
+    print(args.out / "review.png")
     viewer.close()
 
 

@@ -60,6 +60,7 @@ def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_a
     from napari_unet.core.measure import confidence_maps, measure_cells
     from napari_unet.core.metrics import compare_instances
     from napari_unet.core.predict.segment import iter_segment
+    from napari_unet.core.review import review_table
 
     event = None
     extra = {} if spacing is None else {"spacing": spacing}
@@ -72,16 +73,20 @@ def iter_prediction(model, metadata, image, *, tta: bool, stack: bool, channel_a
     maps = confidence_maps(prob, flip_std=event.flip_std, stacked=stack)
     table = measure_cells(labels, image, maps=maps, planes=stack and not stitch,
                           channel_axis=channel_axis, **(geometry or {}))
+    review = review_table(table, labels, maps["mean_probability"], planes=stack and not stitch)
     comparison = scores = None
     if truth is not None:
         comparison, scores = compare_instances(labels, truth)
-    yield PredictionResult(prob, labels, comparison, scores, table=table, maps=maps)
+    yield PredictionResult(prob, labels, comparison, scores, table=table, maps=maps,
+                           review=review)
 
 
 class PredictionResult:
     """What the Predict worker hands to the GUI: probabilities, labels, comparison, scores,
-    the cells' table and the confidence maps it was measured with."""
+    the cells' table and the confidence maps it was measured with, the ranked cells to check
+    (:func:`napari_unet.core.review.review_table`)."""
 
-    def __init__(self, prob, labels, comparison=None, scores=None, *, table=None, maps=None):
+    def __init__(self, prob, labels, comparison=None, scores=None, *, table=None, maps=None,
+                 review=None):
         self.prob, self.labels, self.comparison, self.scores = prob, labels, comparison, scores
-        self.table, self.maps = table, maps
+        self.table, self.maps, self.review = table, maps, review

@@ -38,6 +38,7 @@ from napari_unet.widgets.prediction_layers import (
     truth_plane,
     unedited_name,
 )
+from napari_unet.widgets.review_panel import ReviewPanel
 from napari_unet.widgets.settings_form import SettingsForm
 
 TRAINED = "model just trained (Train U-Net)"
@@ -120,6 +121,8 @@ class PredictWidget(QWidget):
             "and cells' tables, as `napari-unet predict --measure` writes them")
         #: the cells' table of a labels layer: every prediction's, or on demand
         self.cells = CellsPanel(napari_viewer)
+        #: Check these next: the least certain cells, and the one-click cell actions
+        self.review = ReviewPanel(napari_viewer)
         self.edits = EditTracker()
         self.progress = QProgressBar()
         self.scores = QLabel("")
@@ -147,6 +150,7 @@ class PredictWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.progress)
         layout.addWidget(self.scores)
+        layout.addWidget(self.review)
         layout.addWidget(self.cells)
         layout.addWidget(self.folder_button)
         layout.addStretch(1)
@@ -301,7 +305,7 @@ class PredictWidget(QWidget):
     def _show(self, result):
         """Show a finished prediction (labels with their cells' table, probabilities,
         comparison) as layers."""
-        layer, _, stack = self._target
+        layer, index, stack = self._target
         prob, labels = result.prob, result.labels
         ndim = labels.ndim
         geometry = dict(scale=layer.scale[-ndim:], translate=layer.translate[-ndim:])
@@ -319,6 +323,8 @@ class PredictWidget(QWidget):
         self.labels_layer.metadata[PLANES] = "plane" in result.table.columns
         self.cells.show_table(self.labels_layer, result.table, maps=result.maps)
         self.cells.image_combo.set_layer(layer)
+        self.review.show_review(self.labels_layer, layer, result.review, index=index,
+                                prob=(result.maps or {}).get("mean_probability"))
         self._apply_contours()
         if self.probabilities.isChecked():
             cell = prob[:, 1] if stack else prob[1]
