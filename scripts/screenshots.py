@@ -172,7 +172,8 @@ def cells_shot(args) -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.sample_data import nuclei
-    from napari_unet.widgets.predict import SHIPPED, PredictWidget
+    from napari_unet.widgets.model_choice import SHIPPED
+    from napari_unet.widgets.predict import PredictWidget
 
     viewer = napari.Viewer(show=True, title="napari U-Net: the cells' table")
     viewer.window.resize(1600, 1050)
@@ -183,7 +184,7 @@ def cells_shot(args) -> None:
     viewer.layers["nuclei (DSB2018) labels"].visible = False
     predict = PredictWidget(viewer)
     viewer.window.add_dock_widget(predict, name="Predict", area="right")
-    predict.source.setCurrentText("nuclei" + SHIPPED)
+    predict.models.source.setCurrentText("nuclei" + SHIPPED)
     predict.image_combo.set_layer(image)
     predict.contours.setChecked(True)
     predict.predict()
@@ -211,7 +212,8 @@ def review_shot(args) -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.sample_data import nuclei
-    from napari_unet.widgets.predict import SHIPPED, PredictWidget
+    from napari_unet.widgets.model_choice import SHIPPED
+    from napari_unet.widgets.predict import PredictWidget
 
     viewer = napari.Viewer(show=True, title="napari U-Net: check these next")
     viewer.window.resize(1600, 1050)
@@ -222,7 +224,7 @@ def review_shot(args) -> None:
     viewer.layers["nuclei (DSB2018) labels"].visible = False
     predict = PredictWidget(viewer)
     viewer.window.add_dock_widget(predict, name="Predict", area="right")
-    predict.source.setCurrentText("nuclei" + SHIPPED)
+    predict.models.source.setCurrentText("nuclei" + SHIPPED)
     predict.image_combo.set_layer(image)
     predict.contours.setChecked(True)
     predict.predict()
@@ -287,7 +289,7 @@ def volume_shot(args) -> None:
         annotate.mark_slice()
     train, predict = widgets["Train U-Net"], widgets["Predict"]
     if args.model_3d:
-        predict.load_model(args.model_3d)
+        predict.models.load_model(args.model_3d)
     else:
         train.form.image_combo.set_layer(vol)
         train.form.labels_combo.set_layer(labels)

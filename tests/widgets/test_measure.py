@@ -11,7 +11,8 @@ from skimage.measure import regionprops
 
 from napari_unet.core.measure import measure_cells, with_units
 from napari_unet.sample_data import nuclei
-from napari_unet.widgets.predict import SHIPPED, PredictWidget
+from napari_unet.widgets.model_choice import SHIPPED
+from napari_unet.widgets.predict import PredictWidget
 
 pytestmark = pytest.mark.gui
 
@@ -31,7 +32,7 @@ def test_predict_on_the_nuclei_sample_gives_the_labels_layer_its_cells_table(
     for data, meta, kind in nuclei():
         getattr(viewer, f"add_{kind}")(data, **meta)
     widget = PredictWidget(viewer)
-    widget.source.setCurrentText("nuclei" + SHIPPED)
+    widget.models.source.setCurrentText("nuclei" + SHIPPED)
     widget.image_combo.set_layer(viewer.layers["nuclei (DSB2018)"])
     widget.tta.setChecked(False)
     widget.predict()

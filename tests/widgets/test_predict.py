@@ -9,7 +9,8 @@ from napari_unet.core.model import UNet
 from napari_unet.core.predict import PostprocessSettings, predict_image
 from napari_unet.core.synthetic import synthetic_cells
 from napari_unet.widgets.common import shared_models
-from napari_unet.widgets.predict import TRAINED, PredictWidget
+from napari_unet.widgets.model_choice import TRAINED
+from napari_unet.widgets.predict import PredictWidget
 
 pytestmark = pytest.mark.gui
 
@@ -45,8 +46,8 @@ def test_predict_plane_of_stack_overlays_labels_and_compares(make_napari_viewer,
     widget = PredictWidget(viewer)
     net = UNet(depth=1, base_channels=4)
     path = save_model(net, tmp_path / "tiny.safetensors")
-    widget.load_model(path)
-    assert widget.source.currentText().startswith("tiny.safetensors")
+    widget.models.load_model(path)
+    assert widget.models.source.currentText().startswith("tiny.safetensors")
     widget.compare_combo.set_layer(viewer.layers["truth"])
     widget.contours.setChecked(True)
     widget.probabilities.setChecked(True)
@@ -83,7 +84,7 @@ def test_every_cli_post_processing_option_is_in_the_widget_with_the_models_defau
     assert names <= cli and set(widget.postprocess.controls) == names
     stored = {"threshold": 0.3, "watershed": True, "min_size": 3, "regrow": 2}
     net = UNet(depth=1, base_channels=4)
-    widget.load_model(save_model(net, tmp_path / "m.safetensors", postprocess=stored))
+    widget.models.load_model(save_model(net, tmp_path / "m.safetensors", postprocess=stored))
     assert widget.postprocess.value() == PostprocessSettings(**stored)
     widget.postprocess.controls["min_size"].setValue(7)  # the user's choice is what runs
     widget.predict()
@@ -96,9 +97,9 @@ def test_trained_model_comes_from_the_viewer_registry(make_napari_viewer, qtbot)
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).random((40, 40), dtype=np.float32), name="img")
     widget = PredictWidget(viewer)
-    assert widget.source.currentText() == TRAINED
+    assert widget.models.source.currentText() == TRAINED
     shared_models(viewer).publish(UNet(depth=1, base_channels=4, padding="same"), {}, "test")
-    assert "depth 1" in widget.model_label.text()
+    assert "depth 1" in widget.models.label.text()
     worker = widget.predict()
     assert widget.predict() is None  # a second run while one is going is refused
     assert worker is not None
@@ -156,18 +157,18 @@ def test_two_models_with_the_same_file_name_are_both_kept(make_napari_viewer, tm
     for folder, seed in (("a", 0), ("b", 1)):
         torch.manual_seed(seed)
         paths.append(save_model(UNet(depth=1, base_channels=4), tmp_path / folder / "model.safetensors"))
-    before = widget.source.count()  # the trained model + the shipped ones
-    first, _ = widget.load_model(paths[0])
-    second, _ = widget.load_model(paths[1])
-    assert widget.source.count() == before + 2  # two files, both kept
-    widget.source.setCurrentIndex(before)
-    assert widget.model()[0] is first and str(tmp_path / "a") in widget.source.currentText()
-    widget.source.setCurrentIndex(before + 1)
-    assert widget.model()[0] is second
+    before = widget.models.source.count()  # the trained model + the shipped ones
+    first, _ = widget.models.load_model(paths[0])
+    second, _ = widget.models.load_model(paths[1])
+    assert widget.models.source.count() == before + 2  # two files, both kept
+    widget.models.source.setCurrentIndex(before)
+    assert widget.models.model()[0] is first and str(tmp_path / "a") in widget.models.source.currentText()
+    widget.models.source.setCurrentIndex(before + 1)
+    assert widget.models.model()[0] is second
     w1, w2 = (next(iter(m.state_dict().values())) for m in (first, second))
     assert not torch.equal(w1, w2)
     shared_models(viewer).publish(UNet(depth=1, base_channels=4), {}, "training")
-    assert widget.source.currentText() == TRAINED  # a new training: predict with the newest
+    assert widget.models.source.currentText() == TRAINED  # a new training: predict with the newest
 
 
 def test_tta_box_follows_the_model(make_napari_viewer, tmp_path):
@@ -177,9 +178,9 @@ def test_tta_box_follows_the_model(make_napari_viewer, tmp_path):
     viewer.add_image(synthetic_cells((40, 40), radius=6, seed=1)[0], name="img")
     widget = PredictWidget(viewer)
     net = UNet(depth=1, base_channels=4)
-    widget.load_model(save_model(net, tmp_path / "tta.safetensors", postprocess={"tta": True}))
+    widget.models.load_model(save_model(net, tmp_path / "tta.safetensors", postprocess={"tta": True}))
     assert widget.tta.isChecked()
-    widget.load_model(save_model(net, tmp_path / "plain.safetensors"))
+    widget.models.load_model(save_model(net, tmp_path / "plain.safetensors"))
     assert not widget.tta.isChecked()
 
 
@@ -212,7 +213,7 @@ def test_a_model_file_that_computes_garbage_is_a_notification(make_napari_viewer
     the model it would have replaced stays selected."""
     import torch
 
-    from napari_unet.widgets import common, predict
+    from napari_unet.widgets import common, model_choice
 
     net = UNet(depth=1, base_channels=2)
     with torch.no_grad():
@@ -220,12 +221,12 @@ def test_a_model_file_that_computes_garbage_is_a_notification(make_napari_viewer
     path = save_model(net, tmp_path / "nan.safetensors")
     seen = []
     monkeypatch.setattr(common, "show_error", seen.append)
-    monkeypatch.setattr(predict.QFileDialog, "getOpenFileName",
+    monkeypatch.setattr(model_choice.QFileDialog, "getOpenFileName",
                         staticmethod(lambda *a, **k: (str(path), "")))
     viewer = make_napari_viewer()
     widget = PredictWidget(viewer)
-    before = (widget.source.count(), widget.source.currentIndex())
-    widget._on_load()
+    before = (widget.models.source.count(), widget.models.source.currentIndex())
+    widget.models._on_load()
     assert len(seen) == 1 and "nan.safetensors: 2 weight(s) of head.bias are NaN" in seen[0]
     assert "the file is broken" in seen[0]
-    assert (widget.source.count(), widget.source.currentIndex()) == before
+    assert (widget.models.source.count(), widget.models.source.currentIndex()) == before

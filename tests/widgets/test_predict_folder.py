@@ -32,7 +32,7 @@ def folder(tmp_path):
 
 def _panel(viewer, model):
     widget = PredictWidget(viewer)
-    widget.load_model(model)
+    widget.models.load_model(model)
     widget.tta.setChecked(False)
     return widget, widget.open_folder_panel()
 

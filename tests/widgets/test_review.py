@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet.widgets.predict import SHIPPED, PredictWidget
+from napari_unet.widgets.model_choice import SHIPPED
+from napari_unet.widgets.predict import PredictWidget
 from napari_unet.widgets.review_panel import MARKS
 
 pytestmark = pytest.mark.gui
@@ -36,7 +37,7 @@ def nuclei_like(seed=0):
 
 def _predict(viewer, qtbot, name):
     widget = PredictWidget(viewer)
-    widget.source.setCurrentText("nuclei" + SHIPPED)
+    widget.models.source.setCurrentText("nuclei" + SHIPPED)
     widget.image_combo.set_layer(viewer.layers[name])
     widget.tta.setChecked(False)
     assert widget.predict() is not None

@@ -7,7 +7,8 @@ import torch
 import napari_unet.models as models
 from napari_unet.core.io import save_model
 from napari_unet.core.model import UNet
-from napari_unet.widgets.predict import SHIPPED, PredictWidget
+from napari_unet.widgets.model_choice import SHIPPED
+from napari_unet.widgets.predict import PredictWidget
 from napari_unet.widgets.train import TrainWidget
 
 pytestmark = pytest.mark.gui
@@ -29,12 +30,12 @@ def test_predict_widget_offers_shipped_model(make_napari_viewer, registry):
     viewer.add_image(np.zeros((32, 32), np.float32))
     widget = PredictWidget(viewer)
     name = "nuclei" + SHIPPED
-    assert widget.source.findText(name) >= 0
-    widget.source.setCurrentText(name)
+    assert widget.models.source.findText(name) >= 0
+    widget.models.source.setCurrentText(name)
     with pytest.raises(ValueError, match="no weights"):
-        widget.model()
+        widget.models.model()
     _ship(registry)
-    model, _ = widget.model()
+    model, _ = widget.models.model()
     assert isinstance(model, UNet) and next(model.parameters()).dtype == torch.float32
 
 

@@ -16,7 +16,8 @@ from napari_unet.core.training import Trainer
 from napari_unet.engine.runs import read_run, run_model_path
 from napari_unet.engine.training import config_from_settings
 from napari_unet.widgets.common import shared_models
-from napari_unet.widgets.predict import TRAINED, PredictWidget
+from napari_unet.widgets.model_choice import TRAINED
+from napari_unet.widgets.predict import PredictWidget
 from napari_unet.widgets.train import PREVIEW_LAYER, TrainWidget
 
 pytestmark = pytest.mark.gui
@@ -135,8 +136,8 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     # one AdamW step (lr 5e-3) away from the current weights, much closer than a fresh start
     far = (fresh - current).abs().max()
     assert far > 0.02 and (after - current).abs().max() < 0.3 * far
-    assert predict.source.currentText() == TRAINED
-    assert predict.model()[0] is shared_models(viewer).model  # the next image: the newest model
+    assert predict.models.source.currentText() == TRAINED
+    assert predict.models.model()[0] is shared_models(viewer).model  # the next image: the newest model
 
 
 def test_preview_and_save_come_from_the_child(make_napari_viewer, qtbot, tmp_path, tiny):

@@ -12,7 +12,8 @@ from napari_unet.core.synthetic import synthetic_cells_3d
 from napari_unet.widgets import volume
 from napari_unet.widgets.annotate import AnnotateWidget
 from napari_unet.widgets.common import shared_models
-from napari_unet.widgets.predict import TRAINED, PredictWidget
+from napari_unet.widgets.model_choice import TRAINED
+from napari_unet.widgets.predict import PredictWidget
 from napari_unet.widgets.train import TrainWidget
 from napari_unet.widgets.weight_map import WEIGHT_LAYER, WeightMapWidget
 
@@ -191,7 +192,7 @@ def test_a_tiny_3d_model_trains_on_annotated_slices_and_predicts_a_3d_labels_lay
     model = shared_models(viewer).model
     assert model.ndim == 3
     predict = PredictWidget(viewer)
-    assert predict.source.currentText() == TRAINED
+    assert predict.models.source.currentText() == TRAINED
     assert "3D model on a volume" in predict.mode_label.text()
     predict.image_combo.set_layer(viewer.layers["vol"])
     predict.predict()

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -26,11 +22,11 @@ from napari_unet.widgets.common import (
     current_plane,
     error_message,
     guarded,
-    shared_models,
     show_error,
     show_info,
     upsert_layer,
 )
+from napari_unet.widgets.model_choice import ModelChoice
 from napari_unet.widgets.prediction_layers import (
     EditTracker,
     copy_as_annotation,
@@ -40,11 +36,6 @@ from napari_unet.widgets.prediction_layers import (
 )
 from napari_unet.widgets.review_panel import ReviewPanel
 from napari_unet.widgets.settings_form import SettingsForm
-
-TRAINED = "model just trained (Train U-Net)"
-SHIPPED = " (shipped)"
-#: data key prefix of the shipped models' entries in the source list
-SHIPPED_KEY = "shipped:"
 
 
 class PredictWidget(QWidget):
@@ -60,13 +51,11 @@ class PredictWidget(QWidget):
 
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.registry = shared_models(napari_viewer)
         self._build_controls(Image, Labels)
         self._build_layout()
         self.worker = None
         self.labels_layer = None
         self.folder_panel = None
-        self._loaded: dict = {}
         self._connect()
         self._describe_model()
         self.cancel_button.setEnabled(False)
@@ -74,16 +63,8 @@ class PredictWidget(QWidget):
     def _build_controls(self, Image, Labels) -> None:
         """The controls, in the order the layout shows them."""
         napari_viewer = self.viewer
-        self.source = QComboBox()
-        self.source.addItem(TRAINED)
-        from napari_unet.models import model_names
-
-        for n in model_names():  # napari_unet.models
-            self.source.addItem(f"{n}{SHIPPED}", f"{SHIPPED_KEY}{n}")
-        self.source.setToolTip("The model the Train U-Net widget published last, or a file.")
-        self.load_button = QPushButton("Load model…")
-        self.model_label = QLabel("no model yet: train one or load a .safetensors file")
-        self.model_label.setWordWrap(True)
+        #: the model that predicts: the Train widget's newest, a shipped one or a file
+        self.models = ModelChoice(napari_viewer)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.whole_stack = QCheckBox("whole stack (all planes)")
         self.whole_stack.setToolTip(
@@ -130,11 +111,7 @@ class PredictWidget(QWidget):
 
     def _build_layout(self) -> None:
         form = QFormLayout()
-        row = QHBoxLayout()
-        row.addWidget(self.source, 1)
-        row.addWidget(self.load_button)
-        form.addRow("model", row)
-        form.addRow("", self.model_label)
+        form.addRow("model", self.models)
         form.addRow("image", self.image_combo)
         form.addRow("compare with", self.compare_combo)
         form.addRow("", self.mode_label)
@@ -156,79 +133,30 @@ class PredictWidget(QWidget):
         layout.addStretch(1)
 
     def _connect(self) -> None:
-        self.load_button.clicked.connect(self._on_load)
         self.annotate_button.clicked.connect(self._on_annotate)
         self.folder_button.clicked.connect(self._on_folder)
         self.run_button.clicked.connect(self._on_run)
         self.cancel_button.clicked.connect(self.cancel)
         self.contours.toggled.connect(self._apply_contours)
-        self.source.currentIndexChanged.connect(self._describe_model)
+        self.models.changed.connect(self._describe_model)
         self.image_combo.currentIndexChanged.connect(self._describe_mode)
         self.whole_stack.toggled.connect(self._describe_mode)
-        self.registry.changed.connect(self._on_new_model)
 
     # ------------------------------------------------------------------ model
-    def load_model(self, path):
-        """Load a model file; it becomes the selected model. Files are told apart by full path."""
-        from napari_unet.core.io.model_file import load_model
-
-        path = Path(path).expanduser().resolve()
-        model, metadata = load_model(path)
-        key = str(path)
-        self._loaded[key] = (model, metadata)
-        index = self.source.findData(key)
-        if index < 0:
-            self.source.addItem(f"{path.name} ({path.parent})", key)
-            index = self.source.count() - 1
-        self.source.setCurrentIndex(index)
-        self._describe_model()
-        return model, metadata
-
-    def model(self):
-        """(model, metadata) of the selected source; a ValueError with the fix if there is none."""
-        key = self.source.currentData()
-        if key is None:  # the model of the Train widget (or a reloaded run): the newest
-            self.registry.wait_for_model()  # a training that just ended: its model, not none
-            if self.registry.model is None:
-                raise ValueError(
-                    "model: nothing trained yet in this viewer; train with 'Train U-Net' or "
-                    "press 'Load model…'"
-                )
-            return self.registry.model, self.registry.metadata
-        if key.startswith(SHIPPED_KEY) and key not in self._loaded:
-            from napari_unet.core.io.model_file import load_model
-            from napari_unet.models import model_path
-
-            try:
-                self._loaded[key] = load_model(model_path(key[len(SHIPPED_KEY) :]))
-            except FileNotFoundError as err:
-                raise ValueError(err.args[0]) from None
-        return self._loaded[key]
-
-    def _on_new_model(self, *_):
-        """A new training finished (or a run was reloaded): predict with it from now on."""
-        self.source.setCurrentIndex(0)
-        self._describe_model()
-
     def _describe_model(self, *_):
+        """The selected model's post-processing and test-time augmentation, and the mode."""
         try:
-            model, metadata = self.model()
-        except (ValueError, KeyError):
-            self.model_label.setText("no model yet: train one or load a .safetensors file")
+            _, metadata = self.models.model()
+        except (ValueError, KeyError):  # none yet: the model line says so
             return
         self.postprocess.set_value(PostprocessSettings.from_metadata(metadata))
         self.tta.setChecked(stored_tta(metadata))  # what training chose the settings with
-        cfg = getattr(model, "config", {})
-        self.model_label.setText(
-            f"{getattr(model, 'ndim', 2)}D U-Net, depth {cfg.get('depth')}, base "
-            f"{cfg.get('base_channels')}, {cfg.get('num_classes')} classes"
-        )
         self._describe_mode()
 
     def mode(self) -> str:
         """How Predict segments the chosen image with the chosen model: see
         :func:`napari_unet.widgets.volume.predict_mode` (a ValueError if it cannot)."""
-        return volume.predict_mode(self.model()[0], self.image_combo.layer(),
+        return volume.predict_mode(self.models.model()[0], self.image_combo.layer(),
                                     whole_stack=self.whole_stack.isChecked())
 
     def _describe_mode(self, *_):
@@ -252,7 +180,7 @@ class PredictWidget(QWidget):
         if self.worker is not None or getattr(self.folder_panel, "worker", None) is not None:
             show_info("A prediction is already running: wait, or press Cancel.")
             return None
-        model, metadata = self.model()
+        model, metadata = self.models.model()
         mode = self.mode()
         layer = self.image_combo.layer()
         channel_axis = -1 if layer.rgb else None
@@ -379,12 +307,6 @@ class PredictWidget(QWidget):
     @guarded
     def _on_folder(self, *_):
         self.open_folder_panel()
-
-    @guarded
-    def _on_load(self, *_):
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "Model (*.safetensors)")
-        if path:
-            self.load_model(path)
 
     def closeEvent(self, event):
         self.cancel()

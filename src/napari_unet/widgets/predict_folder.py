@@ -122,7 +122,7 @@ class FolderPanel(QWidget):
         output = Path(output_dir or self.output_edit.text().strip())
         if not str(source).strip(".") or not str(output).strip("."):
             raise ValueError("Predict a folder: choose the images' folder and a results folder")
-        model, metadata = self.predict.model()
+        model, metadata = self.predict.models.model()
         paths = expand_paths(source, what="images in")
         measure = self.measure.isChecked()
         targets = plan_outputs(paths, output, measure=measure, force=True, what="results to")
