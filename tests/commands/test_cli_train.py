@@ -123,9 +123,10 @@ def test_sparse_and_background_follow_the_gui_rule(folders, tmp_path, capsys, mo
     assert not any(p.sparse for p in seen[-1]) and seen[-1][0].counted().all()
 
 
-def test_init_fine_tunes_at_a_lower_rate_unless_lr_is_given(folders, tmp_path):
+def test_init_fine_tunes_at_a_lower_rate_unless_lr_is_given(folders, tmp_path, capsys):
     """``train --init`` starts from trained weights: a quarter of the preset's rate by default
-    (Continue at the Start rate lost what it had learned); ``--lr`` still wins."""
+    (Continue at the Start rate lost what it had learned); ``--lr`` still wins. A line says
+    which model ``--out`` got (here without a validation band: the fine-tuned one)."""
     from napari_unet.core.training import FINE_TUNE_LR_FACTOR, gui_defaults
 
     img, lab = folders
@@ -136,7 +137,9 @@ def test_init_fine_tunes_at_a_lower_rate_unless_lr_is_given(folders, tmp_path):
     base = gui_defaults("cpu").lr  # on a CPU the adamw defaults are the GUI's CPU recipe
     assert read_metadata(first)["training"]["lr"] == pytest.approx(base)  # from scratch
     tuned = tmp_path / "tuned.safetensors"
+    capsys.readouterr()
     assert main(["train", *data, "--out", str(tuned), "--init", str(first)]) == 0
+    assert "kept the trained model: not compared" in capsys.readouterr().err
     assert read_metadata(tuned)["training"]["lr"] == pytest.approx(base * FINE_TUNE_LR_FACTOR)
     assert FINE_TUNE_LR_FACTOR < 1
     given = tmp_path / "given.safetensors"

@@ -128,6 +128,11 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     record = json.loads((second / "run.json").read_text())
     assert record["parent_model"] == str(first / "model.safetensors")
     assert [d["name"] for d in record["data"]] == ["one", "two"]  # all pairs so far
+    # never worse after a round: which model the round delivers, in the run folder and a line
+    kinds = [json.loads(line)["kind"] for line in (second / "metrics.jsonl").open()]
+    assert kinds[-2:] == ["kept", "done"]
+    assert "kept the " in train.runs.current.text()
+    assert load_model(second / "model.safetensors")[1]["kept"]["kept"] in ("previous", "trained")
     pairs, _, _ = read_run(second)
     np.testing.assert_array_equal(pairs[1].labels, annotation.data)
     after = _first_param(load_model(second / "model.safetensors")[0])

@@ -332,6 +332,8 @@ def _drive(trainer, config, session, *, main: bool, run_dir=None) -> tuple[str, 
                 last_val = event.metrics
                 logger.info("step %d validation: %s", event.step,
                             ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items()))
+            elif event.kind == "kept":  # a fine-tuning: the previous or the trained model
+                tqdm.write(event.message, file=sys.stderr)
             elif event.kind in ("done", "stopped"):
                 status = event.kind
     except KeyboardInterrupt:

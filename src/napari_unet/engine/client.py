@@ -95,6 +95,8 @@ class TrainingClient:
         self.proc = None
         self.run_dir: Path | None = None
         self.terminal: dict[str, Any] | None = None
+        #: the ``kept`` event's line of the last training (a fine-tuning), else None
+        self.kept: str | None = None
         self.paused = False
         self.pending_saves: list[Path] = []
         self.preview_pending = False
@@ -121,6 +123,7 @@ class TrainingClient:
             set_status(run_dir, "error")
             raise
         self.proc, self.run_dir, self.terminal, self.paused = proc, run_dir, None, False
+        self.kept = None
         self._gc_frozen = frozen
         self.pending_saves, self.preview_pending = [], False
         self._step = self._preview = None
@@ -230,9 +233,12 @@ class TrainingClient:
             self.pending_saves = []
         elif kind == "preview":
             self._on_preview(event)
+        elif kind == "kept":  # a fine-tuning's previous or trained model: shown with done
+            self.kept = event.get("message") or None
         elif kind in ("done", "stopped"):
             self.terminal = event
-            view.show_status(f"{kind} at step {step}: {event.get('model')}")
+            kept = f"; {self.kept}" if self.kept and kind == "done" else ""
+            view.show_status(f"{kind} at step {step}: {event.get('model')}{kept}")
         elif kind == "error":
             self.terminal = event
             view.show_status(f"training failed at step {step}: {event.get('message')}")

@@ -46,7 +46,7 @@ __all__ = [
 PROTOCOL = 1
 #: every kind of event; ``done``, ``stopped`` and ``error`` end a session and come last
 KINDS = ("started", "step", "validation", "checkpoint", "paused", "resumed", "preview",
-         "done", "stopped", "error")
+         "kept", "done", "stopped", "error")
 TERMINAL = frozenset({"done", "stopped", "error"})
 
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory",

@@ -127,7 +127,9 @@ class TrainingView:
         self.widget.update_buttons()  # no Pause or Stop: nothing runs but the loader
 
     def publish(self, model, metadata: dict, path) -> None:
-        self.widget.runs.current.setText(f"current model: {path}")
+        kept = (metadata.get("kept") or {}).get("message")  # a fine-tuning's choice
+        self.widget.runs.current.setText(f"current model: {path}"
+                                         + (f" ({kept})" if kept else ""))
         self.widget.registry.loading = None  # loaded: whoever the publication calls uses it
         self.widget.registry.publish(model, metadata, "Train U-Net (this session)", path=path)
 

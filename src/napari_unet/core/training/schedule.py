@@ -56,18 +56,27 @@ class ValidationSchedule:
         The model learns the tissue target: validations segment with the tissue
         post-processing, and the end-of-run choice tries it
         (:func:`~napari_unet.core.training.choice.choose_postprocess`).
+    compare : bool
+        A fine-tuning that ends by comparing the model it started from with the one it
+        trained (:mod:`napari_unet.core.training.keep`): the choice is made for both models,
+        and twice its time is kept.
     """
 
     def __init__(self, model, prepared: Sequence, regions: Sequence, *, tile, every: int,
-                 budget: BudgetClock, enabled: bool = True, tissue: bool = False):
+                 budget: BudgetClock, enabled: bool = True, tissue: bool = False,
+                 compare: bool = False):
         self.model, self.prepared, self.regions, self.tile = model, prepared, regions, tile
         self.every, self.budget, self.tissue = every, budget, bool(tissue)
         #: the post-processing of the validations
         self.settings = PostprocessSettings(tissue=self.tissue)
         #: whether this process validates (regions held out, rank 0)
         self.enabled = bool(regions) and bool(every) and enabled
-        #: (prediction passes, scorings) of the end-of-run choice
-        self.cost = choice_cost(model, prepared, regions, tissue=self.tissue)
+        #: (prediction passes, scorings) of the end-of-run choice (for both models where
+        #: ``compare``)
+        self.cost = tuple((2.0 if compare else 1.0) * c
+                          for c in choice_cost(model, prepared, regions, tissue=self.tissue))
+        #: the regions the end-of-run choice looked at (:meth:`choose`)
+        self.choice_regions: list = []
         self.seconds = 0.0  #: the last validation's seconds (or the estimate)
         self.timings: dict = {}  #: the last validation's prediction and scoring seconds
         self.measured = False  #: whether a validation of this run timed all regions
@@ -157,11 +166,19 @@ class ValidationSchedule:
         if not self.measured and self.budget.time_limit is not None and self.budget.fits(
                 self.probe_s):
             self.estimate()
-        chosen = self.chosen_regions()
+        chosen = self.choice_regions = self.chosen_regions()
         if not chosen:
             logger.warning("the time limit left no time to choose the post-processing on the "
                            "validation band; the model keeps the defaults (give a larger "
                            "--time-limit)")
             return None
         return choose_postprocess(self.model, self.prepared, chosen, tile=self.tile,
+                                  tissue=self.tissue)
+
+    def choose_for(self, model) -> dict | None:
+        """The post-processing of another ``model`` (the one a fine-tuning started from),
+        chosen on the regions :meth:`choose` looked at: the two choices' scores compare."""
+        if not self.choice_regions:
+            return None
+        return choose_postprocess(model, self.prepared, self.choice_regions, tile=self.tile,
                                   tissue=self.tissue)

@@ -78,6 +78,9 @@ class TrainerSetup:
         #: the validations of the running run (:class:`~napari_unet.core.training.schedule.
         #: ValidationSchedule`), made by :meth:`Trainer.run`
         self.validation = None
+        #: which of the previous and the trained model a fine-tuning delivers
+        #: (:class:`~napari_unet.core.training.keep.RoundChoice`, set at the end of its run)
+        self.kept = None
         self.budget.start()
 
     # -- the clock of the budget: wall time by default ------------------------------------------
@@ -133,6 +136,14 @@ class TrainerSetup:
         run's state (to restore once the optimiser exists) or None."""
         model, meta, resume_state = load_source(init_model, resume)
         self._resolve_target(model, meta)
+        #: (model, metadata) a fine-tuning started from: at the end of the run the better of
+        #: it and the trained model is kept (:mod:`.keep`); None for a new or resumed run
+        self.previous = (model, meta) if model is not None and resume is None else None
+        #: the post-processing the model delivers with: a continued model's own until the
+        #: run chooses one on its validation band (a run without the time or the band for the
+        #: choice keeps it, not the defaults: the test-time augmentation and the confident
+        #: cores included)
+        self.postprocess = (meta or {}).get("postprocess") or None
         if model is not None:
             self.config = adopt_architecture(self.config, model, ndim=self.ndim,
                                              source="resume" if resume is not None

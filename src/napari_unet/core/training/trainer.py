@@ -46,6 +46,7 @@ from napari_unet.core.io.model_file import default_class_names, save_model
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.training.batch import training_batch
 from napari_unet.core.training.data import prepare_pairs
+from napari_unet.core.training.keep import keep_or_restore
 from napari_unet.core.training.loss import weighted_cross_entropy
 from napari_unet.core.training.patches import PatchSampler, split_validation
 from napari_unet.core.training.presets import lr_factor
@@ -63,7 +64,9 @@ logger = logging.getLogger(__name__)
 class TrainEvent:
     """One progress report of :meth:`Trainer.run`."""
 
-    kind: str  # "step" | "validation" | "checkpoint" | "paused" | "done" | "stopped"
+    #: "step" | "validation" | "checkpoint" | "paused" | "kept" | "done" | "stopped"; "kept":
+    #: which of the previous and the trained model a fine-tuning delivers (:mod:`.keep`)
+    kind: str
     step: int
     total_steps: int | None
     loss: float | None = None
@@ -127,7 +130,8 @@ class Trainer(TrainerSetup):
             "target": self.target,
             "training": training,
             "history": self.history,
-            **({"postprocess": self.postprocess} if getattr(self, "postprocess", None) else {}),
+            **({"postprocess": self.postprocess} if self.postprocess else {}),
+            **({"kept": self.kept.to_dict()} if self.kept is not None else {}),
         }
 
     def snapshot(self) -> tuple[UNet, dict[str, Any]]:
@@ -216,7 +220,9 @@ class Trainer(TrainerSetup):
         self.validation = ValidationSchedule(
             self.model, prepared, regions, tile=self.tile_shape,
             every=self.config.validate_every, budget=self.budget, enabled=self.is_main,
-            tissue=self.target == "tissue")
+            tissue=self.target == "tissue",
+            compare=self.previous is not None)
+        self.kept = None
         self.budget.step_s = 0.0  # a new run plans with its own steps' times
         self._rate, self.last_loss = 0.0, None
         threads_before = torch.get_num_threads()
@@ -269,9 +275,11 @@ class Trainer(TrainerSetup):
                     yield self.event("checkpoint", message=str(path))
 
     def _finish(self) -> Iterator[TrainEvent]:
-        """The last validation, the choice of the post-processing, the last checkpoint."""
+        """The last validation, the choice of the post-processing, the last checkpoint; for a
+        fine-tuning then the better of the previous and the trained model (:mod:`.keep`)."""
         if self.validation.due_at_end(self.step):
             yield self._validation_event()
+        chosen = None
         if self.validation.enabled and self.step:
             # threshold etc. for predict, the GUI and exports (metadata); its time is
             # reserved in the budget (ValidationSchedule.reserve)
@@ -283,7 +291,12 @@ class Trainer(TrainerSetup):
             logger.warning("the time limit (%.3g s) was spent before the first step (preparing "
                            "the targets took %.3g s); give a larger --time-limit",
                            self.config.time_limit, self.elapsed)
-        path = self.save_checkpoint()
+        path = self.save_checkpoint()  # the trained weights: what --resume continues
+        if self.previous is not None and self.step and self.is_main:
+            # never worse after a round: the better of the previous and the trained model
+            self.kept = keep_or_restore(self, chosen)
+            self.budget.tick()
+            yield self.event("kept", metrics=self.kept.to_dict(), message=self.kept.message)
         yield self.event("done", steps_per_s=self._rate, eta_s=0.0, message=self._saved(path))
 
     def event(self, kind: str, **fields) -> TrainEvent:
