@@ -85,3 +85,40 @@ def test_progress_is_reported_without_a_terminal(tmp_path, files, monkeypatch, c
                      "--no-tta"]) == 0
     lines = [r.getMessage() for r in caplog.records if "tile batches" in r.getMessage()]
     assert len(lines) > 5 and lines[-1].startswith("big.tif: ")
+
+
+def _matched(whole: np.ndarray, blocks: np.ndarray, iou: float = 0.9) -> float:
+    """The share of the whole image's cells that one block-wise cell covers with IoU ≥ iou."""
+    pairs, overlap = np.unique(np.stack([whole.ravel(), blocks.ravel()]), axis=1,
+                               return_counts=True)
+    size_w, size_b = np.bincount(whole.ravel()), np.bincount(blocks.ravel())
+    found = set()
+    for (a, b), n in zip(pairs.T, overlap, strict=True):
+        if a and b and n / (size_w[a] + size_b[b] - n) >= iou:
+            found.add(a)
+    return len(found) / max(int(whole.max()), 1)
+
+
+def test_the_shipped_model_predicts_into_zarr_as_it_is(tmp_path):
+    """`--model nuclei` stores confident cores (seeds 0.8): a TIFF and a zarr array go block by
+    block into a zarr store with no option typed, and the cells, many across the block
+    borders, are those of the whole image."""
+    from napari_unet.sample_data import load_nuclei
+
+    image = load_nuclei()[0]
+    tifffile.imwrite(tmp_path / "nuclei.tif", image, tile=(64, 64))
+    source = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=image.shape,
+                             chunks=(64, 64), dtype=image.dtype)
+    source[:] = image
+    base = ["predict", "--model", "nuclei", "--device", "cpu"]
+    assert main([*base, "--input", str(tmp_path / "nuclei.tif"), "--output",
+                 str(tmp_path / "whole")]) == 0
+    whole = tifffile.imread(tmp_path / "whole" / "nuclei_labels.tif")
+    assert whole.max() > 50
+    for given in ("nuclei.tif", "in.zarr"):
+        out = tmp_path / f"{given}_labels.zarr"
+        assert main([*base, "--input", str(tmp_path / given), "--output", str(out),
+                     "--block", "128"]) == 0
+        blocks = np.asarray(zarr.open_group(str(out), mode="r")["labels"])
+        assert abs(int(blocks.max()) - int(whole.max())) <= 1, (blocks.max(), whole.max())
+        assert _matched(whole, blocks) > 0.97

@@ -99,6 +99,8 @@ def test_one_line_errors(tmp_path, model_file, capsys):
     assert "nearest valid" in _error(capsys, [*base, "--input", str(tmp_path / "ok"),
                                               "--tile", "45"])  # fmt: skip
     assert "--tile" in _error(capsys, [*base, "--input", str(tmp_path / "ok"), "--tile", "a"])
+    assert "--halo: expected a positive" in _error(capsys, [*base, "--input", str(tmp_path / "ok"),
+                                                            "--halo", "0"])
     (tmp_path / "notzarr.zarr").mkdir()
     assert "zarr array" in _error(capsys, [*base, "--input", str(tmp_path / "notzarr.zarr")])
     (tmp_path / "model.safetensors").write_bytes(b"garbage")

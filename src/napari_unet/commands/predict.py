@@ -4,7 +4,9 @@ Files (TIFF/PNG; a (Z, Y, X) TIFF is predicted as a volume by a 3D model, plane 
 2D model — the command prints which; see ``--ndim``) give ``OUTPUT/<name>_labels.tif``
 (int32 instance labels) and, with ``--probabilities``, ``OUTPUT/<name>_probabilities.tif``
 (float32, classes first). A zarr array input gives a zarr group at OUTPUT with ``labels`` and
-optionally ``probabilities``, written block by block (memory independent of the image size);
+optionally ``probabilities``, written block by block (memory independent of the image size;
+the watershed and the confident cores of e.g. the shipped model label each block with a
+``--halo`` of context around it);
 ``--scheduler tcp://HOST:8786`` runs the blocks on a dask distributed cluster. A TIFF file with
 ``--output NAME.zarr`` is predicted block by block the same way, read tile by tile.
 
@@ -66,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     parser.add_argument("--block", type=int, default=None,
                         help="zarr output block side (default 1024; 128 for a 3D model)")
+    parser.add_argument("--halo", type=int, default=None,
+                        help="zarr output with --watershed or --seeds: pixels of context "
+                             "labelled around each block, wider than the largest cell "
+                             "(default 64; 32 for a 3D model)")
     parser.add_argument(
         "--channel-axis", type=int,
         help="axis of the channels in the input (default: colour only for (H, W, 3|4) RGB(A) "
@@ -227,7 +233,7 @@ def _run_zarr(args, meta, tile, spacing=None) -> int:
         channel_axis=args.channel_axis, block=args.block, tile_shape=tile,
         batch_size=args.batch_size, device=args.device, tta=tta,
         probabilities=args.probabilities, settings=settings, scheduler=args.scheduler,
-        spacing=spacing,
+        spacing=spacing, halo=args.halo,
     ):  # fmt: skip
         bar.update(ev.done, ev.total)
     bar.close()
@@ -253,6 +259,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.block is not None and args.block < 1:
         raise CLIError(f"--block: expected a positive block side, got {args.block}")
+    if args.halo is not None and args.halo < 1:
+        raise CLIError(f"--halo: expected a positive number of pixels, got {args.halo}; give "
+                       "one wider than the largest cell, e.g. --halo 64")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     args.model = model_file(args.model, "--model")

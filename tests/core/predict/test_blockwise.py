@@ -109,13 +109,68 @@ def test_the_regrowth_runs_across_blocks_as_on_the_whole_image(tmp_path, monkeyp
     assert "labels_merged" not in group
 
 
-@pytest.mark.parametrize("refused", [{"watershed": True}, {"seeds": 0.8}])
-def test_what_blocks_cannot_apply_is_refused(tmp_path, refused):
-    """The watershed split and the split at confident cores need each cell whole: refused,
-    naming the options that switch them off, not silently skipped."""
-    with pytest.raises(ValueError, match=r"block-wise .* cannot apply .*--seeds 0"):
+def _pairs_of_cells(shape, *, split: str) -> np.ndarray:
+    """Probabilities of pairs of touching cells that cross the 32-pixel block borders (one at
+    a block corner, one with its neck on a border), and a faint blob on a border.
+
+    ``split="seeds"``: each cell's probability falls from 0.97 at its centre (above 0.8 within
+    2.6 px, above 0.5 within 7.2 px; centres 10 px apart), so the pair is one component at the
+    threshold that only the confident cores (0.8) split; a network's probabilities are never
+    flat, nor are these (a 1e-3 noise). ``split="watershed"``: two overlapping discs, which
+    only the watershed splits."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    p1 = np.zeros(shape)
+    for cy, cx, vertical in ((16, 32, False), (64, 80, True), (96, 96, False), (40, 100, True)):
+        dy, dx = (5, 0) if vertical else (0, 5)
+        for sign in (-1, 1):
+            d = np.hypot(yy - cy - sign * dy, xx - cx - sign * dx)
+            cell = 0.97 - 0.065 * d if split == "seeds" else 0.95 * (d <= 6)
+            p1 = np.maximum(p1, cell)
+    p1 = np.maximum(p1, 0.7 - 0.04 * np.hypot(yy - 96, xx - 40))  # no confident core
+    p1 += np.random.default_rng(0).uniform(0, 1e-3, shape)
+    p1 = np.clip(p1, 0, 1).astype(np.float32)
+    return np.stack([1 - p1, p1])
+
+
+def _matched(whole: np.ndarray, blocks: np.ndarray, iou: float = 0.9) -> int:
+    """How many of the whole image's cells one block-wise cell covers with IoU ≥ iou."""
+    found = 0
+    for i in range(1, int(whole.max()) + 1):
+        cell = whole == i
+        j = np.bincount(blocks[cell]).argmax()
+        found += bool(j) and (cell & (blocks == j)).sum() / (cell | (blocks == j)).sum() >= iou
+    return found
+
+
+@pytest.mark.parametrize("split", ["seeds", "watershed"])
+def test_the_splits_that_need_each_cell_whole_run_block_by_block(tmp_path, monkeypatch, split):
+    """The confident-core split (which the shipped model stores) and the watershed split run
+    block-wise, on blocks labelled with a halo: cells crossing a block border (and a block
+    corner) are the whole image's cells, touching cells stay apart across a border. With
+    confident cores the labels are those of the whole image; the watershed of a distance
+    transform has ties, which two blocks may break a pixel apart on the line between two
+    cells."""
+    prob = _pairs_of_cells((128, 128), split=split)
+    options = {"seeds": 0.8} if split == "seeds" else {"watershed": True, "min_distance": 3}
+    whole = labels_from_probabilities(prob, **options)
+    cells = 8 if split == "seeds" else 9  # two per pair; the faint blob has no confident core
+    assert int(whole.max()) == cells
+    _fake_prediction(monkeypatch, prob)
+    out = predict_to_zarr(_net(), np.zeros((128, 128), np.float32), tmp_path / "s.zarr",
+                          block=32, halo=24, probabilities=False, **options)
+    group = zarr.open_group(str(out), mode="r")
+    labels = group["labels"][:]
+    assert np.array_equal(np.unique(labels), np.arange(cells + 1))
+    assert _matched(whole, labels) == cells
+    if split == "seeds":
+        assert _same_partition(labels, whole)
+    assert group.attrs["napari_unet"]["halo"] == [24, 24]
+
+
+def test_a_halo_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="halo: expected a positive number"):
         predict_to_zarr(_net(), np.zeros((32, 32), np.float32), tmp_path / "x.zarr",
-                        block=16, **refused)
+                        block=16, seeds=0.8, halo=0)
 
 
 def test_blocks_normalise_as_the_whole_image(tmp_path, monkeypatch):

@@ -3,6 +3,12 @@ read it with the model's context, normalise, predict, label the cells locally an
 labels on its faces; then merge the labels across block faces, relabel every block and regrow
 the cells into their separation gaps. Every function takes a picklable :class:`BlockSpec`, so
 the blocks can run as tasks on a dask cluster.
+
+With a ``halo`` (the splits that need each cell whole: the watershed, the confident cores) a
+block is predicted and labelled by
+:func:`~napari_unet.core.predict.postprocess.labels_from_probabilities` over itself plus the halo
+on every side, and keeps its own pixels; besides its faces it returns the labels it gave the
+first row (plane) beyond each face, which the merge links with the neighbour's own labels there.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from napari_unet.core.predict.postprocess import (
 from napari_unet.core.predict.tiled import iter_predict_region, return_value
 from napari_unet.core.predict.tiling import region_reader
 
-__all__ = ["MERGED", "BlockSpec", "PlaneView", "block_normalizer", "faces", "load_model_file",
-           "merge_labels", "open_source", "out_index", "regrow_block", "relabel_block",
-           "run_block", "sample_range", "spatial_key"]
+__all__ = ["MERGED", "BlockSpec", "PlaneView", "best_links", "beyond", "block_normalizer",
+           "faces", "load_model_file", "merge_labels", "open_source", "out_index", "regrow_block",
+           "relabel_block", "run_block", "sample_range", "spatial_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,11 @@ class BlockSpec:
     num_classes: int
     stacked: bool
     volume: bool = False
+    #: pixels of context labelled around a block per spatial axis (empty: none, labels merged
+    #: by connected components across the faces)
+    halo: tuple[int, ...] = ()
+    #: voxel size, for the distances of the post-processing
+    spacing: tuple[float, ...] | None = None
     extras: dict = field(default_factory=dict)
 
 
@@ -122,7 +133,8 @@ def out_index(spec: BlockSpec, key, stops) -> tuple:
 
 
 def run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
-    """Predict one output block, write probabilities and block-local labels, return its faces."""
+    """Predict one output block, write probabilities and block-local labels, return its faces
+    (and, with a halo, the labels it gave the row beyond each face: ``"beyond"``)."""
     import zarr
 
     key = (z, y0, x0)
@@ -131,35 +143,72 @@ def run_block(spec: BlockSpec, z: int, y0: int, x0: int) -> dict:
     starts = spatial_key(spec, key)
     stops = [min(a + b, n) for a, b, n in zip(starts, spec.block, view.shape[1:], strict=True)]
     nsp = len(starts)
+    halo = spec.halo or (0,) * nsp
+    lo = [max(a - h, 0) for a, h in zip(starts, halo, strict=True)]
+    hi = [min(b + h, n) for b, h, n in zip(stops, halo, view.shape[1:], strict=True)]
     read = region_reader(view, transform=block_normalizer(spec, 0 if spec.volume else z, nsp))
-    region = tuple(v for a, b in zip(starts, stops, strict=True) for v in (a, b))
+    region = tuple(v for a, b in zip(lo, hi, strict=True) for v in (a, b))
     with torch.inference_mode():
         gen = iter_predict_region(
             model, read, region,
             tile_shape=spec.tile_shape, batch_size=spec.batch_size, tta=spec.tta,
         )  # fmt: skip
-        prob = return_value(gen)
+        around = return_value(gen)
+    inner = tuple(slice(a - q, b - q) for a, b, q in zip(starts, stops, lo, strict=True))
+    prob = around[(slice(None), *inner)]
     index = out_index(spec, key, stops)
     group = zarr.open_group(spec.output, mode="r+")
     if spec.probabilities:
         where = index[:1] if len(index) > nsp else ()
         group["probabilities"][(*where, slice(None), *index[len(where) :])] = prob
     s = spec.settings
-    labels, cell, n = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
-                                      fill_holes=s.fill_holes)
+    if spec.halo:
+        labelled = s.labels(around, spacing=spec.spacing)
+        labels, cell, n = labelled[inner], None, int(labelled.max())
+    else:
+        labels, cell, n = cell_components(prob, threshold=s.threshold, argmax=s.argmax,
+                                          fill_holes=s.fill_holes)
     group["labels"][index] = labels
     out = {
         "key": key,
         "n": int(n),
         "counts": np.bincount(labels.ravel(), minlength=n + 1),
-        "faces": faces(labels, cell),
+        "faces": faces(labels, labels > 0 if cell is None else cell),
     }
+    if spec.halo:
+        out["beyond"] = beyond(labelled, inner)
+    return out
+
+
+def beyond(labelled: np.ndarray, inner: tuple[slice, ...]) -> dict:
+    """The labels a block gave the first row (plane) outside its own pixels, past the low and
+    high face of each spatial axis, over the extent of its face (None where the image ends).
+
+    Examples
+    --------
+    >>> lab = np.arange(16).reshape(4, 4)
+    >>> beyond(lab, (slice(1, 3), slice(0, 4)))[(0, 1)].tolist()
+    [12, 13, 14, 15]
+    """
+    out = {}
+    for axis in range(labelled.ndim):
+        face = list(inner)
+        for side, row in ((0, inner[axis].start - 1), (1, inner[axis].stop)):
+            inside = 0 <= row < labelled.shape[axis]
+            face[axis] = row
+            out[(axis, side)] = labelled[tuple(face)] if inside else None
     return out
 
 
 def merge_labels(results: dict, block: tuple[int, ...], min_size: int, volume: bool = False) -> dict:
     """Lookup tables (block key → local id → final id) joining labels across block faces;
-    objects of fewer than ``min_size`` pixels are dropped."""
+    objects of fewer than ``min_size`` pixels are dropped.
+
+    Without a halo two labels join where they touch across a face (both pixels in the cell
+    class). With one (results with ``"beyond"``), both blocks labelled the two rows at the face
+    (each saw the cells there whole): a block's label joins the neighbour's label it shares
+    most of those pixels with, and the other way round (:func:`best_links`), so cells touching
+    across a face stay apart even where the two blocks drew the line between them apart."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -177,10 +226,19 @@ def merge_labels(results: dict, block: tuple[int, ...], min_size: int, volume: b
             other = tuple(other)
             if other not in results:
                 continue
-            a, b = results[key]["faces"][(axis, 1)], results[other]["faces"][(axis, 0)]
-            both = (a > 0) & (b > 0)
-            rows.append(a[both] + offset[key] - 1)
-            cols.append(b[both] + offset[other] - 1)
+            mine, theirs = results[key], results[other]
+            if "beyond" in mine:  # the two rows at the face, as each block labelled them
+                a, b = best_links(
+                    np.concatenate([mine["beyond"][(axis, 1)].ravel(),
+                                    mine["faces"][(axis, 1)].ravel()]),
+                    np.concatenate([theirs["faces"][(axis, 0)].ravel(),
+                                    theirs["beyond"][(axis, 0)].ravel()]))
+            else:
+                a, b = mine["faces"][(axis, 1)], theirs["faces"][(axis, 0)]
+                both = (a > 0) & (b > 0)
+                a, b = a[both], b[both]
+            rows.append(a + offset[key] - 1)
+            cols.append(b + offset[other] - 1)
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
     graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(total, total))
@@ -195,6 +253,35 @@ def merge_labels(results: dict, block: tuple[int, ...], min_size: int, volume: b
     final[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return {k: np.concatenate([[0], final[comp[offset[k] : offset[k] + results[k]["n"]]]])
             for k in keys}  # fmt: skip
+
+
+def best_links(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The id pairs ``(a[i], b[i])`` (both non-zero) in which each id is the other's most
+    frequent partner: the same pixels labelled by two blocks, a label matched to the one it
+    shares most pixels with, both ways (where the blocks drew the line between two touching
+    cells apart, the minority pixels link nothing).
+
+    Examples
+    --------
+    >>> a, b = best_links(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 6, 6, 6]))
+    >>> sorted(zip(a.tolist(), b.tolist()))
+    [(1, 5), (2, 6)]
+    """
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs, counts = np.unique(np.stack([a[both], b[both]]).astype(np.int64), axis=1,
+                              return_counts=True)
+    keep = np.ones(len(counts), bool)
+    for side in (0, 1):  # per id of this side, its pair of the highest count
+        order = np.lexsort((-counts, pairs[side]))
+        ids = pairs[side][order]
+        first = np.ones(len(order), bool)
+        first[1:] = ids[1:] != ids[:-1]
+        best = np.zeros(len(counts), bool)
+        best[order[first]] = True
+        keep &= best
+    return pairs[0][keep], pairs[1][keep]
 
 
 def relabel_block(spec: BlockSpec, key, lut: np.ndarray, shape, *, target="labels") -> None:

@@ -25,9 +25,18 @@ and renumbers 1..N; a last pass rewrites each block through its lookup table, th
 regrowth into separation gaps runs block by block on the merged labels, reading the
 regrowth's reach around each block, as on the whole image. Connected components are therefore
 exact across blocks; holes that straddle a block edge are not filled and a 3-class border pixel
-whose seed lies in the neighbouring block stays background. The watershed split and the split
-between confident cores (``seeds``) need each cell whole: block-wise prediction refuses them
-(a ValueError naming the options that switch them off).
+whose seed lies in the neighbouring block stays background.
+
+The watershed split and the split between confident cores (``seeds``, which the shipped
+``nuclei`` model stores) need each cell whole. With either, each block is predicted and
+labelled over itself plus a ``halo`` on every side (default 64 pixels, 32 for a 3D model:
+wider than a nucleus) by :func:`~napari_unet.core.predict.postprocess.labels_from_probabilities`,
+the whole post-processing as on an image in memory, and keeps its own pixels; a block's cell
+joins its neighbour's where the block gave the neighbour's first row beyond the face that cell,
+so touching cells stay apart across faces. The labels equal the whole image's wherever each
+cell crossing a face (for ``seeds``, each cluster of cells joined above the threshold) lies
+within the halo; the price is the halo's prediction: 1.27× the pixels for 1024-pixel blocks,
+3.4× for a 3D model's 128³ blocks.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ from napari_unet.core.predict.postprocess import PostprocessSettings, stored_tta
 from napari_unet.core.predict.tiled import PredictProgress
 from napari_unet.core.predict.tiling import auto_tile_shape, tile_alignment
 
-__all__ = ["check_blockwise", "iter_predict_to_zarr", "plane_layout", "predict_to_zarr"]
+__all__ = ["halo_for", "iter_predict_to_zarr", "plane_layout", "predict_to_zarr"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,19 +97,36 @@ def plane_layout(shape: tuple[int, ...], in_channels: int, channel_axis: int | N
 def check_blockwise(settings: PostprocessSettings) -> None:
     """Refuse the post-processing that block-wise prediction cannot apply as
     :func:`~napari_unet.core.predict.labels_from_probabilities` does on a whole image: the
-    watershed split, the split at confident cores and the tissue's seeded watershed need each
-    cell whole."""
-    cannot = [name for name, on in (
-        ("watershed=True", settings.watershed),
-        (f"seeds={settings.seeds:g} (the split at confident cores)",
-         settings.seeds > settings.threshold and not settings.tissue),
-        ("tissue=True (the tissue's seeded watershed)", settings.tissue)) if on]
-    if cannot:
+    tissue's seeded watershed gives every tissue pixel to a cell, and a tissue's cells are
+    larger than any halo around a block."""
+    if settings.tissue:
         raise ValueError(
-            f"postprocess: block-wise (zarr) prediction cannot apply {' and '.join(cannot)}, "
-            "which need each cell whole; predict without them (napari-unet predict "
-            "--no-watershed --seeds 0 --no-tissue, or watershed=False, seeds=0, tissue=False), "
-            "or predict an image that fits in memory")
+            "postprocess: block-wise (zarr) prediction cannot apply tissue=True (the tissue's "
+            "seeded watershed), which needs the whole tissue; predict without it (napari-unet "
+            "predict --no-tissue, or tissue=False), or predict an image that fits in memory")
+
+
+def halo_for(settings: PostprocessSettings, model: UNet, halo: int | None = None,
+             ) -> tuple[int, ...]:
+    """The context labelled around each block: empty when the settings need no cell whole
+    (connected components merge exactly across faces), else ``halo`` pixels (default 64, 32 for
+    a 3D model) rounded up to the pooling grid per spatial axis.
+
+    Examples
+    --------
+    >>> net = UNet(depth=2, base_channels=2)
+    >>> halo_for(PostprocessSettings(), net), halo_for(PostprocessSettings(seeds=0.8), net, 30)
+    ((), (32, 32))
+    """
+    check_blockwise(settings)
+    whole = settings.watershed or settings.seeds > settings.threshold
+    if not whole:
+        return ()
+    side = (32 if model.ndim == 3 else 64) if halo is None else int(halo)
+    if side < 1:
+        raise ValueError(f"halo: expected a positive number of pixels, got {halo!r}; the "
+                         "watershed and the confident-core split need context around a block")
+    return tuple(math.ceil(side / a) * a for a in tile_alignment(model))
 
 
 def _create(group, name, shape, chunks, dtype):
@@ -124,6 +150,7 @@ def iter_predict_to_zarr(
     settings: PostprocessSettings | None = None,
     scheduler: str | object | None = None,
     spacing=None,
+    halo: int | None = None,
     **postprocess,
 ) -> Generator[PredictProgress, None, Path]:
     """Predict a 2D image, a (Z, Y, X) stack (2D model) or a volume (3D model) block by block
@@ -153,13 +180,15 @@ def iter_predict_to_zarr(
         (:func:`napari_unet.core.predict.postprocess.stored_tta`).
     settings : PostprocessSettings, optional
         Default: the model's stored settings (``metadata["postprocess"]``) with ``**postprocess``
-        (e.g. ``min_size=3``) on top. The watershed and the split at confident cores are
-        refused (ValueError): give ``watershed=False, seeds=0``.
+        (e.g. ``min_size=3``) on top.
     spacing : sequence of float, optional
         Voxel size: the regrowth's distances (as on the whole image), recorded in the output's
         attributes.
     scheduler : str or distributed.Client, optional
         A dask distributed scheduler address (``tcp://host:8786``) or client.
+    halo : int, optional
+        With the watershed or the confident cores: pixels labelled around each block, wider
+        than the largest cell (default 64, 32 for a 3D model; see :func:`halo_for`).
 
     Yields ``PredictProgress`` per finished block (the last one, with ``message="done"``, after
     the label merge); returns the output path.
@@ -168,7 +197,6 @@ def iter_predict_to_zarr(
     source, src_for_tasks = _source(source, scheduler)
     if settings is None:
         settings = PostprocessSettings.from_metadata(metadata, **postprocess)
-    check_blockwise(settings)
     if device is not None and scheduler is None:
         from napari_unet.core.device import pick_device
 
@@ -178,7 +206,7 @@ def iter_predict_to_zarr(
         model, source, output, metadata=metadata, channel_axis=channel_axis, block=block,
         tile_shape=tile_shape, batch_size=batch_size, device=device,
         tta=stored_tta(metadata) if tta is None else tta, probabilities=probabilities,
-        settings=settings, spacing=spacing,
+        settings=settings, spacing=spacing, halo=halo_for(settings, model, halo),
         task_model=model_path if scheduler is not None else model, task_source=src_for_tasks)
     keys = _block_keys(spec, planes)
     results = yield from _run_blocks(spec, keys, planes, scheduler)
@@ -217,7 +245,7 @@ def _source(source, scheduler):
 
 
 def _spec(model, source, output, *, metadata, channel_axis, block, tile_shape, batch_size,
-          device, tta, probabilities, settings, spacing, task_model, task_source):
+          device, tta, probabilities, settings, spacing, halo, task_model, task_source):
     """The output group (arrays created) and the :class:`BlockSpec` of the blocks; the planes."""
     import zarr
 
@@ -238,7 +266,8 @@ def _spec(model, source, output, *, metadata, channel_axis, block, tile_shape, b
         for z in range(planes)]
     spatial = PlaneView(source, layout, None if volume else 0).shape[1:]
     if tile_shape is None:
-        tile_shape = auto_tile_shape(model, blocks, next(model.parameters()).device)
+        around = tuple(b + 2 * h for b, h in zip(blocks, halo or (0,) * len(blocks), strict=True))
+        tile_shape = auto_tile_shape(model, around, next(model.parameters()).device)
     group = zarr.open_group(str(output), mode="w")
     z_shape, z_chunk = ((planes,), (1,)) if stacked and not volume else ((), ())
     k = model.num_classes
@@ -246,13 +275,14 @@ def _spec(model, source, output, *, metadata, channel_axis, block, tile_shape, b
         _create(group, "probabilities", (*z_shape, k, *spatial), (*z_chunk, k, *blocks), "f4")
     _create(group, "labels", (*z_shape, *spatial), (*z_chunk, *blocks), "i4")
     group.attrs["napari_unet"] = {"block": list(blocks), "layout": layout, "tta": bool(tta),
-                                  "volume": volume,
+                                  "volume": volume, "halo": list(halo),
                                   "spacing": None if spacing is None else list(spacing)}
     spec = BlockSpec(
         source=task_source, layout=layout, output=str(output), model=task_model,
         device=None if device is None else str(device), tile_shape=tuple(tile_shape),
         batch_size=batch_size, tta=tta, block=blocks, ranges=ranges, settings=settings,
-        probabilities=probabilities, num_classes=k, stacked=stacked, volume=volume,
+        probabilities=probabilities, num_classes=k, stacked=stacked, volume=volume, halo=halo,
+        spacing=None if spacing is None else tuple(spacing),
         extras={"spatial": spatial, "z_shape": z_shape, "z_chunk": z_chunk},
     )  # fmt: skip
     return spec, planes
@@ -293,19 +323,20 @@ def _run_blocks(spec: BlockSpec, keys, planes: int, scheduler):
 
 
 def _merge_and_regrow(spec: BlockSpec, results: dict, keys, spacing) -> None:
-    """Join the labels across block faces and relabel every block; then the regrowth."""
+    """Join the labels across block faces and relabel every block; then the regrowth (blocks
+    with a halo were post-processed whole, regrowth and ``min_size`` included)."""
     import zarr
 
     settings, spatial = spec.settings, spec.extras["spatial"]
-    luts = merge_labels(results, spec.block, settings.min_size, spec.volume)
+    luts = merge_labels(results, spec.block, 0 if spec.halo else settings.min_size, spec.volume)
     group = zarr.open_group(spec.output, mode="r+")
-    if settings.regrow:  # from the merged labels (a temporary array) into "labels"
+    regrow = settings.regrow and not spec.halo
+    if regrow:  # from the merged labels (a temporary array) into "labels"
         z_shape, z_chunk = spec.extras["z_shape"], spec.extras["z_chunk"]
         _create(group, MERGED, (*z_shape, *spatial), (*z_chunk, *spec.block), "i4")
     for key in keys:
-        relabel_block(spec, key, luts[key], spatial,
-                      target=MERGED if settings.regrow else "labels")
-    if settings.regrow:
+        relabel_block(spec, key, luts[key], spatial, target=MERGED if regrow else "labels")
+    if regrow:
         for key in keys:
             regrow_block(spec, key, spatial, settings.regrow, spacing)
         del group[MERGED]
