@@ -124,8 +124,8 @@ def main() -> int:
 
     # 2. train on the 8 painted cells in a child process, live curves and preview
     train = widgets["Train U-Net"]
-    train.form.image_combo.set_layer(image)
-    train.form.labels_combo.set_layer(labels)
+    train.form.data.image_combo.set_layer(image)
+    train.form.data.labels_combo.set_layer(labels)
     train.form.controls["steps"].setValue(args.steps)
     train.update_rule()
     train.start_training()
@@ -154,7 +154,7 @@ def main() -> int:
         if name in viewer.layers:
             viewer.layers[name].visible = False
     corrected.visible = True
-    train.form.labels_combo.set_layer(corrected)
+    train.form.data.labels_combo.set_layer(corrected)
     train.form.controls["steps"].setValue(max(args.steps // 2, 1))
     train.continue_training()
     _wait(app, lambda: not train.is_training())
@@ -291,8 +291,8 @@ def volume_shot(args) -> None:
     if args.model_3d:
         predict.models.load_model(args.model_3d)
     else:
-        train.form.image_combo.set_layer(vol)
-        train.form.labels_combo.set_layer(labels)
+        train.form.data.image_combo.set_layer(vol)
+        train.form.data.labels_combo.set_layer(labels)
         if args.volume == "synthetic":  # a small network: minutes on a CPU
             train.form.controls["depth"].setValue(2)
         train.form.controls["steps"].setValue(args.steps_3d)

@@ -42,8 +42,8 @@ def test_a_few_painted_cells_find_most_unpainted_cells(make_napari_viewer, qtbot
     assert annotate.count_cells()[1] == 8
 
     train = TrainWidget(viewer)
-    train.form.image_combo.set_layer(viewer.layers["cells"])
-    train.form.labels_combo.set_layer(labels)
+    train.form.data.image_combo.set_layer(viewer.layers["cells"])
+    train.form.data.labels_combo.set_layer(labels)
     form = train.form
     form.controls["depth"].setValue(2)
     form.controls["base_channels"].setValue(8)
@@ -99,11 +99,11 @@ def test_background_brush_and_the_not_counted_area(make_napari_viewer, qtbot):
     assert "pixels count" in weights.status.text()
 
     train = TrainWidget(viewer)
-    train.form.image_combo.set_layer(viewer.layers["cells"])
-    train.form.labels_combo.set_layer(labels)
-    pair = train.form.training_pairs()[0]
+    train.form.data.image_combo.set_layer(viewer.layers["cells"])
+    train.form.data.labels_combo.set_layer(labels)
+    pair = train.form.data.training_pairs()[0]
     assert pair.sparse and pair.background[:, -6:].all()
     text = train.update_rule()
     assert "2 cells" in text and "marked background" in text and "pixels count" in text
-    train.form.complete.setChecked(True)
+    train.form.data.complete.setChecked(True)
     assert "complete labels" in train.update_rule()

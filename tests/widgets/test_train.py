@@ -39,8 +39,8 @@ def test_whole_flow_annotate_weights_train_predict(make_napari_viewer, qtbot, ti
     )
 
     train = TrainWidget(viewer)
-    train.form.image_combo.set_layer(viewer.layers["cells"])
-    train.form.labels_combo.set_layer(labels)
+    train.form.data.image_combo.set_layer(viewer.layers["cells"])
+    train.form.data.labels_combo.set_layer(labels)
     tiny(train, 60)
     assert train.form.config().augment.elastic_sigma == 0 and train.form.config().lr == 5e-3
     train.form.live.setChecked(True)

@@ -63,16 +63,16 @@ def test_the_form_and_the_command_line_plan_the_same_run(make_napari_viewer, mon
     for shape in IMAGES:
         image = viewer.add_image(RNG.random(shape).astype(np.float32), name=f"i{shape}")
         labels = viewer.add_labels(np.zeros(shape, np.uint16), name=f"l{shape}")
-        train.form.image_combo.set_layer(image)
-        train.form.labels_combo.set_layer(labels)
+        train.form.data.image_combo.set_layer(image)
+        train.form.data.labels_combo.set_layer(labels)
         for steps, minutes in BUDGETS:
             _same(_cli(device, steps, minutes, shape), _form(train.form, device, steps, minutes))
             seen += 1
     image = viewer.add_image(RNG.random(VOLUME).astype(np.float32), name="vol",
                              scale=SPACING)
     labels = viewer.add_labels(np.zeros(VOLUME, np.uint16), name="vol labels", scale=SPACING)
-    train.form.image_combo.set_layer(image)
-    train.form.labels_combo.set_layer(labels)
+    train.form.data.image_combo.set_layer(image)
+    train.form.data.labels_combo.set_layer(labels)
     for steps, minutes in BUDGETS:
         _same(_cli(device, steps, minutes, VOLUME, SPACING),
               _form(train.form, device, steps, minutes))

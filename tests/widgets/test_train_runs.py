@@ -104,8 +104,8 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     viewer.add_labels(truth1, name="truth one")
     viewer.add_image(image2, name="two")
     train = TrainWidget(viewer)
-    train.form.image_combo.set_layer(viewer.layers["one"])
-    train.form.labels_combo.set_layer(viewer.layers["truth one"])
+    train.form.data.image_combo.set_layer(viewer.layers["one"])
+    train.form.data.labels_combo.set_layer(viewer.layers["truth one"])
     tiny(train, 40)
     first = _train(train, qtbot)
     current = _first_param(shared_models(viewer).model)
@@ -121,8 +121,8 @@ def test_use_as_annotation_and_continue_training_start_from_the_current_weights(
     annotation.brush_size = 9
     annotation.paint(tuple(cell), annotation.selected_label)
 
-    train.form.image_combo.set_layer(viewer.layers["two"])
-    train.form.labels_combo.set_layer(annotation)
+    train.form.data.image_combo.set_layer(viewer.layers["two"])
+    train.form.data.labels_combo.set_layer(annotation)
     train.form.controls["steps"].setValue(1)
     second = _train(train, qtbot, cont=True)
     record = json.loads((second / "run.json").read_text())

@@ -88,22 +88,22 @@ def test_the_train_form_shows_the_3d_defaults_when_a_volume_is_chosen(make_napar
     tile_2d = train.form.controls["tile"].value()
     image, _ = synthetic_cells_3d(SHAPE, radius=7, spacing=SPACING, seed=0)
     vol = viewer.add_image(image, name="vol", scale=SPACING)
-    train.form.image_combo.set_layer(vol)  # no labels layer yet
+    train.form.data.image_combo.set_layer(vol)  # no labels layer yet
     want = gui_defaults_3d(train.form.controls["device"].currentText(), spacing=SPACING)
     assert train.form.controls["base_channels"].value() == want.base_channels and train.form.controls["tile"].value() == 0
     assert train.form.config().norm == "batch"
-    train.form.image_combo.set_layer(flat)
+    train.form.data.image_combo.set_layer(flat)
     assert train.form.controls["tile"].value() == tile_2d
 
 
 def test_train_form_on_a_volume_counts_the_marked_slices_only(make_napari_viewer):
     viewer, annotate, labels, _, truth = _volume_viewer(make_napari_viewer)
     train = TrainWidget(viewer)
-    train.form.labels_combo.set_layer(labels)
+    train.form.data.labels_combo.set_layer(labels)
     with pytest.raises(ValueError, match="Mark this slice annotated"):
-        train.form.training_pairs()  # painted, but no plane marked yet
+        train.form.data.training_pairs()  # painted, but no plane marked yet
     _mark(viewer, annotate, PLANES[:2])
-    (pair,) = train.form.training_pairs()
+    (pair,) = train.form.data.training_pairs()
     assert pair.labels.shape == SHAPE and pair.annotated.sum() == 2 * 48 * 48
     cells = len(np.unique(truth[list(PLANES[:2])])) - 1
     text = train.update_rule()
@@ -113,9 +113,9 @@ def test_train_form_on_a_volume_counts_the_marked_slices_only(make_napari_viewer
     config = train.form.config()
     assert config.ndim == 3 and tuple(config.spacing) == SPACING
     # the clear switch back to a 2D model on the shown plane
-    train.form.planes.setChecked(True)
+    train.form.data.planes.setChecked(True)
     viewer.dims.set_current_step(0, 3)
-    (plane,) = train.form.training_pairs()
+    (plane,) = train.form.data.training_pairs()
     assert plane.labels.shape == (48, 48) and train.form.config().ndim == 2
     assert "3D" not in train.update_rule()
 
@@ -181,7 +181,7 @@ def test_a_tiny_3d_model_trains_on_annotated_slices_and_predicts_a_3d_labels_lay
     viewer, annotate, labels, image, _ = _volume_viewer(make_napari_viewer)
     _mark(viewer, annotate, PLANES)
     train = TrainWidget(viewer)
-    train.form.labels_combo.set_layer(labels)
+    train.form.data.labels_combo.set_layer(labels)
     tiny(train, 40)
     assert train.update_rule().startswith("What counts: 3D: 3 annotated slices")
     train.start_training()

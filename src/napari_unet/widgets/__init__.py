@@ -3,11 +3,13 @@
 
 One module per dock widget (the manifest's ``python_name``): :mod:`.annotate`,
 :mod:`.weight_map`, :mod:`.train`, :mod:`.predict`. Their parts: :mod:`.common` (layer
-choosers, notifications, the shared model registry), :mod:`.volume` (3D layers and annotated
-slices), :mod:`.jobs` (work off the GUI thread), :mod:`.settings_form` (controls built from a
-settings dataclass), :mod:`.train_form` (the settings, generated from their declaration), :mod:`.train_view` (what
-a training shows; the child itself is driven by :mod:`napari_unet.engine.client`),
-:mod:`.rule_line`, :mod:`.plot`, :mod:`.live` and :mod:`.runs_panel`.
+choosers, notifications, the shared model registry), :mod:`.annotation_layers` (the layers an
+annotation is made of, and their files), :mod:`.volume` (3D layers and annotated slices),
+:mod:`.jobs` (work off the GUI thread), :mod:`.settings_form` (controls built from a settings
+dataclass), :mod:`.train_form` (the settings, generated from their declaration),
+:mod:`.train_pairs` (the pairs a training learns from), :mod:`.train_view` (what a training
+shows; the child itself is driven by :mod:`napari_unet.engine.client`), :mod:`.rule_line`,
+:mod:`.plot`, :mod:`.live` and :mod:`.runs_panel`.
 
 Importing this package imports no Qt; :func:`launch_demo_viewer` does, when called
 (``python -m napari_unet.widgets`` runs it).

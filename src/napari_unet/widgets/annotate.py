@@ -1,4 +1,8 @@
-"""The "Annotate cells" dock widget: a Labels layer to paint cells on, regions, save/load as TIFF."""
+"""The "Annotate cells" dock widget: a Labels layer to paint cells on, regions, save/load as TIFF.
+
+The widget renders and counts; the layers it makes or chooses, and their files, come from
+:mod:`napari_unet.widgets.annotation_layers`.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +21,19 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.metrics import count_labels
 from napari_unet.widgets import volume
+from napari_unet.widgets.annotation_layers import (
+    background_layer,
+    labels_for,
+    read_labels,
+    regions_layer,
+    write_labels,
+)
 from napari_unet.widgets.common import (
-    BACKGROUND_SUFFIX,
-    REGIONS_LAYER,
     LayerCombo,
     debounce_timer,
     guarded,
     plane_index,
     show_info,
-    show_warning,
-    spatial_shape,
     watch_layer,
 )
 
@@ -130,30 +137,9 @@ class AnnotateWidget(QWidget):
         return self.labels_combo.layer()
 
     def create_labels(self):
-        """Attach the chosen Labels layer, or add an empty one of the image's shape; returns it."""
-        image = self.image_combo.layer()
-        if image is None:
-            raise ValueError("image: open or choose an image layer first (File > Open Sample works)")
-        shape = spatial_shape(image)
-        chosen = self.labels_layer()
-        if chosen is not None:
-            if tuple(chosen.data.shape) != shape:
-                raise ValueError(
-                    f"labels: the layer '{chosen.name}' has shape {tuple(chosen.data.shape)}, "
-                    f"the image {shape}; choose '(create new)' to make a matching one"
-                )
-            self._activate(chosen)
-            return chosen
-        name = f"{image.name} annotations"
-        if name in self.viewer.layers and tuple(self.viewer.layers[name].data.shape) == shape:
-            layer = self.viewer.layers[name]  # attach, never overwrite
-        else:
-            layer = self.viewer.add_labels(
-                np.zeros(shape, dtype=np.uint16 if max(shape) < 2**31 else np.int32),
-                name=name,
-                scale=image.scale[-len(shape) :],
-                translate=image.translate[-len(shape) :],
-            )
+        """Attach the chosen Labels layer, or add an empty one of the image's shape; returns it
+        (:func:`~napari_unet.widgets.annotation_layers.labels_for`)."""
+        layer = labels_for(self.viewer, self.image_combo.layer(), self.labels_layer())
         self.labels_combo.set_layer(layer)
         self._activate(layer)
         return layer
@@ -177,25 +163,7 @@ class AnnotateWidget(QWidget):
         An existing layer of that name is reused when it is a Labels layer of the image's shape;
         otherwise a new layer gets a fresh name (an existing layer is never overwritten).
         """
-        image = self.image_combo.layer()
-        if image is None:
-            raise ValueError("image: open or choose an image layer first (File > Open Sample works)")
-        shape = spatial_shape(image)
-        name = base = image.name + BACKGROUND_SUFFIX
-        layer = None
-        n = 1
-        while name in self.viewer.layers:
-            found = self.viewer.layers[name]
-            if found._type_string == "labels" and tuple(found.data.shape) == shape:
-                layer = found
-                break
-            n += 1
-            name = f"{base} ({n})"
-        if layer is None:
-            layer = self.viewer.add_labels(
-                np.zeros(shape, dtype=np.uint8), name=name, opacity=0.5,
-                scale=image.scale[-len(shape) :], translate=image.translate[-len(shape) :],
-            )
+        layer = background_layer(self.viewer, self.image_combo.layer())
         layer.selected_label = 1
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
@@ -203,15 +171,7 @@ class AnnotateWidget(QWidget):
 
     def add_regions_layer(self):
         """Add (or select) the Shapes layer "annotated regions" in rectangle mode."""
-        if REGIONS_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[REGIONS_LAYER]
-        else:
-            image = self.image_combo.layer()
-            ndim = len(spatial_shape(image)) if image is not None else 2
-            layer = self.viewer.add_shapes(
-                ndim=ndim, name=REGIONS_LAYER, face_color="transparent", edge_color="yellow",
-                edge_width=2,
-            )
+        layer = regions_layer(self.viewer, self.image_combo.layer())
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"
         return layer
@@ -284,47 +244,13 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ files
     def save(self, path, *, overwrite: bool = False) -> Path:
         """Write the labels as a TIFF; an existing file is kept unless ``overwrite=True``."""
-        import tifffile
-
-        layer = self.labels_layer()
-        if layer is None:
-            raise ValueError("labels: no labels layer to save; create one and paint some cells")
-        path = Path(path)
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            path = path.with_suffix(".tif")
-        if path.exists() and not overwrite:
-            raise FileExistsError(
-                f"path: {path} exists and was kept; choose another name (the Save dialog asks "
-                "before replacing a file)"
-            )
-        data = np.asarray(layer.data)
-        tifffile.imwrite(path, data, compression="zlib")
+        path = write_labels(self.labels_layer(), path, overwrite=overwrite)
         show_info(f"Saved {self.count_cells()[1]} cells to {path}")
         return path
 
     def load(self, path):
         """Read a labels TIFF into a NEW Labels layer (an existing layer is never overwritten)."""
-        import tifffile
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"path: no file at {path}; choose an existing .tif")
-        data = tifffile.imread(path)
-        if not np.issubdtype(data.dtype, np.integer):
-            raise ValueError(
-                f"path: {path.name} holds {data.dtype} values; annotations are integer ids "
-                "(0 = background, one id per cell)"
-            )
-        image = self.image_combo.layer()
-        if image is not None and tuple(data.shape) != spatial_shape(image):
-            show_warning(
-                f"{path.name} has shape {data.shape}, the image '{image.name}' "
-                f"{spatial_shape(image)}: loaded anyway, pick the matching image"
-            )
-        name = path.stem
-        while name in self.viewer.layers:
-            name += " (loaded)"
-        layer = self.viewer.add_labels(data, name=name)
+        layer = read_labels(self.viewer, path, self.image_combo.layer())
         self.labels_combo.set_layer(layer)
         self._watch_labels()
         return layer

@@ -14,8 +14,9 @@ REFRESH_MS = 1000
 
 
 class RuleLine(QLabel):
-    """A label showing ``form.annotation_summary()``; recomputed at most every second after
-    an edit of any layer, the pairs or the plane, while ``busy()`` is False and it is shown."""
+    """A label showing the form's ``data.annotation_summary()``; recomputed at most every
+    second after an edit of any layer, the pairs or the plane, while ``busy()`` is False and it
+    is shown."""
 
     def __init__(self, viewer, form, busy, parent=None):
         super().__init__("", parent)
@@ -31,16 +32,17 @@ class RuleLine(QLabel):
         viewer.dims.events.current_step.connect(self.mark)
         for layer in viewer.layers:
             self._watch_layer(layer=layer)
-        for box in (form.image_combo, form.labels_combo):
+        for box in (form.data.image_combo, form.data.labels_combo):
             box.currentIndexChanged.connect(self.mark)
-        form.complete.toggled.connect(self.mark)
-        form.planes.toggled.connect(self.mark)
+        form.data.complete.toggled.connect(self.mark)
+        form.data.planes.toggled.connect(self.mark)
         self.update_rule()
 
     def update_rule(self) -> str:
         """Show which pixels count in training (the rule, cells, pixels) for the chosen pairs."""
         try:
-            text = self.form.annotation_summary()
+            depth = int(self.form.controls["depth"].value())
+            text = self.form.data.annotation_summary(depth=depth)
         except (ValueError, TypeError, LookupError) as exc:
             text = f"annotation: {exc}"
         self.setText(text)

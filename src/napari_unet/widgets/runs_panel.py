@@ -65,7 +65,7 @@ def form_entries(form, viewer) -> dict:
     """The form's pairs keyed by (image layer, labels layer, plane): (name, TrainingPair)."""
     from napari_unet.widgets.common import current_plane
 
-    layers, pairs = form.layer_pairs(), form.training_pairs()
+    layers, pairs = form.data.layer_pairs(), form.data.training_pairs()
     out = {}
     for (image_layer, labels_layer), pair in zip(layers, pairs, strict=True):
         # a volume's pair is the whole volume, whatever plane is shown

@@ -191,7 +191,7 @@ class TrainWidget(QWidget):
         """Add 8 augmented samples of the first pair as image + labels stack layers (a worker)."""
         from napari.qt.threading import create_worker
 
-        pair = self.form.training_pairs()[0]
+        pair = self.form.data.training_pairs()[0]
         if pair.labels.ndim != 2:
             raise ValueError("Preview augmentation: shows 2D samples; tick 'train a 2D model on "
                              "the shown plane' to preview a plane of the volume")

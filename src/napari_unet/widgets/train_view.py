@@ -205,9 +205,9 @@ class TrainingView:
         and start asking the child for previews."""
         form, viewer = self.widget.form, self.widget.viewer
         self.preview_region = None
-        if not form.live.isChecked() or form.volume_spacing() is not None:
+        if not form.live.isChecked() or form.data.volume_spacing() is not None:
             return  # the live preview segments a 2D region (none while a volume trains)
-        image_layer = form.layer_pairs()[0][0]
+        image_layer = form.data.layer_pairs()[0][0]
         self._preview_pair = live.pair_index(run_dir, image_layer.name)
         found = live.visible_region(image_layer, viewer)
         if found is not None:
@@ -223,7 +223,7 @@ class TrainingView:
         client = self.widget.client
         if not client.is_training() or client.preview_pending:
             return False
-        found = live.visible_region(self.widget.form.layer_pairs()[0][0], self.widget.viewer)
+        found = live.visible_region(self.widget.form.data.layer_pairs()[0][0], self.widget.viewer)
         if found is None:
             return False
         self.preview_region, self.preview_geometry = found  # for the answer to this request
