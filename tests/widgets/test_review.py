@@ -196,8 +196,8 @@ def test_accepting_three_cells_and_continue_trains_on_exactly_them(
 
     train = TrainWidget(viewer)
     tiny(train, 1)
-    train.form.image_combo.set_layer(viewer.layers["cells"])
-    train.form.labels_combo.set_layer(annotation)
+    train.form.data.image_combo.set_layer(viewer.layers["cells"])
+    train.form.data.labels_combo.set_layer(annotation)
     assert train.continue_training() is not None
     qtbot.waitUntil(lambda: not train.is_training(), timeout=120000)
     pairs, _, record = read_run(train.client.run_dir)
