@@ -22,7 +22,7 @@ def test_a_tissue_model_fills_the_space_unless_the_box_is_unticked(
     widget.tta.setChecked(False)
     torch.manual_seed(0)
     net = UNet(num_classes=3, depth=1, base_channels=4)
-    widget.load_model(save_model(net, tmp_path / "tissue.safetensors", target="tissue"))
+    widget.models.load_model(save_model(net, tmp_path / "tissue.safetensors", target="tissue"))
     box = widget.postprocess.controls["tissue"]
     assert box.isChecked()
     prob = predict_image(net.eval(), image)
@@ -33,5 +33,5 @@ def test_a_tissue_model_fills_the_space_unless_the_box_is_unticked(
         expected = PostprocessSettings(tissue=tissue).labels(prob)
         np.testing.assert_array_equal(viewer.layers["img prediction"].data, expected)
     plain = save_model(UNet(depth=1, base_channels=4), tmp_path / "plain.safetensors")
-    widget.load_model(plain)
+    widget.models.load_model(plain)
     assert not box.isChecked()
