@@ -206,6 +206,27 @@ def test_the_reserve_covers_predictions_and_scorings():
     assert schedule(200.0).reserve() == pytest.approx(50.0)
 
 
+@pytest.mark.parametrize(("left", "chosen"), [(6.2, 1), (5.1, 1), (4.9, 0)])
+def test_a_choice_a_little_short_of_time_still_looks_at_its_region(left, chosen):
+    """One validation region whose choice takes about 6.7 s: with 6.2 s left (the plant-ovule
+    run's shortfall) or 5.1 s, within a quarter of it, the choice still runs on the region;
+    with 4.9 s it does not (the model keeps the defaults)."""
+    from napari_unet.core.training.budget import BudgetClock
+    from napari_unet.core.training.schedule import ValidationSchedule
+
+    s = ValidationSchedule.__new__(ValidationSchedule)
+    s.enabled, s.cost = True, (1.0, 10.0)
+    s.timings, s.seconds = {"predict_s": 4.7, "score_s": 0.2}, 4.9
+    now = [0.0]
+    s.budget = BudgetClock(steps=None, time_limit=100.0, clock=lambda: now[0])
+    s.budget.start()
+    now[0] = 100.0 - left
+    s.prepared = [_prepared(_two_cells())]
+    s.regions = [ValidationRegion(0, (slice(0, H), slice(0, W)), None)]
+    assert s.choice_s() == pytest.approx(6.7)
+    assert len(s.chosen_regions()) == chosen
+
+
 def test_cores_are_not_kept_where_they_drop_the_cells(monkeypatch):
     """A model unsure of its cells everywhere (0.65 inside each): every confident-core level
     (0.7 and up) drops both cells, so the band scores far better without the cores and the
