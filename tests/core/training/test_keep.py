@@ -139,3 +139,46 @@ def test_the_run_folder_records_the_choice(cells, parent, tmp_path, monkeypatch)
     assert len(kept) == 1 and kept[0]["metrics"]["kept"] == PREVIOUS
     assert kept[0]["message"].startswith("kept the previous model: validation F1 ")
     assert read_metadata(run / "model.safetensors")["kept"]["message"] == kept[0]["message"]
+
+
+def _with_postprocess(path, stored, out):
+    model, meta = load_model(path)
+    return save_model(model, out, **{**meta, "postprocess": stored})
+
+
+STORED = {"threshold": 0.6, "seeds": 0.8, "min_size": 25, "regrow": 2, "tta": False}
+
+
+def test_a_round_on_a_few_cells_keeps_the_post_processing_it_started_with(cells, parent,
+                                                                          tmp_path):
+    """A band of a few cells (fewer than MIN_CHOICE_CELLS) chooses nothing: the trained model
+    delivers the post-processing its parent stored, and both are compared with it."""
+    path = _with_postprocess(parent, STORED, tmp_path / "p.safetensors")
+    tuned = Trainer([cells], _config(steps=4, validate_every=2), init_model=path)
+    kept = next(e for e in tuned.run() if e.kind == "kept")
+    assert kept.metrics["kept"] == TRAINED and kept.metrics["previous"] is not None
+    pp = tuned.metadata()["postprocess"]
+    assert pp["inherited"] is True and {k: pp[k] for k in STORED} == STORED
+
+
+def test_the_previous_model_kept_is_the_previous_model(cells, parent, tmp_path, monkeypatch):
+    """A round that unlearns keeps the previous model with the post-processing it had, not
+    one chosen again on the round's band (which made a kept model score 0.646 instead of
+    0.897 on unseen images)."""
+    path = _with_postprocess(parent, STORED, tmp_path / "p.safetensors")
+    monkeypatch.setattr(Trainer, "train_step", _unlearn)
+    tuned = Trainer([cells], _config(steps=4, validate_every=2), init_model=path)
+    kept = next(e for e in tuned.run() if e.kind == "kept")
+    assert kept.metrics["kept"] == PREVIOUS
+    pp = tuned.metadata()["postprocess"]
+    assert {k: pp[k] for k in STORED} == STORED
+
+
+def test_a_band_of_enough_cells_chooses_again(cells, parent, tmp_path, monkeypatch):
+    import napari_unet.core.training.choice as choice
+
+    monkeypatch.setattr(choice, "MIN_CHOICE_CELLS", 1)
+    path = _with_postprocess(parent, STORED, tmp_path / "p.safetensors")
+    tuned = Trainer([cells], _config(steps=4, validate_every=2), init_model=path)
+    list(tuned.run())
+    assert "inherited" not in tuned.metadata()["postprocess"]

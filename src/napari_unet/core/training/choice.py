@@ -27,8 +27,9 @@ from napari_unet.core.training.validation import (
     region_scores,
 )
 
-__all__ = ["CORES_LOSS", "MIN_SIZES", "REGROW", "SEEDS_MAX", "SEED_MARGIN", "THRESHOLDS",
-           "THRESHOLD_TOLERANCE", "TISSUE_SEEDS", "choice_cost", "choice_regions",
+__all__ = ["CORES_LOSS", "MIN_CHOICE_CELLS", "MIN_SIZES", "REGROW", "SEEDS_MAX", "SEED_MARGIN",
+           "THRESHOLDS", "THRESHOLD_TOLERANCE", "TISSUE_SEEDS", "band_cells", "choice_cost",
+           "choice_regions",
            "choose_postprocess", "choose_settings", "region_area", "seed_level"]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ SEEDS_MAX = 0.9
 #: training, a hard image) loses most of its cells to them, far more than this.
 CORES_LOSS = 0.1
 MIN_SIZES = (0, 10, 25, 50)
+
+#: a fine-tuning whose validation band holds fewer true cells than this keeps the
+#: post-processing of the model it started from instead of choosing again: on a few cells a
+#: band's F1 moves by a sixth per cell, and what it picks does not hold elsewhere. Measured
+#: (``bench_budget.py``, Continue rounds of 8 fixed cells on DSB 2018): bands of 2–6 cells
+#: chose threshold 0.7 with cores at 0.9 or a minimum size of 50, and the F1 on unseen images
+#: fell from 0.926 to 0.354 in one round (and from 0.897 to 0.646 with the previous model
+#: kept, its post-processing chosen again).
+MIN_CHOICE_CELLS = 20
 REGROW = (0, 1, 2)
 #: the seed levels (``PostprocessSettings.seeds``) tried for a model trained on a tissue, whose
 #: cells fill the space (``tissue=True``): the confident interiors that start its cells. A low
@@ -283,6 +293,7 @@ def choice_regions(prepared: Sequence[PreparedImage], regions: Sequence[Validati
 def choose_postprocess(
     model, prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion], *, tile,
     tta: bool | None = None, context: float = CONTEXT, tissue: bool = False,
+    inherit: dict | None = None,
 ) -> dict | None:
     """The post-processing that scores best on the validation regions, as a metadata dict.
 
@@ -299,17 +310,51 @@ def choose_postprocess(
     predicted with the test-time augmentation's passes averaged, the search runs on those
     probabilities and ``"tta"`` is True, so that prediction averages them too
     (:func:`napari_unet.core.predict.postprocess.stored_tta`); the band is not asked whether
-    they help (it cannot see the merges they prevent). Returns
-    ``PostprocessSettings.to_dict()`` plus ``"tta"`` and ``"chosen_on"`` (the scores), or
-    None without scorable regions.
+    they help (it cannot see the merges they prevent). ``inherit`` (a fine-tuning: the stored
+    post-processing of the model it started from) is kept as it is, only scored, where the
+    regions hold fewer than :data:`MIN_CHOICE_CELLS` true cells (``"inherited"`` is then
+    True). Returns ``PostprocessSettings.to_dict()`` plus ``"tta"`` and ``"chosen_on"`` (the
+    scores), or None without scorable regions.
     """
+    cells = band_cells(prepared, regions)
+    inheriting = inherit is not None and cells < MIN_CHOICE_CELLS
     tta = _is_2d(model) if tta is None else bool(tta)
+    if inheriting:
+        tta = bool(inherit.get("tta", tta))
     with in_eval(model):
         rows = predicted_regions(model, prepared, regions, tile, tta=tta, context=context)
     if not rows:
         return None
+    if inheriting:
+        kept = PostprocessSettings.from_metadata({"postprocess": inherit}, tissue=tissue or None)
+        score = region_scores(rows, kept)
+        logger.info("post-processing of the model fine-tuned kept (%d cells in the validation "
+                    "band, fewer than %d to choose on): %s", cells, MIN_CHOICE_CELLS, kept)
+        return {**kept.to_dict(), "tta": tta, "inherited": True,
+                "chosen_on": {k: round(v, 5) for k, v in score.items()}}
     best, best_score = choose_settings(rows, cores=_is_2d(model), tissue=tissue)
     logger.info("post-processing chosen on validation: %s, tta=%s (F1 %.3f, Rand error %.4f)",
                 best, tta, best_score["instance_f1"], best_score["rand_error"])
     return {**best.to_dict(), "tta": tta,
             "chosen_on": {k: round(v, 5) for k, v in best_score.items()}}
+
+
+def band_cells(prepared: Sequence[PreparedImage], regions: Sequence[ValidationRegion]) -> int:
+    """The true cells inside the validation ``regions``: each region's distinct labels under
+    its annotated pixels.
+
+    Examples
+    --------
+    >>> gt = np.array([[1, 1, 0, 2], [0, 0, 0, 2]], np.int32)
+    >>> prep = PreparedImage(np.zeros((1, 2, 4), np.float32), np.zeros((2, 4), np.uint8),
+    ...                      np.ones((2, 4), np.float32), 0, (2, 4), gt, gt > 0)
+    >>> band_cells([prep], [ValidationRegion(0, (slice(0, 2), slice(0, 2)), None),
+    ...                     ValidationRegion(0, (slice(0, 2), slice(0, 4)), None)])
+    3
+    """
+    total = 0
+    for r in regions:
+        prep = prepared[r.index]
+        gt, ann = prep.labels[r.region], prep.annotated[r.region]
+        total += np.unique(gt[ann & (gt > 0)]).size
+    return int(total)

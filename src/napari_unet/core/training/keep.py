@@ -4,7 +4,9 @@ the model it trained.
 Both are judged on the same held-out part of what is annotated so far (the validation band of
 every pair: :func:`napari_unet.core.training.patches.split_validation`, the rule of Start's
 band), each with the post-processing chosen for it on that band
-(:func:`napari_unet.core.training.choice.choose_postprocess`), by the choice's objective
+(:func:`napari_unet.core.training.choice.choose_postprocess`) or, where the band holds fewer
+cells than :data:`~napari_unet.core.training.choice.MIN_CHOICE_CELLS`, both with the one the
+previous model stored (a previous model kept is then the model as it was), by the choice's objective
 (instance F1 at IoU 0.5 minus the Rand error). The trained model is kept unless the previous
 one scores higher. Where nothing can be compared (no band held out, no time left to choose),
 the trained model is kept and the choice says why.

@@ -67,13 +67,18 @@ class ValidationSchedule:
         A fine-tuning that ends by comparing the model it started from with the one it
         trained (:mod:`napari_unet.core.training.keep`): the choice is made for both models,
         and twice its time is kept.
+    inherit : dict, optional
+        A fine-tuning: the stored post-processing of the model it started from, kept for
+        both models where the band holds too few cells to choose on
+        (:data:`~napari_unet.core.training.choice.MIN_CHOICE_CELLS`).
     """
 
     def __init__(self, model, prepared: Sequence, regions: Sequence, *, tile, every: int,
                  budget: BudgetClock, enabled: bool = True, tissue: bool = False,
-                 compare: bool = False):
+                 compare: bool = False, inherit: dict | None = None):
         self.model, self.prepared, self.regions, self.tile = model, prepared, regions, tile
         self.every, self.budget, self.tissue = every, budget, bool(tissue)
+        self.inherit = inherit
         #: the post-processing of the validations
         self.settings = PostprocessSettings(tissue=self.tissue)
         #: whether this process validates (regions held out, rank 0)
@@ -182,7 +187,7 @@ class ValidationSchedule:
                            "--time-limit)")
             return None
         return choose_postprocess(self.model, self.prepared, chosen, tile=self.tile,
-                                  tissue=self.tissue)
+                                  tissue=self.tissue, inherit=self.inherit)
 
     def choose_for(self, model) -> dict | None:
         """The post-processing of another ``model`` (the one a fine-tuning started from),
@@ -190,4 +195,4 @@ class ValidationSchedule:
         if not self.choice_regions:
             return None
         return choose_postprocess(model, self.prepared, self.choice_regions, tile=self.tile,
-                                  tissue=self.tissue)
+                                  tissue=self.tissue, inherit=self.inherit)

@@ -221,7 +221,8 @@ class Trainer(TrainerSetup):
             self.model, prepared, regions, tile=self.tile_shape,
             every=self.config.validate_every, budget=self.budget, enabled=self.is_main,
             tissue=self.target == "tissue",
-            compare=self.previous is not None)
+            compare=self.previous is not None,
+            inherit=None if self.previous is None else (self.previous[1] or {}).get("postprocess"))
         self.kept = None
         self.budget.step_s = 0.0  # a new run plans with its own steps' times
         self._rate, self.last_loss = 0.0, None
