@@ -20,8 +20,20 @@ cells the prediction matches worst, missed ones first: ``bench_loop.py``'s user,
 truth). Also per round: the ranking's AUC on the corrected image (wrong = a predicted cell not
 matched at IoU 0.5).
 
-    python benchmarks/bench_budget.py --seeds 3 --sets 2 --json budget.json
+The JSON (``--json``) holds every curve (per round: cells touched, F1 per unseen image and
+their mean, the AUC, steps, seconds of training, of the prediction with its review and of the
+scoring, which model the keep rule delivered) and per set (``summary``; over all sets
+``summary_all_sets``) per strategy: F1 per round (mean, std, min, max over the seeds),
+cells touched, AUC, steps, training seconds, the rounds that kept the previous model, the
+falls of more than 0.01 and the seeds whose last round is above Start; ``suggest-random`` and
+``suggest-oracle``: the same seed's difference per round. Also the wall time and the load.
+
+    python benchmarks/bench_budget.py --seeds 3 --sets 2 --json budget.json   # the issue's run
     python benchmarks/bench_budget.py --steps 5 --rounds 1 --seeds 1 --sets 1   # a smoke test
+
+``--oracle-seeds N`` runs the oracle (a reference) on the first N seeds only;
+``--start-steps`` / ``--round-steps`` cap Start's and each round's steps (default the GUI's,
+1500 on a CPU, within ``--start-minutes`` / ``--round-minutes``).
 """
 
 from __future__ import annotations
@@ -29,8 +41,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import tempfile
+import time
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -97,13 +112,16 @@ def region_of(row, labels, prob) -> np.ndarray:
 
 def fix(region, truth, annotation, background) -> None:
     """The user makes ``region`` right: the true cells it covers (a fifth of it, or half of
-    the cell) take their true masks; with none, its pixels become background."""
+    the cell) take their true masks; with none, it is a false cell, rejected: its pixels
+    outside every true cell become background (a sliver of a true cell it overlaps stays
+    unannotated, as a user's background stroke would leave the cell alone)."""
     ids, counts = np.unique(truth[region], return_counts=True)
     keep = [int(i) for i, c in zip(ids, counts, strict=True)
             if i and (c >= 0.2 * region.sum() or c >= 0.5 * np.sum(truth == i))]
     if not keep:
-        annotation[region] = 0
-        background[region] = 1
+        empty = region & (truth == 0)
+        annotation[empty] = 0
+        background[empty] = 1
         return
     for i in keep:
         cell = truth == i
@@ -118,14 +136,10 @@ def pick(strategy, review, labels, prob, truth, k, rng):
     if strategy == "random":
         ids = np.unique(labels[labels > 0])
         return [labels == i for i in rng.choice(ids, min(k, ids.size), replace=False)]
-    ids = np.unique(truth[truth > 0])  # the oracle: worst-matched true cells
-    best = []
-    for i in ids:
-        cell = truth == i
-        hits, counts = np.unique(labels[cell], return_counts=True)
-        best.append(max([c / np.sum(cell | (labels == h)) for h, c in
-                         zip(hits, counts, strict=True) if h] or [0.0]))
-    worst = ids[np.argsort(best, kind="stable")[:k]]
+    from napari_unet.core.measure import match_cells
+
+    m = match_cells(labels, truth)  # the oracle: the true cells matched worst (IoU with the
+    worst = m.sort_values("iou", kind="stable")["true_label"].to_numpy()[:k]  # best cell)
     return [truth == i for i in worst]
 
 
@@ -144,97 +158,183 @@ def auc_of(table, labels, truth) -> float:
     return float((r[wrong].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def steps_of(args, kind: str) -> dict:
+    """The step cap of Start (``kind="start"``) or of a round: ``--start-steps`` /
+    ``--round-steps``, else ``--steps``, else none beside the GUI's own (1500 on a CPU)."""
+    cap = getattr(args, f"{kind}_steps")
+    cap = args.steps if cap is None else cap
+    return {} if cap is None else {"steps": cap}
+
+
+def score_unseen(path, unseen) -> list[float]:
+    from napari_unet.core.io import load_model
+    from napari_unet.core.metrics import instance_f1
+
+    model, meta = load_model(path)
+    return [float(instance_f1(bench_loop.predict(model, meta, im), t)) for im, t in unseen]
+
+
 def run_strategy(args, strategy, seed, loop, unseen, start, root):
+    """Rounds of predict → fix k items → Continue from the seed's Start model."""
     from napari_unet.core.io import load_model
     from napari_unet.core.metrics import instance_f1
     from napari_unet.core.training import TrainingPair
 
-    path, annotations = start["path"], {k: dict(v) for k, v in start["annotations"].items()}
-    curve = [dict(start["row"])]
+    path, curve = start["path"], [dict(start["row"])]
+    # each strategy annotates its own copies: the Start image's painted cells are shared
+    annotations = {k: {n: a.copy() for n, a in v.items()} for k, v in start["annotations"].items()}
     rng = np.random.default_rng(seed)
-    steps = {} if args.steps is None else {"steps": args.steps}
+    touched = args.paint
     for r in range(1, args.rounds + 1):
         k = r % len(loop)
         image, truth = loop[k]
+        t0 = time.perf_counter()
         model, meta = load_model(path)
         labels, prob, table, review = predict_review(model, meta, image)
+        predict_s = time.perf_counter() - t0
         ann = annotations.setdefault(k, {"labels": np.zeros(truth.shape, np.int32),
                                          "background": np.zeros(truth.shape, np.uint8)})
-        for region in pick(strategy, review, labels, prob, truth, args.k, rng):
+        regions = pick(strategy, review, labels, prob, truth, args.k, rng)
+        for region in regions:
             fix(region, truth, ann["labels"], ann["background"])
+        touched += len(regions)
         pairs = [TrainingPair(loop[j][0], a["labels"], background=a["background"], sparse=True)
                  for j, a in sorted(annotations.items())]
         config = bench_loop.fine_tune_config(time_limit=60 * args.round_minutes, seed=seed,
-                                             **steps)
+                                             **steps_of(args, "round"))
         path, info = bench_loop.train_run(root / strategy, pairs,
                                           [f"image{j}" for j in sorted(annotations)], config, path)
-        model, meta = load_model(path)
-        f1 = [float(instance_f1(bench_loop.predict(model, meta, im), t)) for im, t in unseen]
-        curve.append({"round": r, "touched": args.paint + r * args.k, "f1_unseen": f1,
-                      "f1_unseen_mean": float(np.mean(f1)), "auc": auc_of(table, labels, truth),
-                      **info})
-        print(f"  seed {seed} {strategy} round {r}: {curve[-1]['touched']} cells touched, F1 "
-              f"unseen {np.mean(f1):.3f}, ranking AUC {curve[-1]['auc']:.3f}", flush=True)
+        t1 = time.perf_counter()
+        f1 = score_unseen(path, unseen)
+        curve.append({"round": r, "image": k, "touched": touched, "fixed": len(regions),
+                      "f1_image_before": float(instance_f1(labels, truth)),
+                      "f1_unseen": f1, "f1_unseen_mean": float(np.mean(f1)),
+                      "auc": auc_of(table, labels, truth), "predict_review_s": round(predict_s, 2),
+                      "score_s": round(time.perf_counter() - t1, 2), **info})
+        row = curve[-1]
+        print(f"  seed {seed} {strategy} round {r}: {touched} cells touched, F1 unseen "
+              f"{row['f1_unseen_mean']:.3f}, ranking AUC {row['auc']:.3f} ({row['steps']} steps,"
+              f" {row['train_s']} s, {row.get('kept', '?')} kept; predict+review "
+              f"{row['predict_review_s']} s, scoring {row['score_s']} s)", flush=True)
     return curve
 
 
 def run_set(args, ids_loop, ids_unseen, seed, root):
-    from napari_unet.core.io import load_model
-    from napari_unet.core.metrics import instance_f1
-
+    """One seed on one image set: Start, then every strategy's rounds from the same Start."""
     loop, unseen = [read(i) for i in ids_loop], [read(i) for i in ids_unseen]
-    steps = {} if args.steps is None else {"steps": args.steps}
     painted = bench_loop.painted_pair(*loop[0], args.paint)
-    config = bench_loop.gui_config(time_limit=60 * args.start_minutes, seed=seed, **steps)
+    config = bench_loop.gui_config(time_limit=60 * args.start_minutes, seed=seed,
+                                   **steps_of(args, "start"))
     path, info = bench_loop.train_run(root / "start", [painted], ["image0"], config, None)
-    model, meta = load_model(path)
-    f1 = [float(instance_f1(bench_loop.predict(model, meta, im), t)) for im, t in unseen]
+    t1 = time.perf_counter()
+    f1 = score_unseen(path, unseen)
     row = {"round": 0, "touched": args.paint, "f1_unseen": f1, "f1_unseen_mean": float(np.mean(f1)),
-           **info}
-    print(f"  seed {seed} Start: F1 unseen {np.mean(f1):.3f}", flush=True)
+           "score_s": round(time.perf_counter() - t1, 2), **info}
+    print(f"  seed {seed} Start: F1 unseen {np.mean(f1):.3f} ({info['steps']} steps, "
+          f"{info['train_s']} s; scoring {row['score_s']} s)", flush=True)
     start = {"path": path, "row": row, "annotations": {0: {
         "labels": np.asarray(painted.labels, np.int32),
         "background": np.zeros(painted.labels.shape, np.uint8)}}}
-    return {s: run_strategy(args, s, seed, loop, unseen, start, root) for s in args.strategies}
+    strategies = [s for s in args.strategies if s != "oracle" or seed < args.oracle_seeds]
+    return {s: run_strategy(args, s, seed, loop, unseen, start, root) for s in strategies}
 
 
-def main() -> None:
+def _stats(values: np.ndarray) -> dict:
+    """Per round (columns) over seeds (rows), NaN ignored."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {"mean": np.nanmean(values, 0).round(4).tolist(),
+                "std": np.nanstd(values, 0).round(4).tolist(),
+                "min": np.nanmin(values, 0).round(4).tolist(),
+                "max": np.nanmax(values, 0).round(4).tolist()}
+
+
+def summarise(curves: list[dict], strategies, *, drop: float = 0.01) -> dict:
+    """Per strategy over the seeds that ran it: F1 on the unseen images per round (mean, std,
+    min, max), cells touched, the ranking's AUC, steps, training seconds, how often the
+    previous model was kept, the falls of more than ``drop`` and the seeds whose last round
+    is above Start; and the paired differences (same seed) of ``suggest`` against ``random``
+    and ``oracle`` per round."""
+    out = {}
+    for s in strategies:
+        runs = [c[s] for c in curves if s in c]
+        if not runs:
+            continue
+        col = {key: np.array([[row.get(key, np.nan) for row in run] for run in runs], float)
+               for key in ("f1_unseen_mean", "touched", "auc", "steps", "train_s")}
+        f1 = col["f1_unseen_mean"]
+        falls = f1[:, 1:] - f1[:, :-1]
+        out[s] = {"seeds": len(runs), "f1": _stats(f1),
+                  "touched": np.nanmean(col["touched"], 0).round(1).tolist(),
+                  "auc": _stats(col["auc"][:, 1:]), "steps": _stats(col["steps"]),
+                  "train_s": _stats(col["train_s"]),
+                  "kept_previous": [sum(run[r].get("kept") == "previous" for run in runs)
+                                    for r in range(f1.shape[1])],
+                  "falls_over_drop": int(np.sum(falls < -drop)),
+                  "largest_fall": round(max(0.0, float(-falls.min())), 4) if falls.size
+                  else 0.0,
+                  "last_above_start": int(np.sum(f1[:, -1] > f1[:, 0]))}
+    for other in ("random", "oracle"):
+        pairs = [(c["suggest"], c[other]) for c in curves if "suggest" in c and other in c]
+        if pairs:
+            diff = np.array([[a["f1_unseen_mean"] - b["f1_unseen_mean"] for a, b in
+                              zip(x, y, strict=True)] for x, y in pairs])
+            out[f"suggest-{other}"] = {"seeds": len(pairs), **_stats(diff)}
+    return out
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", type=int, default=2)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--oracle-seeds", type=int,
+                   help="run the oracle on the first N seeds only (default: every seed)")
     p.add_argument("--rounds", type=int, default=4, help="rounds after Start (8 + 4×8 = 40)")
     p.add_argument("--paint", type=int, default=8)
     p.add_argument("--k", type=int, default=8, help="items fixed per round")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--start-minutes", type=float, default=2.0)
     p.add_argument("--round-minutes", type=float, default=2.0)
-    p.add_argument("--steps", type=int, help="step cap of every training (a smoke test)")
+    p.add_argument("--steps", type=int,
+                   help="step cap of every training (default: the GUI's, 1500 on a CPU)")
+    p.add_argument("--start-steps", type=int, help="step cap of Start (default: --steps)")
+    p.add_argument("--round-steps", type=int, help="step cap of each round (default: --steps)")
     p.add_argument("--runs", type=Path)
     p.add_argument("--json", type=Path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.oracle_seeds is None:
+        args.oracle_seeds = args.seeds
+    t_all = time.perf_counter()
     load_before = os.getloadavg()
     root = args.runs or Path(tempfile.mkdtemp(prefix="bench_budget_"))
     result = {"benchmark": "bench_budget", "args": {k: str(v) for k, v in vars(args).items()},
-              "sets": []}
+              "cpu_count": os.cpu_count(), "platform": platform.platform(), "sets": []}
+    all_curves = []
     for n, (ids_loop, ids_unseen) in enumerate(image_sets(args.sets)):
         print(f"set {n}: loop {ids_loop}, unseen {ids_unseen}", flush=True)
+        t_set = time.perf_counter()
         curves = [run_set(args, ids_loop, ids_unseen, seed, root / f"set{n}" / f"seed{seed}")
                   for seed in range(args.seeds)]
-        summary = {}
+        all_curves += curves
+        summary = summarise(curves, args.strategies)
         for s in args.strategies:
-            f1 = np.array([[row["f1_unseen_mean"] for row in c[s]] for c in curves])
-            summary[s] = {"touched": [row["touched"] for row in curves[0][s]],
-                          "mean": f1.mean(0).round(4).tolist(), "std": f1.std(0).round(4).tolist()}
-            print(f"set {n} {s}: " + " -> ".join(
-                f"{m:.3f}±{sd:.3f} ({t})" for m, sd, t in zip(
-                    summary[s]["mean"], summary[s]["std"], summary[s]["touched"], strict=True)))
+            if s in summary:
+                f = summary[s]["f1"]
+                print(f"set {n} {s} ({summary[s]['seeds']} seeds): " + " -> ".join(
+                    f"{m:.3f}±{sd:.3f} ({t:g})" for m, sd, t in zip(
+                        f["mean"], f["std"], summary[s]["touched"], strict=True)), flush=True)
         result["sets"].append({"loop": ids_loop, "unseen": ids_unseen, "curves": curves,
-                               "summary": summary})
+                               "summary": summary,
+                               "seconds": round(time.perf_counter() - t_set, 1)})
+    if args.sets > 1:
+        result["summary_all_sets"] = summarise(all_curves, args.strategies)
     result["load_before"], result["load_after"] = load_before, os.getloadavg()
-    print(f"load before {load_before}, after {result['load_after']}")
+    result["seconds"] = round(time.perf_counter() - t_all, 1)
+    print(f"load before {load_before}, after {result['load_after']}; {result['seconds']} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

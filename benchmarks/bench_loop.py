@@ -130,8 +130,10 @@ def train_run(root: Path, pairs, names, config, parent):
     for _ in run_training.record_events(run_dir, trainer.run()):
         pass
     path = trainer.save(run_dir / "model.safetensors")
+    kept = {} if trainer.kept is None else {"kept": trainer.kept.kept,
+                                            "kept_message": trainer.kept.message}
     return path, {"run": str(run_dir), "steps": trainer.step,
-                  "train_s": round(time.perf_counter() - t0, 1), "pairs": len(pairs)}
+                  "train_s": round(time.perf_counter() - t0, 1), "pairs": len(pairs), **kept}
 
 
 def fine_tune_config(**changes):

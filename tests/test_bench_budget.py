@@ -1,0 +1,71 @@
+"""benchmarks/bench_budget.py: the simulated user's fixes and the smoke run of the curve."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))  # its neighbours bench_loop and dsb_split
+    try:
+        spec = importlib.util.spec_from_file_location("bench_budget", BENCH / "bench_budget.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_a_rejected_false_cell_leaves_the_true_cells_alone(bench):
+    truth = np.zeros((10, 12), np.int32)
+    truth[1:5, 1:5] = 1
+    truth[6:9, 6:11] = 2
+    annotation = np.zeros_like(truth)
+    background = np.zeros(truth.shape, np.uint8)
+    false_cell = np.zeros(truth.shape, bool)
+    false_cell[3:7, 4:9] = True  # mostly background, a sliver of both true cells
+    bench.fix(false_cell, truth, annotation, background)
+    assert background[false_cell & (truth == 0)].all()
+    assert not background[truth > 0].any() and not annotation.any()
+
+    merged = np.zeros(truth.shape, bool)
+    merged[1:9, 1:11] = (truth > 0)[1:9, 1:11]  # a merge of both: each takes its true mask
+    bench.fix(merged, truth, annotation, background)
+    assert len(np.unique(annotation[truth == 1])) == 1 and (annotation[truth == 1] > 0).all()
+    assert (annotation[truth == 2] > 0).all() and not (annotation[truth == 0]).any()
+    assert not background[truth > 0].any()
+
+
+@pytest.mark.slow
+def test_the_curve_runs_small(bench, tmp_path):
+    """The smoke path: Start and one round of every strategy, two steps each, on the first
+    image set of the shared DSB 2018 images, written as JSON with its summary."""
+    if not (bench.dsb_split.DATA / "dsb2018" / "images").is_dir():
+        pytest.skip("the shared DSB 2018 images are not here")
+    out = tmp_path / "budget.json"
+    assert bench.main(["--steps", "2", "--rounds", "1", "--seeds", "1", "--sets", "1",
+                       "--runs", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (one,) = result["sets"]
+    (curves,) = one["curves"]
+    assert set(curves) == set(one["summary"]) - {"suggest-random", "suggest-oracle"} == {
+        "suggest", "random", "oracle"}
+    for strategy, curve in curves.items():
+        assert [row["round"] for row in curve] == [0, 1]
+        assert curve[1]["touched"] == 8 + curve[1]["fixed"] and curve[1]["fixed"] <= 8
+        assert all(row["steps"] == 2 for row in curve)
+        assert curve[1]["kept"] in ("trained", "previous")
+        summary = one["summary"][strategy]
+        assert summary["seeds"] == 1 and len(summary["f1"]["mean"]) == 2
+        assert 0.0 <= summary["f1"]["mean"][1] <= 1.0
+    assert one["summary"]["suggest-random"]["mean"][0] == 0.0  # the same Start model
+    assert result["seconds"] > 0 and len(result["load_before"]) == 3
