@@ -31,6 +31,11 @@ falls of more than 0.01 and the seeds whose last round is above Start; ``suggest
     python benchmarks/bench_budget.py --seeds 3 --sets 2 --json budget.json   # the issue's run
     python benchmarks/bench_budget.py --steps 5 --rounds 1 --seeds 1 --sets 1   # a smoke test
 
+Each model is also scored with one fixed post-processing (``fixed_settings``, the choice's
+first candidate: ``f1_unseen_fixed``, ``summary_fixed``): the models' own are chosen on the
+validation band of what is annotated, a few cells with sparse fixes, and move the curve by
+more than the weights do. ``--rescore RUN.json --json OUT.json`` adds it to a finished run.
+
 ``--oracle-seeds N`` runs the oracle (a reference) on the first N seeds only;
 ``--start-steps`` / ``--round-steps`` cap Start's and each round's steps (default the GUI's,
 1500 on a CPU, within ``--start-minutes`` / ``--round-minutes``).
@@ -166,12 +171,33 @@ def steps_of(args, kind: str) -> dict:
     return {} if cap is None else {"steps": cap}
 
 
-def score_unseen(path, unseen) -> list[float]:
+def fixed_settings():
+    """One post-processing for every model: the first candidate of the end-of-run choice
+    (threshold 0.5, confident cores at :func:`~napari_unet.core.training.choice.seed_level`
+    of it, the other defaults). Scored beside each model's own, chosen on its validation band,
+    it tells the weights' progress apart from the choice's."""
+    from napari_unet.core.predict.postprocess import PostprocessSettings
+    from napari_unet.core.training.choice import THRESHOLDS, seed_level
+
+    return PostprocessSettings(threshold=THRESHOLDS[0], seeds=seed_level(THRESHOLDS[0]))
+
+
+def score_unseen(path, unseen) -> dict:
+    """F1@0.5 per unseen image and their mean, with the model's own post-processing
+    (``f1_unseen``: what the user gets) and with :func:`fixed_settings` (``f1_unseen_fixed``),
+    from the same probabilities."""
     from napari_unet.core.io import load_model
     from napari_unet.core.metrics import instance_f1
+    from napari_unet.core.predict import segment
 
     model, meta = load_model(path)
-    return [float(instance_f1(bench_loop.predict(model, meta, im), t)) for im, t in unseen]
+    fixed, own, same = fixed_settings(), [], []
+    for image, truth in unseen:
+        prob, labels = segment(model, image, metadata=meta, device="cpu")
+        own.append(float(instance_f1(labels, truth)))
+        same.append(float(instance_f1(fixed.labels(prob), truth)))
+    return {"f1_unseen": own, "f1_unseen_mean": float(np.mean(own)), "f1_unseen_fixed": same,
+            "f1_unseen_fixed_mean": float(np.mean(same))}
 
 
 def run_strategy(args, strategy, seed, loop, unseen, start, root):
@@ -205,15 +231,15 @@ def run_strategy(args, strategy, seed, loop, unseen, start, root):
         path, info = bench_loop.train_run(root / strategy, pairs,
                                           [f"image{j}" for j in sorted(annotations)], config, path)
         t1 = time.perf_counter()
-        f1 = score_unseen(path, unseen)
+        scores = score_unseen(path, unseen)
         curve.append({"round": r, "image": k, "touched": touched, "fixed": len(regions),
-                      "f1_image_before": float(instance_f1(labels, truth)),
-                      "f1_unseen": f1, "f1_unseen_mean": float(np.mean(f1)),
+                      "f1_image_before": float(instance_f1(labels, truth)), **scores,
                       "auc": auc_of(table, labels, truth), "predict_review_s": round(predict_s, 2),
                       "score_s": round(time.perf_counter() - t1, 2), **info})
         row = curve[-1]
         print(f"  seed {seed} {strategy} round {r}: {touched} cells touched, F1 unseen "
-              f"{row['f1_unseen_mean']:.3f}, ranking AUC {row['auc']:.3f} ({row['steps']} steps,"
+              f"{row['f1_unseen_mean']:.3f} (fixed post-processing "
+              f"{row['f1_unseen_fixed_mean']:.3f}), ranking AUC {row['auc']:.3f} ({row['steps']} steps,"
               f" {row['train_s']} s, {row.get('kept', '?')} kept; predict+review "
               f"{row['predict_review_s']} s, scoring {row['score_s']} s)", flush=True)
     return curve
@@ -227,10 +253,11 @@ def run_set(args, ids_loop, ids_unseen, seed, root):
                                    **steps_of(args, "start"))
     path, info = bench_loop.train_run(root / "start", [painted], ["image0"], config, None)
     t1 = time.perf_counter()
-    f1 = score_unseen(path, unseen)
-    row = {"round": 0, "touched": args.paint, "f1_unseen": f1, "f1_unseen_mean": float(np.mean(f1)),
+    scores = score_unseen(path, unseen)
+    row = {"round": 0, "touched": args.paint, **scores,
            "score_s": round(time.perf_counter() - t1, 2), **info}
-    print(f"  seed {seed} Start: F1 unseen {np.mean(f1):.3f} ({info['steps']} steps, "
+    print(f"  seed {seed} Start: F1 unseen {row['f1_unseen_mean']:.3f} (fixed post-processing "
+          f"{row['f1_unseen_fixed_mean']:.3f}; {info['steps']} steps, "
           f"{info['train_s']} s; scoring {row['score_s']} s)", flush=True)
     start = {"path": path, "row": row, "annotations": {0: {
         "labels": np.asarray(painted.labels, np.int32),
@@ -249,20 +276,22 @@ def _stats(values: np.ndarray) -> dict:
                 "max": np.nanmax(values, 0).round(4).tolist()}
 
 
-def summarise(curves: list[dict], strategies, *, drop: float = 0.01) -> dict:
+def summarise(curves: list[dict], strategies, *, drop: float = 0.01,
+              key: str = "f1_unseen_mean") -> dict:
     """Per strategy over the seeds that ran it: F1 on the unseen images per round (mean, std,
     min, max), cells touched, the ranking's AUC, steps, training seconds, how often the
     previous model was kept, the falls of more than ``drop`` and the seeds whose last round
     is above Start; and the paired differences (same seed) of ``suggest`` against ``random``
-    and ``oracle`` per round."""
+    and ``oracle`` per round. ``key``: the F1 summarised (``"f1_unseen_fixed_mean"``: with
+    :func:`fixed_settings`)."""
     out = {}
     for s in strategies:
         runs = [c[s] for c in curves if s in c]
         if not runs:
             continue
-        col = {key: np.array([[row.get(key, np.nan) for row in run] for run in runs], float)
-               for key in ("f1_unseen_mean", "touched", "auc", "steps", "train_s")}
-        f1 = col["f1_unseen_mean"]
+        col = {name: np.array([[row.get(name, np.nan) for row in run] for run in runs], float)
+               for name in (key, "touched", "auc", "steps", "train_s")}
+        f1 = col[key]
         falls = f1[:, 1:] - f1[:, :-1]
         out[s] = {"seeds": len(runs), "f1": _stats(f1),
                   "touched": np.nanmean(col["touched"], 0).round(1).tolist(),
@@ -277,10 +306,49 @@ def summarise(curves: list[dict], strategies, *, drop: float = 0.01) -> dict:
     for other in ("random", "oracle"):
         pairs = [(c["suggest"], c[other]) for c in curves if "suggest" in c and other in c]
         if pairs:
-            diff = np.array([[a["f1_unseen_mean"] - b["f1_unseen_mean"] for a, b in
+            diff = np.array([[a[key] - b[key] for a, b in
                               zip(x, y, strict=True)] for x, y in pairs])
             out[f"suggest-{other}"] = {"seeds": len(pairs), **_stats(diff)}
     return out
+
+
+def summarise_sets(result: dict, strategies) -> None:
+    """Each set's ``summary`` (the F1 the user gets) and ``summary_fixed`` (with
+    :func:`fixed_settings`), printed; over all sets too where there are several."""
+    every = []
+    for n, one in enumerate(result["sets"]):
+        every += one["curves"]
+        one["summary"] = summarise(one["curves"], strategies)
+        one["summary_fixed"] = summarise(one["curves"], strategies, key="f1_unseen_fixed_mean")
+        for what, summary in (("", one["summary"]),
+                              (", fixed post-processing", one["summary_fixed"])):
+            for s in (s for s in strategies if s in summary):
+                f = summary[s]["f1"]
+                print(f"set {n} {s} ({summary[s]['seeds']} seeds{what}): " + " -> ".join(
+                    f"{m:.3f}±{sd:.3f} ({t:g})" for m, sd, t in zip(
+                        f["mean"], f["std"], summary[s]["touched"], strict=True)), flush=True)
+    if len(result["sets"]) > 1:
+        result["summary_all_sets"] = summarise(every, strategies)
+        result["summary_fixed_all_sets"] = summarise(every, strategies,
+                                                     key="f1_unseen_fixed_mean")
+
+
+def rescore(path: Path, out: Path) -> None:
+    """Score every model of a finished run (its JSON at ``path``, its run folders where they
+    were) on its set's unseen images again, with its own post-processing and with
+    :func:`fixed_settings`; the summaries again; written to ``out``."""
+    result = json.loads(path.read_text())
+    done: dict[str, dict] = {}
+    for one in result["sets"]:
+        unseen = [read(i) for i in one["unseen"]]
+        for row in (row for c in one["curves"] for curve in c.values() for row in curve):
+            if row["run"] not in done:
+                done[row["run"]] = score_unseen(Path(row["run"]) / "model.safetensors", unseen)
+            row.update(done[row["run"]])
+    summarise_sets(result, [s for s in STRATEGIES
+                            if any(s in c for one in result["sets"] for c in one["curves"])])
+    result["rescored"] = str(path)
+    out.write_text(json.dumps(result, indent=1, default=str))
 
 
 def main(argv=None) -> int:
@@ -301,7 +369,15 @@ def main(argv=None) -> int:
     p.add_argument("--round-steps", type=int, help="step cap of each round (default: --steps)")
     p.add_argument("--runs", type=Path)
     p.add_argument("--json", type=Path)
+    p.add_argument("--rescore", type=Path, metavar="JSON",
+                   help="score the models of a finished run again (with the fixed "
+                        "post-processing too) and write --json; trains nothing")
     args = p.parse_args(argv)
+    if args.rescore:
+        if not args.json:
+            p.error("--rescore: give --json, the file to write")
+        rescore(args.rescore, args.json)
+        return 0
     if args.oracle_seeds is None:
         args.oracle_seeds = args.seeds
     t_all = time.perf_counter()
@@ -309,25 +385,14 @@ def main(argv=None) -> int:
     root = args.runs or Path(tempfile.mkdtemp(prefix="bench_budget_"))
     result = {"benchmark": "bench_budget", "args": {k: str(v) for k, v in vars(args).items()},
               "cpu_count": os.cpu_count(), "platform": platform.platform(), "sets": []}
-    all_curves = []
     for n, (ids_loop, ids_unseen) in enumerate(image_sets(args.sets)):
         print(f"set {n}: loop {ids_loop}, unseen {ids_unseen}", flush=True)
         t_set = time.perf_counter()
         curves = [run_set(args, ids_loop, ids_unseen, seed, root / f"set{n}" / f"seed{seed}")
                   for seed in range(args.seeds)]
-        all_curves += curves
-        summary = summarise(curves, args.strategies)
-        for s in args.strategies:
-            if s in summary:
-                f = summary[s]["f1"]
-                print(f"set {n} {s} ({summary[s]['seeds']} seeds): " + " -> ".join(
-                    f"{m:.3f}±{sd:.3f} ({t:g})" for m, sd, t in zip(
-                        f["mean"], f["std"], summary[s]["touched"], strict=True)), flush=True)
         result["sets"].append({"loop": ids_loop, "unseen": ids_unseen, "curves": curves,
-                               "summary": summary,
                                "seconds": round(time.perf_counter() - t_set, 1)})
-    if args.sets > 1:
-        result["summary_all_sets"] = summarise(all_curves, args.strategies)
+    summarise_sets(result, args.strategies)
     result["load_before"], result["load_after"] = load_before, os.getloadavg()
     result["seconds"] = round(time.perf_counter() - t_all, 1)
     print(f"load before {load_before}, after {result['load_after']}; {result['seconds']} s")

@@ -48,7 +48,8 @@ def test_a_rejected_false_cell_leaves_the_true_cells_alone(bench):
 @pytest.mark.slow
 def test_the_curve_runs_small(bench, tmp_path):
     """The smoke path: Start and one round of every strategy, two steps each, on the first
-    image set of the shared DSB 2018 images, written as JSON with its summary."""
+    image set of the shared DSB 2018 images, written as JSON with its summaries; then the
+    same run scored again from its JSON and run folders (``--rescore``)."""
     if not (bench.dsb_split.DATA / "dsb2018" / "images").is_dir():
         pytest.skip("the shared DSB 2018 images are not here")
     out = tmp_path / "budget.json"
@@ -69,3 +70,17 @@ def test_the_curve_runs_small(bench, tmp_path):
         assert 0.0 <= summary["f1"]["mean"][1] <= 1.0
     assert one["summary"]["suggest-random"]["mean"][0] == 0.0  # the same Start model
     assert result["seconds"] > 0 and len(result["load_before"]) == 3
+    assert all(0.0 <= row["f1_unseen_fixed_mean"] <= 1.0
+               for curve in curves.values() for row in curve)
+    assert set(one["summary_fixed"]) == set(one["summary"])
+
+    # a finished run scored again (the fixed post-processing added to an older run's JSON):
+    # the same models give the same F1
+    again = tmp_path / "again.json"
+    assert bench.main(["--rescore", str(out), "--json", str(again)]) == 0
+    rescored = json.loads(again.read_text())["sets"][0]
+    for strategy, curve in curves.items():
+        for before, after in zip(curve, rescored["curves"][0][strategy], strict=True):
+            assert after["f1_unseen"] == before["f1_unseen"]
+            assert after["f1_unseen_fixed"] == before["f1_unseen_fixed"]
+        assert rescored["summary_fixed"][strategy]["f1"] == one["summary_fixed"][strategy]["f1"]
