@@ -81,3 +81,26 @@ def test_regions_mask_from_rectangles(viewer_widget):
     mask = regions_mask(viewer, (64, 80))
     assert mask[15, 30] and not mask[5, 5] and not mask[40, 60]
     assert 400 <= mask.sum() <= 21 * 31
+
+
+def test_annotate_and_cell_actions_share_one_layer_when_the_name_is_taken(viewer_widget):
+    """A user layer holding "cells annotations" is never touched: Annotate adds
+    "cells annotations (2)", and the cell actions of the Predict widget write that same layer
+    (what they accept is what Annotate counts and Train reads)."""
+    from napari_unet.widgets.cell_actions import CellActions
+
+    viewer, widget = viewer_widget
+    user = viewer.add_points(name="cells annotations")
+    layer = widget.create_labels()
+    assert layer.name == "cells annotations (2)" and viewer.layers["cells annotations"] is user
+    widget.labels_combo.set_layer(None)
+    assert widget.create_labels() is layer  # found again, not a third layer
+    prediction = viewer.add_labels(np.zeros((64, 80), np.int32), name="cells prediction")
+    prediction.data[10:20, 10:20] = 5
+    actions = CellActions(viewer)
+    actions.set_prediction(prediction, viewer.layers["cells"])
+    assert actions.annotation_layer() is layer
+    assert actions.apply("accept", [(15, 15)]) == [1]
+    assert (layer.data[10:20, 10:20] == 1).all() and widget.count_cells()[0] == 1
+    n = len(viewer.layers)
+    assert actions.background_layer(create=False) is None and len(viewer.layers) == n

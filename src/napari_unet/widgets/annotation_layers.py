@@ -20,15 +20,23 @@ from napari_unet.widgets.common import (
     spatial_shape,
 )
 
-__all__ = ["background_layer", "labels_for", "read_labels", "regions_layer", "write_labels"]
+__all__ = [
+    "background_layer",
+    "image_labels_layer",
+    "labels_for",
+    "read_labels",
+    "regions_layer",
+    "write_labels",
+]
 
 NO_IMAGE = "image: open or choose an image layer first (File > Open Sample works)"
 
 
 def labels_for(viewer, image, chosen=None):
     """The labels layer to paint the cells of ``image`` on: ``chosen`` when its shape is the
-    image's (ValueError otherwise), else the layer "<image> annotations" of that shape, else a
-    new empty one (uint16, the image's scale and translation)."""
+    image's (ValueError otherwise), else the Labels layer "<image> annotations" of that shape,
+    else a new empty one (uint16, the image's scale and translation): :func:`image_labels_layer`,
+    the same layer that the Predict widget's cell actions write."""
     if image is None:
         raise ValueError(NO_IMAGE)
     shape = spatial_shape(image)
@@ -39,33 +47,78 @@ def labels_for(viewer, image, chosen=None):
                 f"the image {shape}; choose '(create new)' to make a matching one"
             )
         return chosen
-    name = image.name + ANNOTATIONS_SUFFIX
-    if name in viewer.layers and tuple(viewer.layers[name].data.shape) == shape:
-        return viewer.layers[name]  # attach, never overwrite
-    return viewer.add_labels(
-        np.zeros(shape, dtype=np.uint16 if max(shape) < 2**31 else np.int32), name=name,
-        scale=image.scale[-len(shape) :], translate=image.translate[-len(shape) :],
-    )
+    return image_labels_layer(viewer, image, ANNOTATIONS_SUFFIX)
 
 
-def background_layer(viewer, image):
-    """The Labels layer "<image> background" of the image's shape (reused when it exists; a
-    layer of that name that is not one gets a fresh name, " (2)", never overwritten)."""
+def image_labels_layer(viewer, image, suffix: str, *, dtype=np.uint16, opacity: float = 0.7,
+                       create: bool = True, metadata: dict | None = None):
+    """The Labels layer ``<image><suffix>`` of the image's spatial shape: found, or added empty.
+
+    The one find-or-create of the layers an image's annotation is made of (its cells, its
+    background, its annotated slices). A layer that holds the name but is no Labels layer of
+    that shape is never touched: the next free name ``<image><suffix> (2)``, ``(3)``, … is
+    looked at (and used for a new layer), so a second call finds the layer the first made.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    image : napari.layers.Layer
+        The image layer; the new layer takes its spatial shape, scale and translation.
+    suffix : str
+        Appended to the image's name, e.g. ``" annotations"``.
+    dtype : numpy dtype, keyword-only
+        Of a new layer's data (uint16: 65,535 cells).
+    opacity : float, keyword-only
+        Of a new layer (0.7, napari's default for labels).
+    create : bool, keyword-only
+        False: return None instead of adding a layer.
+    metadata : dict, keyword-only
+        Of a new layer.
+
+    Returns
+    -------
+    napari.layers.Labels or None
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> class Viewer(dict):
+    ...     layers = property(lambda self: self)
+    ...     def add_labels(self, data, name, **kw):
+    ...         self[name] = NS(data=data, _type_string="labels", name=name)
+    ...         return self[name]
+    >>> image = NS(name="cells", data=np.zeros((4, 5)), scale=(1, 1), translate=(0, 0))
+    >>> viewer = Viewer({"cells annotations": NS(data=[], _type_string="points")})
+    >>> image_labels_layer(viewer, image, " annotations").name
+    'cells annotations (2)'
+    >>> image_labels_layer(viewer, image, " annotations") is viewer["cells annotations (2)"]
+    True
+    """
     if image is None:
         raise ValueError(NO_IMAGE)
     shape = spatial_shape(image)
-    name = base = image.name + BACKGROUND_SUFFIX
+    name = base = image.name + suffix
     n = 1
     while name in viewer.layers:
         found = viewer.layers[name]
         if found._type_string == "labels" and tuple(found.data.shape) == shape:
-            return found
+            return found  # attach, never overwrite
         n += 1
         name = f"{base} ({n})"
+    if not create:
+        return None
     return viewer.add_labels(
-        np.zeros(shape, dtype=np.uint8), name=name, opacity=0.5,
+        np.zeros(shape, dtype=dtype), name=name, opacity=opacity, metadata=metadata or {},
         scale=image.scale[-len(shape) :], translate=image.translate[-len(shape) :],
     )
+
+
+def background_layer(viewer, image, *, create: bool = True):
+    """The Labels layer "<image> background" of the image's shape (reused when it exists; a
+    layer of that name that is not one gets a fresh name, " (2)", never overwritten); None
+    when there is none and ``create`` is False."""
+    return image_labels_layer(viewer, image, BACKGROUND_SUFFIX, dtype=np.uint8, opacity=0.5,
+                              create=create)
 
 
 def regions_layer(viewer, image):

@@ -16,14 +16,8 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QWidget
 
-from napari_unet.widgets.common import (
-    ANNOTATIONS_SUFFIX,
-    BACKGROUND_SUFFIX,
-    guarded,
-    show_error,
-    show_info,
-    spatial_shape,
-)
+from napari_unet.widgets.annotation_layers import background_layer, labels_for
+from napari_unet.widgets.common import guarded, show_error, show_info
 
 #: the actions armed by a click: (name, button text, tooltip)
 ACTIONS = (
@@ -34,25 +28,6 @@ ACTIONS = (
     ("split", "Split", "Click twice inside a cell that is two: a watershed on the probability "
                        "from the two clicks cuts it into two annotated cells"),
 )
-
-
-def image_labels_layer(viewer, image, suffix: str, dtype=np.uint16, *, create: bool = True):
-    """The Labels layer ``<image><suffix>`` of the image's shape (``… (2)``, … when the name
-    is taken by another layer), added empty when there is none (None without ``create``)."""
-    shape = spatial_shape(image)
-    base = name = image.name + suffix
-    n = 1
-    while name in viewer.layers:
-        found = viewer.layers[name]
-        if found._type_string == "labels" and tuple(found.data.shape) == shape:
-            return found
-        n += 1
-        name = f"{base} ({n})"
-    if not create:
-        return None
-    return viewer.add_labels(np.zeros(shape, dtype), name=name, opacity=0.5,
-                             scale=image.scale[-len(shape):],
-                             translate=image.translate[-len(shape):])
 
 
 class CellActions(QWidget):
@@ -122,13 +97,12 @@ class CellActions(QWidget):
 
     def annotation_layer(self):
         """The image's annotation layer (added empty when there is none)."""
-        return image_labels_layer(self.viewer, self._image(), ANNOTATIONS_SUFFIX)
+        return labels_for(self.viewer, self._image())
 
     def background_layer(self, *, create: bool = True):
         """The image's explicit background layer (added empty when there is none, or None
         without ``create``)."""
-        return image_labels_layer(self.viewer, self._image(), BACKGROUND_SUFFIX, np.uint8,
-                                  create=create)
+        return background_layer(self.viewer, self._image(), create=create)
 
     def _image(self):
         if self.prediction is None or self.image is None or self.image not in self.viewer.layers:
