@@ -120,6 +120,26 @@ def test_train_form_on_a_volume_counts_the_marked_slices_only(make_napari_viewer
     assert "3D" not in train.update_rule()
 
 
+def test_slices_and_background_layers_with_a_taken_name_still_count(make_napari_viewer):
+    """User layers holding "vol annotated slices" and "vol background" are never touched:
+    the marks go to "vol annotated slices (2)" (one layer, found again on each mark) and the
+    background brush to "vol background (2)", and both reach the 3D training pair."""
+    viewer, annotate, labels, _, _ = _volume_viewer(make_napari_viewer)
+    user_slices = viewer.add_points(name="vol annotated slices", ndim=3, scale=SPACING)
+    user_background = viewer.add_points(name="vol background", ndim=3, scale=SPACING)
+    _mark(viewer, annotate, PLANES[:2])
+    slices = viewer.layers["vol annotated slices (2)"]
+    assert "vol annotated slices (3)" not in viewer.layers
+    assert viewer.layers["vol annotated slices"] is user_slices and not len(user_slices.data)
+    assert volume.count_slices(slices.data != 0) == {"z": 2, "y": 0, "x": 0}
+    brush = annotate.background_brush()
+    assert brush.name == "vol background (2)"
+    assert viewer.layers["vol background"] is user_background
+    brush.data[PLANES[0], :4] = 1
+    brush.data = brush.data
+    (pair,) = volume.volume_pairs(viewer, [(viewer.layers["vol"], labels)], complete=False)
+    assert pair.annotated.sum() == 2 * 48 * 48
+    assert pair.background is not None and pair.background.sum() == 4 * 48
 def test_predict_says_plane_by_plane_for_a_2d_model_on_a_stack(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image, _ = synthetic_cells_3d((4, 40, 40), radius=7, seed=1)

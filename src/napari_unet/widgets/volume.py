@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core.targets.sparse import count_slices
-from napari_unet.widgets.common import BACKGROUND_SUFFIX, spatial_shape
+from napari_unet.widgets.annotation_layers import background_layer, image_labels_layer
+from napari_unet.widgets.common import spatial_shape
 
 #: Suffix of the Labels layer holding an image's annotated slices (1 = annotated).
 SLICES_SUFFIX = " annotated slices"
@@ -91,35 +92,16 @@ def predict_mode(model, layer, *, whole_stack: bool) -> str:
     return "stack" if whole_stack else "plane"
 
 
-def slices_layer_name(image_name: str) -> str:
-    """The name of the Shapes layer that marks an image's annotated slices."""
-    return image_name + SLICES_SUFFIX
-
-
 def find_slices_layer(viewer, image_layer):
-    """The "<image> annotated slices" Labels layer of the image's shape, or None."""
-    name = slices_layer_name(image_layer.name)
-    if name in viewer.layers:
-        layer = viewer.layers[name]
-        if layer._type_string == "labels" and tuple(layer.data.shape) == spatial_shape(image_layer):
-            return layer
-    return None
+    """The "<image> annotated slices" Labels layer of the image's shape (or the " (2)", …
+    that :func:`slices_layer` made when a user layer held the name), or None."""
+    return image_labels_layer(viewer, image_layer, SLICES_SUFFIX, create=False)
 
 
 def slices_layer(viewer, image_layer):
     """Find or add the image's annotated-slices layer (a fresh name if a user layer has it)."""
-    layer = find_slices_layer(viewer, image_layer)
-    if layer is not None:
-        return layer
-    name = base = slices_layer_name(image_layer.name)
-    n = 1
-    while name in viewer.layers:
-        n += 1
-        name = f"{base} ({n})"
-    shape = spatial_shape(image_layer)
-    return viewer.add_labels(
-        np.zeros(shape, dtype=np.uint8), name=name, opacity=0.15,
-        scale=image_layer.scale[-3:], translate=image_layer.translate[-3:],
+    return image_labels_layer(
+        viewer, image_layer, SLICES_SUFFIX, dtype=np.uint8, opacity=0.15,
         metadata={"napari_unet": "annotated slices"},
     )
 
@@ -210,10 +192,9 @@ def volume_pairs(viewer, layer_pairs, *, complete: bool) -> list:
             raise ValueError(
                 f"labels: '{labels_layer.name}' has no cells on the annotated slices; "
                 "paint the cells of the marked planes")
-        name = image_layer.name + BACKGROUND_SUFFIX
-        background = None
-        if name in viewer.layers and viewer.layers[name].data.shape == image.shape:
-            background = np.asarray(viewer.layers[name].data) != 0
+        background = background_layer(viewer, image_layer, create=False)
+        if background is not None:
+            background = np.asarray(background.data) != 0
             background = background if background.any() else None
         out.append(TrainingPair(image, labels, annotated=annotated, background=background,
                                 ndim=3, spacing=layer_spacing(image_layer)))
