@@ -120,22 +120,16 @@ def _search(rows, *, cores: bool = True) -> tuple[PostprocessSettings, dict[str,
     def level(t):
         return seed_level(t) if cores else 0.0
 
-    scored: dict[PostprocessSettings, dict[str, float]] = {}
+    def with_seeds(trial: PostprocessSettings) -> PostprocessSettings:
+        return trial.replace(seeds=level(trial.threshold))
 
-    def score_of(settings: PostprocessSettings) -> float:
-        if settings not in scored:
-            scored[settings] = region_scores(rows, settings)
-        return objective(scored[settings])
-
-    best = PostprocessSettings(threshold=THRESHOLDS[0], seeds=level(THRESHOLDS[0]))
-    for name, values in (("threshold", THRESHOLDS), ("watershed", (False, True)),
-                         ("min_size", MIN_SIZES), ("regrow", REGROW)):
-        for value in values:
-            trial = best.replace(**{name: value})
-            if name == "threshold":
-                trial = trial.replace(seeds=level(value))
-            if trial != best and score_of(trial) > score_of(best) + 1e-9:
-                best = trial
+    score_of, scored = _scorer(rows)
+    best = _one_after_the_other(
+        PostprocessSettings(threshold=THRESHOLDS[0], seeds=level(THRESHOLDS[0])),
+        (("threshold", THRESHOLDS), ("watershed", (False, True)), ("min_size", MIN_SIZES),
+         ("regrow", REGROW)),
+        score_of, adjust={"threshold": with_seeds},
+    )
     top = score_of(best)
     for value in THRESHOLDS:
         if value >= best.threshold:
@@ -151,6 +145,19 @@ def _tissue_search(rows) -> tuple[PostprocessSettings, dict[str, float]]:
     """The tissue's seeded watershed (``tissue=True``): the seed level (from
     :data:`TISSUE_SEEDS`), the threshold of the tissue (from :data:`THRESHOLDS`) and the
     minimum size, one after the other, maximising :func:`objective`."""
+    score_of, scored = _scorer(rows)
+    best = _one_after_the_other(
+        PostprocessSettings(tissue=True, threshold=THRESHOLDS[0], seeds=TISSUE_SEEDS[0]),
+        (("seeds", TISSUE_SEEDS), ("threshold", THRESHOLDS), ("min_size", MIN_SIZES)),
+        score_of,
+    )
+    score_of(best)
+    return best, scored[best]
+
+
+def _scorer(rows):
+    """``(score_of, scored)``: :func:`objective` of a setting on the regions' ``rows``, each
+    setting scored once (its :func:`region_scores` kept in ``scored``)."""
     scored: dict[PostprocessSettings, dict[str, float]] = {}
 
     def score_of(settings: PostprocessSettings) -> float:
@@ -158,15 +165,23 @@ def _tissue_search(rows) -> tuple[PostprocessSettings, dict[str, float]]:
             scored[settings] = region_scores(rows, settings)
         return objective(scored[settings])
 
-    best = PostprocessSettings(tissue=True, threshold=THRESHOLDS[0], seeds=TISSUE_SEEDS[0])
-    for name, values in (("seeds", TISSUE_SEEDS), ("threshold", THRESHOLDS),
-                         ("min_size", MIN_SIZES)):
+    return score_of, scored
+
+
+def _one_after_the_other(best: PostprocessSettings, steps, score_of, *, adjust=None
+                         ) -> PostprocessSettings:
+    """For each ``(name, values)`` of ``steps`` in turn, the value of that setting that scores
+    highest, the others kept from the steps before (a tie keeps the earlier one);
+    ``adjust[name]`` maps each trial of that setting (the seeds that go with a threshold)."""
+    adjust = adjust or {}
+    for name, values in steps:
         for value in values:
             trial = best.replace(**{name: value})
+            if name in adjust:
+                trial = adjust[name](trial)
             if trial != best and score_of(trial) > score_of(best) + 1e-9:
                 best = trial
-    score_of(best)
-    return best, scored[best]
+    return best
 
 
 def choose_settings(rows, *, cores: bool = True, tissue: bool = False
