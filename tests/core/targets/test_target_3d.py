@@ -120,3 +120,34 @@ def test_3d_class_weights_three_classes():
         assert np.isclose(w[target == c].sum(), target.size / 3, rtol=1e-4)
     balanced = border_weight_map(labels, num_classes=3, w0=0.0)
     np.testing.assert_allclose(balanced, w, rtol=1e-6)
+
+
+def test_three_class_target_of_annotated_planes_borders_only_the_outlines():
+    """Cells painted on two planes of a volume, nothing else annotated: the voxels above and
+    below a plane are unknown, not background, so the 3-class ("objects") target of each plane
+    is the plane's own 2D target — border where two cells meet or a cell meets the plane's
+    background, an interior elsewhere — in the target, the augmented patches' target and the
+    class balance of the weight map."""
+    from napari_unet.core.targets import slices_mask
+    from napari_unet.core.training.data import targets_from_instances, training_target
+
+    labels = np.zeros((6, 12, 16), np.uint16)
+    labels[1, 2:7, 2:7], labels[1, 2:7, 7:12] = 1, 2  # two touching cells
+    labels[1, 8:12, 11:16] = 3  # a separate one, on the image edge
+    labels[4, 3:9, 4:10] = 4
+    mask = slices_mask(labels.shape, z=(1, 4))
+    plane = np.zeros((12, 16), np.uint8)  # plane 1 by hand: interior 1, border 2
+    plane[2:7, 2:12], plane[8:12, 11:16] = 2, 2
+    plane[3:6, 3:6], plane[3:6, 8:11] = 1, 1
+    plane[9:12, 12:16] = 1  # the image edge is no background
+    t = training_target(labels, annotated=mask, num_classes=3)
+    np.testing.assert_array_equal(t.target[1], plane)
+    np.testing.assert_array_equal(t.target[4], make_target(labels[4], num_classes=3)[0])
+    assert int((t.target[4] == 1).sum()) == 4 * 4
+    target, _ = targets_from_instances(t.instances, t.counted, class_weight=[1.0, 1.0, 1.0],
+                                       num_classes=3)
+    np.testing.assert_array_equal(target, t.target)
+    balanced = border_weight_map(labels, num_classes=3, w0=0.0, annotated=mask)
+    np.testing.assert_allclose(balanced, class_weights(t.target, annotated=mask, num_classes=3),
+                               rtol=1e-6)
+    assert set(np.unique(t.target[mask]).tolist()) == {0, 1, 2}

@@ -100,7 +100,8 @@ def make_target(
     num_classes : {2, 3}
         2: 0 background (including separation borders), 1 cell — the paper's target.
         3: 0 background, 1 cell interior, 2 cell border (a cell pixel with background or another
-        cell among its 8 / 26 neighbours; image edges do not count as background).
+        cell among its 8 / 26 neighbours; image edges do not count as background, nor do pixels
+        outside ``annotated``, which are unknown).
     tissue : bool
         The tissue target (3 classes): 0 background, 1 cell, 2 wall — the cell pixels with
         another cell among their 8 / 26 neighbours (:func:`separation_borders`); a cell pixel
@@ -155,7 +156,12 @@ def make_target(
     elif num_classes == 2:
         target = (cell & ~borders).astype(np.uint8)
     else:
-        touches_bg = cell & (ndi.minimum_filter(inst, size=3, mode="nearest") == 0)
+        # only known background makes a border: on an annotated plane of a volume the planes
+        # above and below are unknown (0 in the labels, outside ``annotated``), and counting
+        # them made every cell voxel of the plane a border voxel, with no interior left
+        known_bg = ~cell if ann is None else ~cell & ann
+        full = np.ones((3,) * inst.ndim, bool)
+        touches_bg = cell & ndi.binary_dilation(known_bg, structure=full)
         target = cell.astype(np.uint8)
         target[borders | touches_bg] = 2
     weight_mask = (

@@ -387,7 +387,7 @@ def targets_from_instances(
     from napari_unet.core.targets.target import make_target
     from napari_unet.core.weights.border import border_weight_map
 
-    target, _ = make_target(instances, num_classes=num_classes, tissue=tissue)
+    target, _ = make_target(instances, annotated=counted, num_classes=num_classes, tissue=tissue)
     weights = border_weight_map(instances, w0=w0, sigma=sigma, annotated=counted,
                                 num_classes=num_classes, class_weight=class_weight,
                                 spacing=spacing, tissue=tissue)

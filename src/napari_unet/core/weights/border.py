@@ -200,13 +200,13 @@ def border_weight_map(
             raise ValueError(f"class_weight: expected {num_classes} values (one per class), "
                              f"got shape {per_class.shape}")
         target = target2 if num_classes == 2 and not tissue else make_target(
-            inst, num_classes=num_classes, tissue=tissue)[0]
+            inst, annotated=ann, num_classes=num_classes, tissue=tissue)[0]
         weights = np.take(per_class, target)
         if ann is not None:
             weights *= ann
     elif class_balance:
         target = target2 if num_classes == 2 and not tissue else make_target(
-            inst, num_classes=num_classes, tissue=tissue)[0]
+            inst, annotated=ann, num_classes=num_classes, tissue=tissue)[0]
         weights = class_weights(target, annotated=ann, num_classes=num_classes)
     else:
         weights = np.ones(inst.shape, dtype=np.float32) if ann is None else ann.astype(np.float32)
