@@ -130,6 +130,36 @@ def test_a_full_disk_leaves_the_last_complete_checkpoint(pair, tmp_path, monkeyp
     assert [e.step for e in resumed.run() if e.kind == "step"] == [3, 4, 5, 6]
 
 
+def test_the_memory_check_counts_what_a_checkpoint_builds(tmp_path, monkeypatch):
+    """A checkpoint is built in memory before its atomic write: the state file's bytes, and
+    the CPU copies of the weights and optimiser moments that fill it (as many bytes again).
+    The training estimate holds them on top of a step, so a budget that holds a step but not
+    the checkpoint is refused before the run (a network whose weights outweigh its maps: 32
+    base channels at the smallest tile)."""
+    from napari_unet.core.model import (
+        UNet,
+        check_memory,
+        estimate_training_bytes,
+        valid_input_shape,
+    )
+
+    arch = dict(in_channels=1, num_classes=2, depth=3, base_channels=32)
+    net = UNet(**arch)
+    optimizer = torch.optim.AdamW(net.parameters())  # the CPU recipe's: two moments
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    state = ckpt.save_state(tmp_path / "last.state.safetensors", optimizer=optimizer,
+                            tensors={}, info={}, weights=net.state_dict(), model_meta={})
+    built = 2 * state.stat().st_size
+    run = dict(arch, tile=int(valid_input_shape(1, 3)[0]), batch_size=1)
+    step = estimate_training_bytes(**run, checkpoint=False)
+    assert estimate_training_bytes(**run) - step >= built
+    monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", str(int((step + built // 2) / 0.85)))
+    with pytest.raises(ValueError, match=r"^memory: training a U-Net of depth 3, base 32"):
+        check_memory(**run)
+
+
 def test_model_files_store_the_checkpoint_folder_relative_to_themselves(tmp_path):
     meta = {"training": {"checkpoint_dir": str(tmp_path / "a" / "m.checkpoints")}}
     rel = ckpt.relative_paths(meta, tmp_path / "a" / "m.safetensors")

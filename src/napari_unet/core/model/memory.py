@@ -1,8 +1,8 @@
 """Memory a U-Net needs, estimated from its architecture before anything is allocated.
 
 The estimate is arithmetic on the shapes (no tensor is created): the parameters (and, for
-training, their gradients and two optimiser moments), every feature map the forward pass keeps
-for the backward pass, and the gradients in flight. :func:`check_memory` compares it with what
+training, their gradients, two optimiser moments and what a checkpoint builds in memory), every
+feature map the forward pass keeps for the backward pass, and the gradients in flight. :func:`check_memory` compares it with what
 the device has and refuses, naming a smaller setting, before a run could exhaust the machine
 (a U-Net of depth 12 asks for tens of GB; a 100000-pixel tile for hundreds).
 
@@ -36,6 +36,13 @@ _FLOAT = 4  # bytes of a float32
 _SAFETY = 1.25  # allocator slack, temporaries of the convolutions, augmentation buffers
 #: share of the available memory a run may plan to use
 _HEADROOM = 0.85
+#: floats per weight that writing a checkpoint holds besides the run's own weights,
+#: gradients and moments (:func:`napari_unet.core.training.checkpoint.save_checkpoint`): the
+#: snapshot's CPU copy of the weights (1), contiguous CPU copies of the two optimiser moments
+#: (2), and the file built in memory before its atomic write (weights and moments, 3). For the
+#: paper's network (31 M weights) 745 MB. Counted on top of a step: after a failed step the
+#: checkpoint is written while the step's feature maps are still held.
+_CHECKPOINT_COPIES = 6
 
 
 def count_parameters(
@@ -119,7 +126,7 @@ def _check(name: str, value, low: int = 1) -> int:
 
 
 def _estimate(*, in_channels, num_classes, depth, base_channels, tile, batch_size, ndim,
-              padding, training, pool=None) -> int:
+              padding, training, pool=None, checkpoint=True) -> int:
     import math
 
     for name, v, low in (("in_channels", in_channels, 1), ("num_classes", num_classes, 1),
@@ -133,7 +140,7 @@ def _estimate(*, in_channels, num_classes, depth, base_channels, tile, batch_siz
     inputs = in_channels * math.prod(sides)
     if training:  # all maps kept for backward + gradients in flight; weights, grads, 2 moments
         acts = batch_size * (total + 2 * largest + 3 * inputs)
-        weights = 4 * params
+        weights = (4 + (_CHECKPOINT_COPIES if checkpoint else 0)) * params
     else:  # the skip maps, the maps of the level being computed and the convolution buffers
         acts = batch_size * (total // 2 + largest + inputs)
         weights = params
@@ -151,12 +158,15 @@ def estimate_training_bytes(
     ndim: int = 2,
     padding: str = "valid",
     pool=None,
+    checkpoint: bool = True,
 ) -> int:
     """Bytes one training step of this U-Net needs (float32), from the shapes alone.
 
     ``tile`` is the network's input side (a square, or a cube for ``ndim=3``) or its shape,
     one side per axis; ``pool`` the pooling factors as :class:`~napari_unet.core.model.UNet`
-    takes them (e.g. anisotropic ``((1, 2, 2), (2, 2, 2))``).
+    takes them (e.g. anisotropic ``((1, 2, 2), (2, 2, 2))``). ``checkpoint`` (default True)
+    counts what writing a checkpoint holds on top: a copy of the weights, copies of the two
+    optimiser moments and the file built in memory (6 floats per weight); False: a step alone.
 
     Examples
     --------
@@ -169,7 +179,7 @@ def estimate_training_bytes(
     """
     return _estimate(in_channels=in_channels, num_classes=num_classes, depth=depth,
                      base_channels=base_channels, tile=tile, batch_size=batch_size, ndim=ndim,
-                     padding=padding, training=True, pool=pool)
+                     padding=padding, training=True, pool=pool, checkpoint=checkpoint)
 
 
 def estimate_inference_bytes(
