@@ -13,7 +13,7 @@ caps it further, e.g. on a shared node.
 
 >>> estimate_training_bytes(in_channels=1, num_classes=2, depth=4, base_channels=64,
 ...                         tile=572, batch_size=1) // 2**20   # the paper's network, in MiB
-1756
+2644
 >>> count_parameters(in_channels=1, num_classes=2, depth=4, base_channels=64)  # the paper's
 31030658
 """
