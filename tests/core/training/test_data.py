@@ -67,6 +67,28 @@ def test_annotated_mask_limits_weights_and_sampling():
     assert np.all(wts[:, 8, 8] > 0)  # every patch is centred on an annotated pixel
 
 
+def test_a_pair_of_background_only_is_drawn_no_more_than_a_pair_with_cells():
+    """A round of rejected blobs alone (explicit background, no cell) on a whole image beside
+    a corner of painted cells: drawn at most as often as the painted pair, not in proportion
+    to its ten times larger area (which taught background everywhere)."""
+    image, labels = cells()
+    corner = np.zeros_like(labels, bool)
+    corner[25:35, 18:32] = True
+    rejected = TrainingPair(image, np.zeros_like(labels), background=np.ones(labels.shape, np.uint8),
+                            sparse=True)
+    prep = prepare_pairs([TrainingPair(image, labels, corner), rejected], pad=12)
+    p = prep[0].pad
+    area = [int(np.sum(q.weights[p:p + 40, p:p + 40] > 0)) for q in prep]
+    assert area[1] > 5 * area[0]
+    sampler = PatchSampler(prep, tile=16, rng=np.random.default_rng(0))
+    assert sampler._p[1] == pytest.approx(0.5)  # the draw's probabilities
+    # pairs that all hold cells are drawn by their area, as before
+    both = prepare_pairs([TrainingPair(image, labels, corner), TrainingPair(image, labels)], pad=12)
+    counted = np.array([np.sum(q.weights > 0) for q in both], float)
+    np.testing.assert_allclose(PatchSampler(both, tile=16, rng=np.random.default_rng(0))._p,
+                               counted / counted.sum())
+
+
 def test_sampler_refuses_nothing_annotated():
     image, labels = cells()
     prep = prepare_pairs([TrainingPair(image, labels, np.zeros_like(labels))], pad=12)

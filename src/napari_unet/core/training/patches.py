@@ -131,7 +131,8 @@ class PatchSampler:
     """Random training patches of the network's input shape, centred on weighted pixels.
 
     An image is drawn with probability proportional to its count of pixels (voxels) with weight
-    > 0, then a centre among those pixels: a few annotated cells in a large image, or a few
+    > 0 (an image whose annotation holds no cell, only explicit background, at most as often
+    as the mean image with cells), then a centre among those pixels: a few annotated cells in a large image, or a few
     annotated slices of a volume, are found every time. The patch (input shape ``tile``) is cut
     from the mirror-padded image; the training loop takes the instance ids and the counted area
     of the same window (:meth:`sample_instances`), warps them with the image and derives target
@@ -187,6 +188,12 @@ class PatchSampler:
                 "pairs: no pixel carries weight in the training region (nothing annotated, or "
                 "all held out for validation); annotate some cells or lower val_fraction"
             )
+        # a pair of rejected blobs alone (background only) outweighed the painted pairs and
+        # taught background everywhere: unseen F1 0.897 -> 0.438 in one round (bench_budget)
+        cells = np.array([bool(np.any(prep.labels[prep.annotated] > 0))
+                          for prep in self.prepared])
+        if cells.any() and not cells.all():
+            counts[~cells] = np.minimum(counts[~cells], counts[cells].mean())
         self._p = counts / counts.sum()
 
     def _draw(self, n: int):
