@@ -1,5 +1,6 @@
 """Raw images and stacks: normalised as the model's metadata says, then predicted tile by tile
-(:mod:`napari_unet.core.predict.tiled`); a 2D model predicts a stack plane by plane."""
+(:mod:`napari_unet.core.predict.tiled`) at the scales the model stores for the kind of image
+(:mod:`napari_unet.core.predict.scales`); a 2D model predicts a stack plane by plane."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import numpy as np
 
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.normalize import as_model_channels, normalize, stored_normalization
-from napari_unet.core.predict.tiled import PredictProgress, as_chw, iter_predict_tiled, run_to_end
+from napari_unet.core.predict.scales import (
+    check_scales,
+    is_colour,
+    iter_predict_scales,
+    stored_scales,
+)
+from napari_unet.core.predict.tiled import PredictProgress, as_chw, run_to_end
 
 __all__ = ["iter_predict_image", "iter_predict_stack", "normalizer", "predict_image",
            "predict_stack"]
@@ -36,6 +43,16 @@ def _raw_to_chw(model: UNet, image: np.ndarray, channel_axis: int | None) -> np.
     return as_chw(model, image)
 
 
+def image_scales(metadata: dict | None, image: np.ndarray, channel_axis: int | None,
+                 scales: Sequence[float] | None) -> tuple[float, ...]:
+    """``scales`` checked, or (None) those the model stores for this raw image's kind
+    (:func:`~napari_unet.core.predict.scales.stored_scales`, colour judged on the raw
+    channels by :func:`~napari_unet.core.predict.scales.is_colour`)."""
+    if scales is not None:
+        return check_scales(scales)
+    return stored_scales(metadata, colour=is_colour(image, channel_axis))
+
+
 def iter_predict_image(
     model: UNet,
     image: np.ndarray,
@@ -47,9 +64,11 @@ def iter_predict_image(
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
     flip_std: bool = False,
+    scales: Sequence[float] | None = None,
 ) -> Generator[PredictProgress, None, np.ndarray]:
     """:func:`predict_image` as a generator of progress events (for the GUI): the last event's
-    ``result`` holds the probabilities (and ``flip_std``, see :func:`iter_predict_tiled`).
+    ``result`` holds the probabilities (and ``flip_std``, see
+    :func:`~napari_unet.core.predict.scales.iter_predict_scales`).
 
     Examples
     --------
@@ -57,13 +76,14 @@ def iter_predict_image(
     >>> list(iter_predict_image(net, np.ones((20, 30))))[-1].result.shape
     (2, 20, 30)
     """
+    scales = image_scales(metadata, image, channel_axis, scales)
     image, channel_axis = as_model_channels(image, channel_axis=channel_axis,
                                             in_channels=model.in_channels, metadata=metadata)
     chw = normalizer(metadata, channel_axis=0)(_raw_to_chw(model, image, channel_axis))
     return (
-        yield from iter_predict_tiled(
-            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta,
-            flip_std=flip_std,
+        yield from iter_predict_scales(
+            model, chw, scales, tile_shape=tile_shape, batch_size=batch_size, device=device,
+            tta=tta, flip_std=flip_std,
         )
     )
 
@@ -78,9 +98,11 @@ def predict_image(
     device=None,
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
+    scales: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Normalise a raw image as the model was trained (``metadata["normalization"]``), then
-    :func:`predict_tiled`. Returns float32 (num_classes, *spatial).
+    :func:`predict_tiled` at each of ``scales`` (default: those the model stores for the
+    image's kind, :func:`image_scales`), averaged. Returns float32 (num_classes, *spatial).
 
     ``image`` matches ``model.ndim``: (H, W) for a 2D model, a (Z, Y, X) volume for a 3D one
     (or either with channels at ``channel_axis``); the percentiles are those of the whole image
@@ -95,7 +117,7 @@ def predict_image(
     return run_to_end(
         iter_predict_image(
             model, image, metadata=metadata, channel_axis=channel_axis, tta=tta, device=device,
-            tile_shape=tile_shape, batch_size=batch_size,
+            tile_shape=tile_shape, batch_size=batch_size, scales=scales,
         )
     )
 
@@ -111,8 +133,10 @@ def iter_predict_stack(
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
     flip_std: bool = False,
+    scales: Sequence[float] | None = None,
 ) -> Generator[PredictProgress, None, np.ndarray]:
-    """Predict a (Z or T, Y, X) stack plane by plane with the 2D model, normalising each plane.
+    """Predict a (Z or T, Y, X) stack plane by plane with the 2D model, normalising each plane
+    (``scales``: as :func:`predict_image`, the model's stored ones judged plane by plane).
 
     ``channel_axis`` counts in the full array (e.g. 1 for (Z, C, Y, X)). Yields progress per tile
     batch with ``plane``/``planes`` set; the last event (and return value) has ``result`` of shape
@@ -138,14 +162,15 @@ def iter_predict_stack(
     norm = normalizer(metadata, channel_axis=0)
     out = spread = None
     for z, plane in enumerate(stack):
+        plane_scales = image_scales(metadata, plane, 0 if plane.ndim == 3 else None, scales)
         if plane.ndim == 3:  # (C, Y, X): a colour plane becomes gray for a one-channel model
             plane, _ = as_model_channels(plane, channel_axis=0, in_channels=model.in_channels,
                                          metadata=metadata)
         chw = norm(as_chw(model, plane, name=f"stack plane {z}"))
         last = None
-        for ev in iter_predict_tiled(
-            model, chw, tile_shape=tile_shape, batch_size=batch_size, device=device, tta=tta,
-            flip_std=flip_std,
+        for ev in iter_predict_scales(
+            model, chw, plane_scales, tile_shape=tile_shape, batch_size=batch_size,
+            device=device, tta=tta, flip_std=flip_std,
         ):
             if ev.result is not None:
                 last = ev
@@ -153,10 +178,10 @@ def iter_predict_stack(
                 yield PredictProgress(ev.done, ev.total, plane=z, planes=len(stack))
         if out is None:
             out = np.empty((len(stack), *last.result.shape), np.float32)
-            if last.flip_std is not None:
-                spread = np.empty((len(stack), *last.flip_std.shape), np.float32)
         out[z] = last.result
-        if spread is not None:
+        if last.flip_std is not None:  # planes of one pass (gray, one scale) do not spread
+            if spread is None:
+                spread = np.zeros((len(stack), *last.flip_std.shape), np.float32)
             spread[z] = last.flip_std
     yield PredictProgress(1, 1, plane=len(stack) - 1, planes=len(stack), result=out,
                           flip_std=spread)

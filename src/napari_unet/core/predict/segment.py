@@ -76,6 +76,7 @@ def iter_segment(
     tile_shape: Sequence[int] | None = None,
     batch_size: int = 1,
     stitch: bool = False,
+    scales: Sequence[float] | None = None,
 ) -> Generator[PredictProgress, None, tuple[np.ndarray, np.ndarray]]:
     """Segment a raw image (or a stack plane by plane), yielding progress events.
 
@@ -101,6 +102,12 @@ def iter_segment(
         training chose on validation).
     device, tile_shape, batch_size
         As :func:`napari_unet.core.predict.predict_tiled`.
+    scales : sequence of float, optional
+        Predict the image resized by each factor and average the probabilities at the image's
+        own size (the flips of ``tta`` within each scale), then post-process once
+        (:mod:`napari_unet.core.predict.scales`); 2D models. Default: what the model stores
+        for the kind of image (``metadata["postprocess"]["scales"]``; colour: raw channels not
+        all equal, judged per plane of a stack), (1.0,) if it stores none.
     stitch : bool
         With ``stack=True``: link the planes' labels into 3D objects
         (:func:`napari_unet.core.predict.stitch.stitch_planes`) instead of one object per
@@ -110,9 +117,10 @@ def iter_segment(
     ------
     PredictProgress
         Per tile batch; the last event has ``result`` (float32 probabilities, (K, H, W) or
-        (Z, K, H, W)) and ``labels`` (int32, (H, W) or (Z, H, W)) set, and with ``tta``
-        ``flip_std`` (how much the flips disagree, per pixel; see
-        :func:`~napari_unet.core.predict.iter_predict_tiled`), from the same forward passes.
+        (Z, K, H, W)) and ``labels`` (int32, (H, W) or (Z, H, W)) set, and with ``tta`` or
+        several ``scales`` ``flip_std`` (how much the passes — each flip at each scale —
+        disagree, per pixel; see :func:`~napari_unet.core.predict.scales.iter_predict_scales`),
+        from the same forward passes.
         Returns (prob, labels).
 
     Examples
@@ -139,7 +147,7 @@ def iter_segment(
     if tta is None:
         tta = stored_tta(metadata)
     options = dict(metadata=metadata, channel_axis=channel_axis, tta=tta, device=device,
-                   tile_shape=tile_shape, batch_size=batch_size, flip_std=True)
+                   tile_shape=tile_shape, batch_size=batch_size, flip_std=True, scales=scales)
     events = (iter_predict_stack if stack else iter_predict_image)(model, image, **options)
     prob = last = None
     for event in events:
