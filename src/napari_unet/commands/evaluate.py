@@ -24,9 +24,11 @@ from pathlib import Path
 from napari_unet.cli import CLIError
 from napari_unet.commands.options import (
     add_postprocess_arguments,
+    add_scales_argument,
     add_tta_argument,
     model_file,
     postprocess_settings,
+    scales_choice,
     tta_choice,
 )
 from napari_unet.commands.volume import add_volume_arguments, describe, read_volume, resolve_mode
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--labels", nargs="+", required=True, help="ground-truth label files or folders")
     a("--json", action="store_true", help="print the metrics as JSON")
     add_tta_argument(parser)
+    add_scales_argument(parser)
     a("--gray", action="store_true",
       help="accepted for older scripts: colour images are turned gray by the model's own rule "
            "whenever the model takes one channel")
@@ -56,23 +59,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_pairs(model, meta, rows, *, tta=None, settings=None, device=None,
-                   progress=None, spacing=None, per_cell: bool = False) -> dict:
+                   progress=None, spacing=None, per_cell: bool = False, scales=None) -> dict:
     """Metrics per image and their mean for rows from ``files.read_pairs``
-    (``settings``: post-processing, ``tta``: test-time augmentation, default both the
-    model's stored ones); with ``per_cell`` also ``"cells"``, the table of every true cell
-    (:func:`napari_unet.core.measure.match_cells`, an ``image`` column first)."""
+    (``settings``: post-processing, ``tta``: test-time augmentation, ``scales``: the scales
+    averaged, default all three the model's stored ones — the scales for a row's kind, colour
+    by its ``"colour"`` even when it was read as gray); with ``per_cell`` also ``"cells"``,
+    the table of every true cell (:func:`napari_unet.core.measure.match_cells`, an ``image``
+    column first)."""
     import numpy as np
     import pandas as pd
 
     from napari_unet.core.measure import match_cells
     from napari_unet.core.metrics import evaluate_segmentation
+    from napari_unet.core.predict.scales import stored_scales
     from napari_unet.core.predict.segment import segment
 
     per_image, cells = [], []
     for row in rows:
+        row_scales = scales if scales is not None or not row.get("colour") else \
+            stored_scales(meta, colour=True)
         _prob, pred = segment(model, row["image"], metadata=meta, settings=settings,
                               channel_axis=row["channel_axis"], tta=tta, device=device,
-                              spacing=spacing)
+                              spacing=spacing, scales=row_scales)
         m = evaluate_segmentation(pred, row["labels"])
         per_image.append({"image": str(row["path"]), **m})
         if per_cell:
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     args.model = model_file(args.model, "--model")
     if not args.model.is_file():
         raise CLIError(f"--model: {str(args.model)!r} does not exist")
+    scales = scales_choice(args)  # a bad factor fails before any work
     if args.per_cell is not None and args.per_cell.exists() and not args.force:
         raise CLIError(f"--per-cell: {str(args.per_cell)!r} exists; earlier results are not "
                        "replaced: choose another file, or add --force")
@@ -129,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_pairs(model, meta, rows, tta=tta_choice(args, meta),
                                 settings=postprocess_settings(args, meta),
                                 device=device, progress=lambda: bar.update(1), spacing=spacing,
-                                per_cell=args.per_cell is not None)
+                                per_cell=args.per_cell is not None, scales=scales)
     if args.per_cell is not None:
         _write_per_cell(result.pop("cells"), args.per_cell)
     if args.json:

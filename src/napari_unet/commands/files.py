@@ -228,8 +228,9 @@ def read_pairs(
 
     Returns a list of dicts with keys ``image``, ``labels``, ``annotated`` (bool array or None),
     ``background`` (bool array or None; masks paired with the images by name like the labels),
-    ``channel_axis`` and ``path`` (the image's path). All images must have the same channels;
-    ``gray`` converts colour images to gray by that rule (:func:`read_image`).
+    ``channel_axis``, ``path`` (the image's path) and ``colour`` (whether the file's channels
+    are not all equal, also after ``gray``). All images must have the same channels; ``gray``
+    converts colour images to gray by that rule (:func:`read_image`).
     """
     img_paths = expand_paths(images, what="--images")
     lab_paths = [b for _, b in pair_paths(img_paths, expand_paths(labels, what="--labels"))]
@@ -248,7 +249,13 @@ def read_pairs(
     out = []
     channels = None
     for ip, lp, ap, bp in zip(img_paths, lab_paths, ann_paths, bg_paths, strict=True):
-        image, axis = read_image(ip, gray=gray, channel_axis=channel_axis, ndim=ndim)
+        image, axis = read_image(ip, gray=None if ndim == 2 else gray,
+                                 channel_axis=channel_axis, ndim=ndim)
+        colour = axis is not None  # read_image gives a gray image stored as RGB as gray
+        if gray and ndim == 2 and colour:
+            from napari_unet.core.normalize import to_gray
+
+            image, axis = to_gray(image, rule=gray), None
         hw = image.shape[:ndim]
         n_ch = 1 if axis is None else image.shape[-1]
         if channels is None:
@@ -262,7 +269,7 @@ def read_pairs(
         ann = None if ap is None else read_labels(ap, shape=hw, ndim=ndim) > 0
         bg = None if bp is None else read_labels(bp, shape=hw, ndim=ndim) > 0
         out.append({"image": image, "labels": lab, "annotated": ann, "channel_axis": axis,
-                    "path": ip, "background": bg})
+                    "path": ip, "background": bg, "colour": colour})
     return out
 
 

@@ -7,7 +7,7 @@
 - the post-processing options, from :class:`~napari_unet.core.predict.PostprocessSettings`
   (every field becomes ``--name``, booleans ``--name`` / ``--no-name``, with the field's help;
   the default is None, i.e. "what the model file stores", ``metadata["postprocess"]``);
-- ``--tta`` and model-file arguments.
+- ``--tta``, ``--scales`` and model-file arguments.
 """
 
 from __future__ import annotations
@@ -130,6 +130,35 @@ def tta_choice(args: argparse.Namespace, metadata: dict | None) -> bool:
               "chosen with it); --no-tta predicts 8x faster", file=sys.stderr)
         return True
     return False
+
+
+def add_scales_argument(parser: argparse.ArgumentParser) -> None:
+    """``--scales S [S ...]`` (default: what the model stores, see :func:`scales_choice`)."""
+    parser.add_argument(
+        "--scales", type=float, nargs="+", metavar="S", default=None,
+        help="predict each image resized by each factor and average the probabilities at "
+             "its own size (e.g. --scales 1 0.7 1.4: 3.45x the pixels; --scales 1: its own "
+             "size only; default: as stored with the model, for the shipped nuclei model "
+             "1 0.7 1.4 on colour images and 1 on gray ones)")
+
+
+def scales_choice(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """``--scales`` as given (checked), or None: the model's stored scales for each image's
+    kind (:func:`napari_unet.core.predict.scales.stored_scales`).
+
+    >>> scales_choice(argparse.Namespace(scales=[1, 0.7])), scales_choice(argparse.Namespace())
+    ((1.0, 0.7), None)
+    """
+    from napari_unet.cli import CLIError
+    from napari_unet.core.predict.scales import check_scales
+
+    given = getattr(args, "scales", None)
+    if given is None:
+        return None
+    try:
+        return check_scales(given, name="--scales")
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def model_file(value, option: str) -> Path:

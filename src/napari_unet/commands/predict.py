@@ -40,9 +40,11 @@ from napari_unet.cli import CLIError
 from napari_unet.commands.big_images import is_tiff, open_tiff_lazily
 from napari_unet.commands.options import (
     add_postprocess_arguments,
+    add_scales_argument,
     add_tta_argument,
     model_file,
     postprocess_settings,
+    scales_choice,
     tta_choice,
 )
 from napari_unet.commands.volume import add_volume_arguments, describe, resolve_mode
@@ -60,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", required=True, type=Path, help="output folder (files) or zarr path (zarr input)"
     )
     add_tta_argument(parser)
+    add_scales_argument(parser)
     parser.add_argument("--probabilities", action="store_true", help="also write probabilities")
     parser.add_argument("--scheduler", help="dask distributed scheduler address (zarr input)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -179,7 +182,7 @@ def _run_files(args, model, meta, tile, spacing=None) -> int:
     events = iter_predict_files(
         model, meta, paths, targets, settings=settings, tta=tta, spacing=spacing,
         tile_shape=tile, batch_size=args.batch_size, channel_axis=args.channel_axis,
-        stitch=args.stitch, pixel_size=args.pixel_size, unit=args.unit)
+        stitch=args.stitch, pixel_size=args.pixel_size, unit=args.unit, scales=args.scales)
     bar = None
     while True:
         try:
@@ -296,6 +299,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--confidence: for results written as files (a zarr store is written "
                        "block by block); predict TIFF files into a folder, or drop "
                        "--confidence")
+    args.scales = scales_choice(args)  # a bad factor fails before any work
+    if args.scales not in (None, (1.0,)) and _blockwise(args):
+        raise CLIError("--scales: block-wise prediction into zarr predicts at the image's own "
+                       "size; drop --scales (or give --scales 1), or predict the image into a "
+                       "folder to average several scales")
     if _blockwise(args):
         print(f"predicting {args.input} block by block {describe(ndim, spacing)}")
         return _run_zarr(args, meta, tile, spacing)

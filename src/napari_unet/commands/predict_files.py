@@ -175,11 +175,13 @@ def iter_predict_files(
     settings=None, tta: bool | None = None, spacing=None, tile_shape=None, batch_size: int = 1,
     channel_axis: int | None = None, stitch: bool = False, device=None,
     pixel_size: Sequence[float] | None = None, unit: str = "µm",
+    scales: Sequence[float] | None = None,
 ) -> Generator[FileProgress | FileDone, None, object]:
     """Segment every file of ``paths`` into its ``targets`` (from :func:`plan_outputs`; what
     they hold says whether probabilities and tables are written).
 
-    ``settings``, ``tta``, ``spacing``, ``tile_shape``, ``batch_size``, ``device``: as
+    ``settings``, ``tta``, ``spacing``, ``tile_shape``, ``batch_size``, ``device``,
+    ``scales`` (None: the model's stored scales for each image's kind): as
     :func:`napari_unet.core.predict.iter_segment`; ``stitch`` links a 2D model's planes of a
     stack into 3D objects. ``pixel_size`` (one value, or one per axis) and ``unit`` make the
     tables physical (default: pixels). Yields :class:`FileProgress` and :class:`FileDone`;
@@ -213,6 +215,7 @@ def iter_predict_files(
             model, stack, metadata=metadata, settings=settings, stack=not volume,
             channel_axis=caxis, spacing=spacing, tta=tta, tile_shape=tile_shape,
             batch_size=batch_size, device=device, stitch=stitch and is_stack and not volume,
+            scales=scales,
         ):  # fmt: skip
             yield FileProgress(index, len(paths), path, ev)
         prob, labels, flip_std = ev.result, ev.labels, ev.flip_std

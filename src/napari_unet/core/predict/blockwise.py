@@ -44,7 +44,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from napari_unet.core.model.unet import UNet
@@ -60,6 +60,7 @@ from napari_unet.core.predict.blocks import (
     sample_range,
 )
 from napari_unet.core.predict.postprocess import PostprocessSettings, stored_tta
+from napari_unet.core.predict.scales import OWN_SIZE, check_scales
 from napari_unet.core.predict.tiled import PredictProgress
 from napari_unet.core.predict.tiling import auto_tile_shape, tile_alignment
 
@@ -151,6 +152,7 @@ def iter_predict_to_zarr(
     scheduler: str | object | None = None,
     spacing=None,
     halo: int | None = None,
+    scales: Sequence[float] = (1.0,),
     **postprocess,
 ) -> Generator[PredictProgress, None, Path]:
     """Predict a 2D image, a (Z, Y, X) stack (2D model) or a volume (3D model) block by block
@@ -189,11 +191,26 @@ def iter_predict_to_zarr(
     halo : int, optional
         With the watershed or the confident cores: pixels labelled around each block, wider
         than the largest cell (default 64, 32 for a 3D model; see :func:`halo_for`).
+    scales : sequence of float
+        (1,) only: blocks are predicted at the image's own size. Averaging scales
+        (:mod:`napari_unet.core.predict.scales`) would resize every block with its context
+        and keep the blocks' seams on the pooling grid at every scale; to average scales,
+        predict the image whole. The scales a model stores for colour images do not apply
+        here (the log says so).
 
     Yields ``PredictProgress`` per finished block (the last one, with ``message="done"``, after
     the label merge); returns the output path.
     """
+    if check_scales(scales) != OWN_SIZE:
+        raise ValueError(
+            f"scales: block-wise prediction predicts at the image's own size, got {scales!r}; "
+            "give scales=(1,), or predict the image whole (e.g. a TIFF into a folder) to "
+            "average several scales"
+        )
     model, model_path, metadata = _model(model, metadata, scheduler)
+    if ((metadata or {}).get("postprocess") or {}).get("scales") is not None:
+        logger.info("block by block at the image's own size: the model's stored scales "
+                    "(%s) apply to whole images only", metadata["postprocess"]["scales"])
     source, src_for_tasks = _source(source, scheduler)
     if settings is None:
         settings = PostprocessSettings.from_metadata(metadata, **postprocess)

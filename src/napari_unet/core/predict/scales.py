@@ -24,7 +24,7 @@ import numpy as np
 
 from napari_unet.core.predict.tiled import PredictProgress, iter_predict_tiled
 
-__all__ = ["check_scales", "is_colour", "iter_predict_scales", "resize", "stored_scales"]
+__all__ = ["OWN_SIZE", "check_scales", "is_colour", "iter_predict_scales", "resize", "stored_scales"]
 
 #: the scales of a model that stores none: the image at its own size
 OWN_SIZE: tuple[float, ...] = (1.0,)
