@@ -134,11 +134,12 @@ def test_bench_writes_shipped_file_and_card(registry, tmp_path):
     assert all(t.dtype == torch.float16 for t in state.values())
     meta = read_metadata(shipped)  # the per-step history stays out of the shipped file
     assert meta["training"] == {"steps": 1} and not meta.get("history")
+    assert meta["postprocess"]["scales"] == bench.SHIPPED_SCALES  # a new ship keeps them
     s = {"images": 1, "f1": 0.5, "ap50": 0.33, "f1_mean_per_image": 0.5}
     report["shipped"] = {"test": {"all": s, "gray": s, "colour": None}}
     card = bench.write_card(shipped, report, ["a"], ["b"], name="nuclei").read_text()
     for field in ("description", "authors", "cite", "license", "training_data", "inputs",
-                  "outputs", "F1@0.5", "0.500"):
+                  "outputs", "F1@0.5", "0.500", "- scales: "):
         assert field in card
     # the peer's section of the card (bench_peers.py's figures) survives the card's rewrite
     path = models.REGISTRY["nuclei"].card_path
@@ -146,3 +147,16 @@ def test_bench_writes_shipped_file_and_card(registry, tmp_path):
     again = bench.write_card(shipped, report, ["a"], ["b"], name="nuclei").read_text()
     assert "## Against StarDist (an hour)\n\n0.844\n\nTest ids:" in again
     assert again.count("## Against StarDist") == 1
+
+
+def test_the_shipped_nuclei_model_averages_scales_on_colour_images_only():
+    from napari_unet.core.predict.scales import stored_scales
+
+    path = models.REGISTRY["nuclei"].path
+    if not path.is_file():
+        pytest.skip("the nuclei weights are not in this checkout")
+    meta = read_metadata(path)
+    assert stored_scales(meta, colour=True) == (1.0, 0.7, 1.4)
+    assert stored_scales(meta, colour=False) == (1.0,)
+    card = models.REGISTRY["nuclei"].card_path.read_text(encoding="utf-8")
+    assert '- scales: {"gray": [1.0], "colour": [1.0, 0.7, 1.4]}' in card and "0.724" in card
