@@ -68,7 +68,8 @@ class PredictProgress:
     labels: np.ndarray | None = None
     #: with test-time augmentation and ``flip_std=True``, on the last event: per pixel, the
     #: standard deviation over the test-time augmentation's passes of the foreground
-    #: probability (1 − P(0))
+    #: probability (1 − P(0)); with several scales, over every pass at every scale
+    #: (:func:`napari_unet.core.predict.scales.iter_predict_scales`)
     flip_std: np.ndarray | None = None
 
 
