@@ -184,6 +184,32 @@ def test_tta_box_follows_the_model(make_napari_viewer, tmp_path):
     assert not widget.tta.isChecked()
 
 
+def test_the_mode_line_says_a_colour_layer_is_averaged_over_the_stored_scales(
+        make_napari_viewer, qtbot, tmp_path):
+    """A model that averages scales on colour images: Predict says so for an RGB layer (and
+    predicts it so: the probabilities are those of the core at those scales), not for gray."""
+    rgb = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
+    viewer = make_napari_viewer()
+    viewer.add_image(rgb, name="he", rgb=True)
+    viewer.add_image(rgb[..., 0], name="gray")
+    widget = PredictWidget(viewer)
+    widget.probabilities.setChecked(True)
+    net = UNet(depth=1, base_channels=4)
+    meta = {"postprocess": {"tta": False, "scales": {"colour": [1.0, 0.7, 1.4]}}}
+    widget.models.load_model(save_model(net, tmp_path / "scales.safetensors", **meta))
+    widget.image_combo.setCurrentText("he")
+    widget._describe_mode()
+    assert "scales 1, 0.7, 1.4 averaged" in widget.mode_label.text()
+    _predict(widget, qtbot)
+    expected = predict_image(widget.models.model()[0], rgb, channel_axis=-1,
+                             metadata=widget.models.model()[1], scales=(1, 0.7, 1.4))
+    np.testing.assert_allclose(np.asarray(viewer.layers["he probability"].data),
+                               expected[1], atol=1e-6)
+    widget.image_combo.setCurrentText("gray")
+    widget._describe_mode()
+    assert "scales" not in widget.mode_label.text()
+
+
 def test_a_colour_layer_is_predicted_gray_by_the_models_rule(make_napari_viewer, qtbot):
     """An RGB layer and a one-channel model: the image is turned gray by the rule the model
     stores (here the hematoxylin stain), as the command line does, instead of refused."""

@@ -163,7 +163,8 @@ class PredictWidget(QWidget):
         try:
             mode = self.mode()
             self.stitch.setEnabled(mode == "stack")
-            text = volume.PREDICT_MODES[mode]
+            text = volume.PREDICT_MODES[mode] + volume.scales_note(
+                self.models.model()[1], self.image_combo.layer())
             if mode == "volume":
                 spacing = volume.predict_spacing(self.image_combo.layer())
                 text += (f", voxel spacing {spacing} from the layer scale" if spacing else

@@ -92,6 +92,25 @@ def predict_mode(model, layer, *, whole_stack: bool) -> str:
     return "stack" if whole_stack else "plane"
 
 
+def scales_note(metadata: dict | None, layer) -> str:
+    """What Predict adds to its mode line for a colour (RGB) layer whose model averages scales
+    on colour images (:func:`napari_unet.core.predict.scales.stored_scales`); "" otherwise.
+
+    >>> class Layer: rgb = True
+    >>> scales_note({"postprocess": {"scales": {"colour": [1, 0.7]}}}, Layer())
+    '; colour (R, G, B not all equal): scales 1, 0.7 averaged, as the model stores'
+    """
+    from napari_unet.core.predict.scales import stored_scales
+
+    if not getattr(layer, "rgb", False):
+        return ""
+    scales = stored_scales(metadata, colour=True)
+    if scales == (1.0,):
+        return ""
+    return (f"; colour (R, G, B not all equal): scales {', '.join(f'{s:g}' for s in scales)} "
+            "averaged, as the model stores")
+
+
 def find_slices_layer(viewer, image_layer):
     """The "<image> annotated slices" Labels layer of the image's shape (or the " (2)", …
     that :func:`slices_layer` made when a user layer held the name), or None."""
