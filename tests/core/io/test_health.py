@@ -55,6 +55,9 @@ def test_check_model_passes_a_model_and_keeps_its_mode():
     ({"class_names": "cells"}, "class_names"),
     ({"postprocess": {"threshold": 2}}, "threshold: expected a probability in [0, 1], got 2"),
     ({"postprocess": {"min_size": "big"}}, "post-processing is invalid"),
+    ({"postprocess": {"scales": {"colour": [0, 1]}}},
+     "metadata['postprocess']['scales']['colour']: expected one or more positive factors"),
+    ({"postprocess": {"scales": {"color": [1]}}}, "expected the kinds 'gray' and 'colour'"),
     ({"training": [1]}, "the stored training entry"),
 ])
 def test_check_metadata_refuses_what_would_fail_later(meta, message):

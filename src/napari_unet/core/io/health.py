@@ -156,9 +156,12 @@ def check_metadata(meta: Mapping[str, Any], *, source: Any = "model") -> None:
             raise broken(source, f"the stored {key} entry is {_short(meta[key])}, not a mapping")
     if meta.get("postprocess"):
         from napari_unet.core.predict.postprocess import PostprocessSettings
+        from napari_unet.core.predict.scales import stored_scales
 
         try:
             PostprocessSettings.from_metadata(meta)
+            for colour in (False, True):
+                stored_scales(meta, colour=colour)
         except (TypeError, ValueError) as err:
             raise broken(source, f"the stored post-processing is invalid ({err})") from None
 
