@@ -22,7 +22,7 @@ from collections.abc import Generator, Sequence
 
 import numpy as np
 
-from napari_unet.core.predict.tiled import PredictProgress, iter_predict_tiled
+from napari_unet.core.predict.tiled import PredictProgress, as_chw, iter_predict_tiled
 
 __all__ = ["OWN_SIZE", "check_scales", "is_colour", "iter_predict_scales", "resize", "stored_scales"]
 
@@ -131,8 +131,8 @@ def iter_predict_scales(
     flip_std: bool = False,
     **options,
 ) -> Generator[PredictProgress, None, np.ndarray]:
-    """Probabilities of a normalised (C, H, W) image averaged over ``scales``: the image
-    resized by each (sides ``round(n * s)``, at least 1), predicted by
+    """Probabilities of a normalised (H, W) or (C, H, W) image averaged over ``scales``: the
+    image resized by each (sides ``round(n * s)``, at least 1), predicted by
     :func:`~napari_unet.core.predict.iter_predict_tiled` (``tta``: the flips within each
     scale; ``options``: its tile, batch and device), resized back to (H, W), averaged.
 
@@ -156,7 +156,7 @@ def iter_predict_scales(
     if getattr(model, "ndim", 2) != 2:
         raise ValueError(f"scales: several scales are for 2D models (images and stacks plane "
                          f"by plane), got {scales} for a 3D model; give scales=(1,)")
-    image = np.asarray(image, dtype=np.float32)
+    image = as_chw(model, np.asarray(image, dtype=np.float32))
     size = image.shape[1:]
     spread = flip_std and (tta or len(scales) > 1)
     mean = squares = None
