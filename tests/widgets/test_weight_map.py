@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.synthetic import synthetic_cells
-from napari_unet.widgets.weight_map import BORDER_LAYER, WEIGHT_LAYER, WeightMapWidget
+from napari_unet.core.synthetic import synthetic_cells, synthetic_tissue
+from napari_unet.widgets.weight_map import (
+    BORDER_LAYER,
+    WALL_LAYER,
+    WEIGHT_LAYER,
+    WeightMapWidget,
+    compute_weight_map,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -52,7 +58,6 @@ def test_the_widget_shows_the_weights_training_uses():
     """A labelled cell outside the annotated region, near a counted one: training drops it
     before the border distances (it is unknown there), and so does the widget's map."""
     from napari_unet.core.training.data import TrainingPair, prepare_pairs
-    from napari_unet.widgets.weight_map import compute_weight_map
 
     labels = np.zeros((40, 60), np.uint16)
     labels[10:30, 10:27] = 1
@@ -61,8 +66,57 @@ def test_the_widget_shows_the_weights_training_uses():
     region[:, :30] = True  # the annotation is complete here only
     pair = TrainingPair(np.zeros(labels.shape, np.float32), labels, annotated=region)
     (prep,) = prepare_pairs([pair], pad=0)
-    weights, _, ignored = compute_weight_map(
+    view = compute_weight_map(
         labels, w0=10.0, sigma=5.0, class_balance=True, num_classes=2, annotated=region,
         sparse=False)
-    np.testing.assert_array_equal(weights, prep.weights)
-    assert np.array_equal(ignored, ~prep.counted)
+    np.testing.assert_array_equal(view.weights, prep.weights)
+    assert np.array_equal(view.ignored, ~prep.counted) and view.target == "objects"
+
+
+def test_a_tissue_shows_the_tissue_target_and_its_walls(make_napari_viewer, qtbot):
+    """Cells that fill the space (background only outside the tissue): the widget recognises
+    the annotation as training does and shows the tissue target's weights (background, cell,
+    wall balanced) and its walls, not the objects' weights; forced to objects, the paper's."""
+    from napari_unet.core.targets import make_target
+    from napari_unet.core.training.data import TrainingPair, prepare_pairs
+
+    viewer = make_napari_viewer()
+    image, labels = synthetic_tissue((48, 48), cell_size=12, outside=8, seed=0)
+    viewer.add_image(image, name="tissue")
+    viewer.add_labels(labels, name="tissue labels")
+    widget = WeightMapWidget(viewer)
+    widget.complete.setChecked(True)  # every pixel counts, as in TrainingPair(image, labels)
+    (tissue,) = prepare_pairs([TrainingPair(image, labels)], pad=0, num_classes=3, tissue=True)
+    (objects,) = prepare_pairs([TrainingPair(image, labels)], pad=0)
+    assert not np.array_equal(tissue.weights, objects.weights)  # the balance of 3 classes
+
+    def shown(name, weights):
+        return (name in viewer.layers and widget._worker is None
+                and np.array_equal(viewer.layers[WEIGHT_LAYER].data, weights))
+
+    qtbot.waitUntil(lambda: shown(WALL_LAYER, tissue.weights), timeout=10000)
+    walls = make_target(labels, num_classes=3, tissue=True)[0] == 2
+    np.testing.assert_array_equal(viewer.layers[WALL_LAYER].data > 0, walls)
+    assert BORDER_LAYER not in viewer.layers
+    assert widget.status.text().startswith("tissue target")
+    widget.target.setCurrentText("objects")
+    qtbot.waitUntil(lambda: shown(BORDER_LAYER, objects.weights), timeout=10000)
+    assert WALL_LAYER not in viewer.layers and "tissue" not in widget.status.text()
+
+
+def test_three_annotated_planes_of_a_tissue_show_the_tissue_target():
+    """A volume annotated on 3 planes reads as a tissue (the planes between are unknown, not
+    background) and the weights are those a 3D training on the planes uses."""
+    from napari_unet.core.targets import slices_mask
+    from napari_unet.core.training.data import TrainingPair, prepare_pairs
+
+    image, labels = synthetic_tissue((12, 32, 32), cell_size=10, outside=6, seed=1)
+    planes = slices_mask(labels.shape, z=[2, 6, 10])
+    view = compute_weight_map(labels, w0=10.0, sigma=5.0, class_balance=True, num_classes=2,
+                              annotated=planes, sparse=False, spacing=(2.0, 1.0, 1.0))
+    (prep,) = prepare_pairs([TrainingPair(image, labels, annotated=planes, ndim=3,
+                                          spacing=(2.0, 1.0, 1.0))], pad=0, num_classes=3,
+                            tissue=True)
+    assert view.target == "tissue" and view.reason.endswith("outline touches another cell")
+    np.testing.assert_array_equal(view.weights, prep.weights)
+    assert view.borders[planes].any() and not view.borders[~planes].any()

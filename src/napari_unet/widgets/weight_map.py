@@ -1,6 +1,9 @@
-"""The "Weight map" dock widget: the paper's border weights and separation borders, kept live."""
+"""The "Weight map" dock widget: the paper's border weights and separation borders, kept live;
+for a tessellated annotation (cells that fill the space) the tissue target's weights and walls."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from qtpy.QtWidgets import (
@@ -31,24 +34,53 @@ from napari_unet.widgets.common import (
 
 WEIGHT_LAYER = "weight map"
 BORDER_LAYER = "separation borders"
+WALL_LAYER = "walls"
 IGNORED_LAYER = "not counted (weight 0)"
+#: the Target box's choices, as the Train widget's target setting
+TARGETS = ("auto", "objects", "tissue")
+
+
+class WeightView(NamedTuple):
+    """What the widget shows: the weights, the separation target (the borders that become
+    background between touching objects, or a tissue's walls), the voxels that do not count,
+    the kind of target (``"objects"`` or ``"tissue"``) and why it is that kind."""
+
+    weights: np.ndarray
+    borders: np.ndarray
+    ignored: np.ndarray
+    target: str
+    reason: str
 
 
 def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotated,
-                       background=None, sparse=True, spacing=None):
-    """Weight map, separation borders and the not-counted mask of a plane or a volume (in a
+                       background=None, sparse=True, spacing=None, target="auto") -> WeightView:
+    """Weight map, separation target and the not-counted mask of a plane or a volume (in a
     worker): those training uses (:func:`napari_unet.core.training.data.training_target`:
     the counted area of the GUI's sparse rule; labels outside it shape neither the borders nor
     the weights); a volume's distances are in the units of ``spacing`` (Z, Y, X), as ``sigma``.
+
+    ``target`` "auto" recognises the kind as training does
+    (:func:`napari_unet.core.targets.recognise_target` on the counted area): a tessellated
+    annotation shows the tissue target (3 classes: background, cell, wall; ``num_classes`` is
+    then ignored) and its walls, every cell voxel staying a cell.
     """
+    from napari_unet.core.targets import counted_area, recognise_target, to_instances
     from napari_unet.core.targets.target import separation_borders
     from napari_unet.core.training.data import training_target
 
+    reason = "chosen"
+    if target == "auto":
+        inst = to_instances(labels)
+        counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
+        target, share = recognise_target([(inst, counted)])
+        reason = f"{100 * share:.0f} % of the painted cells' outline touches another cell"
+    tissue = target == "tissue"
     taught = training_target(labels, annotated=annotated, background=background, sparse=sparse,
-                             num_classes=num_classes, w0=w0, sigma=sigma, spacing=spacing,
-                             class_balance=class_balance)
-    borders = separation_borders(taught.instances).astype(np.uint8)
-    return taught.weights, borders, ~taught.counted
+                             num_classes=3 if tissue else num_classes, w0=w0, sigma=sigma,
+                             spacing=spacing, class_balance=class_balance, tissue=tissue)
+    # the tissue's walls are the separation borders kept as cells (class 2 of its target)
+    borders = separation_borders(taught.instances)
+    return WeightView(taught.weights, borders.astype(np.uint8), ~taught.counted, target, reason)
 
 
 class WeightMapWidget(QWidget):
@@ -75,7 +107,15 @@ class WeightMapWidget(QWidget):
         self.balance.setToolTip("Weight each class by its inverse frequency (w_c of the paper).")
         self.classes = QComboBox()
         self.classes.addItems(["2 (background, cell)", "3 (background, interior, border)"])
-        self.classes.setToolTip("2 classes: the paper's target; 3: borders as a class of their own.")
+        self.classes.setToolTip("Objects: 2 classes, the paper's target; 3: borders as a class "
+                                "of their own. A tissue's target has 3 (background, cell, wall).")
+        self.target = QComboBox()
+        self.target.addItems(TARGETS)
+        self.target.setToolTip(
+            "What the cells are, as Train's target: auto recognises cells that fill the space "
+            "(a tissue: at least half of the painted cells' outline touches another cell) and "
+            "shows the tissue target, the walls between cells as its separation target; "
+            "objects: cells on a background, separated by background borders (the paper's).")
         self.complete = QCheckBox("labels are complete")
         self.complete.setToolTip(
             "Off (as Train's default): only painted cells, a band around them (or the "
@@ -106,6 +146,7 @@ class WeightMapWidget(QWidget):
         form.addRow("labels", self.labels_combo)
         form.addRow("w0", self.w0)
         form.addRow("σ (px)", self.sigma)
+        form.addRow("target", self.target)
         form.addRow("classes", self.classes)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -125,6 +166,7 @@ class WeightMapWidget(QWidget):
         self.complete.toggled.connect(self._changed)
         self.volume.toggled.connect(self._changed)
         self.classes.currentIndexChanged.connect(self._changed)
+        self.target.currentIndexChanged.connect(self._changed)
         self.labels_combo.currentIndexChanged.connect(self._watch_labels)
         self.viewer.dims.events.current_step.connect(self._plane_changed)
 
@@ -168,6 +210,7 @@ class WeightMapWidget(QWidget):
             sigma=float(self.sigma.value()),
             class_balance=self.balance.isChecked(),
             num_classes=2 + self.classes.currentIndex(),
+            target=self.target.currentText(),
         )
 
     def compute(self):
@@ -231,8 +274,8 @@ class WeightMapWidget(QWidget):
             self._dirty = False
             self._timer.start()
 
-    def _show(self, result):
-        weights, borders, ignored = result
+    def _show(self, result: WeightView):
+        weights, borders, ignored, target = result[:4]
         layer = self._layer
         scale = layer.scale[-weights.ndim :]
         translate = layer.translate[-weights.ndim :]
@@ -242,9 +285,13 @@ class WeightMapWidget(QWidget):
             contrast_limits=[0.0, max(top, 1e-3)], blending="additive", opacity=0.8,
             scale=scale, translate=translate,
         )
+        name, other = ((WALL_LAYER, BORDER_LAYER) if target == "tissue" else
+                       (BORDER_LAYER, WALL_LAYER))
+        if other in self.viewer.layers and self.viewer.layers[other].metadata.get(
+                "napari_unet") == other:  # ours, of the other kind of target: replaced
+            self.viewer.layers.remove(other)
         self.border_layer = upsert_layer(
-            self.viewer, borders, BORDER_LAYER, "labels", opacity=0.9,
-            scale=scale, translate=translate,
+            self.viewer, borders, name, "labels", opacity=0.9, scale=scale, translate=translate,
         )
         # weight 0 (not counted in training): a gray veil added on top, distinct from low weights
         self.ignored_layer = upsert_layer(
@@ -256,8 +303,11 @@ class WeightMapWidget(QWidget):
                  f" (plane {self._index})" if self._index else "")
         counted = int(ignored.size - np.count_nonzero(ignored))
         px = "voxels" if weights.ndim == 3 else "pixels"
+        kind = ("tissue target (cells fill the space; the walls between cells are the "
+                f"separation target, every cell {px[:-1]} stays a cell: {result.reason}): "
+                if target == "tissue" else "")
         self.status.setText(
-            f"weights {float(weights.min()):.2f}–{float(weights.max()):.2f}{where}; "
-            f"{int(borders.sum())} border {px}; {counted} of {ignored.size} {px} count "
-            "(gray veil: weight 0, not counted)"
+            f"{kind}weights {float(weights.min()):.2f}–{float(weights.max()):.2f}{where}; "
+            f"{int(borders.sum())} {'wall' if target == 'tissue' else 'border'} {px}; "
+            f"{counted} of {ignored.size} {px} count (gray veil: weight 0, not counted)"
         )
