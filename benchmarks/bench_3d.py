@@ -28,6 +28,7 @@ et al. 2020; give ``--spacing``, SOURCE.md does not state it).
     python benchmarks/bench_3d.py                      # the 3D figure of BENCHMARKS.md, 15 min per model
     python benchmarks/bench_3d.py --time-limit 30      # a quick check that it runs
     python benchmarks/bench_3d.py --only s,b --json out.json
+    python benchmarks/bench_3d.py --only s --cpu-channels-last off  # the 3D step before it
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def config(args, mode: str, spacing):
     given = {"depth": args.depth, "base_channels": args.base_channels,
              "batch_size": args.batch_size, "lr": args.lr,
              "tile": args.tile3d if three_d else args.tile2d,
-             "pretrain_2d": args.pretrain_2d if three_d else None}
+             "pretrain_2d": args.pretrain_2d if three_d else None,
+             "cpu_channels_last": args.cpu_channels_last}
     return dataclasses.replace(
         base, steps=args.steps, time_limit=args.time_limit, seed=args.seed,
         validate_every=args.validate_every,
@@ -187,6 +189,9 @@ def main(argv=None) -> int:
     p.add_argument("--tile2d", type=int, help="2D input side (default: the GUI's)")
     p.add_argument("--tile3d", type=int, nargs="+",
                    help="3D input side, or Z Y X sides (default: the trainer's choice)")
+    p.add_argument("--cpu-channels-last", choices=("auto", "on", "off"),
+                   help="channels-last tensors on the CPU (default: auto, 3D networks "
+                        "channels-last; off: the recipe before it)")
     p.add_argument("--validate-every", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

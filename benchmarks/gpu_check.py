@@ -111,8 +111,9 @@ def set_mixed_precision(trainer, on: bool) -> None:
     else:
         trainer.bf16 = on
         trainer.channels_last = not on
-    trainer.model.to(memory_format=torch.channels_last if trainer.channels_last
-                     else torch.contiguous_format)
+    trainer.memory_format = (torch.channels_last if trainer.channels_last
+                             else torch.contiguous_format)
+    trainer.model.to(memory_format=trainer.memory_format)
 
 
 def timed_steps(trainer, sampler, n: int) -> list[float]:

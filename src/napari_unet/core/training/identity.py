@@ -17,9 +17,10 @@ import numpy as np
 __all__ = ["FREE_SETTINGS", "check_same_run", "resume_differences", "run_identity"]
 
 #: settings that say how long, where and how fast a run goes and how often it is looked at,
-#: not what each step computes: a resume may change them (``--steps`` to train longer)
+#: not what each step computes: a resume may change them (``--steps`` to train longer); the
+#: memory layout changes the order of the sums, not what they are
 FREE_SETTINGS = ("steps", "time_limit", "validate_every", "checkpoint_dir", "checkpoint_every",
-                 "history_every", "device", "threads")
+                 "history_every", "device", "threads", "cpu_channels_last")
 
 
 def _array_hash(h, a) -> None:

@@ -17,7 +17,7 @@ import torch
 import napari_unet.core.training.checkpoint as ckpt
 import napari_unet.core.training.distributed as ddp
 from napari_unet.core.checks import check_training_pairs
-from napari_unet.core.device import pick_device, use_cpu_bf16
+from napari_unet.core.device import pick_device, use_channels_last, use_cpu_bf16
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.training.budget import BudgetClock
 from napari_unet.core.training.config import TrainConfig
@@ -213,15 +213,16 @@ class TrainerSetup:
         self.amp = self.device.type == "cuda"
         #: bfloat16 autocast of the forward pass on a CPU that computes bf16 natively
         self.bf16 = use_cpu_bf16(self.config.cpu_bf16, self.device)
-        #: channels-last tensors: CUDA (mixed precision), and a 2D network trained in float32
-        #: on one CPU process (1.15x a step of the CPU recipe; with bfloat16 autocast the
-        #: contiguous layout was faster, and 3D convolutions are left contiguous)
-        self.channels_last = self.amp or (
-            self.device.type == "cpu" and not self.bf16 and self.ndim == 2
-            and self.world_size == 1)
-        if self.ndim == 2:  # explicitly: a model loaded for --init may come channels-last
-            self.model.to(memory_format=torch.channels_last if self.channels_last
-                          else torch.contiguous_format)
+        #: channels-last network and inputs (:func:`napari_unet.core.device.use_channels_last`:
+        #: CUDA in 2D; on one CPU process a 2D network in float32 and every 3D network)
+        self.channels_last = use_channels_last(self.config.cpu_channels_last, self.device,
+                                               ndim=self.ndim, bf16=self.bf16,
+                                               processes=self.world_size)
+        #: the layout of the network's weights and inputs
+        self.memory_format = (torch.contiguous_format if not self.channels_last else
+                              torch.channels_last_3d if self.ndim == 3 else torch.channels_last)
+        # explicitly: a model loaded for --init may come channels-last
+        self.model.to(memory_format=self.memory_format)
         #: what the training step calls: the model, in DistributedDataParallel under torchrun
         self.net = ddp.wrap_ddp(self.model)
         self.optimizer = make_optimizer(self.preset, self.model.parameters(), lr=self.lr)

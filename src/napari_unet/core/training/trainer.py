@@ -186,7 +186,7 @@ class Trainer(TrainerSetup):
             group["lr"] = lr
         img, tgt, wts = self.training_batch(sampler)
         if self.channels_last:
-            img = img.contiguous(memory_format=torch.channels_last)
+            img = img.contiguous(memory_format=self.memory_format)
         self.net.train()
         if self.bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
