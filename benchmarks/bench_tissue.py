@@ -25,6 +25,8 @@ planes are the same fractions of its depth (``--planes`` to choose them).
     python benchmarks/bench_tissue.py                          # the figure: 15 min per model
     python benchmarks/bench_tissue.py --time-limit 60          # a quick look
     python benchmarks/bench_tissue.py --smoke                  # seconds: that it runs (the test)
+    python benchmarks/bench_tissue.py --targets tissue --recipes old,new   # the 3D CPU recipe
+                                        # before and after channels-last, 15 min each
 
 Run the figure alone on the machine (``/work/tools/bench-run``) and record ``uptime`` with it.
 """
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -55,6 +58,24 @@ SMOKE = {"crop": (16, 40, 40), "planes": (3, 8, 12),
          "train": ["--steps", "3", "--depth", "1", "--base-channels", "2", "--tile", "18", "20",
                    "20", "--pretrain-2d", "0", "--validate-every", "2", "--val-fraction", "0.2",
                    "--cpu-bf16", "off"]}
+
+
+#: the 3D CPU recipes --recipes compares: the train options that give each. new: the defaults
+#: (channels-last 3D); old: the contiguous layout before it; wide: a tile of 220 x 220 voxels in
+#: xy and batch 1 (1.8x the supervised voxels per second at the same steps per minute,
+#: bench_3d_step.py; valid for this volume's depth 3)
+RECIPES = {"new": [], "old": ["--cpu-channels-last", "off"],
+           "wide": ["--tile", "124", "220", "220", "--batch-size", "1"]}
+
+
+def _names(choices):
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if not names or any(n not in choices for n in names):
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated names among {', '.join(choices)}, got {text!r}")
+        return names
+    return parse
 
 
 def read_volume(data: Path, crop=None):
@@ -143,21 +164,38 @@ def rows(args, folder: Path, truth, planes, log) -> dict:
     if args.spacing:
         base += ["--spacing", *map(str, args.spacing)]
     results = {}
-    for target in ("objects", "tissue"):
-        model = folder / f"{target}.safetensors"
-        wall = run_cli(["train", *base, "--target", "objects" if target == "objects" else "auto",
-                        "--out", str(model)], log)
-        training = {**training_figures(model), "wall_s": round(wall, 1)}
-        predicts = [(target, [])] + ([("objects+tissue", ["--tissue"])]
-                                     if target == "objects" else [])
-        for name, extra in predicts:
-            out = folder / f"pred_{name}"
-            run_cli(["predict", "--model", str(model), "--input", str(volume), "--output",
-                     str(out), "--device", args.device, *extra], log)
-            results[name] = {"training": training, "test": score(out / "ovule_labels.tif",
-                                                                 truth)}
-            log(f"  ({name}) F1@0.5 {results[name]['test']['f1']:.3f}, Rand error "
-                f"{results[name]['test']['rand_error']:.4f}")
+    for target in args.targets:
+        for recipe in args.recipes:
+            # one recipe: the rows keep their names; several: each row says its recipe
+            tag = target if len(args.recipes) == 1 else f"{target} ({recipe} recipe)"
+            model = folder / f"{_stem(tag)}.safetensors"
+            # the recipe's options first: --smoke's tiny network replaces them
+            wall = run_cli(["train", *RECIPES[recipe], *base, "--target",
+                            "objects" if target == "objects" else "auto", "--out", str(model)],
+                           log)
+            training = {**training_figures(model), "wall_s": round(wall, 1), "recipe": recipe}
+            predicts = [(tag, [])] + ([(tag.replace("objects", "objects+tissue"), ["--tissue"])]
+                                      if target == "objects" else [])
+            results.update(predict_rows(args, folder, model, volume, truth, training, predicts,
+                                        log))
+    return results
+
+
+def _stem(name: str) -> str:
+    """A row's name as a file name: ``tissue (old recipe)`` → ``tissue_old_recipe``."""
+    return re.sub(r"[^\w+]+", "_", name).strip("_")
+
+
+def predict_rows(args, folder, model, volume, truth, training, predicts, log) -> dict:
+    """Predict the volume with ``model`` once per (name, extra predict options), scored."""
+    results = {}
+    for name, extra in predicts:
+        out = folder / f"pred_{_stem(name)}"
+        run_cli(["predict", "--model", str(model), "--input", str(volume), "--output",
+                 str(out), "--device", args.device, *extra], log)
+        results[name] = {"training": training, "test": score(out / "ovule_labels.tif", truth)}
+        log(f"  ({name}) F1@0.5 {results[name]['test']['f1']:.3f}, Rand error "
+            f"{results[name]['test']['rand_error']:.4f}")
     return results
 
 
@@ -181,6 +219,13 @@ def main(argv=None) -> int:
                                     "planes 10, 32, 54 of 64 as fractions of the depth)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="give the voxel size to train (default: none, as the user did)")
+    p.add_argument("--targets", type=_names(("objects", "tissue")), default=["objects", "tissue"],
+                   help="comma-separated: objects (--target objects, also predicted with "
+                        "--tissue), tissue (--target auto); default both")
+    p.add_argument("--recipes", type=_names(tuple(RECIPES)), default=["new"],
+                   help="comma-separated 3D CPU recipes, each trained for every target: new "
+                        "(today's defaults), old (the contiguous layout before channels-last), "
+                        "wide (tile 124 220 220, batch 1); default new")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true",

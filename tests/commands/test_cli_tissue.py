@@ -98,3 +98,29 @@ def test_the_benchmark_runs_small(tmp_path, capsys):
     assert results["objects"]["training"]["target"] == "objects"
     assert results["objects+tissue"]["test"]["tissue_share"] == 1.0
     assert all(0 <= r["test"]["f1"] <= 1 for r in results.values())
+
+
+def test_the_benchmark_compares_recipes(tmp_path):
+    """bench_tissue.py --recipes old,new: one model per recipe through the command line, the
+    old one trained contiguous (--cpu-channels-last off), each row naming its recipe."""
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("bench_tissue",
+                                                  root / "benchmarks" / "bench_tissue.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = bench.DEFAULT_DATA
+    if not (data / "images" / "plantseg_ovule_cells.tif").exists():
+        pytest.skip("the shared volumes are not here")
+    report = tmp_path / "r.json"
+    assert bench.main(["--smoke", "--data", str(data), "--targets", "tissue", "--recipes",
+                       "old,new", "--keep", str(tmp_path / "keep"), "--json", str(report)]) == 0
+    import json
+
+    from napari_unet.core.io import read_metadata
+
+    results = json.loads(report.read_text())["results"]
+    assert set(results) == {"tissue (old recipe)", "tissue (new recipe)"}
+    assert [r["training"]["recipe"] for r in results.values()] == ["old", "new"]
+    layouts = [read_metadata(tmp_path / "keep" / f"tissue_{r}_recipe.safetensors")["training"]
+               ["cpu_channels_last"] for r in ("old", "new")]
+    assert layouts == ["off", "auto"]
