@@ -120,3 +120,23 @@ def test_three_annotated_planes_of_a_tissue_show_the_tissue_target():
     assert view.target == "tissue" and view.reason.endswith("outline touches another cell")
     np.testing.assert_array_equal(view.weights, prep.weights)
     assert view.borders[planes].any() and not view.borders[~planes].any()
+
+
+def test_a_plane_between_annotated_slices_keeps_the_volumes_kind(make_napari_viewer, qtbot):
+    """Shown a plane between the marked slices of a tissue volume (nothing annotated on it),
+    the widget recognises the kind on the volume's slices, as training does: the tissue."""
+    from napari_unet.core.targets import slices_mask
+
+    viewer = make_napari_viewer()
+    image, labels = synthetic_tissue((12, 32, 32), cell_size=10, seed=1)
+    planes = slices_mask(labels.shape, z=[2, 6, 10])
+    viewer.add_image(image, name="vol")
+    viewer.add_labels(np.where(planes, labels, 0), name="vol annotations")
+    viewer.add_labels(planes.astype(np.uint8), name="vol annotated slices")
+    viewer.dims.set_current_step(0, 4)
+    widget = WeightMapWidget(viewer)
+    qtbot.waitUntil(lambda: WALL_LAYER in viewer.layers and widget._worker is None,
+                    timeout=10000)
+    assert widget.status.text().startswith("tissue target") and "(plane (4,))" in \
+        widget.status.text()
+    assert BORDER_LAYER not in viewer.layers and not viewer.layers[WEIGHT_LAYER].data.any()

@@ -53,7 +53,8 @@ class WeightView(NamedTuple):
 
 
 def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotated,
-                       background=None, sparse=True, spacing=None, target="auto") -> WeightView:
+                       background=None, sparse=True, spacing=None, target="auto",
+                       recognise_on=None) -> WeightView:
     """Weight map, separation target and the not-counted mask of a plane or a volume (in a
     worker): those training uses (:func:`napari_unet.core.training.data.training_target`:
     the counted area of the GUI's sparse rule; labels outside it shape neither the borders nor
@@ -62,7 +63,9 @@ def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotat
     ``target`` "auto" recognises the kind as training does
     (:func:`napari_unet.core.targets.recognise_target` on the counted area): a tessellated
     annotation shows the tissue target (3 classes: background, cell, wall; ``num_classes`` is
-    then ignored) and its walls, every cell voxel staying a cell.
+    then ignored) and its walls, every cell voxel staying a cell. ``recognise_on``: the
+    (labels, annotated) the kind is recognised on instead, e.g. the annotated slices of the
+    volume a shown plane belongs to (a plane between them holds no annotation).
     """
     from napari_unet.core.targets import counted_area, recognise_target, to_instances
     from napari_unet.core.targets.target import separation_borders
@@ -70,9 +73,11 @@ def compute_weight_map(labels, *, w0, sigma, class_balance, num_classes, annotat
 
     reason = "chosen"
     if target == "auto":
-        inst = to_instances(labels)
-        counted = counted_area(inst, annotated=annotated, background=background, sparse=sparse)
-        target, share = recognise_target([(inst, counted)])
+        if recognise_on is None:
+            inst = to_instances(labels)
+            recognise_on = (inst, counted_area(inst, annotated=annotated, background=background,
+                                               sparse=sparse))
+        target, share = recognise_target([recognise_on])
         reason = f"{100 * share:.0f} % of the painted cells' outline touches another cell"
     tissue = target == "tissue"
     taught = training_target(labels, annotated=annotated, background=background, sparse=sparse,
@@ -234,7 +239,8 @@ class WeightMapWidget(QWidget):
                 sparse=not self.complete.isChecked())
             slices = self._slices(layer)
             if slices is not None and not self.complete.isChecked():  # the volume's rule
-                extra.update(annotated=slices[index], sparse=False)
+                extra.update(annotated=slices[index], sparse=False,
+                             recognise_on=(np.asarray(layer.data), slices))
         self._index = index
         self._layer = layer
         worker = create_worker(
