@@ -25,6 +25,9 @@ def test_a_tissue_model_fills_the_space_unless_the_box_is_unticked(
     widget.models.load_model(save_model(net, tmp_path / "tissue.safetensors", target="tissue"))
     box = widget.postprocess.controls["tissue"]
     assert box.isChecked()
+    # a short text keeps the dock narrow; the whole help is the tooltip
+    assert box.text() == "cells fill the space (a tissue)"
+    assert box.toolTip().startswith("cells fill the space: every tissue pixel goes to a cell")
     prob = predict_image(net.eval(), image)
     for tissue in (True, False):
         box.setChecked(tissue)

@@ -7,7 +7,8 @@ The Predict widget's post-processing controls come from
 
 A field's metadata: ``help`` (the tooltip), ``low`` / ``high`` / ``step`` / ``decimals`` (a
 spin box), ``choices`` or ``gui_choices`` (a combo box), ``label`` (else the name), ``scale``
-(shown divided by it, e.g. seconds as minutes). A bool is a check box.
+(shown divided by it, e.g. seconds as minutes). A bool is a check box, its text the ``help``
+or, where that is long, ``short``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def label_of(field: Field) -> str:
 def make_control(field: Field) -> QWidget:
     """A check box, combo box or spin box for ``field``, its help as the tooltip."""
     meta, kind = field.metadata, _kind(field)
-    if kind == "bool":
-        control = QCheckBox(meta["help"])
+    if kind == "bool":  # its short text where the help is long (the help as the tooltip)
+        control = QCheckBox(meta.get("short", meta["help"]))
+        control.setToolTip(meta["help"])
         return control
     if kind == "choice":
         control = QComboBox()

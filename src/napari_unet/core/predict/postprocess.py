@@ -50,8 +50,9 @@ __all__ = [
 CROSS = ndi.generate_binary_structure(2, 1)
 
 
-def _option(default, help: str, *, low=None, high=None, step=None):
-    return field(default=default, metadata={"help": help, "low": low, "high": high, "step": step})
+def _option(default, help: str, *, low=None, high=None, step=None, short=None):
+    meta = {"help": help, "low": low, "high": high, "step": step}
+    return field(default=default, metadata=meta if short is None else {**meta, "short": short})
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ class PostprocessSettings:
     argmax: bool = _option(False, "most probable class instead of the threshold")
     tissue: bool = _option(
         False, "cells fill the space: every tissue pixel goes to a cell grown from a confident "
-        "interior (default: on for models trained on a tissue)")
+        "interior (default: on for models trained on a tissue)",
+        short="cells fill the space (a tissue)")
 
     def __post_init__(self) -> None:
         for name in ("threshold", "seeds"):
