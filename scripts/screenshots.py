@@ -23,6 +23,12 @@ marked xy-slices, a 3D U-Net trained on them in the Train widget (``--steps-3d``
 ../shared/data/volumes3d, best with a model of ``bench_3d.py --save DIR``
 (DIR/bench_3d_s.safetensors); ``--volume synthetic`` (default): two synthetic volumes of touching
 cells, small enough to train in the widget in a few minutes on a CPU.
+
+``--only tissue`` adds <out>/tissue.png: a plant tissue (the ovule cells of
+../shared/data/volumes3d, a cell-wall stain) with every cell painted on the 3 xy-planes of
+``bench_tissue.py`` and marked, the tissue model ``--model-tissue`` (``bench_tissue.py --keep
+DIR`` keeps DIR/tissue.safetensors) and Predict's labels filling the space, on a plane between
+the annotated ones, compared with all true cells.
 """
 
 from __future__ import annotations
@@ -43,12 +49,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--only", default="all", choices=("all", "2d", "3d", "cells", "review"))
+    parser.add_argument("--only", default="all",
+                        choices=("all", "2d", "3d", "cells", "review", "tissue"))
     parser.add_argument("--steps-3d", type=int, default=150)
     parser.add_argument("--model-3d", type=Path, help="a 3D model file instead of training")
     parser.add_argument("--volume", default="synthetic", choices=("synthetic", "gonuclear"))
+    parser.add_argument("--model-tissue", type=Path,
+                        help="--only tissue: the tissue model (bench_tissue.py --keep DIR: "
+                             "DIR/tissue.safetensors)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only == "tissue":
+        if args.model_tissue is None:
+            parser.error("--only tissue: give --model-tissue FILE (a model trained on the "
+                         "ovule cells, e.g. by benchmarks/bench_tissue.py --keep DIR)")
+        tissue_shot(args)
+        return 0
     if args.only in ("all", "3d"):
         volume_shot(args)
     if args.only in ("all", "cells"):
@@ -244,10 +260,18 @@ def review_shot(args) -> None:
     viewer.close()
 
 
+def _shared_volumes() -> Path:
+    """../shared/data/volumes3d beside the repository, or beside its worktrees' folder."""
+    root = Path(__file__).resolve().parents[1]
+    return next((d / "shared" / "data" / "volumes3d" for d in root.parents[:2]
+                 if (d / "shared" / "data" / "volumes3d").is_dir()),
+                root.parent / "shared" / "data" / "volumes3d")
+
+
 def _volumes(kind: str):
     """(train image, train labels, test image, test labels, spacing, names): GoNuclear 1135 /
     1136 of the shared data, or two synthetic volumes."""
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "volumes3d"
+    root = _shared_volumes()
     if kind == "gonuclear":
         import tifffile
 
@@ -326,6 +350,67 @@ def volume_shot(args) -> None:
     _wait(app, lambda: False, 2.0)
     viewer.screenshot(path=str(args.out / "3d.png"), canvas_only=False, flash=False)
     print(args.out / "3d.png")
+    viewer.close()
+
+
+def tissue_shot(args) -> None:
+    """<out>/tissue.png: a tissue painted on 3 planes, segmented by a tissue model, in 2D on a
+    plane between the annotated ones (the comparison with all true cells in the widget)."""
+    import napari
+    import numpy as np
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+
+    from napari_unet.widgets import dock_all
+
+    root = _shared_volumes()
+    image = tifffile.imread(root / "images" / "plantseg_ovule_cells.tif")
+    truth = tifffile.imread(root / "labels" / "plantseg_ovule_cells.tif").astype(np.int32)
+    viewer = napari.Viewer(show=True, title="napari U-Net: tissue")
+    viewer.window.resize(1600, 1150)
+    app = QApplication.instance()
+    widgets = dock_all(viewer)
+    vol = viewer.add_image(image, name="ovule cells")
+    annotate = widgets["Annotate cells"]
+    annotate.image_combo.set_layer(vol)
+    labels = annotate.create_labels()
+    painted = np.zeros_like(labels.data)
+    for z in (5, 16, 27):  # bench_tissue.py's planes: every cell of each, marked
+        painted[z] = truth[z]
+        viewer.dims.set_current_step(0, z)
+        labels.data = painted
+        annotate.mark_slice()
+    predict = widgets["Predict"]
+    predict.models.load_model(args.model_tissue)
+    true_layer = viewer.add_labels(truth, name="ovule cells true", visible=False)
+    viewer.dims.set_current_step(0, 11)  # between the annotated planes 5 and 16
+    _wait(app, lambda: False, 2.0)
+    _wait(app, lambda: widgets["Weight map"]._worker is None, 60)
+    predict.image_combo.set_layer(vol)
+    predict.compare_combo.set_layer(true_layer)  # F1@0.5 of the 3D cells in the widget
+    predict.contours.setChecked(True)
+    predict.predict()
+    _wait(app, lambda: predict.worker is None, 1800)
+    for layer in list(viewer.layers):  # the annotation, the Weight map's, the comparison
+        if layer is labels or layer.name in (
+                f"{vol.name} annotated slices", "weight map", "separation borders", "walls",
+                "not counted (weight 0)", "comparison (matched/missed/extra)",
+                "check these next"):
+            layer.visible = False
+    dock = predict.parent()
+    while dock is not None and not hasattr(dock, "setFloating"):
+        dock = dock.parent()
+    if dock is not None:
+        from qtpy.QtCore import Qt
+
+        dock.show()
+        dock.raise_()
+        viewer.window._qt_window.resizeDocks([dock], [560], Qt.Orientation.Horizontal)
+    _wait(app, lambda: False, 1.0)
+    viewer.reset_view()
+    _wait(app, lambda: False, 2.0)
+    viewer.screenshot(path=str(args.out / "tissue.png"), canvas_only=False, flash=False)
+    print(args.out / "tissue.png")
     viewer.close()
 
 
