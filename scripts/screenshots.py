@@ -330,7 +330,8 @@ def volume_shot(args) -> None:
     for layer in (vol, labels, viewer.layers[f"{vol.name} annotated slices"]):
         layer.visible = False
     for layer in list(viewer.layers):  # the Weight map widget's planes, made while painting
-        if layer.name in ("weight map", "separation borders", "not counted (weight 0)"):
+        if layer.name in ("weight map", "separation borders", "walls",
+                          "not counted (weight 0)"):
             layer.visible = False
     predict.image_combo.set_layer(held_out)
     predict.compare_combo.set_layer(true_layer)  # F1@0.5 of the 3D objects in the widget
