@@ -180,18 +180,17 @@ def main() -> int:
     return 0
 
 
-def cells_shot(args) -> None:
-    """<out>/cells_table.png: a prediction's per-cell table in napari's features table widget."""
+def _predicted_sample(title: str):
+    """A shown viewer with the nuclei sample predicted by the shipped model in the Predict
+    widget (contours on, the true labels hidden): ``(viewer, app, image layer, widget)``."""
     import napari
-    import numpy as np
-    from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
     from napari_unet.sample_data import nuclei
     from napari_unet.widgets.model_choice import SHIPPED
     from napari_unet.widgets.predict import PredictWidget
 
-    viewer = napari.Viewer(show=True, title="napari U-Net: the cells' table")
+    viewer = napari.Viewer(show=True, title=title)
     viewer.window.resize(1600, 1050)
     app = QApplication.instance()
     for data, meta, kind in nuclei():
@@ -205,6 +204,15 @@ def cells_shot(args) -> None:
     predict.contours.setChecked(True)
     predict.predict()
     _wait(app, lambda: predict.worker is None)
+    return viewer, app, image, predict
+
+
+def cells_shot(args) -> None:
+    """<out>/cells_table.png: a prediction's per-cell table in napari's features table widget."""
+    import numpy as np
+    from qtpy.QtCore import Qt
+
+    viewer, app, image, _predict = _predicted_sample("napari U-Net: the cells' table")
     layer = viewer.layers[f"{image.name} prediction"]
     viewer.layers.selection.active = layer
     dock, _table = viewer.window.add_plugin_dock_widget("napari", "Features table widget")
@@ -223,28 +231,9 @@ def cells_shot(args) -> None:
 
 def review_shot(args) -> None:
     """<out>/review.png: Check these next and the one-click cell actions."""
-    import napari
     import numpy as np
-    from qtpy.QtWidgets import QApplication
 
-    from napari_unet.sample_data import nuclei
-    from napari_unet.widgets.model_choice import SHIPPED
-    from napari_unet.widgets.predict import PredictWidget
-
-    viewer = napari.Viewer(show=True, title="napari U-Net: check these next")
-    viewer.window.resize(1600, 1050)
-    app = QApplication.instance()
-    for data, meta, kind in nuclei():
-        getattr(viewer, f"add_{kind}")(data, **meta)
-    image = viewer.layers["nuclei (DSB2018)"]
-    viewer.layers["nuclei (DSB2018) labels"].visible = False
-    predict = PredictWidget(viewer)
-    viewer.window.add_dock_widget(predict, name="Predict", area="right")
-    predict.models.source.setCurrentText("nuclei" + SHIPPED)
-    predict.image_combo.set_layer(image)
-    predict.contours.setChecked(True)
-    predict.predict()
-    _wait(app, lambda: predict.worker is None)
+    viewer, app, _image, predict = _predicted_sample("napari U-Net: check these next")
     review = predict.review
     pred = predict.labels_layer
     review.actions.buttons["accept"].setChecked(True)
