@@ -122,3 +122,22 @@ def test_the_shipped_model_predicts_into_zarr_as_it_is(tmp_path):
         blocks = np.asarray(zarr.open_group(str(out), mode="r")["labels"])
         assert abs(int(blocks.max()) - int(whole.max())) <= 1, (blocks.max(), whole.max())
         assert _matched(whole, blocks) > 0.97
+
+
+def test_colour_scales_count_in_the_memory_check(tmp_path, monkeypatch):
+    """A colour image that fits at its own size but not at the scales the model stores for
+    colour images (1.4 holds twice its pixels): refused before reading, naming the scales;
+    ``--scales 1`` (scales=(1,)) passes the same check."""
+    model = UNet(depth=1, base_channels=4).eval()
+    meta = {"postprocess": {"scales": {"gray": [1], "colour": [1, 0.7, 1.4]}}}
+    path = tmp_path / "he.tif"
+    tifffile.imwrite(path, np.zeros((1100, 1000, 3), np.uint8), photometric="rgb")
+    own = segment_bytes(model, (1100, 1000), itemsize=1)
+    scaled = segment_bytes(model, (1100, 1000), itemsize=1, scales=(1, 0.7, 1.4))
+    assert scaled > own * 1.5  # the resized copy and its probabilities
+    # tiles are tiny next to the image: a limit between the two estimates
+    monkeypatch.setenv("NAPARI_UNET_MEMORY_LIMIT", str(int((own + scaled) / 2 / 0.85)))
+    with pytest.raises(big_images.CLIError, match=r"at scales 1, 0\.7, 1\.4"):
+        big_images.check_whole_image(path, model, tile=(64, 64), device="cpu", metadata=meta)
+    assert big_images.check_whole_image(path, model, tile=(64, 64), device="cpu",
+                                        metadata=meta, scales=(1.0,)) == 1100 * 1000

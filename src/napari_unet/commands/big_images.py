@@ -69,11 +69,13 @@ def _layout(shape: tuple[int, ...], model) -> tuple[tuple[int, ...], int]:
 
 
 def check_whole_image(path: Path, model, *, tile=None, batch_size: int = 1,
-                      watershed: bool = False, device=None, fix: str | None = None) -> int:
+                      watershed: bool = False, device=None, fix: str | None = None,
+                      scales=None, metadata: dict | None = None) -> int:
     """Refuse, before reading it, an image that segmenting at once would not fit in memory;
     the error (a CLIError) names ``fix``, by default the block-wise route (TIFF) or the
-    conversion (other formats). ``device`` None: the model's. Returns the pixels the header
-    declares (0 where it cannot tell)."""
+    conversion (other formats). ``device`` None: the model's. ``scales`` None: those the
+    model's ``metadata`` stores for the image's kind (colour when the header declares 3 or 4
+    samples last). Returns the pixels the header declares (0 where it cannot tell)."""
     from napari_unet.core.model.memory import estimate_inference_bytes
     from napari_unet.core.predict.footprint import check_segment_memory
     from napari_unet.core.predict.tiling import auto_tile_shape
@@ -83,19 +85,27 @@ def check_whole_image(path: Path, model, *, tile=None, batch_size: int = 1,
         return 0
     shape, dtype = found
     spatial, planes = _layout(shape, model)
+    if scales is None:
+        from napari_unet.core.predict.scales import stored_scales
+
+        colour = len(shape) >= 3 and shape[-1] in (3, 4)
+        scales = stored_scales(metadata, colour=colour) if model.ndim == 2 else (1.0,)
     pixels = math.prod(spatial) * planes
     if pixels < 2**20:  # small: nothing to estimate
         return pixels
     if device is None:
         device = next(model.parameters()).device
-    tile = tuple(tile) if tile is not None else auto_tile_shape(model, spatial, device)
+    largest = max(1.0, *(float(s) for s in scales))  # the tiles of the largest resized copy
+    tile = tuple(tile) if tile is not None else auto_tile_shape(
+        model, tuple(max(1, round(n * largest)) for n in spatial), device)
     tile_bytes = estimate_inference_bytes(
         in_channels=model.in_channels, num_classes=model.num_classes, depth=model.depth,
         base_channels=model.base_channels, tile=tile, batch_size=batch_size, ndim=model.ndim,
         padding=model.padding, pool=model.config.get("pool"))
     try:
         check_segment_memory(model, spatial, itemsize=dtype.itemsize, planes=planes,
-                             tile_bytes=tile_bytes, watershed=watershed, device=device)
+                             tile_bytes=tile_bytes, watershed=watershed, scales=scales,
+                             device=device)
     except MemoryError as err:
         if fix is None and is_tiff(path):
             fix = ("predict it block by block into a zarr store, whose memory does not grow "

@@ -122,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
         from napari_unet.commands.files import expand_paths
 
         for path in expand_paths(args.images, what="--images"):  # before any pixel is read
-            check_whole_image(path, model, device=device, fix="evaluate crops of it (a few "
-                              "thousand pixels a side) with their labels")
+            check_whole_image(path, model, device=device, scales=scales, metadata=meta,
+                              fix="evaluate crops of it (a few thousand pixels a side) with "
+                              "their labels")
         # a one-channel model turns colour images gray by its stored rule (also mixed folders)
         gray = stored_colour_rule(meta) if model.in_channels == 1 else None
         rows = read_pairs(args.images, args.labels, gray=gray, channel_axis=args.channel_axis)

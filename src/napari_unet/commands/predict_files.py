@@ -198,9 +198,10 @@ def iter_predict_files(
     from napari_unet.core.review import review_table
 
     # an image too large to segment at once: refused before any work
+    watershed = bool(getattr(settings, "watershed", False))
     pixels = [check_whole_image(path, model, tile=tile_shape, batch_size=batch_size,
-                                device=device, watershed=bool(getattr(settings, "watershed",
-                                                                      False)))
+                                device=device, watershed=watershed, scales=scales,
+                                metadata=metadata)
               for path in paths]
     tables, names = [], []
     for index, (path, target) in enumerate(zip(paths, targets, strict=True)):
