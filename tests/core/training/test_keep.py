@@ -151,12 +151,15 @@ STORED = {"threshold": 0.6, "seeds": 0.8, "min_size": 25, "regrow": 2, "tta": Fa
 
 def test_a_round_on_a_few_cells_keeps_the_post_processing_it_started_with(cells, parent,
                                                                           tmp_path):
-    """A band of a few cells (fewer than MIN_CHOICE_CELLS) chooses nothing: the trained model
-    delivers the post-processing its parent stored, and both are compared with it."""
+    """A band of a few cells (fewer than MIN_CHOICE_CELLS) chooses nothing: the model
+    delivered, trained or previous, has the post-processing its parent stored, and both are
+    compared with it. (Which of the two wins 4 steps on depends on the CPU's arithmetic: the
+    trained one on AMD EPYC, the previous one on an Intel Xeon.)"""
     path = _with_postprocess(parent, STORED, tmp_path / "p.safetensors")
     tuned = Trainer([cells], _config(steps=4, validate_every=2), init_model=path)
     kept = next(e for e in tuned.run() if e.kind == "kept")
-    assert kept.metrics["kept"] == TRAINED and kept.metrics["previous"] is not None
+    assert kept.metrics["kept"] in (TRAINED, PREVIOUS)
+    assert kept.metrics["previous"] is not None and kept.metrics["trained"] is not None
     pp = tuned.metadata()["postprocess"]
     assert pp["inherited"] is True and {k: pp[k] for k in STORED} == STORED
 
