@@ -285,3 +285,23 @@ def test_pretraining_in_2d_on_the_annotated_slices_starts_the_3d_unet(volume, mo
     assert trainer.history[0]["pretrain_2d_steps"] == 4
     with pytest.raises(ValueError, match="pretrain_2d"):
         _config(pretrain_2d=1.0)
+
+
+def test_3d_model_of_objects_stores_a_minimum_size_from_its_cells(volume):
+    """Fragments between annotated planes are dropped by size: a 3D model stores a minimum
+    size of a tenth of its annotated cells' estimated volume (no validation: no choice made),
+    in voxels, with the estimate; prediction uses it by default."""
+    from napari_unet.core.predict.postprocess import PostprocessSettings
+    from napari_unet.core.training.cell_size import MIN_SIZE_FRACTION, typical_cell_voxels
+
+    vol, lab = volume
+    ann = slices_mask(vol.shape, z=(3, 8, 13))
+    trainer = Trainer([TrainingPair(vol, lab, ann, ndim=3, spacing=SPACING)], _config(steps=2))
+    list(trainer.run())
+    meta = trainer.snapshot()[1]
+    planes = np.where(ann, lab, 0)
+    voxels = typical_cell_voxels([planes], spacing=SPACING)
+    assert meta["postprocess"]["cell_voxels"] == round(voxels)
+    expected = round(MIN_SIZE_FRACTION * voxels)
+    assert expected > PostprocessSettings().min_size  # the default would keep fragments
+    assert PostprocessSettings.from_metadata(meta).min_size == expected

@@ -45,6 +45,7 @@ from napari_unet.core.device import configure_cpu_threads
 from napari_unet.core.io.model_file import default_class_names, save_model
 from napari_unet.core.model.unet import UNet
 from napari_unet.core.training.batch import training_batch
+from napari_unet.core.training.cell_size import floor_min_size
 from napari_unet.core.training.data import prepare_pairs
 from napari_unet.core.training.keep import keep_or_restore
 from napari_unet.core.training.loss import weighted_cross_entropy
@@ -236,7 +237,7 @@ class Trainer(TrainerSetup):
                 yield from pretrain_2d(self, prepared)
             if (yield from self._steps(sampler)) == "stopped":
                 return
-            yield from self._finish()
+            yield from self._finish(prepared)
         except GeneratorExit:
             self.save_checkpoint()
             raise
@@ -275,9 +276,10 @@ class Trainer(TrainerSetup):
                 if path is not None:
                     yield self.event("checkpoint", message=str(path))
 
-    def _finish(self) -> Iterator[TrainEvent]:
-        """The last validation, the choice of the post-processing, the last checkpoint; for a
-        fine-tuning then the better of the previous and the trained model (:mod:`.keep`)."""
+    def _finish(self, prepared) -> Iterator[TrainEvent]:
+        """The last validation, the choice of the post-processing (a 3D model of objects: a
+        minimum size from its cells, :mod:`.cell_size`), the last checkpoint; for a fine-tuning
+        then the better of the previous and the trained model (:mod:`.keep`)."""
         if self.validation.due_at_end(self.step):
             yield self._validation_event()
         chosen = None
@@ -288,6 +290,10 @@ class Trainer(TrainerSetup):
             if chosen is not None:
                 self.postprocess = chosen
             self.budget.tick()  # the choice counts in the elapsed time the model records
+        if self.ndim == 3 and self.target != "tissue" and self.step:
+            # fragments between the annotated planes, which no band shows: dropped by size
+            self.postprocess = floor_min_size(self.postprocess, [p.labels for p in prepared],
+                                              spacing=self.spacing)
         if self.step == 0:
             logger.warning("the time limit (%.3g s) was spent before the first step (preparing "
                            "the targets took %.3g s); give a larger --time-limit",
