@@ -19,7 +19,8 @@
   trained: new or continued), :mod:`.pretrain` (the 2D pre-training of a 3D U-Net),
   :mod:`.control` (stop, pause, resume).
 - :mod:`.validation` — validation through the prediction users get; :mod:`.choice` — the
-  post-processing chosen on the validation band at the end of a run; :mod:`.keep` — the
+  post-processing chosen on the validation band at the end of a run; :mod:`.cell_size` — the
+  smallest object a 3D model keeps, from its annotated cells; :mod:`.keep` — the
   better of the previous and the trained model at the end of a fine-tuning.
 - :mod:`.checkpoint` — a checkpoint: one complete file (weights, optimiser, random states,
   step) written atomically, and its model file (bit-exact resume); :mod:`.identity` — what
