@@ -115,11 +115,13 @@ def region_of(row, labels, prob) -> np.ndarray:
     return box & (prob >= 0.5) & (labels == 0)
 
 
-def fix(region, truth, annotation, background) -> None:
+def fix(region, truth, annotation, background) -> dict:
     """The user makes ``region`` right: the true cells it covers (a fifth of it, or half of
     the cell) take their true masks; with none, it is a false cell, rejected: its pixels
     outside every true cell become background (a sliver of a true cell it overlaps stays
-    unannotated, as a user's background stroke would leave the cell alone)."""
+    unannotated, as a user's background stroke would leave the cell alone). Returns what was
+    done: ``outcome`` (``accepted``: one true cell, ``corrected``: several, ``rejected``) and
+    the pixels written."""
     ids, counts = np.unique(truth[region], return_counts=True)
     keep = [int(i) for i, c in zip(ids, counts, strict=True)
             if i and (c >= 0.2 * region.sum() or c >= 0.5 * np.sum(truth == i))]
@@ -127,25 +129,43 @@ def fix(region, truth, annotation, background) -> None:
         empty = region & (truth == 0)
         annotation[empty] = 0
         background[empty] = 1
-        return
+        return {"outcome": "rejected", "background_px": int(empty.sum())}
     for i in keep:
         cell = truth == i
         annotation[cell] = int(annotation.max()) + 1
         background[cell] = 0
+    return {"outcome": "accepted" if len(keep) == 1 else "corrected", "true_cells": len(keep),
+            "cell_px": int(np.isin(truth, keep).sum())}
 
 
 def pick(strategy, review, labels, prob, truth, k, rng):
-    """The k regions the user fixes."""
+    """The k regions the user fixes, and what each was (``kind``: ``cell`` / ``miss`` /
+    ``true`` for the oracle's; the review's ``confidence`` and ``reason`` where it has them)."""
     if strategy == "suggest":
-        return [region_of(r, labels, prob) for _, r in review.head(k).iterrows()]
+        rows = list(review.head(k).itertuples(index=False))
+        return ([region_of(r._asdict(), labels, prob) for r in rows],
+                [{"kind": r.kind, "label": int(r.label), "confidence": round(float(r.confidence), 4),
+                  "reason": r.reason} for r in rows])
     if strategy == "random":
         ids = np.unique(labels[labels > 0])
-        return [labels == i for i in rng.choice(ids, min(k, ids.size), replace=False)]
+        chosen = rng.choice(ids, min(k, ids.size), replace=False)
+        return [labels == i for i in chosen], [{"kind": "cell", "label": int(i)} for i in chosen]
     from napari_unet.core.measure import match_cells
 
     m = match_cells(labels, truth)  # the oracle: the true cells matched worst (IoU with the
     worst = m.sort_values("iou", kind="stable")["true_label"].to_numpy()[:k]  # best cell)
-    return [truth == i for i in worst]
+    return [truth == i for i in worst], [{"kind": "true", "label": int(i)} for i in worst]
+
+
+def item_facts(region, image, truth, prob) -> dict:
+    """What a fixed item looked like: its pixels, its mean probability and its brightness
+    relative to the image's true cells (their median of per-cell means; 1: a typical cell)."""
+    cells = truth > 0
+    typical = float(np.median(image[cells])) if cells.any() else float("nan")
+    inside = image[region]
+    return {"px": int(region.sum()),
+            "probability": round(float(prob[region].mean()), 3) if region.any() else None,
+            "brightness": round(float(inside.mean()) / typical, 3) if inside.size else None}
 
 
 def auc_of(table, labels, truth) -> float:
@@ -180,6 +200,30 @@ def fixed_settings():
     from napari_unet.core.training.choice import THRESHOLDS, seed_level
 
     return PostprocessSettings(threshold=THRESHOLDS[0], seeds=seed_level(THRESHOLDS[0]))
+
+
+def pair_facts(annotations) -> dict:
+    """Per annotated image (in the order of the pairs): its cells and its pixels of explicit
+    background."""
+    return {"pair_cells": [int(np.unique(a["labels"]).size - 1) for _, a in
+                           sorted(annotations.items())],
+            "pair_background_px": [int(np.count_nonzero(a["background"])) for _, a in
+                                   sorted(annotations.items())]}
+
+
+def decision(path) -> dict:
+    """What the end of a Continue decided, from the model's metadata: its post-processing
+    (``inherited``: kept from the model it started from, the band too small to choose on) with
+    the band scores it was chosen on, and the keep rule's scores of both models."""
+    from napari_unet.core.io import load_model
+
+    _, meta = load_model(path)
+    post = meta.get("postprocess") or {}
+    kept = meta.get("kept") or {}
+    return {"postprocess": {k: post.get(k) for k in ("threshold", "seeds", "min_size",
+                                                    "watershed", "regrow", "inherited",
+                                                    "chosen_on")},
+            "kept_scores": {k: kept.get(k) for k in ("trained", "previous")}}
 
 
 def score_unseen(path, unseen) -> dict:
@@ -220,9 +264,10 @@ def run_strategy(args, strategy, seed, loop, unseen, start, root):
         predict_s = time.perf_counter() - t0
         ann = annotations.setdefault(k, {"labels": np.zeros(truth.shape, np.int32),
                                          "background": np.zeros(truth.shape, np.uint8)})
-        regions = pick(strategy, review, labels, prob, truth, args.k, rng)
-        for region in regions:
-            fix(region, truth, ann["labels"], ann["background"])
+        regions, items = pick(strategy, review, labels, prob, truth, args.k, rng)
+        for region, item in zip(regions, items, strict=True):
+            item.update(item_facts(region, image, truth, prob))
+            item.update(fix(region, truth, ann["labels"], ann["background"]))
         touched += len(regions)
         pairs = [TrainingPair(loop[j][0], a["labels"], background=a["background"], sparse=True)
                  for j, a in sorted(annotations.items())]
@@ -233,6 +278,7 @@ def run_strategy(args, strategy, seed, loop, unseen, start, root):
         t1 = time.perf_counter()
         scores = score_unseen(path, unseen)
         curve.append({"round": r, "image": k, "touched": touched, "fixed": len(regions),
+                      "fixes": items, **pair_facts(annotations), **decision(path),
                       "f1_image_before": float(instance_f1(labels, truth)), **scores,
                       "auc": auc_of(table, labels, truth), "predict_review_s": round(predict_s, 2),
                       "score_s": round(time.perf_counter() - t1, 2), **info})
@@ -242,6 +288,15 @@ def run_strategy(args, strategy, seed, loop, unseen, start, root):
               f"{row['f1_unseen_fixed_mean']:.3f}), ranking AUC {row['auc']:.3f} ({row['steps']} steps,"
               f" {row['train_s']} s, {row.get('kept', '?')} kept; predict+review "
               f"{row['predict_review_s']} s, scoring {row['score_s']} s)", flush=True)
+        outcomes = [f["outcome"] for f in items]
+        post = row["postprocess"]
+        print("    fixes: " + ", ".join(f"{outcomes.count(o)} {o}" for o in
+                                        ("accepted", "corrected", "rejected"))
+              + f" ({sum(f.get('background_px', 0) for f in items)} px background); pairs' "
+              f"cells {row['pair_cells']}, background px {row['pair_background_px']}; "
+              f"post-processing threshold {post['threshold']} cores {post['seeds']} min size "
+              f"{post['min_size']}{' (inherited)' if post['inherited'] else ''}; "
+              f"{row.get('kept_message', '')}", flush=True)
     return curve
 
 
@@ -355,6 +410,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", type=int, default=2)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed-list", type=int, nargs="+", metavar="SEED",
+                   help="run these seeds only (e.g. one seed's fall again; default: "
+                        "0 .. --seeds - 1)")
     p.add_argument("--oracle-seeds", type=int,
                    help="run the oracle on the first N seeds only (default: every seed)")
     p.add_argument("--rounds", type=int, default=4, help="rounds after Start (8 + 4×8 = 40)")
@@ -378,8 +436,9 @@ def main(argv=None) -> int:
             p.error("--rescore: give --json, the file to write")
         rescore(args.rescore, args.json)
         return 0
+    seeds = range(args.seeds) if args.seed_list is None else args.seed_list
     if args.oracle_seeds is None:
-        args.oracle_seeds = args.seeds
+        args.oracle_seeds = max(seeds) + 1
     t_all = time.perf_counter()
     load_before = os.getloadavg()
     root = args.runs or Path(tempfile.mkdtemp(prefix="bench_budget_"))
@@ -389,7 +448,7 @@ def main(argv=None) -> int:
         print(f"set {n}: loop {ids_loop}, unseen {ids_unseen}", flush=True)
         t_set = time.perf_counter()
         curves = [run_set(args, ids_loop, ids_unseen, seed, root / f"set{n}" / f"seed{seed}")
-                  for seed in range(args.seeds)]
+                  for seed in seeds]
         result["sets"].append({"loop": ids_loop, "unseen": ids_unseen, "curves": curves,
                                "seconds": round(time.perf_counter() - t_set, 1)})
     summarise_sets(result, args.strategies)
