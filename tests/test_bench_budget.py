@@ -45,6 +45,26 @@ def test_a_rejected_false_cell_leaves_the_true_cells_alone(bench):
     assert not background[truth > 0].any()
 
 
+def test_each_fix_says_what_the_user_did_and_what_it_was(bench):
+    """The round's record of its fixes: a false cell rejected (its background pixels), a merge
+    corrected (two true cells), a right cell accepted; its brightness against the true cells'."""
+    truth = np.zeros((10, 12), np.int32)
+    truth[1:5, 1:5], truth[6:9, 6:11] = 1, 2
+    image = np.where(truth > 0, 100.0, 10.0).astype(np.float32)
+    annotation, background = np.zeros_like(truth), np.zeros(truth.shape, np.uint8)
+    false_cell = np.zeros(truth.shape, bool)
+    false_cell[0, 6:12] = True
+    assert bench.fix(false_cell, truth, annotation, background) == {
+        "outcome": "rejected", "background_px": 6}
+    assert bench.fix(truth > 0, truth, annotation, background)["outcome"] == "corrected"
+    assert bench.fix(truth == 1, truth, annotation, background) == {
+        "outcome": "accepted", "true_cells": 1, "cell_px": 16}
+    facts = bench.item_facts(false_cell, image * 3, truth, image / 100)
+    assert facts == {"px": 6, "probability": 0.1, "brightness": 0.1}
+    regions, items = bench.pick("random", None, truth, None, truth, 1, np.random.default_rng(0))
+    assert len(regions) == len(items) == 1 and items[0]["kind"] == "cell"
+
+
 @pytest.mark.slow
 def test_the_curve_runs_small(bench, tmp_path):
     """The smoke path: Start and one round of every strategy, two steps each, on the first
