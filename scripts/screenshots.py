@@ -180,6 +180,18 @@ def main() -> int:
     return 0
 
 
+def _raise_dock(widget):
+    """Show and raise the dock widget that holds ``widget`` (tabbed docks hide the others);
+    returns it, or None."""
+    dock = widget.parent()
+    while dock is not None and not hasattr(dock, "setFloating"):
+        dock = dock.parent()
+    if dock is not None:
+        dock.show()
+        dock.raise_()
+    return dock
+
+
 def _predicted_sample(title: str):
     """A shown viewer with the nuclei sample predicted by the shipped model in the Predict
     widget (contours on, the true labels hidden): ``(viewer, app, image layer, widget)``."""
@@ -331,12 +343,7 @@ def volume_shot(args) -> None:
     held_out.rendering, held_out.opacity = "mip", 0.5
     viewer.dims.ndisplay = 3
     viewer.camera.angles = (10, -30, 60)
-    dock = predict.parent()
-    while dock is not None and not hasattr(dock, "setFloating"):
-        dock = dock.parent()
-    if dock is not None:
-        dock.show()
-        dock.raise_()
+    _raise_dock(predict)
     _wait(app, lambda: False, 2.0)
     viewer.screenshot(path=str(args.out / "3d.png"), canvas_only=False, flash=False)
     print(args.out / "3d.png")
@@ -387,14 +394,10 @@ def tissue_shot(args) -> None:
                 "not counted (weight 0)", "comparison (matched/missed/extra)",
                 "check these next"):
             layer.visible = False
-    dock = predict.parent()
-    while dock is not None and not hasattr(dock, "setFloating"):
-        dock = dock.parent()
+    dock = _raise_dock(predict)
     if dock is not None:
         from qtpy.QtCore import Qt
 
-        dock.show()
-        dock.raise_()
         viewer.window._qt_window.resizeDocks([dock], [560], Qt.Orientation.Horizontal)
     _wait(app, lambda: False, 1.0)
     viewer.reset_view()

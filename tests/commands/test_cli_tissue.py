@@ -77,9 +77,8 @@ def test_predict_tissue_on_a_model_of_objects(tmp_path, capsys):
     assert (tifffile.imread(tmp_path / "out" / "t_labels.tif") > 0).all()  # a 2-class model
 
 
-def test_the_benchmark_runs_small(tmp_path, capsys):
-    """benchmarks/bench_tissue.py --smoke: both targets trained and predicted through the
-    command line on a crop of the shared ovule volume, scored."""
+def _bench_tissue():
+    """benchmarks/bench_tissue.py as a module and its shared data folder (skip without it)."""
     root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("bench_tissue",
                                                   root / "benchmarks" / "bench_tissue.py")
@@ -88,6 +87,13 @@ def test_the_benchmark_runs_small(tmp_path, capsys):
     data = bench.DEFAULT_DATA
     if not (data / "images" / "plantseg_ovule_cells.tif").exists():
         pytest.skip("the shared volumes are not here")
+    return bench, data
+
+
+def test_the_benchmark_runs_small(tmp_path, capsys):
+    """benchmarks/bench_tissue.py --smoke: both targets trained and predicted through the
+    command line on a crop of the shared ovule volume, scored."""
+    bench, data = _bench_tissue()
     report = tmp_path / "r.json"
     assert bench.main(["--smoke", "--data", str(data), "--json", str(report)]) == 0
     import json
@@ -103,14 +109,7 @@ def test_the_benchmark_runs_small(tmp_path, capsys):
 def test_the_benchmark_compares_recipes(tmp_path):
     """bench_tissue.py --recipes old,new: one model per recipe through the command line, the
     old one trained contiguous (--cpu-channels-last off), each row naming its recipe."""
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("bench_tissue",
-                                                  root / "benchmarks" / "bench_tissue.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    data = bench.DEFAULT_DATA
-    if not (data / "images" / "plantseg_ovule_cells.tif").exists():
-        pytest.skip("the shared volumes are not here")
+    bench, data = _bench_tissue()
     report = tmp_path / "r.json"
     assert bench.main(["--smoke", "--data", str(data), "--targets", "tissue", "--recipes",
                        "old,new", "--keep", str(tmp_path / "keep"), "--json", str(report)]) == 0

@@ -26,6 +26,16 @@ def _is_channels_last(model) -> bool:
         not p.is_contiguous() for p in convs)
 
 
+def _assert_same_step(fast, plain) -> None:
+    """One step of each trainer: the same loss and the same updated weights."""
+    loss_fast, _ = fast.train_step(fast.make_sampler())
+    loss_plain, _ = plain.train_step(plain.make_sampler())
+    assert abs(loss_fast - loss_plain) <= 1e-5 * abs(loss_plain)
+    for (name, a), b in zip(fast.model.state_dict().items(), plain.model.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_float32_cpu_2d_trains_channels_last():
     trainer = Trainer(_pairs(), _config())
     assert trainer.channels_last and _is_channels_last(trainer.model)
@@ -58,12 +68,7 @@ def test_3d_networks_train_channels_last_with_the_same_step():
     fast, plain = _volume_trainer(), _volume_trainer(cpu_channels_last="off")
     assert fast.channels_last and _is_channels_last_3d(fast.model)
     assert not plain.channels_last and not _is_channels_last_3d(plain.model)
-    loss_fast, _ = fast.train_step(fast.make_sampler())
-    loss_plain, _ = plain.train_step(plain.make_sampler())
-    assert abs(loss_fast - loss_plain) <= 1e-5 * abs(loss_plain)
-    for (name, a), b in zip(fast.model.state_dict().items(), plain.model.state_dict().values(),
-                            strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    _assert_same_step(fast, plain)
     model, _ = fast.snapshot()  # what is saved and predicts: contiguous
     assert not _is_channels_last_3d(model)
 
@@ -84,12 +89,7 @@ def test_channels_last_step_matches_contiguous():
     plain.model.to(memory_format=torch.contiguous_format)
     plain.channels_last = False
     assert not _is_channels_last(plain.model)
-    loss_fast, _ = fast.train_step(fast.make_sampler())
-    loss_plain, _ = plain.train_step(plain.make_sampler())
-    assert abs(loss_fast - loss_plain) <= 1e-5 * abs(loss_plain)
-    for (name, a), b in zip(fast.model.state_dict().items(), plain.model.state_dict().values(),
-                            strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    _assert_same_step(fast, plain)
 
 
 def test_resumed_optimizer_state_takes_the_parameters_layout(tmp_path):

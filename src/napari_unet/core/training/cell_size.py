@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MIN_SIZE_FRACTION", "floor_min_size", "min_size_3d", "typical_cell_voxels"]
+__all__ = ["MIN_SIZE_FRACTION", "floor_min_size", "typical_cell_voxels"]
 
 #: the smallest object a 3D model keeps, as a share of :func:`typical_cell_voxels`. Chosen on
 #: the full labels of GoNuclear crop 1135 (4 sparse models trained 15 minutes on 3 of its
@@ -66,26 +66,11 @@ def typical_cell_voxels(labels: Sequence[np.ndarray], *, spacing: Sequence[float
     return 4.0 / 3.0 * math.pi * radius**3 / (sz * sy * sx)
 
 
-def min_size_3d(labels: Sequence[np.ndarray], *, spacing: Sequence[float] | None = None,
-                fraction: float = MIN_SIZE_FRACTION) -> int | None:
-    """``fraction`` of :func:`typical_cell_voxels`, rounded: the smallest object a 3D model
-    trained on these labels keeps; None without cells.
-
-    Examples
-    --------
-    >>> z, y, x = np.mgrid[:21, :41, :41]
-    >>> ball = ((z - 10) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 100).astype(np.int32)
-    >>> min_size_3d([ball]), min_size_3d([ball], spacing=(2, 1, 1))
-    (425, 212)
-    """
-    voxels = typical_cell_voxels(labels, spacing=spacing)
-    return None if voxels is None else round(fraction * voxels)
-
-
 def floor_min_size(postprocess: dict | None, labels: Sequence[np.ndarray], *,
                    spacing: Sequence[float] | None = None) -> dict | None:
     """A 3D model's stored post-processing with its minimum size raised to
-    :func:`min_size_3d` of its annotated ``labels`` where that is larger (the chosen or the
+    :data:`MIN_SIZE_FRACTION` of :func:`typical_cell_voxels` of its
+    annotated ``labels`` where that is larger (the chosen or the
     default one stays otherwise); ``"cell_voxels"`` records the estimate. Unchanged without
     cells.
 
