@@ -70,6 +70,24 @@ def test_the_better_model_is_kept_and_a_tie_keeps_the_trained_one():
     assert nothing.kept == TRAINED and not nothing.compared and "no time left" in nothing.message
 
 
+def test_on_a_band_of_a_few_cells_the_loss_decides_not_the_f1():
+    """Both inherited their post-processing (a band of fewer than MIN_CHOICE_CELLS cells):
+    one cell more or less moves the F1 by a third there, so the band's loss decides."""
+    def few(f1, loss):
+        return {"inherited": True, "chosen_on": {"instance_f1": f1, "rand_error": 0.1,
+                                                 "loss": loss}}
+
+    choice = keep_better(few(0.5, 0.20), few(0.75, 0.25))
+    assert choice.kept == TRAINED
+    assert choice.message == ("kept the trained model: validation loss 0.2500 → 0.2000 "
+                              "(a band of a few cells)")
+    assert keep_better(few(0.75, 0.25), few(0.5, 0.20)).kept == PREVIOUS
+    assert keep_better(few(0.5, 0.2), few(0.5, 0.2)).kept == TRAINED  # a tie
+    # a band large enough to choose on is judged by F1 minus Rand error, whatever the loss
+    chosen = {"chosen_on": {"instance_f1": 0.5, "rand_error": 0.1, "loss": 0.20}}
+    assert keep_better(chosen, few(0.75, 0.25)).kept == PREVIOUS
+
+
 def test_a_round_that_scores_worse_keeps_the_previous_model(cells, parent, tmp_path,
                                                             monkeypatch):
     previous, _ = load_model(parent)
