@@ -47,7 +47,12 @@ def auc(doubt: np.ndarray, wrong: np.ndarray) -> float:
 def cells_of(model, meta, image, truth, *, tta: bool) -> tuple[dict, dict]:
     """The cells' terms and wrong flags of one image, and the times (s)."""
     from napari_unet.core.measure import confidence_maps, match_cells, measure_cells
-    from napari_unet.core.measure.confidence import border_contrast, confidence_terms
+    from napari_unet.core.measure.confidence import (
+        CONFIDENCE_TERMS,
+        border_contrast,
+        combine,
+        confidence_terms,
+    )
     from napari_unet.core.predict.segment import iter_segment
     from napari_unet.core.review import review_table
 
@@ -67,11 +72,166 @@ def cells_of(model, meta, image, truth, *, tta: bool) -> tuple[dict, dict]:
     t_conf = time.perf_counter() - t1 - t_table
     table["border_contrast"] = border_contrast(labels, maps["mean_probability"], table["label"])
     matched = match_cells(labels, truth)
-    right = set(matched.loc[matched["status"] == "matched", "pred_label"].tolist())
+    done = matched["status"] == "matched"
+    right = set(matched.loc[done, "pred_label"].tolist())
     out = {"terms": confidence_terms(table)}
     out["wrong"] = ~table["label"].isin(right).to_numpy()
     out["confidence"] = table["confidence"].to_numpy()
+    # the scale before the calibration: the geometric mean of the chosen terms
+    out["raw"] = combine(out["terms"], CONFIDENCE_TERMS)
+    missed_truth = set(matched.loc[~done, "true_label"].tolist())
+    out["misses"] = misses_of(labels, maps["mean_probability"], truth, missed_truth)
     return out, {"predict_s": t_predict, "confidence_s": t_conf, "table_s": t_table}
+
+
+def misses_of(labels, prob, truth, missed_truth: set) -> dict:
+    """The likely misses of one prediction (``core.review.likely_misses``): their
+    ``confidence`` as the product computes it, ``raw`` (1 − mean probability × size relative
+    to the median cell's: the scale before the calibration) and ``wrong``: the blob needs a
+    fix, i.e. it covers a true cell that no predicted cell matched (a fifth of the blob or
+    half of that cell, the simulated user's rule of ``bench_budget.fix``); otherwise it is a
+    false alarm."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.measure.confidence import RING
+    from napari_unet.core.review import likely_misses
+    from napari_unet.core.review.suggest import MISS_THRESHOLD
+
+    misses = likely_misses(labels, prob)
+    _, sizes = np.unique(labels[labels > 0], return_counts=True)
+    median = float(np.median(sizes)) if sizes.size else 0.0
+    near = ndi.maximum_filter(labels > 0, size=2 * RING + 1)
+    blobs, _ = ndi.label((prob >= MISS_THRESHOLD) & ~near)  # as likely_misses finds them
+    true_ids, true_sizes = np.unique(truth[truth > 0], return_counts=True)
+    true_size = dict(zip(true_ids.tolist(), true_sizes.tolist(), strict=True))
+    wrong = []
+    for row in misses.itertuples():
+        box = blobs[row.bbox_y0:row.bbox_y1, row.bbox_x0:row.bbox_x1]
+        ids, counts = np.unique(box[box > 0], return_counts=True)
+        blob = blobs == ids[np.argmax(counts)]  # the blob that fills this box
+        hit, inter = np.unique(truth[blob], return_counts=True)
+        wrong.append(any(t in missed_truth and (c >= 0.2 * blob.sum() or
+                                                c >= 0.5 * true_size[t])
+                         for t, c in zip(hit.tolist(), inter.tolist(), strict=True) if t))
+    relative = (np.minimum(1.0, misses["area"].to_numpy(float) / median) if median > 0
+                else np.ones(len(misses)))
+    return {"confidence": misses["confidence"].to_numpy(np.float64),
+            "raw": 1.0 - misses["mean_probability"].to_numpy(np.float64) * relative,
+            "wrong": np.asarray(wrong, bool)}
+
+
+K = 8  # the length of the list a user works through in one round (bench_budget's k)
+
+
+def merged(cells: list[dict], key: str, k: int = K) -> dict:
+    """The review list of each image, cells and likely misses ranked together by ``key``
+    (``raw``: each kind on its own scale, the list before the calibration; ``confidence``:
+    as the product ranks them; ties keep the cells first, as ``core.review.suggestions``):
+    the AUC of "less confident → needs a fix" over all items, of the cells and of the misses
+    alone; per image the share of its first ``k`` that need a fix (mean over the images) and
+    how many of them are cells and misses (summed over the images)."""
+    scores, wrongs, kinds, top = [], [], [], []
+    for c in cells:
+        score = np.concatenate([c[key], c["misses"][key]])
+        wrong = np.concatenate([c["wrong"], c["misses"]["wrong"]])
+        miss = np.r_[np.zeros(len(c[key]), bool), np.ones(len(c["misses"][key]), bool)]
+        first = np.argsort(score, kind="stable")[:k]
+        top.append((wrong[first].mean() if len(first) else np.nan, wrong[first].sum(),
+                    (~miss[first]).sum(), miss[first].sum()))
+        scores.append(score)
+        wrongs.append(wrong)
+        kinds.append(miss)
+    score, wrong, miss = (np.concatenate(v) for v in (scores, wrongs, kinds))
+    top = np.array(top, float)
+    return {"items": len(score), "need_fix": int(wrong.sum()),
+            "misses": int(miss.sum()), "misses_need_fix": int(wrong[miss].sum()),
+            "auc_merged": round(auc(-score, wrong), 4),
+            "auc_cells": round(auc(-score[~miss], wrong[~miss]), 4),
+            "auc_misses": round(auc(-score[miss], wrong[miss]), 4),
+            f"top{k}_need_fix_share": round(float(np.nanmean(top[:, 0])), 4),
+            f"top{k}_need_fix": int(top[:, 1].sum()), f"top{k}_cells": int(top[:, 2].sum()),
+            f"top{k}_misses": int(top[:, 3].sum()), "images": len(cells)}
+
+
+def _features(x: np.ndarray, form: str) -> np.ndarray:
+    x = np.clip(np.asarray(x, np.float64), 1e-3, 1 - 1e-3)
+    return np.log(x / (1 - x)) if form == "logit" else x
+
+
+def fit_logistic(x: np.ndarray, wrong: np.ndarray, form: str) -> tuple[float, float]:
+    """(a, b) of P(needs a fix) = 1 / (1 + exp(−(a + b·f(x)))) by maximum likelihood;
+    f(x) = x (``linear``) or log(x / (1 − x)) (``logit``)."""
+    from scipy.optimize import minimize
+
+    f, y = _features(x, form), np.asarray(wrong, np.float64)
+
+    def loss(ab):
+        z = ab[0] + ab[1] * f
+        return float(np.mean(np.logaddexp(0, z) - y * z))
+
+    return tuple(float(v) for v in minimize(loss, np.zeros(2), method="BFGS").x)
+
+
+def calibrated(x, ab, form) -> np.ndarray:
+    """1 − the fitted chance of a fix: the confidence on the common scale."""
+    return 1.0 / (1.0 + np.exp(ab[0] + ab[1] * _features(x, form)))
+
+
+def log_loss(p_fix: np.ndarray, wrong: np.ndarray) -> float:
+    p = np.clip(p_fix, 1e-6, 1 - 1e-6)
+    return float(-np.mean(np.where(wrong, np.log(p), np.log(1 - p))))
+
+
+def fit_scales(cells: list[dict]) -> dict:
+    """Fit the logistic map of each kind's ``raw`` scale (both forms), on all images and on
+    the even / odd ones scored on the others: the constants, the held-out log loss of each
+    kind, and the merged list ranked by the fitted maps (held out, and in sample)."""
+    out = {}
+    for form in ("linear", "logit"):
+        res = {}
+        for kind, get in (("cell", lambda c: c), ("miss", lambda c: c["misses"])):
+            x = np.concatenate([get(c)["raw"] for c in cells])
+            y = np.concatenate([get(c)["wrong"] for c in cells])
+            res[kind] = [round(v, 4) for v in fit_logistic(x, y, form)]
+            held = []
+            for fit, test in ((cells[0::2], cells[1::2]), (cells[1::2], cells[0::2])):
+                ab = fit_logistic(np.concatenate([get(c)["raw"] for c in fit]),
+                                  np.concatenate([get(c)["wrong"] for c in fit]), form)
+                xt = np.concatenate([get(c)["raw"] for c in test])
+                yt = np.concatenate([get(c)["wrong"] for c in test])
+                held.append(log_loss(1 - calibrated(xt, ab, form), yt))
+            res[f"{kind}_log_loss_held_out"] = round(float(np.mean(held)), 4)
+
+        def apply(group, cell_ab, miss_ab, form=form):
+            return [dict(c, fitted=calibrated(c["raw"], cell_ab, form),
+                         misses=dict(c["misses"], fitted=calibrated(c["misses"]["raw"],
+                                                                    miss_ab, form)))
+                    for c in group]
+
+        res["merged_in_sample"] = merged(apply(cells, res["cell"], res["miss"]), "fitted")
+        held = []
+        for fit, test in ((cells[0::2], cells[1::2]), (cells[1::2], cells[0::2])):
+            ab = {kind: fit_logistic(np.concatenate([get(c)["raw"] for c in fit]),
+                                     np.concatenate([get(c)["wrong"] for c in fit]), form)
+                  for kind, get in (("cell", lambda c: c), ("miss", lambda c: c["misses"]))}
+            held.append(merged(apply(test, ab["cell"], ab["miss"]), "fitted"))
+        res["merged_held_out"] = {"even->odd": held[0], "odd->even": held[1]}
+        out[form] = res
+    return out
+
+
+def items_of(cells: list[dict]) -> list[dict]:
+    """What the fit needs of each image, as JSON."""
+    return [{"cells": {k: c[k].tolist() for k in ("raw", "confidence", "wrong")},
+             "misses": {k: c["misses"][k].tolist() for k in ("raw", "confidence", "wrong")}}
+            for c in cells]
+
+
+def cells_from_items(items: list[dict]) -> list[dict]:
+    def arrays(d):
+        return {k: np.asarray(v, bool if k == "wrong" else np.float64) for k, v in d.items()}
+
+    return [{**arrays(it["cells"]), "misses": arrays(it["misses"])} for it in items]
 
 
 def combos(terms) -> list[tuple[str, ...]]:
@@ -121,7 +281,20 @@ def main() -> None:
                         "--train-set dsb2018-train --save M.safetensors)")
     p.add_argument("--images", type=int, default=16, help="the first N validation images")
     p.add_argument("--json", type=Path)
+    p.add_argument("--items", type=Path,
+                   help="also write every image's cells and likely misses (raw scale, "
+                        "confidence, needs a fix) as JSON, for --fit")
+    p.add_argument("--fit", type=Path, metavar="ITEMS",
+                   help="predict nothing: fit each kind's scale on an --items file and print "
+                        "the constants and the merged list's figures")
     args = p.parse_args()
+    if args.fit:
+        items = json.loads(args.fit.read_text())
+        fits = {key: fit_scales(cells_from_items(v)) for key, v in items.items()}
+        print(json.dumps(fits, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(fits, indent=1))
+        return
     load_before = os.getloadavg()
     model, meta = load_model(args.model)
     ids = dsb_split.split()["validation"][: args.images]
@@ -132,6 +305,7 @@ def main() -> None:
     # one prediction first, untimed: torch's one-time set-up is no prediction's cost
     segment(model, dsb_split.read_gray(dsb_split.image_path(ids[0])), metadata=meta,
             device="cpu")
+    items = {}
     for tta in (False, True):
         cells, times = [], []
         for i in ids:
@@ -150,7 +324,10 @@ def main() -> None:
                        "table_without_confidence_s": round(sum(t["table_s"] for t in times), 3),
                        "added": round(conf_s / pred_s, 4)}
         key = "tta" if tta else "no_tta"
+        res["merged_before"] = merged(cells, "raw")  # each kind on its own scale
+        res["merged"] = merged(cells, "confidence")  # as the product ranks them
         result[key] = res
+        items[key] = items_of(cells)
         best = next(iter(res["auc"].items()))
         print(f"{key}: {res['cells']} cells, {res['wrong']} wrong; AUC of confidence "
               f"({'+'.join(CONFIDENCE_TERMS)}) {res['auc_confidence']:.3f}; best {best[0]} "
@@ -159,10 +336,19 @@ def main() -> None:
               f"wrong among the 8 least confident {res['wrong_among_8_least_confident']:.2f} "
               f"(all {res['wrong_among_all']:.2f}); confidence adds "
               f"{100 * res['time']['added']:.1f} % to the prediction", flush=True)
+        for name in ("merged_before", "merged"):
+            m = res[name]
+            print(f"  {name}: {m['items']} items ({m['misses']} likely misses, "
+                  f"{m['misses_need_fix']} real), AUC merged {m['auc_merged']:.3f}, cells "
+                  f"{m['auc_cells']:.3f}, misses {m['auc_misses']:.3f}; first {K} per image: "
+                  f"{m[f'top{K}_need_fix_share']:.2f} need a fix, {m[f'top{K}_cells']} cells / "
+                  f"{m[f'top{K}_misses']} misses", flush=True)
     result["load_before"], result["load_after"] = load_before, os.getloadavg()
     print(f"load before {load_before}, after {result['load_after']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
+    if args.items:
+        args.items.write_text(json.dumps(items))
 
 
 if __name__ == "__main__":
