@@ -44,3 +44,25 @@ def test_suggestions_keeps_the_n_least_certain():
     top = suggestions(table, n=3)
     assert len(top) == 3 and top["kind"].eq("cell").all()
     assert top["confidence"].max() <= table["confidence"].nsmallest(4).iloc[-1]
+
+
+def test_a_clearly_wrong_cell_ranks_above_a_faint_small_miss():
+    """Cells and likely misses on one scale (the chance of a fix): two merged cells, not
+    convex and less probable, come before a faint blob of a quarter of a cell's size, which
+    is as often a false alarm as a missed nucleus."""
+    yy, xx = np.mgrid[:120, :120]
+    labels = np.zeros((120, 120), np.int32)
+    for k, (cy, cx) in enumerate([(20, 20), (20, 60), (20, 100), (60, 20), (60, 100),
+                                  (100, 20), (100, 60), (100, 100)], 1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= 81] = k
+    merged = ((yy - 60) ** 2 + (xx - 51) ** 2 <= 81) | ((yy - 60) ** 2 + (xx - 69) ** 2 <= 81)
+    labels[merged] = 9
+    prob = np.where(labels > 0, 0.95, 0.05).astype(np.float32)
+    prob[merged] = 0.85
+    prob[(yy - 40) ** 2 + (xx - 40) ** 2 <= 22] = 0.55  # faint, 69 px: a quarter of a cell
+    table = measure_cells(labels, maps={"mean_probability": prob})
+    review = review_table(table, labels, prob)
+    assert review["kind"].tolist().count("miss") == 1
+    assert (review.loc[0, "kind"], int(review.loc[0, "label"])) == ("cell", 9)
+    assert review.loc[1, "kind"] == "miss"
+    assert review["confidence"].is_monotonic_increasing
