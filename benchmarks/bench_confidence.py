@@ -13,7 +13,19 @@ choice is not judged on the images it was made on). Also: the share of wrong cel
 adds to a prediction (the cells' table with the confidence and the ranked review,
 ``review_table`` with its likely misses, minus the same table without the confidence).
 
+The review list merges the cells with the likely misses (``core.review.likely_misses``); a
+miss *needs a fix* when its blob covers a true cell that no predicted cell matched (a real
+missed nucleus), otherwise it is a false alarm. For that list, ranked on each kind's own scale
+(``merged_before``: the geometric mean of the terms, 1 − mean probability × relative size) and
+as the product ranks it (``merged``: both on the fitted scale, 1 − the chance of a fix): the
+AUC of "less confident → needs a fix" (all items, cells, misses) and per image how many of the
+first 8 need a fix and how many are cells and misses. ``--items`` writes what the fit needs;
+``--fit ITEMS`` fits the logistic map of each kind (the constants of ``core``) without
+predicting, and scores it held out (fitted on the even-numbered images, scored on the odd).
+
     python benchmarks/bench_confidence.py --model M.safetensors --images 16 --json out.json
+    python benchmarks/bench_confidence.py --model M.safetensors --images 80 --items items.json
+    python benchmarks/bench_confidence.py --model M.safetensors --fit items.json
 """
 
 from __future__ import annotations
