@@ -115,6 +115,13 @@ def region_of(row, labels, prob) -> np.ndarray:
     return box & (prob >= 0.5) & (labels == 0)
 
 
+def covered_cells(region, truth) -> list[int]:
+    """The true cells a region covers: a fifth of the region, or half of the cell."""
+    ids, counts = np.unique(truth[region], return_counts=True)
+    return [int(i) for i, c in zip(ids, counts, strict=True)
+            if i and (c >= 0.2 * region.sum() or c >= 0.5 * np.sum(truth == i))]
+
+
 def fix(region, truth, annotation, background) -> dict:
     """The user makes ``region`` right: the true cells it covers (a fifth of it, or half of
     the cell) take their true masks; with none, it is a false cell, rejected: its pixels
@@ -122,9 +129,7 @@ def fix(region, truth, annotation, background) -> dict:
     unannotated, as a user's background stroke would leave the cell alone). Returns what was
     done: ``outcome`` (``accepted``: one true cell, ``corrected``: several, ``rejected``) and
     the pixels written."""
-    ids, counts = np.unique(truth[region], return_counts=True)
-    keep = [int(i) for i, c in zip(ids, counts, strict=True)
-            if i and (c >= 0.2 * region.sum() or c >= 0.5 * np.sum(truth == i))]
+    keep = covered_cells(region, truth)
     if not keep:
         empty = region & (truth == 0)
         annotation[empty] = 0

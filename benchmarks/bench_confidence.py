@@ -101,30 +101,25 @@ def misses_of(labels, prob, truth, missed_truth: set) -> dict:
     ``confidence`` as the product computes it, ``raw`` (1 − mean probability × size relative
     to the median cell's: the scale before the calibration) and ``wrong``: the blob needs a
     fix, i.e. it covers a true cell that no predicted cell matched (a fifth of the blob or
-    half of that cell, the simulated user's rule of ``bench_budget.fix``); otherwise it is a
-    false alarm."""
+    half of that cell: ``bench_budget.covered_cells``, the simulated user's rule); otherwise
+    it is a false alarm."""
     from scipy import ndimage as ndi
 
+    from bench_budget import covered_cells
     from napari_unet.core.measure.confidence import RING
     from napari_unet.core.review import likely_misses
     from napari_unet.core.review.suggest import MISS_THRESHOLD
-
     misses = likely_misses(labels, prob)
     _, sizes = np.unique(labels[labels > 0], return_counts=True)
     median = float(np.median(sizes)) if sizes.size else 0.0
     near = ndi.maximum_filter(labels > 0, size=2 * RING + 1)
     blobs, _ = ndi.label((prob >= MISS_THRESHOLD) & ~near)  # as likely_misses finds them
-    true_ids, true_sizes = np.unique(truth[truth > 0], return_counts=True)
-    true_size = dict(zip(true_ids.tolist(), true_sizes.tolist(), strict=True))
     wrong = []
     for row in misses.itertuples():
         box = blobs[row.bbox_y0:row.bbox_y1, row.bbox_x0:row.bbox_x1]
         ids, counts = np.unique(box[box > 0], return_counts=True)
         blob = blobs == ids[np.argmax(counts)]  # the blob that fills this box
-        hit, inter = np.unique(truth[blob], return_counts=True)
-        wrong.append(any(t in missed_truth and (c >= 0.2 * blob.sum() or
-                                                c >= 0.5 * true_size[t])
-                         for t, c in zip(hit.tolist(), inter.tolist(), strict=True) if t))
+        wrong.append(any(t in missed_truth for t in covered_cells(blob, truth)))
     relative = (np.minimum(1.0, misses["area"].to_numpy(float) / median) if median > 0
                 else np.ones(len(misses)))
     return {"confidence": misses["confidence"].to_numpy(np.float64),

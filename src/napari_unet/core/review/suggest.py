@@ -99,8 +99,8 @@ def likely_misses(labels: np.ndarray, prob: np.ndarray, *, threshold: float = MI
     table["mean_probability"] = raw["intensity_mean"].astype(np.float32)
     table = table[table["area"] >= min_size].reset_index(drop=True)
     relative = np.minimum(1.0, table["area"] / median) if median > 0 else 1.0
-    raw = 1.0 - table["mean_probability"].to_numpy(np.float64) * relative
-    table[CONFIDENCE] = calibrate(raw, MISS_SCALE)
+    score = 1.0 - table["mean_probability"].to_numpy(np.float64) * relative
+    table[CONFIDENCE] = calibrate(score, MISS_SCALE)
     return table
 
 
