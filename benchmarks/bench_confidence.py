@@ -189,40 +189,43 @@ def log_loss(p_fix: np.ndarray, wrong: np.ndarray) -> float:
     return float(-np.mean(np.where(wrong, np.log(p), np.log(1 - p))))
 
 
+KINDS = (("cell", lambda c: c), ("miss", lambda c: c["misses"]))
+SPLITS = (("even->odd", slice(0, None, 2), slice(1, None, 2)),
+          ("odd->even", slice(1, None, 2), slice(0, None, 2)))
+
+
+def _stack(group: list[dict], get, key: str) -> np.ndarray:
+    return np.concatenate([get(c)[key] for c in group])
+
+
 def fit_scales(cells: list[dict]) -> dict:
     """Fit the logistic map of each kind's ``raw`` scale (both forms), on all images and on
     the even / odd ones scored on the others: the constants, the held-out log loss of each
     kind, and the merged list ranked by the fitted maps (held out, and in sample)."""
+    def apply(group, ab, form):
+        return [dict(c, fitted=calibrated(c["raw"], ab["cell"], form),
+                     misses=dict(c["misses"], fitted=calibrated(c["misses"]["raw"],
+                                                                ab["miss"], form)))
+                for c in group]
+
     out = {}
     for form in ("linear", "logit"):
-        res = {}
-        for kind, get in (("cell", lambda c: c), ("miss", lambda c: c["misses"])):
-            x = np.concatenate([get(c)["raw"] for c in cells])
-            y = np.concatenate([get(c)["wrong"] for c in cells])
-            res[kind] = [round(v, 4) for v in fit_logistic(x, y, form)]
-            held = []
-            for fit, test in ((cells[0::2], cells[1::2]), (cells[1::2], cells[0::2])):
-                ab = fit_logistic(np.concatenate([get(c)["raw"] for c in fit]),
-                                  np.concatenate([get(c)["wrong"] for c in fit]), form)
-                xt = np.concatenate([get(c)["raw"] for c in test])
-                yt = np.concatenate([get(c)["wrong"] for c in test])
-                held.append(log_loss(1 - calibrated(xt, ab, form), yt))
-            res[f"{kind}_log_loss_held_out"] = round(float(np.mean(held)), 4)
-
-        def apply(group, cell_ab, miss_ab, form=form):
-            return [dict(c, fitted=calibrated(c["raw"], cell_ab, form),
-                         misses=dict(c["misses"], fitted=calibrated(c["misses"]["raw"],
-                                                                    miss_ab, form)))
-                    for c in group]
-
-        res["merged_in_sample"] = merged(apply(cells, res["cell"], res["miss"]), "fitted")
-        held = []
-        for fit, test in ((cells[0::2], cells[1::2]), (cells[1::2], cells[0::2])):
-            ab = {kind: fit_logistic(np.concatenate([get(c)["raw"] for c in fit]),
-                                     np.concatenate([get(c)["wrong"] for c in fit]), form)
-                  for kind, get in (("cell", lambda c: c), ("miss", lambda c: c["misses"]))}
-            held.append(merged(apply(test, ab["cell"], ab["miss"]), "fitted"))
-        res["merged_held_out"] = {"even->odd": held[0], "odd->even": held[1]}
+        whole = {kind: fit_logistic(_stack(cells, get, "raw"), _stack(cells, get, "wrong"), form)
+                 for kind, get in KINDS}
+        res = {kind: [round(v, 4) for v in ab] for kind, ab in whole.items()}
+        held, losses = {}, {kind: [] for kind, _ in KINDS}
+        for name, fit, test in SPLITS:
+            ab = {kind: fit_logistic(_stack(cells[fit], get, "raw"),
+                                     _stack(cells[fit], get, "wrong"), form)
+                  for kind, get in KINDS}
+            for kind, get in KINDS:
+                p_fix = 1 - calibrated(_stack(cells[test], get, "raw"), ab[kind], form)
+                losses[kind].append(log_loss(p_fix, _stack(cells[test], get, "wrong")))
+            held[name] = merged(apply(cells[test], ab, form), "fitted")
+        for kind, values in losses.items():
+            res[f"{kind}_log_loss_held_out"] = round(float(np.mean(values)), 4)
+        res["merged_in_sample"] = merged(apply(cells, {k: res[k] for k in whole}, form), "fitted")
+        res["merged_held_out"] = held
         out[form] = res
     return out
 
